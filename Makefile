@@ -1,0 +1,43 @@
+# Worker service.  `make run` runs it on embedded defaults; `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench chaos migrate check clean venv
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml requirements-dashboard.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# dramatiq-dashboard 0.4.0 pins dramatiq<2 and redis<5 but runs on 2.x (tests prove it):
+	# installed without its stale pins, its real dependency (jinja2) comes from setup.cfg.
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-dashboard.txt
+	@touch $(STAMP)
+
+run: $(STAMP)
+	@bash scripts/run.sh
+
+test: $(STAMP)
+	@bash scripts/test.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+migrate: $(STAMP)
+	$(BIN)/worker migrate
+
+check: $(STAMP)
+	$(BIN)/worker check
+
+bench: $(STAMP)
+	@bash scripts/with-redis.sh $(BIN)/python -m benchmarks
+
+chaos: $(STAMP)
+	@CHAOS_FULL=1 bash scripts/with-redis.sh $(BIN)/python -m pytest -ra tests/test_chaos.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,44 @@
+"""Broker construction from settings: Redis (``redis://``, ``rediss://``) or RabbitMQ (``amqp(s)://``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dramatiq import Broker
+from dramatiq.middleware import Middleware
+
+from brokers.rabbitmq import ReliableRabbitmqBroker
+from brokers.redis import ReliableRedisBroker, make_connection_pool
+from settings import Settings
+
+__all__ = ["ReliableRabbitmqBroker", "ReliableRedisBroker", "build_broker", "make_redis_client"]
+
+
+def make_redis_client(settings: Settings):  # -> redis.Redis
+    import redis
+
+    return redis.Redis(connection_pool=make_connection_pool(
+        settings.broker_url,
+        socket_timeout=settings.broker_socket_timeout_seconds,
+        health_check_interval=settings.broker_health_check_seconds,
+        connect_attempts=settings.broker_connect_attempts,
+    ))
+
+
+def build_broker(settings: Settings, middleware: Sequence[Middleware]) -> Broker:
+    """A broker for ``BROKER_URL`` with exactly ``middleware`` (Dramatiq's defaults are not added)."""
+    if settings.broker_kind == "rabbitmq":
+        import pika
+
+        params = pika.URLParameters(settings.broker_url)
+        params.connection_attempts = settings.broker_connect_attempts
+        params.retry_delay = 1.0
+        params.socket_timeout = settings.broker_socket_timeout_seconds
+        params.heartbeat = 30
+        return ReliableRabbitmqBroker(parameters=params, middleware=list(middleware))
+    return ReliableRedisBroker(
+        client=make_redis_client(settings),
+        middleware=list(middleware),
+        heartbeat_timeout=settings.heartbeat_timeout_ms,
+        crash_loop_limit=settings.crash_loop_limit,
+    )

@@ -1,0 +1,238 @@
+"""A Redis broker that cannot lose a message between processing and ack.
+
+Subclass of :class:`dramatiq.brokers.redis.RedisBroker` (same keys, same
+wire format, so foreign senders and Dramatiq's own tooling keep working).
+What it changes, and why no middleware hook could do it:
+
+* ``settle`` acks a message and enqueues its successor (retry, deferral,
+  pending dead letter) in one Lua script, so a Redis blip during a retry
+  never acks-and-loses the message (Dramatiq #545).
+* ``fetch`` returns each Redis id with its payload, so an undecodable body
+  is dead-lettered and removed instead of crashing the consumer and staying
+  forever in a live worker's acks set.
+* Dead-worker recovery no longer depends on the 0.1 % maintenance lottery
+  or Redis ``KEYS``: ``recover_dead_workers`` (run by middleware.recovery
+  every few seconds) requeues everything a dead worker held, on every
+  registered queue and delay queue, and counts a crash for each message it
+  had started; messages over ``crash_loop_limit`` become ``crash_loop``
+  dead letters.
+* ``heartbeat`` is sent by a thread, so a worker whose threads are all busy
+  (full prefetch, no broker traffic) is not mistaken for a dead one.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff, current_millis
+from dramatiq.errors import ConnectionClosed, DecodeError
+from dramatiq.logging import get_logger
+from dramatiq.message import Message
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from brokers.settle import DeadLetterSink, Successor, classify_consumer_failure, get_successor
+
+_LUA = {p.stem: p.read_bytes() for p in (Path(__file__).parent / "lua").glob("*.lua")}
+_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+
+
+def make_connection_pool(url: str, *, socket_timeout: float, health_check_interval: int,
+                         connect_attempts: int) -> redis.ConnectionPool:
+    """Pool with socket timeouts, health checks and retries with exponential backoff and jitter."""
+    return redis.ConnectionPool.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(socket_timeout, 5.0),
+        socket_keepalive=True,
+        health_check_interval=health_check_interval,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=2.0), connect_attempts - 1),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
+class ReliableRedisBroker(RedisBroker):
+    """RedisBroker with atomic settle, decode-safe fetch, lottery-free recovery and a crash-loop guard.
+
+    Parameters:
+      crash_loop_limit(int): worker deaths while running one message before it is dead-lettered.
+      dead_letter_sink(DeadLetterSink): where consumer-level dead letters go (set by middleware).
+      Everything else as :class:`RedisBroker`; ``maintenance_chance`` is forced to 0.
+    """
+
+    def __init__(self, *, crash_loop_limit: int = 3, **kwargs: Any) -> None:
+        kwargs["maintenance_chance"] = 0
+        super().__init__(**kwargs)
+        self.crash_loop_limit = crash_loop_limit
+        self.dead_letter_sink: DeadLetterSink | None = None
+        self.reliable_scripts = {name: self.client.register_script(src) for name, src in _LUA.items()}
+
+    @property
+    def consumer_class(self) -> type[_RedisConsumer]:
+        return ReliableRedisConsumer
+
+    def key(self, name: str) -> str:
+        return f"{self.namespace}:{name}"
+
+    # --- fleet maintenance --------------------------------------------------------
+    def heartbeat(self) -> None:
+        self.client.zadd(self.key("__heartbeats__"), {self.broker_id: current_millis()})
+
+    def register_queues(self) -> None:
+        if self.queues:
+            self.client.sadd(self.key("__queues__"), *self.queues)
+
+    def recover_dead_workers(self) -> tuple[int, int]:
+        """Requeue what dead workers held; returns (dead workers, messages requeued)."""
+        dead, requeued = self.reliable_scripts["recover"](
+            args=[self.namespace, current_millis(), self.heartbeat_timeout])
+        return int(dead), int(requeued)
+
+    def mark_started(self, message: MessageProxy) -> None:
+        redis_id = message.options.get("redis_message_id")
+        if redis_id and not message.queue_name.endswith(".DQ"):
+            self.client.sadd(self.key(f"__started__.{self.broker_id}"), redis_id)
+
+    def settle(self, queue_name: str, redis_id: str, successor: Successor | None) -> bool:
+        args: list[Any] = [self.namespace, queue_name, self.broker_id, current_millis(), redis_id]
+        if successor is not None:
+            prepared = self.prepare_enqueue(successor.message, successor.delay_ms)
+            args += [prepared.queue_name, prepared.options["redis_message_id"], prepared.encode()]
+        return bool(self.reliable_scripts["settle"](args=args))
+
+    def prepare_enqueue(self, message: Message, delay_ms: int | None) -> Message:
+        """The exact copy ``enqueue`` would store: new Redis id, and an eta when delayed."""
+        options = {**message.options, "redis_message_id": str(uuid4())}
+        options.pop("eta", None)
+        queue_name = message.queue_name.removesuffix(".DQ")
+        if delay_ms is not None:
+            options["eta"] = current_millis() + delay_ms
+            queue_name = f"{queue_name}.DQ"
+        return dataclasses.replace(message, queue_name=queue_name, options=options)
+
+    def fetch(self, queue_name: str, count: int) -> list[Any]:
+        return self.reliable_scripts["fetch"](
+            args=[self.namespace, queue_name, self.broker_id, current_millis(), count])
+
+
+class ReliableRedisConsumer(_RedisConsumer):
+    """Consumer whose fetch is decode-safe and whose ack enqueues a successor atomically."""
+
+    broker: ReliableRedisBroker
+
+    def __init__(self, broker: ReliableRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)
+        self.logger = get_logger(__name__, type(self))
+        self.fetched: list[tuple[str, bytes | None, int]] = []
+
+    @property
+    def outstanding_message_count(self) -> int:
+        return len(self.queued_message_ids) + len(self.fetched)
+
+    def _settle(self, message: MessageProxy, successor: Successor | None) -> None:
+        try:
+            self.broker.settle(self.queue_name, message.options["redis_message_id"], successor)
+        except _REDIS_ERRORS as exc:
+            # Dramatiq's ConsumerThread retries ack/nack every 5 s on ConnectionClosed.
+            raise ConnectionClosed(exc) from None
+        self.queued_message_ids.discard(message.message_id)
+
+    def ack(self, message: MessageProxy) -> None:
+        self._settle(message, get_successor(message))
+
+    def nack(self, message: MessageProxy) -> None:
+        sink = self.broker.dead_letter_sink
+        if sink is None:
+            return self._dramatiq_nack(message)
+        error_type, exc = classify_consumer_failure(message)
+        successor = None
+        try:
+            sink.record_message(message, error_type, exc)
+        except Exception:
+            self.logger.warning("Could not store dead letter of %s; it is kept for later.",
+                                message.message_id, exc_info=True)
+            successor = sink.pending_successor(message, error_type, exc)
+        self._settle(message, successor)
+
+    def _dramatiq_nack(self, message: MessageProxy) -> None:
+        try:
+            self.broker.do_nack(self.queue_name, message.options["redis_message_id"])
+        except _REDIS_ERRORS as exc:
+            raise ConnectionClosed(exc) from None
+        finally:
+            self.queued_message_ids.discard(message.message_id)
+
+    def _reject_raw(self, redis_id: str, body: bytes | None, error: str) -> None:
+        sink = self.broker.dead_letter_sink
+        if sink is not None and body is not None:
+            try:
+                sink.record_raw(self.queue_name, body, "undecodable", error)
+            except Exception:
+                self.logger.warning("Could not store undecodable message %s; it goes back on the queue.",
+                                    redis_id, exc_info=True)
+                self.broker.do_requeue(self.queue_name, redis_id)
+                return
+        self.broker.settle(self.queue_name, redis_id, None)
+
+    def __next__(self) -> MessageProxy | None:
+        try:
+            while True:
+                if self.fetched:
+                    redis_id, body, crashes = self.fetched.pop(0)
+                    proxy = self._decode(redis_id, body, crashes)
+                    if proxy is None:
+                        continue
+                    self.misses = 0
+                    self.queued_message_ids.add(proxy.message_id)
+                    return proxy
+                fetched: list[Any] = []
+                if self.outstanding_message_count < self.prefetch:
+                    fetched = self.broker.fetch(self.queue_name, self.prefetch - self.outstanding_message_count)
+                    self.fetched = [(fetched[i].decode(), fetched[i + 1] or None, int(fetched[i + 2]))
+                                    for i in range(0, len(fetched), 3)]
+                if not fetched:
+                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                    time.sleep(backoff_ms / 1000)
+                    return None
+        except _REDIS_ERRORS as exc:
+            raise ConnectionClosed(exc) from None
+
+    def _decode(self, redis_id: str, body: bytes | None, crashes: int) -> MessageProxy | None:
+        if body is None:
+            # The payload was deleted under us (purge); nothing to process.
+            self.broker.settle(self.queue_name, redis_id, None)
+            return None
+        try:
+            message = Message.decode(body)
+        except DecodeError as exc:
+            self.logger.error("Undecodable message %s on %s: %s", redis_id, self.queue_name, exc.__cause__)
+            self._reject_raw(redis_id, body, f"{type(exc.__cause__).__name__}: {exc.__cause__}")
+            return None
+        if message.options.get("redis_message_id") != redis_id:
+            message = message.copy(options={"redis_message_id": redis_id})
+        proxy = MessageProxy(message)
+        if crashes >= self.broker.crash_loop_limit:
+            self.logger.error("Message %s killed its worker %d times; dead-lettering it as crash_loop.",
+                              message.message_id, crashes)
+            proxy.fail()
+            proxy.__dict__["dead_letter_type"] = "crash_loop"
+            proxy.stuff_exception(RuntimeError(f"worker process died {crashes} times while running this message"))
+            self.queued_message_ids.add(proxy.message_id)
+            self.nack(proxy)
+            return None
+        return proxy
+
+
+def encode_raw_body(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(body).decode("ascii")

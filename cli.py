@@ -1,0 +1,373 @@
+"""The ``worker`` command: run, check, migrate, send, asset, dlq.
+
+Configuration mistakes end with one readable line and exit code 2 (1 for
+``check``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from database.connection import DatabaseUnavailable
+from settings import Settings, SettingsError, get_settings, is_loopback_host, mask_url
+
+logger = logging.getLogger("worker.cli")
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def _init(settings: Settings, *, migrate: bool = True) -> None:
+    from database import init_database
+    from database import migrate as run_migrations
+    from logsetup import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    init_database(settings.database_url)
+    if migrate:
+        run_migrations()
+
+
+def _operator() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001
+        user = "unknown"
+    return f"cli:{user}@{socket.gethostname()}"
+
+
+# --- run --------------------------------------------------------------------------
+def dramatiq_command(settings: Settings) -> list[str]:
+    """The exact Dramatiq command `worker run` executes (bare `dramatiq actors ...` is equivalent)."""
+    return ["dramatiq", "actors", "--processes", str(settings.worker_processes),
+            "--threads", str(settings.worker_threads),
+            "--worker-shutdown-timeout", str(settings.shutdown_grace_seconds * 1000)]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings()
+    _init(settings, migrate=True)
+    command = dramatiq_command(settings)
+    executable = Path(sys.executable).with_name("dramatiq")
+    argv = [str(executable) if executable.exists() else command[0], *command[1:]]
+    logger.info("starting: %s", shlex.join(command), extra={"command": command})
+    process = subprocess.Popen(argv)
+
+    def forward(signum: int, _frame: Any) -> None:
+        if process.poll() is None:
+            process.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    while True:
+        try:
+            return process.wait()
+        except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for clarity
+            continue
+
+
+# --- check ------------------------------------------------------------------------
+def _check_redis(settings: Settings, problems: list[str], warnings: list[str]) -> None:
+    import redis
+
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=3, socket_connect_timeout=3, retry=None)
+    try:
+        client.ping()
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"broker {mask_url(settings.broker_url)} unreachable: {exc}")
+        return
+    try:
+        config = {**client.config_get("appendonly"), **client.config_get("appendfsync"),
+                  **client.config_get("maxmemory-policy")}
+    except Exception:  # noqa: BLE001 - managed Redis may forbid CONFIG
+        warnings.append("cannot read Redis CONFIG; make sure appendonly=yes and maxmemory-policy=noeviction")
+        return
+    if config.get("appendonly") != "yes":
+        warnings.append("Redis appendonly is off: queued messages are lost if Redis restarts "
+                        "(set appendonly yes, appendfsync everysec)")
+    if config.get("maxmemory-policy", "noeviction") != "noeviction":
+        warnings.append(f"Redis maxmemory-policy is {config['maxmemory-policy']}: Redis may evict queued "
+                        "messages (set maxmemory-policy noeviction)")
+
+
+def _check_rabbitmq(settings: Settings, problems: list[str]) -> None:
+    import pika
+
+    params = pika.URLParameters(settings.broker_url)
+    params.connection_attempts = 1
+    params.socket_timeout = 3
+    params.blocked_connection_timeout = 3
+    params.stack_timeout = 5
+    try:
+        pika.BlockingConnection(params).close()
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"broker {mask_url(settings.broker_url)} unreachable: {exc or type(exc).__name__}")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        _err(f"PROBLEM {exc}")
+        return 1
+    problems: list[str] = []
+    warnings: list[str] = []
+    _out("effective configuration (secrets masked):")
+    for key, value in settings.masked().items():
+        _out(f"  {key}={'' if value is None else value}")
+    if settings.broker_kind == "redis":
+        _check_redis(settings, problems, warnings)
+    else:
+        _check_rabbitmq(settings, problems)
+    broker_host = urlsplit(settings.broker_url).hostname
+    if settings.database_url.startswith("sqlite") and not is_loopback_host(broker_host):
+        warnings.append("SQLite with a non-loopback broker: workers on several hosts need PostgreSQL "
+                        "(DATABASE_URL=postgresql://...)")
+    try:
+        from database import current_version, init_database, latest_version
+
+        init_database(settings.database_url)
+        version = current_version()
+        if version < latest_version():
+            warnings.append(f"database schema at version {version}, latest is {latest_version()}: run worker migrate")
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"database {mask_url(settings.database_url)} unusable: {exc}")
+    for line in warnings:
+        _out(f"WARN {line}")
+    for line in problems:
+        _out(f"PROBLEM {line}")
+    _out("OK" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+# --- migrate ------------------------------------------------------------------------
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from database import current_version, migrate
+
+    _init(_settings())
+    applied = migrate()
+    _out(f"schema version {current_version()}" + (f" (applied {applied})" if applied else " (up to date)"))
+    return 0
+
+
+# --- send ------------------------------------------------------------------------------
+def cmd_send(args: argparse.Namespace) -> int:
+    from contracts import InvalidPayload, Sender, UnknownActor, build_message, validate_payload
+
+    settings = _settings()
+    try:
+        payload = json.loads(args.payload)
+        kwargs = validate_payload(args.actor, payload)
+    except json.JSONDecodeError as exc:
+        _err(f"invalid payload for {args.actor}: not JSON ({exc})")
+        return 1
+    except (InvalidPayload, UnknownActor) as exc:
+        _err(str(exc))
+        return 1
+    if settings.broker_kind == "redis":
+        from brokers import make_redis_client
+
+        message_id = Sender(make_redis_client(settings)).send(args.actor, kwargs)
+    else:
+        from dramatiq.message import Message
+
+        from brokers import build_broker
+
+        broker = build_broker(settings, [])
+        message = Message(**{**build_message(args.actor, kwargs), "args": ()})
+        message_id = broker.enqueue(message).message_id
+        broker.close()
+    _out(message_id)
+    return 0
+
+
+# --- asset --------------------------------------------------------------------------------
+def cmd_asset(args: argparse.Namespace) -> int:
+    from database import Asset, session
+
+    _init(_settings())
+    with session():
+        asset = Asset.get_or_none(Asset.asset_id == args.asset_id)
+    if asset is None:
+        _err(f"unknown asset {args.asset_id}")
+        return 1
+    record = asset.to_public()
+    if args.json:
+        _out(json.dumps(record, ensure_ascii=False))
+    else:
+        for key, value in record.items():
+            _out(f"{key:26} {'' if value is None else value}")
+    return 0
+
+
+# --- dlq -------------------------------------------------------------------------------------
+def _dlq_store():  # -> DeadLetterStore
+    from brokers import build_broker
+    from middleware.deadletters import DeadLetterStore
+
+    settings = _settings()
+    _init(settings)
+    return DeadLetterStore(build_broker(settings, []))
+
+
+def _filter(args: argparse.Namespace, state: str | None = "dead"):  # -> Filter
+    from middleware.deadletters import Filter
+
+    return Filter(actor=args.actor, queue=getattr(args, "queue", None), error_type=args.error_type,
+                  state=getattr(args, "state", None) or state, since=args.since, until=args.until)
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from middleware.deadletters import to_public
+
+    store = _dlq_store()
+    if args.dlq_command == "list":
+        rows = [to_public(r) for r in store.list(_filter(args), limit=args.limit, offset=args.offset)]
+        if args.json:
+            _out(json.dumps(rows, ensure_ascii=False))
+        else:
+            for r in rows:
+                _out(f"{r['id']:>6} {r['failed_at']} {r['state']:8} {r['actor']:20} {r['error_type']:18} "
+                     f"{(r['error_message'] or '')[:80]}")
+            _out(f"{len(rows)} shown, {store.count(_filter(args))} matching")
+        return 0
+    if args.dlq_command == "show":
+        row = store.get(args.id)
+        if row is None:
+            _err(f"no dead letter {args.id}")
+            return 1
+        record = to_public(row, full=True)
+        if args.json:
+            _out(json.dumps(record, ensure_ascii=False))
+        else:
+            for key, value in record.items():
+                if key == "traceback":
+                    continue
+                _out(f"{key:18} {json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value}")
+            if record.get("traceback"):
+                _out("traceback:")
+                _out(record["traceback"])
+        return 0
+    if args.dlq_command in ("requeue", "delete"):
+        if not args.ids and not args.all:
+            _err(f"worker dlq {args.dlq_command}: give IDs or --all with filters")
+            return 2
+        who = _operator()
+        if args.dlq_command == "requeue":
+            done = store.requeue_matching(_filter(args), who) if args.all else store.requeue(args.ids, who)
+            _out(f"requeued {len(done)}" + (f": {' '.join(map(str, done))}" if done else ""))
+        else:
+            n = store.delete_matching(_filter(args), who) if args.all else store.delete(args.ids, who)
+            _out(f"deleted {n}")
+        return 0
+    if args.dlq_command == "purge":
+        letters, audits = store.purge(args.older_than, _operator())
+        _out(f"purged {letters} dead letter(s) and {audits} audit entr{'y' if audits == 1 else 'ies'}")
+        return 0
+    if args.dlq_command == "audit":
+        rows = store.audit(limit=args.limit)
+        from database.models import iso
+
+        data = [{"at": iso(r.at), "who": r.who, "action": r.action, "target": r.target, "count": r.count,
+                 "detail": r.detail} for r in rows]
+        if args.json:
+            _out(json.dumps(data, ensure_ascii=False))
+        else:
+            for r in data:
+                _out(f"{r['at']} {r['who']:30} {r['action']:8} {r['count']:>5} {r['target']}")
+        return 0
+    return 2
+
+
+def _date(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date/time: {value!r}") from None
+
+
+def _add_filters(p: argparse.ArgumentParser, with_state: bool) -> None:
+    p.add_argument("--actor")
+    p.add_argument("--queue")
+    p.add_argument("--error-type")
+    if with_state:
+        p.add_argument("--state", choices=["dead", "requeued", "deleted"])
+    p.add_argument("--since", type=_date, help="failed at or after (ISO-8601, UTC)")
+    p.add_argument("--until", type=_date, help="failed before (ISO-8601, UTC)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="worker", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the Dramatiq worker with processes/threads from settings").set_defaults(func=cmd_run)
+    sub.add_parser("check", help="check configuration, broker and database").set_defaults(func=cmd_check)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    p = sub.add_parser("send", help="validate and send one message; prints its message_id")
+    p.add_argument("actor")
+    p.add_argument("payload", help="the kwargs as a JSON object")
+    p.set_defaults(func=cmd_send)
+    p = sub.add_parser("asset", help="show an asset record")
+    p.add_argument("asset_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_asset)
+    dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(dest="dlq_command", required=True)
+    p = dlq.add_parser("list")
+    _add_filters(p, with_state=True)
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p = dlq.add_parser("show")
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+    for name in ("requeue", "delete"):
+        p = dlq.add_parser(name)
+        p.add_argument("ids", nargs="*", type=int)
+        p.add_argument("--all", action="store_true", help="every dead letter matching the filters")
+        _add_filters(p, with_state=False)
+    p = dlq.add_parser("purge", help="delete dead letters and audit entries older than DAYS")
+    p.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    p = dlq.add_parser("audit", help="the operator audit log")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true")
+    for p in dlq.choices.values():
+        p.set_defaults(func=cmd_dlq)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as exc:
+        _err(f"worker: {exc}")
+        return 2
+    except DatabaseUnavailable as exc:
+        _err(f"worker: database unavailable: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

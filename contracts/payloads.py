@@ -1,0 +1,91 @@
+"""Payload models of the pinned message contracts (DESIGN.md, "Messages").
+
+Payloads travel in kwargs only (args ``[]``).  Every model forbids unknown
+fields and is strict about types, so a typo at the sender fails at the
+sender, and the worker checks again (middleware.validation).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+NonEmpty = Annotated[StrictStr, Field(min_length=1, max_length=10_000)]
+Identifier = Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@-]+$")]
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProcessAsset(Payload):
+    """``process_asset`` on ``assets``: fetch, sniff, extract and store an asset's text."""
+
+    asset_id: Identifier
+    source: NonEmpty
+    filename: Annotated[StrictStr, Field(max_length=1000)] | None = None
+    content_type: Annotated[StrictStr, Field(max_length=200)] | None = None
+    crm_lead_id: StrictInt | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value.startswith("file:"):
+            if len(value) == len("file:"):
+                raise ValueError("file: source needs a path relative to STORAGE_ROOT")
+            return value
+        if value.startswith(("https://", "http://")):
+            return value
+        raise ValueError("source must be 'file:<path relative to STORAGE_ROOT>' or an https:// URL")
+
+
+class ExtractKnowledge(Payload):
+    """``extract_knowledge`` on ``knowledge``: build the asset's knowledge graph."""
+
+    asset_id: Identifier
+
+
+class CrmUpsertContact(Payload):
+    """``crm_upsert_contact`` on ``crm``: find by external id, email or phone, then create or update."""
+
+    external_id: Identifier
+    name: NonEmpty
+    emails: list[Annotated[StrictStr, Field(min_length=3, max_length=320)]] | None = None
+    phones: list[Annotated[StrictStr, Field(min_length=3, max_length=50)]] | None = None
+
+
+class CrmCreateLead(Payload):
+    """``crm_create_lead`` on ``crm``: idempotent by external id, linked to its contact."""
+
+    external_id: Identifier
+    name: NonEmpty
+    price: StrictInt | None = None
+    contact_external_id: Identifier | None = None
+
+
+class CrmAddNote(Payload):
+    """``crm_add_note`` on ``crm``: a note created once per idempotency key."""
+
+    entity: Literal["leads", "contacts"]
+    entity_id: StrictInt
+    text: NonEmpty
+    idempotency_key: Annotated[StrictStr, Field(min_length=1, max_length=300)]
+
+
+class CrmHandleWebhook(Payload):
+    """``crm_handle_webhook`` on ``crm``: a raw form-urlencoded Kommo webhook body and its URL token."""
+
+    body: Annotated[StrictStr, Field(max_length=5_000_000)]
+    token: StrictStr
+
+
+#: actor name -> (queue, payload model).  The single registry for senders and actors.
+CONTRACTS: dict[str, tuple[str, type[Payload]]] = {
+    "process_asset": ("assets", ProcessAsset),
+    "extract_knowledge": ("knowledge", ExtractKnowledge),
+    "crm_upsert_contact": ("crm", CrmUpsertContact),
+    "crm_create_lead": ("crm", CrmCreateLead),
+    "crm_add_note": ("crm", CrmAddNote),
+    "crm_handle_webhook": ("crm", CrmHandleWebhook),
+}

@@ -1,0 +1,162 @@
+"""Send messages to the worker from any Python service, with pydantic and redis only.
+
+The wire format is Dramatiq's (see README, "Message format"): a JSON object
+stored in the hash ``<ns>:<queue>.msgs`` under a fresh Redis id that is then
+pushed onto the list ``<ns>:<queue>``, both in one MULTI/EXEC.  Payloads are
+validated before anything is written: an invalid payload raises
+:class:`InvalidPayload` and nothing is enqueued.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+
+from contracts.payloads import CONTRACTS, Payload
+
+DEFAULT_NAMESPACE = "dramatiq"
+
+
+class InvalidPayload(ValueError):
+    """The payload does not match the actor's contract; ``reason`` says why."""
+
+    def __init__(self, actor: str, reason: str) -> None:
+        super().__init__(f"invalid payload for {actor}: {reason}")
+        self.actor = actor
+        self.reason = reason
+
+
+class UnknownActor(ValueError):
+    pass
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ())) or "payload"
+        parts.append(f"{where}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def validate_payload(actor: str, payload: Mapping[str, Any] | Payload) -> dict[str, Any]:
+    """Return the payload as plain kwargs (unset optionals dropped), or raise InvalidPayload."""
+    if actor not in CONTRACTS:
+        raise UnknownActor(f"unknown actor {actor!r}; known: {', '.join(sorted(CONTRACTS))}")
+    _queue, model = CONTRACTS[actor]
+    if isinstance(payload, Payload):
+        if not isinstance(payload, model):
+            raise InvalidPayload(actor, f"expected {model.__name__}, got {type(payload).__name__}")
+        return payload.model_dump(mode="json", exclude_none=True)
+    if not isinstance(payload, Mapping):
+        raise InvalidPayload(actor, "payload must be a JSON object")
+    try:
+        return model.model_validate(dict(payload)).model_dump(mode="json", exclude_none=True)
+    except ValidationError as exc:
+        raise InvalidPayload(actor, describe_validation_error(exc)) from None
+
+
+def build_message(actor: str, kwargs: dict[str, Any], options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A Dramatiq message dict for an already-validated payload."""
+    queue, _model = CONTRACTS[actor]
+    return {
+        "queue_name": queue,
+        "actor_name": actor,
+        "args": [],
+        "kwargs": kwargs,
+        "options": dict(options or {}),
+        "message_id": str(uuid.uuid4()),
+        "message_timestamp": int(time.time() * 1000),
+    }
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    # Byte-for-byte what dramatiq.encoder.JSONEncoder produces.
+    return json.dumps(message, separators=(",", ":")).encode("utf-8")
+
+
+def _inject_trace_context(options: dict[str, Any]) -> None:
+    try:
+        from opentelemetry import propagate
+    except ImportError:  # the sender works without OpenTelemetry
+        return
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if carrier:
+        options.setdefault("trace_context", carrier)
+
+
+class Sender:
+    """Validated sends to the worker's Redis broker.
+
+    Parameters:
+      client: a ``redis.Redis`` client, or ``url`` to build one.
+      namespace: the Dramatiq key namespace (``dramatiq``).
+    """
+
+    def __init__(self, client: redis.Redis | None = None, *, url: str | None = None,
+                 namespace: str = DEFAULT_NAMESPACE) -> None:
+        if client is None:
+            if url is None:
+                raise ValueError("Sender needs a redis client or url")
+            client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        self.client = client
+        self.namespace = namespace
+
+    def send(self, actor: str, payload: Mapping[str, Any] | Payload | None = None, *,
+             options: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
+        """Validate and enqueue one message; returns its message_id."""
+        return self.send_many(actor, [payload if payload is not None else kwargs], options=options)[0]
+
+    def send_many(self, actor: str, payloads: Iterable[Mapping[str, Any] | Payload], *,
+                  options: Mapping[str, Any] | None = None, chunk_size: int = 1000) -> list[str]:
+        """Validate every payload first, then enqueue them pipelined; all-or-nothing per chunk."""
+        messages = []
+        base_options = dict(options or {})
+        _inject_trace_context(base_options)
+        for payload in payloads:
+            messages.append(build_message(actor, validate_payload(actor, payload), base_options))
+        ids: list[str] = []
+        for start in range(0, len(messages), chunk_size):
+            chunk = messages[start:start + chunk_size]
+            pipe = self.client.pipeline(transaction=True)
+            for message in chunk:
+                queue = message["queue_name"]
+                redis_id = str(uuid.uuid4())
+                message["options"] = {**message["options"], "redis_message_id": redis_id}
+                pipe.hset(f"{self.namespace}:{queue}.msgs", redis_id, encode(message))
+                pipe.rpush(f"{self.namespace}:{queue}", redis_id)
+            pipe.execute()
+            ids.extend(m["message_id"] for m in chunk)
+        return ids
+
+    # --- typed helpers, one per actor -----------------------------------------
+    def process_asset(self, asset_id: str, source: str, *, filename: str | None = None,
+                      content_type: str | None = None, crm_lead_id: int | None = None) -> str:
+        return self.send("process_asset", {"asset_id": asset_id, "source": source, "filename": filename,
+                                           "content_type": content_type, "crm_lead_id": crm_lead_id})
+
+    def extract_knowledge(self, asset_id: str) -> str:
+        return self.send("extract_knowledge", {"asset_id": asset_id})
+
+    def crm_upsert_contact(self, external_id: str, name: str, *, emails: list[str] | None = None,
+                           phones: list[str] | None = None) -> str:
+        return self.send("crm_upsert_contact", {"external_id": external_id, "name": name,
+                                                "emails": emails, "phones": phones})
+
+    def crm_create_lead(self, external_id: str, name: str, *, price: int | None = None,
+                        contact_external_id: str | None = None) -> str:
+        return self.send("crm_create_lead", {"external_id": external_id, "name": name, "price": price,
+                                             "contact_external_id": contact_external_id})
+
+    def crm_add_note(self, entity: str, entity_id: int, text: str, idempotency_key: str) -> str:
+        return self.send("crm_add_note", {"entity": entity, "entity_id": entity_id, "text": text,
+                                          "idempotency_key": idempotency_key})
+
+    def crm_handle_webhook(self, body: str, token: str) -> str:
+        return self.send("crm_handle_webhook", {"body": body, "token": token})

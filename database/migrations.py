@@ -1,0 +1,62 @@
+"""Versioned, idempotent schema migrations (``worker migrate``; also run at worker start).
+
+Each migration runs once, inside one transaction that also records its
+version, under a lock (PostgreSQL advisory lock, SQLite ``BEGIN IMMEDIATE``)
+so several processes starting together apply it exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import peewee
+
+from database.connection import database_proxy, is_sqlite, session
+from database.models import Asset, AssetText, AuditEntry, DeadLetter, SchemaVersion
+
+logger = logging.getLogger(__name__)
+_ADVISORY_LOCK_KEY = 0x57_4B_52_4D  # "WKRM"
+
+
+def _v1_base(db: peewee.Database) -> None:
+    db.create_tables([Asset, AssetText, DeadLetter, AuditEntry], safe=True)
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
+    (1, "base: assets, asset texts, dead letters, audit log", _v1_base),
+]
+
+
+def latest_version() -> int:
+    return MIGRATIONS[-1][0]
+
+
+def current_version() -> int:
+    with session() as db:
+        if not db.table_exists(SchemaVersion._meta.table_name):
+            return 0
+        return SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0
+
+
+def migrate() -> list[int]:
+    """Apply pending migrations; returns the versions applied by this call."""
+    applied: list[int] = []
+    with session() as db:
+        db.create_tables([SchemaVersion], safe=True)
+    for version, name, apply in MIGRATIONS:
+        with session() as db:
+            lock = db.atomic("IMMEDIATE") if is_sqlite() else db.atomic()
+            with lock:
+                if not is_sqlite():
+                    db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+                if SchemaVersion.get_or_none(SchemaVersion.version == version):
+                    continue
+                apply(db)
+                SchemaVersion.create(version=version, name=name)
+                applied.append(version)
+                logger.info("applied migration %d: %s", version, name)
+    return applied
+
+
+__all__ = ["MIGRATIONS", "current_version", "database_proxy", "latest_version", "migrate"]

@@ -1,0 +1,147 @@
+"""peewee models.  Times are naive UTC datetimes in the database, ISO-8601 UTC in JSON."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import peewee
+
+from database.connection import database_proxy
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+class JSONField(peewee.TextField):
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+
+    def python_value(self, value: str | None) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class SchemaVersion(BaseModel):
+    version = peewee.IntegerField(primary_key=True)
+    name = peewee.CharField()
+    applied_at = peewee.DateTimeField(default=utcnow)
+
+
+class Asset(BaseModel):
+    """One uploaded document and the state of its processing.
+
+    ``gen_ts``/``gen_id`` identify the generation (see middleware.status):
+    a message of an older generation can never change a newer one.
+    """
+
+    asset_id = peewee.CharField(primary_key=True, max_length=200)
+    source = peewee.TextField(null=True)
+    filename = peewee.TextField(null=True)
+    content_type = peewee.CharField(null=True)
+    crm_lead_id = peewee.BigIntegerField(null=True)
+    gen_ts = peewee.BigIntegerField(default=0)
+    gen_id = peewee.CharField(default="")
+    status = peewee.CharField(default="received", index=True)
+    error_code = peewee.CharField(null=True)
+    error_message = peewee.TextField(null=True)
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = peewee.DateTimeField(null=True)
+    last_error = peewee.TextField(null=True)
+    pages = peewee.IntegerField(null=True)
+    chars = peewee.IntegerField(null=True)
+    size = peewee.BigIntegerField(null=True)
+    sha256 = peewee.CharField(null=True)
+    detected_type = peewee.CharField(null=True)
+    no_text = peewee.BooleanField(default=False)
+    extract_seconds = peewee.FloatField(null=True)
+    knowledge_status = peewee.CharField(null=True, index=True)
+    knowledge_gen_ts = peewee.BigIntegerField(default=0)
+    knowledge_gen_id = peewee.CharField(default="")
+    knowledge_error_code = peewee.CharField(null=True)
+    knowledge_error_message = peewee.TextField(null=True)
+    knowledge_attempts = peewee.IntegerField(default=0)
+    knowledge_next_attempt_at = peewee.DateTimeField(null=True)
+    knowledge_last_error = peewee.TextField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+    started_at = peewee.DateTimeField(null=True)
+    finished_at = peewee.DateTimeField(null=True)
+    knowledge_started_at = peewee.DateTimeField(null=True)
+    knowledge_finished_at = peewee.DateTimeField(null=True)
+
+    PUBLIC_FIELDS = (
+        "asset_id", "status", "error_code", "error_message", "attempts", "pages", "chars", "size",
+        "sha256", "detected_type", "no_text", "knowledge_status", "knowledge_error_code",
+        "knowledge_error_message", "created_at", "updated_at",
+    )
+    EXTRA_FIELDS = (
+        "source", "filename", "content_type", "crm_lead_id", "next_attempt_at", "last_error",
+        "extract_seconds", "knowledge_attempts", "knowledge_next_attempt_at", "knowledge_last_error",
+        "started_at", "finished_at", "knowledge_started_at", "knowledge_finished_at",
+    )
+
+    def to_public(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.PUBLIC_FIELDS + self.EXTRA_FIELDS:
+            value = getattr(self, name)
+            out[name] = iso(value) if isinstance(value, datetime) else value
+        out["no_text"] = bool(self.no_text)
+        return out
+
+
+class AssetText(BaseModel):
+    """Extracted text, kept out of the rows that status queries read."""
+
+    asset = peewee.ForeignKeyField(Asset, primary_key=True, on_delete="CASCADE", column_name="asset_id")
+    sha256 = peewee.CharField()
+    text = peewee.TextField()
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+
+class DeadLetter(BaseModel):
+    """A message that failed for good, with its *final* error; the only dead-letter store."""
+
+    message_id = peewee.CharField(index=True)
+    queue = peewee.CharField(index=True)
+    actor = peewee.CharField(index=True)
+    args = JSONField(default="[]")
+    kwargs = JSONField(null=True)
+    options = JSONField(null=True)
+    raw_body = peewee.TextField(null=True)
+    error_type = peewee.CharField(index=True)
+    exception_type = peewee.CharField(null=True)
+    error_message = peewee.TextField(null=True)
+    traceback = peewee.TextField(null=True)
+    attempts = peewee.IntegerField(default=0)
+    history = JSONField(null=True)
+    first_enqueued_at = peewee.DateTimeField(null=True)
+    failed_at = peewee.DateTimeField(default=utcnow, index=True)
+    state = peewee.CharField(default="dead", index=True)
+    state_changed_at = peewee.DateTimeField(null=True)
+    state_changed_by = peewee.CharField(null=True)
+
+
+class AuditEntry(BaseModel):
+    """One operator action: who, when, what, how many."""
+
+    at = peewee.DateTimeField(default=utcnow, index=True)
+    who = peewee.CharField()
+    action = peewee.CharField()
+    target = peewee.TextField(null=True)
+    count = peewee.IntegerField(default=0)
+    detail = JSONField(null=True)
+
+
+ALL_MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Asset, AssetText, DeadLetter, AuditEntry)

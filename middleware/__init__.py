@@ -1,0 +1,38 @@
+"""The reliability middleware stack; actors contain business logic only.
+
+``build_stack(settings)`` returns the middleware in the order DESIGN.md
+pins (before-hooks run in this order, after-hooks in reverse):
+
+1. context (log fields)      5. status tracking
+2. (metrics)                 6. time limit (soft; the hard limit is middleware.hardlimit)
+3. validation                7. retries
+4. (rate limit)              8. dead letters  9. recovery (heartbeats, crash loops)
+"""
+
+from __future__ import annotations
+
+from dramatiq.middleware import CurrentMessage, Middleware, TimeLimit
+
+from middleware.context import LogContext
+from middleware.deadletters import DeadLetters
+from middleware.recovery import Recovery
+from middleware.retries import Retries
+from middleware.status import StatusTracking
+from middleware.validation import Validation
+from settings import Settings
+
+
+def build_stack(settings: Settings) -> list[Middleware]:
+    return [
+        LogContext(),
+        CurrentMessage(),
+        Validation(),
+        StatusTracking(),
+        TimeLimit(time_limit=settings.assets_time_limit_seconds * 1000, interval=1000),
+        Retries(max_attempts=settings.assets_max_attempts, retry_hours=settings.assets_retry_hours,
+                backoff_base_ms=settings.retry_backoff_base_ms, backoff_max_ms=settings.retry_backoff_max_ms,
+                hard_timeout_retries=settings.hard_timeout_retries,
+                max_age_ms=int(settings.message_max_age_hours * 3_600_000)),
+        DeadLetters(),
+        Recovery(interval_ms=settings.maintenance_interval_ms),
+    ]

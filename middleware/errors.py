@@ -1,0 +1,125 @@
+"""Error classes the domain code raises, and the default transient/permanent classification.
+
+Domain code raises :class:`PermanentError` (with an ``error_code``) or
+:class:`TransientError` (optionally with ``retry_after_ms``); everything else
+is classified by :func:`classify`.  Upstream clients map their HTTP answers
+onto these classes (their overrides live next to them).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import ValidationError
+
+Kind = Literal["permanent", "transient", "infrastructure"]
+
+
+class PermanentError(Exception):
+    """Retrying cannot help (bad input, refused by an upstream).  Dead-lettered at once."""
+
+    error_type = "permanent_error"
+
+    def __init__(self, message: str, *, error_code: str = "permanent_error") -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+class TransientError(Exception):
+    """Retrying later may help; ``retry_after_ms`` overrides the backoff when given."""
+
+    def __init__(self, message: str, *, error_code: str = "transient", retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.retry_after_ms = retry_after_ms
+
+
+class InvalidPayload(PermanentError):
+    error_type = "invalid_payload"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code="invalid_payload")
+
+
+class Forbidden(PermanentError):
+    error_type = "forbidden"
+
+    def __init__(self, message: str, *, error_code: str = "forbidden") -> None:
+        super().__init__(message, error_code=error_code)
+
+
+class HardTimeout(Exception):
+    """Work in a hard-limited child ran past its deadline and was killed."""
+
+    error_code = "timeout"
+
+
+class MemoryLimitExceeded(Exception):
+    """Work in a hard-limited child hit its memory cap and was stopped."""
+
+    error_code = "memory"
+
+
+class SkipWork(Exception):  # noqa: N818 - it is a signal, not an error
+    """The work does not apply (e.g. no API key configured): status ``skipped``, never retried."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: Kind
+    error_code: str
+    error_type: str  # dead-letter error_type if this ends the message
+    retry_after_ms: int | None = None
+
+
+def _http_status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def classify(exc: BaseException) -> Verdict:
+    """Default classification; see README "Retries" for the table."""
+    from database.connection import DatabaseUnavailable
+
+    if isinstance(exc, PermanentError):
+        return Verdict("permanent", exc.error_code, exc.error_type)
+    if isinstance(exc, TransientError):
+        return Verdict("transient", exc.error_code, "retries_exhausted", exc.retry_after_ms)
+    if isinstance(exc, HardTimeout):
+        return Verdict("transient", "timeout", "timeout")
+    if isinstance(exc, MemoryLimitExceeded | MemoryError):
+        return Verdict("permanent", "memory", "memory")
+    if isinstance(exc, DatabaseUnavailable):
+        return Verdict("infrastructure", "database_unavailable", "retries_exhausted")
+    if isinstance(exc, ValidationError):
+        return Verdict("permanent", "invalid_payload", "invalid_payload")
+    try:
+        import requests
+
+        if isinstance(exc, requests.HTTPError):
+            status = _http_status(exc) or 0
+            if status in (408, 429) or status >= 500:
+                return Verdict("transient", f"http_{status}", "retries_exhausted")
+            return Verdict("permanent", f"http_{status}", "permanent_error")
+        if isinstance(exc, requests.ConnectionError | requests.Timeout):
+            return Verdict("transient", "connection", "retries_exhausted")
+    except ImportError:  # pragma: no cover - requests is a hard dependency
+        pass
+    try:
+        import redis
+
+        if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+            return Verdict("infrastructure", "broker_unavailable", "retries_exhausted")
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(exc, ConnectionError | TimeoutError | socket.timeout):
+        return Verdict("transient", "connection", "retries_exhausted")
+    from dramatiq.middleware.time_limit import TimeLimitExceeded
+
+    if isinstance(exc, TimeLimitExceeded):
+        return Verdict("transient", "timeout", "timeout")
+    if isinstance(exc, ValueError | TypeError | KeyError | LookupError):
+        return Verdict("permanent", "permanent_error", "permanent_error")
+    return Verdict("transient", "error", "retries_exhausted")

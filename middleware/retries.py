@@ -1,0 +1,181 @@
+"""Retries that never lose a message (replaces Dramatiq's ``Retries``).
+
+Hooks: ``after_process_message``, ``after_skip_message`` (deferrals).
+
+Each failure is classified (middleware.errors.classify; upstream clients
+raise PermanentError/TransientError for their own overrides):
+
+* permanent -> the message is failed at once, dead-letter type from the error;
+* transient -> retried with exponential backoff and full jitter
+  (``base * 2**n * U(1, 2)``, capped at ``retry_backoff_max_ms``; a
+  ``retry_after_ms`` carried by the exception wins) until the attempt or the
+  time budget is spent, then dead-lettered as ``retries_exhausted``;
+* infrastructure (database or broker unreachable) -> retried like transient
+  errors but without spending attempts, bounded by the time budget only;
+* hard timeout -> retried ``HARD_TIMEOUT_RETRIES`` times, then ``timeout``.
+
+The retry copy is not enqueued here: it is attached as the message's
+successor and enqueued atomically with the ack by the broker (brokers.settle),
+so a broker fault at that moment leaves the original unacked.
+
+Actor options:
+  max_attempts(int): attempts before the message is dead (default: domain setting).
+  retry_hours(float): total time budget measured from the first enqueue of this generation.
+
+Message options written on the retry copy: ``retries`` (failed attempts so
+far), ``infra_retries``, ``budget_started_at`` (ms), ``attempt_history``
+(last errors), ``last_error``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import traceback
+from typing import Any
+
+import dramatiq
+from dramatiq.broker import MessageProxy
+from dramatiq.logging import get_logger
+from dramatiq.middleware import Middleware, SkipMessage
+
+from brokers.settle import get_successor, set_successor
+from middleware.errors import HardTimeout, SkipWork, Verdict, classify
+
+HISTORY_LIMIT = 10
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def attempt_number(message: Any) -> int:
+    """1-based number of the attempt this delivery is."""
+    return int(message.options.get("retries", 0)) + 1
+
+
+def budget_start(message: Any) -> int:
+    return int(message.options.get("budget_started_at") or message.message_timestamp)
+
+
+def compute_delay(retries: int, base_ms: int, max_ms: int) -> int:
+    exponent = min(retries, 30)
+    return int(min(max_ms, base_ms * (2 ** exponent) * random.uniform(1.0, 2.0)))
+
+
+class Retries(Middleware):
+    """Classified retries with attempt and time budgets.
+
+    Parameters:
+      max_attempts(int): default attempt budget.
+      retry_hours(float): default time budget.
+      backoff_base_ms(int), backoff_max_ms(int): backoff shape.
+      hard_timeout_retries(int): retries after a hard timeout before it is final.
+      max_age_ms(int): a first attempt that starts later than this after sending dies as ``age_limit``.
+    """
+
+    def __init__(self, *, max_attempts: int, retry_hours: float, backoff_base_ms: int, backoff_max_ms: int,
+                 hard_timeout_retries: int, max_age_ms: int | None = None) -> None:
+        self.logger = get_logger(__name__, type(self))
+        self.max_attempts = max_attempts
+        self.retry_hours = retry_hours
+        self.backoff_base_ms = backoff_base_ms
+        self.backoff_max_ms = backoff_max_ms
+        self.hard_timeout_retries = hard_timeout_retries
+        self.max_age_ms = max_age_ms
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"max_attempts", "retry_hours"}
+
+    def _option(self, broker: dramatiq.Broker, message: MessageProxy, name: str, default: Any) -> Any:
+        value = message.options.get(name)
+        if value is None:
+            try:
+                value = broker.get_actor(message.actor_name).options.get(name)
+            except Exception:  # noqa: BLE001 - unknown actor: use defaults
+                value = None
+        return default if value is None else value
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        """Age limit: a message whose generation is older than ``max_age_ms`` dies unprocessed."""
+        if self.max_age_ms and message.options.get("retries", 0) == 0 and \
+                now_ms() - budget_start(message) > self.max_age_ms:
+            error = f"message is older than {self.max_age_ms / 3_600_000:g} h and was never started"
+            message.__dict__["dead_letter_type"] = "age_limit"
+            message.__dict__["final_exception"] = TimeoutError(error)
+            message.__dict__["outcome"] = ("failed", "age_limit", error)
+            message.fail()
+            raise SkipMessage(error)
+
+    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
+                              exception: BaseException | None = None) -> None:
+        if exception is None or message.failed or isinstance(exception, SkipWork):
+            return
+        verdict = classify(exception)
+        message.__dict__["verdict"] = verdict
+        message.__dict__["final_traceback"] = "".join(
+            traceback.format_exception(type(exception), exception, exception.__traceback__))[-20_000:]
+        retries = int(message.options.get("retries", 0))
+        max_attempts = int(self._option(broker, message, "max_attempts", self.max_attempts))
+        window_ms = float(self._option(broker, message, "retry_hours", self.retry_hours)) * 3_600_000
+
+        if verdict.kind == "permanent":
+            return self._fail(message, verdict.error_type, verdict, exception)
+        if isinstance(exception, HardTimeout) and int(message.options.get("hard_timeouts", 0)) >= self.hard_timeout_retries:
+            return self._fail(message, "timeout", verdict, exception)
+
+        spends_attempt = verdict.kind != "infrastructure"
+        next_retries = retries + 1 if spends_attempt else retries
+        if spends_attempt and next_retries >= max_attempts:
+            return self._fail(message, verdict.error_type, verdict, exception)
+        infra = int(message.options.get("infra_retries", 0)) + (0 if spends_attempt else 1)
+        delay = verdict.retry_after_ms
+        if delay is None:
+            delay = compute_delay(next_retries - 1 if spends_attempt else infra - 1,
+                                  self.backoff_base_ms, self.backoff_max_ms)
+        started = budget_start(message)
+        if now_ms() + delay - started > window_ms:
+            return self._fail(message, verdict.error_type, verdict, exception)
+        self.schedule_retry(message, delay, exception, retries=next_retries, infra_retries=infra,
+                            extra={"hard_timeouts": int(message.options.get("hard_timeouts", 0))
+                                   + (1 if isinstance(exception, HardTimeout) else 0)})
+
+    def schedule_retry(self, message: MessageProxy, delay_ms: int, exception: BaseException | None, *,
+                       retries: int, infra_retries: int, extra: dict[str, Any] | None = None) -> None:
+        error = f"{type(exception).__name__}: {exception}"[:2000] if exception else None
+        history = list(message.options.get("attempt_history") or [])
+        if error:
+            history = (history + [{"attempt": attempt_number(message), "at": now_ms(), "error": error}])[-HISTORY_LIMIT:]
+        options = {
+            "retries": retries,
+            "infra_retries": infra_retries,
+            "budget_started_at": budget_start(message),
+            "attempt_history": history,
+            "last_error": error,
+            **(extra or {}),
+        }
+        set_successor(message, message._message.copy(options=options), delay_ms)
+        message.__dict__["outcome"] = ("retrying", now_ms() + delay_ms, error)
+        self.logger.info("Retrying message %s in %d ms (attempt %d failed: %s).", message.message_id, delay_ms,
+                         attempt_number(message), error)
+
+    def _fail(self, message: MessageProxy, error_type: str, verdict: Verdict, exception: BaseException) -> None:
+        message.__dict__["dead_letter_type"] = error_type
+        message.__dict__["outcome"] = ("failed", verdict.error_code, f"{type(exception).__name__}: {exception}"[:4000])
+        message.fail()
+        self.logger.warning("Message %s failed for good after %d attempt(s): %s (%s).", message.message_id,
+                            attempt_number(message), error_type, exception)
+
+
+
+def defer(message: MessageProxy, delay_ms: int, reason: str) -> None:
+    """Put a message back for later without spending an attempt (rate limits, pauses, outages).
+
+    The caller then raises SkipMessage; the broker enqueues the copy with the ack.
+    """
+    if get_successor(message) is not None:
+        return
+    options = {"deferrals": int(message.options.get("deferrals", 0)) + 1, "last_deferral": reason}
+    set_successor(message, message._message.copy(options=options), delay_ms)
+    message.__dict__["outcome"] = ("deferred", now_ms() + delay_ms, reason)

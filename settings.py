@@ -1,0 +1,217 @@
+"""The single source of truth for every knob of the worker service.
+
+Every setting is read from the environment (no prefix) or from a ``.env``
+file in the working directory; the defaults below are the only defaults in
+the code base.  ``load_settings()`` turns a bad value into a one-line
+``SettingsError`` naming the variable and what it accepts, so that no
+entry point ever shows a traceback for a configuration mistake.
+
+Standard ``OTEL_*`` variables are read by the OpenTelemetry SDK itself and
+are therefore not repeated here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from functools import lru_cache
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_FIELDS = frozenset(
+    {"web_password", "web_api_token", "openrouter_api_key", "kommo_access_token", "sentry_dsn",
+     "kommo_client_secret", "kommo_webhook_token"}
+)
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message is meant for people."""
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """All settings.  Field names are the environment variable names, lower-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      case_sensitive=False)
+
+    # --- infrastructure ---------------------------------------------------
+    broker_url: str = Field("redis://127.0.0.1:6379/0", description="redis://, rediss:// or amqp(s):// URL")
+    database_url: str = Field("sqlite:///var/worker.db", description="sqlite:///path or postgresql://...")
+    storage_root: str = Field("var/storage", description="root of file: asset sources")
+    broker_socket_timeout_seconds: float = Field(10.0, gt=0, description="broker socket (read/write) timeout")
+    broker_health_check_seconds: int = Field(15, ge=0, description="Redis connection health-check interval (0 = off)")
+    broker_connect_attempts: int = Field(5, ge=1, description="connection attempts at start, with backoff")
+
+    # --- worker process ---------------------------------------------------
+    worker_processes: int = Field(2, ge=1, le=64, description="worker processes (dramatiq --processes)")
+    worker_threads: int = Field(8, ge=1, le=256, description="threads per process (dramatiq --threads)")
+    shutdown_grace_seconds: int = Field(60, ge=1, description="SIGTERM: time in-flight work gets to finish")
+    heartbeat_timeout_ms: int = Field(60_000, ge=1_000, description="a worker silent this long is dead")
+    maintenance_interval_ms: int = Field(5_000, ge=100, description="heartbeat + dead-worker recovery period")
+    crash_loop_limit: int = Field(3, ge=1, description="worker deaths while running a message before crash_loop")
+    metrics_port: int = Field(9191, ge=0, le=65535, description="worker /metrics, /healthz, /readyz port")
+
+    # --- retries and budgets (per domain) ----------------------------------
+    retry_backoff_base_ms: int = Field(5_000, ge=1, description="first retry waits base..2*base")
+    retry_backoff_max_ms: int = Field(15 * 60_000, ge=1, description="cap on one retry delay (< RabbitMQ consumer_timeout)")
+    assets_max_attempts: int = Field(5, ge=1, description="process_asset attempts before dead letter")
+    assets_retry_hours: float = Field(2.0, gt=0, description="process_asset total retry window")
+    knowledge_max_attempts: int = Field(8, ge=1, description="extract_knowledge attempts")
+    knowledge_retry_hours: float = Field(6.0, gt=0, description="extract_knowledge total retry window")
+    crm_max_attempts: int = Field(10, ge=1, description="crm_* attempts")
+    crm_retry_hours: float = Field(12.0, gt=0, description="crm_* total retry window")
+    message_max_age_hours: float = Field(72.0, gt=0, description="a message not started within this is dead (age_limit)")
+
+    # --- time limits -------------------------------------------------------
+    assets_time_limit_seconds: int = Field(300, ge=1, description="soft time limit of process_asset")
+    knowledge_time_limit_seconds: int = Field(900, ge=1, description="soft time limit of extract_knowledge")
+    crm_time_limit_seconds: int = Field(120, ge=1, description="soft time limit of crm_* actors")
+    extract_timeout_seconds: int = Field(60, ge=1, description="hard limit of one extraction child")
+    extract_memory_mb: int = Field(1024, ge=64, description="address-space cap of one extraction child")
+    hard_timeout_retries: int = Field(1, ge=0, description="retries after a hard timeout before it is permanent")
+
+    # --- assets --------------------------------------------------------------
+    max_upload_mb: int = Field(50, ge=1, description="largest accepted source file")
+    max_pdf_pages: int = Field(2_000, ge=1, description="PDFs with more pages fail too_many_pages")
+    pdf_tables: bool = Field(False, description="also extract tables with pdfplumber (slow)")
+    docx_max_entries: int = Field(1_000, ge=1, description="zip entries allowed in a DOCX")
+    docx_max_uncompressed_mb: int = Field(100, ge=1, description="declared uncompressed size allowed in a DOCX")
+    docx_max_ratio: int = Field(100, ge=1, description="compression ratio allowed per DOCX entry")
+    fetch_connect_timeout_seconds: float = Field(5.0, gt=0, description="https fetch connect timeout")
+    fetch_read_timeout_seconds: float = Field(30.0, gt=0, description="https fetch read timeout")
+    fetch_allow_http: bool = Field(False, description="accept plain http:// sources")
+    fetch_allowlist: str = Field("", description="comma-separated hosts/CIDRs exempt from the SSRF guard")
+
+    # --- upstreams -----------------------------------------------------------
+    openrouter_api_key: str | None = Field(None, description="OpenRouter key; unset -> knowledge skipped")
+    openrouter_base_url: str = Field("https://openrouter.ai/api/v1", description="including /api/v1")
+    openrouter_model: str = Field("openai/gpt-4o-mini", description="model id")
+    openrouter_rps: float = Field(2.0, gt=0, description="fleet-wide OpenRouter requests per second")
+    openrouter_burst: int = Field(2, ge=1, description="OpenRouter burst size")
+    kommo_base_url: str | None = Field(None, description="https://{subdomain}.kommo.com, without /api/v4")
+    kommo_access_token: str | None = Field(None, description="long-lived Kommo token")
+    kommo_rps: float = Field(7.0, gt=0, description="fleet-wide Kommo requests per second")
+    kommo_burst: int = Field(1, ge=1, description="Kommo burst size")
+    upstream_allow_http: bool = Field(False, description="accept http:// upstreams that are not loopback")
+
+    # --- observability -----------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", description="log level")
+    log_format: Literal["json", "text"] = Field("json", description="json lines or text for people")
+    sentry_dsn: str | None = Field(None, description="Sentry DSN; unset -> Sentry off")
+
+    # --- web dashboard -------------------------------------------------------
+    web_host: str = Field("127.0.0.1", description="dashboard bind address")
+    web_port: int = Field(8080, ge=1, le=65535, description="dashboard port")
+    web_password: str | None = Field(None, description="dashboard login password")
+    web_api_token: str | None = Field(None, description="bearer token for /api")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in {"redis", "rediss", "amqp", "amqps"}:
+            raise ValueError("must start with redis://, rediss://, amqp:// or amqps://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in {"sqlite", "postgres", "postgresql"}:
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+    @model_validator(mode="after")
+    def _plain_http_only_on_loopback(self) -> Settings:
+        for name in ("openrouter_base_url", "kommo_base_url"):
+            url = getattr(self, name)
+            if not url:
+                continue
+            parts = urlsplit(url)
+            if parts.scheme not in {"http", "https"}:
+                raise ValueError(f"{name.upper()} must be an https:// URL")
+            if parts.scheme == "http" and not (is_loopback_host(parts.hostname) or self.upstream_allow_http):
+                raise ValueError(f"{name.upper()} uses plain http to a non-loopback host; "
+                                 "use https or set UPSTREAM_ALLOW_HTTP=true")
+        return self
+
+    # --- derived values --------------------------------------------------------
+    @property
+    def broker_kind(self) -> Literal["redis", "rabbitmq"]:
+        return "rabbitmq" if urlsplit(self.broker_url).scheme.startswith("amqp") else "redis"
+
+    def masked(self) -> dict[str, object]:
+        """Every setting, with secrets and URL passwords masked (for `worker check` and logs)."""
+        out: dict[str, object] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in SECRET_FIELDS and value:
+                value = "***"
+            elif isinstance(value, str) and "://" in value:
+                value = mask_url(value)
+            out[name.upper()] = value
+        return out
+
+
+def mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def _describe(error: dict) -> str:
+    name = ".".join(str(p) for p in error.get("loc", ())).upper() or "settings"
+    message = error.get("msg", "invalid")
+    message = message.removeprefix("Value error, ")
+    if error.get("type") == "missing":
+        return f"{name} is required"
+    value = error.get("input")
+    secret = name.lower() in SECRET_FIELDS
+    shown = f" (got {value!r})" if isinstance(value, str | int | float) and not secret else ""
+    return f"{name}: {message}{shown}"
+
+
+def load_settings() -> Settings:
+    """Read the settings, raising SettingsError with one readable line per problem."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError("invalid configuration: " + "; ".join(_describe(e) for e in exc.errors())) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once (tests call ``get_settings.cache_clear()``)."""
+    return load_settings()
+
+
+def env_fingerprint() -> str:
+    """Which environment variables set settings (names only), for start-up logs."""
+    names = {n.upper() for n in Settings.model_fields}
+    return ",".join(sorted(k for k in os.environ if k in names))

@@ -1,0 +1,200 @@
+"""Shared fixtures: real Redis (db 11, never db 0), PostgreSQL, RabbitMQ, and real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TEST_DB = 11
+REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+RABBIT_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = f"{REDIS_BASE}/{TEST_DB}"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis at {REDIS_BASE} ({exc}); run through `make test`, which starts one")
+    return url
+
+
+@pytest.fixture()
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()  # db 11 belongs to the tests
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    if not _reachable("127.0.0.1", 5432):
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    return PG_URL
+
+
+@pytest.fixture(scope="session")
+def rabbit_url() -> str:
+    if not _reachable("127.0.0.1", 5672):
+        pytest.skip("RabbitMQ is not reachable on 127.0.0.1:5672")
+    return RABBIT_URL
+
+
+@pytest.fixture()
+def worker_env(tmp_path: Path, redis_url: str, redis_client: redis.Redis) -> dict[str, str]:
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("dramatiq_", "WORKER_", "BROKER_"))}
+    env.update({
+        "BROKER_URL": redis_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/worker.db",
+        "STORAGE_ROOT": str(storage),
+        "RETRY_BACKOFF_BASE_MS": "100",
+        "RETRY_BACKOFF_MAX_MS": "1000",
+        "HEARTBEAT_TIMEOUT_MS": "60000",
+        "MAINTENANCE_INTERVAL_MS": "500",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "TEST_PREFIX": "wtest",
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+class WorkerProcess:
+    """A real `dramatiq actors ...` process tree."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *, processes: int = 1, threads: int = 4,
+                 modules: tuple[str, ...] = ("tests.support.test_actors",), grace_ms: int = 30_000,
+                 command: list[str] | None = None) -> None:
+        self.log_path = log_path
+        argv = command or [str(BIN / "dramatiq"), "actors", *modules, "--processes", str(processes),
+                           "--threads", str(threads), "--worker-shutdown-timeout", str(grace_ms)]
+        self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def kill_tree(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill_tree()
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # no stray children
+        except ProcessLookupError:
+            pass
+        self.log.close()
+
+    def logs(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+
+@pytest.fixture()
+def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str] | None = None, **kwargs: Any) -> WorkerProcess:
+        worker = WorkerProcess(env or worker_env, tmp_path / f"worker-{len(started)}.log", **kwargs)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture()
+def sender(redis_url: str) -> Callable[..., str]:
+    """Enqueue a raw Dramatiq message (any actor, including test actors) the way a foreign sender would."""
+    client = redis.Redis.from_url(redis_url)
+
+    def send(actor: str, queue: str = "tests", options: dict | None = None, **kwargs: Any) -> str:
+        message_id = str(uuid.uuid4())
+        redis_id = str(uuid.uuid4())
+        body = {"queue_name": queue, "actor_name": actor, "args": [], "kwargs": kwargs,
+                "options": {**(options or {}), "redis_message_id": redis_id}, "message_id": message_id,
+                "message_timestamp": int(time.time() * 1000)}
+        pipe = client.pipeline()
+        pipe.hset(f"dramatiq:{queue}.msgs", redis_id, json.dumps(body, separators=(",", ":")))
+        pipe.rpush(f"dramatiq:{queue}", redis_id)
+        pipe.execute()
+        return message_id
+
+    return send
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "worker"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def db_query(env: dict[str, str], sql: str) -> list[tuple]:
+    import sqlite3
+
+    path = env["DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(path, timeout=30) as conn:
+        return conn.execute(sql).fetchall()

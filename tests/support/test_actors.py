@@ -1,0 +1,86 @@
+"""Actors used only by the integration tests: `dramatiq actors tests.support.test_actors`.
+
+They import ``actors`` first, so they run under the production broker and middleware stack.
+Each records what happened in Redis under the TEST_PREFIX key prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import dramatiq
+import redis
+
+import actors  # noqa: F401 - builds the broker and the middleware stack
+from middleware.errors import PermanentError, TransientError
+from middleware.hardlimit import run_hard_limited
+
+PREFIX = os.environ.get("TEST_PREFIX", "wtest")
+_client = redis.Redis.from_url(os.environ["BROKER_URL"])
+
+
+def record(kind: str, value: str) -> None:
+    _client.rpush(f"{PREFIX}:{kind}", value)
+
+
+@dramatiq.actor(queue_name="tests", max_attempts=3, retry_hours=1)
+def noop(tag: str) -> None:
+    record("done", tag)
+
+
+@dramatiq.actor(queue_name="tests", max_attempts=3, retry_hours=1)
+def poison(tag: str) -> None:
+    attempt = _client.incr(f"{PREFIX}:attempts:{tag}")
+    record("attempt", f"{tag}:{attempt}")
+    raise TransientError(f"boom on attempt {attempt}")
+
+
+@dramatiq.actor(queue_name="tests", max_attempts=3, retry_hours=1)
+def permanent(tag: str) -> None:
+    record("attempt", tag)
+    raise PermanentError("this can never work", error_code="corrupt")
+
+
+@dramatiq.actor(queue_name="tests", max_attempts=5, retry_hours=1)
+def flaky(tag: str, failures: int) -> None:
+    attempt = _client.incr(f"{PREFIX}:attempts:{tag}")
+    if attempt <= failures:
+        raise TransientError(f"flaky attempt {attempt}", retry_after_ms=100)
+    record("done", tag)
+
+
+@dramatiq.actor(queue_name="tests", max_attempts=3, retry_hours=1)
+def sleepy(tag: str, seconds: float) -> None:
+    record("started", tag)
+    time.sleep(seconds)
+    record("done", tag)
+
+
+@dramatiq.actor(queue_name="tests", max_attempts=2, retry_hours=1)
+def native_block(tag: str, seconds: float, limit: float) -> None:
+    record("started", tag)
+    run_hard_limited("time:sleep", seconds, timeout_s=limit, memory_mb=256)
+    record("done", tag)
+
+
+@dramatiq.actor(queue_name="tests", max_attempts=2, retry_hours=1)
+def memory_hog(tag: str, megabytes: int, cap: int) -> None:
+    record("started", tag)
+    run_hard_limited("tests.support.hogs:allocate", megabytes, timeout_s=30, memory_mb=cap)
+    record("done", tag)
+
+
+@dramatiq.actor(queue_name="tests", max_attempts=3, retry_hours=1)
+def crasher(tag: str) -> None:
+    record("started", tag)
+    os.kill(os.getpid(), 9)
+
+
+@dramatiq.actor(queue_name="tests")
+def report_threads(tag: str) -> None:
+    from dramatiq.worker import WorkerThread
+
+    count = sum(1 for t in threading.enumerate() if isinstance(t, WorkerThread))
+    record("threads", f"{tag}:{count}")

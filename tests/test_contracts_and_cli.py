@@ -1,0 +1,84 @@
+"""Contracts module (light, validated) and the `worker send/asset` commands."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from contracts import InvalidPayload, Sender
+from tests.conftest import ROOT, run_cli
+
+
+def test_importing_contracts_pulls_in_no_pdf_library_no_peewee_no_dramatiq():
+    code = ("import sys, contracts; heavy = {'pypdfium2', 'pdfplumber', 'pdfminer', 'docx2txt', 'peewee', "
+            "'dramatiq', 'psycopg2'}; print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_sender_validates_before_enqueueing(redis_client: redis.Redis):
+    sender = Sender(redis_client)
+    with pytest.raises(InvalidPayload, match="source"):
+        sender.send("process_asset", {"asset_id": "a1"})
+    with pytest.raises(InvalidPayload, match="Extra inputs"):
+        sender.send("extract_knowledge", {"asset_id": "a1", "surprise": 1})
+    with pytest.raises(InvalidPayload, match="entity_id"):
+        sender.crm_add_note("leads", "12", "hi", "k")  # type: ignore[arg-type]
+    assert redis_client.llen("dramatiq:assets") == 0
+    assert redis_client.llen("dramatiq:knowledge") == 0
+
+
+def test_sender_writes_dramatiq_messages(redis_client: redis.Redis):
+    from dramatiq.message import Message
+
+    sender = Sender(redis_client)
+    message_id = sender.process_asset("a1", "file:x.pdf", crm_lead_id=7)
+    ids = sender.send_many("extract_knowledge", [{"asset_id": f"k{i}"} for i in range(5)])
+    assert len(ids) == 5 and redis_client.llen("dramatiq:knowledge") == 5
+    redis_id = redis_client.lindex("dramatiq:assets", 0)
+    message = Message.decode(redis_client.hget("dramatiq:assets.msgs", redis_id))
+    assert message.message_id == message_id
+    assert message.actor_name == "process_asset" and message.queue_name == "assets"
+    assert message.args == () and message.kwargs == {"asset_id": "a1", "source": "file:x.pdf", "crm_lead_id": 7}
+
+
+def test_worker_send_prints_only_the_message_id(worker_env, redis_client: redis.Redis):
+    result = run_cli(worker_env, "send", "extract_knowledge", '{"asset_id": "a-1"}')
+    assert result.returncode == 0, result.stderr
+    message_id = result.stdout.strip()
+    assert len(message_id) == 36 and "\n" not in message_id
+    body = json.loads(redis_client.hget("dramatiq:knowledge.msgs", redis_client.lindex("dramatiq:knowledge", 0)))
+    assert body["message_id"] == message_id
+
+
+def test_worker_send_invalid_payload_exits_1_with_reason(worker_env, redis_client: redis.Redis):
+    result = run_cli(worker_env, "send", "process_asset", '{"asset_id": "a-1", "source": "ftp://x"}')
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "source" in result.stderr and "Traceback" not in result.stderr
+    assert redis_client.llen("dramatiq:assets") == 0
+
+
+def test_worker_asset_unknown_exits_1_with_nothing_on_stdout(worker_env):
+    result = run_cli(worker_env, "asset", "nope", "--json")
+    assert result.returncode == 1 and result.stdout == ""
+
+
+def test_dramatiq_dashboard_runs_on_our_dramatiq(redis_url: str):
+    from dramatiq.brokers.redis import RedisBroker
+    from dramatiq_dashboard import DashboardApp
+
+    broker = RedisBroker(url=redis_url)
+    broker.declare_queue("assets")
+    app = DashboardApp(broker=broker, prefix="")
+    status: list[str] = []
+    body = b"".join(app({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "QUERY_STRING": "", "SERVER_NAME": "x",
+                         "SERVER_PORT": "80", "wsgi.url_scheme": "http", "HTTP_HOST": "x",
+                         "wsgi.input": io.BytesIO()},
+                        lambda s, h: status.append(s)))
+    assert status[0].startswith("200") and b"assets" in body

@@ -1,0 +1,82 @@
+"""Settings: one source of truth, readable errors, README table in sync."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from settings import Settings, SettingsError, load_settings
+from tests.conftest import ROOT, run_cli
+
+
+def test_invalid_value_names_the_variable(monkeypatch):
+    monkeypatch.setenv("WORKER_THREADS", "abc")
+    with pytest.raises(SettingsError, match=r"WORKER_THREADS: .*integer.*'abc'"):
+        load_settings()
+
+
+def test_bad_broker_scheme_is_refused(monkeypatch):
+    monkeypatch.setenv("BROKER_URL", "kafka://x")
+    with pytest.raises(SettingsError, match="BROKER_URL"):
+        load_settings()
+
+
+def test_plain_http_upstream_only_on_loopback(monkeypatch):
+    monkeypatch.setenv("OPENROUTER_BASE_URL", "http://127.0.0.1:9999/api/v1")
+    assert load_settings().openrouter_base_url.startswith("http://127.0.0.1")
+    monkeypatch.setenv("OPENROUTER_BASE_URL", "http://example.com/api/v1")
+    with pytest.raises(SettingsError, match="OPENROUTER_BASE_URL"):
+        load_settings()
+
+
+def test_secrets_are_masked(monkeypatch):
+    monkeypatch.setenv("WEB_PASSWORD", "hunter2")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:pw@db/x")
+    masked = load_settings().masked()
+    assert masked["WEB_PASSWORD"] == "***"
+    assert masked["DATABASE_URL"] == "postgresql://u:***@db/x"
+
+
+def test_readme_configuration_table_matches_settings():
+    text = (ROOT / "README.rst").read_text()
+    section = text.split("Configuration\n-------------", 1)[1].split("\nOperations\n", 1)[0]
+    documented = re.findall(r"^   \* - ``([A-Z_]+)``\n     - (.+)$", section, re.M)
+    names = [name for name, _ in documented]
+    assert sorted(names) == sorted(f.upper() for f in Settings.model_fields)
+    for name, default in documented:
+        value = Settings.model_fields[name.lower()].default
+        if value is None:
+            assert default.startswith("(unset)"), name
+        elif value == "":
+            assert default.startswith("(empty)"), name
+        else:
+            shown = default.strip("`")
+            if isinstance(value, bool):
+                assert shown == str(value).lower(), name
+            elif isinstance(value, float) and value.is_integer():
+                assert float(shown) == value, name
+            else:
+                assert shown == str(value), name
+
+
+def test_cli_check_invalid_value_exits_1_without_traceback(tmp_path: Path):
+    env = {"PATH": "/usr/bin:/bin", "WORKER_THREADS": "abc"}
+    result = run_cli(env, "check")
+    assert result.returncode == 1
+    assert "WORKER_THREADS" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_cli_check_unreachable_broker_exits_1_quickly(tmp_path: Path):
+    import time
+
+    env = {"PATH": "/usr/bin:/bin", "BROKER_URL": "redis://127.0.0.1:1/0",
+           "DATABASE_URL": f"sqlite:///{tmp_path}/w.db"}
+    started = time.monotonic()
+    result = run_cli(env, "check", timeout=20)
+    assert time.monotonic() - started < 10
+    assert result.returncode == 1
+    assert "PROBLEM broker redis://127.0.0.1:1/0 unreachable" in result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
