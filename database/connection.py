@@ -46,7 +46,6 @@ def _postgres(url: str) -> peewee.PostgresqlDatabase:
         password=unquote(parts.password) if parts.password else None,
         host=parts.hostname or "127.0.0.1",
         port=parts.port or 5432,
-        autorollback=True,
         **options,
     )
 

@@ -34,7 +34,8 @@ def latest_version() -> int:
 
 def current_version() -> int:
     with session() as db:
-        if not db.table_exists(SchemaVersion._meta.table_name):
+        schema = None if is_sqlite() else db.execute_sql("SELECT current_schema()").fetchone()[0]
+        if not db.table_exists(SchemaVersion._meta.table_name, schema=schema):
             return 0
         return SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0
 

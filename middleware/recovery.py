@@ -45,6 +45,11 @@ class Recovery(Middleware):
         self.last_ok: float | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from dramatiq.worker import WorkerThread
+
+        threads = sum(1 for t in threading.enumerate() if isinstance(t, WorkerThread) and t.is_alive())
+        logger.info("Worker process ready: %d worker threads, queues %s.", threads, sorted(broker.get_declared_queues()),
+                    extra={"worker_threads": threads})
         self.stop_event.clear()
         self.thread = threading.Thread(target=self._loop, args=(broker,), name="worker-maintenance", daemon=True)
         self.thread.start()

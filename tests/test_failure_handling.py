@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import redis
 
@@ -87,3 +88,76 @@ def test_memory_hog_is_stopped_by_its_cap(worker_env, start_worker, sender, redi
     assert rows[0]["attempts"] == 1
     sender("noop", tag="after-hog")
     wait_for(lambda: b"after-hog" in redis_client.lrange("wtest:done", 0, -1), 20, what="the next message")
+
+
+def test_retry_whose_reenqueue_is_cut_by_a_broker_fault_loses_nothing(worker_env, start_worker, sender, redis_client,
+                                                                     redis_url):
+    from urllib.parse import urlsplit
+
+    from tests.support.tcpproxy import TcpProxy
+
+    parts = urlsplit(redis_url)
+    proxy = TcpProxy(parts.hostname, parts.port or 6379).start()
+    env = {**worker_env, "BROKER_URL": f"redis://127.0.0.1:{proxy.port}/11", "TEST_RECORD_URL": redis_url,
+           "BROKER_CONNECT_ATTEMPTS": "1"}
+    start_worker(env=env, threads=2)
+    sender("cut_then_fail", tag="cut1")
+    wait_for(lambda: redis_client.lrange("wtest:cut", 0, -1) == [b"cut1"], 30, what="the first attempt")
+    proxy.cut()  # the actor now fails, and the retry is enqueued while the broker is unreachable
+    redis_client.set("wtest:cut-done", 1)
+    time.sleep(4)
+    assert redis_client.lrange("wtest:done", 0, -1) == []
+    proxy.start()  # same port: the worker's settle retry gets through
+    wait_for(lambda: redis_client.lrange("wtest:done", 0, -1) == [b"cut1"], 60, 0.2, "the retried message")
+    assert redis_client.get("wtest:attempts:cut1") == b"2"
+    assert dead_letters(worker_env) == []
+    proxy.cut()
+
+
+def test_requeued_dead_letter_is_processed_and_a_concurrent_double_requeue_runs_once(
+        worker_env, start_worker, sender, redis_client):
+    import threading
+
+    start_worker()
+    message_id = sender("flaky", tag="fl", failures=5)  # budget 5 attempts: dies as retries_exhausted
+    row = wait_for(lambda: dead_letters(worker_env), 30, 0.3, "a dead letter")[0]
+    assert row["message_id"] == message_id and row["error_type"] == "retries_exhausted"
+    redis_client.set("wtest:attempts:fl", 100)  # the upstream is fixed: later attempts succeed
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(run_cli(worker_env, "dlq", "requeue", str(row["id"]))))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    outputs = sorted(r.stdout.strip() for r in results)
+    assert outputs == ["requeued 0", f"requeued 1: {row['id']}"], outputs
+    wait_for(lambda: redis_client.lrange("wtest:done", 0, -1) == [b"fl"], 30, what="the requeued message")
+    time.sleep(1)
+    assert redis_client.lrange("wtest:done", 0, -1) == [b"fl"]  # once
+    assert dead_letters(worker_env) == []
+    requeued = dead_letters(worker_env, "--state", "requeued")
+    assert [r["message_id"] for r in requeued] == [message_id]
+    audit = json.loads(run_cli(worker_env, "dlq", "audit", "--json").stdout)
+    assert [a["action"] for a in audit] == ["requeue", "requeue"]
+    assert sorted(a["count"] for a in audit) == [0, 1]
+    assert all(a["who"].startswith("cli:") for a in audit)
+
+
+def test_bulk_delete_by_filter_and_purge_are_audited(worker_env, start_worker, sender):
+    start_worker()
+    for i in range(3):
+        sender("permanent", tag=f"d{i}")
+    sender("poison", tag="keep")
+    wait_for(lambda: len(dead_letters(worker_env)) == 4, 40, 0.3, "four dead letters")
+    result = run_cli(worker_env, "dlq", "delete", "--all", "--actor", "permanent")
+    assert result.stdout.strip() == "deleted 3"
+    assert [r["actor"] for r in dead_letters(worker_env)] == ["poison"]
+    assert len(dead_letters(worker_env, "--state", "deleted")) == 3
+    audit = json.loads(run_cli(worker_env, "dlq", "audit", "--json").stdout)
+    assert [(a["action"], a["count"]) for a in audit] == [("delete", 3)]
+    assert audit[0]["detail"]["filter"]["actor"] == "permanent"
+    assert run_cli(worker_env, "dlq", "purge", "--older-than", "0").returncode == 0  # retention: everything older
+    assert dead_letters(worker_env, "--state", "deleted") == [] and dead_letters(worker_env) == []
+    audit = json.loads(run_cli(worker_env, "dlq", "audit", "--json").stdout)
+    assert [(a["action"], a["detail"]) for a in audit] == [("purge", {"dead_letters": 4, "audit_entries": 1})]

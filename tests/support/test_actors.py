@@ -18,7 +18,8 @@ from middleware.errors import PermanentError, TransientError
 from middleware.hardlimit import run_hard_limited
 
 PREFIX = os.environ.get("TEST_PREFIX", "wtest")
-_client = redis.Redis.from_url(os.environ["BROKER_URL"])
+# Records go straight to Redis (TEST_RECORD_URL), not through a proxy a test may cut.
+_client = redis.Redis.from_url(os.environ.get("TEST_RECORD_URL") or os.environ["BROKER_URL"])
 
 
 def record(kind: str, value: str) -> None:
@@ -84,3 +85,16 @@ def report_threads(tag: str) -> None:
 
     count = sum(1 for t in threading.enumerate() if isinstance(t, WorkerThread))
     record("threads", f"{tag}:{count}")
+
+
+@dramatiq.actor(queue_name="tests", max_attempts=3, retry_hours=1)
+def cut_then_fail(tag: str) -> None:
+    """First attempt: ask the test to cut the broker, wait until it did, then fail (a retry is needed)."""
+    attempt = _client.incr(f"{PREFIX}:attempts:{tag}")
+    if attempt == 1:
+        record("cut", tag)
+        deadline = time.monotonic() + 30
+        while not _client.exists(f"{PREFIX}:cut-done") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise TransientError("failing while the broker is cut")
+    record("done", tag)

@@ -1,0 +1,152 @@
+"""Foundation: TLS broker, the worker command, SQLite under concurrent writers, PostgreSQL, migrations."""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, WorkerProcess, free_port, wait_for
+
+
+@pytest.fixture()
+def tls_redis(tmp_path: Path):
+    if not shutil.which("redis-server") or not shutil.which("openssl"):
+        pytest.skip("redis-server or openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
+                               "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients",
+                               "no", "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    import redis
+
+    wait_for(lambda: _pings(redis, url), 10, what="TLS redis")
+    yield url
+    server.terminate()
+    server.wait(10)
+
+
+def _pings(redis_module, url: str) -> bool:
+    try:
+        return bool(redis_module.Redis.from_url(url, socket_timeout=1).ping())
+    except Exception:
+        return False
+
+
+def test_worker_over_tls_redis(tls_redis: str, worker_env, start_worker, tmp_path):
+    import uuid
+
+    import redis
+
+    env = {**worker_env, "BROKER_URL": tls_redis}
+    client = redis.Redis.from_url(tls_redis)
+    start_worker(env=env)
+    from contracts.sender import encode
+
+    redis_id = str(uuid.uuid4())
+    body = {"queue_name": "tests", "actor_name": "noop", "args": [], "kwargs": {"tag": "tls"},
+            "options": {"redis_message_id": redis_id}, "message_id": str(uuid.uuid4()),
+            "message_timestamp": int(time.time() * 1000)}
+    client.hset("dramatiq:tests.msgs", redis_id, encode(body))
+    client.rpush("dramatiq:tests", redis_id)
+    wait_for(lambda: client.lrange("wtest:done", 0, -1) == [b"tls"], 30, what="the message over TLS")
+
+
+def test_worker_run_uses_threads_from_settings_and_logs_the_dramatiq_command(worker_env, tmp_path):
+    env = {**worker_env, "WORKER_THREADS": "3", "WORKER_PROCESSES": "1", "SHUTDOWN_GRACE_SECONDS": "5"}
+    worker = WorkerProcess(env, tmp_path / "run.log", command=[str(BIN / "worker"), "run"])
+    try:
+        ready = wait_for(lambda: [r for r in worker.logs() if r.get("message", "").startswith("Worker process ready")],
+                         60, 0.2, "worker ready")
+        assert ready[0]["worker_threads"] == 3
+        started = [r for r in worker.logs() if r.get("message", "").startswith("starting: ")]
+        assert started[0]["message"] == ("starting: dramatiq actors --processes 1 --threads 3 "
+                                         "--worker-shutdown-timeout 5000")
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    finally:
+        worker.stop()
+
+
+def _hammer(url: str, worker_no: int, rows: int) -> None:
+    from database import Asset, init_database, session
+
+    init_database(url)
+    for i in range(rows):
+        with session(transaction=True):
+            Asset.insert(asset_id=f"w{worker_no}-{i}", status="received").execute()
+            Asset.update(attempts=Asset.attempts + 1).where(Asset.asset_id == "shared").execute()
+
+
+def test_sqlite_takes_concurrent_writers_from_several_processes(tmp_path):
+    from database import Asset, init_database, migrate, session
+
+    url = f"sqlite:///{tmp_path}/concurrent.db"
+    init_database(url)
+    migrate()
+    with session():
+        Asset.create(asset_id="shared", status="received")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_hammer, args=(url, n, 100)) for n in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with session():
+        assert Asset.select().count() == 401
+        assert Asset.get_by_id("shared").attempts == 400
+        assert init_database(url).execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_migrations_are_versioned_and_idempotent(backend, tmp_path, request):
+    from database import current_version, init_database, latest_version, migrate
+
+    if backend == "postgres":
+        url = _pg_schema_url(request.getfixturevalue("pg_url"), "wtest_migrations")
+    else:
+        url = f"sqlite:///{tmp_path}/m.db"
+    init_database(url)
+    first = migrate()
+    assert first == list(range(1, latest_version() + 1))
+    assert migrate() == []
+    assert current_version() == latest_version()
+
+
+def _pg_schema_url(pg_url: str, schema: str) -> str:
+    import psycopg2
+
+    conn = psycopg2.connect(pg_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        cur.execute(f"CREATE SCHEMA {schema}")
+    conn.close()
+    return f"{pg_url}?options=-csearch_path%3D{schema}"
+
+
+def test_postgres_dead_letter_store_roundtrip(pg_url):
+    from dramatiq.message import Message
+
+    from database import DeadLetter, init_database, migrate, session
+    from middleware.deadletters import DeadLetters
+
+    init_database(_pg_schema_url(pg_url, "wtest_dlq"))
+    migrate()
+    message = Message(queue_name="assets", actor_name="process_asset", args=(), kwargs={"asset_id": "x"},
+                      options={"retries": 2}, message_id="m-1", message_timestamp=int(time.time() * 1000))
+    DeadLetters().record_message(message, "retries_exhausted", RuntimeError("final"))
+    with session():
+        row = DeadLetter.get()
+    assert (row.message_id, row.error_type, row.error_message, row.attempts) == ("m-1", "retries_exhausted", "final", 3)
