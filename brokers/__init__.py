@@ -28,14 +28,13 @@ def make_redis_client(settings: Settings):  # -> redis.Redis
 def build_broker(settings: Settings, middleware: Sequence[Middleware]) -> Broker:
     """A broker for ``BROKER_URL`` with exactly ``middleware`` (Dramatiq's defaults are not added)."""
     if settings.broker_kind == "rabbitmq":
-        import pika
-
-        params = pika.URLParameters(settings.broker_url)
+        broker = ReliableRabbitmqBroker(url=settings.broker_url, middleware=list(middleware))
+        params = broker.parameters
         params.connection_attempts = settings.broker_connect_attempts
         params.retry_delay = 1.0
         params.socket_timeout = settings.broker_socket_timeout_seconds
         params.heartbeat = 30
-        return ReliableRabbitmqBroker(parameters=params, middleware=list(middleware))
+        return broker
     return ReliableRedisBroker(
         client=make_redis_client(settings),
         middleware=list(middleware),

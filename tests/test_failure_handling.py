@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import redis
 
@@ -161,3 +162,66 @@ def test_bulk_delete_by_filter_and_purge_are_audited(worker_env, start_worker, s
     assert dead_letters(worker_env, "--state", "deleted") == [] and dead_letters(worker_env) == []
     audit = json.loads(run_cli(worker_env, "dlq", "audit", "--json").stdout)
     assert [(a["action"], a["detail"]) for a in audit] == [("purge", {"dead_letters": 4, "audit_entries": 1})]
+
+
+def test_database_unreachable_for_30s_loses_nothing(worker_env, start_worker, redis_client, redis_url, pg_url):
+    from contracts import Sender
+    from tests.support.tcpproxy import TcpProxy
+    from tests.test_foundation import _pg_schema_url
+
+    proxy = TcpProxy("127.0.0.1", 5432).start()
+    schema_url = _pg_schema_url(pg_url, "wtest_outage")
+    database_url = schema_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}") + "&connect_timeout=2"
+    env = {**worker_env, "DATABASE_URL": database_url}
+    storage = Path(env["STORAGE_ROOT"])
+    for i in range(10):
+        (storage / f"doc{i}.txt").write_text(f"document number {i}\n" * 50)
+    start_worker(env=env, threads=4)
+    sender = Sender(redis_client)
+    for i in range(5):
+        sender.process_asset(f"db{i}", f"file:doc{i}.txt")
+    time.sleep(0.3)
+    proxy.cut()
+    for i in range(5, 10):
+        sender.process_asset(f"db{i}", f"file:doc{i}.txt")
+    time.sleep(30)
+    proxy.start()
+
+    def statuses() -> list[str]:
+        try:
+            return [json.loads(run_cli(env, "asset", f"db{i}", "--json").stdout or "{}").get("status")
+                    for i in range(10)]
+        except json.JSONDecodeError:
+            return []
+
+    wait_for(lambda: statuses() == ["extracted"] * 10, 90, 1, "all assets extracted")
+    assert dead_letters(env) == []
+    proxy.cut()
+
+
+def test_dead_letter_path_on_rabbitmq(worker_env, start_worker, redis_client, redis_url, rabbit_url):
+    import uuid
+
+    from dramatiq.message import Message
+
+    from brokers.rabbitmq import ReliableRabbitmqBroker
+
+    broker = ReliableRabbitmqBroker(url=rabbit_url)
+    broker.declare_queue("tests")
+    broker.flush("tests")
+    env = {**worker_env, "BROKER_URL": rabbit_url, "TEST_RECORD_URL": redis_url}
+    start_worker(env=env)
+    message = Message(queue_name="tests", actor_name="poison", args=(), kwargs={"tag": "rmq"}, options={},
+                      message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000))
+    broker.enqueue(message)
+    garbage = "not a message"
+    broker.channel.basic_publish(exchange="", routing_key="tests", body=garbage.encode())
+    rows = wait_for(lambda: len(dead_letters(env)) == 2 and dead_letters(env), 60, 0.5, "two dead letters")
+    by_type = {r["error_type"]: r for r in rows}
+    assert by_type["retries_exhausted"]["message_id"] == message.message_id
+    assert by_type["retries_exhausted"]["error_message"] == "boom on attempt 3"
+    assert by_type["retries_exhausted"]["attempts"] == 3
+    assert "undecodable" in by_type
+    _, _, dead = broker.get_queue_message_counts("tests")
+    assert dead == 0  # RabbitMQ's own .XQ holds no stale copy
+    broker.close()
