@@ -107,7 +107,7 @@ class WorkerProcess:
     """A real `dramatiq actors ...` process tree."""
 
     def __init__(self, env: dict[str, str], log_path: Path, *, processes: int = 1, threads: int = 4,
-                 modules: tuple[str, ...] = ("tests.support.test_actors",), grace_ms: int = 30_000,
+                 modules: tuple[str, ...] = ("tests.support.worker_actors",), grace_ms: int = 30_000,
                  command: list[str] | None = None) -> None:
         self.log_path = log_path
         argv = command or [str(BIN / "dramatiq"), "actors", *modules, "--processes", str(processes),

@@ -1,4 +1,4 @@
-"""Actors used only by the integration tests: `dramatiq actors tests.support.test_actors`.
+"""Actors used only by the integration tests: `dramatiq actors tests.support.worker_actors`.
 
 They import ``actors`` first, so they run under the production broker and middleware stack.
 Each records what happened in Redis under the TEST_PREFIX key prefix.
@@ -97,4 +97,14 @@ def cut_then_fail(tag: str) -> None:
         while not _client.exists(f"{PREFIX}:cut-done") and time.monotonic() < deadline:
             time.sleep(0.05)
         raise TransientError("failing while the broker is cut")
+    record("done", tag)
+
+
+@dramatiq.actor(queue_name="tests", max_attempts=3, retry_hours=1)
+def hold(tag: str) -> None:
+    """Runs while the key <prefix>:hold exists (at most 120 s), then records completion."""
+    record("started", tag)
+    deadline = time.monotonic() + 120
+    while _client.exists(f"{PREFIX}:hold") and time.monotonic() < deadline:
+        time.sleep(0.05)
     record("done", tag)
