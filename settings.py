@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     kommo_access_token: str | None = Field(None, description="long-lived Kommo token")
     kommo_rps: float = Field(7.0, gt=0, description="fleet-wide Kommo requests per second")
     kommo_burst: int = Field(1, ge=1, description="Kommo burst size")
+    ratelimit_safety_factor: float = Field(0.95, gt=0.5, le=1.0,
+                                           description="share of an upstream's published rate the fleet aims for")
+    ratelimit_redis_url: str | None = Field(None, description="Redis for rate limits (default: BROKER_URL when Redis)")
     upstream_allow_http: bool = Field(False, description="accept http:// upstreams that are not loopback")
 
     # --- observability -----------------------------------------------------
@@ -158,6 +161,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name.upper()} uses plain http to a non-loopback host; "
                                  "use https or set UPSTREAM_ALLOW_HTTP=true")
         return self
+
+    @model_validator(mode="after")
+    def _rate_limits_need_redis(self) -> Settings:
+        if self.broker_kind == "rabbitmq" and not self.ratelimit_redis_url:
+            raise ValueError("RATELIMIT_REDIS_URL is required with a RabbitMQ broker (rate limits live in Redis)")
+        return self
+
+    @property
+    def ratelimit_url(self) -> str:
+        return self.ratelimit_redis_url or self.broker_url
 
     # --- derived values --------------------------------------------------------
     @property

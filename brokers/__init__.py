@@ -14,11 +14,11 @@ from settings import Settings
 __all__ = ["ReliableRabbitmqBroker", "ReliableRedisBroker", "build_broker", "make_redis_client"]
 
 
-def make_redis_client(settings: Settings):  # -> redis.Redis
+def make_redis_client(settings: Settings, url: str | None = None):  # -> redis.Redis
     import redis
 
     return redis.Redis(connection_pool=make_connection_pool(
-        settings.broker_url,
+        url or settings.broker_url,
         socket_timeout=settings.broker_socket_timeout_seconds,
         health_check_interval=settings.broker_health_check_seconds,
         connect_attempts=settings.broker_connect_attempts,

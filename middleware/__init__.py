@@ -6,15 +6,17 @@ pins (before-hooks run in this order, after-hooks in reverse):
 1. context (log fields)      5. status tracking
 2. (metrics)                 6. time limit (soft; the hard limit is middleware.hardlimit)
 3. validation                7. retries
-4. (rate limit)              8. dead letters  9. recovery (heartbeats, crash loops)
+4. rate limit                8. dead letters  9. recovery (heartbeats, crash loops)
 """
 
 from __future__ import annotations
 
 from dramatiq.middleware import CurrentMessage, Middleware, TimeLimit
 
+from brokers import make_redis_client
 from middleware.context import LogContext
 from middleware.deadletters import DeadLetters
+from middleware.ratelimit import Limit, RateLimit, RateLimiter
 from middleware.recovery import Recovery
 from middleware.retries import Retries
 from middleware.status import StatusTracking
@@ -27,6 +29,10 @@ def build_stack(settings: Settings) -> list[Middleware]:
         LogContext(),
         CurrentMessage(),
         Validation(),
+        RateLimit(RateLimiter(make_redis_client(settings, settings.ratelimit_url), {
+            "openrouter": Limit(settings.openrouter_rps * settings.ratelimit_safety_factor, settings.openrouter_burst),
+            "kommo": Limit(settings.kommo_rps * settings.ratelimit_safety_factor, settings.kommo_burst),
+        })),
         StatusTracking(),
         TimeLimit(time_limit=settings.assets_time_limit_seconds * 1000, interval=1000),
         Retries(max_attempts=settings.assets_max_attempts, retry_hours=settings.assets_retry_hours,

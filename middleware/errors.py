@@ -14,7 +14,9 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-Kind = Literal["permanent", "transient", "infrastructure"]
+#: permanent: dead at once; transient: retried, spends an attempt; wait: retried, spends no attempt
+#: (an outage of our own infrastructure, a rate-limit wait or an upstream pause)
+Kind = Literal["permanent", "transient", "wait"]
 
 
 class PermanentError(Exception):
@@ -28,12 +30,17 @@ class PermanentError(Exception):
 
 
 class TransientError(Exception):
-    """Retrying later may help; ``retry_after_ms`` overrides the backoff when given."""
+    """Retrying later may help; ``retry_after_ms`` overrides the backoff when given.
 
-    def __init__(self, message: str, *, error_code: str = "transient", retry_after_ms: int | None = None) -> None:
+    ``spends_attempt=False`` marks a wait (rate limit, upstream pause) that must not use up the budget.
+    """
+
+    def __init__(self, message: str, *, error_code: str = "transient", retry_after_ms: int | None = None,
+                 spends_attempt: bool = True) -> None:
         super().__init__(message)
         self.error_code = error_code
         self.retry_after_ms = retry_after_ms
+        self.spends_attempt = spends_attempt
 
 
 class InvalidPayload(PermanentError):
@@ -86,13 +93,14 @@ def classify(exc: BaseException) -> Verdict:
     if isinstance(exc, PermanentError):
         return Verdict("permanent", exc.error_code, exc.error_type)
     if isinstance(exc, TransientError):
-        return Verdict("transient", exc.error_code, "retries_exhausted", exc.retry_after_ms)
+        kind: Kind = "transient" if getattr(exc, "spends_attempt", True) else "wait"
+        return Verdict(kind, exc.error_code, "retries_exhausted", exc.retry_after_ms)
     if isinstance(exc, HardTimeout):
         return Verdict("transient", "timeout", "timeout")
     if isinstance(exc, MemoryLimitExceeded | MemoryError):
         return Verdict("permanent", "memory", "memory")
     if isinstance(exc, DatabaseUnavailable):
-        return Verdict("infrastructure", "database_unavailable", "retries_exhausted")
+        return Verdict("wait", "database_unavailable", "retries_exhausted")
     if isinstance(exc, ValidationError):
         return Verdict("permanent", "invalid_payload", "invalid_payload")
     try:
@@ -111,7 +119,7 @@ def classify(exc: BaseException) -> Verdict:
         import redis
 
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-            return Verdict("infrastructure", "broker_unavailable", "retries_exhausted")
+            return Verdict("wait", "broker_unavailable", "retries_exhausted")
     except ImportError:  # pragma: no cover
         pass
     if isinstance(exc, ConnectionError | TimeoutError | socket.timeout):

@@ -10,8 +10,9 @@ raise PermanentError/TransientError for their own overrides):
   (``base * 2**n * U(1, 2)``, capped at ``retry_backoff_max_ms``; a
   ``retry_after_ms`` carried by the exception wins) until the attempt or the
   time budget is spent, then dead-lettered as ``retries_exhausted``;
-* infrastructure (database or broker unreachable) -> retried like transient
-  errors but without spending attempts, bounded by the time budget only;
+* wait (database or broker unreachable, a rate-limit wait, an upstream
+  pause) -> retried like transient errors but without spending attempts,
+  bounded by the time budget only;
 * hard timeout -> retried ``HARD_TIMEOUT_RETRIES`` times, then ``timeout``.
 
 The retry copy is not enqueued here: it is attached as the message's
@@ -125,7 +126,7 @@ class Retries(Middleware):
         if isinstance(exception, HardTimeout) and int(message.options.get("hard_timeouts", 0)) >= self.hard_timeout_retries:
             return self._fail(message, "timeout", verdict, exception)
 
-        spends_attempt = verdict.kind != "infrastructure"
+        spends_attempt = verdict.kind != "wait"
         next_retries = retries + 1 if spends_attempt else retries
         if spends_attempt and next_retries >= max_attempts:
             return self._fail(message, verdict.error_type, verdict, exception)

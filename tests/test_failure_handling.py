@@ -209,7 +209,7 @@ def test_dead_letter_path_on_rabbitmq(worker_env, start_worker, redis_client, re
     broker = ReliableRabbitmqBroker(url=rabbit_url)
     broker.declare_queue("tests")
     broker.flush("tests")
-    env = {**worker_env, "BROKER_URL": rabbit_url, "TEST_RECORD_URL": redis_url}
+    env = {**worker_env, "BROKER_URL": rabbit_url, "TEST_RECORD_URL": redis_url, "RATELIMIT_REDIS_URL": redis_url}
     start_worker(env=env)
     message = Message(queue_name="tests", actor_name="poison", args=(), kwargs={"tag": "rmq"}, options={},
                       message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000))

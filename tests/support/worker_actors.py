@@ -108,3 +108,25 @@ def hold(tag: str) -> None:
     while _client.exists(f"{PREFIX}:hold") and time.monotonic() < deadline:
         time.sleep(0.05)
     record("done", tag)
+
+
+@dramatiq.actor(queue_name="tests", rate_limit="kommo", max_attempts=2, retry_hours=1)
+def limited_call(tag: str) -> None:
+    """Calls the `kommo` upstream: one limiter slot per request, as an upstream client does."""
+    dramatiq.get_broker().rate_limiter.slot("kommo")
+    record("done", tag)
+
+
+@dramatiq.actor(queue_name="tests", rate_limit="kommo", max_attempts=3, retry_hours=1)
+def limited_http_call(tag: str, url: str) -> None:
+    """One rate-limited HTTP request to a fake upstream, as an upstream client makes it."""
+    import requests
+
+    dramatiq.get_broker().rate_limiter.slot("kommo", max_wait_ms=60_000)
+    response = requests.get(url, timeout=10)
+    record("status", f"{tag}:{response.status_code}")
+
+
+@dramatiq.actor(queue_name="bench")
+def bench_noop(n: int) -> None:
+    return None

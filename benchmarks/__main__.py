@@ -1,0 +1,173 @@
+"""`make bench`: side-by-side benchmarks, printed as a table and saved as JSON in benchmarks/results/.
+
+Usage: python -m benchmarks [NAME ...]   (names: drain, send, ratelimit; default: all)
+Needs Redis (TEST_REDIS_URL, set by scripts/with-redis.sh); uses db 12 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/") + "/12"
+RESULTS = ROOT / "benchmarks" / "results"
+BENCHMARKS: dict[str, Callable[[], list[dict[str, Any]]]] = {}
+
+
+def benchmark(func: Callable[[], list[dict[str, Any]]]) -> Callable[[], list[dict[str, Any]]]:
+    BENCHMARKS[func.__name__] = func
+    return func
+
+
+def _env(tmp: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("dramatiq_", "WORKER_"))}
+    env.update({"BROKER_URL": REDIS_URL, "DATABASE_URL": f"sqlite:///{tmp}/bench.db", "STORAGE_ROOT": tmp,
+                "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), "TEST_PREFIX": "bench"})
+    env.update(extra)
+    return env
+
+
+def _enqueue_raw(client: redis.Redis, actor: str, queue: str, payloads: list[dict[str, Any]]) -> None:
+    from contracts.sender import encode
+
+    for start in range(0, len(payloads), 2000):
+        pipe = client.pipeline(transaction=False)
+        for kwargs in payloads[start:start + 2000]:
+            rid = str(uuid.uuid4())
+            pipe.hset(f"dramatiq:{queue}.msgs", rid, encode({
+                "queue_name": queue, "actor_name": actor, "args": [], "kwargs": kwargs,
+                "options": {"redis_message_id": rid}, "message_id": str(uuid.uuid4()),
+                "message_timestamp": int(time.time() * 1000)}))
+            pipe.rpush(f"dramatiq:{queue}", rid)
+        pipe.execute()
+
+
+def _drain(module: str, n: int, processes: int, threads: int) -> float:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    _enqueue_raw(client, "bench_noop", "bench", [{"n": i} for i in range(n)])
+    with tempfile.TemporaryDirectory() as tmp:
+        worker = subprocess.Popen([str(BIN / "dramatiq"), module, "--processes", str(processes), "--threads",
+                                   str(threads)], cwd=ROOT, env=_env(tmp), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 300
+            while client.llen("dramatiq:bench") >= n and time.monotonic() < deadline:
+                time.sleep(0.005)
+            started = time.monotonic()
+            while client.hlen("dramatiq:bench.msgs") > 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            elapsed = time.monotonic() - started
+        finally:
+            worker.terminate()
+            worker.wait(60)
+    return n / elapsed
+
+
+@benchmark
+def drain() -> list[dict[str, Any]]:
+    """No-op drain, 20k messages, 2 processes x 8 threads: full middleware stack vs bare Dramatiq."""
+    n = int(os.environ.get("BENCH_DRAIN_N", "20000"))
+    bare = _drain("benchmarks.bare_actors", n, 2, 8)
+    ours = _drain("tests.support.worker_actors", n, 2, 8)
+    return [
+        {"benchmark": "drain", "variant": "bare dramatiq 2.2", "value": round(bare), "unit": "msg/s"},
+        {"benchmark": "drain", "variant": "full stack", "value": round(ours), "unit": "msg/s",
+         "ratio": round(ours / bare, 3), "target": ">= 0.90x bare"},
+    ]
+
+
+@benchmark
+def send() -> list[dict[str, Any]]:
+    """Validated sends: one by one vs bulk (pipelined)."""
+    from contracts import Sender
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    sender = Sender(client)
+    n_one = 5000
+    started = time.monotonic()
+    for i in range(n_one):
+        sender.extract_knowledge(f"a{i}")
+    one = n_one / (time.monotonic() - started)
+    n_bulk = 20000
+    payloads = [{"asset_id": f"b{i}"} for i in range(n_bulk)]
+    started = time.monotonic()
+    sender.send_many("extract_knowledge", payloads)
+    bulk = n_bulk / (time.monotonic() - started)
+    client.flushdb()
+    return [
+        {"benchmark": "send", "variant": "one by one", "value": round(one), "unit": "msg/s"},
+        {"benchmark": "send", "variant": "bulk (send_many)", "value": round(bulk), "unit": "msg/s",
+         "ratio": round(bulk / one, 2), "target": ">= 20000 msg/s"},
+    ]
+
+
+@benchmark
+def ratelimit() -> list[dict[str, Any]]:
+    """200 calls, 2 processes x 8 threads, fleet limit 7 req/s, fake upstream answering 429 above 7 req/s."""
+    from tests.support.fakeupstream import RateCheckingUpstream
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    upstream = RateCheckingUpstream(rate=7)
+    calls = int(os.environ.get("BENCH_RATELIMIT_CALLS", "200"))
+    _enqueue_raw(client, "limited_http_call", "tests", [{"tag": f"c{i}", "url": upstream.url} for i in range(calls)])
+    with tempfile.TemporaryDirectory() as tmp:
+        worker = subprocess.Popen([str(BIN / "dramatiq"), "tests.support.worker_actors", "--processes", "2",
+                                   "--threads", "8"], cwd=ROOT, env=_env(tmp, KOMMO_RPS="7"),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + calls / 7 * 3 + 60
+            while client.llen("bench:status") < calls and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            worker.terminate()
+            worker.wait(60)
+    stats = upstream.stats()
+    upstream.close()
+    return [{"benchmark": "ratelimit", "variant": "kommo 7 req/s, 2x8 workers", "value": round(stats["achieved_rps"], 2),
+             "unit": "req/s", "ratio": round(stats["achieved_rps"] / 7, 3), "target": ">= 0.90 of 7, zero 429",
+             "requests": stats["requests"], "throttled_429": stats["throttled"]}]
+
+
+def main(names: list[str]) -> int:
+    selected = names or list(BENCHMARKS)
+    rows: list[dict[str, Any]] = []
+    for name in selected:
+        sys.stderr.write(f"running {name}: {BENCHMARKS[name].__doc__.splitlines()[0]}\n")
+        rows.extend(BENCHMARKS[name]())
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    document = {"at": stamp, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "results": rows}
+    for path in (RESULTS / f"{stamp}.json", RESULTS / "latest.json"):
+        path.write_text(json.dumps(document, indent=2))
+    header = f"{'benchmark':<11} {'variant':<28} {'value':>10} {'unit':<6} {'ratio':>7}  target / notes"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        notes = r.get("target", "")
+        if "throttled_429" in r:
+            notes += f"; {r['requests']} requests, {r['throttled_429']} x 429"
+        lines.append(f"{r['benchmark']:<11} {r['variant']:<28} {r['value']:>10} {r['unit']:<6} "
+                     f"{r.get('ratio', ''):>7}  {notes}")
+    sys.stdout.write("\n".join(lines) + f"\n\nsaved {RESULTS / 'latest.json'}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,109 @@
+"""Status tracking: atomic, monotonic within a generation; late duplicates and old generations cannot regress."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from types import SimpleNamespace
+
+import pytest
+from dramatiq.broker import MessageProxy
+from dramatiq.message import Message
+from dramatiq.middleware import SkipMessage
+
+from database import Asset, init_database, migrate, session
+from middleware.errors import TransientError
+from middleware.status import StatusTracking
+
+
+class _Broker:
+    def get_actor(self, name: str):
+        return SimpleNamespace(options={"status_track": "asset"})
+
+
+@pytest.fixture()
+def tracker(tmp_path):
+    init_database(f"sqlite:///{tmp_path}/status.db")
+    migrate()
+    return StatusTracking()
+
+
+def _message(asset_id: str, *, ts: int | None = None, message_id: str | None = None, **options) -> MessageProxy:
+    return MessageProxy(Message(queue_name="assets", actor_name="process_asset", args=(),
+                                kwargs={"asset_id": asset_id, "source": "file:x"}, options=options,
+                                message_id=message_id or str(uuid.uuid4()),
+                                message_timestamp=ts or int(time.time() * 1000)))
+
+
+def _status(asset_id: str) -> tuple:
+    with session():
+        a = Asset.get_by_id(asset_id)
+        return a.status, a.attempts, a.error_code
+
+
+def test_success_path_is_timestamped(tracker):
+    m = _message("a")
+    tracker.before_process_message(_Broker(), m)
+    assert _status("a") == ("processing", 1, None)
+    tracker.after_process_message(_Broker(), m)
+    with session():
+        a = Asset.get_by_id("a")
+    assert a.status == "extracted" and a.started_at and a.finished_at and a.updated_at >= a.created_at
+
+
+def test_retrying_then_failed_records_attempts_and_error(tracker):
+    m = _message("b")
+    tracker.before_process_message(_Broker(), m)
+    m.__dict__["outcome"] = ("retrying", int(time.time() * 1000) + 5000, "TransientError: x")
+    tracker.after_process_message(_Broker(), m, exception=TransientError("x"))
+    assert _status("b") == ("retrying", 1, None)
+    retry = MessageProxy(m._message.copy(options={"retries": 1}))
+    tracker.before_process_message(_Broker(), retry)
+    assert _status("b") == ("processing", 2, None)
+    retry.__dict__["outcome"] = ("failed", "corrupt", "PermanentError: bad")
+    tracker.after_process_message(_Broker(), retry, exception=RuntimeError("bad"))
+    assert _status("b") == ("failed", 2, "corrupt")
+
+
+def test_late_duplicate_cannot_regress_a_finished_record(tracker):
+    m = _message("c")
+    tracker.before_process_message(_Broker(), m)
+    tracker.after_process_message(_Broker(), m)
+    duplicate = _message("c", ts=m.message_timestamp, message_id=m.message_id)
+    with pytest.raises(SkipMessage):
+        tracker.before_process_message(_Broker(), duplicate)
+    assert _status("c")[0] == "extracted"
+    # a stale "retrying" from the old attempt cannot move it back either
+    m.__dict__["outcome"] = ("retrying", 0, "late")
+    tracker.after_process_message(_Broker(), m, exception=TransientError("late"))
+    assert _status("c")[0] == "extracted"
+
+
+def test_older_generation_is_skipped_and_newer_generation_resets(tracker):
+    now = int(time.time() * 1000)
+    new = _message("d", ts=now)
+    tracker.before_process_message(_Broker(), new)
+    old = _message("d", ts=now - 60_000)
+    with pytest.raises(SkipMessage):
+        tracker.before_process_message(_Broker(), old)
+    tracker.after_process_message(_Broker(), new)
+    assert _status("d")[0] == "extracted"
+    requeued = _message("d", ts=now - 60_000, generation=now + 1)  # a requeued dead letter: new generation
+    tracker.before_process_message(_Broker(), requeued)
+    assert _status("d") == ("processing", 1, None)
+    # the superseded generation's late success does not overwrite the new one
+    new.__dict__.pop("outcome", None)
+    tracker.after_process_message(_Broker(), new)
+    assert _status("d")[0] == "processing"
+
+
+def test_database_down_defers_instead_of_processing(tracker, tmp_path):
+    from brokers.settle import get_successor
+
+    init_database(f"sqlite:///{tmp_path}/missing-dir/../nonexistent.db")  # no tables: every query fails
+    m = _message("e")
+    with pytest.raises(SkipMessage):
+        tracker.before_process_message(_Broker(), m)
+    successor = get_successor(m)
+    assert successor is not None and successor.delay_ms > 0
+    assert successor.message.message_id == m.message_id
