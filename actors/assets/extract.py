@@ -19,9 +19,8 @@ from xml.etree import ElementTree
 from middleware.errors import PermanentError
 
 #: below this many non-whitespace characters per page a PDF has no usable text layer
-NO_TEXT_CHARS_PER_PAGE = 2
+NO_TEXT_CHARS_PER_PAGE = 10
 _W_NS_LOCAL_TEXT = {"t", "delText"}
-_RUSSIAN_COMMON = set("оеаинтсрвлкмдпуяыьгзбчйхжшюцщэфъё")
 
 
 def extract(path: str, detected_type: str, limits: dict[str, Any]) -> dict[str, Any]:
@@ -42,31 +41,30 @@ def extract(path: str, detected_type: str, limits: dict[str, Any]) -> dict[str, 
 def extract_pdf(path: str, *, max_pages: int, tables: bool = False) -> dict[str, Any]:
     import pypdfium2 as pdfium
 
+    declared = declared_page_count(path)
+    if declared > max_pages:
+        raise PermanentError(f"the PDF declares {declared} pages; the limit is {max_pages}", error_code="too_many_pages")
     try:
         pdf = pdfium.PdfDocument(path)
     except pdfium.PdfiumError as exc:
         if "password" in str(exc).lower():
             raise PermanentError("the PDF is password-protected", error_code="encrypted") from None
-        raise PermanentError(f"not a readable PDF: {exc}", error_code="corrupt") from None
+        # PDFium refuses some damaged files that pdfminer can still read (e.g. broken metadata).
+        return _pdfminer_fallback(path, max_pages=max_pages, reason=str(exc))
     try:
         pages = len(pdf)
         if pages > max_pages:
             raise PermanentError(f"the PDF has {pages} pages; the limit is {max_pages}", error_code="too_many_pages")
         parts: list[str] = []
+        unreadable = 0
         for index in range(pages):
-            page = pdf[index]
             try:
-                textpage = page.get_textpage()
-                try:
-                    parts.append(textpage.get_text_range())
-                finally:
-                    textpage.close()
-            except pdfium.PdfiumError as exc:
+                parts.append(_page_text(pdf, index))
+            except pdfium.PdfiumError:
                 parts.append("")
-                if pages == 1:
-                    raise PermanentError(f"unreadable page: {exc}", error_code="corrupt") from None
-            finally:
-                page.close()
+                unreadable += 1
+        if pages and unreadable == pages:
+            raise PermanentError("no page of the PDF could be read", error_code="corrupt")
     finally:
         pdf.close()
     text = "\n\f".join(p.replace("\r\n", "\n").replace("\r", "\n") for p in parts)
@@ -74,6 +72,63 @@ def extract_pdf(path: str, *, max_pages: int, tables: bool = False) -> dict[str,
         text += _pdf_tables(path)
     visible = len(re.sub(r"\s", "", text))
     return {"text": text, "pages": pages, "no_text": visible < max(1, pages) * NO_TEXT_CHARS_PER_PAGE}
+
+
+def declared_page_count(path: str) -> int:
+    """The largest /Count of a page tree written in clear in the file (0 if none).
+
+    PDFium walks a flat 50,000-page tree for ~15 s before it can say how many
+    pages there are; the declared count refuses such a file at once.  Counts
+    hidden in compressed object streams fall through to PDFium's own count.
+    """
+    with open(path, "rb") as fh:
+        data = fh.read()
+    counts = [0]
+    for match in re.finditer(rb"/Type\s*/Pages\b", data):
+        start = data.rfind(b"obj", 0, match.start())
+        end = data.find(b"endobj", match.end())
+        body = data[start if start >= 0 else 0:end if end >= 0 else len(data)]
+        counts += [int(c) for c in re.findall(rb"/Count\s+(\d{1,9})", body)]
+    return max(counts)
+
+
+def _page_text(pdf: Any, index: int) -> str:
+    page = pdf[index]
+    try:
+        textpage = page.get_textpage()
+        try:
+            return textpage.get_text_range()
+        finally:
+            textpage.close()
+    finally:
+        page.close()
+
+
+def _pdfminer_fallback(path: str, *, max_pages: int, reason: str) -> dict[str, Any]:
+    import pdfplumber
+
+    parts: list[str] = []
+    try:
+        with pdfplumber.open(path) as pdf:
+            pages = len(pdf.pages)
+            if pages > max_pages:
+                raise PermanentError(f"the PDF has {pages} pages; the limit is {max_pages}",
+                                     error_code="too_many_pages")
+            for page in pdf.pages:
+                try:
+                    parts.append(page.extract_text() or "")
+                finally:
+                    page.close()
+    except PermanentError:
+        raise
+    except Exception as exc:  # pdfminer raises many types (TypeError included) on damaged files
+        raise PermanentError(f"not a readable PDF: {reason}; pdfminer: {type(exc).__name__}: {exc}",
+                             error_code="corrupt") from None
+    if not pages:
+        raise PermanentError(f"not a readable PDF: {reason}", error_code="corrupt")
+    text = "\n\f".join(parts)
+    visible = len(re.sub(r"\s", "", text))
+    return {"text": text, "pages": pages, "no_text": visible < pages * NO_TEXT_CHARS_PER_PAGE}
 
 
 def _pdf_tables(path: str) -> str:
@@ -198,23 +253,31 @@ def decode_text(data: bytes) -> str:
     return str(best) if best is not None else data.decode("latin-1")
 
 
+_WELL_FORMED = re.compile(r"^[А-ЯЁ]?[а-яё]+(-[а-яё]+)*$|^[А-ЯЁ]+$")
+_CYRILLIC_ENCODINGS = ("cp1251", "koi8_r", "cp866", "iso8859_5", "mac_cyrillic")  # most likely first
+
+
 def _best_cyrillic(data: bytes) -> str | None:
-    """Pick among the Russian 8-bit encodings by letter frequency; None when the text is not Cyrillic."""
-    scored = []
-    for encoding in ("cp1251", "koi8_r", "cp866", "iso8859_5", "mac_cyrillic"):
+    """Pick among the Russian 8-bit encodings the one that yields well-formed words; None if not Cyrillic.
+
+    A wrong Cyrillic code page still gives Cyrillic letters, but in impossible
+    shapes (case flipped mid-word, symbols inside words), so the share of
+    words that look like Russian words tells the encodings apart even in a
+    short text, where charset-normalizer guesses wrong (e.g. KOI8-R as Shift-JIS).
+    """
+    best: tuple[float, int, str] | None = None
+    for rank, encoding in enumerate(_CYRILLIC_ENCODINGS):
         try:
             text = data.decode(encoding)
         except UnicodeDecodeError:
             continue
-        letters = [c for c in text if c.isalpha()]
-        if not letters:
+        words = [w.strip(".,;:!?()[]«»\"'…") for w in text.split()]
+        cyrillic_words = [w for w in words if any("\u0400" <= c <= "\u04ff" for c in w)]
+        letters = sum(1 for c in text if c.isalpha())
+        cyr_letters = sum(1 for c in text if "\u0400" <= c <= "\u04ff")
+        if not cyrillic_words or cyr_letters < 0.5 * max(letters, 1):
             continue
-        cyr = [c for c in letters if "\u0400" <= c <= "\u04ff"]
-        if len(cyr) < 0.5 * len(letters):
-            continue
-        common_lower = sum(1 for c in cyr if c in _RUSSIAN_COMMON)
-        scored.append((common_lower / len(cyr), encoding, text))
-    if not scored:
-        return None
-    scored.sort(reverse=True)
-    return scored[0][2] if scored[0][0] > 0.5 else None
+        score = sum(1 for w in cyrillic_words if _WELL_FORMED.match(w)) / len(cyrillic_words)
+        if best is None or score > best[0]:
+            best = (score, rank, text)
+    return best[2] if best is not None and best[0] >= 0.6 else None
