@@ -15,7 +15,17 @@ from database.connection import (
     session,
 )
 from database.migrations import current_version, latest_version, migrate
-from database.models import ALL_MODELS, Asset, AssetText, AuditEntry, DeadLetter, utcnow
+from database.models import (
+    ALL_MODELS,
+    Asset,
+    AssetText,
+    AuditEntry,
+    DeadLetter,
+    KnowledgeEntity,
+    KnowledgeRelation,
+    LlmUsage,
+    utcnow,
+)
 
 __all__ = [
     "ALL_MODELS",
@@ -24,6 +34,9 @@ __all__ = [
     "AuditEntry",
     "DatabaseUnavailable",
     "DeadLetter",
+    "KnowledgeEntity",
+    "KnowledgeRelation",
+    "LlmUsage",
     "current_version",
     "database_proxy",
     "init_database",

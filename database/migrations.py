@@ -13,7 +13,16 @@ from collections.abc import Callable
 import peewee
 
 from database.connection import database_proxy, is_sqlite, session
-from database.models import Asset, AssetText, AuditEntry, DeadLetter, SchemaVersion
+from database.models import (
+    Asset,
+    AssetText,
+    AuditEntry,
+    DeadLetter,
+    KnowledgeEntity,
+    KnowledgeRelation,
+    LlmUsage,
+    SchemaVersion,
+)
 
 logger = logging.getLogger(__name__)
 _ADVISORY_LOCK_KEY = 0x57_4B_52_4D  # "WKRM"
@@ -23,8 +32,13 @@ def _v1_base(db: peewee.Database) -> None:
     db.create_tables([Asset, AssetText, DeadLetter, AuditEntry], safe=True)
 
 
+def _v2_knowledge(db: peewee.Database) -> None:
+    db.create_tables([KnowledgeEntity, KnowledgeRelation, LlmUsage], safe=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "base: assets, asset texts, dead letters, audit log", _v1_base),
+    (2, "knowledge graph entities, relations, LLM usage", _v2_knowledge),
 ]
 
 

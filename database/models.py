@@ -144,4 +144,42 @@ class AuditEntry(BaseModel):
     detail = JSONField(null=True)
 
 
-ALL_MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Asset, AssetText, DeadLetter, AuditEntry)
+class KnowledgeEntity(BaseModel):
+    """An entity of an asset's knowledge graph, merged across chunks by normalised (name, type)."""
+
+    asset = peewee.ForeignKeyField(Asset, on_delete="CASCADE", column_name="asset_id", index=True)
+    key = peewee.CharField()
+    name = peewee.TextField()
+    type = peewee.CharField()
+    descriptions = JSONField(default="[]")
+    mentions = peewee.IntegerField(default=1)
+
+    class Meta:
+        indexes = ((("asset", "key"), True),)
+
+
+class KnowledgeRelation(BaseModel):
+    """A relation between two entities of one asset; weights summed over chunks."""
+
+    asset = peewee.ForeignKeyField(Asset, on_delete="CASCADE", column_name="asset_id", index=True)
+    source = peewee.TextField()
+    target = peewee.TextField()
+    type = peewee.CharField()
+    descriptions = JSONField(default="[]")
+    weight = peewee.FloatField(default=1.0)
+
+
+class LlmUsage(BaseModel):
+    """Token usage and cost of the LLM calls made for one asset's current graph."""
+
+    asset = peewee.ForeignKeyField(Asset, primary_key=True, on_delete="CASCADE", column_name="asset_id")
+    model = peewee.CharField(null=True)
+    requests = peewee.IntegerField(default=0)
+    prompt_tokens = peewee.IntegerField(default=0)
+    completion_tokens = peewee.IntegerField(default=0)
+    cost_usd = peewee.FloatField(default=0.0)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+
+ALL_MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Asset, AssetText, DeadLetter, AuditEntry, KnowledgeEntity,
+                                           KnowledgeRelation, LlmUsage)

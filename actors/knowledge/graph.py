@@ -1,0 +1,177 @@
+"""Chunking, the extraction schema, validation with one repair, and the cross-chunk merge."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from middleware.errors import PermanentError
+
+SYSTEM_PROMPT = (
+    "You extract a knowledge graph from a document chunk. Return JSON only, matching the schema: "
+    "entities (name, type, description) and relations (source, target, type, description, weight 1-10). "
+    "Use the most complete name for each entity, short upper-case types (PERSON, ORGANIZATION, PLACE, "
+    "PRODUCT, EVENT, CONCEPT), and only relations stated or clearly implied by the text. "
+    "Relation source and target must be entity names from your list. Keep the document's language."
+)
+
+Text = Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class Entity(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: Text
+    type: Annotated[str, Field(min_length=1, max_length=100)]
+    description: Annotated[str, Field(max_length=4000)] = ""
+
+
+class Relation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    source: Text
+    target: Text
+    type: Annotated[str, Field(min_length=1, max_length=100)]
+    description: Annotated[str, Field(max_length=4000)] = ""
+    weight: Annotated[float, Field(ge=0, le=100)] = 1.0
+
+
+class Extraction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    entities: list[Entity] = Field(default_factory=list, max_length=2000)
+    relations: list[Relation] = Field(default_factory=list, max_length=5000)
+
+
+SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["entities", "relations"],
+    "properties": {
+        "entities": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["name", "type", "description"],
+            "properties": {"name": {"type": "string"}, "type": {"type": "string"},
+                           "description": {"type": "string"}}}},
+        "relations": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["source", "target", "type", "description", "weight"],
+            "properties": {"source": {"type": "string"}, "target": {"type": "string"}, "type": {"type": "string"},
+                           "description": {"type": "string"}, "weight": {"type": "number"}}}},
+    },
+}
+
+
+def chunk_text(text: str, size: int, overlap: int) -> list[str]:
+    """Chunks of at most ``size`` characters, cut at whitespace where possible, overlapping by ``overlap``."""
+    text = text.strip()
+    if not text:
+        return []
+    overlap = min(overlap, size // 2)
+    chunks, start = [], 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            cut = text.rfind(" ", start + size // 2, end)
+            cut = max(cut, text.rfind("\n", start + size // 2, end))
+            if cut > start:
+                end = cut
+        chunks.append(text[start:end].strip())
+        if end >= len(text):
+            break
+        start = max(end - overlap, start + 1)
+    return [c for c in chunks if c]
+
+
+def parse_extraction(content: str) -> Extraction:
+    """Validate the model's output (providers may ignore strict mode); raises ValueError with the reason."""
+    raw = content.strip()
+    if raw.startswith("```"):
+        raw = re.sub(r"^```(?:json)?\s*|\s*```$", "", raw)
+    try:
+        return Extraction.model_validate(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    except ValidationError as exc:
+        raise ValueError(f"does not match the schema: {exc.errors()[:3]}") from None
+
+
+def extract_chunk(chat: Any, chunk: str, *, index: int, total: int) -> Extraction:
+    """One chunk: a call, and one repair call when the output fails validation."""
+    messages = [{"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": f"Chunk {index + 1} of {total}:\n<<<\n{chunk}\n>>>"}]
+    content = chat(messages)
+    try:
+        return parse_extraction(content)
+    except ValueError as first:
+        repair = messages + [{"role": "assistant", "content": content[:20_000]},
+                             {"role": "user", "content": f"That output is invalid ({first}). Return only the JSON "
+                                                         "object matching the schema, nothing else."}]
+        try:
+            return parse_extraction(chat(repair))
+        except ValueError as second:
+            raise PermanentError(f"LLM output invalid after one repair attempt: {second}",
+                                 error_code="invalid_llm_output") from None
+
+
+def normalise(name: str) -> str:
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    folded = re.sub(r"[\s\u00a0]+", " ", folded)
+    return folded.strip(" .,;:!?\"'«»()[]")
+
+
+@dataclass
+class MergedEntity:
+    name: str
+    type: str
+    descriptions: list[str] = field(default_factory=list)
+    mentions: int = 0
+
+
+@dataclass
+class MergedRelation:
+    source: str
+    target: str
+    type: str
+    descriptions: list[str] = field(default_factory=list)
+    weight: float = 0.0
+
+
+@dataclass
+class Graph:
+    entities: dict[str, MergedEntity] = field(default_factory=dict)
+    relations: dict[tuple[str, str, str], MergedRelation] = field(default_factory=dict)
+    _by_name: dict[str, str] = field(default_factory=dict)
+
+    def add(self, extraction: Extraction) -> None:
+        """Merge one chunk: same normalised name+type is one entity; relations keyed by endpoints+type."""
+        for entity in extraction.entities:
+            etype = entity.type.strip().upper().replace(" ", "_")
+            key = f"{normalise(entity.name)}|{etype}"
+            merged = self.entities.setdefault(key, MergedEntity(entity.name.strip(), etype))
+            merged.mentions += 1
+            if len(entity.name.strip()) > len(merged.name):
+                merged.name = entity.name.strip()  # keep the most complete spelling
+            if entity.description and entity.description not in merged.descriptions:
+                merged.descriptions.append(entity.description)
+            self._by_name.setdefault(normalise(entity.name), key)
+        for relation in extraction.relations:
+            source, target = self._endpoint(relation.source), self._endpoint(relation.target)
+            rtype = relation.type.strip().upper().replace(" ", "_")
+            merged_rel = self.relations.setdefault((source, target, rtype), MergedRelation(source, target, rtype))
+            merged_rel.weight += relation.weight
+            if relation.description and relation.description not in merged_rel.descriptions:
+                merged_rel.descriptions.append(relation.description)
+
+    def _endpoint(self, name: str) -> str:
+        key = self._by_name.get(normalise(name))
+        if key is None:  # a relation to an entity the model did not list: keep it as a placeholder node
+            key = f"{normalise(name)}|UNKNOWN"
+            self.entities.setdefault(key, MergedEntity(name.strip(), "UNKNOWN"))
+            self._by_name[normalise(name)] = key
+        return key
+
+    def summary(self, limit: int = 10) -> str:
+        top = sorted(self.entities.values(), key=lambda e: -e.mentions)[:limit]
+        names = ", ".join(f"{e.name} ({e.type.lower()})" for e in top)
+        return (f"Knowledge graph: {len(self.entities)} entities, {len(self.relations)} relations."
+                + (f" Main entities: {names}." if names else ""))

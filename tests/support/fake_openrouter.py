@@ -1,0 +1,127 @@
+"""A fake OpenRouter (chat completions and /key) that behaves as reference/apis.md documents.
+
+Modes, switchable at run time (``fake.mode = ...`` or a queue of one-shot modes in ``fake.script``):
+``ok``, ``429`` (Retry-After), ``402``, ``500``, ``malformed`` (content that is not JSON), ``error200``
+(an error inside an HTTP 200), ``slow`` (answers after ``slow_seconds``).  It also answers 429 when
+more than ``rate_limit`` requests arrive in a second, and counts every request it sees.
+
+The extraction it returns is deterministic: every capitalised word of the chunk is an entity, and
+consecutive entities are related, so merge results can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class FakeOpenRouter:
+    def __init__(self, *, rate_limit: int | None = None, key: str = "sk-or-v1-test") -> None:
+        self.mode = "ok"
+        self.script: deque[str] = deque()
+        self.rate_limit = rate_limit
+        self.key = key
+        self.slow_seconds = 5.0
+        self.retry_after = "1"
+        self.requests: list[dict[str, Any]] = []
+        self.arrivals: deque[float] = deque()
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path.rstrip("/") in ("/api/v1/key", "/api/v1/auth/key"):
+                    if not fake._authorised(self):
+                        return fake._send(self, 401, {"error": {"code": 401, "message": "Missing Authentication header"}})
+                    return fake._send(self, 200, {"data": {"label": "sk-or-v1-te...est", "limit": 100,
+                                                           "limit_remaining": 74.5, "usage": 25.5,
+                                                           "is_free_tier": False, "rate_limit": {"requests": 1000,
+                                                                                                 "interval": "1h"}}})
+                fake._send(self, 404, {"error": {"code": 404, "message": "Not Found"}})
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                fake._chat(self, body)
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_port}/api/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _authorised(self, handler: BaseHTTPRequestHandler) -> bool:
+        return handler.headers.get("Authorization") == f"Bearer {self.key}"
+
+    def _send(self, handler: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict | None = None) -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        for k, v in (headers or {}).items():
+            handler.send_header(k, v)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def _chat(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        now = time.monotonic()
+        with self.lock:
+            mode = self.script.popleft() if self.script else self.mode
+            while self.arrivals and self.arrivals[0] <= now - 1.0:
+                self.arrivals.popleft()
+            self.arrivals.append(now)
+            over_rate = self.rate_limit is not None and len(self.arrivals) > self.rate_limit
+            self.requests.append({"at": now, "mode": mode, "over_rate": over_rate,
+                                  "headers": dict(handler.headers), "body": body})
+        if handler.path.rstrip("/") != "/api/v1/chat/completions":
+            return self._send(handler, 404, {"error": {"code": 404, "message": "Not Found"}})
+        if not self._authorised(handler):
+            return self._send(handler, 401, {"error": {"code": 401, "message": "Missing Authentication header"}})
+        if over_rate or mode == "429":
+            return self._send(handler, 429, {"error": {"code": 429, "message": "Rate limit exceeded",
+                                                       "metadata": {"error_type": "rate_limit_exceeded"}}},
+                              {"Retry-After": self.retry_after})
+        if mode == "402":
+            return self._send(handler, 402, {"error": {"code": 402, "message": "Insufficient credits. Add more "
+                                                                                "using https://openrouter.ai/credits"}})
+        if mode == "500":
+            return self._send(handler, 500, {"error": {"code": 500, "message": "Internal Server Error"}})
+        if mode == "slow":
+            time.sleep(self.slow_seconds)
+        if mode == "error200":
+            return self._send(handler, 200, {"id": "gen-err", "object": "chat.completion", "choices": [
+                {"index": 0, "finish_reason": "error", "message": {"role": "assistant", "content": ""},
+                 "error": {"code": 502, "message": "Provider returned error"}}]})
+        chunk = body["messages"][1]["content"] if len(body.get("messages", [])) > 1 else ""
+        content = "this is {not json" if mode == "malformed" else json.dumps(self.extraction_for(chunk))
+        return self._send(handler, 200, {
+            "id": "gen-123", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
+            "provider": "FakeProvider",
+            "choices": [{"index": 0, "finish_reason": "stop", "native_finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": len(chunk) // 4 + 50, "completion_tokens": len(content) // 4,
+                      "total_tokens": len(chunk) // 4 + 50 + len(content) // 4, "cost": 0.0001}})
+
+    @staticmethod
+    def extraction_for(chunk: str) -> dict[str, Any]:
+        text = chunk.split("<<<", 1)[-1].rsplit(">>>", 1)[0]
+        names = list(dict.fromkeys(re.findall(r"\b[A-ZА-ЯЁ][a-zа-яё]{2,}\b", text)))
+        entities = [{"name": n, "type": "concept", "description": f"{n} is mentioned"} for n in names]
+        relations = [{"source": a, "target": b, "type": "related to", "description": f"{a} then {b}", "weight": 1}
+                     for a, b in zip(names, names[1:], strict=False)]
+        return {"entities": entities, "relations": relations}
+
+    def chat_requests(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.requests)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

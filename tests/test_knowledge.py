@@ -1,0 +1,147 @@
+"""Knowledge domain end to end: real workers, the fake OpenRouter, real Redis."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from actors.knowledge.graph import Extraction, Graph, chunk_text
+from contracts import Sender
+from tests.conftest import run_cli, wait_for
+from tests.support.fake_openrouter import FakeOpenRouter
+
+DOCUMENT = " ".join(
+    f"Paragraph {i}: Alice met Bob in Paris to discuss Acme and the Zenith project with Carol." for i in range(60))
+
+
+@pytest.fixture()
+def fake() -> Iterator[FakeOpenRouter]:
+    server = FakeOpenRouter()
+    yield server
+    server.close()
+
+
+@pytest.fixture()
+def knowledge_env(worker_env: dict[str, str], fake: FakeOpenRouter) -> dict[str, str]:
+    return {**worker_env, "OPENROUTER_API_KEY": fake.key, "OPENROUTER_BASE_URL": fake.base_url,
+            "OPENROUTER_RPS": "20", "OPENROUTER_BURST": "2", "KNOWLEDGE_CHUNK_CHARS": "800",
+            "KNOWLEDGE_CHUNK_OVERLAP": "80", "OPENROUTER_PAYMENT_PAUSE_SECONDS": "3"}
+
+
+def _asset(env: dict[str, str], asset_id: str) -> dict:
+    result = run_cli(env, "asset", asset_id, "--json")
+    return json.loads(result.stdout) if result.returncode == 0 else {}
+
+
+def _graph(env: dict[str, str], asset_id: str) -> tuple[list, list, tuple]:
+    path = env["DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(path, timeout=30) as conn:
+        entities = conn.execute("select name, type, mentions from knowledge_entity where asset_id=?",
+                                (asset_id,)).fetchall()
+        relations = conn.execute("select source, target, type, weight from knowledge_relation where asset_id=?",
+                                 (asset_id,)).fetchall()
+        usage = conn.execute("select requests, prompt_tokens, completion_tokens, cost_usd from llm_usage "
+                             "where asset_id=?", (asset_id,)).fetchone()
+    return entities, relations, usage
+
+
+def _send_document(env: dict[str, str], client: redis.Redis, asset_id: str, **kwargs) -> None:
+    Path(env["STORAGE_ROOT"], f"{asset_id}.txt").write_text(DOCUMENT)
+    Sender(client).process_asset(asset_id, f"file:{asset_id}.txt", **kwargs)
+
+
+def test_merge_normalises_names_and_sums_weights():
+    graph = Graph()
+    graph.add(Extraction.model_validate({"entities": [{"name": "Alice ", "type": "person"}],
+                                         "relations": [{"source": "alice", "target": "Bob", "type": "knows",
+                                                        "weight": 2}]}))
+    graph.add(Extraction.model_validate({"entities": [{"name": "ALICE", "type": "Person", "description": "x"}],
+                                         "relations": [{"source": "Alice", "target": "bob", "type": "KNOWS",
+                                                        "weight": 3}]}))
+    assert len(graph.entities) == 2  # Alice (PERSON) and the placeholder for Bob
+    assert [r.weight for r in graph.relations.values()] == [5]
+    assert chunk_text("a " * 1000, 300, 50)[1].startswith("a")
+
+
+def test_multi_chunk_document_yields_a_merged_graph_without_duplicates(knowledge_env, start_worker, redis_client,
+                                                                       fake):
+    start_worker(env=knowledge_env, threads=4)
+    _send_document(knowledge_env, redis_client, "kg1", crm_lead_id=4242)
+    wait_for(lambda: _asset(knowledge_env, "kg1").get("knowledge_status") == "done", 60, 0.5, "knowledge done")
+    entities, relations, usage = _graph(knowledge_env, "kg1")
+    chunks = len([r for r in fake.chat_requests()])
+    assert chunks >= 5  # multi-chunk
+    names = [e[0] for e in entities]
+    assert len(names) == len(set(names)) and {"Alice", "Bob", "Paris", "Acme", "Zenith", "Carol"} <= set(names)
+    assert dict((e[0], e[2]) for e in entities)["Alice"] >= chunks  # merged across chunks
+    alice_bob = [r for r in relations if r[0] == "Alice" and r[1] == "Bob"]
+    assert len(alice_bob) == 1 and alice_bob[0][3] >= chunks - 2 > 1  # weights summed (a chunk may start mid-sentence)
+    assert usage[0] == chunks and usage[1] > 0 and usage[3] == pytest.approx(0.0001 * chunks)
+    headers = fake.chat_requests()[0]["headers"]
+    assert headers["Authorization"] == f"Bearer {fake.key}" and headers["X-OpenRouter-Title"]
+    assert fake.chat_requests()[0]["body"]["response_format"]["type"] == "json_schema"
+    note_id = redis_client.lindex("dramatiq:crm", 0)  # the CRM note follows
+    note = json.loads(redis_client.hget("dramatiq:crm.msgs", note_id))
+    assert note["actor_name"] == "crm_add_note" and note["kwargs"]["entity_id"] == 4242
+    assert note["kwargs"]["idempotency_key"].startswith("knowledge:kg1:")
+
+
+def test_rate_limited_429_storm_and_402_pause_dead_letter_nothing(knowledge_env, start_worker, redis_client, fake):
+    fake.script.extend(["429"] * 4 + ["402"] + ["500"])
+    start_worker(env=knowledge_env, processes=2, threads=4)
+    _send_document(knowledge_env, redis_client, "kg2")
+    wait_for(lambda: _asset(knowledge_env, "kg2").get("knowledge_status") == "done", 90, 0.5, "knowledge done")
+    modes = [r["mode"] for r in fake.chat_requests()]
+    assert modes[:6] == ["429"] * 4 + ["402", "500"]
+    assert run_cli(knowledge_env, "dlq", "list", "--json").stdout.strip() == "[]"
+    record = _asset(knowledge_env, "kg2")
+    assert record["knowledge_error_code"] is None
+
+
+def test_two_processes_never_exceed_the_configured_rate(knowledge_env, start_worker, redis_client, fake):
+    fake.rate_limit = 20  # the fake answers 429 above 20 requests in any second: the configured rate
+    start_worker(env={**knowledge_env, "OPENROUTER_BURST": "1"}, processes=2, threads=8)
+    for i in range(3):
+        _send_document(knowledge_env, redis_client, f"kr{i}")
+    wait_for(lambda: all(_asset(knowledge_env, f"kr{i}").get("knowledge_status") == "done" for i in range(3)), 90,
+             0.5, "three graphs")
+    assert [r for r in fake.chat_requests() if r["over_rate"]] == []
+
+
+def test_malformed_output_is_repaired_once_then_fails_with_its_code(knowledge_env, start_worker, redis_client, fake):
+    start_worker(env=knowledge_env, threads=2)
+    fake.script.append("malformed")  # the first answer is garbage, the repair succeeds
+    _send_document(knowledge_env, redis_client, "kg3")
+    wait_for(lambda: _asset(knowledge_env, "kg3").get("knowledge_status") == "done", 60, 0.5, "repaired")
+    repair = [r for r in fake.chat_requests() if len(r["body"]["messages"]) == 4]
+    assert len(repair) == 1 and "invalid" in repair[0]["body"]["messages"][3]["content"]
+    fake.mode = "malformed"
+    _send_document(knowledge_env, redis_client, "kg4")
+    wait_for(lambda: _asset(knowledge_env, "kg4").get("knowledge_status") == "failed", 60, 0.5, "failed")
+    record = _asset(knowledge_env, "kg4")
+    assert record["knowledge_error_code"] == "invalid_llm_output"
+    rows = json.loads(run_cli(knowledge_env, "dlq", "list", "--json").stdout)
+    assert [(r["actor"], r["attempts"]) for r in rows] == [("extract_knowledge", 1)]
+
+
+def test_error_inside_a_200_is_an_error(knowledge_env, start_worker, redis_client, fake):
+    fake.script.append("error200")
+    start_worker(env=knowledge_env, threads=2)
+    _send_document(knowledge_env, redis_client, "kg5")
+    wait_for(lambda: _asset(knowledge_env, "kg5").get("knowledge_status") == "done", 60, 0.5, "done after retry")
+    assert fake.chat_requests()[0]["mode"] == "error200"
+    assert _asset(knowledge_env, "kg5")["knowledge_status"] == "done"
+
+
+def test_no_key_means_skipped_and_no_graph(worker_env, start_worker, redis_client):
+    start_worker()
+    _send_document(worker_env, redis_client, "kg6")
+    wait_for(lambda: _asset(worker_env, "kg6").get("knowledge_status") == "skipped", 60, 0.5, "skipped")
+    record = _asset(worker_env, "kg6")
+    assert "OPENROUTER_API_KEY" in record["knowledge_error_message"]
+    assert _graph(worker_env, "kg6")[0] == []
