@@ -221,6 +221,32 @@ def cmd_asset(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- crm ----------------------------------------------------------------------------------------
+def cmd_crm(args: argparse.Namespace) -> int:
+    from database import CrmEvent, CrmLink, session
+    from database.models import iso
+
+    _init(_settings())
+    with session():
+        if args.crm_command == "link":
+            query = CrmLink.select().where(CrmLink.kind == args.kind)
+            query = query.where(CrmLink.kommo_id == int(args.key)) if args.by_kommo_id else query.where(
+                CrmLink.key == args.key)
+            rows = [{"kind": r.kind, "key": r.key, "kommo_id": r.kommo_id, "entity": r.entity,
+                     "entity_id": r.entity_id, "status_id": r.status_id, "pipeline_id": r.pipeline_id,
+                     "price": r.price, "updated_at": iso(r.updated_at)} for r in query]
+            if not rows:
+                _err(f"no {args.kind} link for {args.key}")
+                return 1
+            _out(json.dumps(rows[0], ensure_ascii=False))
+            return 0
+        rows = [{"id": e.id, "entity": e.entity, "action": e.action, "kommo_id": e.kommo_id, "fields": e.fields,
+                 "received_at": iso(e.received_at)}
+                for e in CrmEvent.select().order_by(CrmEvent.id.desc()).limit(args.limit)]
+    _out(json.dumps(rows, ensure_ascii=False))
+    return 0
+
+
 # --- dlq -------------------------------------------------------------------------------------
 def _dlq_store():  # -> DeadLetterStore
     from brokers import build_broker
@@ -331,6 +357,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("asset_id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_asset)
+    crm = sub.add_parser("crm", help="the local CRM ledger and webhook events (JSON)").add_subparsers(
+        dest="crm_command", required=True)
+    p = crm.add_parser("link", help="one ledger row: our key (or --by-kommo-id) -> Kommo id and lead state")
+    p.add_argument("kind", choices=["contact", "lead", "note"])
+    p.add_argument("key")
+    p.add_argument("--by-kommo-id", action="store_true")
+    p = crm.add_parser("events", help="the latest typed webhook events")
+    p.add_argument("--limit", type=int, default=50)
+    for p in crm.choices.values():
+        p.set_defaults(func=cmd_crm)
     dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(dest="dlq_command", required=True)
     p = dlq.add_parser("list")
     _add_filters(p, with_state=True)

@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_FIELDS = frozenset(
     {"web_password", "web_api_token", "openrouter_api_key", "kommo_access_token", "sentry_dsn",
-     "kommo_client_secret", "kommo_webhook_token"}
+     "kommo_client_secret", "kommo_webhook_token", "kommo_refresh_token"}
 )
 
 
@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     app_title: str = Field("Worker service", description="X-OpenRouter-Title sent to OpenRouter")
     kommo_base_url: str | None = Field(None, description="https://{subdomain}.kommo.com, without /api/v4")
     kommo_access_token: str | None = Field(None, description="long-lived Kommo token")
+    kommo_client_id: str | None = Field(None, description="OAuth2 integration id (instead of a long-lived token)")
+    kommo_client_secret: str | None = Field(None, description="OAuth2 integration secret")
+    kommo_redirect_uri: str | None = Field(None, description="OAuth2 redirect URI registered with the integration")
+    kommo_refresh_token: str | None = Field(None, description="first OAuth2 refresh token (then kept in the database)")
+    kommo_webhook_token: str | None = Field(None, description="secret in the Kommo webhook URL (?token=)")
+    kommo_block_pause_seconds: int = Field(120, ge=1, description="fleet pause after Kommo's 403 block")
     kommo_rps: float = Field(7.0, gt=0, description="fleet-wide Kommo requests per second")
     kommo_burst: int = Field(1, ge=1, description="Kommo burst size")
     ratelimit_safety_factor: float = Field(0.95, gt=0.5, le=1.0,

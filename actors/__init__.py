@@ -38,6 +38,6 @@ except DatabaseUnavailable as exc:
 broker = build_broker(settings, build_stack(settings))
 dramatiq.set_broker(broker)
 
-from actors import assets, knowledge  # noqa: E402,F401 - declared after the broker on purpose
+from actors import assets, crm, knowledge  # noqa: E402,F401 - declared after the broker on purpose
 
 __all__ = ["broker", "settings"]

@@ -1,6 +1,6 @@
 """`make bench`: side-by-side benchmarks, printed as a table and saved as JSON in benchmarks/results/.
 
-Usage: python -m benchmarks [NAME ...]   (names: drain, send, ratelimit, openrouter, extraction; default: all)
+Usage: python -m benchmarks [NAME ...]   (names: drain, send, ratelimit, openrouter, kommo, extraction; default: all)
 Needs Redis (TEST_REDIS_URL, set by scripts/with-redis.sh); uses db 12 only.
 """
 
@@ -188,6 +188,38 @@ def openrouter() -> list[dict[str, Any]]:
     return [{"benchmark": "openrouter", "variant": "2x8 workers, allowed 10 req/s", "value": round(rate, 2),
              "unit": "req/s", "ratio": round(rate / 10, 3), "target": ">= 0.90 of allowed, zero 429",
              "requests": len(requests_seen), "throttled_429": sum(r["over_rate"] for r in requests_seen)}]
+
+
+@benchmark
+def kommo() -> list[dict[str, Any]]:
+    """100 crm_add_note messages against the fake Kommo (429 above 7 req/s), 2x8 workers."""
+    from contracts import Sender
+    from tests.support.fake_kommo import FakeKommo
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    fake = FakeKommo(rate=7)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = _env(tmp, KOMMO_BASE_URL=fake.base_url, KOMMO_ACCESS_TOKEN="llt-1", KOMMO_RPS="7", KOMMO_BURST="1")
+        worker = subprocess.Popen([str(BIN / "dramatiq"), "actors", "--processes", "2", "--threads", "8"], cwd=ROOT,
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            sender = Sender(client)
+            for i in range(100):
+                sender.crm_add_note("leads", 1, f"note {i}", f"bench-{i}")
+            deadline = time.monotonic() + 300
+            while len(fake.store["notes"]) < 100 and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            worker.terminate()
+            worker.wait(60)
+    requests_seen = fake.api_requests()
+    fake.close()
+    ok = [r[0] for r in requests_seen if r[3] < 400]
+    rate = (len(ok) - 1) / (ok[-1] - ok[0]) if len(ok) > 1 else 0.0
+    return [{"benchmark": "kommo", "variant": "100 notes, 2x8 workers", "value": round(rate, 2), "unit": "req/s",
+             "ratio": round(rate / 7, 3), "target": ">= 0.90 of 7, zero 429",
+             "requests": len(requests_seen), "throttled_429": sum(1 for r in requests_seen if r[3] == 429)}]
 
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "pdf"

@@ -17,9 +17,12 @@ from database.models import (
     Asset,
     AssetText,
     AuditEntry,
+    CrmEvent,
+    CrmLink,
     DeadLetter,
     KnowledgeEntity,
     KnowledgeRelation,
+    KommoToken,
     LlmUsage,
     SchemaVersion,
 )
@@ -36,9 +39,14 @@ def _v2_knowledge(db: peewee.Database) -> None:
     db.create_tables([KnowledgeEntity, KnowledgeRelation, LlmUsage], safe=True)
 
 
+def _v3_crm(db: peewee.Database) -> None:
+    db.create_tables([KommoToken, CrmLink, CrmEvent], safe=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "base: assets, asset texts, dead letters, audit log", _v1_base),
     (2, "knowledge graph entities, relations, LLM usage", _v2_knowledge),
+    (3, "CRM: Kommo OAuth token, ledger of links, webhook events", _v3_crm),
 ]
 
 

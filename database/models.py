@@ -181,5 +181,46 @@ class LlmUsage(BaseModel):
     updated_at = peewee.DateTimeField(default=utcnow)
 
 
+class KommoToken(BaseModel):
+    """The current OAuth2 pair (one row); refresh tokens are single-use, so only one worker may spend one."""
+
+    id = peewee.IntegerField(primary_key=True, default=1)
+    access_token = peewee.TextField()
+    refresh_token = peewee.TextField(null=True)
+    expires_at = peewee.DateTimeField(null=True)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+
+class CrmLink(BaseModel):
+    """Local ledger: our key (external id or idempotency key) -> Kommo id, plus the last known lead state."""
+
+    kind = peewee.CharField()  # contact | lead | note
+    key = peewee.CharField()
+    kommo_id = peewee.BigIntegerField(null=True, index=True)
+    entity = peewee.CharField(null=True)  # for notes: leads | contacts
+    entity_id = peewee.BigIntegerField(null=True)
+    status_id = peewee.BigIntegerField(null=True)
+    pipeline_id = peewee.BigIntegerField(null=True)
+    price = peewee.BigIntegerField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("kind", "key"), True),)
+
+
+class CrmEvent(BaseModel):
+    """A typed event parsed from a Kommo webhook body, stored once (dedup by fingerprint)."""
+
+    fingerprint = peewee.CharField(unique=True)
+    entity = peewee.CharField(index=True)
+    action = peewee.CharField()
+    kommo_id = peewee.BigIntegerField(null=True, index=True)
+    account_id = peewee.BigIntegerField(null=True)
+    fields = JSONField(default="{}")
+    received_at = peewee.DateTimeField(default=utcnow)
+    handled_at = peewee.DateTimeField(null=True)
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Asset, AssetText, DeadLetter, AuditEntry, KnowledgeEntity,
-                                           KnowledgeRelation, LlmUsage)
+                                           KnowledgeRelation, LlmUsage, KommoToken, CrmLink, CrmEvent)

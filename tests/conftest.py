@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +19,10 @@ import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
+# Test modules import domain code, and `import actors` builds a broker and migrates a database:
+# point both at throwaway places before anything is imported.
+os.environ.setdefault("DATABASE_URL", f"sqlite:///{tempfile.mkdtemp(prefix='worker-tests-')}/import.db")
+os.environ.setdefault("BROKER_URL", os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/") + "/11")
 BIN = Path(sys.executable).parent
 TEST_DB = 11
 REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")

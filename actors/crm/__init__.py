@@ -1,0 +1,225 @@
+"""CRM domain: Kommo contacts, leads, notes and webhook events, exactly once under redelivery.
+
+Actors on queue ``crm`` (payloads in ``contracts``), each ``rate_limit="kommo"``
+with CRM_* budgets and soft time limit:
+
+``crm_upsert_contact``
+    ledger -> Kommo lookup (our ``ext:<external_id>`` tag, then emails, then
+    phones) -> update or create; the ledger is written after Kommo answers, and
+    the lookup finds a contact created by a worker that died before that write.
+``crm_create_lead``
+    the same for leads, linked to the contact of ``contact_external_id``.
+``crm_add_note``
+    ledger -> lookup of the entity's notes for the key's marker -> create.
+    Guarantee: one note per idempotency key, also when the worker dies after
+    Kommo accepted the note and before the ack, as long as Kommo lists a note
+    it has accepted (read-after-write on the notes list); the marker
+    ``[ref:<hash>]`` at the end of the text is how a note is recognised.
+``crm_handle_webhook``
+    a wrong token is a ``Forbidden`` failure: dead-lettered ``forbidden`` at
+    once; otherwise the form body becomes typed events, stored once each, and
+    handlers run (a lead status change updates the lead's ledger row).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dramatiq
+import redis
+
+from actors.crm.kommo import KommoClient, OAuthApp
+from actors.crm.webhooks import store_and_dispatch
+from database import CrmLink, session, utcnow
+from middleware.errors import Forbidden, PermanentError, TransientError
+from settings import get_settings
+
+logger = logging.getLogger(__name__)
+_settings = get_settings()
+KEY_LEASE_SECONDS = 30  # longer than one lookup + create (Kommo read timeout 20 s)
+_OPTIONS: dict[str, Any] = {"queue_name": "crm", "rate_limit": "kommo", "max_attempts": _settings.crm_max_attempts,
+                            "retry_hours": _settings.crm_retry_hours,
+                            "time_limit": _settings.crm_time_limit_seconds * 1000}
+
+
+def _client() -> KommoClient:
+    if not _settings.kommo_base_url:
+        raise PermanentError("KOMMO_BASE_URL is not set", error_code="kommo_not_configured")
+    oauth = None
+    if _settings.kommo_client_id and _settings.kommo_client_secret:
+        oauth = OAuthApp(_settings.kommo_client_id, _settings.kommo_client_secret,
+                         _settings.kommo_redirect_uri or "", _settings.kommo_refresh_token)
+    if not oauth and not _settings.kommo_access_token:
+        raise PermanentError("neither KOMMO_ACCESS_TOKEN nor OAuth settings are set", error_code="kommo_not_configured")
+    broker = dramatiq.get_broker()
+    return KommoClient(base_url=_settings.kommo_base_url, limiter=broker.rate_limiter,
+                       redis_client=broker.rate_limiter.client, long_lived_token=_settings.kommo_access_token,
+                       oauth=oauth, block_pause_ms=_settings.kommo_block_pause_seconds * 1000)
+
+
+@contextmanager
+def _exclusive(kind: str, key: str) -> Iterator[None]:
+    """One worker at a time per CRM key, fleet-wide: two copies of a message never both create."""
+    # A lease, not a forever-lock: a worker killed inside the section frees the key after KEY_LEASE_SECONDS.
+    lock = dramatiq.get_broker().rate_limiter.client.lock(
+        f"worker:crm:{kind}:{hashlib.sha256(key.encode()).hexdigest()[:32]}", timeout=KEY_LEASE_SECONDS,
+        blocking_timeout=5)
+    if not lock.acquire():
+        raise TransientError(f"{kind} {key} is being written by another worker", error_code="crm_key_busy",
+                             retry_after_ms=2_000, spends_attempt=False)
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:  # expired: the other holder's write is idempotent anyway
+            pass
+
+
+def _ledger(kind: str, key: str) -> CrmLink | None:
+    with session():
+        return CrmLink.get_or_none(CrmLink.kind == kind, CrmLink.key == key)
+
+
+def _remember(kind: str, key: str, kommo_id: int, **extra: Any) -> None:
+    with session(transaction=True):
+        (CrmLink.insert(kind=kind, key=key, kommo_id=kommo_id, **extra)
+         .on_conflict(conflict_target=[CrmLink.kind, CrmLink.key],
+                      update={CrmLink.kommo_id: kommo_id, CrmLink.updated_at: utcnow()})
+         .execute())
+
+
+def _tag(external_id: str) -> str:
+    return f"ext:{external_id}"
+
+
+def _has_tag(item: dict[str, Any], tag: str) -> bool:
+    return any(t.get("name") == tag for t in (item.get("_embedded") or {}).get("tags") or [])
+
+
+def _field_values(item: dict[str, Any], code: str) -> set[str]:
+    values = set()
+    for f in item.get("custom_fields_values") or []:
+        if f.get("field_code") == code:
+            values |= {str(v.get("value")).strip().lower() for v in f.get("values") or []}
+    return values
+
+
+def _contact_fields(emails: list[str] | None, phones: list[str] | None) -> list[dict[str, Any]]:
+    fields = []
+    if emails:
+        fields.append({"field_code": "EMAIL", "values": [{"value": e, "enum_code": "WORK"} for e in emails]})
+    if phones:
+        fields.append({"field_code": "PHONE", "values": [{"value": p, "enum_code": "WORK"} for p in phones]})
+    return fields
+
+
+def _find_contact(client: KommoClient, external_id: str, emails: list[str], phones: list[str]) -> int | None:
+    tag = _tag(external_id)
+    for item in client.list("/api/v4/contacts", {"query": tag, "with": "tags", "limit": 50}):
+        if _has_tag(item, tag):
+            return int(item["id"])
+    for code, values in (("EMAIL", emails), ("PHONE", phones)):
+        for value in values:
+            for item in client.list("/api/v4/contacts", {"query": value, "limit": 50}):
+                if value.strip().lower() in _field_values(item, code):
+                    return int(item["id"])
+    return None
+
+
+@dramatiq.actor(**_OPTIONS)
+def crm_upsert_contact(external_id: str, name: str, emails: list[str] | None = None,
+                       phones: list[str] | None = None) -> None:
+    with _exclusive("contact", external_id):
+        _upsert_contact(external_id, name, emails, phones)
+
+
+def _upsert_contact(external_id: str, name: str, emails: list[str] | None, phones: list[str] | None) -> None:
+    client = _client()
+    link = _ledger("contact", external_id)
+    kommo_id = link.kommo_id if link else _find_contact(client, external_id, emails or [], phones or [])
+    body: dict[str, Any] = {"name": name, "_embedded": {"tags": [{"name": _tag(external_id)}]}}
+    fields = _contact_fields(emails, phones)
+    if fields:
+        body["custom_fields_values"] = fields
+    if kommo_id is None:
+        kommo_id = client.create_one("/api/v4/contacts", body)
+        logger.info("Kommo contact %s created for %s", kommo_id, external_id)
+    else:
+        client.request("PATCH", f"/api/v4/contacts/{kommo_id}", body)
+        logger.info("Kommo contact %s updated for %s", kommo_id, external_id)
+    _remember("contact", external_id, kommo_id)
+
+
+@dramatiq.actor(**_OPTIONS)
+def crm_create_lead(external_id: str, name: str, price: int | None = None,
+                    contact_external_id: str | None = None) -> None:
+    with _exclusive("lead", external_id):
+        _create_lead(external_id, name, price, contact_external_id)
+
+
+def _create_lead(external_id: str, name: str, price: int | None, contact_external_id: str | None) -> None:
+    client = _client()
+    if _ledger("lead", external_id):
+        return
+    tag = _tag(external_id)
+    for item in client.list("/api/v4/leads", {"query": tag, "with": "tags", "limit": 50}):
+        if _has_tag(item, tag):
+            _remember("lead", external_id, int(item["id"]))
+            return
+    embedded: dict[str, Any] = {"tags": [{"name": tag}]}
+    if contact_external_id:
+        contact = _ledger("contact", contact_external_id)
+        if contact is None or contact.kommo_id is None:
+            raise TransientError(f"contact {contact_external_id} is not in Kommo yet", error_code="contact_pending")
+        embedded["contacts"] = [{"id": contact.kommo_id}]
+    body: dict[str, Any] = {"name": name, "_embedded": embedded}
+    if price is not None:
+        body["price"] = price
+    kommo_id = client.create_one("/api/v4/leads", body)
+    _remember("lead", external_id, kommo_id, price=price)
+    logger.info("Kommo lead %s created for %s", kommo_id, external_id)
+
+
+def note_marker(idempotency_key: str) -> str:
+    return f"[ref:{hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]}]"
+
+
+@dramatiq.actor(**_OPTIONS)
+def crm_add_note(entity: str, entity_id: int, text: str, idempotency_key: str) -> None:
+    with _exclusive("note", idempotency_key):
+        _add_note(entity, entity_id, text, idempotency_key)
+
+
+def _add_note(entity: str, entity_id: int, text: str, idempotency_key: str) -> None:
+    if _ledger("note", idempotency_key):
+        return
+    client = _client()
+    marker = note_marker(idempotency_key)
+    for page in range(1, 41):
+        notes = client.list(f"/api/v4/{entity}/{entity_id}/notes", {"page": page, "limit": 250})
+        for note in notes:
+            if marker in str((note.get("params") or {}).get("text", "")):
+                _remember("note", idempotency_key, int(note["id"]), entity=entity, entity_id=entity_id)
+                logger.info("Note for %s already in Kommo (%s); not creating another.", idempotency_key, note["id"])
+                return
+        if len(notes) < 250:
+            break
+    kommo_id = client.create_one(f"/api/v4/{entity}/{entity_id}/notes",
+                                 {"note_type": "common", "params": {"text": f"{text}\n\n{marker}"}})
+    _remember("note", idempotency_key, kommo_id, entity=entity, entity_id=entity_id)
+
+
+@dramatiq.actor(**{k: v for k, v in _OPTIONS.items() if k != "rate_limit"})  # calls no upstream
+def crm_handle_webhook(body: str, token: str) -> None:
+    expected = _settings.kommo_webhook_token
+    if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise Forbidden("webhook token does not match KOMMO_WEBHOOK_TOKEN")
+    events = store_and_dispatch(body)
+    logger.info("Kommo webhook: %d new event(s): %s", len(events),
+                ", ".join(f"{e.entity}.{e.action}#{e.kommo_id}" for e in events))
