@@ -87,6 +87,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             continue
 
 
+# --- web ---------------------------------------------------------------------------------------
+def cmd_web(args: argparse.Namespace) -> int:
+    from web import InsecureConfiguration, serve
+
+    settings = _settings()
+    _init(settings)
+    try:
+        serve(settings, insecure_local=args.insecure_local)
+    except InsecureConfiguration as exc:
+        _err(f"worker web: {exc}")
+        return 2
+    return 0
+
+
 # --- check ------------------------------------------------------------------------
 def _check_redis(settings: Settings, problems: list[str], warnings: list[str]) -> None:
     import redis
@@ -204,15 +218,13 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 # --- asset --------------------------------------------------------------------------------
 def cmd_asset(args: argparse.Namespace) -> int:
-    from database import Asset, session
+    from database.queries import asset_record
 
     _init(_settings())
-    with session():
-        asset = Asset.get_or_none(Asset.asset_id == args.asset_id)
-    if asset is None:
+    record = asset_record(args.asset_id)
+    if record is None:
         _err(f"unknown asset {args.asset_id}")
         return 1
-    record = asset.to_public()
     if args.json:
         _out(json.dumps(record, ensure_ascii=False))
     else:
@@ -348,6 +360,10 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the Dramatiq worker with processes/threads from settings").set_defaults(func=cmd_run)
     sub.add_parser("check", help="check configuration, broker and database").set_defaults(func=cmd_check)
+    p = sub.add_parser("web", help="serve the dashboard on WEB_HOST:WEB_PORT")
+    p.add_argument("--insecure-local", action="store_true",
+                   help="allow running without WEB_PASSWORD/WEB_API_TOKEN, on 127.0.0.1 only")
+    p.set_defaults(func=cmd_web)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     p = sub.add_parser("send", help="validate and send one message; prints its message_id")
     p.add_argument("actor")

@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_FIELDS = frozenset(
     {"web_password", "web_api_token", "openrouter_api_key", "kommo_access_token", "sentry_dsn",
-     "kommo_client_secret", "kommo_webhook_token", "kommo_refresh_token"}
+     "kommo_client_secret", "kommo_webhook_token", "kommo_refresh_token", "web_session_secret"}
 )
 
 
@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     web_port: int = Field(8080, ge=1, le=65535, description="dashboard port")
     web_password: str | None = Field(None, description="dashboard login password")
     web_api_token: str | None = Field(None, description="bearer token for /api")
+    web_user: str = Field("admin", description="dashboard login name (shown in the audit log)")
+    web_session_secret: str | None = Field(None, description="key signing session cookies (default: from the password)")
+    web_session_hours: float = Field(12.0, gt=0, description="dashboard session lifetime")
+    web_threads: int = Field(8, ge=1, le=64, description="dashboard server threads")
 
     @field_validator("log_level", mode="before")
     @classmethod

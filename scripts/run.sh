@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make run`: the worker on embedded defaults.  Starts a local Redis (AOF on, data under var/redis)
+# `make run`: the worker and its dashboard on embedded defaults.  Starts a local Redis (AOF on, data under var/redis)
 # when BROKER_URL is unset and nothing answers on 127.0.0.1:6379.  Ctrl-C stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +25,13 @@ if [[ -z "${BROKER_URL:-}" ]] && ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
 fi
 .venv/bin/worker migrate
+if [[ -z "${WEB_PASSWORD:-}" && -z "${WEB_API_TOKEN:-}" ]]; then
+  WEB_PASSWORD="$($PY -c 'import secrets; print(secrets.token_urlsafe(12))')"
+  export WEB_PASSWORD WEB_HOST=127.0.0.1
+  echo "dashboard: http://127.0.0.1:${WEB_PORT:-8080}/  user ${WEB_USER:-admin}  password $WEB_PASSWORD (generated)" >&2
+fi
+.venv/bin/worker web &
+pids+=($!)
 .venv/bin/worker run &
 pids+=($!)
 wait "${pids[-1]}"

@@ -70,7 +70,10 @@ def test_merge_normalises_names_and_sums_weights():
 
 def test_multi_chunk_document_yields_a_merged_graph_without_duplicates(knowledge_env, start_worker, redis_client,
                                                                        fake):
-    start_worker(env=knowledge_env, threads=4)
+    from tests.support.fake_kommo import FakeKommo
+
+    kommo = FakeKommo()
+    start_worker(env={**knowledge_env, "KOMMO_BASE_URL": kommo.base_url, "KOMMO_ACCESS_TOKEN": "llt-1"}, threads=4)
     _send_document(knowledge_env, redis_client, "kg1", crm_lead_id=4242)
     wait_for(lambda: _asset(knowledge_env, "kg1").get("knowledge_status") == "done", 60, 0.5, "knowledge done")
     entities, relations, usage = _graph(knowledge_env, "kg1")
@@ -85,10 +88,12 @@ def test_multi_chunk_document_yields_a_merged_graph_without_duplicates(knowledge
     headers = fake.chat_requests()[0]["headers"]
     assert headers["Authorization"] == f"Bearer {fake.key}" and headers["X-OpenRouter-Title"]
     assert fake.chat_requests()[0]["body"]["response_format"]["type"] == "json_schema"
-    note_id = redis_client.lindex("dramatiq:crm", 0)  # the CRM note follows
-    note = json.loads(redis_client.hget("dramatiq:crm.msgs", note_id))
-    assert note["actor_name"] == "crm_add_note" and note["kwargs"]["entity_id"] == 4242
-    assert note["kwargs"]["idempotency_key"].startswith("knowledge:kg1:")
+    # the CRM note follows, on the asset's lead, once per content version
+    wait_for(lambda: kommo.store["notes"], 30, 0.3, "the CRM note")
+    note = next(iter(kommo.store["notes"].values()))
+    assert note["entity_id"] == 4242 and note["entity_type"] == "leads"
+    assert "Knowledge graph:" in note["params"]["text"] and "Alice" in note["params"]["text"]
+    kommo.close()
 
 
 def test_rate_limited_429_storm_and_402_pause_dead_letter_nothing(knowledge_env, start_worker, redis_client, fake):

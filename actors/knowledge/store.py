@@ -50,20 +50,3 @@ def replace_graph(asset_id: str, generation: tuple[int, str], graph: Graph, usag
                               LlmUsage.cost_usd: usage.cost_usd, LlmUsage.updated_at: utcnow()})
          .execute())
     return True
-
-
-def read_graph(asset_id: str) -> dict:
-    with session():
-        entities = [{"name": e.name, "type": e.type, "descriptions": e.descriptions, "mentions": e.mentions}
-                    for e in KnowledgeEntity.select().where(KnowledgeEntity.asset == asset_id)
-                    .order_by(KnowledgeEntity.mentions.desc(), KnowledgeEntity.name)]
-        relations = [{"source": r.source, "target": r.target, "type": r.type, "descriptions": r.descriptions,
-                      "weight": r.weight}
-                     for r in KnowledgeRelation.select().where(KnowledgeRelation.asset == asset_id)
-                     .order_by(KnowledgeRelation.weight.desc())]
-        usage = LlmUsage.get_or_none(LlmUsage.asset == asset_id)
-    return {"asset_id": asset_id, "entities": entities, "relations": relations,
-            "usage": None if usage is None else {"model": usage.model, "requests": usage.requests,
-                                                 "prompt_tokens": usage.prompt_tokens,
-                                                 "completion_tokens": usage.completion_tokens,
-                                                 "cost_usd": usage.cost_usd}}

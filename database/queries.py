@@ -1,0 +1,39 @@
+"""Read models shared by the CLI and the web API (no writes here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from database.connection import session
+from database.models import Asset, AssetText, KnowledgeEntity, KnowledgeRelation, LlmUsage
+
+
+def asset_record(asset_id: str) -> dict[str, Any] | None:
+    with session():
+        asset = Asset.get_or_none(Asset.asset_id == asset_id)
+    return None if asset is None else asset.to_public()
+
+
+def asset_text(asset_id: str) -> dict[str, Any] | None:
+    with session():
+        row = AssetText.get_or_none(AssetText.asset == asset_id)
+    return None if row is None else {"asset_id": asset_id, "sha256": row.sha256, "text": row.text}
+
+
+def asset_graph(asset_id: str) -> dict[str, Any] | None:
+    with session():
+        if not Asset.select().where(Asset.asset_id == asset_id).exists():
+            return None
+        entities = [{"name": e.name, "type": e.type, "descriptions": e.descriptions, "mentions": e.mentions}
+                    for e in KnowledgeEntity.select().where(KnowledgeEntity.asset == asset_id)
+                    .order_by(KnowledgeEntity.mentions.desc(), KnowledgeEntity.name)]
+        relations = [{"source": r.source, "target": r.target, "type": r.type, "descriptions": r.descriptions,
+                      "weight": r.weight}
+                     for r in KnowledgeRelation.select().where(KnowledgeRelation.asset == asset_id)
+                     .order_by(KnowledgeRelation.weight.desc())]
+        usage = LlmUsage.get_or_none(LlmUsage.asset == asset_id)
+    return {"asset_id": asset_id, "entities": entities, "relations": relations,
+            "usage": None if usage is None else {"model": usage.model, "requests": usage.requests,
+                                                 "prompt_tokens": usage.prompt_tokens,
+                                                 "completion_tokens": usage.completion_tokens,
+                                                 "cost_usd": usage.cost_usd}}

@@ -1,0 +1,206 @@
+"""The dashboard over real HTTP (waitress), and in headless Chromium (Playwright driving Debian's chromium)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from dramatiq.message import Message
+
+from tests.conftest import BIN, ROOT, free_port, run_cli, wait_for
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+PASSWORD = "correct horse battery staple"
+TOKEN = "api-token-123"
+
+
+def _dead_letter(env: dict[str, str], actor: str = "noop", error: str = "boom", **kwargs) -> int:
+    from database import DeadLetter, init_database, migrate, session
+    from middleware.deadletters import DeadLetters
+
+    init_database(env["DATABASE_URL"])
+    migrate()
+    message = Message(queue_name="tests", actor_name=actor, args=(), kwargs=kwargs or {"tag": "web"},
+                      options={"retries": 2}, message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000))
+    DeadLetters().record_message(message, "retries_exhausted", RuntimeError(error))
+    with session():
+        return DeadLetter.select().order_by(DeadLetter.id.desc()).get().id
+
+
+@pytest.fixture()
+def web(worker_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
+    port = free_port()
+    env = {**worker_env, "WEB_PASSWORD": PASSWORD, "WEB_API_TOKEN": TOKEN, "WEB_PORT": str(port)}
+    assert run_cli(env, "migrate").returncode == 0
+    process = subprocess.Popen([str(BIN / "worker"), "web"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{base}/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_for(up, 30, 0.2, "dashboard up")
+    yield base, env
+    process.terminate()
+    process.wait(10)
+
+
+def _login(base: str) -> tuple[requests.Session, str]:
+    session = requests.Session()
+    response = session.post(f"{base}/login", data={"user": "admin", "password": PASSWORD, "next": "/"},
+                            allow_redirects=False)
+    assert response.status_code == 303
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    page = session.get(f"{base}/").text
+    csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    return session, csrf
+
+
+def test_login_is_required_and_failed_logins_are_slowed(web):
+    base, _ = web
+    response = requests.get(f"{base}/", allow_redirects=False)
+    assert response.status_code == 303 and response.headers["Location"].startswith("/login")
+    assert requests.get(f"{base}/api/dead-letters").status_code == 401
+    assert requests.get(f"{base}/queues/", allow_redirects=False).status_code == 303
+    bad = {"user": "admin", "password": "nope"}
+    assert requests.post(f"{base}/login", data=bad).status_code == 401
+    started = time.monotonic()
+    assert requests.post(f"{base}/login", data=bad).status_code == 401
+    assert time.monotonic() - started >= 0.5  # the second failure from this address waits
+
+
+def test_csrf_is_required_for_every_state_change(web):
+    base, env = web
+    ident = _dead_letter(env)
+    session, csrf = _login(base)
+    assert session.post(f"{base}/dead-letters/{ident}/requeue").status_code == 403
+    assert session.post(f"{base}/dead-letters/{ident}/requeue", data={"csrf": "wrong"}).status_code == 403
+    assert session.post(f"{base}/api/dead-letters/{ident}/requeue").status_code == 403  # cookie, no header
+    assert session.post(f"{base}/dead-letters/{ident}/requeue", data={"csrf": csrf}).status_code == 200
+    assert json_list(run_cli(env, "dlq", "list", "--json").stdout) == []
+
+
+def json_list(text: str) -> list:
+    import json
+
+    return json.loads(text or "[]")
+
+
+def test_script_in_payload_or_error_is_escaped(web):
+    base, env = web
+    ident = _dead_letter(env, error="<script>alert('err')</script>", tag="<script>alert('payload')</script>")
+    session, _ = _login(base)
+    for page in (session.get(f"{base}/").text, session.get(f"{base}/dead-letters/{ident}").text):
+        assert "<script>alert(" not in page
+        assert "&lt;script&gt;alert(" in page
+
+
+def test_api_bearer_token_requeue_and_audit_trail(web, redis_client):
+    base, env = web
+    ident = _dead_letter(env)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    listed = requests.get(f"{base}/api/dead-letters", headers=headers).json()
+    assert listed["total"] == 1 and listed["items"][0]["id"] == ident
+    assert requests.post(f"{base}/api/dead-letters/{ident}/requeue", headers=headers).json() == {"requeued": [ident]}
+    assert requests.post(f"{base}/api/dead-letters/{ident}/requeue", headers=headers).status_code == 409
+    assert redis_client.llen("dramatiq:tests") == 1  # the message is back on its queue
+    audit = requests.get(f"{base}/api/audit", headers=headers).json()
+    assert [(a["action"], a["count"]) for a in audit] == [("requeue", 0), ("requeue", 1)]
+    assert all(a["who"] == "token:api@127.0.0.1" for a in audit)
+    assert requests.get(f"{base}/api/dead-letters", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_health_metrics_queues_and_asset_api(web, redis_client):
+    base, env = web
+    _dead_letter(env, actor="process_asset")
+    assert requests.get(f"{base}/healthz").json()["alive"] is True
+    ready = requests.get(f"{base}/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    metrics = requests.get(f"{base}/metrics").text
+    assert 'worker_dead_letters{actor="process_asset"} 1.0' in metrics
+    assert 'worker_queue_depth{queue="assets"}' in metrics
+    session, csrf = _login(base)
+    assert session.get(f"{base}/queues/").status_code == 200
+    assert session.post(f"{base}/queues/assets/requeue", data={"csrf": csrf}).status_code == 403  # read-only
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    assert requests.get(f"{base}/api/assets/nope", headers=headers).status_code == 404
+
+
+def test_refuses_to_start_without_credentials_unless_insecure_local(worker_env):
+    env = {**worker_env, "WEB_PORT": str(free_port())}
+    result = run_cli(env, "web", timeout=20)
+    assert result.returncode == 2 and "refusing" in result.stderr
+    env_public = {**env, "WEB_HOST": "0.0.0.0"}
+    assert run_cli(env_public, "web", "--insecure-local", timeout=20).returncode == 2
+
+
+@pytest.fixture()
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("Debian chromium is not installed (apt-get install chromium); .ci/run installs it")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        pytest.skip("playwright (python) is not installed")
+    return path
+
+
+def test_browser_login_requeue_bulk_delete_and_screenshots(web, chromium_path, start_worker, redis_client):
+    from playwright.sync_api import sync_playwright
+
+    base, env = web
+    requeue_me = _dead_letter(env, actor="noop", tag="from-browser")
+    for i in range(3):
+        _dead_letter(env, actor="permanent", error=f"bad input {i}", tag=f"p{i}")
+    start_worker(env=env)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.goto(f"{base}/")
+        page.fill("input[name=user]", "admin")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("#login")
+        page.wait_for_selector("text=Failed messages")
+        assert page.locator("tbody tr").count() == 4
+        page.screenshot(path=str(ARTIFACTS / "dashboard-list.png"), full_page=True)
+        page.click(f"a[href='/dead-letters/{requeue_me}']")
+        page.wait_for_selector("#final-error")
+        assert "boom" in page.inner_text("#final-error")
+        page.screenshot(path=str(ARTIFACTS / "dashboard-detail.png"), full_page=True)
+        page.click("#requeue")
+        page.wait_for_selector("#flash")
+        assert "Requeued" in page.inner_text("#flash")
+        wait_for(lambda: b"from-browser" in redis_client.lrange("wtest:done", 0, -1), 30, what="the worker ran it")
+        page.goto(f"{base}/?actor=permanent")
+        page.click("#delete-all")
+        page.wait_for_selector("#confirm")
+        assert "Delete 3 dead letters?" in page.inner_text("h1")
+        page.click("#confirm")
+        page.wait_for_selector("#flash")
+        assert "Deleted 3 matching" in page.inner_text("#flash")
+        page.goto(f"{base}/audit")
+        audit = page.inner_text("table")
+        assert "requeue" in audit and "delete" in audit and "user:admin@127.0.0.1" in audit
+        page.screenshot(path=str(ARTIFACTS / "dashboard-audit.png"), full_page=True)
+        browser.close()
+    assert json_list(run_cli(env, "dlq", "list", "--json").stdout) == []
+    assert os.path.getsize(ARTIFACTS / "dashboard-list.png") > 10_000
+
+
+def test_artifacts_are_git_ignored():
+    assert "tests/artifacts/" in Path(ROOT / ".gitignore").read_text()

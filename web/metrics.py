@@ -1,0 +1,86 @@
+"""Broker-level gauges, computed on each scrape from one place (the dashboard), so nothing is counted twice.
+
+worker_queue_depth{queue}              messages waiting
+worker_queue_delayed{queue}            messages in the delay queue (retries, deferrals)
+worker_queue_inflight{queue}           messages fetched by a worker and not yet settled
+worker_queue_oldest_age_seconds{queue} age of the oldest waiting message (since it was first sent)
+worker_dead_letters{actor}             dead letters in state ``dead``
+worker_upstream_paused{upstream}       1 while an upstream is paused fleet-wide (429, 402, 403 block)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import peewee
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from contracts import CONTRACTS
+from database import DeadLetter, session
+
+UPSTREAMS = ("openrouter", "kommo")
+
+
+class BrokerCollector(Collector):
+    """Parameters: redis client of the broker (None on RabbitMQ: queue gauges then come from RabbitMQ's own
+    exporter), namespace."""
+
+    def __init__(self, client: Any | None, namespace: str = "dramatiq") -> None:
+        self.client = client
+        self.ns = namespace
+
+    def _queues(self) -> list[str]:
+        names = {q for q, _ in CONTRACTS.values()}
+        if self.client is not None:
+            names |= {q.decode() for q in self.client.smembers(f"{self.ns}:__queues__")}
+        return sorted(n for n in names if not n.endswith(".DQ"))
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        depth = GaugeMetricFamily("worker_queue_depth", "Messages waiting in the queue", labels=["queue"])
+        delayed = GaugeMetricFamily("worker_queue_delayed", "Messages in the delay queue", labels=["queue"])
+        inflight = GaugeMetricFamily("worker_queue_inflight", "Messages fetched and not yet settled", labels=["queue"])
+        oldest = GaugeMetricFamily("worker_queue_oldest_age_seconds", "Age of the oldest waiting message",
+                                   labels=["queue"])
+        paused = GaugeMetricFamily("worker_upstream_paused", "1 while the upstream is paused fleet-wide",
+                                   labels=["upstream"])
+        if self.client is not None:
+            pipe = self.client.pipeline(transaction=False)
+            queues = self._queues()
+            for q in queues:
+                pipe.llen(f"{self.ns}:{q}")
+                pipe.hlen(f"{self.ns}:{q}.msgs")
+                pipe.hlen(f"{self.ns}:{q}.DQ.msgs")
+                pipe.lindex(f"{self.ns}:{q}", 0)
+            results = pipe.execute()
+            now = time.time()
+            for i, q in enumerate(queues):
+                waiting, stored, in_delay, head = results[4 * i: 4 * i + 4]
+                depth.add_metric([q], waiting)
+                delayed.add_metric([q], in_delay)
+                inflight.add_metric([q], max(0, stored - waiting))
+                age = 0.0
+                if head is not None:
+                    body = self.client.hget(f"{self.ns}:{q}.msgs", head)
+                    try:
+                        sent = json.loads(body)["message_timestamp"] / 1000 if body else now
+                        age = max(0.0, now - sent)
+                    except (ValueError, KeyError, TypeError):
+                        age = 0.0
+                oldest.add_metric([q], age)
+            for upstream in UPSTREAMS:
+                paused.add_metric([upstream], 1 if self.client.exists(f"{self.ns}:__pause__.{upstream}") else 0)
+        yield from (depth, delayed, inflight, oldest, paused)
+        dead = GaugeMetricFamily("worker_dead_letters", "Dead letters waiting for an operator", labels=["actor"])
+        try:
+            with session():
+                rows = (DeadLetter.select(DeadLetter.actor, peewee.fn.COUNT(DeadLetter.id))
+                        .where(DeadLetter.state == "dead").group_by(DeadLetter.actor).tuples())
+                for actor, count in rows:
+                    dead.add_metric([actor or "(undecodable)"], count)
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the database is down
+            pass
+        yield dead
