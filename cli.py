@@ -72,7 +72,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     executable = Path(sys.executable).with_name("dramatiq")
     argv = [str(executable) if executable.exists() else command[0], *command[1:]]
     logger.info("starting: %s", shlex.join(command), extra={"command": command})
-    process = subprocess.Popen(argv)
+    # Its own session: a terminal's Ctrl-C reaches it once, forwarded by us.  Had it also received the
+    # terminal's own SIGINT, Dramatiq would take the second signal as "kill now" and drop in-flight work.
+    process = subprocess.Popen(argv, start_new_session=True)
 
     def forward(signum: int, _frame: Any) -> None:
         if process.poll() is None:

@@ -19,7 +19,7 @@ if [[ -z "${BROKER_URL:-}" ]] && ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null
   fi
   mkdir -p var/redis
   echo "starting a local Redis with AOF in var/redis ($REDIS_BIN)" >&2
-  "$REDIS_BIN" --port 6379 --bind 127.0.0.1 --dir "$PWD/var/redis" --appendonly yes --appendfsync everysec \
+  setsid "$REDIS_BIN" --port 6379 --bind 127.0.0.1 --dir "$PWD/var/redis" --appendonly yes --appendfsync everysec \
     --maxmemory-policy noeviction --save "" >var/redis/redis.log 2>&1 &
   pids+=($!)
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
@@ -30,8 +30,8 @@ if [[ -z "${WEB_PASSWORD:-}" && -z "${WEB_API_TOKEN:-}" ]]; then
   export WEB_PASSWORD WEB_HOST=127.0.0.1
   echo "dashboard: http://127.0.0.1:${WEB_PORT:-8080}/  user ${WEB_USER:-admin}  password $WEB_PASSWORD (generated)" >&2
 fi
-.venv/bin/worker web &
+setsid .venv/bin/worker web &  # own session: only our trap signals it, once
 pids+=($!)
-.venv/bin/worker run &
+setsid .venv/bin/worker run &
 pids+=($!)
 wait "${pids[-1]}"
