@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 import signal
 import subprocess
@@ -72,8 +73,11 @@ def test_worker_run_uses_threads_from_settings_and_logs_the_dramatiq_command(wor
         started = [r for r in worker.logs() if r.get("message", "").startswith("starting: ")]
         assert started[0]["message"] == ("starting: dramatiq actors --processes 1 --threads 3 "
                                          "--worker-shutdown-timeout 5000")
-        worker.process.send_signal(signal.SIGTERM)
+        # Ctrl-C in a terminal signals the whole foreground group; the Dramatiq master must get it once,
+        # or it takes the second signal as "kill now" (regression: it used to get it twice).
+        os.killpg(worker.process.pid, signal.SIGINT)
         assert worker.wait(30) == 0
+        assert not [r for r in worker.logs() if "Killing worker process" in r.get("message", "")]
     finally:
         worker.stop()
 
