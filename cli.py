@@ -11,6 +11,7 @@ import getpass
 import json
 import logging
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,6 +69,10 @@ def dramatiq_command(settings: Settings) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings()
     _init(settings, migrate=True)
+    metrics_dir = Path(settings.metrics_dir)
+    if metrics_dir.exists():  # stale per-process files of an earlier run would be summed in forever
+        shutil.rmtree(metrics_dir)
+    metrics_dir.mkdir(parents=True)
     command = dramatiq_command(settings)
     executable = Path(sys.executable).with_name("dramatiq")
     argv = [str(executable) if executable.exists() else command[0], *command[1:]]

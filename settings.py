@@ -62,8 +62,11 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: int = Field(60, ge=1, description="SIGTERM: time in-flight work gets to finish")
     heartbeat_timeout_ms: int = Field(60_000, ge=1_000, description="a worker silent this long is dead")
     maintenance_interval_ms: int = Field(5_000, ge=100, description="heartbeat + dead-worker recovery period")
+    worker_max_rss_mb: int = Field(1024, ge=0, description="worker processes over this RSS are recycled (0: off)")
+    worker_max_messages: int = Field(0, ge=0, description="recycle worker processes after N messages (0: off)")
     crash_loop_limit: int = Field(3, ge=1, description="worker deaths while running a message before crash_loop")
-    metrics_port: int = Field(9191, ge=0, le=65535, description="worker /metrics, /healthz, /readyz port")
+    metrics_port: int = Field(9191, ge=0, le=65535, description="worker /metrics, /healthz, /readyz port (0: off)")
+    metrics_dir: str = Field("var/metrics", description="prometheus-client multiprocess directory (emptied by worker run)")
 
     # --- retries and budgets (per domain) ----------------------------------
     retry_backoff_base_ms: int = Field(5_000, ge=1, description="first retry waits base..2*base")

@@ -10,14 +10,9 @@ declared, so the custom middleware must be installed first.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
-import dramatiq
-
-from brokers import build_broker
-from database import DatabaseUnavailable, init_database, migrate
-from logsetup import configure_logging
-from middleware import build_stack
 from settings import SettingsError, get_settings
 
 try:
@@ -25,6 +20,17 @@ try:
 except SettingsError as exc:
     sys.stderr.write(f"worker: {exc}\n")
     raise SystemExit(2) from None
+
+# prometheus-client reads this when it is first imported (by the middleware below): one file per process.
+os.makedirs(settings.metrics_dir, exist_ok=True)
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.abspath(settings.metrics_dir))
+
+import dramatiq  # noqa: E402
+
+from brokers import build_broker  # noqa: E402
+from database import DatabaseUnavailable, init_database, migrate  # noqa: E402
+from logsetup import configure_logging  # noqa: E402
+from middleware import build_stack  # noqa: E402
 
 configure_logging(settings.log_level, settings.log_format)
 logger = logging.getLogger("actors")

@@ -36,7 +36,8 @@ def benchmark(func: Callable[[], list[dict[str, Any]]]) -> Callable[[], list[dic
 def _env(tmp: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("dramatiq_", "WORKER_"))}
     env.update({"BROKER_URL": REDIS_URL, "DATABASE_URL": f"sqlite:///{tmp}/bench.db", "STORAGE_ROOT": tmp,
-                "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), "TEST_PREFIX": "bench"})
+                "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), "TEST_PREFIX": "bench", "METRICS_PORT": "0",
+                "METRICS_DIR": f"{tmp}/metrics"})
     env.update(extra)
     return env
 

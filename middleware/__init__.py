@@ -4,9 +4,9 @@
 pins (before-hooks run in this order, after-hooks in reverse):
 
 1. context (log fields)      5. status tracking
-2. (metrics)                 6. time limit (soft; the hard limit is middleware.hardlimit)
+2. metrics                   6. time limit (soft; the hard limit is middleware.hardlimit)
 3. validation                7. retries
-4. rate limit                8. dead letters  9. recovery (heartbeats, crash loops)
+4. rate limit                8. dead letters  9. recovery (heartbeats, crash loops), recycling
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from dramatiq.middleware import CurrentMessage, Middleware, TimeLimit
 from brokers import make_redis_client
 from middleware.context import LogContext
 from middleware.deadletters import DeadLetters
+from middleware.metrics import Metrics
 from middleware.ratelimit import Limit, RateLimit, RateLimiter
 from middleware.recovery import Recovery
+from middleware.recycling import Recycling
 from middleware.retries import Retries
 from middleware.status import StatusTracking
 from middleware.validation import Validation
@@ -27,6 +29,7 @@ from settings import Settings
 def build_stack(settings: Settings) -> list[Middleware]:
     return [
         LogContext(),
+        Metrics(port=settings.metrics_port),
         CurrentMessage(),
         Validation(),
         RateLimit(RateLimiter(make_redis_client(settings, settings.ratelimit_url), {
@@ -41,4 +44,5 @@ def build_stack(settings: Settings) -> list[Middleware]:
                 max_age_ms=int(settings.message_max_age_hours * 3_600_000)),
         DeadLetters(),
         Recovery(interval_ms=settings.maintenance_interval_ms),
+        Recycling(max_rss_mb=settings.worker_max_rss_mb, max_messages=settings.worker_max_messages),
     ]

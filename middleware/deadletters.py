@@ -150,8 +150,10 @@ class DeadLetters(Middleware):
                 history=options.get("attempt_history"),
                 first_enqueued_at=_ms_to_dt(int(options.get("budget_started_at") or data["message_timestamp"])),
             )
+        # Logged from the consumer's settle step, after the message's own log context is gone: name it.
         logger.warning("Dead-lettered message %s of %s: %s: %s", data["message_id"], data["actor_name"], error_type,
-                       error_message)
+                       error_message, extra={"message_id": data["message_id"], "actor": data["actor_name"],
+                                             "queue": data["queue_name"], "error_type": error_type})
 
     def record_raw(self, queue: str, body: bytes, error_type: str, error_message: str) -> None:
         from brokers.redis import encode_raw_body

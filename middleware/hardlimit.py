@@ -154,6 +154,7 @@ class HardLimitPool:
             if not child.conn.poll(timeout_s):
                 child.kill()
                 self.kills["timeout"] += 1
+                _count_kill("timeout")
                 raise HardTimeout(f"{target} did not finish within the hard limit of {timeout_s:g} s; killed")
             try:
                 status, payload, peak = child.conn.recv()
@@ -161,6 +162,7 @@ class HardLimitPool:
                 code = child.process.exitcode if child.process.join(2) is None else child.process.exitcode
                 child.kill()
                 self.kills["memory"] += 1
+                _count_kill("memory")
                 raise MemoryLimitExceeded(
                     f"{target} died (exit {code}) under its {memory_mb} MB memory cap") from None
         except (BrokenPipeError, ConnectionResetError):
@@ -172,6 +174,7 @@ class HardLimitPool:
         if status == "memory":
             child.kill()
             self.kills["memory"] += 1
+            _count_kill("memory")
             raise MemoryLimitExceeded(f"{target} exceeded its {memory_mb} MB memory cap")
         self._give_back(child)
         if status == "ok":
@@ -184,6 +187,12 @@ class HardLimitPool:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
+
+
+def _count_kill(reason: str) -> None:
+    from middleware.metrics import KILLS
+
+    KILLS.labels(reason).inc()
 
 
 def _rebuild(module: str, qualname: str, message: str, attrs: dict[str, Any], remote_tb: str) -> BaseException:

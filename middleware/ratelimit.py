@@ -39,6 +39,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, SkipMessage
 
 from middleware.errors import TransientError
+from middleware.metrics import PAUSES, WAITS
 from middleware.retries import defer
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ class RateLimiter:
                 waited = time.monotonic() - started
                 with self._lock:
                     self.waited_ms[upstream] = self.waited_ms.get(upstream, 0.0) + waited * 1000
+                if waited:
+                    WAITS.labels(upstream).inc(waited)
                 return waited
             spent_ms = (time.monotonic() - started) * 1000
             if paused or spent_ms + wait_ms > bound:
@@ -141,6 +144,7 @@ class RateLimiter:
         current = self.client.pttl(key)
         if current is None or current < ms:
             self.client.set(key, reason, px=max(1, int(ms)))
+        PAUSES.labels(upstream, reason.split(":", 1)[0]).inc()
         logger.warning("Upstream %s paused for %d ms fleet-wide: %s", upstream, ms, reason)
 
     def paused_for(self, upstream: str) -> int:

@@ -30,6 +30,8 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
+from middleware.metrics import record_heartbeat
+
 logger = logging.getLogger(__name__)
 
 
@@ -67,6 +69,7 @@ class Recovery(Middleware):
         import time
 
         broker.heartbeat()
+        record_heartbeat()
         broker.register_queues()
         dead, requeued = broker.recover_dead_workers()
         self.last_ok = time.monotonic()

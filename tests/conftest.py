@@ -99,6 +99,8 @@ def worker_env(tmp_path: Path, redis_url: str, redis_client: redis.Redis) -> dic
         "RETRY_BACKOFF_MAX_MS": "1000",
         "HEARTBEAT_TIMEOUT_MS": "60000",
         "MAINTENANCE_INTERVAL_MS": "500",
+        "METRICS_PORT": "0",  # tests run several workers at once; the metrics test picks its own port
+        "METRICS_DIR": str(tmp_path / "metrics"),
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
         "TEST_PREFIX": "wtest",

@@ -31,6 +31,7 @@ import requests
 
 from database import KommoToken, session, utcnow
 from middleware.errors import PermanentError, TransientError
+from middleware.metrics import REQUESTS
 from middleware.ratelimit import RateLimited, RateLimiter
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class KommoClient:
 
     def _result(self, response: requests.Response) -> Any:
         status = response.status_code
+        REQUESTS.labels(UPSTREAM, str(status)).inc()
         if status == 204:
             return None
         if 200 <= status < 300:

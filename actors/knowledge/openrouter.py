@@ -25,6 +25,7 @@ from typing import Any
 import requests
 
 from middleware.errors import PermanentError, TransientError
+from middleware.metrics import COST, REQUESTS, TOKENS
 from middleware.ratelimit import RateLimited, RateLimiter
 
 logger = logging.getLogger(__name__)
@@ -42,9 +43,14 @@ class Usage:
     def add(self, usage: dict[str, Any] | None) -> None:
         self.requests += 1
         if usage:
-            self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-            self.completion_tokens += int(usage.get("completion_tokens") or 0)
-            self.cost_usd += float(usage.get("cost") or 0.0)
+            prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            cost = float(usage.get("cost") or 0.0)
+            self.prompt_tokens += prompt
+            self.completion_tokens += completion
+            self.cost_usd += cost
+            TOKENS.labels("prompt").inc(prompt)
+            TOKENS.labels("completion").inc(completion)
+            COST.inc(cost)
 
 
 @dataclass
@@ -82,6 +88,7 @@ class OpenRouterClient:
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise TransientError(f"OpenRouter unreachable: {exc}", error_code="openrouter_unreachable") from None
         payload = _json(response)
+        REQUESTS.labels(UPSTREAM, str(response.status_code)).inc()
         if response.status_code != 200:
             self._raise_for(response.status_code, payload, response)
         if isinstance(payload, dict) and payload.get("error"):

@@ -1,0 +1,170 @@
+"""Observability: worker metrics and probes, correlated JSON logs, recycling, alert rules (promtool and a real
+Prometheus)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import redis
+import requests
+
+from tests.conftest import BIN, ROOT, free_port, run_cli, wait_for
+
+RULES = ROOT / "deploy" / "prometheus"
+
+
+def _get(url: str) -> requests.Response | None:
+    try:
+        return requests.get(url, timeout=3)
+    except requests.ConnectionError:
+        return None
+
+
+def test_worker_serves_metrics_health_and_readiness(worker_env, start_worker, sender, redis_client):
+    port = free_port()
+    env = {**worker_env, "METRICS_PORT": str(port)}
+    start_worker(env=env, processes=2, threads=2)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: (r := _get(f"{base}/healthz")) is not None and r.status_code == 200, 30, 0.3, "healthz")
+    assert _get(f"{base}/readyz").json()["ready"] is True
+    sender("noop", tag="m1")
+    sender("permanent", tag="m2")
+    wait_for(lambda: 'outcome="dead"' in _get(f"{base}/metrics").text, 30, 0.3, "metrics")
+    text = _get(f"{base}/metrics").text
+    assert 'worker_messages_total{actor="noop",outcome="done",queue="tests"} 1.0' in text
+    assert 'worker_messages_total{actor="permanent",outcome="dead",queue="tests"} 1.0' in text
+    assert "worker_message_duration_seconds_bucket" in text and "worker_process_rss_bytes" in text
+    health = _get(f"{base}/healthz").json()
+    assert len(health["heartbeat_age_seconds"]) == 2  # both worker processes
+
+
+def test_log_lines_inside_a_message_are_json_with_its_context(worker_env, start_worker, sender, redis_client):
+    worker = start_worker()
+    message_id = sender("poison", tag="log")
+    wait_for(lambda: any(r.get("message_id") == message_id and r.get("logger") == "middleware.deadletters"
+                         for r in worker.logs()), 30, 0.3, "the dead-letter log line")
+    lines = [r for r in worker.logs() if r.get("message_id") == message_id]
+    assert lines and all(r["actor"] == "poison" and r["queue"] in ("tests", "tests.DQ") for r in lines)
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in lines)
+
+
+def test_probes_flip_when_redis_stops(worker_env, start_worker, tmp_path):
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server not installed")
+    redis_port, metrics_port = free_port(), free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    try:
+        url = f"redis://127.0.0.1:{redis_port}/0"
+        wait_for(lambda: _ping(url), 10, what="redis")
+        env = {**worker_env, "BROKER_URL": url, "METRICS_PORT": str(metrics_port), "TEST_RECORD_URL": url}
+        start_worker(env=env)
+        base = f"http://127.0.0.1:{metrics_port}"
+        wait_for(lambda: (r := _get(f"{base}/readyz")) is not None and r.status_code == 200, 30, 0.3, "ready")
+        server.terminate()
+        server.wait(10)
+        # (a Response is falsy for a 503, so compare the body)
+        body = wait_for(lambda: (r := _get(f"{base}/readyz")) is not None and r.status_code == 503 and r.json(), 30,
+                        0.3, "not ready")
+        assert body["ready"] is False and "Error" in body["broker"]
+    finally:
+        if server.poll() is None:
+            server.terminate()
+
+
+def _ping(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def test_worker_past_its_message_limit_is_replaced_without_losing_a_message(worker_env, start_worker, sender,
+                                                                             redis_client):
+    env = {**worker_env, "WORKER_MAX_MESSAGES": "10"}
+    worker = start_worker(env=env, threads=2)
+    for i in range(30):
+        sender("sleepy", tag=f"r{i}", seconds=0.1)
+    wait_for(lambda: len(set(redis_client.lrange("wtest:done", 0, -1))) == 30, 90, 0.3, "all 30 messages")
+    done = [x.decode() for x in redis_client.lrange("wtest:done", 0, -1)]
+    assert sorted(set(done)) == sorted(f"r{i}" for i in range(30))
+    recycles = [r for r in worker.logs() if r.get("message", "").startswith("Recycling worker processes")]
+    assert recycles, "the process should have asked for a reload"
+    ready = [r["process"] for r in worker.logs() if r.get("message", "").startswith("Worker process ready")]
+    assert len(set(ready)) >= 2  # a fresh process took over
+
+
+def test_alert_rules_pass_their_promtool_unit_tests():
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.skip("promtool not installed (Debian package prometheus; .ci/run installs it)")
+    subprocess.run([promtool, "check", "rules", str(RULES / "alerts.yml")], check=True, capture_output=True)
+    result = subprocess.run([promtool, "test", "rules", str(RULES / "alerts_test.yml")], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_real_prometheus_scrapes_and_a_dead_letter_turns_the_alert_pending(worker_env, start_worker, sender,
+                                                                          tmp_path, redis_client):
+    prometheus = shutil.which("prometheus")
+    if not prometheus:
+        pytest.skip("prometheus not installed (Debian package prometheus; .ci/run installs it)")
+    worker_port, web_port, prom_port = free_port(), free_port(), free_port()
+    env = {**worker_env, "METRICS_PORT": str(worker_port), "WEB_PORT": str(web_port), "WEB_API_TOKEN": "t"}
+    start_worker(env=env)
+    web = subprocess.Popen([str(BIN / "worker"), "web"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    rules = tmp_path / "alerts.yml"
+    rules.write_text((RULES / "alerts.yml").read_text())
+    config = tmp_path / "prometheus.yml"
+    config.write_text(json.dumps({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "rule_files": [str(rules)],
+        "scrape_configs": [{"job_name": "worker", "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}]},
+                           {"job_name": "dashboard", "static_configs": [{"targets": [f"127.0.0.1:{web_port}"]}]}]}))
+    prom = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{prom_port}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    api = f"http://127.0.0.1:{prom_port}/api/v1"
+    try:
+        wait_for(lambda: (r := _get(f"{api}/targets")) is not None and
+                 sum(t["health"] == "up" for t in r.json()["data"]["activeTargets"]) == 2, 60, 0.5, "both targets up")
+        sender("permanent", tag="alert")
+        query = f"{api}/query?query=worker_dead_letters"
+        wait_for(lambda: (r := _get(query)) is not None and r.json()["data"]["result"], 60, 0.5, "dead-letter gauge")
+
+        def pending() -> list:
+            r = _get(f"{api}/alerts")
+            return [a for a in (r.json()["data"]["alerts"] if r else [])
+                    if a["labels"]["alertname"] == "WorkerDeadLetters" and a["state"] == "pending"]
+
+        alert = wait_for(pending, 60, 0.5, "WorkerDeadLetters pending")[0]
+        assert alert["labels"]["actor"] == "permanent"
+        done = _get(f"{api}/query?query=worker_messages_total").json()["data"]["result"]
+        assert any(s["metric"].get("outcome") == "dead" for s in done)
+    finally:
+        prom.terminate()
+        web.terminate()
+        prom.wait(10)
+        web.wait(10)
+
+
+def test_check_warns_about_a_redis_that_would_evict_queued_work(worker_env, tmp_path):
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server not installed")
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--maxmemory-policy", "allkeys-lru", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        wait_for(lambda: _ping(url), 10, what="redis")
+        result = run_cli({**worker_env, "BROKER_URL": url}, "check")
+        assert result.returncode == 0
+        assert "WARN Redis maxmemory-policy is allkeys-lru" in result.stdout
+        assert "WARN Redis appendonly is off" in result.stdout
+    finally:
+        server.terminate()
+        server.wait(10)
