@@ -31,8 +31,10 @@ from brokers import build_broker  # noqa: E402
 from database import DatabaseUnavailable, init_database, migrate  # noqa: E402
 from logsetup import configure_logging  # noqa: E402
 from middleware import build_stack  # noqa: E402
+from telemetry import configure_telemetry  # noqa: E402
 
 configure_logging(settings.log_level, settings.log_format)
+configure_telemetry(settings)
 logger = logging.getLogger("actors")
 
 init_database(settings.database_url)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -80,15 +81,24 @@ def encode(message: Mapping[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode("utf-8")
 
 
-def _inject_trace_context(options: dict[str, Any]) -> None:
+@contextmanager
+def _send_span(queue: str, actor: str, count: int, options: dict[str, Any]) -> Iterator[None]:
+    """A PRODUCER span ``send <queue>`` (one per batch) whose W3C context travels in the message options."""
     try:
-        from opentelemetry import propagate
+        from opentelemetry import propagate, trace
     except ImportError:  # the sender works without OpenTelemetry
+        yield
         return
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    if carrier:
-        options.setdefault("trace_context", carrier)
+    tracer = trace.get_tracer("worker.contracts")
+    with tracer.start_as_current_span(f"send {queue}", kind=trace.SpanKind.PRODUCER, attributes={
+            "messaging.system": "dramatiq", "messaging.operation.name": "send", "messaging.operation.type": "send",
+            "messaging.destination.name": queue, "messaging.batch.message_count": count,
+            "dramatiq.actor": actor}):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        if carrier:
+            options.setdefault("trace_context", carrier)
+        yield
 
 
 class Sender:
@@ -116,11 +126,15 @@ class Sender:
     def send_many(self, actor: str, payloads: Iterable[Mapping[str, Any] | Payload], *,
                   options: Mapping[str, Any] | None = None, chunk_size: int = 1000) -> list[str]:
         """Validate every payload first, then enqueue them pipelined; all-or-nothing per chunk."""
-        messages = []
+        if actor not in CONTRACTS:
+            raise UnknownActor(f"unknown actor {actor!r}; known: {', '.join(sorted(CONTRACTS))}")
+        validated = [validate_payload(actor, payload) for payload in payloads]
         base_options = dict(options or {})
-        _inject_trace_context(base_options)
-        for payload in payloads:
-            messages.append(build_message(actor, validate_payload(actor, payload), base_options))
+        with _send_span(CONTRACTS[actor][0], actor, len(validated), base_options):
+            messages = [build_message(actor, kwargs, base_options) for kwargs in validated]
+            return self._push(messages, chunk_size)
+
+    def _push(self, messages: list[dict[str, Any]], chunk_size: int) -> list[str]:
         ids: list[str] = []
         for start in range(0, len(messages), chunk_size):
             chunk = messages[start:start + chunk_size]

@@ -3,7 +3,8 @@
 ``build_stack(settings)`` returns the middleware in the order DESIGN.md
 pins (before-hooks run in this order, after-hooks in reverse):
 
-1. context (log fields)      5. status tracking
+1. context (log fields,      5. status tracking
+   trace spans)
 2. metrics                   6. time limit (soft; the hard limit is middleware.hardlimit)
 3. validation                7. retries
 4. rate limit                8. dead letters  9. recovery (heartbeats, crash loops), recycling
@@ -22,6 +23,7 @@ from middleware.recovery import Recovery
 from middleware.recycling import Recycling
 from middleware.retries import Retries
 from middleware.status import StatusTracking
+from middleware.tracing import Tracing
 from middleware.validation import Validation
 from settings import Settings
 
@@ -29,6 +31,7 @@ from settings import Settings
 def build_stack(settings: Settings) -> list[Middleware]:
     return [
         LogContext(),
+        Tracing(),
         Metrics(port=settings.metrics_port),
         CurrentMessage(),
         Validation(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import redis
@@ -168,3 +169,102 @@ def test_check_warns_about_a_redis_that_would_evict_queued_work(worker_env, tmp_
     finally:
         server.terminate()
         server.wait(10)
+
+
+def _rotel_spans(log: str) -> list[dict[str, str]]:
+    import re
+
+    spans, service = [], ""
+    for block in re.split(r"(?=ResourceSpans #|Span #)", log):
+        found = re.search(r"service\.name: Str\(([^)]*)\)", block)
+        if block.startswith("ResourceSpans") and found:
+            service = found.group(1)
+        if block.startswith("Span #"):
+            fields = dict(re.findall(r"^\s*(Trace ID|Parent ID|ID|Name|Kind)\s*: ?(.*)$", block, re.M))
+            spans.append({**{k: v.strip() for k, v in fields.items()}, "service": service})
+    return spans
+
+
+def test_otlp_receiver_gets_send_and_process_spans_of_one_trace_from_two_processes(worker_env, start_worker,
+                                                                                  redis_client, tmp_path):
+    agent = Path(__import__("rotel").__file__).parent / "rotel-agent"
+    if not agent.exists():
+        pytest.skip("rotel (PyPI) is not installed")
+    http_port, grpc_port = free_port(), free_port()
+    log = tmp_path / "rotel.log"
+    rotel = subprocess.Popen([str(agent), "start", "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
+                              "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}", "--exporter", "blackhole",
+                              "--debug-log", "traces", "--debug-log-verbosity", "detailed"],
+                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{http_port}"}
+        storage = Path(worker_env["STORAGE_ROOT"])
+        (storage / "t.txt").write_text("traced")
+        worker = start_worker(env={**worker_env, **otel, "OTEL_SERVICE_NAME": "worker"})
+        sender_code = ("from settings import load_settings; from telemetry import configure_telemetry; "
+                       "configure_telemetry(load_settings(), 'product-web'); import redis; "
+                       "from contracts import Sender; from opentelemetry import trace; "
+                       f"print(Sender(redis.Redis.from_url('{worker_env['BROKER_URL']}')).process_asset('tr1', "
+                       "'file:t.txt')); trace.get_tracer_provider().shutdown()")
+        subprocess.run([str(BIN / "python"), "-c", sender_code], cwd=ROOT, check=True, capture_output=True,
+                       env={**worker_env, **otel, "OTEL_SERVICE_NAME": "product-web"})
+
+        def trace_spans() -> list[dict[str, str]]:
+            spans = _rotel_spans(log.read_text(errors="replace"))
+            sends = [s for s in spans if s.get("Name") == "send assets" and s["service"] == "product-web"]
+            if not sends:
+                return []
+            same = [s for s in spans if s.get("Trace ID") == sends[0]["Trace ID"]]
+            return same if any(s.get("Name") == "process assets" for s in same) else []
+
+        spans = wait_for(trace_spans, 60, 0.5, "send and process spans in rotel")
+        send = next(s for s in spans if s["Name"] == "send assets")
+        process = next(s for s in spans if s["Name"] == "process assets")
+        assert send["Kind"] == "SPAN_KIND_PRODUCER" and process["Kind"] == "SPAN_KIND_CONSUMER"
+        assert process["Parent ID"] == send["ID"] and process["service"] == "worker"
+        # the worker's own enqueue (extract_knowledge) continues the same trace
+        wait_for(lambda: any(s.get("Name") == "send knowledge" for s in trace_spans()), 30, 0.5, "the next hop")
+        lines = [r for r in worker.logs() if r.get("asset_id") == "tr1" and r.get("trace_id")]
+        assert lines and all(r["trace_id"] == send["Trace ID"] for r in lines)
+    finally:
+        rotel.terminate()
+        rotel.wait(10)
+
+
+def test_sentry_envelope_reaches_a_fake_dsn_without_secrets(worker_env, start_worker, sender):
+    import gzip
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            elif self.headers.get("Content-Encoding") == "br":
+                import brotli
+
+                body = brotli.decompress(body)
+            received.append(body)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secret = "kommo-hook-secret-XYZ"
+    env = {**worker_env, "SENTRY_DSN": f"http://publickey@127.0.0.1:{server.server_port}/1",
+           "KOMMO_WEBHOOK_TOKEN": secret}
+    try:
+        start_worker(env=env)
+        sender("leaky", token=secret)
+        wait_for(lambda: any(b"upstream refused credentials" in r for r in received), 30, 0.3, "a Sentry envelope")
+        envelope = b"".join(received)
+        assert secret.encode() not in envelope
+        assert b"[Filtered]" in envelope
+    finally:
+        server.shutdown()

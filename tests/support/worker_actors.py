@@ -130,3 +130,9 @@ def limited_http_call(tag: str, url: str) -> None:
 @dramatiq.actor(queue_name="bench")
 def bench_noop(n: int) -> None:
     return None
+
+
+@dramatiq.actor(queue_name="tests", max_attempts=1, retry_hours=1)
+def leaky(token: str) -> None:
+    """Fails with a secret in its kwargs and in its error message (Sentry must scrub both)."""
+    raise RuntimeError(f"upstream refused credentials {token}")
