@@ -22,8 +22,9 @@ except SettingsError as exc:
     raise SystemExit(2) from None
 
 # prometheus-client reads this when it is first imported (by the middleware below): one file per process.
+# Always from METRICS_DIR (not setdefault): the metrics server reads METRICS_DIR, so they must agree.
 os.makedirs(settings.metrics_dir, exist_ok=True)
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.abspath(settings.metrics_dir))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.abspath(settings.metrics_dir)
 
 import dramatiq  # noqa: E402
 

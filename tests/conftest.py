@@ -90,7 +90,8 @@ def rabbit_url() -> str:
 def worker_env(tmp_path: Path, redis_url: str, redis_client: redis.Redis) -> dict[str, str]:
     storage = tmp_path / "storage"
     storage.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("dramatiq_", "WORKER_", "BROKER_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("dramatiq_", "WORKER_", "BROKER_", "PROMETHEUS_", "OTEL_", "SENTRY_"))}
     env.update({
         "BROKER_URL": redis_url,
         "DATABASE_URL": f"sqlite:///{tmp_path}/worker.db",

@@ -80,3 +80,13 @@ def test_cli_check_unreachable_broker_exits_1_quickly(tmp_path: Path):
     assert result.returncode == 1
     assert "PROBLEM broker redis://127.0.0.1:1/0 unreachable" in result.stdout
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_readme_is_valid_restructuredtext():
+    docutils_core = pytest.importorskip("docutils.core")
+    import io
+
+    errors = io.StringIO()
+    docutils_core.publish_string((ROOT / "README.rst").read_text(), writer_name="null",
+                                 settings_overrides={"report_level": 2, "halt_level": 5, "warning_stream": errors})
+    assert errors.getvalue() == ""
