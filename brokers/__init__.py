@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from dramatiq import Broker
 from dramatiq.middleware import Middleware
@@ -11,10 +12,14 @@ from brokers.rabbitmq import ReliableRabbitmqBroker
 from brokers.redis import ReliableRedisBroker, make_connection_pool
 from settings import Settings
 
+if TYPE_CHECKING:
+    import redis
+
 __all__ = ["ReliableRabbitmqBroker", "ReliableRedisBroker", "build_broker", "make_redis_client"]
 
 
-def make_redis_client(settings: Settings, url: str | None = None):  # -> redis.Redis
+def make_redis_client(settings: Settings, url: str | None = None) -> redis.Redis:
+    """A client with the broker's timeouts, health checks and retries (for ``url`` or BROKER_URL)."""
     import redis
 
     return redis.Redis(connection_pool=make_connection_pool(

@@ -28,7 +28,6 @@ import os
 import queue
 import resource
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -231,6 +230,3 @@ def run_hard_limited(func: Callable[..., Any] | str, *args: Any, timeout_s: floa
     """Run ``func(*args, **kwargs)`` in a warm child under a hard deadline and a memory cap."""
     return get_pool().run(func, *args, timeout_s=timeout_s, memory_mb=memory_mb, **kwargs)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("import this module; it has no command line")

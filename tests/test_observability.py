@@ -268,3 +268,15 @@ def test_sentry_envelope_reaches_a_fake_dsn_without_secrets(worker_env, start_wo
         assert b"[Filtered]" in envelope
     finally:
         server.shutdown()
+
+
+def test_worker_over_its_memory_cap_is_replaced_without_losing_a_message(worker_env, start_worker, sender,
+                                                                         redis_client):
+    env = {**worker_env, "WORKER_MAX_RSS_MB": "40"}  # a worker process is ~60 MB: over the cap after each message
+    worker = start_worker(env=env, threads=1)
+    for i in range(4):
+        sender("sleepy", tag=f"m{i}", seconds=0.1)
+    wait_for(lambda: len(set(redis_client.lrange("wtest:done", 0, -1))) == 4, 120, 0.3, "all 4 messages")
+    assert sorted({x.decode() for x in redis_client.lrange("wtest:done", 0, -1)}) == [f"m{i}" for i in range(4)]
+    recycles = [r for r in worker.logs() if r.get("message", "").startswith("Recycling worker processes: RSS")]
+    assert recycles
