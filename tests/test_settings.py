@@ -87,6 +87,6 @@ def test_readme_is_valid_restructuredtext():
     import io
 
     errors = io.StringIO()
-    docutils_core.publish_string((ROOT / "README.rst").read_text(), writer_name="null",
+    docutils_core.publish_string((ROOT / "README.rst").read_text(), writer="null",
                                  settings_overrides={"report_level": 2, "halt_level": 5, "warning_stream": errors})
     assert errors.getvalue() == ""
