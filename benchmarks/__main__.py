@@ -1,6 +1,6 @@
 """`make bench`: side-by-side benchmarks, printed as a table and saved as JSON in benchmarks/results/.
 
-Usage: python -m benchmarks [NAME ...]   (names: drain, send, ratelimit, openrouter, kommo, extraction; default: all)
+Usage: python -m benchmarks [NAME ...]   (names: drain, latency, send, ratelimit, openrouter, kommo, extraction; default: all)
 Needs Redis (TEST_REDIS_URL, set by scripts/with-redis.sh); uses db 12 only.
 """
 
@@ -89,6 +89,53 @@ def drain() -> list[dict[str, Any]]:
         {"benchmark": "drain", "variant": "bare dramatiq 2.2", "value": round(bare), "unit": "msg/s"},
         {"benchmark": "drain", "variant": "full stack", "value": round(ours), "unit": "msg/s",
          "ratio": round(ours / bare, 3), "target": ">= 0.90x bare"},
+    ]
+
+
+def _latency(module: str, rate: int, seconds: int) -> tuple[float, float]:
+    from contracts.sender import encode
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    with tempfile.TemporaryDirectory() as tmp:
+        worker = subprocess.Popen([str(BIN / "dramatiq"), module, "--processes", "2", "--threads", "8"], cwd=ROOT,
+                                  env=_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(4)  # boot
+            total = rate * seconds
+            started = time.monotonic()
+            for i in range(total):
+                target = started + i / rate
+                if (pause := target - time.monotonic()) > 0:
+                    time.sleep(pause)
+                rid = str(uuid.uuid4())
+                body = encode({"queue_name": "bench", "actor_name": "latency_probe", "args": [],
+                               "kwargs": {"sent_ms": time.time() * 1000}, "options": {"redis_message_id": rid},
+                               "message_id": str(uuid.uuid4()), "message_timestamp": int(time.time() * 1000)})
+                pipe = client.pipeline()
+                pipe.hset("dramatiq:bench.msgs", rid, body)
+                pipe.rpush("dramatiq:bench", rid)
+                pipe.execute()
+            deadline = time.monotonic() + 60
+            while client.llen("bench:latency") < total and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            worker.terminate()
+            worker.wait(60)
+    values = sorted(float(v) for v in client.lrange("bench:latency", 0, -1))
+    return values[len(values) // 2], values[int(len(values) * 0.99) - 1]
+
+
+@benchmark
+def latency() -> list[dict[str, Any]]:
+    """send->start latency at 200 msg/s for 10 s, 2x8 workers: full stack vs bare Dramatiq."""
+    bare = _latency("benchmarks.bare_actors", 200, 10)
+    ours = _latency("tests.support.worker_actors", 200, 10)
+    return [
+        {"benchmark": "latency", "variant": "bare dramatiq p50 / p99", "value": f"{bare[0]:.1f}/{bare[1]:.1f}",
+         "unit": "ms"},
+        {"benchmark": "latency", "variant": "full stack p50 / p99", "value": f"{ours[0]:.1f}/{ours[1]:.1f}",
+         "unit": "ms", "target": "p50 <= 2 ms, p99 <= 15 ms"},
     ]
 
 

@@ -45,4 +45,5 @@ def build_broker(settings: Settings, middleware: Sequence[Middleware]) -> Broker
         middleware=list(middleware),
         heartbeat_timeout=settings.heartbeat_timeout_ms,
         crash_loop_limit=settings.crash_loop_limit,
+        idle_poll_ms=settings.broker_idle_poll_ms,
     )

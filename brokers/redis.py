@@ -64,14 +64,17 @@ class ReliableRedisBroker(RedisBroker):
 
     Parameters:
       crash_loop_limit(int): worker deaths while running one message before it is dead-lettered.
+      idle_poll_ms(int): the longest an idle consumer sleeps between fetches (Dramatiq: worker_timeout, 1 s),
+        which bounds the send-to-start latency of a message arriving at an idle worker.
       dead_letter_sink(DeadLetterSink): where consumer-level dead letters go (set by middleware).
       Everything else as :class:`RedisBroker`; ``maintenance_chance`` is forced to 0.
     """
 
-    def __init__(self, *, crash_loop_limit: int = 3, **kwargs: Any) -> None:
+    def __init__(self, *, crash_loop_limit: int = 3, idle_poll_ms: int = 1000, **kwargs: Any) -> None:
         kwargs["maintenance_chance"] = 0
         super().__init__(**kwargs)
         self.crash_loop_limit = crash_loop_limit
+        self.idle_poll_ms = idle_poll_ms
         self.dead_letter_sink: DeadLetterSink | None = None
         self.reliable_scripts = {name: self.client.register_script(src) for name, src in _LUA.items()}
 
@@ -199,7 +202,8 @@ class ReliableRedisConsumer(_RedisConsumer):
                     self.fetched = [(fetched[i].decode(), fetched[i + 1] or None, int(fetched[i + 2]))
                                     for i in range(0, len(fetched), 3)]
                 if not fetched:
-                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                    self.misses, backoff_ms = compute_backoff(
+                        self.misses, max_backoff=min(self.timeout, self.broker.idle_poll_ms))
                     time.sleep(backoff_ms / 1000)
                     return None
         except _REDIS_ERRORS as exc:

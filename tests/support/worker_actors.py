@@ -136,3 +136,8 @@ def bench_noop(n: int) -> None:
 def leaky(token: str) -> None:
     """Fails with a secret in its kwargs and in its error message (Sentry must scrub both)."""
     raise RuntimeError(f"upstream refused credentials {token}")
+
+
+@dramatiq.actor(queue_name="bench")
+def latency_probe(sent_ms: float) -> None:
+    _client.rpush("bench:latency", time.time() * 1000 - sent_ms)
