@@ -30,10 +30,16 @@ def configure_telemetry(settings: Settings, service_name: str = "worker") -> Non
         _configure_sentry(settings)
 
 
+def tracing_enabled() -> bool:
+    """Whether the OTEL_* variables ask for traces (the tracing middleware is only installed then)."""
+    return bool(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                or os.environ.get("OTEL_TRACES_EXPORTER") == "console")
+
+
 def _configure_tracing(service_name: str) -> None:
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     console = os.environ.get("OTEL_TRACES_EXPORTER") == "console"
-    if not endpoint and not console:
+    if not tracing_enabled():
         return
     from opentelemetry import trace
     from opentelemetry.sdk.resources import OTELResourceDetector, Resource

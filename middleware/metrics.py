@@ -92,6 +92,15 @@ class Metrics(Middleware):
 
     def __init__(self, *, port: int) -> None:
         self.port = port
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def _per_actor(self, actor: str, queue: str) -> tuple[Any, Any]:
+        """The labelled in-progress gauge and duration histogram (``labels()`` locks and hashes each call)."""
+        key = (actor, queue)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (IN_PROGRESS.labels(actor, queue), DURATION.labels(actor, queue))
+        return children
 
     @property
     def forks(self) -> list:
@@ -99,14 +108,15 @@ class Metrics(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         message.__dict__["metrics_started"] = time.monotonic()
-        IN_PROGRESS.labels(message.actor_name, message.queue_name).inc()
+        self._per_actor(message.actor_name, message.queue_name)[0].inc()
 
     def _finish(self, message: MessageProxy, exception: BaseException | None, skipped: bool) -> None:
         started = message.__dict__.pop("metrics_started", None)
         if started is not None:
-            IN_PROGRESS.labels(message.actor_name, message.queue_name).dec()
+            in_progress, duration = self._per_actor(message.actor_name, message.queue_name)
+            in_progress.dec()
             if not skipped:
-                DURATION.labels(message.actor_name, message.queue_name).observe(time.monotonic() - started)
+                duration.observe(time.monotonic() - started)
         outcome = _outcome(message, exception) if not skipped or message.__dict__.get("outcome") else "skipped"
         MESSAGES.labels(message.actor_name, message.queue_name, outcome).inc()
 
