@@ -2,7 +2,7 @@
 
 JSON lines by default (python-json-logger), ``LOG_FORMAT=text`` for people.
 Each record carries ``time``, ``level``, ``logger``, ``message`` and, while a
-message is being processed, the fields bound by :func:`bind_message_context`
+message is being processed, the fields bound by :func:`set_message_context`
 (message_id, actor, queue, asset_id, trace_id, span_id).  Dramatiq's own
 loggers go through the same root handler.
 """
@@ -12,8 +12,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -24,21 +23,6 @@ CONTEXT_FIELDS = ("message_id", "actor", "queue", "asset_id", "trace_id", "span_
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _message_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("message_context",
                                                                                        default=_EMPTY)
-
-
-def current_context() -> Mapping[str, Any]:
-    return _message_context.get()
-
-
-@contextmanager
-def bind_message_context(**fields: Any) -> Iterator[None]:
-    """Add fields to every log line written inside the block (same thread/context)."""
-    merged = {**_message_context.get(), **{k: v for k, v in fields.items() if v is not None}}
-    token = _message_context.set(merged)
-    try:
-        yield
-    finally:
-        _message_context.reset(token)
 
 
 def set_message_context(**fields: Any) -> contextvars.Token:

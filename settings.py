@@ -13,7 +13,6 @@ are therefore not repeated here.
 from __future__ import annotations
 
 import ipaddress
-import os
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
@@ -244,8 +243,3 @@ def get_settings() -> Settings:
     """The process-wide settings, read once (tests call ``get_settings.cache_clear()``)."""
     return load_settings()
 
-
-def env_fingerprint() -> str:
-    """Which environment variables set settings (names only), for start-up logs."""
-    names = {n.upper() for n in Settings.model_fields}
-    return ",".join(sorted(k for k in os.environ if k in names))

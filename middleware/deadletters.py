@@ -45,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 ERROR_TYPES = ("invalid_payload", "unknown_actor", "undecodable", "retries_exhausted", "permanent_error",
                "timeout", "memory", "age_limit", "crash_loop", "forbidden")
-STATES = ("dead", "requeued", "deleted")
 PENDING_OPTION = "dead_letter_pending"
 PENDING_RETRY_MS = 10_000
 _SECRET_KEY = re.compile(r"(pass(word)?|secret|token|api[_-]?key|authori[sz]ation|cookie|refresh)", re.I)

@@ -124,9 +124,7 @@ class HardLimitPool:
         self._ctx.set_forkserver_preload([m for m in PRELOAD if importlib.util.find_spec(m)]
                                          + ["middleware.hardlimit"])
         self._idle: queue.LifoQueue[_Child] = queue.LifoQueue()
-        self._lock = threading.Lock()
         self.peak_child_rss_mb = 0.0
-        self.kills = {"timeout": 0, "memory": 0}
 
     def _take(self, memory_mb: int) -> _Child:
         while True:
@@ -152,7 +150,6 @@ class HardLimitPool:
             child.conn.send((target, args, kwargs))
             if not child.conn.poll(timeout_s):
                 child.kill()
-                self.kills["timeout"] += 1
                 _count_kill("timeout")
                 raise HardTimeout(f"{target} did not finish within the hard limit of {timeout_s:g} s; killed")
             try:
@@ -160,7 +157,6 @@ class HardLimitPool:
             except (EOFError, OSError):
                 code = child.process.exitcode if child.process.join(2) is None else child.process.exitcode
                 child.kill()
-                self.kills["memory"] += 1
                 _count_kill("memory")
                 raise MemoryLimitExceeded(
                     f"{target} died (exit {code}) under its {memory_mb} MB memory cap") from None
@@ -172,7 +168,6 @@ class HardLimitPool:
         logger.debug("%s ran %.3f s in a child (peak %.0f MB)", target, time.monotonic() - started, peak)
         if status == "memory":
             child.kill()
-            self.kills["memory"] += 1
             _count_kill("memory")
             raise MemoryLimitExceeded(f"{target} exceeded its {memory_mb} MB memory cap")
         self._give_back(child)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -108,8 +107,6 @@ class RateLimiter:
         self.max_wait_ms = max_wait_ms
         self._gcra = client.register_script(_GCRA)
         self._lease = client.register_script(_LEASE)
-        self.waited_ms: dict[str, float] = {}
-        self._lock = threading.Lock()
 
     def _keys(self, upstream: str) -> list[str]:
         return [f"{self.namespace}:__ratelimit__.{upstream}", f"{self.namespace}:__pause__.{upstream}"]
@@ -128,8 +125,6 @@ class RateLimiter:
             allowed, wait_ms, paused = self.try_acquire(upstream)
             if allowed:
                 waited = time.monotonic() - started
-                with self._lock:
-                    self.waited_ms[upstream] = self.waited_ms.get(upstream, 0.0) + waited * 1000
                 if waited:
                     WAITS.labels(upstream).inc(waited)
                 return waited

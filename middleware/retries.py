@@ -114,7 +114,6 @@ class Retries(Middleware):
         if exception is None or message.failed or isinstance(exception, SkipWork):
             return
         verdict = classify(exception)
-        message.__dict__["verdict"] = verdict
         message.__dict__["final_traceback"] = "".join(
             traceback.format_exception(type(exception), exception, exception.__traceback__))[-20_000:]
         retries = int(message.options.get("retries", 0))
