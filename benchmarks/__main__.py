@@ -58,25 +58,41 @@ def _enqueue_raw(client: redis.Redis, actor: str, queue: str, payloads: list[dic
 
 
 def _drain(module: str, n: int, processes: int, threads: int) -> float:
+    """Messages per second from the first fetch to the last ack; raises unless every one succeeded."""
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
     _enqueue_raw(client, "bench_noop", "bench", [{"n": i} for i in range(n)])
     with tempfile.TemporaryDirectory() as tmp:
         worker = subprocess.Popen([str(BIN / "dramatiq"), module, "--processes", str(processes), "--threads",
                                    str(threads)], cwd=ROOT, env=_env(tmp), stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+                                  stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 300
-            while client.llen("dramatiq:bench") >= n and time.monotonic() < deadline:
+            while client.llen("dramatiq:bench") >= n and time.monotonic() < deadline and worker.poll() is None:
                 time.sleep(0.005)
             started = time.monotonic()
-            while client.hlen("dramatiq:bench.msgs") > 0 and time.monotonic() < deadline:
+            while client.hlen("dramatiq:bench.msgs") > 0 and time.monotonic() < deadline and worker.poll() is None:
                 time.sleep(0.01)
             elapsed = time.monotonic() - started
         finally:
             worker.terminate()
-            worker.wait(60)
+            _, stderr = worker.communicate(timeout=60)
+        failed = _dead_letters(client, tmp)
+    if client.hlen("dramatiq:bench.msgs") or failed:
+        raise RuntimeError(f"{module}: {client.hlen('dramatiq:bench.msgs')} left, {failed} dead-lettered\n"
+                           f"{stderr.decode(errors='replace')[-3000:]}")
     return n / elapsed
+
+
+def _dead_letters(client: redis.Redis, tmp: str) -> int:
+    """Bare Dramatiq dead-letters into bench.XQ; the full stack into its database."""
+    import sqlite3
+
+    count = client.zcard("dramatiq:bench.XQ")
+    if Path(tmp, "bench.db").exists():
+        with sqlite3.connect(f"{tmp}/bench.db") as conn:
+            count += conn.execute("select count(*) from dead_letter").fetchone()[0]
+    return count
 
 
 @benchmark
