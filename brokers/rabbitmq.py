@@ -27,12 +27,13 @@ from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.logging import get_logger
 from dramatiq.message import Message
 
+from brokers.hooks import DefinedHooksDispatch
 from brokers.settle import DeadLetterSink, Successor, classify_consumer_failure, get_successor
 
 _AMQP_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError)
 
 
-class ReliableRabbitmqBroker(RabbitmqBroker):
+class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
     """RabbitmqBroker with confirms on and successor-before-ack settling.
 
     Parameters: as :class:`RabbitmqBroker`; ``confirm_delivery`` is forced on.

@@ -1,0 +1,258 @@
+"""The broker's hot path: group commit, blocking idle waits, wake-on-room, hook dispatch.
+
+These are the changes behind the drain and latency numbers in README (Performance); each test
+provokes the behaviour against real Redis (db 11) and real threads, and asserts outcomes, not speed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware, MiddlewareError
+
+from brokers.groupcommit import GroupCommit
+from brokers.hooks import DefinedHooksDispatch
+from brokers.redis import ReliableRedisBroker, ReliableRedisConsumer, make_connection_pool
+from brokers.settle import Successor
+
+
+def test_group_commit_serves_every_caller_exactly_once_in_shared_batches():
+    batches: list[list[int]] = []
+    running = threading.Semaphore(1)
+    overlapping = []
+
+    def execute(ops: list[int]) -> list[int]:
+        if not running.acquire(blocking=False):
+            overlapping.append(ops)
+        time.sleep(0.001)  # one round trip
+        batches.append(list(ops))
+        running.release()
+        return [op * 2 for op in ops]
+
+    commit = GroupCommit(execute, max_batch=64)
+    results: dict[int, int] = {}
+
+    def caller(base: int) -> None:
+        for i in range(200):
+            op = base + i
+            results[op] = commit.submit(op)
+
+    threads = [threading.Thread(target=caller, args=(t * 1000,)) for t in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    executed = [op for batch in batches for op in batch]
+    assert sorted(executed) == sorted(results) and len(executed) == 16 * 200
+    assert all(results[op] == op * 2 for op in results)
+    assert not overlapping, "two batches ran at the same time"
+    assert len(batches) < len(executed) / 4, f"{len(batches)} calls for {len(executed)} operations"
+    assert max(len(b) for b in batches) <= 64
+    assert commit.pending == [] and not commit.in_flight
+
+
+def test_group_commit_gives_a_batch_error_to_that_batch_only_and_keeps_serving():
+    gate = threading.Event()
+
+    def execute(ops: list[str]) -> list[str]:
+        if ops[0] == "first":
+            gate.wait(5)  # the others queue up behind this batch
+        if "bad" in ops:
+            raise redis.ConnectionError("broker gone")
+        return ops
+
+    commit: GroupCommit[str, str] = GroupCommit(execute)
+    outcomes: dict[str, Any] = {}
+
+    def call(op: str) -> None:
+        try:
+            outcomes[op] = commit.submit(op)
+        except redis.ConnectionError as exc:
+            outcomes[op] = exc
+
+    first = threading.Thread(target=call, args=("first",))
+    first.start()
+    while not commit.in_flight:
+        time.sleep(0.001)
+    others = [threading.Thread(target=call, args=(op,)) for op in ("x", "bad", "y")]
+    for t in others:
+        t.start()
+    while len(commit.pending) < 3:
+        time.sleep(0.001)
+    gate.set()
+    for t in [first, *others]:
+        t.join(5)
+    assert outcomes["first"] == "first"
+    errors = [outcomes[op] for op in ("x", "bad", "y")]
+    assert all(isinstance(e, redis.ConnectionError) for e in errors)
+    assert len({id(e) for e in errors}) == 3, "each caller raises its own copy"
+    assert commit.submit("after") == "after"
+
+
+@pytest.fixture()
+def broker(redis_url: str, redis_client: redis.Redis) -> Iterator[ReliableRedisBroker]:
+    # The 12 s socket timeout lets an idle consumer block for 5 s (half of it, capped by its timeout).
+    client = redis.Redis(connection_pool=make_connection_pool(redis_url, socket_timeout=12, health_check_interval=0,
+                                                              connect_attempts=1))
+    broker = ReliableRedisBroker(client=client, middleware=[])
+    broker.declare_queue("hot")
+    yield broker
+    broker.close()
+
+
+def _enqueue(broker: ReliableRedisBroker, n: int) -> list[dramatiq.Message]:
+    return [broker.enqueue(dramatiq.Message(queue_name="hot", actor_name="noop", args=(i,), kwargs={},
+                                            options={})) for i in range(n)]
+
+
+def test_marks_and_settles_from_many_threads_leave_nothing_held(broker, redis_client):
+    _enqueue(broker, 64)
+    consumer = broker.consume("hot", prefetch=64, timeout=1000)
+    proxies = [next(consumer) for _ in range(64)]
+    assert all(p is not None for p in proxies)
+    acks_key = f"dramatiq:__acks__.{broker.broker_id}.hot"
+    assert redis_client.scard(acks_key) == 64
+
+    def work(chunk: list[Any]) -> None:
+        for proxy in chunk:
+            broker.mark_started(proxy)
+            consumer.ack(proxy)
+
+    threads = [threading.Thread(target=work, args=(proxies[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert redis_client.scard(acks_key) == 0
+    assert redis_client.hlen("dramatiq:hot.msgs") == 0
+    assert redis_client.scard(f"dramatiq:__started__.{broker.broker_id}") == 0
+    assert consumer.outstanding_message_count == 0
+    consumer.close()
+
+
+def test_settle_with_successor_enqueues_it_only_while_the_message_is_held(broker, redis_client):
+    original, = _enqueue(broker, 1)
+    consumer = broker.consume("hot", prefetch=1, timeout=1000)
+    proxy = next(consumer)
+    retry = original.copy(options={"retries": 1})
+    assert broker.settle("hot", proxy.options["redis_message_id"], Successor(retry, delay_ms=None)) is True
+    assert redis_client.llen("dramatiq:hot") == 1 and redis_client.hlen("dramatiq:hot.msgs") == 1
+    # Settling again (the message was already handed on): no second successor.
+    assert broker.settle("hot", proxy.options["redis_message_id"], Successor(retry, delay_ms=None)) is False
+    assert redis_client.llen("dramatiq:hot") == 1
+    consumer.close()
+
+
+def test_waiting_for_a_message_changes_nothing_in_the_queue(broker, redis_client):
+    redis_client.rpush("dramatiq:hot", "a", "b", "c")
+    broker.wait_for_message("hot", 5)  # returns at once: the queue is not empty
+    assert redis_client.lrange("dramatiq:hot", 0, -1) == [b"a", b"b", b"c"]
+
+
+def test_idle_consumer_blocks_in_redis_and_wakes_when_a_message_arrives(broker, redis_client):
+    consumer = broker.consume("hot", prefetch=8, timeout=10_000)
+    assert isinstance(consumer, ReliableRedisConsumer) and consumer.block_s >= 5
+    received: list[tuple[float, Any]] = []
+
+    def consume() -> None:
+        for proxy in consumer:
+            if proxy is not None:
+                received.append((time.monotonic(), proxy))
+                return
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if any(c.get("cmd") == "blmove" for c in redis_client.client_list()):
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the idle consumer is not blocked in Redis")
+    sent_at = time.monotonic()
+    message, = _enqueue(broker, 1)
+    thread.join(5)
+    assert received, "the blocked consumer did not wake"
+    # A sleeping consumer would have slept out its 5 s block; waking takes a round trip or two.
+    assert received[0][0] - sent_at < 2.5
+    assert received[0][1].message_id == message.message_id
+    consumer.close()
+
+
+def test_consumer_with_full_prefetch_wakes_as_soon_as_settles_make_room(broker):
+    _enqueue(broker, 6)
+    consumer = broker.consume("hot", prefetch=4, timeout=10_000)
+    held = [next(consumer) for _ in range(4)]
+    assert consumer.outstanding_message_count == 4 and consumer.refill_at == 1
+    got: list[Any] = []
+
+    def next_message() -> None:
+        while True:
+            proxy = next(consumer)
+            if proxy is not None:
+                got.append((time.monotonic(), proxy))
+                return
+
+    thread = threading.Thread(target=next_message, daemon=True)
+    thread.start()
+    time.sleep(0.3)
+    assert not got, "fetched beyond its prefetch"
+    acked_at = time.monotonic()
+    consumer.ack(held[0])
+    thread.join(5)
+    assert got and got[0][0] - acked_at < 2.5, "did not wake on the settle (its room wait is 10 s)"
+    consumer.close()
+
+
+class _Recorder(Middleware):
+    def __init__(self, name: str, calls: list[str]) -> None:
+        self.name, self.calls = name, calls
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self.calls.append(f"before:{self.name}")
+
+    def after_process_message(self, broker: dramatiq.Broker, message: Any, *, result: Any = None,
+                              exception: BaseException | None = None) -> None:
+        self.calls.append(f"after:{self.name}")
+
+
+class _Broken(Middleware):
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        raise ValueError("middleware bug")
+
+
+class _Gate(Middleware):
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        raise MiddlewareError("stop here")
+
+
+class _DispatchBroker(DefinedHooksDispatch, StubBroker):
+    pass
+
+
+def test_hook_dispatch_skips_inherited_noops_keeps_order_and_dramatiq_error_handling(caplog):
+    calls: list[str] = []
+    patched = Middleware()
+    patched.before_process_message = lambda broker, message: calls.append("before:patched")  # type: ignore[method-assign]
+    plain = Middleware()
+    broker = _DispatchBroker(middleware=[_Recorder("a", calls), plain, _Broken(), patched,
+                                         _Recorder("b", calls)])
+    broker.emit_before("process_message", None)
+    broker.emit_after("process_message", None, result=None)
+    assert calls == ["before:a", "before:patched", "before:b", "after:b", "after:a"]
+    assert "Unexpected failure in before_process_message" in caplog.text
+    assert [m for m, _ in broker._hooks_for("before_process_message")][1:2] == [broker.middleware[2]]
+    assert plain not in [m for m, _ in broker._hooks_for("before_process_message")]
+
+    calls.clear()
+    broker.add_middleware(_Gate())
+    with pytest.raises(MiddlewareError):
+        broker.emit_before("process_message", None)
+    assert calls == ["before:a", "before:patched", "before:b"]
