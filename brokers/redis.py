@@ -88,6 +88,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         super().__init__(**kwargs)
         self.crash_loop_limit = crash_loop_limit
         self.idle_poll_ms = idle_poll_ms
+        self.can_block = True
         self.dead_letter_sink: DeadLetterSink | None = None
         self.reliable_scripts = {name: self.client.register_script(src) for name, src in _LUA.items()}
         self.batches: GroupCommit[_BatchOp, int] = GroupCommit(self._run_batch)
@@ -150,10 +151,21 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         """Block until ``queue_name`` holds a message or ``timeout_s`` passes; takes nothing.
 
         ``BLMOVE q q LEFT LEFT`` pops the head and pushes it back in one step, so the queue is
-        unchanged and nothing is in flight outside it if this worker dies while waiting.
+        unchanged and nothing is in flight outside it if this worker dies while waiting.  A
+        server without BLMOVE (Redis < 6.2) gets polled every ``idle_poll_ms`` instead.
         """
-        key = self.key(queue_name)
-        self.client.blmove(key, key, timeout_s, "LEFT", "LEFT")
+        if self.can_block:
+            key = self.key(queue_name)
+            try:
+                self.client.blmove(key, key, timeout_s, "LEFT", "LEFT")
+                return
+            except redis.ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                self.can_block = False
+                self.logger.warning("Redis has no BLMOVE (%s): idle consumers poll every %d ms instead.",
+                                    exc, self.idle_poll_ms)
+        time.sleep(self.idle_poll_ms / 1000)
 
     @property
     def longest_block_s(self) -> float:

@@ -6,6 +6,8 @@ provokes the behaviour against real Redis (db 11) and real threads, and asserts 
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from brokers.groupcommit import GroupCommit
 from brokers.hooks import DefinedHooksDispatch
 from brokers.redis import ReliableRedisBroker, ReliableRedisConsumer, make_connection_pool
 from brokers.settle import Successor
+from tests.conftest import free_port, wait_for
 
 
 def test_group_commit_serves_every_caller_exactly_once_in_shared_batches():
@@ -184,6 +187,37 @@ def test_idle_consumer_blocks_in_redis_and_wakes_when_a_message_arrives(broker, 
     assert received[0][0] - sent_at < 2.5
     assert received[0][1].message_id == message.message_id
     consumer.close()
+
+
+def test_redis_without_blmove_is_polled_instead(tmp_path):
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server not installed")
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--rename-command", "BLMOVE", ""],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        wait_for(lambda: _pings(url), 10, what="redis-server without BLMOVE")
+        broker = ReliableRedisBroker(url=url, middleware=[], idle_poll_ms=20)
+        broker.declare_queue("hot")
+        consumer = broker.consume("hot", prefetch=8, timeout=1000)
+        assert next(consumer) is None and broker.can_block is False
+        message, = _enqueue(broker, 1)
+        got = wait_for(lambda: next(consumer), 5, interval=0, what="the polled message")
+        assert got.message_id == message.message_id
+        consumer.close()
+        broker.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _pings(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
 
 
 def test_consumer_with_full_prefetch_wakes_as_soon_as_settles_make_room(broker):
