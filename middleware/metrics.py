@@ -92,15 +92,15 @@ class Metrics(Middleware):
 
     def __init__(self, *, port: int) -> None:
         self.port = port
-        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
 
-    def _per_actor(self, actor: str, queue: str) -> tuple[Any, Any]:
-        """The labelled in-progress gauge and duration histogram (``labels()`` locks and hashes each call)."""
-        key = (actor, queue)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (IN_PROGRESS.labels(actor, queue), DURATION.labels(actor, queue))
-        return children
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: ``labels()`` locks and hashes on every call."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     @property
     def forks(self) -> list:
@@ -108,17 +108,16 @@ class Metrics(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         message.__dict__["metrics_started"] = time.monotonic()
-        self._per_actor(message.actor_name, message.queue_name)[0].inc()
+        self._child(IN_PROGRESS, message.actor_name, message.queue_name).inc()
 
     def _finish(self, message: MessageProxy, exception: BaseException | None, skipped: bool) -> None:
         started = message.__dict__.pop("metrics_started", None)
         if started is not None:
-            in_progress, duration = self._per_actor(message.actor_name, message.queue_name)
-            in_progress.dec()
+            self._child(IN_PROGRESS, message.actor_name, message.queue_name).dec()
             if not skipped:
-                duration.observe(time.monotonic() - started)
+                self._child(DURATION, message.actor_name, message.queue_name).observe(time.monotonic() - started)
         outcome = _outcome(message, exception) if not skipped or message.__dict__.get("outcome") else "skipped"
-        MESSAGES.labels(message.actor_name, message.queue_name, outcome).inc()
+        self._child(MESSAGES, message.actor_name, message.queue_name, outcome).inc()
 
     def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
                               exception: BaseException | None = None) -> None:
