@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench chaos migrate check clean venv
+.PHONY: run test lint bench profile chaos migrate check clean venv
 
 venv: $(STAMP)
 
@@ -35,6 +35,9 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	@bash scripts/with-redis.sh $(BIN)/python -m benchmarks
+
+profile: $(STAMP)
+	@bash scripts/with-redis.sh $(BIN)/python -m benchmarks.profile
 
 chaos: $(STAMP)
 	@CHAOS_FULL=1 bash scripts/with-redis.sh $(BIN)/python -m pytest -ra tests/test_chaos.py

@@ -21,10 +21,8 @@ from typing import Any
 
 import redis
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/") + "/12"
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks.common import BIN, REDIS_URL, RESULTS, ROOT, enqueue_raw, worker_env
+
 BENCHMARKS: dict[str, Callable[[], list[dict[str, Any]]]] = {}
 
 
@@ -33,38 +31,14 @@ def benchmark(func: Callable[[], list[dict[str, Any]]]) -> Callable[[], list[dic
     return func
 
 
-def _env(tmp: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("dramatiq_", "WORKER_"))}
-    env.update({"BROKER_URL": REDIS_URL, "DATABASE_URL": f"sqlite:///{tmp}/bench.db", "STORAGE_ROOT": tmp,
-                "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), "TEST_PREFIX": "bench", "METRICS_PORT": "0",
-                "METRICS_DIR": f"{tmp}/metrics"})
-    env.update(extra)
-    return env
-
-
-def _enqueue_raw(client: redis.Redis, actor: str, queue: str, payloads: list[dict[str, Any]]) -> None:
-    from contracts.sender import encode
-
-    for start in range(0, len(payloads), 2000):
-        pipe = client.pipeline(transaction=False)
-        for kwargs in payloads[start:start + 2000]:
-            rid = str(uuid.uuid4())
-            pipe.hset(f"dramatiq:{queue}.msgs", rid, encode({
-                "queue_name": queue, "actor_name": actor, "args": [], "kwargs": kwargs,
-                "options": {"redis_message_id": rid}, "message_id": str(uuid.uuid4()),
-                "message_timestamp": int(time.time() * 1000)}))
-            pipe.rpush(f"dramatiq:{queue}", rid)
-        pipe.execute()
-
-
 def _drain(module: str, n: int, processes: int, threads: int) -> float:
     """Messages per second from the first fetch to the last ack; raises unless every one succeeded."""
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
-    _enqueue_raw(client, "bench_noop", "bench", [{"n": i} for i in range(n)])
+    enqueue_raw(client, "bench_noop", "bench", [{"n": i} for i in range(n)])
     with tempfile.TemporaryDirectory() as tmp:
         worker = subprocess.Popen([str(BIN / "dramatiq"), module, "--processes", str(processes), "--threads",
-                                   str(threads)], cwd=ROOT, env=_env(tmp), stdout=subprocess.DEVNULL,
+                                   str(threads)], cwd=ROOT, env=worker_env(tmp), stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 300
@@ -115,7 +89,7 @@ def _latency(module: str, rate: int, seconds: int) -> tuple[float, float]:
     client.flushdb()
     with tempfile.TemporaryDirectory() as tmp:
         worker = subprocess.Popen([str(BIN / "dramatiq"), module, "--processes", "2", "--threads", "8"], cwd=ROOT,
-                                  env=_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  env=worker_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             time.sleep(4)  # boot
             total = rate * seconds
@@ -190,10 +164,10 @@ def ratelimit() -> list[dict[str, Any]]:
     client.flushdb()
     upstream = RateCheckingUpstream(rate=7)
     calls = int(os.environ.get("BENCH_RATELIMIT_CALLS", "200"))
-    _enqueue_raw(client, "limited_http_call", "tests", [{"tag": f"c{i}", "url": upstream.url} for i in range(calls)])
+    enqueue_raw(client, "limited_http_call", "tests", [{"tag": f"c{i}", "url": upstream.url} for i in range(calls)])
     with tempfile.TemporaryDirectory() as tmp:
         worker = subprocess.Popen([str(BIN / "dramatiq"), "tests.support.worker_actors", "--processes", "2",
-                                   "--threads", "8"], cwd=ROOT, env=_env(tmp, KOMMO_RPS="7"),
+                                   "--threads", "8"], cwd=ROOT, env=worker_env(tmp, KOMMO_RPS="7"),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + calls / 7 * 3 + 60
@@ -222,7 +196,7 @@ def openrouter() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(4):
             Path(tmp, f"d{i}.txt").write_text(text)
-        env = _env(tmp, OPENROUTER_API_KEY=fake.key, OPENROUTER_BASE_URL=fake.base_url, OPENROUTER_RPS="10",
+        env = worker_env(tmp, OPENROUTER_API_KEY=fake.key, OPENROUTER_BASE_URL=fake.base_url, OPENROUTER_RPS="10",
                    OPENROUTER_BURST="1", KNOWLEDGE_CHUNK_CHARS="600", KNOWLEDGE_CHUNK_OVERLAP="0")
         worker = subprocess.Popen([str(BIN / "dramatiq"), "actors", "--processes", "2", "--threads", "8"], cwd=ROOT,
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -264,7 +238,7 @@ def kommo() -> list[dict[str, Any]]:
     client.flushdb()
     fake = FakeKommo(rate=7)
     with tempfile.TemporaryDirectory() as tmp:
-        env = _env(tmp, KOMMO_BASE_URL=fake.base_url, KOMMO_ACCESS_TOKEN="llt-1", KOMMO_RPS="7", KOMMO_BURST="1")
+        env = worker_env(tmp, KOMMO_BASE_URL=fake.base_url, KOMMO_ACCESS_TOKEN="llt-1", KOMMO_RPS="7", KOMMO_BURST="1")
         worker = subprocess.Popen([str(BIN / "dramatiq"), "actors", "--processes", "2", "--threads", "8"], cwd=ROOT,
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -318,7 +292,7 @@ def extraction() -> list[dict[str, Any]]:
         for path in files:
             shutil.copyfile(path, Path(tmp) / path.name)
         worker = subprocess.Popen([str(BIN / "dramatiq"), "actors", "--processes", "2", "--threads", "4"], cwd=ROOT,
-                                  env=_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  env=worker_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             import sqlite3
 
