@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     broker_socket_timeout_seconds: float = Field(10.0, gt=0, description="broker socket (read/write) timeout")
     broker_health_check_seconds: int = Field(15, ge=0, description="Redis connection health-check interval (0 = off)")
     broker_idle_poll_ms: int = Field(50, ge=1, le=1000,
-                                     description="longest sleep of an idle Redis consumer between fetches")
+                                     description="longest sleep of an idle Redis delay-queue consumer between fetches")
     broker_connect_attempts: int = Field(5, ge=1, description="connection attempts at start, with backoff")
 
     # --- worker process ---------------------------------------------------
