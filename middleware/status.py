@@ -24,7 +24,7 @@ being acked with a stale status.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,7 +48,6 @@ class Track:
     initial: str
     success: str
     creates_record: bool
-    on_success: dict[str, Any] = field(default_factory=dict)
 
     def col(self, name: str) -> peewee.Field:
         return getattr(Asset, f"{self.prefix}{name}")
@@ -62,9 +61,9 @@ class Track:
 
 
 TRACKS: dict[str, Track] = {
-    "asset": Track(prefix="", initial="received", success="extracted", creates_record=True,
-                   on_success={"knowledge_status": "pending", "knowledge_error_code": None,
-                               "knowledge_error_message": None}),
+    # New content resets the knowledge state in store_result's transaction, before extract_knowledge is sent;
+    # resetting it here too, after the actor, would clobber a knowledge message that had already started.
+    "asset": Track(prefix="", initial="received", success="extracted", creates_record=True),
     "knowledge": Track(prefix="knowledge_", initial="pending", success="done", creates_record=False),
 }
 
@@ -151,7 +150,6 @@ class StatusTracking(Middleware):
         outcome = message.__dict__.get("outcome")
         if exception is None:
             values = track.values(status=track.success, finished_at=now, last_error=None)
-            values.update({getattr(Asset, k): v for k, v in track.on_success.items()})
         elif isinstance(exception, SkipWork):
             values = track.values(status="skipped", finished_at=now, error_message=str(exception)[:4000])
         elif outcome and outcome[0] == "retrying":

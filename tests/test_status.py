@@ -107,3 +107,30 @@ def test_database_down_defers_instead_of_processing(tracker, tmp_path):
     successor = get_successor(m)
     assert successor is not None and successor.delay_ms > 0
     assert successor.message.message_id == m.message_id
+
+
+class _TrackBroker:
+    def get_actor(self, name: str):
+        return SimpleNamespace(options={"status_track": "knowledge" if name == "extract_knowledge" else "asset"})
+
+
+def test_knowledge_that_starts_before_the_asset_message_finishes_still_ends_done(tracker):
+    """Regression: the asset's success hook reset knowledge_status to pending *after* a fast knowledge
+    message had started, so that message could never record `done` (seen once idle consumers stopped polling)."""
+    from actors.assets.store import store_result
+
+    broker = _TrackBroker()
+    asset = _message("race")
+    tracker.before_process_message(broker, asset)
+    store_result("race", (asset.message_timestamp, asset.message_id), result={"text": "hello", "pages": 1},
+                 sha256="0" * 64, size=5, detected_type="text", seconds=0.01)
+    # extract_knowledge was sent by the actor and is picked up before the asset's after-hooks run.
+    knowledge = MessageProxy(Message(queue_name="knowledge", actor_name="extract_knowledge", args=(),
+                                     kwargs={"asset_id": "race"}, options={}, message_id=str(uuid.uuid4()),
+                                     message_timestamp=int(time.time() * 1000) + 1))
+    tracker.before_process_message(broker, knowledge)
+    tracker.after_process_message(broker, asset)
+    tracker.after_process_message(broker, knowledge)
+    with session():
+        record = Asset.get_by_id("race")
+    assert (record.status, record.knowledge_status) == ("extracted", "done")
