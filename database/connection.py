@@ -90,7 +90,10 @@ def session(transaction: bool = False) -> Iterator[peewee.Database]:
     try:
         db.connect(reuse_if_open=True)
         if transaction:
-            with db.atomic():
+            # SQLite: take the write lock up front (BEGIN IMMEDIATE), waiting out the busy timeout; a deferred
+            # transaction that reads and then writes fails at once with "database is locked" when another
+            # process wrote in between, and SQLite never applies the busy timeout to that case.
+            with db.atomic("IMMEDIATE") if isinstance(db, peewee.SqliteDatabase) else db.atomic():
                 yield db
         else:
             yield db
