@@ -1,7 +1,8 @@
 """`make bench`: side-by-side benchmarks, printed as a table and saved as JSON in benchmarks/results/.
 
 Usage: python -m benchmarks [NAME ...]   (names: drain, latency, send, ratelimit, openrouter, kommo, extraction; default: all)
-Needs Redis (TEST_REDIS_URL, set by scripts/with-redis.sh); uses db 12 only.
+Needs Redis (TEST_REDIS_URL, set by scripts/with-redis.sh); uses db 12 only.  The drain also runs BullMQ
+(benchmarks/bullmq, installed with npm ci on first use) when node and npm are there.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -69,17 +71,44 @@ def _dead_letters(client: redis.Redis, tmp: str) -> int:
     return count
 
 
+def _bullmq_drain(n: int, concurrency: int) -> float | str:
+    """BullMQ 6.7 (the queue this service replaces) draining with one Node worker; a reason when it cannot run."""
+    directory = ROOT / "benchmarks" / "bullmq"
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        return "skipped: node/npm not installed"
+    if not (directory / "node_modules" / "bullmq").is_dir():
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=directory, capture_output=True, timeout=600)
+        if not (directory / "node_modules" / "bullmq").is_dir():
+            return "skipped: npm ci failed (no registry?)"
+    done = subprocess.run([node, "drain.mjs", REDIS_URL, str(n), str(concurrency)], cwd=directory,
+                          capture_output=True, text=True, timeout=600, check=True)
+    result = json.loads(done.stdout.splitlines()[-1])
+    if result["failed"]:
+        raise RuntimeError(f"bullmq: {result['failed']} jobs failed")
+    return float(result["rate"])
+
+
 @benchmark
 def drain() -> list[dict[str, Any]]:
-    """No-op drain, 20k messages, 2 processes x 8 threads: full middleware stack vs bare Dramatiq."""
+    """No-op drain, 20k messages, 2 processes x 8 threads: full middleware stack vs bare Dramatiq vs BullMQ."""
     n = int(os.environ.get("BENCH_DRAIN_N", "20000"))
     bare = _drain("benchmarks.bare_actors", n, 2, 8)
     ours = _drain("tests.support.worker_actors", n, 2, 8)
-    return [
+    rows = [
         {"benchmark": "drain", "variant": "bare dramatiq 2.2", "value": round(bare), "unit": "msg/s"},
         {"benchmark": "drain", "variant": "full stack", "value": round(ours), "unit": "msg/s",
          "ratio": round(ours / bare, 3), "target": ">= 0.90x bare"},
     ]
+    for concurrency in (1, 8):
+        rate = _bullmq_drain(n, concurrency)
+        variant = f"bullmq 6.7, 1 worker, conc. {concurrency}"
+        if isinstance(rate, str):
+            rows.append({"benchmark": "drain", "variant": variant, "value": "-", "unit": "msg/s", "notes": rate})
+        else:
+            rows.append({"benchmark": "drain", "variant": variant, "value": round(rate), "unit": "msg/s",
+                         "ratio": round(ours / rate, 3), "notes": "ratio: full stack / this"})
+    return rows
 
 
 def _latency(module: str, rate: int, seconds: int) -> tuple[float, float]:
@@ -266,8 +295,6 @@ CORPUS = ROOT.parent / "shared" / "corpus" / "pdf"
 @benchmark
 def extraction() -> list[dict[str, Any]]:
     """PDF corpus pages/s through process_asset (everything counted) vs pdfplumber extract_text + page.close()."""
-    import shutil
-
     from contracts import Sender
     from middleware.hardlimit import HardLimitPool
 
