@@ -1,11 +1,13 @@
 // Drain N no-op jobs with one BullMQ worker; prints {"n", "seconds", "rate"} as JSON.
 // Usage: node drain.mjs REDIS_URL N CONCURRENCY   (uses the key prefix "bullbench" only)
 import { Queue, Worker } from "bullmq";
+import IORedis from "ioredis";
 
 const [redisUrl, nArg, concurrencyArg] = process.argv.slice(2);
 const url = new URL(redisUrl);
-const connection = { host: url.hostname, port: Number(url.port || 6379), db: Number(url.pathname.slice(1) || 0),
-                     maxRetriesPerRequest: null };
+// BullMQ 6 in ESM takes a constructed client; it duplicates it for the worker's blocking connection.
+const connection = new IORedis({ host: url.hostname, port: Number(url.port || 6379),
+                                 db: Number(url.pathname.slice(1) || 0), maxRetriesPerRequest: null });
 const n = Number(nArg);
 const prefix = "bullbench";
 const queue = new Queue("bench", { connection, prefix });
@@ -32,4 +34,5 @@ const seconds = (performance.now() - started) / 1000;
 await worker.close();
 await queue.obliterate({ force: true });
 await queue.close();
+await connection.quit();
 process.stdout.write(JSON.stringify({ n, failed, seconds, rate: n / seconds }) + "\n");
