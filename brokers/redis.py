@@ -199,6 +199,10 @@ class ReliableRedisConsumer(_RedisConsumer):
         except _REDIS_ERRORS as exc:
             # Dramatiq's ConsumerThread retries ack/nack every 5 s on ConnectionClosed.
             raise ConnectionClosed(exc) from None
+        self._forget(message)
+
+    def _forget(self, message: MessageProxy) -> None:
+        """The message left this consumer: free its prefetch slot, and wake a full consumer once there is room."""
         self.queued_message_ids.discard(message.message_id)
         if self.prefetch - self.outstanding_message_count >= self.refill_at:
             self.room.set()
@@ -226,7 +230,7 @@ class ReliableRedisConsumer(_RedisConsumer):
         except _REDIS_ERRORS as exc:
             raise ConnectionClosed(exc) from None
         finally:
-            self.queued_message_ids.discard(message.message_id)
+            self._forget(message)
 
     def _reject_raw(self, redis_id: str, body: bytes | None, error: str) -> None:
         sink = self.broker.dead_letter_sink
