@@ -51,7 +51,7 @@ def summarize(collapsed: Path, top: int) -> tuple[int, list[tuple[float, str]]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--module", default="tests.support.worker_actors")
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
@@ -73,7 +73,7 @@ def main() -> int:
                 time.sleep(0.005)
             left_before, started = client.hlen("dramatiq:bench.msgs"), time.monotonic()
             subprocess.run([py_spy, "record", "--pid", str(worker.pid), "--subprocesses", "--rate", "200",
-                            "--nonblocking", "--format", "raw", "--duration", str(int(args.seconds)),
+                            "--nonblocking", "--format", "raw", "--duration", str(args.seconds),
                             "--output", str(output)], check=True, capture_output=True)
             drained = left_before - client.hlen("dramatiq:bench.msgs")
             rate = drained / (time.monotonic() - started)
