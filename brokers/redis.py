@@ -18,6 +18,11 @@ What it changes, and why no middleware hook could do it:
   registered queue and delay queue, and counts a crash for each message it
   had started; messages over ``crash_loop_limit`` become ``crash_loop``
   dead letters.
+* Nothing a consumer fetched stays held by a live (or cleanly exited)
+  worker: ``close`` gives back messages fetched but never handed to a
+  thread, and delay-queue messages whose in-memory copy Dramatiq's consumer
+  thread dropped after a connection error; a give-back that fails is
+  retried by the next consumer of that queue.
 * ``heartbeat`` is sent by a thread, so a worker whose threads are all busy
   (full prefetch, no broker traffic) is not mistaken for a dead one.
 * The consumer never sleeps a growing backoff while work waits: an idle
@@ -34,6 +39,7 @@ import base64
 import dataclasses
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -91,6 +97,9 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         self.can_block = True
         self.dead_letter_sink: DeadLetterSink | None = None
         self.reliable_scripts = {name: self.client.register_script(src) for name, src in _LUA.items()}
+        # Ids a closing consumer could not give back (Redis unreachable), by queue; the next consumer retries.
+        self.orphans: dict[str, set[str]] = {}
+        self.orphans_lock = threading.Lock()
         self.batches: GroupCommit[_BatchOp, int] = GroupCommit(self._run_batch)
 
     @property
@@ -143,6 +152,25 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
             queue_name = f"{queue_name}.DQ"
         return dataclasses.replace(message, queue_name=queue_name, options=options)
 
+    def give_back(self, queue_name: str, redis_ids: list[str]) -> None:
+        """Return held ids to the queue (only those this worker still holds), plus any earlier orphans.
+
+        If Redis is unreachable they are kept for the next consumer of the queue; should the
+        process exit first, they are still in its acks set and recovery requeues them once its
+        heartbeat expires.
+        """
+        with self.orphans_lock:
+            ids = self.orphans.pop(queue_name, set()) | set(redis_ids)
+        if not ids:
+            return
+        try:
+            self.do_requeue(queue_name, *ids)
+        except _REDIS_ERRORS as exc:
+            with self.orphans_lock:
+                self.orphans.setdefault(queue_name, set()).update(ids)
+            self.logger.warning("Could not give back %d held messages of %s (%s); retrying on the next fetch.",
+                                len(ids), queue_name, exc)
+
     def fetch(self, queue_name: str, count: int) -> list[Any]:
         return self.reliable_scripts["fetch"](
             args=[self.namespace, queue_name, self.broker_id, current_millis(), count])
@@ -188,6 +216,10 @@ class ReliableRedisConsumer(_RedisConsumer):
         self.refill_at = 1 if self.is_delay_queue else max(1, prefetch // 4)
         self.room = threading.Event()
         self.block_s = min(timeout / 1000, broker.longest_block_s)
+        # Delay-queue messages handed to the consumer thread and not yet settled: message id -> Redis id.
+        # Dramatiq's consumer thread drops its in-memory delay queue on a connection error; close()
+        # gives these back so they do not stay held by this live worker.
+        self.held_delayed: dict[str, str] = {}
 
     @property
     def outstanding_message_count(self) -> int:
@@ -204,6 +236,8 @@ class ReliableRedisConsumer(_RedisConsumer):
     def _forget(self, message: MessageProxy) -> None:
         """The message left this consumer: free its prefetch slot, and wake a full consumer once there is room."""
         self.queued_message_ids.discard(message.message_id)
+        if self.is_delay_queue:
+            self.held_delayed.pop(message.message_id, None)
         if self.prefetch - self.outstanding_message_count >= self.refill_at:
             self.room.set()
 
@@ -232,6 +266,20 @@ class ReliableRedisConsumer(_RedisConsumer):
         finally:
             self._forget(message)
 
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        """Give back messages that never ran (shutdown); a Redis error defers them, as in ``give_back``."""
+        ids = []
+        for message in messages:
+            ids.append(message.options["redis_message_id"])
+            self._forget(message)
+        self.broker.give_back(self.queue_name, ids)
+
+    def close(self) -> None:
+        """Give back what was fetched but never handed to a thread, and delayed messages still held."""
+        leftovers = [redis_id for redis_id, _, _ in self.fetched] + list(self.held_delayed.values())
+        self.fetched, self.held_delayed = [], {}
+        self.broker.give_back(self.queue_name, leftovers)
+
     def _reject_raw(self, redis_id: str, body: bytes | None, error: str) -> None:
         sink = self.broker.dead_letter_sink
         if sink is not None and body is not None:
@@ -254,6 +302,8 @@ class ReliableRedisConsumer(_RedisConsumer):
                         continue
                     self.misses = 0
                     self.queued_message_ids.add(proxy.message_id)
+                    if self.is_delay_queue:
+                        self.held_delayed[proxy.message_id] = redis_id
                     return proxy
                 room = self.prefetch - self.outstanding_message_count
                 if room < self.refill_at:
@@ -261,6 +311,8 @@ class ReliableRedisConsumer(_RedisConsumer):
                     self.room.wait(self.timeout / 1000)
                     self.room.clear()
                     return None
+                if self.broker.orphans:
+                    self.broker.give_back(self.queue_name, [])
                 fetched = self.broker.fetch(self.queue_name, room)
                 if fetched:
                     self.fetched = [(fetched[i].decode(), fetched[i + 1] or None, int(fetched[i + 2]))

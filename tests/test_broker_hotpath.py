@@ -264,6 +264,68 @@ def test_consumer_with_full_prefetch_wakes_as_soon_as_settles_make_room(broker, 
     consumer.close()
 
 
+def test_closing_consumer_gives_back_what_it_fetched_but_never_handed_out(broker, redis_client):
+    # Regression (CI, stop 13): a consumer stopped with fetched-but-unreturned messages left them in
+    # the acks set of an exited worker; they came back only after its heartbeat expired.
+    _enqueue(broker, 8)
+    consumer = broker.consume("hot", prefetch=8, timeout=1000)
+    handed_out = next(consumer)
+    acks_key = f"dramatiq:__acks__.{broker.broker_id}.hot"
+    assert redis_client.scard(acks_key) == 8 and redis_client.llen("dramatiq:hot") == 0
+    consumer.close()
+    assert redis_client.llen("dramatiq:hot") == 7
+    # The message a thread got is the worker's to finish or requeue, never given back behind its back.
+    assert redis_client.smembers(acks_key) == {handed_out.options["redis_message_id"].encode()}
+    consumer.requeue([handed_out])
+    assert redis_client.scard(acks_key) == 0 and redis_client.llen("dramatiq:hot") == 8
+
+
+def test_closing_delay_queue_consumer_gives_back_delayed_messages_still_held(broker, redis_client):
+    # Dramatiq's consumer thread drops its in-memory delay queue on a connection error and restarts
+    # the consumer; without a give-back those messages stay held by this live worker until it dies.
+    for i in range(3):
+        broker.enqueue(dramatiq.Message(queue_name="hot", actor_name="noop", args=(i,), kwargs={}, options={}),
+                       delay=3_600_000)
+    consumer = broker.consume("hot.DQ", prefetch=100, timeout=1000)
+    held = [next(consumer) for _ in range(3)]
+    assert all(h is not None for h in held)
+    consumer.ack(held[0])  # its eta passed and it moved on: settled, nothing to give back
+    consumer.close()
+    assert redis_client.scard(f"dramatiq:__acks__.{broker.broker_id}.hot.DQ") == 0
+    assert sorted(redis_client.lrange("dramatiq:hot.DQ", 0, -1)) == sorted(
+        h.options["redis_message_id"].encode() for h in held[1:])
+
+
+def test_give_back_during_a_broker_outage_is_retried_by_the_next_consumer(redis_url, redis_client):
+    from urllib.parse import urlsplit
+
+    from tests.support.tcpproxy import TcpProxy
+
+    parts = urlsplit(redis_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 6379).start()
+    client = redis.Redis(connection_pool=make_connection_pool(
+        f"redis://127.0.0.1:{proxy.port}{parts.path}", socket_timeout=2, health_check_interval=0, connect_attempts=1))
+    broker = ReliableRedisBroker(client=client, middleware=[])
+    broker.declare_queue("hot")
+    try:
+        _enqueue(broker, 4)
+        consumer = broker.consume("hot", prefetch=4, timeout=1000)
+        handed_out = next(consumer)
+        held = {m.decode() for m in redis_client.smembers(f"dramatiq:__acks__.{broker.broker_id}.hot")}
+        proxy.cut()
+        consumer.close()  # Redis unreachable: kept as orphans, not forgotten
+        assert broker.orphans == {"hot": held - {handed_out.options["redis_message_id"]}}
+        assert len(broker.orphans["hot"]) == 3
+        proxy.start()
+        after = broker.consume("hot", prefetch=8, timeout=1000)
+        got = [next(after) for _ in range(3)]  # the three given back, fetched again
+        assert all(g is not None for g in got) and broker.orphans == {}
+        after.close()
+    finally:
+        proxy.cut()
+        broker.close()
+
+
 class _Recorder(Middleware):
     def __init__(self, name: str, calls: list[str]) -> None:
         self.name, self.calls = name, calls

@@ -115,6 +115,37 @@ def test_retry_whose_reenqueue_is_cut_by_a_broker_fault_loses_nothing(worker_env
     proxy.cut()
 
 
+def test_delayed_messages_held_through_a_broker_cut_still_run(worker_env, start_worker, sender, redis_client,
+                                                              redis_url):
+    """Dramatiq's consumer thread forgets its in-memory delay queue when the broker connection fails;
+    the messages must not stay held by the live worker (they did: nothing ran until a restart)."""
+    from urllib.parse import urlsplit
+
+    from tests.support.tcpproxy import TcpProxy
+
+    parts = urlsplit(redis_url)
+    proxy = TcpProxy(parts.hostname, parts.port or 6379).start()
+    env = {**worker_env, "BROKER_URL": f"redis://127.0.0.1:{proxy.port}/11", "TEST_RECORD_URL": redis_url,
+           "BROKER_CONNECT_ATTEMPTS": "1"}
+    start_worker(env=env, threads=2)
+    eta = int(time.time() * 1000) + 8_000
+    for i in range(5):
+        sender("noop", queue="tests.DQ", options={"eta": eta}, tag=f"delayed{i}")
+
+    def held_in_memory() -> bool:
+        held = sum(redis_client.scard(k) for k in redis_client.scan_iter("dramatiq:__acks__.*.tests.DQ"))
+        return held == 5 and redis_client.llen("dramatiq:tests.DQ") == 0
+
+    wait_for(held_in_memory, 30, 0.05, "the delayed messages held by the worker")
+    proxy.cut()
+    time.sleep(3)  # the delay-queue consumer polls every 50 ms: it fails and restarts
+    proxy.start()
+    wait_for(lambda: len(redis_client.lrange("wtest:done", 0, -1)) == 5, 60, 0.2, "all five delayed messages")
+    assert sorted(redis_client.lrange("wtest:done", 0, -1)) == sorted(f"delayed{i}".encode() for i in range(5))
+    assert dead_letters(worker_env) == []
+    proxy.cut()
+
+
 def test_requeued_dead_letter_is_processed_and_a_concurrent_double_requeue_runs_once(
         worker_env, start_worker, sender, redis_client):
     import threading
