@@ -100,7 +100,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         # Ids a closing consumer could not give back (Redis unreachable), by queue; the next consumer retries.
         self.orphans: dict[str, set[str]] = {}
         self.orphans_lock = threading.Lock()
-        self.batches: GroupCommit[_BatchOp, int] = GroupCommit(self._run_batch)
+        self.batches: GroupCommit[_BatchOp, int] = GroupCommit(self._run_batch, transient=_REDIS_ERRORS)
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -135,6 +135,26 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         prepared = self.prepare_enqueue(successor.message, successor.delay_ms)
         return bool(self.batches.submit(("settle", queue_name, redis_id, prepared.queue_name,
                                          prepared.options["redis_message_id"], prepared.encode())))
+
+    def settle_later(self, queue_name: str, redis_id: str, successor: Successor | None) -> None:
+        """``settle`` without waiting: the group committer writes it, retrying through Redis outages."""
+        if successor is None:
+            self.batches.submit_detached(("settle", queue_name, redis_id, "", "", b""))
+            return
+        prepared = self.prepare_enqueue(successor.message, successor.delay_ms)
+        self.batches.submit_detached(("settle", queue_name, redis_id, prepared.queue_name,
+                                      prepared.options["redis_message_id"], prepared.encode()))
+
+    def flush_settles(self, timeout_s: float = 10.0) -> None:
+        """Wait for detached settles to reach Redis (shutdown); a message whose settle never does is
+        still in this worker's acks set and is redelivered once its heartbeat expires."""
+        if not self.batches.flush(timeout_s):
+            self.logger.warning("Settles not written within %.0f s (Redis unreachable?); those messages will be "
+                                "redelivered after the heartbeat timeout.", timeout_s)
+
+    def close(self) -> None:
+        self.flush_settles()
+        super().close()
 
     def _run_batch(self, ops: list[_BatchOp]) -> list[int]:
         args: list[Any] = [self.namespace, self.broker_id, current_millis()]
@@ -226,11 +246,7 @@ class ReliableRedisConsumer(_RedisConsumer):
         return len(self.queued_message_ids) + len(self.fetched)
 
     def _settle(self, message: MessageProxy, successor: Successor | None) -> None:
-        try:
-            self.broker.settle(self.queue_name, message.options["redis_message_id"], successor)
-        except _REDIS_ERRORS as exc:
-            # Dramatiq's ConsumerThread retries ack/nack every 5 s on ConnectionClosed.
-            raise ConnectionClosed(exc) from None
+        self.broker.settle_later(self.queue_name, message.options["redis_message_id"], successor)
         self._forget(message)
 
     def _forget(self, message: MessageProxy) -> None:
@@ -275,10 +291,12 @@ class ReliableRedisConsumer(_RedisConsumer):
         self.broker.give_back(self.queue_name, ids)
 
     def close(self) -> None:
-        """Give back what was fetched but never handed to a thread, and delayed messages still held."""
+        """Give back what was fetched but never handed to a thread, delayed messages still held, and
+        write the settles still waiting for the group committer."""
         leftovers = [redis_id for redis_id, _, _ in self.fetched] + list(self.held_delayed.values())
         self.fetched, self.held_delayed = [], {}
         self.broker.give_back(self.queue_name, leftovers)
+        self.broker.flush_settles()
 
     def _reject_raw(self, redis_id: str, body: bytes | None, error: str) -> None:
         sink = self.broker.dead_letter_sink

@@ -100,6 +100,45 @@ def test_group_commit_gives_a_batch_error_to_that_batch_only_and_keeps_serving()
     assert commit.submit("after") == "after"
 
 
+def test_detached_operations_are_retried_through_transient_errors_and_flushed():
+    outage = threading.Event()
+    outage.set()
+    written: list[str] = []
+    attempts: list[list[str]] = []
+
+    def execute(ops: list[str]) -> list[str]:
+        attempts.append(list(ops))
+        if outage.is_set():
+            raise redis.ConnectionError("broker gone")
+        written.extend(ops)
+        return ops
+
+    commit: GroupCommit[str, str] = GroupCommit(execute, transient=(redis.ConnectionError,))
+    for op in ("settle-1", "settle-2"):
+        commit.submit_detached(op)  # returns at once, outage or not
+    with pytest.raises(redis.ConnectionError):
+        commit.submit("mark")  # a waiting caller gets the error and retries itself
+    assert commit.flush(0.3) is False and written == []
+    outage.clear()
+    assert commit.flush(10) is True
+    assert written == ["settle-1", "settle-2"]  # each written once, in order, after the outage
+    assert len(attempts) >= 3
+
+
+def test_detached_operations_failing_for_good_are_dropped_not_retried_forever(caplog):
+    calls: list[list[str]] = []
+
+    def execute(ops: list[str]) -> list[str]:
+        calls.append(list(ops))
+        raise ValueError("bad operation")
+
+    commit: GroupCommit[str, str] = GroupCommit(execute, transient=(redis.ConnectionError,))
+    commit.submit_detached("bad")
+    assert commit.flush(5) is True
+    assert calls == [["bad"]]
+    assert "failed for good" in caplog.text
+
+
 def test_group_commit_works_in_a_forked_child():
     """Dramatiq builds the broker, then forks its worker processes: the child needs its own committer."""
     commit: GroupCommit[int, int] = GroupCommit(lambda ops: [op * 2 for op in ops])
@@ -151,6 +190,7 @@ def test_marks_and_settles_from_many_threads_leave_nothing_held(broker, redis_cl
         t.start()
     for t in threads:
         t.join(30)
+    assert broker.batches.flush(10)
     assert redis_client.scard(acks_key) == 0
     assert redis_client.hlen("dramatiq:hot.msgs") == 0
     assert redis_client.scard(f"dramatiq:__started__.{broker.broker_id}") == 0
