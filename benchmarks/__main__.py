@@ -33,6 +33,38 @@ def benchmark(func: Callable[[], list[dict[str, Any]]]) -> Callable[[], list[dic
     return func
 
 
+@benchmark
+def machine() -> list[dict[str, Any]]:
+    """How fast this machine is right now: a CPython loop and a Redis round trip, to read the rest by."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    loop_s = time.perf_counter() - started
+    client = redis.Redis.from_url(REDIS_URL)
+    trips = []
+    for _ in range(2000):
+        sent = time.perf_counter()
+        client.ping()
+        trips.append(time.perf_counter() - sent)
+    trips.sort()
+    return [
+        {"benchmark": "machine", "variant": "CPython 10M-step loop", "value": round(loop_s, 2), "unit": "s",
+         "notes": "compare runs by it: slower means a busier host"},
+        {"benchmark": "machine", "variant": "Redis PING p50 / p99",
+         "value": f"{trips[1000] * 1000:.2f}/{trips[1980] * 1000:.2f}", "unit": "ms"},
+    ]
+
+
+def _cpu_steal() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs since boot; None off Linux."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return fields[7], sum(fields)
+
+
 def _drain(module: str, n: int, processes: int, threads: int) -> float:
     """Messages per second of warm workers, from the start of the enqueue to the last ack.
 
@@ -381,13 +413,19 @@ def extraction() -> list[dict[str, Any]]:
 def main(names: list[str]) -> int:
     selected = names or list(BENCHMARKS)
     rows: list[dict[str, Any]] = []
+    steal_before = _cpu_steal()
     for name in selected:
         sys.stderr.write(f"running {name}: {BENCHMARKS[name].__doc__.splitlines()[0]}\n")
         rows.extend(BENCHMARKS[name]())
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    document = {"at": stamp, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "results": rows}
+    document: dict[str, Any] = {"at": stamp, "machine": {"cpus": os.cpu_count(),
+                                                         "python": platform.python_version()}, "results": rows}
+    steal_after = _cpu_steal()
+    if steal_before and steal_after and steal_after[1] > steal_before[1]:
+        # Time the hypervisor gave our vCPUs to someone else: high values make every number here slower.
+        share = (steal_after[0] - steal_before[0]) / (steal_after[1] - steal_before[1])
+        document["machine"]["cpu_steal_pct"] = round(share * 100, 1)
     for path in (RESULTS / f"{stamp}.json", RESULTS / "latest.json"):
         path.write_text(json.dumps(document, indent=2))
     header = f"{'benchmark':<11} {'variant':<28} {'value':>10} {'unit':<6} {'ratio':>7}  target / notes"
@@ -398,6 +436,8 @@ def main(names: list[str]) -> int:
             notes += f"; {r['requests']} requests, {r['throttled_429']} x 429"
         lines.append(f"{r['benchmark']:<11} {r['variant']:<28} {r['value']:>10} {r['unit']:<6} "
                      f"{r.get('ratio', ''):>7}  {notes}")
+    if "cpu_steal_pct" in document["machine"]:
+        lines.append(f"\nCPU steal during the run: {document['machine']['cpu_steal_pct']} % of CPU time")
     sys.stdout.write("\n".join(lines) + f"\n\nsaved {RESULTS / 'latest.json'}\n")
     return 0
 
