@@ -153,6 +153,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
                                 "redelivered after the heartbeat timeout.", timeout_s)
 
     def close(self) -> None:
+        """Dramatiq's worker process calls this after ``Worker.stop``: write the detached settles first."""
         self.flush_settles()
         super().close()
 
@@ -291,12 +292,14 @@ class ReliableRedisConsumer(_RedisConsumer):
         self.broker.give_back(self.queue_name, ids)
 
     def close(self) -> None:
-        """Give back what was fetched but never handed to a thread, delayed messages still held, and
-        write the settles still waiting for the group committer."""
+        """Give back what was fetched but never handed to a thread, and delayed messages still held.
+
+        Settles still waiting for the group committer are flushed once per process, by the broker's
+        ``close``: a consumer restarting during an outage must not wait for them.
+        """
         leftovers = [redis_id for redis_id, _, _ in self.fetched] + list(self.held_delayed.values())
         self.fetched, self.held_delayed = [], {}
         self.broker.give_back(self.queue_name, leftovers)
-        self.broker.flush_settles()
 
     def _reject_raw(self, redis_id: str, body: bytes | None, error: str) -> None:
         sink = self.broker.dead_letter_sink

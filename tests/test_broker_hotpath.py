@@ -198,6 +198,24 @@ def test_marks_and_settles_from_many_threads_leave_nothing_held(broker, redis_cl
     consumer.close()
 
 
+def test_broker_close_writes_the_settles_still_waiting_for_the_committer(broker, redis_client):
+    _enqueue(broker, 16)
+    consumer = broker.consume("hot", prefetch=16, timeout=1000)
+    write = broker.batches.execute
+
+    def slow_write(ops: list[Any]) -> list[int]:
+        time.sleep(0.2)  # a slow round trip: the acks below return long before their settles are written
+        return write(ops)
+
+    broker.batches.execute = slow_write
+    for proxy in [next(consumer) for _ in range(16)]:
+        consumer.ack(proxy)
+    assert redis_client.scard(f"dramatiq:__acks__.{broker.broker_id}.hot") > 0
+    broker.close()  # Dramatiq's worker process calls it after Worker.stop
+    assert redis_client.scard(f"dramatiq:__acks__.{broker.broker_id}.hot") == 0
+    assert redis_client.hlen("dramatiq:hot.msgs") == 0
+
+
 def test_settle_with_successor_enqueues_it_only_while_the_message_is_held(broker, redis_client):
     original, = _enqueue(broker, 1)
     consumer = broker.consume("hot", prefetch=1, timeout=1000)
@@ -331,6 +349,7 @@ def test_closing_delay_queue_consumer_gives_back_delayed_messages_still_held(bro
     assert all(h is not None for h in held)
     consumer.ack(held[0])  # its eta passed and it moved on: settled, nothing to give back
     consumer.close()
+    assert broker.batches.flush(10)  # the ack is written by the committer
     assert redis_client.scard(f"dramatiq:__acks__.{broker.broker_id}.hot.DQ") == 0
     assert sorted(redis_client.lrange("dramatiq:hot.DQ", 0, -1)) == sorted(
         h.options["redis_message_id"].encode() for h in held[1:])
