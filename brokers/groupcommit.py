@@ -130,17 +130,18 @@ class GroupCommit(Generic[Op, Result]):
                     ticket.result = result
             except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch
                 failure = exc
-            retry = [t for t in batch if t.detached] if isinstance(failure, self.transient) else []
+            detached = [t for t in batch if t.detached]
+            retry = detached if isinstance(failure, self.transient) else []
             for ticket in batch:
                 if not ticket.detached:  # nobody waits on a detached one; it may come round again
                     if failure is not None:
                         ticket.error = failure
                     ticket.done.release()
-            if failure is not None and any(t.detached for t in batch):
+            if failure is not None and detached:
                 if retry:
                     self.logger.warning("%d detached operations failed (%s); retrying.", len(retry), failure)
                 else:
-                    self.logger.error("%d detached operations failed for good: %r", len(batch), failure)
+                    self.logger.error("%d detached operations failed for good: %r", len(detached), failure)
             with self.wakeup:
                 self.running = 0
                 self.pending[:0] = retry
