@@ -156,12 +156,14 @@ def test_adversarial_files_fail_fast_with_the_right_code_and_the_worker_goes_on(
         "docx-bomb.docx": adv.docx_bomb(storage / "docx-bomb.docx", 1100),  # document.xml expands past 1 GB
         "flate-bomb.pdf": adv.flate_bomb_pdf(storage / "flate-bomb.pdf", 700),
         "pages.pdf": adv.many_pages_pdf(storage / "pages.pdf", 50_000),
-        "truncated.pdf": adv.truncated(CORPUS / "pdf" / "pdfjs__tracemonkey.pdf", storage / "truncated.pdf"),
         "image.pdf": adv.png(storage / "image.pdf"),
         "archive.docx": adv.plain_zip(storage / "archive.docx"),
         "zero.pdf": storage / "zero.pdf",
     }
     made["zero.pdf"].write_bytes(b"")
+    real_pdf = CORPUS / "pdf" / "pdfjs__tracemonkey.pdf"
+    if real_pdf.exists():  # a real document cut in half; a checkout without ../shared tests the rest
+        made["truncated.pdf"] = adv.truncated(real_pdf, storage / "truncated.pdf")
     expected = {"docx-bomb.docx": "too_large", "flate-bomb.pdf": "memory", "pages.pdf": "too_many_pages",
                 "truncated.pdf": "corrupt", "image.pdf": "unsupported_type", "archive.docx": "unsupported_type",
                 "zero.pdf": "empty"}
@@ -176,7 +178,7 @@ def test_adversarial_files_fail_fast_with_the_right_code_and_the_worker_goes_on(
     wait_for(lambda: len(_assets(env)) == len(made) + 1 and
              all(r["status"] in TERMINAL for r in _assets(env).values()), 120, 0.5, "all terminal")
     rows = _assets(env)
-    assert {k: rows[k]["error_code"] for k in made} == expected
+    assert {k: rows[k]["error_code"] for k in made} == {k: v for k, v in expected.items() if k in made}
     assert rows["fine"]["status"] == "extracted" and rows["fine"]["text"] == "still working"
     print(f"\nadversarial set: {len(made)} hostile files refused in {time.monotonic() - started:.1f} s")
 
@@ -191,7 +193,9 @@ def test_same_content_is_a_noop_and_new_content_replaces_atomically(worker_env, 
     first = _assets(worker_env)["same"]
     wait_for(lambda: _assets(worker_env)["same"]["knowledge_status"] == "skipped", 30, what="knowledge step")
     sender.process_asset("same", "file:doc.txt")
-    wait_for(lambda: _assets(worker_env)["same"]["updated_at"] != first["updated_at"], 30, what="second run")
+    # The second run passes through "processing" (a new updated_at too): wait until it ends.
+    wait_for(lambda: (_assets(worker_env)["same"]["updated_at"] != first["updated_at"]
+                      and _assets(worker_env)["same"]["status"] in TERMINAL), 30, what="second run")
     second = _assets(worker_env)["same"]
     assert second["status"] == "extracted" and second["sha256"] == first["sha256"]
     assert second["extract_seconds"] == first["extract_seconds"]  # nothing was extracted again
