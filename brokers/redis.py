@@ -130,20 +130,18 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
 
     def settle(self, queue_name: str, redis_id: str, successor: Successor | None) -> bool:
         """Ack ``redis_id`` (and enqueue ``successor`` atomically); False if this worker no longer held it."""
-        if successor is None:
-            return bool(self.batches.submit(("settle", queue_name, redis_id, "", "", b"")))
-        prepared = self.prepare_enqueue(successor.message, successor.delay_ms)
-        return bool(self.batches.submit(("settle", queue_name, redis_id, prepared.queue_name,
-                                         prepared.options["redis_message_id"], prepared.encode())))
+        return bool(self.batches.submit(self._settle_op(queue_name, redis_id, successor)))
 
     def settle_later(self, queue_name: str, redis_id: str, successor: Successor | None) -> None:
         """``settle`` without waiting: the group committer writes it, retrying through Redis outages."""
+        self.batches.submit_detached(self._settle_op(queue_name, redis_id, successor))
+
+    def _settle_op(self, queue_name: str, redis_id: str, successor: Successor | None) -> _BatchOp:
         if successor is None:
-            self.batches.submit_detached(("settle", queue_name, redis_id, "", "", b""))
-            return
+            return ("settle", queue_name, redis_id, "", "", b"")
         prepared = self.prepare_enqueue(successor.message, successor.delay_ms)
-        self.batches.submit_detached(("settle", queue_name, redis_id, prepared.queue_name,
-                                      prepared.options["redis_message_id"], prepared.encode()))
+        return ("settle", queue_name, redis_id, prepared.queue_name, prepared.options["redis_message_id"],
+                prepared.encode())
 
     def flush_settles(self, timeout_s: float = 10.0) -> None:
         """Wait for detached settles to reach Redis (shutdown); a message whose settle never does is
