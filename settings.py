@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     worker_max_rss_mb: int = Field(1024, ge=0, description="worker processes over this RSS are recycled (0: off)")
     worker_max_messages: int = Field(0, ge=0, description="recycle worker processes after N messages (0: off)")
     crash_loop_limit: int = Field(3, ge=1, description="worker deaths while running a message before crash_loop")
+    reconcile_interval_seconds: float = Field(60.0, gt=0, description="how often the reconciler looks for stuck records")
+    reconcile_grace_seconds: float = Field(300.0, gt=0,
+                                           description="a non-terminal record with no message this long is repaired")
     metrics_port: int = Field(9191, ge=0, le=65535, description="worker /metrics, /healthz, /readyz port (0: off)")
     metrics_dir: str = Field("var/metrics", description="prometheus-client multiprocess directory (emptied by worker run)")
 

@@ -19,6 +19,7 @@ message that kills its worker is redelivered with ``redelivered=True``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pika
@@ -28,7 +29,8 @@ from dramatiq.logging import get_logger
 from dramatiq.message import Message
 
 from brokers.hooks import DefinedHooksDispatch
-from brokers.settle import DeadLetterSink, Successor, classify_consumer_failure, get_successor
+from brokers.settle import DeadLetterSink, dead_letter_of, get_successor
+from outcome import PENDING_DEAD_LETTER, Dead, Successor, kill, state_of
 
 _AMQP_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError)
 
@@ -67,6 +69,13 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
     def mark_started(self, message: Any) -> None:
         return None
 
+    def tracked_messages(self, queues: Iterable[str]) -> None:
+        """RabbitMQ cannot list a queue without consuming it: the reconciler stays off (README)."""
+        return None
+
+    def take_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
+        return False
+
 
 class ReliableRabbitmqConsumer(_RabbitmqConsumer):
     broker: ReliableRabbitmqBroker
@@ -88,13 +97,13 @@ class ReliableRabbitmqConsumer(_RabbitmqConsumer):
         sink = self.broker.dead_letter_sink
         if sink is None:
             return super().nack(message)
-        error_type, exc = classify_consumer_failure(message)
+        dead = dead_letter_of(message)
         try:
-            sink.record_message(message, error_type, exc)
+            sink.record(message, dead)
         except Exception:
             self.logger.warning("Could not store dead letter of %s; it is kept for later.",
                                 message.message_id, exc_info=True)
-            message.__dict__["worker_successor"] = sink.pending_successor(message, error_type, exc)
+            state_of(message).successor = sink.pending_successor(message, dead)
         self.ack(message)
 
     def __next__(self) -> _RabbitmqMessage | None:
@@ -126,4 +135,10 @@ class ReliableRabbitmqConsumer(_RabbitmqConsumer):
             return None
         proxy = _RabbitmqMessage(method.redelivered, method.delivery_tag, message)
         self.known_tags.add(method.delivery_tag)
+        pending = message.options.get(PENDING_DEAD_LETTER)
+        if pending and self.broker.dead_letter_sink is not None and not self.queue_name.endswith(".DQ"):
+            # Dead already; only its row was missing (database outage): store it, never run the actor again.
+            kill(proxy, Dead.from_option(pending))
+            self.nack(proxy)
+            return None
         return proxy

@@ -39,11 +39,12 @@ import base64
 import dataclasses
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import dramatiq
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
@@ -56,7 +57,8 @@ from redis.retry import Retry
 
 from brokers.groupcommit import GroupCommit
 from brokers.hooks import DefinedHooksDispatch
-from brokers.settle import DeadLetterSink, Successor, classify_consumer_failure, get_successor
+from brokers.settle import DeadLetterSink, dead_letter_of, get_successor
+from outcome import PENDING_DEAD_LETTER, Dead, Successor, kill
 
 _LUA = {p.stem: p.read_bytes() for p in (Path(__file__).parent / "lua").glob("*.lua")}
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
@@ -122,6 +124,28 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         dead, requeued = self.reliable_scripts["recover"](
             args=[self.namespace, current_millis(), self.heartbeat_timeout])
         return int(dead), int(requeued)
+
+    def tracked_messages(self, queues: Iterable[str]) -> Iterator[dict[str, Any]]:
+        """Every message stored for ``queues`` and their delay queues, decoded.
+
+        A message's payload stays in ``<queue>.msgs`` from enqueue until its ack, whether it is
+        queued, delayed or held by a worker (alive or dead), so this sees all of them.  The scan is
+        not a snapshot: a message moving between a queue and its delay queue meanwhile can be missed
+        once, which is why the reconciler repairs only what two rounds found missing.
+        """
+        encoder = dramatiq.get_encoder()
+        for queue in queues:
+            for name in (f"{queue}.DQ", queue):
+                for _, body in self.client.hscan_iter(self.key(f"{name}.msgs"), count=1000):
+                    try:
+                        data = encoder.decode(body)
+                    except Exception:  # noqa: BLE001 - undecodable bodies are the consumer's to reject
+                        continue
+                    if isinstance(data, dict):
+                        yield data
+
+    def take_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
+        return bool(self.reliable_scripts["lease"](keys=[self.key(f"__lease__.{name}")], args=[holder, ttl_ms]))
 
     def mark_started(self, message: MessageProxy) -> None:
         redis_id = message.options.get("redis_message_id")
@@ -263,14 +287,14 @@ class ReliableRedisConsumer(_RedisConsumer):
         sink = self.broker.dead_letter_sink
         if sink is None:
             return self._dramatiq_nack(message)
-        error_type, exc = classify_consumer_failure(message)
+        dead = dead_letter_of(message)
         successor = None
         try:
-            sink.record_message(message, error_type, exc)
+            sink.record(message, dead)
         except Exception:
             self.logger.warning("Could not store dead letter of %s; it is kept for later.",
                                 message.message_id, exc_info=True)
-            successor = sink.pending_successor(message, error_type, exc)
+            successor = sink.pending_successor(message, dead)
         self._settle(message, successor)
 
     def _dramatiq_nack(self, message: MessageProxy) -> None:
@@ -365,13 +389,22 @@ class ReliableRedisConsumer(_RedisConsumer):
         if crashes >= self.broker.crash_loop_limit:
             self.logger.error("Message %s killed its worker %d times; dead-lettering it as crash_loop.",
                               message.message_id, crashes)
-            proxy.fail()
-            proxy.__dict__["dead_letter_type"] = "crash_loop"
-            proxy.stuff_exception(RuntimeError(f"worker process died {crashes} times while running this message"))
-            self.queued_message_ids.add(proxy.message_id)
-            self.nack(proxy)
+            self._reject(proxy, Dead.of("crash_loop", RuntimeError(
+                f"worker process died {crashes} times while running this message")))
+            return None
+        pending = message.options.get(PENDING_DEAD_LETTER)
+        if pending and self.broker.dead_letter_sink is not None and not self.is_delay_queue:
+            # Dead already; only its row was missing (database outage): store it, never run the actor again.
+            self.logger.info("Storing the pending dead letter of message %s.", message.message_id)
+            self._reject(proxy, Dead.from_option(pending))
             return None
         return proxy
+
+    def _reject(self, proxy: MessageProxy, dead: Dead) -> None:
+        """Dead-letter a message before any thread runs it (the settle goes through the usual path)."""
+        kill(proxy, dead)
+        self.queued_message_ids.add(proxy.message_id)
+        self.nack(proxy)
 
 
 def encode_raw_body(body: bytes) -> str:

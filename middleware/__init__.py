@@ -7,7 +7,8 @@ pins (before-hooks run in this order, after-hooks in reverse):
    trace spans)
 2. metrics                   6. time limit (soft; the hard limit is middleware.hardlimit)
 3. validation                7. retries
-4. rate limit                8. dead letters  9. recovery (heartbeats, crash loops), recycling
+4. rate limit                8. dead letters  9. recovery (heartbeats, crash loops), reconciliation
+                                (records whose message was lost), recycling
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from middleware.context import LogContext
 from middleware.deadletters import DeadLetters
 from middleware.metrics import Metrics
 from middleware.ratelimit import Limit, RateLimit, RateLimiter
+from middleware.reconciliation import Reconciliation
 from middleware.recovery import Recovery
 from middleware.recycling import Recycling
 from middleware.retries import Retries
@@ -33,13 +35,14 @@ def build_stack(settings: Settings) -> list[Middleware]:
 
     # Tracing only when OTEL_* asks for it: no-op spans still cost ~10 % of a no-op message.
     tracing: list[Middleware] = [Tracing()] if tracing_enabled() else []
+    redis_client = make_redis_client(settings, settings.ratelimit_url)
     return [
         LogContext(),
         *tracing,
         Metrics(port=settings.metrics_port),
         CurrentMessage(),
         Validation(),
-        RateLimit(RateLimiter(make_redis_client(settings, settings.ratelimit_url), {
+        RateLimit(RateLimiter(redis_client, {
             "openrouter": Limit(settings.openrouter_rps * settings.ratelimit_safety_factor, settings.openrouter_burst),
             "kommo": Limit(settings.kommo_rps * settings.ratelimit_safety_factor, settings.kommo_burst),
         })),
@@ -51,5 +54,7 @@ def build_stack(settings: Settings) -> list[Middleware]:
                 max_age_ms=int(settings.message_max_age_hours * 3_600_000)),
         DeadLetters(),
         Recovery(interval_ms=settings.maintenance_interval_ms),
+        Reconciliation(redis_client, interval_s=settings.reconcile_interval_seconds,
+                       grace_s=settings.reconcile_grace_seconds),
         Recycling(max_rss_mb=settings.worker_max_rss_mb, max_messages=settings.worker_max_messages),
     ]

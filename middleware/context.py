@@ -16,20 +16,20 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
 from logsetup import reset_message_context, set_message_context
-
-_TOKEN = "log_context_token"
+from outcome import state_of
 
 
 class LogContext(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         kwargs = message.kwargs if isinstance(message.kwargs, dict) else {}
         asset_id = kwargs.get("asset_id")
-        message.__dict__[_TOKEN] = set_message_context(
+        state_of(message).log_token = set_message_context(
             message_id=message.message_id, actor=message.actor_name, queue=message.queue_name,
             asset_id=asset_id if isinstance(asset_id, str) else None)
 
     def _reset(self, message: MessageProxy) -> None:
-        token = message.__dict__.pop(_TOKEN, None)
+        state = state_of(message)
+        token, state.log_token = state.log_token, None
         if token is not None:
             reset_message_context(token)
 

@@ -7,8 +7,9 @@ undecodable body, a crash loop.  The row keeps the payload whole (for
 requeue), the *final* attempt's error and traceback, attempts, history and
 timings; the message is then acked, so Dramatiq's ``.XQ`` never holds a
 stale second copy.  If the database cannot take the row, the message is
-re-enqueued with a ``dead_letter_pending`` option instead of being acked,
-and the consumer stores it when it comes back.
+re-enqueued with a ``dead_letter_pending`` option instead of being acked;
+when it comes back the consumer stores it (and acks it only then) without
+running its actor again.
 
 :class:`DeadLetterStore` is the operator side (CLI, dashboard): list, show,
 requeue and delete one by one or by filter, purge, each action audited.
@@ -25,7 +26,6 @@ import json
 import logging
 import re
 import time
-import traceback as tb
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,20 +37,19 @@ from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 
-from brokers.settle import Successor
-from database import AuditEntry, DeadLetter, session, utcnow
+from database import AuditEntry, DeadLetter, session, tracks, utcnow
 from database.models import iso
+from outcome import PENDING_DEAD_LETTER, Dead, Successor
 
 logger = logging.getLogger(__name__)
 
 ERROR_TYPES = ("invalid_payload", "unknown_actor", "undecodable", "retries_exhausted", "permanent_error",
                "timeout", "memory", "age_limit", "crash_loop", "forbidden")
-PENDING_OPTION = "dead_letter_pending"
 PENDING_RETRY_MS = 10_000
 _SECRET_KEY = re.compile(r"(pass(word)?|secret|token|api[_-]?key|authori[sz]ation|cookie|refresh)", re.I)
 #: options that belong to one delivery or one generation and must not survive a requeue
 _RESET_OPTIONS = ("retries", "infra_retries", "budget_started_at", "attempt_history", "last_error", "hard_timeouts",
-                  "deferrals", "last_deferral", PENDING_OPTION, "eta", "redis_message_id", "traceback",
+                  "deferrals", "last_deferral", PENDING_DEAD_LETTER, "eta", "redis_message_id", "traceback",
                   "requeue_timestamp")
 
 
@@ -111,48 +110,50 @@ class Filter:
 class DeadLetters(Middleware):
     """The dead-letter sink the broker's consumer writes to.  No actor options.
 
-    Hooks: ``after_process_boot`` (attaches itself to the broker).  The
-    recording happens in the consumer's reject path, not in a hook, because
-    after-hooks cannot stop an ack (see brokers.settle).
+    Hooks: ``after_process_boot`` (attaches itself to the broker, and keeps the
+    broker to look up which record a message tracks).  The recording happens
+    in the consumer's reject path, not in a hook, because after-hooks cannot
+    stop an ack (see brokers.settle).
+
+    A dead letter finishes its record: if the message tracks an asset or its
+    knowledge (``status_track``), the record ends ``failed`` with the dead
+    letter's code in the same transaction as the row (database.tracks.fail:
+    never a newer generation, never a finished record).  Both are written, or
+    neither, and the message comes back later with the pending marker.
     """
 
+    def __init__(self) -> None:
+        self.broker: dramatiq.Broker | None = None
+
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        self.broker = broker
         broker.dead_letter_sink = self
 
-    def record_message(self, message: MessageProxy | Message, error_type: str, exception: BaseException | None,
-                       error_message: str | None = None) -> None:
+    def record(self, message: MessageProxy | Message, dead: Dead) -> None:
         data = message.asdict() if isinstance(message, Message) else message._message.asdict()
-        exception = getattr(message, "__dict__", {}).get("final_exception", exception)
         options = dict(data.get("options") or {})
-        pending = options.pop(PENDING_OPTION, None)
-        trace = getattr(message, "__dict__", {}).get("final_traceback")
-        if pending:
-            error_type = pending.get("error_type", error_type)
-            exception_type = pending.get("exception_type")
-            error_message = pending.get("error_message")
-            trace = pending.get("traceback")
-        else:
-            exception_type = type(exception).__name__ if exception else None
-            if error_message is None and exception is not None:
-                error_message = str(exception)
-            if trace is None and exception is not None and exception.__traceback__ is not None:
-                trace = "".join(tb.format_exception(type(exception), exception, exception.__traceback__))
-        if error_type not in ERROR_TYPES:
-            error_type = "permanent_error"
+        options.pop(PENDING_DEAD_LETTER, None)
+        track = tracks.track_of(self.broker, message) if self.broker is not None else None
+        error_type = dead.error_type if dead.error_type in ERROR_TYPES else "permanent_error"
         with session(transaction=True):
             DeadLetter.create(
                 message_id=data["message_id"], queue=data["queue_name"].removesuffix(".DQ"),
                 actor=data["actor_name"], args=list(data.get("args") or []), kwargs=data.get("kwargs") or {},
-                options=options, error_type=error_type, exception_type=exception_type,
-                error_message=(error_message or "")[:10_000], traceback=(trace or None),
+                options=options, error_type=error_type, exception_type=dead.exception_type,
+                error_message=dead.error_message[:10_000], traceback=dead.traceback,
                 attempts=int(options.get("retries", 0)) + (0 if error_type == "crash_loop" else 1),
                 history=options.get("attempt_history"),
                 first_enqueued_at=_ms_to_dt(int(options.get("budget_started_at") or data["message_timestamp"])),
             )
+            finished = track is not None and tracks.fail(
+                track, message.kwargs["asset_id"], message.kwargs, tracks.generation_of(message), dead.error_code,
+                f"{dead.exception_type}: {dead.error_message}" if dead.exception_type else dead.error_message)
         # Logged from the consumer's settle step, after the message's own log context is gone: name it.
-        logger.warning("Dead-lettered message %s of %s: %s: %s", data["message_id"], data["actor_name"], error_type,
-                       error_message, extra={"message_id": data["message_id"], "actor": data["actor_name"],
-                                             "queue": data["queue_name"], "error_type": error_type})
+        logger.warning("Dead-lettered message %s of %s: %s: %s%s", data["message_id"], data["actor_name"], error_type,
+                       dead.error_message, f" ({track.name} record failed)" if finished and track else "",
+                       extra={"message_id": data["message_id"], "actor": data["actor_name"],
+                              "queue": data["queue_name"], "error_type": error_type,
+                              "asset_id": message.kwargs.get("asset_id") if track else None})
 
     def record_raw(self, queue: str, body: bytes, error_type: str, error_message: str) -> None:
         from brokers.redis import encode_raw_body
@@ -163,16 +164,10 @@ class DeadLetters(Middleware):
                               exception_type="DecodeError", error_message=error_message[:10_000], attempts=0)
         logger.warning("Dead-lettered an undecodable message on %s: %s", queue, error_message)
 
-    def pending_successor(self, message: MessageProxy | Message, error_type: str, exception: BaseException | None,
-                          error_message: str | None = None) -> Successor:
+    def pending_successor(self, message: MessageProxy | Message, dead: Dead) -> Successor:
+        """The copy that carries ``dead`` until the database takes it (the consumer stores it, never runs it)."""
         raw = message if isinstance(message, Message) else message._message
-        pending = raw.options.get(PENDING_OPTION) or {
-            "error_type": error_type,
-            "exception_type": type(exception).__name__ if exception else None,
-            "error_message": error_message or (str(exception) if exception else None),
-            "traceback": getattr(message, "__dict__", {}).get("final_traceback"),
-        }
-        return Successor(raw.copy(options={PENDING_OPTION: pending}), PENDING_RETRY_MS)
+        return Successor(raw.copy(options={PENDING_DEAD_LETTER: dead.as_option()}), PENDING_RETRY_MS)
 
 
 class DeadLetterStore:

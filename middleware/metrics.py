@@ -25,6 +25,7 @@ worker_llm_tokens_total{kind}, worker_llm_cost_usd_total  prompt/completion toke
 worker_process_rss_bytes{pid}                            per worker process
 worker_process_rss_limit_bytes{pid}                      its recycling cap
 worker_heartbeat_timestamp_seconds{pid}                  last maintenance round per process
+worker_reconciled_total{track,action}                    records whose message was lost: requeued, failed
 =======================================================  ==========================================
 """
 
@@ -39,6 +40,8 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 from prometheus_client import Counter, Gauge, Histogram
+
+from outcome import Dead, Deferred, Retrying, Skipped, Succeeded, outcome_of, state_of
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ COST = Counter("worker_llm_cost_usd_total", "LLM cost in USD")
 RSS = Gauge("worker_process_rss_bytes", "Resident memory of a worker process", ["pid"], multiprocess_mode="liveall")
 RSS_LIMIT = Gauge("worker_process_rss_limit_bytes", "WORKER_MAX_RSS_MB of a worker process", ["pid"],
                   multiprocess_mode="liveall")
+RECONCILED = Counter("worker_reconciled_total", "Records repaired by the reconciler", ["track", "action"])
 HEARTBEAT = Gauge("worker_heartbeat_timestamp_seconds", "Last maintenance round of a worker process", ["pid"],
                   multiprocess_mode="liveall")
 
@@ -74,14 +78,16 @@ def record_heartbeat() -> None:
     RSS.labels(pid).set(rss_bytes())
 
 
-def _outcome(message: MessageProxy, exception: BaseException | None) -> str:
-    from middleware.errors import SkipWork
+_LABELS: dict[type, str] = {Succeeded: "done", Skipped: "skipped", Retrying: "retried", Deferred: "deferred",
+                            Dead: "dead"}
 
-    if isinstance(exception, SkipWork):
+
+def _outcome_label(message: MessageProxy, exception: BaseException | None, skipped: bool) -> str:
+    outcome = outcome_of(message)
+    if outcome is not None:
+        return _LABELS[type(outcome)]
+    if skipped:  # skipped before it started, with no conclusion (stale duplicate)
         return "skipped"
-    outcome = message.__dict__.get("outcome")
-    if outcome:
-        return {"retrying": "retried", "failed": "dead", "deferred": "deferred"}.get(outcome[0], outcome[0])
     if message.failed:
         return "dead"
     return "done" if exception is None else "retried"
@@ -107,17 +113,18 @@ class Metrics(Middleware):
         return [serve] if self.port else []
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        message.__dict__["metrics_started"] = time.monotonic()
+        state_of(message).started_at = time.monotonic()
         self._child(IN_PROGRESS, message.actor_name, message.queue_name).inc()
 
     def _finish(self, message: MessageProxy, exception: BaseException | None, skipped: bool) -> None:
-        started = message.__dict__.pop("metrics_started", None)
+        state = state_of(message)
+        started, state.started_at = state.started_at, None
         if started is not None:
             self._child(IN_PROGRESS, message.actor_name, message.queue_name).dec()
             if not skipped:
                 self._child(DURATION, message.actor_name, message.queue_name).observe(time.monotonic() - started)
-        outcome = _outcome(message, exception) if not skipped or message.__dict__.get("outcome") else "skipped"
-        self._child(MESSAGES, message.actor_name, message.queue_name, outcome).inc()
+        label = _outcome_label(message, exception, skipped)
+        self._child(MESSAGES, message.actor_name, message.queue_name, label).inc()
 
     def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
                               exception: BaseException | None = None) -> None:

@@ -40,6 +40,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 from middleware.errors import TransientError
 from middleware.metrics import PAUSES, WAITS
 from middleware.retries import defer
+from outcome import state_of
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +190,6 @@ class RateLimit(Middleware):
                 logger.info("Deferring %s: upstream %s paused for %d ms (%s).", message.message_id, upstream, paused,
                             self.limiter.pause_reason(upstream))
                 defer(message, paused + random.randint(0, 1000), f"upstream {upstream} paused")
-                message.__dict__["status_skip"] = True
                 raise SkipMessage(f"upstream {upstream} paused")
         limit = actor.options.get("concurrency_limit")
         if limit:
@@ -197,12 +197,12 @@ class RateLimit(Middleware):
             lease_ms = int(actor.options.get("time_limit") or self.default_lease_ms) + 30_000
             if not self.limiter.lease(actor.actor_name, holder, int(limit), lease_ms):
                 defer(message, random.randint(500, 2000), "concurrency limit")
-                message.__dict__["status_skip"] = True
                 raise SkipMessage("concurrency limit reached")
-            message.__dict__["concurrency_holder"] = (actor.actor_name, holder)
+            state_of(message).lease = (actor.actor_name, holder)
 
     def _release(self, message: MessageProxy) -> None:
-        held = message.__dict__.pop("concurrency_holder", None)
+        state = state_of(message)
+        held, state.lease = state.lease, None
         if held:
             try:
                 self.limiter.release(*held)

@@ -1,6 +1,9 @@
 """Retries that never lose a message (replaces Dramatiq's ``Retries``).
 
-Hooks: ``after_process_message``, ``after_skip_message`` (deferrals).
+Hooks: ``before_process_message`` (age limit), ``after_process_message``.
+
+It concludes every attempt's :mod:`outcome`: ``Succeeded``, ``Skipped``
+(the actor raised SkipWork), ``Retrying`` or ``Dead``.
 
 Each failure is classified (middleware.errors.classify; upstream clients
 raise PermanentError/TransientError for their own overrides):
@@ -22,6 +25,8 @@ so a broker fault at that moment leaves the original unacked.
 Actor options:
   max_attempts(int): attempts before the message is dead (default: domain setting).
   retry_hours(float): total time budget measured from the first enqueue of this generation.
+  throws(tuple[type[Exception], ...]): exceptions the actor expects: Dramatiq logs them at INFO
+    without a traceback, and they are never retried (SkipWork still ends ``Skipped``).
 
 Message options written on the retry copy: ``retries`` (failed attempts so
 far), ``infra_retries``, ``budget_started_at`` (ms), ``attempt_history``
@@ -40,8 +45,8 @@ from dramatiq.broker import MessageProxy
 from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware, SkipMessage
 
-from brokers.settle import get_successor, set_successor
 from middleware.errors import HardTimeout, SkipWork, Verdict, classify
+from outcome import Dead, Deferred, Retrying, Skipped, Succeeded, Successor, conclude, kill, successor_of
 
 HISTORY_LIMIT = 10
 
@@ -87,7 +92,7 @@ class Retries(Middleware):
 
     @property
     def actor_options(self) -> set[str]:
-        return {"max_attempts", "retry_hours"}
+        return {"max_attempts", "retry_hours", "throws"}
 
     def _option(self, broker: dramatiq.Broker, message: MessageProxy, name: str, default: Any) -> Any:
         value = message.options.get(name)
@@ -103,19 +108,22 @@ class Retries(Middleware):
         if self.max_age_ms and message.options.get("retries", 0) == 0 and \
                 now_ms() - budget_start(message) > self.max_age_ms:
             error = f"message is older than {self.max_age_ms / 3_600_000:g} h and was never started"
-            message.__dict__["dead_letter_type"] = "age_limit"
-            message.__dict__["final_exception"] = TimeoutError(error)
-            message.__dict__["outcome"] = ("failed", "age_limit", error)
-            message.fail()
+            kill(message, Dead.of("age_limit", TimeoutError(error)))
             raise SkipMessage(error)
 
     def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
                               exception: BaseException | None = None) -> None:
-        if exception is None or message.failed or isinstance(exception, SkipWork):
+        if message.failed:
             return
+        if exception is None:
+            return conclude(message, Succeeded())
+        if isinstance(exception, SkipWork):
+            return conclude(message, Skipped(str(exception)))
         verdict = classify(exception)
-        message.__dict__["final_traceback"] = "".join(
-            traceback.format_exception(type(exception), exception, exception.__traceback__))[-20_000:]
+        throws = broker.get_actor(message.actor_name).options.get("throws") if message.actor_name in broker.actors \
+            else None
+        if throws and isinstance(exception, throws):  # expected by the actor: never retried (as in Dramatiq)
+            verdict = Verdict("permanent", verdict.error_code, verdict.error_type)
         retries = int(message.options.get("retries", 0))
         max_attempts = int(self._option(broker, message, "max_attempts", self.max_attempts))
         window_ms = float(self._option(broker, message, "retry_hours", self.retry_hours)) * 3_600_000
@@ -155,15 +163,14 @@ class Retries(Middleware):
             "last_error": error,
             **(extra or {}),
         }
-        set_successor(message, message._message.copy(options=options), delay_ms)
-        message.__dict__["outcome"] = ("retrying", now_ms() + delay_ms, error)
+        conclude(message, Retrying(now_ms() + delay_ms, error),
+                 Successor(message._message.copy(options=options), delay_ms))
         self.logger.info("Retrying message %s in %d ms (attempt %d failed: %s).", message.message_id, delay_ms,
                          attempt_number(message), error)
 
     def _fail(self, message: MessageProxy, error_type: str, verdict: Verdict, exception: BaseException) -> None:
-        message.__dict__["dead_letter_type"] = error_type
-        message.__dict__["outcome"] = ("failed", verdict.error_code, f"{type(exception).__name__}: {exception}"[:4000])
-        message.fail()
+        trace = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
+        kill(message, Dead.of(error_type, exception, error_code=verdict.error_code, traceback=trace))
         self.logger.warning("Message %s failed for good after %d attempt(s): %s (%s).", message.message_id,
                             attempt_number(message), error_type, exception)
 
@@ -174,8 +181,7 @@ def defer(message: MessageProxy, delay_ms: int, reason: str) -> None:
 
     The caller then raises SkipMessage; the broker enqueues the copy with the ack.
     """
-    if get_successor(message) is not None:
+    if successor_of(message) is not None:
         return
     options = {"deferrals": int(message.options.get("deferrals", 0)) + 1, "last_deferral": reason}
-    set_successor(message, message._message.copy(options=options), delay_ms)
-    message.__dict__["outcome"] = ("deferred", now_ms() + delay_ms, reason)
+    conclude(message, Deferred(now_ms() + delay_ms, reason), Successor(message._message.copy(options=options), delay_ms))

@@ -26,6 +26,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from logsetup import reset_message_context, set_message_context
+from outcome import outcome_of, state_of
 
 tracer = trace.get_tracer("worker.dramatiq")
 OPTION = "trace_context"
@@ -62,16 +63,17 @@ class Tracing(Middleware):
         token = context.attach(trace.set_span_in_context(span))
         ctx = span.get_span_context()
         log_token = set_message_context(trace_id=format(ctx.trace_id, "032x"), span_id=format(ctx.span_id, "016x"))
-        message.__dict__["trace_state"] = (span, token, log_token)
+        state_of(message).trace = (span, token, log_token)
 
     def _finish(self, message: MessageProxy, exception: BaseException | None, skipped: bool) -> None:
-        state = message.__dict__.pop("trace_state", None)
-        if state is None:
+        message_state = state_of(message)
+        trace_state, message_state.trace = message_state.trace, None
+        if trace_state is None:
             return
-        span, token, log_token = state
-        outcome = message.__dict__.get("outcome")
-        if outcome:
-            span.set_attribute("worker.outcome", outcome[0])
+        span, token, log_token = trace_state
+        outcome = outcome_of(message)
+        if outcome is not None:
+            span.set_attribute("worker.outcome", type(outcome).__name__.lower())
         if skipped:
             span.set_attribute("worker.skipped", True)
         if exception is not None:

@@ -17,6 +17,7 @@ from contracts.payloads import CONTRACTS
 from contracts.sender import InvalidPayload as SenderInvalidPayload
 from contracts.sender import validate_payload
 from middleware.errors import InvalidPayload
+from outcome import Dead, kill
 
 
 class Validation(Middleware):
@@ -28,9 +29,5 @@ class Validation(Middleware):
                 raise SenderInvalidPayload(message.actor_name, "positional args are not accepted; use kwargs")
             validate_payload(message.actor_name, message.kwargs)
         except SenderInvalidPayload as exc:
-            error = InvalidPayload(exc.reason)
-            message.__dict__["final_exception"] = error
-            message.__dict__["dead_letter_type"] = "invalid_payload"
-            message.__dict__["outcome"] = ("failed", "invalid_payload", exc.reason[:4000])
-            message.fail()
+            kill(message, Dead.of("invalid_payload", InvalidPayload(exc.reason)))
             raise SkipMessage(exc.reason) from None

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 # Test modules import domain code, and `import actors` builds a broker and migrates a database:
@@ -27,6 +28,8 @@ BIN = Path(sys.executable).parent
 TEST_DB = 11
 REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+WEB_PASSWORD = "correct horse battery staple"
+WEB_TOKEN = "api-token-123"
 RABBIT_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
@@ -193,6 +196,41 @@ def sender(redis_url: str) -> Callable[..., str]:
         return message_id
 
     return send
+
+
+@pytest.fixture()
+def web(worker_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
+    """A real `worker web` on a free port, on the tests' database; yields (base URL, env)."""
+    port = free_port()
+    env = {**worker_env, "WEB_PASSWORD": WEB_PASSWORD, "WEB_API_TOKEN": WEB_TOKEN, "WEB_PORT": str(port)}
+    assert run_cli(env, "migrate").returncode == 0
+    process = subprocess.Popen([str(BIN / "worker"), "web"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{base}/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_for(up, 30, 0.2, "dashboard up")
+    yield base, env
+    process.terminate()
+    process.wait(10)
+
+
+def pg_schema_url(pg_url: str, schema: str) -> str:
+    """A fresh, empty PostgreSQL schema; the URL that uses it."""
+    import psycopg2
+
+    conn = psycopg2.connect(pg_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        cur.execute(f"CREATE SCHEMA {schema}")
+    conn.close()
+    return f"{pg_url}?options=-csearch_path%3D{schema}"
 
 
 def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import db_query, run_cli, wait_for
+from tests.conftest import db_query, pg_schema_url, run_cli, wait_for
 
 
 def dead_letters(env: dict[str, str], *extra: str) -> list[dict]:
@@ -198,10 +198,9 @@ def test_bulk_delete_by_filter_and_purge_are_audited(worker_env, start_worker, s
 def test_database_unreachable_for_30s_loses_nothing(worker_env, start_worker, redis_client, redis_url, pg_url):
     from contracts import Sender
     from tests.support.tcpproxy import TcpProxy
-    from tests.test_foundation import _pg_schema_url
 
     proxy = TcpProxy("127.0.0.1", 5432).start()
-    schema_url = _pg_schema_url(pg_url, "wtest_outage")
+    schema_url = pg_schema_url(pg_url, "wtest_outage")
     database_url = schema_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}") + "&connect_timeout=2"
     env = {**worker_env, "DATABASE_URL": database_url}
     storage = Path(env["STORAGE_ROOT"])
@@ -228,6 +227,38 @@ def test_database_unreachable_for_30s_loses_nothing(worker_env, start_worker, re
     wait_for(lambda: statuses() == ["extracted"] * 10, 90, 1, "all assets extracted")
     assert dead_letters(env) == []
     proxy.cut()
+
+
+def test_database_down_at_dead_lettering_stores_one_row_later_and_never_reruns_the_actor(
+        worker_env, start_worker, sender, redis_client, pg_url):
+    """Regression: a dead letter kept for later (`dead_letter_pending`) came back and simply ran its actor again."""
+    from tests.support.tcpproxy import TcpProxy
+
+    proxy = TcpProxy("127.0.0.1", 5432).start()
+    schema_url = pg_schema_url(pg_url, "wtest_pending")
+    env = {**worker_env, "DATABASE_URL": schema_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+           + "&connect_timeout=2"}
+    try:
+        start_worker(env=env, threads=2)
+        sender("fail_after_cut", tag="pd")
+        wait_for(lambda: redis_client.llen("wtest:cut") == 1, 30, 0.05, "the actor running")
+        proxy.cut()
+        redis_client.set("wtest:cut-done", 1)
+        # The dead letter cannot be stored: it is kept (pending, back every 10 s) and tried again while the
+        # database stays down; the actor must not run again meanwhile.
+        wait_for(lambda: redis_client.hlen("dramatiq:tests.DQ.msgs") == 1, 30, 0.1, "the pending dead letter")
+        time.sleep(14)  # at least one more return while the database is down
+        assert int(redis_client.get("wtest:runs:pd")) == 1
+        proxy.start()
+        wait_for(lambda: len(dead_letters(env)) == 1, 60, 0.5, "the dead letter stored")
+        time.sleep(2)
+        rows = dead_letters(env)
+        assert [(r["actor"], r["error_type"], r["error_message"]) for r in rows] == \
+            [("fail_after_cut", "permanent_error", "this can never work")]
+        assert int(redis_client.get("wtest:runs:pd")) == 1  # as many runs as before the outage
+        assert redis_client.hlen("dramatiq:tests.msgs") == 0 and redis_client.hlen("dramatiq:tests.DQ.msgs") == 0
+    finally:
+        proxy.cut()
 
 
 def test_dead_letter_path_on_rabbitmq(worker_env, start_worker, redis_client, redis_url, rabbit_url):

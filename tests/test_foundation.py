@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, WorkerProcess, free_port, wait_for
+from tests.conftest import BIN, WorkerProcess, free_port, pg_schema_url, wait_for
 
 
 @pytest.fixture()
@@ -118,7 +118,7 @@ def test_migrations_are_versioned_and_idempotent(backend, tmp_path, request):
     from database import current_version, init_database, latest_version, migrate
 
     if backend == "postgres":
-        url = _pg_schema_url(request.getfixturevalue("pg_url"), "wtest_migrations")
+        url = pg_schema_url(request.getfixturevalue("pg_url"), "wtest_migrations")
     else:
         url = f"sqlite:///{tmp_path}/m.db"
     init_database(url)
@@ -128,29 +128,18 @@ def test_migrations_are_versioned_and_idempotent(backend, tmp_path, request):
     assert current_version() == latest_version()
 
 
-def _pg_schema_url(pg_url: str, schema: str) -> str:
-    import psycopg2
-
-    conn = psycopg2.connect(pg_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        cur.execute(f"CREATE SCHEMA {schema}")
-    conn.close()
-    return f"{pg_url}?options=-csearch_path%3D{schema}"
-
-
 def test_postgres_dead_letter_store_roundtrip(pg_url):
     from dramatiq.message import Message
 
     from database import DeadLetter, init_database, migrate, session
     from middleware.deadletters import DeadLetters
+    from outcome import Dead
 
-    init_database(_pg_schema_url(pg_url, "wtest_dlq"))
+    init_database(pg_schema_url(pg_url, "wtest_dlq"))
     migrate()
     message = Message(queue_name="assets", actor_name="process_asset", args=(), kwargs={"asset_id": "x"},
                       options={"retries": 2}, message_id="m-1", message_timestamp=int(time.time() * 1000))
-    DeadLetters().record_message(message, "retries_exhausted", RuntimeError("final"))
+    DeadLetters().record(message, Dead.of("retries_exhausted", RuntimeError("final")))
     with session():
         row = DeadLetter.get()
     assert (row.message_id, row.error_type, row.error_message, row.attempts) == ("m-1", "retries_exhausted", "final", 3)

@@ -143,10 +143,19 @@ def test_error_inside_a_200_is_an_error(knowledge_env, start_worker, redis_clien
     assert _asset(knowledge_env, "kg5")["knowledge_status"] == "done"
 
 
-def test_no_key_means_skipped_and_no_graph(worker_env, start_worker, redis_client):
-    start_worker()
-    _send_document(worker_env, redis_client, "kg6")
-    wait_for(lambda: _asset(worker_env, "kg6").get("knowledge_status") == "skipped", 60, 0.5, "skipped")
+def test_no_key_means_skipped_and_no_graph_and_a_skip_is_not_an_error(worker_env, start_worker, redis_client):
+    """Regression: every skipped asset logged `Failed to process message ... with unhandled exception` at ERROR
+    with a traceback."""
+    worker = start_worker()
+    for name in ("kg6", "kg7"):
+        _send_document(worker_env, redis_client, name)
+    for name in ("kg6", "kg7"):
+        wait_for(lambda: _asset(worker_env, name).get("knowledge_status") == "skipped", 60, 0.5, "skipped")  # noqa: B023
     record = _asset(worker_env, "kg6")
     assert "OPENROUTER_API_KEY" in record["knowledge_error_message"]
     assert _graph(worker_env, "kg6")[0] == []
+    worker.stop()
+    lines = worker.logs()
+    assert [line for line in lines if line["level"] in ("ERROR", "CRITICAL")] == []
+    assert not any("Traceback" in line.get("exc_info", "") for line in lines)
+    assert sum("OPENROUTER_API_KEY is not set" in line["message"] for line in lines) == 1  # said once

@@ -96,6 +96,41 @@ def test_message_that_keeps_killing_its_worker_is_dead_lettered_as_crash_loop(wo
     wait_for(lambda: "bystander" in done(redis_client), 30, what="the other message")
 
 
+def test_crash_loop_of_an_asset_message_ends_its_record_failed_and_every_view_agrees(worker_env, start_worker,
+                                                                                     sender, redis_client, web):
+    """Regression: the consumer dead-letters a crash loop before any middleware runs, so the asset stayed
+    `processing` forever."""
+    import requests
+
+    from tests.conftest import WEB_TOKEN
+
+    base, _ = web
+    env = {**worker_env, "HEARTBEAT_TIMEOUT_MS": "1500", "MAINTENANCE_INTERVAL_MS": "300"}
+    redis_client.set("wtest:hold", 1)
+    message_id = sender("tracked_hold", asset_id="crashy")
+    rows: list = []
+    for kills in range(8):
+        worker = start_worker(env=env, threads=1)
+
+        def started_again_or_dead() -> bool:
+            nonlocal rows
+            rows = json.loads(run_cli(env, "dlq", "list", "--json").stdout or "[]")
+            return bool(rows) or redis_client.llen("wtest:started") > kills  # noqa: B023 - read at once
+
+        wait_for(started_again_or_dead, 30, 0.2, "the message to run again or be dead-lettered")
+        if rows:
+            break
+        worker.kill_tree()  # killed while the message runs
+    assert [(r["message_id"], r["error_type"]) for r in rows] == [(message_id, "crash_loop")]
+    assert redis_client.llen("wtest:started") == 3 and not done(redis_client)
+    record = json.loads(run_cli(env, "asset", "crashy", "--json").stdout)
+    assert (record["status"], record["error_code"]) == ("failed", "crash_loop")
+    headers = {"Authorization": f"Bearer {WEB_TOKEN}"}
+    assert requests.get(f"{base}/api/assets/crashy", headers=headers, timeout=10).json()["error_code"] == "crash_loop"
+    listed = requests.get(f"{base}/api/dead-letters", headers=headers, timeout=10).json()["items"]
+    assert [(r["message_id"], r["error_type"]) for r in listed] == [(message_id, "crash_loop")]
+
+
 def test_chaos_sigkill_every_few_seconds_loses_nothing_and_leaves_no_status_unfinished(worker_env, start_worker,
                                                                                       redis_client):
     from contracts import Sender

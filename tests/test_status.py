@@ -12,8 +12,10 @@ from dramatiq.message import Message
 from dramatiq.middleware import SkipMessage
 
 from database import Asset, init_database, migrate, session
+from middleware.deadletters import DeadLetters
 from middleware.errors import TransientError
 from middleware.status import StatusTracking
+from outcome import Dead, Retrying, conclude, kill
 
 
 class _Broker:
@@ -51,18 +53,46 @@ def test_success_path_is_timestamped(tracker):
     assert a.status == "extracted" and a.started_at and a.finished_at and a.updated_at >= a.created_at
 
 
+def _sink() -> DeadLetters:
+    sink = DeadLetters()
+    sink.broker = _Broker()
+    return sink
+
+
 def test_retrying_then_failed_records_attempts_and_error(tracker):
     m = _message("b")
     tracker.before_process_message(_Broker(), m)
-    m.__dict__["outcome"] = ("retrying", int(time.time() * 1000) + 5000, "TransientError: x")
+    conclude(m, Retrying(int(time.time() * 1000) + 5000, "TransientError: x"))
     tracker.after_process_message(_Broker(), m, exception=TransientError("x"))
     assert _status("b") == ("retrying", 1, None)
     retry = MessageProxy(m._message.copy(options={"retries": 1}))
     tracker.before_process_message(_Broker(), retry)
     assert _status("b") == ("processing", 2, None)
-    retry.__dict__["outcome"] = ("failed", "corrupt", "PermanentError: bad")
+    dead = Dead.of("permanent_error", RuntimeError("bad"), error_code="corrupt")
+    kill(retry, dead)
     tracker.after_process_message(_Broker(), retry, exception=RuntimeError("bad"))
+    assert _status("b") == ("processing", 2, None)  # a Dead outcome is the dead-letter sink's to write
+    _sink().record(retry, dead)
     assert _status("b") == ("failed", 2, "corrupt")
+
+
+def test_a_dead_letter_fails_the_record_only_in_its_own_generation(tracker):
+    now = int(time.time() * 1000)
+    crashed = _message("f", ts=now)
+    tracker.before_process_message(_Broker(), crashed)
+    # the consumer rejects it before any middleware runs (crash loop): only the sink sees it
+    _sink().record(crashed, Dead.of("crash_loop", RuntimeError("worker process died 3 times")))
+    assert _status("f") == ("failed", 1, "crash_loop")
+    # a dead letter of an older generation cannot touch a newer one, nor a finished one
+    newer = _message("f", ts=now + 10)
+    tracker.before_process_message(_Broker(), newer)
+    tracker.after_process_message(_Broker(), newer)
+    _sink().record(_message("f", ts=now + 5), Dead.of("invalid_payload", ValueError("x")))
+    _sink().record(newer, Dead.of("crash_loop", RuntimeError("late")))
+    assert _status("f")[0] == "extracted"
+    # a message rejected before it ever started creates its record, failed
+    _sink().record(_message("g"), Dead.of("invalid_payload", ValueError("bad field")))
+    assert _status("g") == ("failed", 0, "invalid_payload")
 
 
 def test_late_duplicate_cannot_regress_a_finished_record(tracker):
@@ -74,7 +104,7 @@ def test_late_duplicate_cannot_regress_a_finished_record(tracker):
         tracker.before_process_message(_Broker(), duplicate)
     assert _status("c")[0] == "extracted"
     # a stale "retrying" from the old attempt cannot move it back either
-    m.__dict__["outcome"] = ("retrying", 0, "late")
+    conclude(m, Retrying(0, "late"))
     tracker.after_process_message(_Broker(), m, exception=TransientError("late"))
     assert _status("c")[0] == "extracted"
 
@@ -92,7 +122,6 @@ def test_older_generation_is_skipped_and_newer_generation_resets(tracker):
     tracker.before_process_message(_Broker(), requeued)
     assert _status("d") == ("processing", 1, None)
     # the superseded generation's late success does not overwrite the new one
-    new.__dict__.pop("outcome", None)
     tracker.after_process_message(_Broker(), new)
     assert _status("d")[0] == "processing"
 

@@ -4,55 +4,33 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 from dramatiq.message import Message
 
-from tests.conftest import BIN, ROOT, free_port, run_cli, wait_for
+from tests.conftest import ROOT, free_port, run_cli, wait_for
+from tests.conftest import WEB_PASSWORD as PASSWORD
+from tests.conftest import WEB_TOKEN as TOKEN
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
-PASSWORD = "correct horse battery staple"
-TOKEN = "api-token-123"
 
 
 def _dead_letter(env: dict[str, str], actor: str = "noop", error: str = "boom", **kwargs) -> int:
     from database import DeadLetter, init_database, migrate, session
     from middleware.deadletters import DeadLetters
+    from outcome import Dead
 
     init_database(env["DATABASE_URL"])
     migrate()
     message = Message(queue_name="tests", actor_name=actor, args=(), kwargs=kwargs or {"tag": "web"},
                       options={"retries": 2}, message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000))
-    DeadLetters().record_message(message, "retries_exhausted", RuntimeError(error))
+    DeadLetters().record(message, Dead.of("retries_exhausted", RuntimeError(error)))
     with session():
         return DeadLetter.select().order_by(DeadLetter.id.desc()).get().id
-
-
-@pytest.fixture()
-def web(worker_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
-    port = free_port()
-    env = {**worker_env, "WEB_PASSWORD": PASSWORD, "WEB_API_TOKEN": TOKEN, "WEB_PORT": str(port)}
-    assert run_cli(env, "migrate").returncode == 0
-    process = subprocess.Popen([str(BIN / "worker"), "web"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return requests.get(f"{base}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    wait_for(up, 30, 0.2, "dashboard up")
-    yield base, env
-    process.terminate()
-    process.wait(10)
 
 
 def _login(base: str) -> tuple[requests.Session, str]:

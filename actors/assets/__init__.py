@@ -22,8 +22,8 @@ from actors.assets.fetch import FetchPolicy, fetched
 from actors.assets.sniff import sniff
 from actors.assets.store import store_result, unchanged
 from contracts import build_message
+from database.tracks import generation_of
 from middleware.hardlimit import run_hard_limited
-from middleware.status import generation_of
 from settings import get_settings
 
 logger = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ summary follows, idempotency key ``knowledge:{asset_id}:{sha256}``.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import dramatiq
@@ -26,8 +27,8 @@ from actors.knowledge.graph import SCHEMA, Graph, chunk_text, extract_chunk
 from actors.knowledge.openrouter import OpenRouterClient, Usage
 from actors.knowledge.store import load_asset, replace_graph
 from contracts import build_message
+from database.tracks import generation_of
 from middleware.errors import SkipWork
-from middleware.status import generation_of
 from settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,18 @@ def _client() -> OpenRouterClient:
         payment_pause_ms=_settings.openrouter_payment_pause_seconds * 1000)
 
 
-@dramatiq.actor(queue_name="knowledge", status_track="knowledge", rate_limit="openrouter",
+@functools.cache
+def _note_no_key() -> None:
+    logger.info("OPENROUTER_API_KEY is not set: knowledge extraction is skipped for every asset (status `skipped`).")
+
+
+# throws: a skip is an expected end (Dramatiq logs it at INFO, without a traceback), not a failure.
+@dramatiq.actor(queue_name="knowledge", status_track="knowledge", rate_limit="openrouter", throws=(SkipWork,),
                 max_attempts=_settings.knowledge_max_attempts, retry_hours=_settings.knowledge_retry_hours,
                 time_limit=_settings.knowledge_time_limit_seconds * 1000)
 def extract_knowledge(asset_id: str) -> None:
     if not _settings.openrouter_api_key:
+        _note_no_key()
         raise SkipWork("OPENROUTER_API_KEY is not set: knowledge extraction skipped, no graph produced")
     asset, text = load_asset(asset_id)
     client = _client()

@@ -110,6 +110,27 @@ def hold(tag: str) -> None:
     record("done", tag)
 
 
+@dramatiq.actor(queue_name="tests", status_track="asset", max_attempts=3, retry_hours=1)
+def tracked_hold(asset_id: str) -> None:
+    """Like ``hold``, for an asset record (status tracked): the test kills the worker while it runs."""
+    record("started", asset_id)
+    deadline = time.monotonic() + 120
+    while _client.exists(f"{PREFIX}:hold") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    record("done", asset_id)
+
+
+@dramatiq.actor(queue_name="tests", max_attempts=3, retry_hours=1)
+def fail_after_cut(tag: str) -> None:
+    """Counts its runs, asks the test to cut the database, waits until it did, then fails for good."""
+    _client.incr(f"{PREFIX}:runs:{tag}")
+    record("cut", tag)
+    deadline = time.monotonic() + 30
+    while not _client.exists(f"{PREFIX}:cut-done") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    raise PermanentError("this can never work", error_code="corrupt")
+
+
 @dramatiq.actor(queue_name="tests", rate_limit="kommo", max_attempts=2, retry_hours=1)
 def limited_call(tag: str) -> None:
     """Calls the `kommo` upstream: one limiter slot per request, as an upstream client does."""

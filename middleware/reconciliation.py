@@ -1,0 +1,62 @@
+"""Runs the fleet's reconciler (reconciler.py) in every worker process; one at a time does the work.
+
+Hooks: ``after_worker_boot`` (starts the thread), ``after_worker_shutdown``
+(stops it).  Every ``RECONCILE_INTERVAL_SECONDS`` the thread asks the
+broker for the ``reconciler`` lease (three intervals long, renewed by its
+holder each round); only the holder runs a round, so the fleet reconciles
+once per interval whatever its size, and another process takes over within
+three intervals when the holder dies.  A broker that cannot list its
+messages (RabbitMQ) never grants the lease.  No actor options.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware
+
+from reconciler import Reconciler
+
+logger = logging.getLogger(__name__)
+
+
+class Reconciliation(Middleware):
+    """Parameters:
+      client: Redis client for the reconciler's state between rounds.
+      interval_s(float): RECONCILE_INTERVAL_SECONDS.
+      grace_s(float): RECONCILE_GRACE_SECONDS.
+    """
+
+    def __init__(self, client: Any, *, interval_s: float, grace_s: float) -> None:
+        self.client = client
+        self.interval_s = interval_s
+        self.grace_s = grace_s
+        self.stop_event = threading.Event()
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self.stop_event.clear()
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # per forked process
+        reconciler = Reconciler(broker, self.client, grace_s=self.grace_s, interval_s=self.interval_s,
+                                namespace=getattr(broker, "namespace", "dramatiq"))
+        threading.Thread(target=self._loop, args=(broker, reconciler), name="worker-reconciler", daemon=True).start()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self.stop_event.set()
+
+    def _loop(self, broker: Any, reconciler: Reconciler) -> None:
+        while not self.stop_event.wait(self.interval_s):
+            try:
+                if not broker.take_lease("reconciler", self.holder, int(self.interval_s * 3000)):
+                    continue
+                if reconciler.run_once() is None:
+                    logger.info("The broker cannot list its messages: the reconciler is off in this fleet.")
+                    return
+            except Exception as exc:  # noqa: BLE001 - an outage must not end the loop
+                logger.warning("Reconciliation round failed: %s", exc)

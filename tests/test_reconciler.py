@@ -1,0 +1,129 @@
+"""The reconciler: which records it repairs and which it must leave (unit), and a broker that lost everything
+(integration: real workers, real Redis, FLUSHDB)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from reconciler import MAX_REBUILDS, Candidate, decide, rebuild_message
+
+NOW = int(time.time() * 1000)
+
+
+def _asset(asset_id: str, status: str = "processing", **kwargs) -> Candidate:
+    return Candidate(track="asset", asset_id=asset_id, status=status, generation=(NOW - 600_000, f"m-{asset_id}"),
+                     source=kwargs.pop("source", f"file:{asset_id}.txt"), **kwargs)
+
+
+def test_a_record_whose_message_is_present_is_left_alone_and_forgotten_as_a_suspect():
+    # present covers queued, delayed (a retry waiting in the delay queue) and held by a slow worker alike
+    repairs, suspects = decide([_asset("a")], present={("asset", "a")}, suspects={"asset:a": NOW - 1},
+                               rebuilds={}, now_ms=NOW)
+    assert repairs == [] and suspects == {}
+
+
+def test_missing_once_is_only_a_suspect_missing_twice_is_repaired():
+    repairs, suspects = decide([_asset("a")], present=set(), suspects={}, rebuilds={}, now_ms=NOW)
+    assert repairs == [] and suspects == {"asset:a": NOW}
+    repairs, suspects = decide([_asset("a")], present=set(), suspects=suspects, rebuilds={}, now_ms=NOW + 60_000)
+    assert [(r.candidate.asset_id, r.action) for r in repairs] == [("a", "requeued")]
+    assert suspects == {}
+
+
+def test_tracks_are_told_apart():
+    knowledge = Candidate(track="knowledge", asset_id="a", status="pending", generation=(0, ""),
+                          asset_status="extracted")
+    repairs, suspects = decide([_asset("a"), knowledge], present={("asset", "a")}, suspects={"knowledge:a": NOW},
+                               rebuilds={}, now_ms=NOW)
+    assert [(r.candidate.track, r.action) for r in repairs] == [("knowledge", "requeued")]
+
+
+def test_a_record_that_cannot_rebuild_its_message_is_failed():
+    no_source = _asset("s", source=None)
+    bad_source = _asset("b", source="ftp://elsewhere/x")  # would not pass the payload contract
+    no_text = Candidate(track="knowledge", asset_id="k", status="processing", generation=(NOW, "m"),
+                        asset_status="failed")
+    suspects = {"asset:s": NOW, "asset:b": NOW, "knowledge:k": NOW}
+    repairs, _ = decide([no_source, bad_source, no_text], set(), suspects, {}, NOW)
+    assert [(r.candidate.asset_id, r.action) for r in repairs] == [("s", "failed"), ("b", "failed"),
+                                                                    ("k", "failed")]
+
+
+def test_a_message_lost_again_and_again_ends_failed_instead_of_looping():
+    repairs, _ = decide([_asset("a")], set(), {"asset:a": NOW}, {"asset:a": MAX_REBUILDS}, NOW)
+    assert [r.action for r in repairs] == ["failed"]
+
+
+def test_the_rebuilt_message_continues_the_records_generation_with_a_fresh_budget():
+    candidate = _asset("a", filename="a.txt", crm_lead_id=7)
+    message = rebuild_message(candidate, rebuilds=0)
+    assert (message.actor_name, message.queue_name) == ("process_asset", "assets")
+    assert message.kwargs == {"asset_id": "a", "source": "file:a.txt", "filename": "a.txt", "crm_lead_id": 7}
+    assert (message.options["generation"], message.message_id) == candidate.generation
+    assert message.options["budget_started_at"] > NOW - 600_000  # not dead of age_limit on arrival
+    fresh = rebuild_message(_asset("r", status="received"), rebuilds=0)  # never started: a generation of its own
+    assert fresh.options["generation"] > NOW - 600_000 and fresh.message_id != "m-r"
+
+
+# --- integration: the broker loses everything ----------------------------------------------------------------
+
+def _statuses(env: dict[str, str]) -> dict[str, tuple[str, str | None]]:
+    path = env["DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(path, timeout=30) as conn:
+        return {a: (s, c) for a, s, c in conn.execute("select asset_id, status, error_code from asset")}
+
+
+def test_flushed_broker_every_stuck_record_is_rebuilt_and_delayed_or_slow_work_is_left_alone(
+        worker_env, start_worker, redis_client):
+    from contracts import Sender
+    from database import Asset, init_database, session, utcnow
+    from tests.conftest import run_cli, wait_for
+    from tests.support.gatedorigin import GatedOrigin
+
+    origin = GatedOrigin()
+    env = {**worker_env, "FETCH_ALLOW_HTTP": "true", "FETCH_ALLOWLIST": "127.0.0.1", "FETCH_READ_TIMEOUT_SECONDS": "120",
+           "RECONCILE_INTERVAL_SECONDS": "1", "RECONCILE_GRACE_SECONDS": "3",
+           # the delayed retry below must still be waiting when the test ends
+           "RETRY_BACKOFF_BASE_MS": "300000", "RETRY_BACKOFF_MAX_MS": "600000"}
+    storage = Path(env["STORAGE_ROOT"])
+    sender = Sender(redis_client)
+    assert run_cli(env, "migrate").returncode == 0
+    try:
+        # 1. three assets in `processing` (their fetch is held), then the worker tree dies
+        origin.hold("p0", "p1", "p2")
+        first = start_worker(env=env, threads=4)
+        for name in ("p0", "p1", "p2"):
+            sender.process_asset(name, f"{origin.url}/{name}")
+        wait_for(lambda: [s for s, _ in _statuses(env).values()].count("processing") == 3, 30, 0.2, "3 processing")
+        first.kill_tree()
+        # 2. two records the product wrote as `received` whose messages never arrived
+        init_database(env["DATABASE_URL"])
+        with session():
+            for name in ("r0", "r1"):
+                (storage / f"{name}.txt").write_text(f"received document {name}\n" * 10)
+                Asset.create(asset_id=name, status="received", source=f"file:{name}.txt", updated_at=utcnow())
+        # 3. the broker loses everything (a failover, an older AOF, an operator's FLUSHDB)
+        redis_client.flushdb()
+        origin.release("p0", "p1", "p2")
+        # 4. a fresh worker; beside the lost work, a slow in-flight message and a delayed retry
+        origin.hold("slow")
+        origin.fail("retry")
+        start_worker(env=env, threads=4)
+        sender.process_asset("slow", f"{origin.url}/slow")
+        sender.process_asset("retry", f"{origin.url}/retry")
+        lost = ("p0", "p1", "p2", "r0", "r1")
+        wait_for(lambda: all(_statuses(env).get(a, ("",))[0] == "extracted" for a in lost), 90, 0.5,
+                 "every lost record extracted")
+        time.sleep(6)  # several more rounds, each past the 3 s grace of the slow and the delayed record
+        statuses = _statuses(env)
+        assert statuses["slow"] == ("processing", None) and statuses["retry"][0] == "retrying"
+        assert (origin.hits["slow"], origin.hits["retry"]) == (1, 1)  # never rebuilt, never run twice
+        audit = json.loads(run_cli(env, "dlq", "audit", "--json").stdout)
+        assert sorted(a["target"] for a in audit if a["action"] == "reconcile-requeued") == sorted(lost)
+        origin.release("slow")
+        wait_for(lambda: _statuses(env)["slow"][0] == "extracted", 30, 0.3, "the slow one extracted")
+    finally:
+        origin.close()
