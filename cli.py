@@ -12,13 +12,10 @@ import json
 import logging
 import shlex
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from database.connection import DatabaseUnavailable
@@ -45,7 +42,7 @@ def _init(settings: Settings, *, migrate: bool = True) -> None:
     from logsetup import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    init_database(settings.database_url)
+    init_database(settings.database_url, statement_timeout_ms=settings.database_statement_timeout_ms)
     if migrate:
         run_migrations()
 
@@ -60,38 +57,41 @@ def _operator() -> str:
 
 # --- run --------------------------------------------------------------------------
 def dramatiq_command(settings: Settings) -> list[str]:
-    """The exact Dramatiq command `worker run` executes (bare `dramatiq actors ...` is equivalent)."""
+    """The exact Dramatiq command `worker run` executes (in its own process, see cmd_run).
+
+    ``--skip-logging``: Dramatiq's processes keep the JSON (or text) logging this service configured
+    instead of adding Dramatiq's own plain-text handler beside it.
+    """
     return ["dramatiq", "actors", "--processes", str(settings.worker_processes),
             "--threads", str(settings.worker_threads),
-            "--worker-shutdown-timeout", str(settings.shutdown_grace_seconds * 1000)]
+            "--worker-shutdown-timeout", str(settings.shutdown_grace_seconds * 1000), "--skip-logging"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Become Dramatiq's main process (no intermediate parent).
+
+    A supervisor's signal, a process-group kill or a SIGKILL therefore reach the process that owns the
+    worker processes; those ask the kernel for SIGTERM when it dies (middleware.recovery,
+    supervision.py), so no worker outlives it.  Dramatiq's own handlers do the rest: SIGTERM/SIGINT stop
+    gracefully (once, even when a terminal signals the whole group: the worker processes ignore SIGINT),
+    SIGHUP reloads by re-executing ``worker run``.
+    """
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
+    from database import database_proxy
+
     settings = _settings()
     _init(settings, migrate=True)
+    if database_proxy.obj is not None:
+        database_proxy.obj.close()  # worker processes are forked from here: they must not share its connection
     metrics_dir = Path(settings.metrics_dir)
     if metrics_dir.exists():  # stale per-process files of an earlier run would be summed in forever
         shutil.rmtree(metrics_dir)
     metrics_dir.mkdir(parents=True)
     command = dramatiq_command(settings)
-    executable = Path(sys.executable).with_name("dramatiq")
-    argv = [str(executable) if executable.exists() else command[0], *command[1:]]
     logger.info("starting: %s", shlex.join(command), extra={"command": command})
-    # Its own session: a terminal's Ctrl-C reaches it once, forwarded by us.  Had it also received the
-    # terminal's own SIGINT, Dramatiq would take the second signal as "kill now" and drop in-flight work.
-    process = subprocess.Popen(argv, start_new_session=True)
-
-    def forward(signum: int, _frame: Any) -> None:
-        if process.poll() is None:
-            process.send_signal(signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    while True:
-        try:
-            return process.wait()
-        except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for clarity
-            continue
+    return int(dramatiq_main(make_argument_parser().parse_args(command[1:])) or 0)
 
 
 # --- web ---------------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         from database import current_version, init_database, latest_version
 
-        init_database(settings.database_url)
+        init_database(settings.database_url, statement_timeout_ms=settings.database_statement_timeout_ms)
         version = current_version()
         if version < latest_version():
             warnings.append(f"database schema at version {version}, latest is {latest_version()}: run worker migrate")

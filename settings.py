@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     broker_url: str = Field("redis://127.0.0.1:6379/0", description="redis://, rediss:// or amqp(s):// URL")
     database_url: str = Field("sqlite:///var/worker.db", description="sqlite:///path or postgresql://...")
     storage_root: str = Field("var/storage", description="root of file: asset sources")
+    database_statement_timeout_ms: int = Field(30_000, ge=0,
+                                               description="PostgreSQL statement_timeout of every session (0: none)")
     broker_socket_timeout_seconds: float = Field(10.0, gt=0, description="broker socket (read/write) timeout")
     broker_health_check_seconds: int = Field(15, ge=0, description="Redis connection health-check interval (0 = off)")
     broker_idle_poll_ms: int = Field(50, ge=1, le=1000,
@@ -66,6 +68,8 @@ class Settings(BaseSettings):
     worker_max_rss_mb: int = Field(1024, ge=0, description="worker processes over this RSS are recycled (0: off)")
     worker_max_messages: int = Field(0, ge=0, description="recycle worker processes after N messages (0: off)")
     crash_loop_limit: int = Field(3, ge=1, description="worker deaths while running a message before crash_loop")
+    liveness_wedge_grace_seconds: float = Field(120.0, gt=0, description="a message running this long past its "
+                                                "time limit makes /healthz fail (the process is wedged)")
     reconcile_interval_seconds: float = Field(60.0, gt=0, description="how often the reconciler looks for stuck records")
     reconcile_grace_seconds: float = Field(300.0, gt=0,
                                            description="a non-terminal record with no message this long is repaired")

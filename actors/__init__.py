@@ -38,7 +38,7 @@ configure_logging(settings.log_level, settings.log_format)
 configure_telemetry(settings)
 logger = logging.getLogger("actors")
 
-init_database(settings.database_url)
+init_database(settings.database_url, statement_timeout_ms=settings.database_statement_timeout_ms)
 try:
     migrate()
 except DatabaseUnavailable as exc:

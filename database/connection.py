@@ -21,6 +21,22 @@ class DatabaseUnavailable(Exception):
     """The database could not be reached or stayed locked; always transient."""
 
 
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """peewee's wrappers, and the driver's own classes peewee lets through by name (psycopg2's
+    ``QueryCanceled``, raised by ``statement_timeout``, is an OperationalError peewee does not map)."""
+    errors: list[type[BaseException]] = [peewee.OperationalError, peewee.InterfaceError]
+    try:
+        import psycopg2
+
+        errors += [psycopg2.OperationalError, psycopg2.InterfaceError]
+    except ImportError:  # pragma: no cover - psycopg2 is a dependency
+        pass
+    return tuple(errors)
+
+
+_CONNECTION_ERRORS = _connection_errors()
+
+
 def _sqlite(path: str) -> peewee.SqliteDatabase:
     if path != ":memory:":
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -36,10 +52,14 @@ def _sqlite(path: str) -> peewee.SqliteDatabase:
     )
 
 
-def _postgres(url: str) -> peewee.PostgresqlDatabase:
+def _postgres(url: str, statement_timeout_ms: int | None) -> peewee.PostgresqlDatabase:
     parts = urlsplit(url)
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     options.setdefault("connect_timeout", "5")
+    if statement_timeout_ms:
+        # A query stuck on a lock or a sick server ends as DatabaseUnavailable (retried, no attempt spent)
+        # instead of holding a worker thread forever.
+        options["options"] = f"{options.get('options', '')} -c statement_timeout={int(statement_timeout_ms)}".strip()
     return peewee.PostgresqlDatabase(
         unquote(parts.path.lstrip("/")) or "postgres",
         user=unquote(parts.username) if parts.username else None,
@@ -50,26 +70,31 @@ def _postgres(url: str) -> peewee.PostgresqlDatabase:
     )
 
 
-def make_database(url: str) -> peewee.Database:
+def make_database(url: str, *, statement_timeout_ms: int | None = None) -> peewee.Database:
+    """A database for ``url``; ``statement_timeout_ms`` applies to PostgreSQL sessions (None or 0: none)."""
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
         # sqlite:///relative/path, sqlite:////absolute/path, sqlite:///:memory:
         return _sqlite(url[len("sqlite:///"):] or ":memory:")
     if scheme in {"postgres", "postgresql"}:
-        return _postgres(url)
+        return _postgres(url, statement_timeout_ms)
     raise ValueError(f"unsupported DATABASE_URL scheme {scheme!r}")
 
 
-def init_database(url: str) -> peewee.Database:
-    """Bind the models to the database at ``url`` (idempotent for the same URL)."""
+def init_database(url: str, *, statement_timeout_ms: int | None = None) -> peewee.Database:
+    """Bind the models to the database at ``url`` (idempotent for the same URL and timeout).
+
+    The service passes DATABASE_STATEMENT_TIMEOUT_MS from settings; None (tests, tools) sets none.
+    """
     global _bound_url
+    key = f"{url}#{statement_timeout_ms or 0}"
     with _bind_lock:
-        if _bound_url == url and database_proxy.obj is not None:
+        if _bound_url == key and database_proxy.obj is not None:
             return database_proxy.obj
         if database_proxy.obj is not None:
             database_proxy.obj.close()
-        database_proxy.initialize(make_database(url))
-        _bound_url = url
+        database_proxy.initialize(make_database(url, statement_timeout_ms=statement_timeout_ms))
+        _bound_url = key
         return database_proxy.obj
 
 
@@ -97,7 +122,7 @@ def session(transaction: bool = False) -> Iterator[peewee.Database]:
                 yield db
         else:
             yield db
-    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+    except _CONNECTION_ERRORS as exc:
         try:
             db.close()
         except Exception:  # noqa: BLE001 - the connection is already broken

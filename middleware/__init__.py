@@ -7,7 +7,7 @@ pins (before-hooks run in this order, after-hooks in reverse):
    trace spans)
 2. metrics                   6. time limit (soft; the hard limit is middleware.hardlimit)
 3. validation                7. retries
-4. rate limit                8. dead letters  9. recovery (heartbeats, crash loops), reconciliation
+4. rate limit                8. dead letters  9. recovery (heartbeats, crash loops), liveness, reconciliation
                                 (records whose message was lost), recycling
 """
 
@@ -18,6 +18,7 @@ from dramatiq.middleware import CurrentMessage, Middleware, TimeLimit
 from brokers import make_redis_client
 from middleware.context import LogContext
 from middleware.deadletters import DeadLetters
+from middleware.liveness import Liveness
 from middleware.metrics import Metrics
 from middleware.ratelimit import Limit, RateLimit, RateLimiter
 from middleware.reconciliation import Reconciliation
@@ -54,6 +55,9 @@ def build_stack(settings: Settings) -> list[Middleware]:
                 max_age_ms=int(settings.message_max_age_hours * 3_600_000)),
         DeadLetters(),
         Recovery(interval_ms=settings.maintenance_interval_ms),
+        Liveness(interval_ms=settings.maintenance_interval_ms,
+                 default_time_limit_ms=settings.assets_time_limit_seconds * 1000,
+                 wedge_grace_s=settings.liveness_wedge_grace_seconds),
         Reconciliation(redis_client, interval_s=settings.reconcile_interval_seconds,
                        grace_s=settings.reconcile_grace_seconds),
         Recycling(max_rss_mb=settings.worker_max_rss_mb, max_messages=settings.worker_max_messages),

@@ -20,7 +20,6 @@ The worker thread and process carry on with the next message.
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import logging
 import multiprocessing
@@ -36,27 +35,20 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from middleware.errors import HardTimeout, MemoryLimitExceeded, PermanentError, TransientError
+from supervision import die_with_parent
 
 logger = logging.getLogger(__name__)
 MAX_TASKS_PER_CHILD = 200
 PRELOAD = ["pypdfium2", "docx2txt", "charset_normalizer"]
-_PR_SET_PDEATHSIG = 1
+POLL_SLICE_S = 0.25
 
 
 class RemoteError(Exception):
     """An exception from the child whose type could not be re-created here."""
 
 
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except OSError:  # not Linux: the pipe EOF below still ends an idle child
-        pass
-
-
 def _child_main(conn: Connection, memory_mb: int, parent_pid: int) -> None:
-    _die_with_parent()
+    die_with_parent(signal.SIGKILL, os.getppid())  # elsewhere than Linux, the pipe's EOF ends an idle child
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     limit = memory_mb * 1024 * 1024
@@ -148,7 +140,7 @@ class HardLimitPool:
         started = time.monotonic()
         try:
             child.conn.send((target, args, kwargs))
-            if not child.conn.poll(timeout_s):
+            if not _wait_for_answer(child.conn, started + timeout_s):
                 child.kill()
                 _count_kill("timeout")
                 raise HardTimeout(f"{target} did not finish within the hard limit of {timeout_s:g} s; killed")
@@ -163,6 +155,11 @@ class HardLimitPool:
         except (BrokenPipeError, ConnectionResetError):
             child.kill()
             raise MemoryLimitExceeded(f"{target}: child process died") from None
+        except BaseException:
+            # Interrupted while the child works (the soft time limit, a shutdown): nobody will read its
+            # answer, so it must not live on with the work, nor go back to the pool busy.
+            child.kill()
+            raise
         child.tasks += 1
         self.peak_child_rss_mb = max(self.peak_child_rss_mb, peak)
         logger.debug("%s ran %.3f s in a child (peak %.0f MB)", target, time.monotonic() - started, peak)
@@ -181,6 +178,17 @@ class HardLimitPool:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
+
+
+def _wait_for_answer(conn: Connection, deadline: float) -> bool:
+    """Wait for the child's answer until ``deadline`` (monotonic), in short slices: an exception raised
+    into this thread (Dramatiq's soft time limit) lands within a slice, not at the hard deadline."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return conn.poll(0)
+        if conn.poll(min(left, POLL_SLICE_S)):
+            return True
 
 
 def _count_kill(reason: str) -> None:

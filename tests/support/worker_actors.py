@@ -131,6 +131,16 @@ def fail_after_cut(tag: str) -> None:
     raise PermanentError("this can never work", error_code="corrupt")
 
 
+@dramatiq.actor(queue_name="tests", max_attempts=1, retry_hours=1, time_limit=1000)
+def wedge(tag: str, seconds: float) -> None:
+    """Blocks in native code past its 1 s time limit: the soft limit cannot interrupt it (a wedged thread)."""
+    import ctypes
+
+    record("started", tag)
+    ctypes.CDLL("libc.so.6").sleep(int(seconds))  # C sleep: no bytecode runs, so no async exception lands
+    record("done", tag)
+
+
 @dramatiq.actor(queue_name="tests", rate_limit="kommo", max_attempts=2, retry_hours=1)
 def limited_call(tag: str) -> None:
     """Calls the `kommo` upstream: one limiter slot per request, as an upstream client does."""
