@@ -1,7 +1,7 @@
 """The worker's entry point for Dramatiq: ``dramatiq actors`` (or ``worker run``).
 
 Importing this package configures logging, binds the database (running
-pending migrations), builds the broker for ``BROKER_URL`` with the full
+pending migrations, or retrying them from a thread while the database is down), builds the broker for ``BROKER_URL`` with the full
 middleware stack, makes it Dramatiq's global broker, and only then imports
 the domain modules: Dramatiq checks actor options when an actor is
 declared, so the custom middleware must be installed first.
@@ -29,7 +29,7 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.abspath(settings.metrics_dir)
 import dramatiq  # noqa: E402
 
 from brokers import build_broker  # noqa: E402
-from database import DatabaseUnavailable, init_database, migrate  # noqa: E402
+from database import init_database, migrate_when_available  # noqa: E402
 from logsetup import configure_logging  # noqa: E402
 from middleware import build_stack  # noqa: E402
 from telemetry import configure_telemetry  # noqa: E402
@@ -39,10 +39,7 @@ configure_telemetry(settings)
 logger = logging.getLogger("actors")
 
 init_database(settings.database_url, statement_timeout_ms=settings.database_statement_timeout_ms)
-try:
-    migrate()
-except DatabaseUnavailable as exc:
-    logger.critical("Database unavailable at start (%s); messages will wait until it is back.", exc)
+migrate_when_available()
 
 broker = build_broker(settings, build_stack(settings))
 dramatiq.set_broker(broker)

@@ -14,7 +14,7 @@ from database.connection import (
     is_sqlite,
     session,
 )
-from database.migrations import current_version, latest_version, migrate
+from database.migrations import current_version, latest_version, migrate, migrate_when_available
 from database.models import (
     ALL_MODELS,
     Asset,
@@ -49,6 +49,7 @@ __all__ = [
     "is_sqlite",
     "latest_version",
     "migrate",
+    "migrate_when_available",
     "session",
     "utcnow",
 ]

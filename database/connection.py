@@ -128,3 +128,15 @@ def session(transaction: bool = False) -> Iterator[peewee.Database]:
         except Exception:  # noqa: BLE001 - the connection is already broken
             pass
         raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}".strip()) from exc
+    except peewee.ProgrammingError as exc:
+        if not _missing_table(exc):
+            raise
+        # The schema is not there yet (a worker that started during an outage migrates when it can):
+        # an infrastructure state like an outage, not a fault of the message being processed.
+        raise DatabaseUnavailable(f"schema not migrated yet: {exc}".strip()) from exc
+
+
+def _missing_table(exc: BaseException) -> bool:
+    """PostgreSQL's undefined_table (42P01; SQLite says "no such table" as an OperationalError)."""
+    driver_errors = [exc.__context__, *exc.args[:1]]  # peewee re-raises the driver's error wrapped
+    return any(getattr(e, "pgcode", None) == "42P01" for e in driver_errors)

@@ -8,11 +8,12 @@ so several processes starting together apply it exactly once.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 import peewee
 
-from database.connection import database_proxy, is_sqlite, session
+from database.connection import DatabaseUnavailable, database_proxy, is_sqlite, session
 from database.models import (
     Asset,
     AssetText,
@@ -82,4 +83,35 @@ def migrate() -> list[int]:
     return applied
 
 
-__all__ = ["MIGRATIONS", "current_version", "database_proxy", "latest_version", "migrate"]
+MIGRATE_RETRY_SECONDS = 5.0
+
+
+def migrate_when_available(retry_s: float = MIGRATE_RETRY_SECONDS) -> threading.Thread | None:
+    """Apply pending migrations now, or keep trying from a thread until the database takes them.
+
+    A worker that starts during a database outage must not run for good on a schema it never
+    migrated: until the tables exist, queries fail as DatabaseUnavailable and messages wait.
+    Returns the retrying thread, or None when the migrations are done already.
+    """
+    try:
+        migrate()
+        return None
+    except DatabaseUnavailable as exc:
+        logger.warning("Database unavailable at start (%s); migrating as soon as it is back, messages wait.", exc)
+
+    def retry() -> None:
+        stop = threading.Event()  # never set: the thread ends once the migrations are in
+        while not stop.wait(retry_s):
+            try:
+                migrate()
+            except DatabaseUnavailable:
+                continue
+            logger.info("Database back: migrations applied.")
+            return
+
+    thread = threading.Thread(target=retry, name="worker-migrate", daemon=True)
+    thread.start()
+    return thread
+
+
+__all__ = ["MIGRATIONS", "current_version", "database_proxy", "latest_version", "migrate", "migrate_when_available"]

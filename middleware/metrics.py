@@ -31,9 +31,11 @@ worker_reconciled_total{track,action}                    records whose message w
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -148,6 +150,7 @@ def serve() -> int:
     from web.health import HealthChecks
 
     die_with_parent(signal.SIGTERM)  # Dramatiq's fork processes do not outlive their main process either
+    faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     settings = get_settings()
     init_database(settings.database_url, statement_timeout_ms=settings.database_statement_timeout_ms)
     checks = HealthChecks(settings)

@@ -1,7 +1,8 @@
 """Shutdown and crash recovery: heartbeats, dead-worker requeue, crash-loop accounting.
 
 Hooks: ``after_process_boot`` (this worker process stops when its Dramatiq
-main process dies, however it dies: supervision.die_with_parent),
+main process dies, however it dies: supervision.die_with_parent; SIGUSR1
+prints every thread's stack),
 ``after_worker_boot`` (starts the maintenance thread),
 ``after_worker_shutdown`` (stops it), ``before_process_message`` (marks the
 message started, so a worker death while running it counts as a crash).
@@ -25,8 +26,10 @@ No actor options.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
+import sys
 import threading
 
 import dramatiq
@@ -51,6 +54,9 @@ class Recovery(Middleware):
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         die_with_parent(signal.SIGTERM)
+        # `kill -USR1 <pid>` prints every thread's stack to the real stderr (Dramatiq's log pipe is framed,
+        # raw bytes would corrupt it): what a stuck worker process is waiting for.
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from dramatiq.worker import WorkerThread

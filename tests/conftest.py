@@ -138,6 +138,18 @@ class WorkerProcess:
             pass
         self.process.wait(10)
 
+    def dump_stacks(self) -> None:
+        """SIGUSR1 to the worker processes: each prints all its thread stacks into the log."""
+        if self.process.poll() is not None:
+            return
+        for child in Path("/proc").glob("[0-9]*"):
+            try:
+                if int((child / "stat").read_text().rsplit(")", 1)[1].split()[1]) == self.process.pid:
+                    os.kill(int(child.name), signal.SIGUSR1)
+            except (OSError, ValueError):
+                continue
+        time.sleep(0.5)
+
     def wait(self, timeout: float) -> int:
         return self.process.wait(timeout)
 
@@ -165,8 +177,10 @@ class WorkerProcess:
 
 
 @pytest.fixture()
-def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(worker_env: dict[str, str], tmp_path: Path,
+                 request: pytest.FixtureRequest) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
+    failed_before = request.session.testsfailed
 
     def start(env: dict[str, str] | None = None, **kwargs: Any) -> WorkerProcess:
         worker = WorkerProcess(env or worker_env, tmp_path / f"worker-{len(started)}.log", **kwargs)
@@ -175,6 +189,8 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
 
     yield start
     for worker in started:
+        if request.session.testsfailed > failed_before:
+            worker.dump_stacks()  # a failed test leaves the stacks of what was still running in its log
         worker.stop()
 
 

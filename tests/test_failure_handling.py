@@ -195,7 +195,43 @@ def test_bulk_delete_by_filter_and_purge_are_audited(worker_env, start_worker, s
     assert [(a["action"], a["detail"]) for a in audit] == [("purge", {"dead_letters": 4, "audit_entries": 1})]
 
 
+def _pg_statuses(url: str) -> dict[str, str]:
+    """Asset statuses read straight from PostgreSQL: not through the proxy, and without migrating anything."""
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('asset') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                return {}
+            cur.execute("SELECT asset_id, status FROM asset")
+            return dict(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def _pg_dead_letters(url: str) -> int:
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM dead_letter")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _ready(worker) -> bool:
+    return any(r.get("message", "").startswith("Worker process ready") for r in worker.logs())
+
+
 def test_database_unreachable_for_30s_loses_nothing(worker_env, start_worker, redis_client, redis_url, pg_url):
+    """Regression (flaky in the full suite): the cut came ~0.3 s after the worker was spawned, before it had
+    migrated its fresh schema, so the worker never migrated it; whether the messages then burnt their attempts
+    on "relation does not exist" depended on whether this test's own `worker asset` polls (which migrate)
+    won the race.  Now the worker is up before the cut and the statuses are read without migrating."""
     from contracts import Sender
     from tests.support.tcpproxy import TcpProxy
 
@@ -206,26 +242,51 @@ def test_database_unreachable_for_30s_loses_nothing(worker_env, start_worker, re
     storage = Path(env["STORAGE_ROOT"])
     for i in range(10):
         (storage / f"doc{i}.txt").write_text(f"document number {i}\n" * 50)
-    start_worker(env=env, threads=4)
+    worker = start_worker(env=env, threads=4)
+    wait_for(lambda: _ready(worker), 60, 0.2, "worker ready")
     sender = Sender(redis_client)
     for i in range(5):
         sender.process_asset(f"db{i}", f"file:doc{i}.txt")
-    time.sleep(0.3)
+    wait_for(lambda: _pg_statuses(schema_url), 30, 0.02, "the first asset under way")
     proxy.cut()
     for i in range(5, 10):
         sender.process_asset(f"db{i}", f"file:doc{i}.txt")
     time.sleep(30)
     proxy.start()
+    wait_for(lambda: _pg_statuses(schema_url) == {f"db{i}": "extracted" for i in range(10)}, 90, 0.5,
+             "all assets extracted")
+    assert _pg_dead_letters(schema_url) == 0
+    proxy.cut()
 
-    def statuses() -> list[str]:
-        try:
-            return [json.loads(run_cli(env, "asset", f"db{i}", "--json").stdout or "{}").get("status")
-                    for i in range(10)]
-        except json.JSONDecodeError:
-            return []
 
-    wait_for(lambda: statuses() == ["extracted"] * 10, 90, 1, "all assets extracted")
-    assert dead_letters(env) == []
+def test_worker_started_during_a_database_outage_migrates_once_it_is_back(worker_env, start_worker, redis_client,
+                                                                          pg_url):
+    """Regression: a worker that could not migrate at start never did, and ran on a schema without tables:
+    every message burnt its attempts on "relation does not exist" and was dead-lettered."""
+    from contracts import Sender
+    from tests.support.tcpproxy import TcpProxy
+
+    proxy = TcpProxy("127.0.0.1", 5432).start()
+    schema_url = pg_schema_url(pg_url, "wtest_boot_outage")
+    env = {**worker_env, "DATABASE_URL": schema_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+           + "&connect_timeout=2"}
+    proxy.cut()
+    storage = Path(env["STORAGE_ROOT"])
+    for i in range(5):
+        (storage / f"b{i}.txt").write_text(f"booted during an outage {i}\n" * 20)
+    worker = start_worker(env=env, threads=2)
+    wait_for(lambda: _ready(worker), 60, 0.2, "worker ready")
+    assert any("Database unavailable at start" in r.get("message", "") for r in worker.logs())
+    sender = Sender(redis_client)
+    for i in range(5):
+        sender.process_asset(f"b{i}", f"file:b{i}.txt")
+    time.sleep(6)  # every message meets the outage at least once
+    proxy.start()
+    # nothing else migrates the schema here: no CLI call, no other worker
+    wait_for(lambda: _pg_statuses(schema_url) == {f"b{i}": "extracted" for i in range(5)}, 60, 0.5,
+             "all assets extracted")
+    assert _pg_dead_letters(schema_url) == 0
+    assert any("migrations applied" in r.get("message", "") for r in worker.logs())
     proxy.cut()
 
 

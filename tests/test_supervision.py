@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -121,9 +122,10 @@ def test_healthz_stays_up_through_a_broker_outage_and_readyz_follows_the_broker(
     from tests.support.tcpproxy import TcpProxy
 
     cut_seconds = 120
-    proxy = TcpProxy("127.0.0.1", 6379).start()
+    redis_at = urlsplit(worker_env["BROKER_URL"])
+    proxy = TcpProxy(redis_at.hostname or "127.0.0.1", redis_at.port or 6379).start()
     port = free_port()
-    env = {**worker_env, "BROKER_URL": worker_env["BROKER_URL"].replace("127.0.0.1:6379", f"127.0.0.1:{proxy.port}"),
+    env = {**worker_env, "BROKER_URL": f"redis://127.0.0.1:{proxy.port}{redis_at.path}",
            "TEST_RECORD_URL": worker_env["BROKER_URL"], "METRICS_PORT": str(port)}
     start_worker(env=env, threads=2)
     base = f"http://127.0.0.1:{port}"
