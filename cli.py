@@ -269,7 +269,7 @@ def cmd_crm(args: argparse.Namespace) -> int:
 # --- dlq -------------------------------------------------------------------------------------
 def _dlq_store():  # -> DeadLetterStore
     from brokers import build_broker
-    from middleware.deadletters import DeadLetterStore
+    from dead_letter_store import DeadLetterStore
 
     settings = _settings()
     _init(settings)
@@ -277,14 +277,14 @@ def _dlq_store():  # -> DeadLetterStore
 
 
 def _filter(args: argparse.Namespace, state: str | None = "dead"):  # -> Filter
-    from middleware.deadletters import Filter
+    from dead_letter_store import Filter
 
     return Filter(actor=args.actor, queue=getattr(args, "queue", None), error_type=args.error_type,
                   state=getattr(args, "state", None) or state, since=args.since, until=args.until)
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from middleware.deadletters import to_public
+    from dead_letter_store import to_public
 
     store = _dlq_store()
     if args.dlq_command == "list":

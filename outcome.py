@@ -20,6 +20,7 @@ Readers: status, metrics, tracing, the dead-letter sink and the consumer.
 
 from __future__ import annotations
 
+import time
 import traceback as tb
 from dataclasses import dataclass
 from typing import Any
@@ -156,3 +157,23 @@ def kill(message: Any, dead: Dead) -> None:
     """Conclude ``dead`` and mark the message failed: the consumer hands it to the dead-letter sink."""
     conclude(message, dead)
     message.fail()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def attempt_number(message: Any) -> int:
+    """1-based number of the attempt this delivery is."""
+    return int(message.options.get("retries", 0)) + 1
+
+
+def defer(message: Any, delay_ms: int, reason: str) -> None:
+    """Put a message back for later without spending an attempt (rate limits, pauses, outages).
+
+    The caller then raises SkipMessage; the broker enqueues the copy with the ack.
+    """
+    if successor_of(message) is not None:
+        return
+    options = {"deferrals": int(message.options.get("deferrals", 0)) + 1, "last_deferral": reason}
+    conclude(message, Deferred(now_ms() + delay_ms, reason), Successor(message._message.copy(options=options), delay_ms))

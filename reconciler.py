@@ -204,7 +204,7 @@ class Reconciler:
         return repairs
 
     def apply(self, repair: Repair, rebuilds: int) -> None:
-        from middleware.metrics import RECONCILED
+        from observability import RECONCILED
 
         candidate = repair.candidate
         track = TRACKS[candidate.track]

@@ -358,7 +358,7 @@ CORPUS = ROOT.parent / "shared" / "corpus" / "pdf"
 def extraction() -> list[dict[str, Any]]:
     """PDF corpus pages/s through process_asset (everything counted) vs pdfplumber extract_text + page.close()."""
     from contracts import Sender
-    from middleware.hardlimit import HardLimitPool
+    from sandbox import HardLimitPool
 
     files = sorted(CORPUS.glob("*.pdf"))
     limits = {"max_pdf_pages": 2000}

@@ -5,7 +5,7 @@ pins (before-hooks run in this order, after-hooks in reverse):
 
 1. context (log fields,      5. status tracking
    trace spans)
-2. metrics                   6. time limit (soft; the hard limit is middleware.hardlimit)
+2. metrics                   6. time limit (soft; the hard limit is sandbox)
 3. validation                7. retries
 4. rate limit                8. dead letters  9. recovery (heartbeats, crash loops), liveness, reconciliation
                                 (records whose message was lost), recycling
@@ -20,7 +20,7 @@ from middleware.context import LogContext
 from middleware.deadletters import DeadLetters
 from middleware.liveness import Liveness
 from middleware.metrics import Metrics
-from middleware.ratelimit import Limit, RateLimit, RateLimiter
+from middleware.ratelimit import RateLimit
 from middleware.reconciliation import Reconciliation
 from middleware.recovery import Recovery
 from middleware.recycling import Recycling
@@ -28,6 +28,7 @@ from middleware.retries import Retries
 from middleware.status import StatusTracking
 from middleware.tracing import Tracing
 from middleware.validation import Validation
+from ratelimiter import Limit, RateLimiter
 from settings import Settings
 
 

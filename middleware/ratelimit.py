@@ -15,21 +15,15 @@ Actor options:
     slot comes back by itself.
 
 The rate itself is enforced *per HTTP request*: the upstream's client calls
-``broker.rate_limiter.slot(upstream)`` before each request.  The limiter is
-GCRA in one Lua script over Redis (server time, so host clocks do not
-matter), shared by every process and host; ``slot`` waits for the next
-free slot when that wait is short (bounded by ``max_wait_ms``), else raises
-:class:`RateLimited`, which the retry middleware turns into a deferral that
-spends no attempt.
+``broker.rate_limiter.slot(upstream)`` before each request (ratelimiter.py:
+GCRA over Redis, shared by the fleet).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
@@ -37,126 +31,10 @@ import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, SkipMessage
 
-from middleware.errors import TransientError
-from middleware.metrics import PAUSES, WAITS
-from middleware.retries import defer
-from outcome import state_of
+from outcome import defer, state_of
+from ratelimiter import RateLimiter
 
 logger = logging.getLogger(__name__)
-
-_GCRA = """
--- KEYS[1] tat key, KEYS[2] pause key; ARGV: interval_ms, burst
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local paused = redis.call('PTTL', KEYS[2])
-if paused > 0 then return {0, paused, 1} end
-local interval = tonumber(ARGV[1])
-local tolerance = interval * (tonumber(ARGV[2]) - 1)
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local wait = tat - tolerance - now
-if wait > 0 then return {0, wait, 0} end
-redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now + 1000))
-return {1, 0, 0}
-"""
-
-_LEASE = """
--- KEYS[1] holders zset; ARGV: holder, limit, lease_ms
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
-return 1
-"""
-
-
-class RateLimited(TransientError):
-    """No slot within the wait bound, or the upstream is paused: defer, spend no attempt."""
-
-    def __init__(self, upstream: str, wait_ms: int, *, paused: bool = False) -> None:
-        what = "paused" if paused else "rate-limited"
-        super().__init__(f"upstream {upstream} {what}; next slot in {wait_ms} ms", error_code="rate_limited",
-                         retry_after_ms=wait_ms, spends_attempt=False)
-        self.upstream = upstream
-        self.paused = paused
-
-
-@dataclass(frozen=True)
-class Limit:
-    rate: float  # requests per second
-    burst: int = 1
-
-
-class RateLimiter:
-    """Fleet-wide GCRA limits and pauses.
-
-    Parameters:
-      client: Redis client (the broker's, or a dedicated one on RabbitMQ deployments).
-      limits: upstream name -> Limit.
-      namespace: key prefix.
-      max_wait_ms: how long ``slot`` may block before it raises RateLimited.
-    """
-
-    def __init__(self, client: redis.Redis, limits: dict[str, Limit], *, namespace: str = "dramatiq",
-                 max_wait_ms: int = 5_000) -> None:
-        self.client = client
-        self.limits = limits
-        self.namespace = namespace
-        self.max_wait_ms = max_wait_ms
-        self._gcra = client.register_script(_GCRA)
-        self._lease = client.register_script(_LEASE)
-
-    def _keys(self, upstream: str) -> list[str]:
-        return [f"{self.namespace}:__ratelimit__.{upstream}", f"{self.namespace}:__pause__.{upstream}"]
-
-    def try_acquire(self, upstream: str) -> tuple[bool, int, bool]:
-        limit = self.limits[upstream]
-        allowed, wait_ms, paused = self._gcra(keys=self._keys(upstream),
-                                              args=[1000.0 / limit.rate, limit.burst])
-        return bool(allowed), int(wait_ms), bool(paused)
-
-    def slot(self, upstream: str, max_wait_ms: int | None = None) -> float:
-        """Take one request slot, waiting up to ``max_wait_ms``; returns the seconds waited."""
-        bound = self.max_wait_ms if max_wait_ms is None else max_wait_ms
-        started = time.monotonic()
-        while True:
-            allowed, wait_ms, paused = self.try_acquire(upstream)
-            if allowed:
-                waited = time.monotonic() - started
-                if waited:
-                    WAITS.labels(upstream).inc(waited)
-                return waited
-            spent_ms = (time.monotonic() - started) * 1000
-            if paused or spent_ms + wait_ms > bound:
-                raise RateLimited(upstream, wait_ms + random.randint(0, 250), paused=paused)
-            time.sleep(wait_ms / 1000 + random.uniform(0, 0.002))
-
-    def pause(self, upstream: str, ms: int, reason: str) -> None:
-        """Pause an upstream for the whole fleet (never shortens a longer pause)."""
-        key = self._keys(upstream)[1]
-        current = self.client.pttl(key)
-        if current is None or current < ms:
-            self.client.set(key, reason, px=max(1, int(ms)))
-        PAUSES.labels(upstream, reason.split(":", 1)[0]).inc()
-        logger.warning("Upstream %s paused for %d ms fleet-wide: %s", upstream, ms, reason)
-
-    def paused_for(self, upstream: str) -> int:
-        ttl = self.client.pttl(self._keys(upstream)[1])
-        return max(0, int(ttl or 0))
-
-    def pause_reason(self, upstream: str) -> str | None:
-        value = self.client.get(self._keys(upstream)[1])
-        return value.decode() if value else None
-
-    # --- concurrency leases ------------------------------------------------------------
-    def lease(self, name: str, holder: str, limit: int, lease_ms: int) -> bool:
-        return bool(self._lease(keys=[f"{self.namespace}:__concurrency__.{name}"], args=[holder, limit, lease_ms]))
-
-    def release(self, name: str, holder: str) -> None:
-        self.client.zrem(f"{self.namespace}:__concurrency__.{name}", holder)
 
 
 class RateLimit(Middleware):

@@ -5,7 +5,7 @@ Hooks: ``before_process_message`` (age limit), ``after_process_message``.
 It concludes every attempt's :mod:`outcome`: ``Succeeded``, ``Skipped``
 (the actor raised SkipWork), ``Retrying`` or ``Dead``.
 
-Each failure is classified (middleware.errors.classify; upstream clients
+Each failure is classified (errors.classify; upstream clients
 raise PermanentError/TransientError for their own overrides):
 
 * permanent -> the message is failed at once, dead-letter type from the error;
@@ -36,7 +36,6 @@ far), ``infra_retries``, ``budget_started_at`` (ms), ``attempt_history``
 from __future__ import annotations
 
 import random
-import time
 import traceback
 from typing import Any
 
@@ -45,26 +44,17 @@ from dramatiq.broker import MessageProxy
 from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware, SkipMessage
 
-from middleware.errors import HardTimeout, SkipWork, Verdict, classify
-from outcome import Dead, Deferred, Retrying, Skipped, Succeeded, Successor, conclude, kill, successor_of
+from errors import HardTimeout, SkipWork, Verdict, classify
+from outcome import Dead, Retrying, Skipped, Succeeded, Successor, attempt_number, conclude, kill, now_ms
 
 HISTORY_LIMIT = 10
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def attempt_number(message: Any) -> int:
-    """1-based number of the attempt this delivery is."""
-    return int(message.options.get("retries", 0)) + 1
-
-
-def budget_start(message: Any) -> int:
+def _budget_start(message: Any) -> int:
     return int(message.options.get("budget_started_at") or message.message_timestamp)
 
 
-def compute_delay(retries: int, base_ms: int, max_ms: int) -> int:
+def _compute_delay(retries: int, base_ms: int, max_ms: int) -> int:
     exponent = min(retries, 30)
     return int(min(max_ms, base_ms * (2 ** exponent) * random.uniform(1.0, 2.0)))
 
@@ -106,7 +96,7 @@ class Retries(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         """Age limit: a message whose generation is older than ``max_age_ms`` dies unprocessed."""
         if self.max_age_ms and message.options.get("retries", 0) == 0 and \
-                now_ms() - budget_start(message) > self.max_age_ms:
+                now_ms() - _budget_start(message) > self.max_age_ms:
             error = f"message is older than {self.max_age_ms / 3_600_000:g} h and was never started"
             kill(message, Dead.of("age_limit", TimeoutError(error)))
             raise SkipMessage(error)
@@ -140,9 +130,9 @@ class Retries(Middleware):
         infra = int(message.options.get("infra_retries", 0)) + (0 if spends_attempt else 1)
         delay = verdict.retry_after_ms
         if delay is None:
-            delay = compute_delay(next_retries - 1 if spends_attempt else infra - 1,
+            delay = _compute_delay(next_retries - 1 if spends_attempt else infra - 1,
                                   self.backoff_base_ms, self.backoff_max_ms)
-        started = budget_start(message)
+        started = _budget_start(message)
         if now_ms() + delay - started > window_ms:
             return self._fail(message, verdict.error_type, verdict, exception)
         self.schedule_retry(message, delay, exception, retries=next_retries, infra_retries=infra,
@@ -158,7 +148,7 @@ class Retries(Middleware):
         options = {
             "retries": retries,
             "infra_retries": infra_retries,
-            "budget_started_at": budget_start(message),
+            "budget_started_at": _budget_start(message),
             "attempt_history": history,
             "last_error": error,
             **(extra or {}),
@@ -173,15 +163,3 @@ class Retries(Middleware):
         kill(message, Dead.of(error_type, exception, error_code=verdict.error_code, traceback=trace))
         self.logger.warning("Message %s failed for good after %d attempt(s): %s (%s).", message.message_id,
                             attempt_number(message), error_type, exception)
-
-
-
-def defer(message: MessageProxy, delay_ms: int, reason: str) -> None:
-    """Put a message back for later without spending an attempt (rate limits, pauses, outages).
-
-    The caller then raises SkipMessage; the broker enqueues the copy with the ack.
-    """
-    if successor_of(message) is not None:
-        return
-    options = {"deferrals": int(message.options.get("deferrals", 0)) + 1, "last_deferral": reason}
-    conclude(message, Deferred(now_ms() + delay_ms, reason), Successor(message._message.copy(options=options), delay_ms))

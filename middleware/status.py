@@ -34,8 +34,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 from brokers.settle import get_successor, set_successor
 from database import DatabaseUnavailable, session, tracks, utcnow
 from database.tracks import Track
-from middleware.retries import attempt_number, defer
-from outcome import Retrying, Skipped, Succeeded, outcome_of, state_of
+from outcome import Retrying, Skipped, Succeeded, attempt_number, defer, outcome_of, state_of
 
 logger = logging.getLogger(__name__)
 DB_RETRY_MS = 5_000

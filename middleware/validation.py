@@ -16,7 +16,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 from contracts.payloads import CONTRACTS
 from contracts.sender import InvalidPayload as SenderInvalidPayload
 from contracts.sender import validate_payload
-from middleware.errors import InvalidPayload
+from errors import InvalidPayload
 from outcome import Dead, kill
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from actors.assets.fetch import FetchPolicy, ForbiddenSource, check_url, fetched, resolve_file
 from contracts import Sender
-from middleware.errors import PermanentError
+from errors import PermanentError
 from tests.conftest import ROOT, run_cli, wait_for
 from tests.support import adversarial as adv
 
@@ -278,7 +278,7 @@ def local_http():
 
 
 def test_fetch_checks_every_redirect_hop_and_caps_bytes(local_http, tmp_path):
-    from middleware.errors import TransientError
+    from errors import TransientError
 
     allowed = _policy(str(tmp_path), allow_http=True, allowlist=("localhost",))
     with fetched(f"{local_http}/file", allowed) as path:

@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from middleware.ratelimit import Limit, RateLimited, RateLimiter
+from ratelimiter import Limit, RateLimited, RateLimiter
 from tests.conftest import run_cli, wait_for
 
 
@@ -53,7 +53,7 @@ def test_killed_concurrency_holder_slot_comes_back_after_its_lease(limiter: Rate
 
 
 def test_paused_upstream_defers_messages_without_spending_attempts(worker_env, start_worker, sender, redis_client):
-    from middleware.ratelimit import RateLimiter as Limiter
+    from ratelimiter import RateLimiter as Limiter
 
     env = {**worker_env, "KOMMO_RPS": "20"}
     Limiter(redis_client, {"kommo": Limit(20)}).pause("kommo", 3000, "test pause")

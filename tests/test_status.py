@@ -12,8 +12,8 @@ from dramatiq.message import Message
 from dramatiq.middleware import SkipMessage
 
 from database import Asset, init_database, migrate, session
+from errors import TransientError
 from middleware.deadletters import DeadLetters
-from middleware.errors import TransientError
 from middleware.status import StatusTracking
 from outcome import Dead, Retrying, conclude, kill
 

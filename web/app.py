@@ -24,7 +24,7 @@ import dramatiq
 
 from database.models import iso
 from database.queries import asset_graph, asset_record, asset_text
-from middleware.deadletters import ERROR_TYPES, DeadLetterStore, Filter, to_public
+from dead_letter_store import ERROR_TYPES, DeadLetterStore, Filter, to_public
 from web.auth import COOKIE, Authenticator, Principal
 from web.health import HealthChecks
 from web.templates import ENV

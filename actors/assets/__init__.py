@@ -23,7 +23,7 @@ from actors.assets.sniff import sniff
 from actors.assets.store import store_result, unchanged
 from contracts import build_message
 from database.tracks import generation_of
-from middleware.hardlimit import run_hard_limited
+from sandbox import run_hard_limited
 from settings import get_settings
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Text extraction.  Runs inside the hard-limited child (middleware.hardlimit), never in the worker.
+"""Text extraction.  Runs inside the hard-limited child (sandbox), never in the worker.
 
 ``extract(path, detected_type, limits)`` returns a dict with ``text``,
 ``pages``, ``no_text``; failures raise PermanentError with the pinned
@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 from typing import Any
 from xml.etree import ElementTree
 
-from middleware.errors import PermanentError
+from errors import PermanentError
 
 #: below this many non-whitespace characters per page a PDF has no usable text layer
 NO_TEXT_CHARS_PER_PAGE = 10

@@ -23,7 +23,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from middleware.errors import PermanentError, TransientError
+from errors import PermanentError, TransientError
 
 MAX_REDIRECTS = 5
 CHUNK = 64 * 1024

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zipfile
 
-from middleware.errors import PermanentError
+from errors import PermanentError
 
 PDF_MAGIC = b"%PDF-"
 ZIP_MAGIC = b"PK\x03\x04"

@@ -36,7 +36,7 @@ import redis
 from actors.crm.kommo import KommoClient, OAuthApp
 from actors.crm.webhooks import store_and_dispatch
 from database import CrmLink, session, utcnow
-from middleware.errors import Forbidden, PermanentError, TransientError
+from errors import Forbidden, PermanentError, TransientError
 from settings import get_settings
 
 logger = logging.getLogger(__name__)

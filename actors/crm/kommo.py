@@ -30,9 +30,9 @@ import redis
 import requests
 
 from database import KommoToken, session, utcnow
-from middleware.errors import PermanentError, TransientError
-from middleware.metrics import REQUESTS
-from middleware.ratelimit import RateLimited, RateLimiter
+from errors import PermanentError, TransientError
+from observability import REQUESTS
+from ratelimiter import RateLimited, RateLimiter
 
 logger = logging.getLogger(__name__)
 UPSTREAM = "kommo"

@@ -28,7 +28,7 @@ from actors.knowledge.openrouter import OpenRouterClient, Usage
 from actors.knowledge.store import load_asset, replace_graph
 from contracts import build_message
 from database.tracks import generation_of
-from middleware.errors import SkipWork
+from errors import SkipWork
 from settings import get_settings
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from middleware.errors import PermanentError
+from errors import PermanentError
 
 SYSTEM_PROMPT = (
     "You extract a knowledge graph from a document chunk. Return JSON only, matching the schema: "

@@ -24,9 +24,9 @@ from typing import Any
 
 import requests
 
-from middleware.errors import PermanentError, TransientError
-from middleware.metrics import COST, REQUESTS, TOKENS
-from middleware.ratelimit import RateLimited, RateLimiter
+from errors import PermanentError, TransientError
+from observability import COST, REQUESTS, TOKENS
+from ratelimiter import RateLimited, RateLimiter
 
 logger = logging.getLogger(__name__)
 UPSTREAM = "openrouter"

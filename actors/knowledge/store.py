@@ -5,7 +5,7 @@ from __future__ import annotations
 from actors.knowledge.graph import Graph
 from actors.knowledge.openrouter import Usage
 from database import Asset, AssetText, KnowledgeEntity, KnowledgeRelation, LlmUsage, session, utcnow
-from middleware.errors import PermanentError, TransientError
+from errors import PermanentError, TransientError
 
 
 def load_asset(asset_id: str) -> tuple[Asset, str]:

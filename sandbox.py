@@ -3,9 +3,9 @@
 ``run_hard_limited(func, *args, timeout_s=..., memory_mb=...)`` runs
 ``func(*args)`` in a warm child process and returns its result, or raises
 
-* :class:`~middleware.errors.HardTimeout` when the deadline passes (the child
+* :class:`~errors.HardTimeout` when the deadline passes (the child
   is SIGKILLed; a fresh one replaces it),
-* :class:`~middleware.errors.MemoryLimitExceeded` when the child hits its
+* :class:`~errors.MemoryLimitExceeded` when the child hits its
   address-space cap (``RLIMIT_AS``): a ``MemoryError`` inside it, or its death
   by signal while allocating,
 * the child's own exception (re-created by type name and message) otherwise.
@@ -34,7 +34,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from middleware.errors import HardTimeout, MemoryLimitExceeded, PermanentError, TransientError
+from errors import HardTimeout, MemoryLimitExceeded, PermanentError, TransientError
 from supervision import die_with_parent
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class HardLimitPool:
     def __init__(self) -> None:
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload([m for m in PRELOAD if importlib.util.find_spec(m)]
-                                         + ["middleware.hardlimit"])
+                                         + ["sandbox"])
         self._idle: queue.LifoQueue[_Child] = queue.LifoQueue()
         self.peak_child_rss_mb = 0.0
 
@@ -192,7 +192,7 @@ def _wait_for_answer(conn: Connection, deadline: float) -> bool:
 
 
 def _count_kill(reason: str) -> None:
-    from middleware.metrics import KILLS
+    from observability import KILLS
 
     KILLS.labels(reason).inc()
 

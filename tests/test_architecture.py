@@ -1,0 +1,89 @@
+"""The structure stays easy to learn: middleware/ holds middleware only, nothing below it imports it, no cycles.
+
+Unit: reads the source with ast, imports nothing of the service.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("actors", "brokers", "contracts", "database", "middleware", "web")
+
+
+def _modules() -> dict[str, Path]:
+    found = {p.stem: p for p in ROOT.glob("*.py")}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(path: Path, *, top_level_only: bool) -> set[str]:
+    """Project modules ``path`` imports (at module level only, or anywhere)."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    names: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {n for n in names if n in MODULES}
+
+
+def test_middleware_modules_hold_middleware_classes_only():
+    offenders = []
+    for name, path in MODULES.items():
+        if not name.startswith("middleware.") or name == "middleware":
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
+                if "Middleware" not in bases:
+                    offenders.append(f"{name}.{node.name}")
+            elif isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+                offenders.append(f"{name}.{node.name}()")
+    assert offenders == []
+
+
+def test_only_the_composition_root_imports_middleware():
+    """Domain code, the CLI, the dashboard, the data layer and shared modules never reach into middleware/;
+    ``actors`` (it builds the broker and its stack) is the one place that does."""
+    offenders = {name: sorted(i for i in _imports(path, top_level_only=False) if i.startswith("middleware"))
+                 for name, path in MODULES.items()
+                 if not name.startswith("middleware") and name != "actors"}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_no_import_cycles_at_module_level():
+    graph = {}
+    for name, path in MODULES.items():
+        targets = set()
+        for imported in _imports(path, top_level_only=True):
+            # "package.name" may be a module or a name inside a package: keep the longest module
+            targets.add(imported if imported in MODULES else imported.rsplit(".", 1)[0])
+        graph[name] = {t for t in targets if t != name and not name.startswith(t + ".")}
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for target in graph.get(node, ()):
+            if state.get(target) == 1:
+                cycles.append(stack[stack.index(target):] + [target])
+            elif target not in state:
+                visit(target, [*stack, target])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
