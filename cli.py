@@ -16,6 +16,7 @@ import socket
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from database.connection import DatabaseUnavailable
@@ -216,7 +217,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         from brokers import build_broker
 
         broker = build_broker(settings, [])
-        message = Message(**{**build_message(args.actor, kwargs), "args": ()})
+        message: Message[Any] = Message(**{**build_message(args.actor, kwargs), "args": ()})
         message_id = broker.enqueue(message).message_id
         broker.close()
     _out(message_id)

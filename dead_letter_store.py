@@ -11,6 +11,7 @@ status generation.  Payloads are shown with secrets masked.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import re
@@ -104,7 +105,7 @@ class DeadLetterStore:
         self.broker = broker
 
     # --- reading ---------------------------------------------------------------
-    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
+    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> builtins.list[DeadLetter]:
         with session():
             return list(DeadLetter.select().where(flt.where()).order_by(DeadLetter.id.desc())
                         .limit(limit).offset(offset))
@@ -124,19 +125,19 @@ class DeadLetterStore:
         with session():
             return DeadLetter.get_or_none(DeadLetter.id == dead_letter_id)
 
-    def audit(self, *, limit: int = 200) -> list[AuditEntry]:
+    def audit(self, *, limit: int = 200) -> builtins.list[AuditEntry]:
         with session():
             return list(AuditEntry.select().order_by(AuditEntry.id.desc()).limit(limit))
 
     # --- actions -----------------------------------------------------------------
-    def requeue(self, ids: Iterable[int], who: str) -> list[int]:
+    def requeue(self, ids: Iterable[int], who: str) -> builtins.list[int]:
         """Requeue dead letters by id; returns the ids actually requeued (each at most once)."""
         requested = [int(i) for i in ids]
         done = [i for i in requested if self._requeue_one(i, who)]
         self._audit(who, "requeue", f"ids={','.join(map(str, requested))}", len(done), {"requested": requested})
         return done
 
-    def requeue_matching(self, flt: Filter, who: str, *, limit: int = 10_000) -> list[int]:
+    def requeue_matching(self, flt: Filter, who: str, *, limit: int = 10_000) -> builtins.list[int]:
         ids = [row.id for row in self.list(Filter(**{**flt.__dict__, "state": "dead"}), limit=limit)]
         done = [i for i in ids if self._requeue_one(i, who)]
         self._audit(who, "requeue", _describe(flt), len(done), {"filter": _filter_json(flt)})

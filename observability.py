@@ -87,7 +87,7 @@ def serve() -> int:
     from web.health import HealthChecks
 
     die_with_parent(signal.SIGTERM)  # Dramatiq's fork processes do not outlive their main process either
-    faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+    faulthandler.register(signal.SIGUSR1, file=sys.__stderr__ or sys.stderr, all_threads=True)
     settings = get_settings()
     init_database(settings.database_url, statement_timeout_ms=settings.database_statement_timeout_ms)
     checks = HealthChecks(settings)

@@ -16,11 +16,12 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
-from observability import PAUSES, WAITS
 
 from errors import TransientError
+from observability import PAUSES, WAITS
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,14 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
 return 1
 """
+
+
+def limiter_of(broker: Any) -> RateLimiter:
+    """The fleet's limiter of ``broker`` (attached at process boot by middleware.ratelimit)."""
+    limiter: RateLimiter | None = getattr(broker, "rate_limiter", None)
+    if limiter is None:
+        raise RuntimeError("no rate limiter on this broker: the RateLimit middleware is not installed")
+    return limiter
 
 
 class RateLimited(TransientError):
@@ -129,7 +138,7 @@ class RateLimiter:
 
     def pause_reason(self, upstream: str) -> str | None:
         value = self.client.get(self._keys(upstream)[1])
-        return value.decode() if value else None
+        return value.decode() if isinstance(value, bytes) else value
 
     # --- concurrency leases ------------------------------------------------------------
     def lease(self, name: str, holder: str, limit: int, lease_ms: int) -> bool:

@@ -21,6 +21,7 @@ The worker thread and process carry on with the next message.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import multiprocessing
 import os

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -225,7 +225,7 @@ def mask_url(url: str) -> str:
     return url
 
 
-def _describe(error: dict) -> str:
+def _describe(error: Any) -> str:
     name = ".".join(str(p) for p in error.get("loc", ())).upper() or "settings"
     message = error.get("msg", "invalid")
     message = message.removeprefix("Value error, ")

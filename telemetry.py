@@ -88,7 +88,7 @@ def _configure_sentry(settings: Settings) -> None:
     secrets = tuple(str(getattr(settings, name)) for name in SECRET_FIELDS
                     if getattr(settings, name, None) and len(str(getattr(settings, name))) >= 4)
 
-    def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+    def before_send(event: Any, hint: dict[str, Any]) -> Any:
         return scrub(event, secrets)
 
     sentry_sdk.init(dsn=settings.sentry_dsn, integrations=[DramatiqIntegration()], send_default_pii=False,

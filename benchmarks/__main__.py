@@ -430,7 +430,7 @@ def main(names: list[str]) -> int:
     rows: list[dict[str, Any]] = []
     steal_before = _cpu_steal()
     for name in selected:
-        sys.stderr.write(f"running {name}: {BENCHMARKS[name].__doc__.splitlines()[0]}\n")
+        sys.stderr.write(f"running {name}: {(BENCHMARKS[name].__doc__ or name).splitlines()[0]}\n")
         rows.extend(BENCHMARKS[name]())
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

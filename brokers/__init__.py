@@ -34,7 +34,7 @@ def build_broker(settings: Settings, middleware: Sequence[Middleware]) -> Broker
     """A broker for ``BROKER_URL`` with exactly ``middleware`` (Dramatiq's defaults are not added)."""
     if settings.broker_kind == "rabbitmq":
         broker = ReliableRabbitmqBroker(url=settings.broker_url, middleware=list(middleware))
-        params = broker.parameters
+        params = broker.parameters[0] if isinstance(broker.parameters, list) else broker.parameters
         params.connection_attempts = settings.broker_connect_attempts
         params.retry_delay = 1.0
         params.socket_timeout = settings.broker_socket_timeout_seconds

@@ -104,7 +104,8 @@ class GroupCommit(Generic[Op, Result]):
         """Run ``op`` in the next batch and return its result (or raise that batch's error)."""
         ticket: _Ticket[Op, Result] = _Ticket(op)
         self._enqueue(ticket)
-        ticket.done.acquire()  # type: ignore[union-attr] - a waited ticket always has one
+        assert ticket.done is not None  # a waited ticket always has one
+        ticket.done.acquire()
         return ticket.outcome()
 
     def submit_detached(self, op: Op) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pika
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.logging import get_logger
@@ -31,6 +32,7 @@ from dramatiq.message import Message
 from brokers.hooks import DefinedHooksDispatch
 from brokers.settle import DeadLetterSink, dead_letter_of, get_successor
 from outcome import PENDING_DEAD_LETTER, Dead, Successor, kill, state_of
+from ratelimiter import RateLimiter
 
 _AMQP_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError)
 
@@ -45,6 +47,7 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
         kwargs["confirm_delivery"] = True
         super().__init__(**kwargs)
         self.dead_letter_sink: DeadLetterSink | None = None
+        self.rate_limiter: RateLimiter | None = None  # set by middleware.ratelimit at process boot
         self.crash_loop_limit = 0
 
     @property
@@ -84,7 +87,7 @@ class ReliableRabbitmqConsumer(_RabbitmqConsumer):
         super().__init__(broker, queue_name, prefetch, timeout)
         self.logger = get_logger(__name__, type(self))
 
-    def ack(self, message: _RabbitmqMessage) -> None:
+    def ack(self, message: MessageProxy) -> None:
         successor = get_successor(message)
         if successor is not None:
             try:
@@ -93,7 +96,7 @@ class ReliableRabbitmqConsumer(_RabbitmqConsumer):
                 raise ConnectionClosed(exc) from None
         super().ack(message)
 
-    def nack(self, message: _RabbitmqMessage) -> None:
+    def nack(self, message: MessageProxy) -> None:
         sink = self.broker.dead_letter_sink
         if sink is None:
             return super().nack(message)

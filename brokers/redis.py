@@ -59,6 +59,7 @@ from brokers.groupcommit import GroupCommit
 from brokers.hooks import DefinedHooksDispatch
 from brokers.settle import DeadLetterSink, dead_letter_of, get_successor
 from outcome import PENDING_DEAD_LETTER, Dead, Successor, kill
+from ratelimiter import RateLimiter
 
 _LUA = {p.stem: p.read_bytes() for p in (Path(__file__).parent / "lua").glob("*.lua")}
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
@@ -98,6 +99,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         self.idle_poll_ms = idle_poll_ms
         self.can_block = True
         self.dead_letter_sink: DeadLetterSink | None = None
+        self.rate_limiter: RateLimiter | None = None  # set by middleware.ratelimit at process boot
         self.reliable_scripts = {name: self.client.register_script(src) for name, src in _LUA.items()}
         # Ids a closing consumer could not give back (Redis unreachable), by queue; the next consumer retries.
         self.orphans: dict[str, set[str]] = {}
@@ -228,7 +230,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         if self.can_block:
             key = self.key(queue_name)
             try:
-                self.client.blmove(key, key, timeout_s, "LEFT", "LEFT")
+                self.client.blmove(key, key, timeout_s, "LEFT", "LEFT")  # type: ignore[arg-type]  # Redis takes a float
                 return
             except redis.ResponseError as exc:
                 if "unknown command" not in str(exc).lower():

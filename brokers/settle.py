@@ -20,14 +20,19 @@ implement for the middleware.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
+import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 
 from outcome import Dead, Successor, outcome_of, state_of, successor_of
 
-__all__ = ["DeadLetterSink", "ReliableBroker", "Successor", "dead_letter_of", "get_successor", "set_successor"]
+if TYPE_CHECKING:
+    from ratelimiter import RateLimiter
+
+__all__ = ["DeadLetterSink", "ReliableBroker", "Successor", "dead_letter_of", "get_successor", "reliable",
+           "set_successor"]
 
 
 def set_successor(proxy: MessageProxy, message: Message, delay_ms: int | None) -> None:
@@ -60,6 +65,7 @@ class ReliableBroker(Protocol):
     """
 
     dead_letter_sink: DeadLetterSink | None
+    rate_limiter: RateLimiter | None
     crash_loop_limit: int
 
     def heartbeat(self) -> None:
@@ -80,6 +86,11 @@ class ReliableBroker(Protocol):
 
     def take_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
         """Take or renew a fleet-wide lease; True while ``holder`` owns it."""
+
+
+def reliable(broker: dramatiq.Broker) -> ReliableBroker:
+    """``broker`` as the contract the middleware rely on (Dramatiq types hooks with its base Broker)."""
+    return cast(ReliableBroker, broker)
 
 
 def dead_letter_of(proxy: MessageProxy) -> Dead:

@@ -156,7 +156,7 @@ class Sender:
         for start in range(0, len(messages), chunk_size):
             chunk = messages[start:start + chunk_size]
             queue = chunk[0]["queue_name"]
-            payloads: dict[str, bytes] = {}
+            payloads: dict[Any, Any] = {}
             for message, redis_id in zip(chunk, uuid4_strings(len(chunk)), strict=True):
                 message["options"] = {**message["options"], "redis_message_id": redis_id}
                 payloads[redis_id] = encode(message)

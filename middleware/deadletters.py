@@ -23,6 +23,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 
+from brokers.settle import reliable
 from database import DeadLetter, session, tracks
 from dead_letter_store import ERROR_TYPES, ms_to_dt
 from outcome import PENDING_DEAD_LETTER, Dead, Successor
@@ -51,7 +52,7 @@ class DeadLetters(Middleware):
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         self.broker = broker
-        broker.dead_letter_sink = self
+        reliable(broker).dead_letter_sink = self
 
     def record(self, message: MessageProxy | Message, dead: Dead) -> None:
         data = message.asdict() if isinstance(message, Message) else message._message.asdict()

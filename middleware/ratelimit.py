@@ -31,6 +31,7 @@ import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, SkipMessage
 
+from brokers.settle import reliable
 from outcome import defer, state_of
 from ratelimiter import RateLimiter
 
@@ -54,7 +55,7 @@ class RateLimit(Middleware):
         return {"rate_limit", "concurrency_limit"}
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        broker.rate_limiter = self.limiter
+        reliable(broker).rate_limiter = self.limiter
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         try:

@@ -36,6 +36,7 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
+from brokers.settle import reliable
 from supervision import die_with_parent
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Recovery(Middleware):
         die_with_parent(signal.SIGTERM)
         # `kill -USR1 <pid>` prints every thread's stack to the real stderr (Dramatiq's log pipe is framed,
         # raw bytes would corrupt it): what a stuck worker process is waiting for.
-        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__ or sys.stderr, all_threads=True)
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from dramatiq.worker import WorkerThread
@@ -73,16 +74,16 @@ class Recovery(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         try:
-            broker.mark_started(message)
+            reliable(broker).mark_started(message)
         except Exception as exc:  # noqa: BLE001 - crash accounting is best effort; the ack path is not
             logger.warning("Could not mark message %s as started: %s", message.message_id, exc)
 
     def run_once(self, broker: dramatiq.Broker) -> tuple[int, int]:
         import time
 
-        broker.heartbeat()
-        broker.register_queues()
-        dead, requeued = broker.recover_dead_workers()
+        reliable(broker).heartbeat()
+        reliable(broker).register_queues()
+        dead, requeued = reliable(broker).recover_dead_workers()
         self.last_ok = time.monotonic()
         if dead or requeued:
             logger.warning("Recovered %d message(s) from %d dead worker(s).", requeued, dead)

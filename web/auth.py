@@ -78,7 +78,7 @@ class Authenticator:
         return self._sign(f"csrf:{principal.nonce}")
 
     def csrf_ok(self, principal: Principal, token: str | None) -> bool:
-        return bool(token) and principal.nonce is not None and hmac.compare_digest(token, self.csrf_token(principal))
+        return token is not None and principal.nonce is not None and hmac.compare_digest(token, self.csrf_token(principal))
 
     def bearer(self, header: str | None, remote: str) -> Principal | None:
         if not self.api_token or not header or not header.startswith("Bearer "):

@@ -105,7 +105,7 @@ def check_url(url: str, policy: FetchPolicy) -> None:
                                    type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise TransientError(f"cannot resolve {host}: {exc}", error_code="fetch_failed") from None
-    addresses = sorted({info[4][0] for info in infos})
+    addresses = sorted({str(info[4][0]) for info in infos})
     if _allowed(host, addresses, policy.allowlist):
         return
     for address in addresses:

@@ -37,6 +37,7 @@ from actors.crm.kommo import KommoClient, OAuthApp
 from actors.crm.webhooks import store_and_dispatch
 from database import CrmLink, session, utcnow
 from errors import Forbidden, PermanentError, TransientError
+from ratelimiter import limiter_of
 from settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -57,8 +58,8 @@ def _client() -> KommoClient:
     if not oauth and not _settings.kommo_access_token:
         raise PermanentError("neither KOMMO_ACCESS_TOKEN nor OAuth settings are set", error_code="kommo_not_configured")
     broker = dramatiq.get_broker()
-    return KommoClient(base_url=_settings.kommo_base_url, limiter=broker.rate_limiter,
-                       redis_client=broker.rate_limiter.client, long_lived_token=_settings.kommo_access_token,
+    return KommoClient(base_url=_settings.kommo_base_url, limiter=limiter_of(broker),
+                       redis_client=limiter_of(broker).client, long_lived_token=_settings.kommo_access_token,
                        oauth=oauth, block_pause_ms=_settings.kommo_block_pause_seconds * 1000)
 
 
@@ -66,7 +67,7 @@ def _client() -> KommoClient:
 def _exclusive(kind: str, key: str) -> Iterator[None]:
     """One worker at a time per CRM key, fleet-wide: two copies of a message never both create."""
     # A lease, not a forever-lock: a worker killed inside the section frees the key after KEY_LEASE_SECONDS.
-    lock = dramatiq.get_broker().rate_limiter.client.lock(
+    lock = limiter_of(dramatiq.get_broker()).client.lock(
         f"worker:crm:{kind}:{hashlib.sha256(key.encode()).hexdigest()[:32]}", timeout=KEY_LEASE_SECONDS,
         blocking_timeout=5)
     if not lock.acquire():

@@ -29,6 +29,7 @@ from actors.knowledge.store import load_asset, replace_graph
 from contracts import build_message
 from database.tracks import generation_of
 from errors import SkipWork
+from ratelimiter import limiter_of
 from settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ _settings = get_settings()
 def _client() -> OpenRouterClient:
     return OpenRouterClient(
         base_url=_settings.openrouter_base_url, api_key=_settings.openrouter_api_key or "",
-        model=_settings.openrouter_model, limiter=dramatiq.get_broker().rate_limiter,
+        model=_settings.openrouter_model, limiter=limiter_of(dramatiq.get_broker()),
         timeout_s=_settings.openrouter_timeout_seconds, app_url=_settings.app_url, app_title=_settings.app_title,
         payment_pause_ms=_settings.openrouter_payment_pause_seconds * 1000)
 

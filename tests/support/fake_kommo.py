@@ -126,13 +126,13 @@ class FakeKommo:
         if m and method == "GET":
             return self._list(m.group(1), query)
         if m and method == "POST":
-            return self._create(m.group(1), body)
+            return self._create(m.group(1), body or [])
         m = re.fullmatch(r"/api/v4/(contacts|leads)/(\d+)", path)
         if m and method == "PATCH":
             item = self.store[m.group(1)].get(int(m.group(2)))
             if item is None:
                 return self._problem(404, "Not found")
-            item.update({k: v for k, v in body.items() if k != "id"})
+            item.update({k: v for k, v in (body or {}).items() if k != "id"})
             return 200, {"id": item["id"], "updated_at": int(time.time())}
         m = re.fullmatch(r"/api/v4/(leads|contacts)/(\d+)/notes", path)
         if m and method == "GET":
@@ -143,7 +143,7 @@ class FakeKommo:
             return (204, None) if not chunk else (200, {"_page": page, "_embedded": {"notes": chunk}})
         if m and method == "POST":
             created = []
-            for i, note in enumerate(body):
+            for i, note in enumerate(body or []):
                 nid = next(self.ids)
                 self.store["notes"][nid] = {"id": nid, "entity_id": int(m.group(2)), "entity_type": m.group(1),
                                             "note_type": note.get("note_type"), "params": note.get("params", {})}
