@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench profile chaos migrate check clean venv
+.PHONY: run test test-fast lint bench profile chaos migrate check clean venv
 
 venv: $(STAMP)
 
@@ -23,6 +23,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	@bash scripts/test.sh
+
+# The unit layer only (no services, no worker processes): under a minute.
+test-fast: $(STAMP)
+	@bash scripts/test.sh -m "not integration"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,8 +16,8 @@ import pytest
 from actors.assets.fetch import FetchPolicy, ForbiddenSource, check_url, fetched, resolve_file
 from contracts import Sender
 from errors import PermanentError
-from tests.conftest import ROOT, run_cli, wait_for
 from tests.support import adversarial as adv
+from tests.support.helpers import ROOT, run_cli, wait_for
 
 CORPUS = ROOT.parent / "shared" / "corpus"
 TERMINAL = {"extracted", "failed"}

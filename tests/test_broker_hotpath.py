@@ -24,7 +24,7 @@ from brokers.groupcommit import GroupCommit
 from brokers.hooks import DefinedHooksDispatch
 from brokers.redis import ReliableRedisBroker, ReliableRedisConsumer, make_connection_pool
 from brokers.settle import Successor
-from tests.conftest import free_port, wait_for
+from tests.support.helpers import free_port, wait_for
 
 
 def test_group_commit_serves_every_caller_exactly_once_in_shared_batches():

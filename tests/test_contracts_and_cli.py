@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from contracts import InvalidPayload, Sender
-from tests.conftest import ROOT, run_cli
+from tests.support.helpers import ROOT, run_cli
 
 
 def test_importing_contracts_pulls_in_no_pdf_library_no_peewee_no_dramatiq():

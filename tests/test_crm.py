@@ -11,8 +11,8 @@ import pytest
 
 from actors.crm.webhooks import events_of, parse_form
 from contracts import Sender
-from tests.conftest import run_cli, wait_for
 from tests.support.fake_kommo import FakeKommo
+from tests.support.helpers import run_cli, wait_for
 
 WEBHOOK = ("account%5Bid%5D=29085955&account%5Bsubdomain%5D=example&leads%5Bstatus%5D%5B0%5D%5Bid%5D=10701093"
            "&leads%5Bstatus%5D%5B0%5D%5Bstatus_id%5D=142&leads%5Bstatus%5D%5B0%5D%5Bold_status_id%5D=20067736"

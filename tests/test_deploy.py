@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from settings import Settings
-from tests.conftest import ROOT
+from tests.support.helpers import ROOT
 
 DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent

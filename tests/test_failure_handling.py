@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import db_query, pg_schema_url, run_cli, wait_for
+from tests.support.helpers import db_query, pg_schema_url, run_cli, wait_for
 
 
 def dead_letters(env: dict[str, str], *extra: str) -> list[dict]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, WorkerProcess, free_port, pg_schema_url, wait_for
+from tests.support.helpers import BIN, WorkerProcess, free_port, pg_schema_url, wait_for
 
 
 @pytest.fixture()

@@ -12,8 +12,8 @@ import redis
 
 from actors.knowledge.graph import Extraction, Graph, chunk_text
 from contracts import Sender
-from tests.conftest import run_cli, wait_for
 from tests.support.fake_openrouter import FakeOpenRouter
+from tests.support.helpers import run_cli, wait_for
 
 DOCUMENT = " ".join(
     f"Paragraph {i}: Alice met Bob in Paris to discuss Acme and the Zenith project with Carol." for i in range(60))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import run_cli, wait_for
+from tests.support.helpers import run_cli, wait_for
 
 
 def done(client: redis.Redis) -> list[str]:
@@ -102,7 +102,7 @@ def test_crash_loop_of_an_asset_message_ends_its_record_failed_and_every_view_ag
     `processing` forever."""
     import requests
 
-    from tests.conftest import WEB_TOKEN
+    from tests.support.helpers import WEB_TOKEN
 
     base, _ = web
     env = {**worker_env, "HEARTBEAT_TIMEOUT_MS": "1500", "MAINTENANCE_INTERVAL_MS": "300"}

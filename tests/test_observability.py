@@ -12,7 +12,7 @@ import pytest
 import redis
 import requests
 
-from tests.conftest import BIN, ROOT, free_port, run_cli, wait_for
+from tests.support.helpers import BIN, ROOT, free_port, run_cli, wait_for
 
 RULES = ROOT / "deploy" / "prometheus"
 

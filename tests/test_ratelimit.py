@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from ratelimiter import Limit, RateLimited, RateLimiter
-from tests.conftest import run_cli, wait_for
+from tests.support.helpers import run_cli, wait_for
 
 
 @pytest.fixture()

@@ -80,8 +80,8 @@ def test_flushed_broker_every_stuck_record_is_rebuilt_and_delayed_or_slow_work_i
         worker_env, start_worker, redis_client):
     from contracts import Sender
     from database import Asset, init_database, session, utcnow
-    from tests.conftest import run_cli, wait_for
     from tests.support.gatedorigin import GatedOrigin
+    from tests.support.helpers import run_cli, wait_for
 
     origin = GatedOrigin()
     env = {**worker_env, "FETCH_ALLOW_HTTP": "true", "FETCH_ALLOWLIST": "127.0.0.1", "FETCH_READ_TIMEOUT_SECONDS": "120",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_cli, wait_for
+from tests.support.helpers import ROOT, run_cli, wait_for
 
 EXAMPLE = ROOT / "examples" / "node"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from settings import Settings, SettingsError, load_settings
-from tests.conftest import ROOT, run_cli
+from tests.support.helpers import ROOT, run_cli
 
 
 def test_invalid_value_names_the_variable(monkeypatch):

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.conftest import BIN, WorkerProcess, free_port, wait_for
+from tests.support.helpers import BIN, WorkerProcess, free_port, wait_for
 
 
 def _descendants(root: int) -> set[int]:
@@ -76,7 +76,7 @@ def test_bare_dramatiq_workers_stop_when_their_main_process_is_killed(worker_env
 
 def test_every_line_worker_run_writes_is_json_from_start_through_work_to_sigterm(worker_env, redis_client, tmp_path):
     from contracts import Sender
-    from tests.conftest import run_cli
+    from tests.support.helpers import run_cli
 
     env = {**worker_env, "WORKER_PROCESSES": "2", "WORKER_THREADS": "2", "METRICS_PORT": str(free_port()),
            "LOG_FORMAT": "json"}
@@ -180,12 +180,13 @@ def test_a_wedged_worker_thread_turns_healthz_unhealthy(worker_env, start_worker
     wait_for(lambda: status() == 200, 40, 0.5, "healthy again once the thread is free")
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace (unshare -n, nsenter)")
 def test_make_run_in_a_fresh_network_namespace_processes_an_asset_and_stops_in_order(tmp_path):
     import shutil
     import subprocess
 
-    from tests.conftest import ROOT
+    from tests.support.helpers import ROOT
 
     if not shutil.which("unshare") or not shutil.which("nsenter") or not shutil.which("redis-server"):
         pytest.skip("needs unshare, nsenter and redis-server")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.conftest import BIN, ROOT, free_port, wait_for
+from tests.support.helpers import BIN, ROOT, free_port, wait_for
 
 NS = f"wktest{os.getpid() % 10000}"
 HOST_IP, NS_IP = "10.231.9.1", "10.231.9.2"  # the test's own veth pair, inside this machine

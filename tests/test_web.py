@@ -12,9 +12,9 @@ import pytest
 import requests
 from dramatiq.message import Message
 
-from tests.conftest import ROOT, free_port, run_cli, wait_for
-from tests.conftest import WEB_PASSWORD as PASSWORD
-from tests.conftest import WEB_TOKEN as TOKEN
+from tests.support.helpers import ROOT, free_port, run_cli, wait_for
+from tests.support.helpers import WEB_PASSWORD as PASSWORD
+from tests.support.helpers import WEB_TOKEN as TOKEN
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 

@@ -1,0 +1,45 @@
+"""middleware.deadletters: the sink stores the final error; a row it cannot store travels as a pending marker."""
+
+from __future__ import annotations
+
+import pytest
+
+from database import DeadLetter, init_database, migrate, session
+from middleware.deadletters import PENDING_RETRY_MS, DeadLetters
+from outcome import PENDING_DEAD_LETTER, Dead
+from tests.support.units import proxy
+
+
+@pytest.fixture()
+def sink(tmp_path):
+    init_database(f"sqlite:///{tmp_path}/sink.db")
+    migrate()
+    return DeadLetters()
+
+
+def test_the_row_keeps_the_final_error_the_payload_and_the_attempts(sink):
+    message = proxy("noop", kwargs={"tag": "t", "api_key": "s3cret"}, retries=2,
+                    attempt_history=[{"attempt": 2, "error": "TransientError: 503"}])
+    try:
+        raise RuntimeError("third time")
+    except RuntimeError as exc:
+        sink.record(message, Dead.of("retries_exhausted", exc))
+    with session():
+        row = DeadLetter.get()
+    assert (row.message_id, row.error_type, row.exception_type, row.error_message, row.attempts) == \
+        (message.message_id, "retries_exhausted", "RuntimeError", "third time", 3)
+    assert "third time" in row.traceback and row.kwargs["api_key"] == "s3cret"  # kept whole for requeue
+    assert row.history == [{"attempt": 2, "error": "TransientError: 503"}]
+
+
+def test_a_dead_letter_the_database_cannot_take_travels_with_its_message(sink):
+    message = proxy("noop", retries=1)
+    dead = Dead.of("crash_loop", RuntimeError("died 3 times"))
+    successor = sink.pending_successor(message, dead)
+    assert successor.delay_ms == PENDING_RETRY_MS
+    assert successor.message.message_id == message.message_id
+    assert Dead.from_option(successor.message.options[PENDING_DEAD_LETTER]) == dead
+    # stored later, the marker is not part of the kept options
+    sink.record(successor.message, dead)
+    with session():
+        assert PENDING_DEAD_LETTER not in DeadLetter.get().options

@@ -1,0 +1,126 @@
+"""Helpers the tests share: waiting, free ports, real worker processes, the CLI, databases.
+
+Fixtures live in tests/conftest.py; everything a test imports lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+BIN = Path(sys.executable).parent
+WEB_PASSWORD = "correct horse battery staple"
+WEB_TOKEN = "api-token-123"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WorkerProcess:
+    """A real `dramatiq actors ...` process tree."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *, processes: int = 1, threads: int = 4,
+                 modules: tuple[str, ...] = ("tests.support.worker_actors",), grace_ms: int = 30_000,
+                 command: list[str] | None = None) -> None:
+        self.log_path = log_path
+        argv = command or [str(BIN / "dramatiq"), "actors", *modules, "--processes", str(processes),
+                           "--threads", str(threads), "--worker-shutdown-timeout", str(grace_ms)]
+        self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def kill_tree(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+
+    def dump_stacks(self) -> None:
+        """SIGUSR1 to the worker processes: each prints all its thread stacks into the log."""
+        if self.process.poll() is not None:
+            return
+        for child in Path("/proc").glob("[0-9]*"):
+            try:
+                if int((child / "stat").read_text().rsplit(")", 1)[1].split()[1]) == self.process.pid:
+                    os.kill(int(child.name), signal.SIGUSR1)
+            except (OSError, ValueError):
+                continue
+        time.sleep(0.5)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill_tree()
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # no stray children
+        except ProcessLookupError:
+            pass
+        self.log.close()
+
+    def logs(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+
+def pg_schema_url(pg_url: str, schema: str) -> str:
+    """A fresh, empty PostgreSQL schema; the URL that uses it."""
+    import psycopg2
+
+    conn = psycopg2.connect(pg_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        cur.execute(f"CREATE SCHEMA {schema}")
+    conn.close()
+    return f"{pg_url}?options=-csearch_path%3D{schema}"
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "worker"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def db_query(env: dict[str, str], sql: str) -> list[tuple]:
+    import sqlite3
+
+    path = env["DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(path, timeout=30) as conn:
+        return conn.execute(sql).fetchall()
