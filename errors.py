@@ -87,7 +87,7 @@ def _http_status(exc: BaseException) -> int | None:
 
 
 def classify(exc: BaseException) -> Verdict:
-    """Default classification; see README "Retries" for the table."""
+    """Default classification; see docs/reliability.rst, "Retries"."""
     from database.connection import DatabaseUnavailable
 
     if isinstance(exc, PermanentError):

@@ -61,7 +61,7 @@ class Deferred:
 class Dead:
     """Failed for good.
 
-    ``error_type`` is the dead letter's type (DESIGN.md's list); ``error_code`` is what the
+    ``error_type`` is the dead letter's type (docs/reliability.rst, "Dead letters"); ``error_code`` is what the
     tracked record shows (a domain code such as ``corrupt`` when one is known, else the type).
     """
 

@@ -73,7 +73,7 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
         return None
 
     def tracked_messages(self, queues: Iterable[str]) -> None:
-        """RabbitMQ cannot list a queue without consuming it: the reconciler stays off (README)."""
+        """RabbitMQ cannot list a queue without consuming it: the reconciler stays off (README, Known limits)."""
         return None
 
     def take_lease(self, name: str, holder: str, ttl_ms: int) -> bool:

@@ -1,4 +1,4 @@
-"""Payload models of the pinned message contracts (DESIGN.md, "Messages").
+"""Payload models of the pinned message contracts (docs/contracts.rst).
 
 Payloads travel in kwargs only (args ``[]``).  Every model forbids unknown
 fields and is strict about types, so a typo at the sender fails at the

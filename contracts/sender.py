@@ -1,6 +1,6 @@
 """Send messages to the worker from any Python service, with pydantic and redis only.
 
-The wire format is Dramatiq's (see README, "Message format"): a JSON object
+The wire format is Dramatiq's (see docs/contracts.rst, "Message format"): a JSON object
 stored in the hash ``<ns>:<queue>.msgs`` under a fresh Redis id that is then
 pushed onto the list ``<ns>:<queue>``, both in one MULTI/EXEC.  Payloads are
 validated before anything is written: an invalid payload raises

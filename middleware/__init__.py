@@ -1,6 +1,6 @@
 """The reliability middleware stack; actors contain business logic only.
 
-``build_stack(settings)`` returns the middleware in the order DESIGN.md
+``build_stack(settings)`` returns the middleware in the order the design
 pins (before-hooks run in this order, after-hooks in reverse):
 
 1. context (log fields,      5. status tracking

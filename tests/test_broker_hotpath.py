@@ -1,6 +1,6 @@
 """The broker's hot path: group commit, blocking idle waits, wake-on-room, hook dispatch.
 
-These are the changes behind the drain and latency numbers in README (Performance); each test
+These are the changes behind the drain and latency numbers in docs/performance.rst; each test
 provokes the behaviour against real Redis (db 11) and real threads, and asserts outcomes, not speed.
 """
 
