@@ -100,9 +100,7 @@ def cut_then_fail(tag: str) -> None:
     record("done", tag)
 
 
-@dramatiq.actor(queue_name="tests", max_attempts=3, retry_hours=1)
-def hold(tag: str) -> None:
-    """Runs while the key <prefix>:hold exists (at most 120 s), then records completion."""
+def _hold(tag: str) -> None:
     record("started", tag)
     deadline = time.monotonic() + 120
     while _client.exists(f"{PREFIX}:hold") and time.monotonic() < deadline:
@@ -110,14 +108,16 @@ def hold(tag: str) -> None:
     record("done", tag)
 
 
+@dramatiq.actor(queue_name="tests", max_attempts=3, retry_hours=1)
+def hold(tag: str) -> None:
+    """Runs while the key <prefix>:hold exists (at most 120 s), then records completion."""
+    _hold(tag)
+
+
 @dramatiq.actor(queue_name="tests", status_track="asset", max_attempts=3, retry_hours=1)
 def tracked_hold(asset_id: str) -> None:
     """Like ``hold``, for an asset record (status tracked): the test kills the worker while it runs."""
-    record("started", asset_id)
-    deadline = time.monotonic() + 120
-    while _client.exists(f"{PREFIX}:hold") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    record("done", asset_id)
+    _hold(asset_id)
 
 
 @dramatiq.actor(queue_name="tests", max_attempts=3, retry_hours=1)
