@@ -20,7 +20,7 @@ message that kills its worker is redelivered with ``redelivered=True``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pika
 from dramatiq.broker import MessageProxy
@@ -32,7 +32,9 @@ from dramatiq.message import Message
 from brokers.hooks import DefinedHooksDispatch
 from brokers.settle import DeadLetterSink, dead_letter_of, get_successor
 from outcome import PENDING_DEAD_LETTER, Dead, Successor, kill, state_of
-from ratelimiter import RateLimiter
+
+if TYPE_CHECKING:
+    from ratelimiter import RateLimiter
 
 _AMQP_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError)
 

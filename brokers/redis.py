@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import dramatiq
@@ -59,7 +59,9 @@ from brokers.groupcommit import GroupCommit
 from brokers.hooks import DefinedHooksDispatch
 from brokers.settle import DeadLetterSink, dead_letter_of, get_successor
 from outcome import PENDING_DEAD_LETTER, Dead, Successor, kill
-from ratelimiter import RateLimiter
+
+if TYPE_CHECKING:
+    from ratelimiter import RateLimiter
 
 _LUA = {p.stem: p.read_bytes() for p in (Path(__file__).parent / "lua").glob("*.lua")}
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
