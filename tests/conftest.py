@@ -1,4 +1,5 @@
-"""Shared fixtures: real Redis (db 11, never db 0), PostgreSQL, RabbitMQ, and real worker processes."""
+"""Shared fixtures: real Redis (db 11, or 11 + n for xdist worker n; never db 0), PostgreSQL, RabbitMQ,
+and real worker processes."""
 
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ from tests.support.helpers import (
 # Test modules import domain code, and `import actors` builds a broker and migrates a database:
 # point both at throwaway places before anything is imported.
 os.environ.setdefault("DATABASE_URL", f"sqlite:///{tempfile.mkdtemp(prefix='worker-tests-')}/import.db")
-os.environ.setdefault("BROKER_URL", os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/") + "/11")
-TEST_DB = 11
+# Each pytest-xdist worker (gw0, gw1, ...) gets a Redis database of its own: 11, 12, ...; never db 0.
+TEST_DB = 11 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+os.environ.setdefault("BROKER_URL", os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+                      + f"/{TEST_DB}")
 REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 RABBIT_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -59,7 +62,7 @@ def redis_url() -> str:
 @pytest.fixture()
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
-    client.flushdb()  # db 11 belongs to the tests
+    client.flushdb()  # this database belongs to this test process
     yield client
     client.close()
 

@@ -99,7 +99,7 @@ def test_retry_whose_reenqueue_is_cut_by_a_broker_fault_loses_nothing(worker_env
 
     parts = urlsplit(redis_url)
     proxy = TcpProxy(parts.hostname, parts.port or 6379).start()
-    env = {**worker_env, "BROKER_URL": f"redis://127.0.0.1:{proxy.port}/11", "TEST_RECORD_URL": redis_url,
+    env = {**worker_env, "BROKER_URL": f"redis://127.0.0.1:{proxy.port}{parts.path}", "TEST_RECORD_URL": redis_url,
            "BROKER_CONNECT_ATTEMPTS": "1"}
     start_worker(env=env, threads=2)
     sender("cut_then_fail", tag="cut1")
@@ -125,7 +125,7 @@ def test_delayed_messages_held_through_a_broker_cut_still_run(worker_env, start_
 
     parts = urlsplit(redis_url)
     proxy = TcpProxy(parts.hostname, parts.port or 6379).start()
-    env = {**worker_env, "BROKER_URL": f"redis://127.0.0.1:{proxy.port}/11", "TEST_RECORD_URL": redis_url,
+    env = {**worker_env, "BROKER_URL": f"redis://127.0.0.1:{proxy.port}{parts.path}", "TEST_RECORD_URL": redis_url,
            "BROKER_CONNECT_ATTEMPTS": "1"}
     start_worker(env=env, threads=2)
     eta = int(time.time() * 1000) + 8_000
