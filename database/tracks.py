@@ -22,10 +22,13 @@ from datetime import datetime
 from typing import Any
 
 import peewee
+from pydantic import TypeAdapter, ValidationError
 
+from contracts.payloads import Identifier
 from database.models import Asset, utcnow
 
 Generation = tuple[int, str]
+_ASSET_ID: TypeAdapter[str] = TypeAdapter(Identifier)
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,11 @@ def track_of(broker: Any, message: Any) -> Track | None:
     except Exception:  # noqa: BLE001 - unknown actor
         return None
     kwargs = message.kwargs if isinstance(message.kwargs, dict) else {}
-    asset_id = kwargs.get("asset_id")
-    if not name or not isinstance(asset_id, str) or not asset_id:
+    if not name:
+        return None
+    try:  # an id the contract refuses (too long, odd characters) names no record we could write
+        _ASSET_ID.validate_python(kwargs.get("asset_id"))
+    except ValidationError:
         return None
     return TRACKS[name]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 
 import dramatiq
+import peewee
 from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
@@ -60,7 +61,7 @@ class DeadLetters(Middleware):
         options.pop(PENDING_DEAD_LETTER, None)
         track = tracks.track_of(self.broker, message) if self.broker is not None else None
         error_type = dead.error_type if dead.error_type in ERROR_TYPES else "permanent_error"
-        with session(transaction=True):
+        with session(transaction=True) as db:
             DeadLetter.create(
                 message_id=data["message_id"], queue=data["queue_name"].removesuffix(".DQ"),
                 actor=data["actor_name"], args=list(data.get("args") or []), kwargs=data.get("kwargs") or {},
@@ -70,15 +71,28 @@ class DeadLetters(Middleware):
                 history=options.get("attempt_history"),
                 first_enqueued_at=ms_to_dt(int(options.get("budget_started_at") or data["message_timestamp"])),
             )
-            finished = track is not None and tracks.fail(
-                track, message.kwargs["asset_id"], message.kwargs, tracks.generation_of(message), dead.error_code,
-                f"{dead.exception_type}: {dead.error_message}" if dead.exception_type else dead.error_message)
+            finished = track is not None and self._fail_record(db, track, message, dead)
         # Logged from the consumer's settle step, after the message's own log context is gone: name it.
         logger.warning("Dead-lettered message %s of %s: %s: %s%s", data["message_id"], data["actor_name"], error_type,
                        dead.error_message, f" ({track.name} record failed)" if finished and track else "",
                        extra={"message_id": data["message_id"], "actor": data["actor_name"],
                               "queue": data["queue_name"], "error_type": error_type,
                               "asset_id": message.kwargs.get("asset_id") if track else None})
+
+    @staticmethod
+    def _fail_record(db: peewee.Database, track: tracks.Track, message: MessageProxy | Message, dead: Dead) -> bool:
+        """Fail the tracked record inside the dead letter's transaction.  A record the database refuses (a
+        constraint, a value it cannot take) is logged and skipped in a savepoint: it must not cost the dead
+        letter itself, nor send it round as pending forever.  An outage still aborts both."""
+        try:
+            with db.atomic():
+                return tracks.fail(track, message.kwargs["asset_id"], message.kwargs, tracks.generation_of(message),
+                                   dead.error_code, f"{dead.exception_type}: {dead.error_message}"
+                                   if dead.exception_type else dead.error_message)
+        except (peewee.IntegrityError, peewee.DataError, peewee.ProgrammingError) as exc:
+            logger.error("Dead letter of %s stored, but its %s record could not be failed: %s", message.message_id,
+                         track.name, exc)
+            return False
 
     def record_raw(self, queue: str, body: bytes, error_type: str, error_message: str) -> None:
         from brokers.redis import encode_raw_body

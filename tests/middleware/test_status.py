@@ -163,3 +163,14 @@ def test_knowledge_that_starts_before_the_asset_message_finishes_still_ends_done
     with session():
         record = Asset.get_by_id("race")
     assert (record.status, record.knowledge_status) == ("extracted", "done")
+
+
+def test_a_dead_letter_whose_asset_id_the_contract_refuses_is_stored_without_a_record(tracker):
+    """Regression: a 300-character asset_id (an invalid payload) failed the record insert on PostgreSQL, which
+    aborted the dead letter too, so it went round as pending forever."""
+    from database import DeadLetter
+
+    message = _message("x" * 300)
+    _sink().record(message, Dead.of("invalid_payload", ValueError("asset_id: too long")))
+    with session():
+        assert DeadLetter.select().count() == 1 and Asset.select().count() == 0
