@@ -78,9 +78,10 @@ class OpenRouterClient:
 
     def chat(self, messages: list[dict[str, str]], *, schema: dict[str, Any], usage: Usage) -> str:
         """One completion constrained by a JSON schema; returns the message content (not yet validated)."""
-        body = {"model": self.model, "messages": messages, "temperature": 0,
-                "response_format": {"type": "json_schema",
-                                    "json_schema": {"name": "knowledge_graph", "strict": True, "schema": schema}}}
+        body: dict[str, Any] = {
+            "model": self.model, "messages": messages, "temperature": 0,
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "knowledge_graph", "strict": True, "schema": schema}}}
         self.limiter.slot(UPSTREAM)
         try:
             response = self.session.post(f"{self.base_url.rstrip('/')}/chat/completions", json=body,
