@@ -21,8 +21,12 @@ $(STAMP): setup.cfg pyproject.toml requirements-dashboard.txt
 run: $(STAMP)
 	@bash scripts/run.sh
 
+# Integration tests run on $(PYTEST_WORKERS) pytest-xdist workers, one test file each at a time (each worker has
+# its own Redis database; tests share no other state).  PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP)
-	@bash scripts/test.sh
+	@bash scripts/test.sh -n $(PYTEST_WORKERS) --dist loadfile
 
 # The unit layer only (no services, no worker processes): under a minute.
 test-fast: $(STAMP)
