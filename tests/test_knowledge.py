@@ -159,3 +159,26 @@ def test_no_key_means_skipped_and_no_graph_and_a_skip_is_not_an_error(worker_env
     assert [line for line in lines if line["level"] in ("ERROR", "CRITICAL")] == []
     assert not any("Traceback" in line.get("exc_info", "") for line in lines)
     assert sum("OPENROUTER_API_KEY is not set" in line["message"] for line in lines) == 1  # said once
+
+
+def test_the_missing_key_is_said_once_even_when_threads_skip_at_the_same_time(monkeypatch):
+    """Regression (seen once in CI): two worker threads skipping at once both logged it."""
+    import threading
+    import time
+
+    import actors.knowledge as knowledge
+
+    said: list[str] = []
+
+    def slow_info(message: str, *args: object) -> None:
+        time.sleep(0.05)  # widen the window the race needs
+        said.append(message)
+
+    knowledge._log_no_key.cache_clear()
+    monkeypatch.setattr(knowledge.logger, "info", slow_info)
+    threads = [threading.Thread(target=knowledge._note_no_key) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(said) == 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 
 import dramatiq
 from dramatiq.message import Message
@@ -44,9 +45,18 @@ def _client() -> OpenRouterClient:
         payment_pause_ms=_settings.openrouter_payment_pause_seconds * 1000)
 
 
+_note_lock = threading.Lock()
+
+
 @functools.cache
-def _note_no_key() -> None:
+def _log_no_key() -> None:
     logger.info("OPENROUTER_API_KEY is not set: knowledge extraction is skipped for every asset (status `skipped`).")
+
+
+def _note_no_key() -> None:
+    """Say it once per process: functools.cache alone lets two threads that skip at once both say it."""
+    with _note_lock:
+        _log_no_key()
 
 
 # throws: a skip is an expected end (Dramatiq logs it at INFO, without a traceback), not a failure.
