@@ -73,14 +73,15 @@ class Liveness(Middleware):
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self.running.pop(threading.get_ident(), None)
 
-    def problems(self) -> list[str]:
-        """Why this process cannot make progress (empty when it can)."""
-        found = [f"thread {t.name} died" for t in self.threads if not t.is_alive()]
+    def problems(self) -> dict[str, str]:
+        """Why this process cannot make progress, by what is stuck (empty when it can)."""
+        found = {f"thread {t.name}": "died" for t in self.threads if not t.is_alive()}
         now = time.monotonic()
         for message_id, actor, deadline in list(self.running.values()):
             if now > deadline:
-                found.append(f"message {message_id} of {actor} runs {now - deadline + self.wedge_grace_s:.0f} s "
-                             "past its time limit (stuck in native code or a blocking call?)")
+                found[f"message {message_id} of {actor}"] = (
+                    f"runs {now - deadline + self.wedge_grace_s:.0f} s past its time limit "
+                    "(stuck in native code or a blocking call?)")
         return found
 
     def check(self) -> bool:
@@ -89,10 +90,11 @@ class Liveness(Middleware):
             record_heartbeat()
             self.reported.clear()
             return True
-        new = [p for p in problems if p.split(" runs ")[0] not in self.reported]
-        if new:
-            logger.error("Worker process cannot make progress: %s; /healthz reports it.", "; ".join(new))
-            self.reported.update(p.split(" runs ")[0] for p in new)
+        new = {what: why for what, why in problems.items() if what not in self.reported}
+        if new:  # once per stuck thread or message, not every interval
+            logger.error("Worker process cannot make progress: %s; /healthz reports it.",
+                         "; ".join(f"{what} {why}" for what, why in new.items()))
+            self.reported.update(new)
         return False
 
     def _loop(self) -> None:

@@ -36,7 +36,6 @@ far), ``infra_retries``, ``budget_started_at`` (ms), ``attempt_history``
 from __future__ import annotations
 
 import random
-import traceback
 from typing import Any
 
 import dramatiq
@@ -110,8 +109,8 @@ class Retries(Middleware):
         if isinstance(exception, SkipWork):
             return conclude(message, Skipped(str(exception)))
         verdict = classify(exception)
-        throws = broker.get_actor(message.actor_name).options.get("throws") if message.actor_name in broker.actors \
-            else None
+        actor = broker.actors.get(message.actor_name)
+        throws = actor.options.get("throws") if actor is not None else None
         if throws and isinstance(exception, throws):  # expected by the actor: never retried (as in Dramatiq)
             verdict = Verdict("permanent", verdict.error_code, verdict.error_type)
         retries = int(message.options.get("retries", 0))
@@ -159,7 +158,6 @@ class Retries(Middleware):
                          attempt_number(message), error)
 
     def _fail(self, message: MessageProxy, error_type: str, verdict: Verdict, exception: BaseException) -> None:
-        trace = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
-        kill(message, Dead.of(error_type, exception, error_code=verdict.error_code, traceback=trace))
+        kill(message, Dead.of(error_type, exception, error_code=verdict.error_code))
         self.logger.warning("Message %s failed for good after %d attempt(s): %s (%s).", message.message_id,
                             attempt_number(message), error_type, exception)

@@ -31,7 +31,7 @@ def test_a_message_past_its_time_limit_and_grace_is_a_wedge(monkeypatch):
     mid, actor, _deadline = check.running[ident]
     check.running[ident] = (mid, actor, 0.0)  # its deadline passed
     assert not check.check() and beats == []
-    assert "past its time limit" in check.problems()[0]
+    assert "past its time limit" in check.problems()[f"message {message.message_id} of slow"]
     check.after_process_message(broker, message)
     assert check.check() and beats == [1]  # free again: healthy again
 
@@ -43,4 +43,4 @@ def test_a_dead_thread_makes_the_process_unhealthy(monkeypatch):
     dead.start()
     dead.join()
     check.threads = [dead]
-    assert not check.check() and check.problems() == ["thread worker-thread-0 died"]
+    assert not check.check() and check.problems() == {"thread worker-thread-0": "died"}
