@@ -38,11 +38,11 @@ class Reconciliation(Middleware):
         self.interval_s = interval_s
         self.grace_s = grace_s
         self.stop_event = threading.Event()
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.holder = ""  # named in after_worker_boot: one per forked worker process
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.stop_event.clear()
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # per forked process
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         reconciler = Reconciler(broker, self.client, grace_s=self.grace_s, interval_s=self.interval_s,
                                 namespace=getattr(broker, "namespace", "dramatiq"))
         threading.Thread(target=self._loop, args=(broker, reconciler), name="worker-reconciler", daemon=True).start()
