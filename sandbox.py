@@ -40,7 +40,8 @@ from supervision import die_with_parent
 
 logger = logging.getLogger(__name__)
 MAX_TASKS_PER_CHILD = 200
-PRELOAD = ["pypdfium2", "docx2txt", "charset_normalizer"]
+# Imported once by the fork server, so a new child starts with them (and with the extraction code) loaded.
+PRELOAD = ["pypdfium2", "docx2txt", "charset_normalizer", "extraction"]
 POLL_SLICE_S = 0.25
 
 
@@ -128,6 +129,11 @@ class HardLimitPool:
             if child.process.is_alive() and child.memory_mb == memory_mb:
                 return child
             child.kill()
+
+    def warm(self, children: int, memory_mb: int) -> None:
+        """Start the fork server and ``children`` idle children now, off the first messages' path."""
+        for _ in range(max(0, children - self._idle.qsize())):
+            self._idle.put(_Child(self._ctx, memory_mb))
 
     def _give_back(self, child: _Child) -> None:
         if child.tasks >= MAX_TASKS_PER_CHILD:

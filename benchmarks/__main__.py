@@ -367,7 +367,7 @@ def extraction() -> list[dict[str, Any]]:
     started = time.monotonic()
     for path in files:
         try:
-            pages += pool.run("actors.assets.extract:extract", str(path), "pdf", limits, timeout_s=60,
+            pages += pool.run("extraction:extract", str(path), "pdf", limits, timeout_s=60,
                               memory_mb=1024)["pages"] or 0
         except Exception:  # noqa: BLE001 - encrypted files
             continue

@@ -8,7 +8,8 @@ pins (before-hooks run in this order, after-hooks in reverse):
 2. metrics                   6. time limit (soft; the hard limit is sandbox)
 3. validation                7. retries
 4. rate limit                8. dead letters  9. recovery (heartbeats, crash loops), liveness, reconciliation
-                                (records whose message was lost), recycling
+                                (records whose message was lost), recycling, warm extraction
+                                children
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from middleware.context import LogContext
 from middleware.deadletters import DeadLetters
 from middleware.liveness import Liveness
 from middleware.metrics import Metrics
+from middleware.prewarm import PrewarmChildren
 from middleware.ratelimit import RateLimit
 from middleware.reconciliation import Reconciliation
 from middleware.recovery import Recovery
@@ -62,4 +64,5 @@ def build_stack(settings: Settings) -> list[Middleware]:
         Reconciliation(redis_client, interval_s=settings.reconcile_interval_seconds,
                        grace_s=settings.reconcile_grace_seconds),
         Recycling(max_rss_mb=settings.worker_max_rss_mb, max_messages=settings.worker_max_messages),
+        PrewarmChildren(queues=frozenset({"assets"}), memory_mb=settings.extract_memory_mb),
     ]

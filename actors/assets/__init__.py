@@ -70,7 +70,7 @@ def process_asset(asset_id: str, source: str, filename: str | None = None, conte
         detected = sniff(path, filename=filename, content_type=content_type)
         started = time.monotonic()
         result = run_hard_limited(
-            "actors.assets.extract:extract", path, detected,
+            "extraction:extract", path, detected,
             {"max_pdf_pages": _settings.max_pdf_pages, "pdf_tables": _settings.pdf_tables,
              "docx_max_entries": _settings.docx_max_entries,
              "docx_max_uncompressed_mb": _settings.docx_max_uncompressed_mb,
