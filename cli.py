@@ -10,6 +10,7 @@ import argparse
 import getpass
 import json
 import logging
+import os
 import shlex
 import shutil
 import socket
@@ -20,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from database.connection import DatabaseUnavailable
+from groups import GROUP_QUEUES, WorkerGroup, group_named, metrics_dir, worker_groups
 from settings import Settings, SettingsError, get_settings, is_loopback_host, mask_url
 
 logger = logging.getLogger("worker.cli")
@@ -57,19 +59,48 @@ def _operator() -> str:
 
 
 # --- run --------------------------------------------------------------------------
-def dramatiq_command(settings: Settings) -> list[str]:
-    """The exact Dramatiq command `worker run` executes (in its own process, see cmd_run).
+def dramatiq_command(group: WorkerGroup, settings: Settings) -> list[str]:
+    """The exact Dramatiq command `worker run` executes for ``group`` (in its own process, see cmd_run).
 
     ``--skip-logging``: Dramatiq's processes keep the JSON (or text) logging this service configured
     instead of adding Dramatiq's own plain-text handler beside it.
     """
-    return ["dramatiq", "actors", "--processes", str(settings.worker_processes),
-            "--threads", str(settings.worker_threads),
+    return ["dramatiq", "actors", "--queues", *group.queues, "--processes", str(group.processes),
+            "--threads", str(group.threads),
             "--worker-shutdown-timeout", str(settings.shutdown_grace_seconds * 1000), "--skip-logging"]
 
 
+def _worker_script() -> list[str]:
+    script = Path(sys.argv[0])
+    if script.name == "worker":
+        return [str(script.absolute())]
+    installed = Path(sys.executable).parent / "worker"
+    return [str(installed)] if installed.exists() else [sys.executable, str(Path(__file__).absolute())]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """Become Dramatiq's main process (no intermediate parent).
+    """One worker group (``--group`` or WORKER_GROUP), or every group under one supervisor."""
+    from supervision import supervise
+
+    settings = _settings()
+    name = args.group or settings.worker_group
+    if name:
+        return _run_group(name)
+    _init(settings, migrate=True)  # once, before the groups start (each checks again: a no-op)
+    groups = worker_groups(settings)
+    commands = {}
+    for group in groups:
+        env = {**os.environ, "WORKER_GROUP": group.name,
+               "METRICS_PORT": str(settings.metrics_port + group.index if settings.metrics_port else 0)}
+        commands[group.name] = ([*_worker_script(), "run", "--group", group.name], env)
+    logger.info("starting the worker groups: %s", ", ".join(f"{g.name} ({g.processes}x{g.threads})" for g in groups),
+                extra={"groups": {g.name: {"queues": g.queues, "processes": g.processes, "threads": g.threads}
+                                  for g in groups}})
+    return supervise(commands)
+
+
+def _run_group(name: str) -> int:
+    """Become the group's Dramatiq main process (no intermediate parent).
 
     A supervisor's signal, a process-group kill or a SIGKILL therefore reach the process that owns the
     worker processes; those ask the kernel for SIGTERM when it dies (middleware.recovery,
@@ -82,16 +113,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from database import database_proxy
 
+    os.environ["WORKER_GROUP"] = name  # the worker processes forked below read it (their metrics directory)
+    get_settings.cache_clear()
     settings = _settings()
+    group = group_named(settings, name)
     _init(settings, migrate=True)
     if database_proxy.obj is not None:
         database_proxy.obj.close()  # worker processes are forked from here: they must not share its connection
-    metrics_dir = Path(settings.metrics_dir)
-    if metrics_dir.exists():  # stale per-process files of an earlier run would be summed in forever
-        shutil.rmtree(metrics_dir)
-    metrics_dir.mkdir(parents=True)
-    command = dramatiq_command(settings)
-    logger.info("starting: %s", shlex.join(command), extra={"command": command})
+    directory = metrics_dir(settings)
+    if directory.exists():  # stale per-process files of an earlier run would be summed in forever
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    command = dramatiq_command(group, settings)
+    logger.info("starting: %s", shlex.join(command), extra={"command": command, "group": name})
     return int(dramatiq_main(make_argument_parser().parse_args(command[1:])) or 0)
 
 
@@ -366,7 +400,9 @@ def _add_filters(p: argparse.ArgumentParser, with_state: bool) -> None:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="worker", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the Dramatiq worker with processes/threads from settings").set_defaults(func=cmd_run)
+    p = sub.add_parser("run", help="run every worker group (or one: --group), sized by the *_PROCESSES/*_THREADS settings")
+    p.add_argument("--group", choices=list(GROUP_QUEUES), help="run only this group (default: WORKER_GROUP, else all)")
+    p.set_defaults(func=cmd_run)
     sub.add_parser("check", help="check configuration, broker and database").set_defaults(func=cmd_check)
     p = sub.add_parser("web", help="serve the dashboard on WEB_HOST:WEB_PORT")
     p.add_argument("--insecure-local", action="store_true",

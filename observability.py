@@ -82,6 +82,7 @@ def serve() -> int:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
     from database import init_database
+    from groups import metrics_dir
     from settings import get_settings
     from supervision import die_with_parent
     from web.health import HealthChecks
@@ -91,7 +92,7 @@ def serve() -> int:
     settings = get_settings()
     init_database(settings.database_url, statement_timeout_ms=settings.database_statement_timeout_ms)
     checks = HealthChecks(settings)
-    directory = os.path.abspath(settings.metrics_dir)
+    directory = str(metrics_dir(settings))
     stale_after = 3 * settings.maintenance_interval_ms / 1000 + 5
 
     def live_pids() -> set[str]:

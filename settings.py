@@ -13,6 +13,7 @@ are therefore not repeated here.
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -60,8 +61,16 @@ class Settings(BaseSettings):
     broker_connect_attempts: int = Field(5, ge=1, description="connection attempts at start, with backoff")
 
     # --- worker process ---------------------------------------------------
-    worker_processes: int = Field(2, ge=1, le=64, description="worker processes (dramatiq --processes)")
-    worker_threads: int = Field(8, ge=1, le=256, description="threads per process (dramatiq --threads)")
+    worker_group: Literal["", "assets", "knowledge", "crm"] = Field(
+        "", description="the group `worker run` runs (empty: every group, each in its own Dramatiq main process)")
+    assets_processes: int = Field(1, ge=1, le=64, description="assets group: worker processes")
+    assets_threads: int = Field(0, ge=0, le=256, description="assets group: threads per process, each with one "
+                                "extraction child (0: one per usable CPU core)")
+    knowledge_processes: int = Field(1, ge=1, le=64, description="knowledge group: worker processes")
+    knowledge_threads: int = Field(64, ge=1, le=1024, description="knowledge group: threads per process (LLM calls "
+                                   "in flight: OPENROUTER_RPS x seconds per call)")
+    crm_processes: int = Field(1, ge=1, le=64, description="crm group: worker processes")
+    crm_threads: int = Field(16, ge=1, le=1024, description="crm group: threads per process (Kommo calls in flight)")
     shutdown_grace_seconds: int = Field(60, ge=1, description="SIGTERM: time in-flight work gets to finish")
     heartbeat_timeout_ms: int = Field(60_000, ge=1_000, description="a worker silent this long is dead")
     maintenance_interval_ms: int = Field(5_000, ge=100, description="heartbeat + dead-worker recovery period")
@@ -73,8 +82,10 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = Field(60.0, gt=0, description="how often the reconciler looks for stuck records")
     reconcile_grace_seconds: float = Field(300.0, gt=0,
                                            description="a non-terminal record with no message this long is repaired")
-    metrics_port: int = Field(9191, ge=0, le=65535, description="worker /metrics, /healthz, /readyz port (0: off)")
-    metrics_dir: str = Field("var/metrics", description="prometheus-client multiprocess directory (emptied by worker run)")
+    metrics_port: int = Field(9191, ge=0, le=65535, description="worker /metrics, /healthz, /readyz port (0: off); "
+                              "`worker run` of every group gives group i METRICS_PORT+i")
+    metrics_dir: str = Field("var/metrics", description="prometheus-client multiprocess directory; each group uses "
+                             "its own subdirectory, emptied when the group starts")
 
     # --- retries and budgets (per domain) ----------------------------------
     retry_backoff_base_ms: int = Field(5_000, ge=1, description="first retry waits base..2*base")
@@ -112,7 +123,8 @@ class Settings(BaseSettings):
     openrouter_base_url: str = Field("https://openrouter.ai/api/v1", description="including /api/v1")
     openrouter_model: str = Field("openai/gpt-4o-mini", description="model id")
     openrouter_rps: float = Field(2.0, gt=0, description="fleet-wide OpenRouter requests per second")
-    openrouter_burst: int = Field(2, ge=1, description="OpenRouter burst size")
+    openrouter_burst: int = Field(1, ge=1, description="OpenRouter burst size (each request over 1 lets one more "
+                                  "than OPENROUTER_RPS into a second)")
     openrouter_timeout_seconds: float = Field(120.0, gt=0, description="OpenRouter read timeout")
     openrouter_payment_pause_seconds: int = Field(600, ge=1, description="fleet pause after a 402 (no credits)")
     knowledge_chunk_chars: int = Field(6000, ge=500, description="characters per LLM chunk")
@@ -237,12 +249,32 @@ def _describe(error: Any) -> str:
     return f"{name}: {message}{shown}"
 
 
+#: settings that no longer exist, and what replaced them: refused, so that no deployment keeps a value that
+#: silently stopped meaning anything (the audited worker ran 5 threads while its config said 25)
+RETIRED = {
+    "WORKER_PROCESSES": "ASSETS_PROCESSES, KNOWLEDGE_PROCESSES and CRM_PROCESSES",
+    "WORKER_THREADS": "ASSETS_THREADS, KNOWLEDGE_THREADS and CRM_THREADS",
+}
+
+
+def _retired_in_use() -> list[str]:
+    from dotenv import dotenv_values
+
+    dotenv = {k.upper() for k in dotenv_values(".env")} if os.path.exists(".env") else set()
+    present = {k.upper() for k in os.environ} | dotenv
+    return [f"{name} was replaced by {RETIRED[name]}" for name in sorted(RETIRED) if name in present]
+
+
 def load_settings() -> Settings:
     """Read the settings, raising SettingsError with one readable line per problem."""
+    problems = _retired_in_use()
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
-        raise SettingsError("invalid configuration: " + "; ".join(_describe(e) for e in exc.errors())) from None
+        problems += [_describe(e) for e in exc.errors()]
+    if problems:
+        raise SettingsError("invalid configuration: " + "; ".join(problems))
+    return settings
 
 
 @lru_cache(maxsize=1)

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 
+from groups import metrics_dir
 from settings import SettingsError, get_settings
 
 try:
@@ -22,9 +23,10 @@ except SettingsError as exc:
     raise SystemExit(2) from None
 
 # prometheus-client reads this when it is first imported (by the middleware below): one file per process.
-# Always from METRICS_DIR (not setdefault): the metrics server reads METRICS_DIR, so they must agree.
-os.makedirs(settings.metrics_dir, exist_ok=True)
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.abspath(settings.metrics_dir)
+# Always from the settings (not setdefault): the metrics server reads the same directory, so they must agree.
+_metrics_dir = metrics_dir(settings)
+_metrics_dir.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
 
 import dramatiq  # noqa: E402
 

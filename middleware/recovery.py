@@ -63,8 +63,9 @@ class Recovery(Middleware):
         from dramatiq.worker import WorkerThread
 
         threads = sum(1 for t in threading.enumerate() if isinstance(t, WorkerThread) and t.is_alive())
-        logger.info("Worker process ready: %d worker threads, queues %s.", threads, sorted(broker.get_declared_queues()),
-                    extra={"worker_threads": threads})
+        queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
+        logger.info("Worker process ready: %d worker threads, queues %s.", threads, queues,
+                    extra={"worker_threads": threads, "queues": queues})
         self.stop_event.clear()
         self.thread = threading.Thread(target=self._loop, args=(broker,), name="worker-maintenance", daemon=True)
         self.thread.start()

@@ -63,21 +63,31 @@ def test_worker_over_tls_redis(tls_redis: str, worker_env, start_worker, tmp_pat
     wait_for(lambda: client.lrange("wtest:done", 0, -1) == [b"tls"], 30, what="the message over TLS")
 
 
-def test_worker_run_uses_threads_from_settings_and_logs_the_dramatiq_command(worker_env, tmp_path):
-    env = {**worker_env, "WORKER_THREADS": "3", "WORKER_PROCESSES": "1", "SHUTDOWN_GRACE_SECONDS": "5"}
+def test_worker_run_starts_each_group_sized_from_settings_and_ctrl_c_reaches_each_once(worker_env, tmp_path):
+    env = {**worker_env, "ASSETS_THREADS": "3", "KNOWLEDGE_THREADS": "5", "CRM_THREADS": "2", "CRM_PROCESSES": "2",
+           "SHUTDOWN_GRACE_SECONDS": "5"}
     worker = WorkerProcess(env, tmp_path / "run.log", command=[str(BIN / "worker"), "run"])
     try:
-        ready = wait_for(lambda: [r for r in worker.logs() if r.get("message", "").startswith("Worker process ready")],
-                         60, 0.2, "worker ready")
-        assert ready[0]["worker_threads"] == 3
-        started = [r for r in worker.logs() if r.get("message", "").startswith("starting: ")]
-        assert started[0]["message"] == ("starting: dramatiq actors --processes 1 --threads 3 "
-                                         "--worker-shutdown-timeout 5000 --skip-logging")
-        # Ctrl-C in a terminal signals the whole foreground group; the Dramatiq master must get it once,
+        def ready() -> list[dict]:
+            found = [r for r in worker.logs() if r.get("message", "").startswith("Worker process ready")]
+            return found if len(found) >= 4 else []
+
+        consumed = sorted((r["worker_threads"], r["queues"]) for r in wait_for(ready, 90, 0.2, "4 worker processes"))
+        assert consumed == [(2, ["crm"]), (2, ["crm"]), (3, ["assets"]), (5, ["knowledge"])]
+        started = sorted(r["message"] for r in worker.logs() if r.get("message", "").startswith("starting: "))
+        assert started == [
+            "starting: dramatiq actors --queues assets --processes 1 --threads 3 --worker-shutdown-timeout 5000 "
+            "--skip-logging",
+            "starting: dramatiq actors --queues crm --processes 2 --threads 2 --worker-shutdown-timeout 5000 "
+            "--skip-logging",
+            "starting: dramatiq actors --queues knowledge --processes 1 --threads 5 --worker-shutdown-timeout 5000 "
+            "--skip-logging"]
+        # Ctrl-C in a terminal signals the whole foreground group; each Dramatiq main must get it once,
         # or it takes the second signal as "kill now" (regression: it used to get it twice).
         os.killpg(worker.process.pid, signal.SIGINT)
         assert worker.wait(30) == 0
         assert not [r for r in worker.logs() if "Killing worker process" in r.get("message", "")]
+        assert len([r for r in worker.logs() if r.get("message") == "Worker has been shut down."]) == 4
     finally:
         worker.stop()
 

@@ -12,9 +12,25 @@ from tests.support.helpers import ROOT, run_cli
 
 
 def test_invalid_value_names_the_variable(monkeypatch):
-    monkeypatch.setenv("WORKER_THREADS", "abc")
-    with pytest.raises(SettingsError, match=r"WORKER_THREADS: .*integer.*'abc'"):
+    monkeypatch.setenv("KNOWLEDGE_THREADS", "abc")
+    with pytest.raises(SettingsError, match=r"KNOWLEDGE_THREADS: .*integer.*'abc'"):
         load_settings()
+
+
+@pytest.mark.parametrize("where", ["environment", ".env"])
+def test_a_retired_setting_is_refused_with_what_replaced_it(monkeypatch, tmp_path, where):
+    """A deployment that still sets WORKER_THREADS=25 must not run with a value that silently means nothing
+    (the audited worker's 5-vs-25 threads)."""
+    monkeypatch.chdir(tmp_path)
+    if where == "environment":
+        monkeypatch.setenv("WORKER_THREADS", "25")
+    else:
+        (tmp_path / ".env").write_text("worker_processes=4\n")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    replaced = {"environment": "WORKER_THREADS was replaced by ASSETS_THREADS, KNOWLEDGE_THREADS and CRM_THREADS",
+                ".env": "WORKER_PROCESSES was replaced by ASSETS_PROCESSES, KNOWLEDGE_PROCESSES and CRM_PROCESSES"}
+    assert replaced[where] in str(raised.value)
 
 
 def test_bad_broker_scheme_is_refused(monkeypatch):
@@ -61,10 +77,10 @@ def test_readme_configuration_table_matches_settings():
 
 
 def test_cli_check_invalid_value_exits_1_without_traceback(tmp_path: Path):
-    env = {"PATH": "/usr/bin:/bin", "WORKER_THREADS": "abc"}
+    env = {"PATH": "/usr/bin:/bin", "CRM_THREADS": "abc"}
     result = run_cli(env, "check")
     assert result.returncode == 1
-    assert "WORKER_THREADS" in result.stderr + result.stdout
+    assert "CRM_THREADS" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr + result.stdout
 
 

@@ -12,35 +12,10 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.support.helpers import BIN, WorkerProcess, free_port, wait_for
+from tests.support.helpers import BIN, WorkerProcess, alive, descendants, free_port, wait_for
 
-
-def _descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+#: `worker run` of every group, each with few threads (this machine has two cores and runs tests in parallel)
+SMALL_GROUPS = {"ASSETS_THREADS": "2", "KNOWLEDGE_THREADS": "2", "CRM_THREADS": "2"}
 
 
 def _worker_run(env: dict[str, str], log: Path) -> WorkerProcess:
@@ -52,15 +27,15 @@ def _ready(worker: WorkerProcess, processes: int) -> bool:
 
 
 def test_sigkill_of_worker_run_alone_leaves_no_process_of_its_tree(worker_env, tmp_path):
-    env = {**worker_env, "WORKER_PROCESSES": "2", "WORKER_THREADS": "2", "METRICS_PORT": str(free_port())}
+    env = {**worker_env, **SMALL_GROUPS, "ASSETS_PROCESSES": "2", "METRICS_PORT": str(free_port())}
     worker = _worker_run(env, tmp_path / "run.log")
     try:
-        wait_for(lambda: _ready(worker, 2), 60, 0.2, "two worker processes ready")
-        tree = _descendants(worker.process.pid)
-        assert len(tree) >= 3  # two worker processes and the metrics fork
+        wait_for(lambda: _ready(worker, 4), 90, 0.2, "four worker processes ready")
+        tree = descendants(worker.process.pid)
+        assert len(tree) >= 10  # 3 group mains, 4 worker processes, 3 metrics forks (and extraction children)
         os.kill(worker.process.pid, signal.SIGKILL)  # the supervisor only, as a VM's or an OOM kill would
         killed = time.monotonic()
-        wait_for(lambda: not any(_alive(pid) for pid in tree), 5, 0.1, "every process of the tree gone")
+        wait_for(lambda: not any(alive(pid) for pid in tree), 5, 0.1, "every process of the tree gone")
         print(f"\nworker run SIGKILLed: its {len(tree)} processes gone {time.monotonic() - killed:.1f} s later")
     finally:
         worker.stop()
@@ -69,22 +44,21 @@ def test_sigkill_of_worker_run_alone_leaves_no_process_of_its_tree(worker_env, t
 def test_bare_dramatiq_workers_stop_when_their_main_process_is_killed(worker_env, start_worker):
     worker = start_worker(processes=2, threads=2)
     wait_for(lambda: _ready(worker, 2), 60, 0.2, "two worker processes ready")
-    tree = _descendants(worker.process.pid)
+    tree = descendants(worker.process.pid)
     os.kill(worker.process.pid, signal.SIGKILL)
-    wait_for(lambda: not any(_alive(pid) for pid in tree), 5, 0.1, "the worker processes gone")
+    wait_for(lambda: not any(alive(pid) for pid in tree), 5, 0.1, "the worker processes gone")
 
 
 def test_every_line_worker_run_writes_is_json_from_start_through_work_to_sigterm(worker_env, redis_client, tmp_path):
     from contracts import Sender
     from tests.support.helpers import run_cli
 
-    env = {**worker_env, "WORKER_PROCESSES": "2", "WORKER_THREADS": "2", "METRICS_PORT": str(free_port()),
-           "LOG_FORMAT": "json"}
+    env = {**worker_env, **SMALL_GROUPS, "METRICS_PORT": str(free_port()), "LOG_FORMAT": "json"}
     (Path(env["STORAGE_ROOT"]) / "j1.txt").write_text("some text\n")
     log = tmp_path / "run.log"
     worker = _worker_run(env, log)
     try:
-        wait_for(lambda: _ready(worker, 2), 60, 0.2, "worker ready")
+        wait_for(lambda: _ready(worker, 3), 90, 0.2, "worker ready")
         sender = Sender(redis_client)
         sender.process_asset("j1", "file:j1.txt")
         sender.process_asset("j2", "file:missing.txt")  # fails: a warning and a dead letter
@@ -194,7 +168,7 @@ def test_make_run_in_a_fresh_network_namespace_processes_an_asset_and_stops_in_o
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BROKER_", "DATABASE_", "WORKER_", "WEB_",
                                                                       "METRICS_", "STORAGE_", "TEST_"))}
     env.update({"VAR_DIR": str(var), "DATABASE_URL": f"sqlite:///{var}/worker.db", "STORAGE_ROOT": str(var / "storage"),
-                "METRICS_DIR": str(var / "metrics"), "WORKER_PROCESSES": "1", "WORKER_THREADS": "2"})
+                "METRICS_DIR": str(var / "metrics"), **SMALL_GROUPS})
     log = tmp_path / "make-run.log"
     with open(log, "wb") as out:
         run = subprocess.Popen(["unshare", "-n", "bash", "-c", "ip link set lo up && exec make run"], cwd=ROOT,
@@ -226,7 +200,7 @@ def test_make_run_in_a_fresh_network_namespace_processes_an_asset_and_stops_in_o
     assert "CRITICAL" not in output, output[-3000:]
     order = [line for line in output.splitlines() if line.startswith("make run: stopped")]
     assert order == ["make run: stopped the worker", "make run: stopped the dashboard", "make run: stopped Redis"]
-    leftovers = [p for p in _descendants(1) if str(var) in _cmdline(p)]
+    leftovers = [p for p in descendants(1) if str(var) in _cmdline(p)]
     assert leftovers == []
 
 

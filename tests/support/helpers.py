@@ -38,6 +38,62 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def descendants(root: int) -> set[int]:
+    """Every process below ``root``, whatever session or process group it moved to."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return None
+
+
+def _started_at(pids: set[int]) -> dict[int, str]:
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        except (OSError, IndexError):
+            continue
+    return out
+
+
+def kill_tree(root: int) -> None:
+    """SIGKILL ``root`` and every process below it (``worker run`` puts each group in a process group of its
+    own, so a process-group kill does not reach them all)."""
+    for pid in [root, *descendants(root)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class WorkerProcess:
     """A real `dramatiq actors ...` process tree."""
 
@@ -47,6 +103,7 @@ class WorkerProcess:
         self.log_path = log_path
         argv = command or [str(BIN / "dramatiq"), "actors", *modules, "--processes", str(processes),
                            "--threads", str(threads), "--worker-shutdown-timeout", str(grace_ms)]
+        self.argv = argv
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
@@ -56,36 +113,48 @@ class WorkerProcess:
             self.process.send_signal(signal.SIGTERM)
 
     def kill_tree(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_tree(self.process.pid)
         self.process.wait(10)
 
+    def _mains(self) -> set[int]:
+        """The Dramatiq main processes: this one, or the groups' under a ``worker run`` supervisor."""
+        if self.argv[1:2] == ["run"] and "--group" not in self.argv:
+            return {pid for pid in descendants(self.process.pid) if _parent(pid) == self.process.pid}
+        return {self.process.pid}
+
     def dump_stacks(self) -> None:
-        """SIGUSR1 to the worker processes: each prints all its thread stacks into the log."""
+        """SIGUSR1 to the worker processes: each prints all its thread stacks into the log (a Dramatiq main
+        process has no handler: the signal would kill it)."""
         if self.process.poll() is not None:
             return
-        for child in Path("/proc").glob("[0-9]*"):
-            try:
-                if int((child / "stat").read_text().rsplit(")", 1)[1].split()[1]) == self.process.pid:
-                    os.kill(int(child.name), signal.SIGUSR1)
-            except (OSError, ValueError):
-                continue
+        mains = self._mains()
+        for pid in descendants(self.process.pid):
+            if _parent(pid) in mains:
+                try:
+                    os.kill(pid, signal.SIGUSR1)
+                except ProcessLookupError:
+                    continue
         time.sleep(0.5)
 
     def wait(self, timeout: float) -> int:
         return self.process.wait(timeout)
 
     def stop(self) -> None:
+        tree = _started_at(descendants(self.process.pid))
         if self.process.poll() is None:
             self.terminate()
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill_tree()
+        for pid, started in tree.items():  # no stray process, even one its parent lost track of
+            if _started_at({pid}).get(pid) == started:  # still the same process, not a reused pid
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         try:
-            os.killpg(self.process.pid, signal.SIGKILL)  # no stray children
+            os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self.log.close()

@@ -1,0 +1,90 @@
+"""Worker groups: every queue has exactly one group, sizes come from settings, and a backlog on one queue
+never holds up another's messages (integration: `worker run` of every group, a fake OpenRouter that
+answers after 30 s)."""
+
+from __future__ import annotations
+
+import ast
+import sqlite3
+import time
+from pathlib import Path
+
+from contracts import Sender
+from groups import GROUP_QUEUES, group_named, metrics_dir, usable_cpus, worker_groups
+from settings import Settings
+from tests.support.fake_openrouter import FakeOpenRouter
+from tests.support.helpers import BIN, ROOT, WorkerProcess, wait_for
+
+
+def _actor_queues() -> set[str]:
+    queues = set()
+    for path in (ROOT / "actors").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg == "queue_name" and isinstance(node.value, ast.Constant):
+                queues.add(node.value.value)  # actor(queue_name="assets", ...)
+            elif isinstance(node, ast.Dict):  # _OPTIONS = {"queue_name": "crm", ...}
+                queues.update(v.value for k, v in zip(node.keys, node.values, strict=True)
+                              if isinstance(k, ast.Constant) and k.value == "queue_name" and isinstance(v, ast.Constant))
+    return queues
+
+
+def test_every_actor_queue_is_consumed_by_exactly_one_group():
+    grouped = [q for queues in GROUP_QUEUES.values() for q in queues]
+    assert len(grouped) == len(set(grouped))
+    assert set(grouped) == _actor_queues() == {"assets", "knowledge", "crm"}
+
+
+def test_group_sizes_come_from_settings_and_assets_default_to_one_thread_per_usable_core():
+    settings = Settings(knowledge_threads=40, crm_processes=3)
+    sizes = {g.name: (g.queues, g.processes, g.threads, g.index) for g in worker_groups(settings)}
+    assert sizes == {"assets": (("assets",), 1, usable_cpus(), 0), "knowledge": (("knowledge",), 1, 40, 1),
+                     "crm": (("crm",), 3, 16, 2)}
+    assert group_named(Settings(assets_threads=3), "assets").threads == 3
+
+
+def test_each_group_has_a_metrics_directory_of_its_own(tmp_path):
+    assert metrics_dir(Settings(metrics_dir=str(tmp_path), worker_group="crm")) == tmp_path / "crm"
+    assert metrics_dir(Settings(metrics_dir=str(tmp_path))) == tmp_path
+
+
+def _statuses(env: dict[str, str]) -> dict[str, tuple[str, str | None]]:
+    try:
+        with sqlite3.connect(env["DATABASE_URL"].removeprefix("sqlite:///"), timeout=30) as conn:
+            return {a: (s, k) for a, s, k in conn.execute("select asset_id, status, knowledge_status from asset")}
+    except sqlite3.OperationalError:  # not created yet
+        return {}
+
+
+def test_a_knowledge_backlog_does_not_delay_asset_extraction(worker_env, redis_client, tmp_path):
+    fake = FakeOpenRouter()
+    fake.mode, fake.slow_seconds = "slow", 30.0  # every LLM call holds its thread for 30 s
+    env = {**worker_env, "OPENROUTER_API_KEY": fake.key, "OPENROUTER_BASE_URL": fake.base_url,
+           "OPENROUTER_RPS": "50", "ASSETS_THREADS": "1", "KNOWLEDGE_THREADS": "2", "CRM_THREADS": "1"}
+    storage = Path(env["STORAGE_ROOT"])
+    for i in range(8):
+        (storage / f"doc{i}.txt").write_text(f"Document {i} about Alice, Bob and the Zenith project.\n")
+    worker = WorkerProcess(env, tmp_path / "run.log", command=[str(BIN / "worker"), "run"])
+    sender = Sender(redis_client)
+    try:
+        wait_for(lambda: sum(r.get("message", "").startswith("Worker process ready") for r in worker.logs()) >= 3,
+                 90, 0.2, "the three groups ready")
+        for i in range(6):
+            sender.process_asset(f"doc{i}", f"file:doc{i}.txt")
+        # both knowledge threads wait on the LLM and four knowledge messages queue behind them
+        wait_for(lambda: len(fake.requests) >= 2 and sum(k == "pending" for _, k in _statuses(env).values()) >= 4,
+                 60, 0.2, "a knowledge backlog")
+        latencies = []
+        for i in (6, 7):
+            sent = time.monotonic()
+            sender.process_asset(f"doc{i}", f"file:doc{i}.txt")
+            wait_for(lambda i=i: _statuses(env).get(f"doc{i}", ("",))[0] == "extracted", 20, 0.05,
+                     f"doc{i} extracted behind the knowledge backlog")
+            latencies.append(time.monotonic() - sent)
+        statuses = _statuses(env)
+        # the backlog is still there: no knowledge finished, the first two calls are still being answered
+        assert not [a for a, (_, k) in statuses.items() if k == "done"]
+        assert len(fake.requests) == 2
+        print(f"\nextracted behind a knowledge backlog in {', '.join(f'{s:.2f} s' for s in latencies)}")
+    finally:
+        worker.stop()
+        fake.close()
