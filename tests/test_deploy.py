@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from groups import GROUP_QUEUES
 from settings import Settings
 from tests.support.helpers import ROOT
 
@@ -29,17 +30,55 @@ def test_kubernetes_manifests_pass_strict_schema_validation():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_worker_grace_period_covers_the_hard_limit_and_the_shutdown_grace():
+def test_one_deployment_per_worker_group_with_grace_probes_and_an_hpa_on_its_own_queue():
     config = yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text())["data"]
-    worker = next(yaml.safe_load_all((DEPLOY / "k8s" / "worker.yaml").read_text()))
-    spec = worker["spec"]["template"]["spec"]
-    assert spec["terminationGracePeriodSeconds"] > int(config["EXTRACT_TIMEOUT_SECONDS"]) + int(
-        config["SHUTDOWN_GRACE_SECONDS"])
-    container = spec["containers"][0]
-    assert container["ports"][0]["containerPort"] == Settings.model_fields["metrics_port"].default
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    documents = list(yaml.safe_load_all((DEPLOY / "k8s" / "worker.yaml").read_text()))
+    deployments = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment"}
+    hpas = {d["spec"]["scaleTargetRef"]["name"]: d for d in documents if d["kind"] == "HorizontalPodAutoscaler"}
+    assert set(deployments) == set(hpas) == {f"worker-{name}" for name in GROUP_QUEUES}
+    for name, queues in GROUP_QUEUES.items():
+        spec = deployments[f"worker-{name}"]["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        assert container["args"] == ["run", "--group", name]
+        assert spec["terminationGracePeriodSeconds"] > int(config["SHUTDOWN_GRACE_SECONDS"])
+        if name == "assets":  # a running extraction may take its whole hard limit before the grace starts
+            assert spec["terminationGracePeriodSeconds"] > int(config["EXTRACT_TIMEOUT_SECONDS"]) + int(
+                config["SHUTDOWN_GRACE_SECONDS"])
+        assert container["ports"][0]["containerPort"] == Settings.model_fields["metrics_port"].default
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        selector = hpas[f"worker-{name}"]["spec"]["metrics"][0]["external"]["metric"]["selector"]["matchLabels"]
+        assert (selector["queue"],) == queues
     assert set(config) <= {f.upper() for f in Settings.model_fields} | {"OTEL_SERVICE_NAME"}
+    # the assets pods' threads (one extraction child each) match their CPU limit
+    assert config["ASSETS_THREADS"] == deployments["worker-assets"]["spec"]["template"]["spec"]["containers"][0][
+        "resources"]["limits"]["cpu"]
+
+
+def test_compose_runs_one_service_per_worker_group_and_prometheus_scrapes_each():
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    for name in GROUP_QUEUES:
+        assert services[f"worker-{name}"]["command"] == ["run", "--group", name]
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    worker_job = next(job for job in prometheus["scrape_configs"] if job["job_name"] == "worker")
+    assert worker_job["static_configs"][0]["targets"] == [f"worker-{name}:9191" for name in GROUP_QUEUES]
+
+
+def test_dockerfile_copies_every_module_the_package_installs():
+    """The image used to miss every top-level module added after it was written (pip install . then
+    built a worker that could not import errors, outcome, sandbox...)."""
+    import configparser
+
+    text = (DEPLOY / "Dockerfile").read_text()
+    copied = {line.split()[1] for line in text.splitlines() if line.startswith("COPY ") and "--from" not in line}
+    options = configparser.ConfigParser()
+    options.read(ROOT / "setup.cfg")
+    modules = options["options"]["py_modules"].split()
+    packages = {p.strip().split(".")[0] for p in options["options.packages.find"]["include"].split()}
+    assert "*.py" in copied or {f"{m}.py" for m in modules} <= copied
+    assert all((ROOT / f"{m}.py").exists() for m in modules)
+    assert sorted(p for p in packages if p not in copied) == []
+    assert sorted(p.stem for p in ROOT.glob("*.py")) == sorted(modules)  # and setup.cfg lists every module
 
 
 @pytest.mark.parametrize("profile", [None, "rabbitmq"])
