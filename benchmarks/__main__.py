@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from benchmarks.common import BIN, REDIS_URL, RESULTS, ROOT, enqueue_raw, worker_env
+from benchmarks.common import BIN, REDIS_URL, RESULTS, ROOT, WorkerRun, enqueue_raw, worker_env
 
 BENCHMARKS: dict[str, Callable[[], list[dict[str, Any]]]] = {}
 
@@ -274,81 +274,147 @@ def ratelimit() -> list[dict[str, Any]]:
              "requests": stats["requests"], "throttled_429": stats["throttled"]}]
 
 
+def _sqlite_rows(tmp: str, query: str) -> list[tuple[Any, ...]]:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"{tmp}/bench.db", timeout=30) as conn:
+            return conn.execute(query).fetchall()
+    except sqlite3.OperationalError:  # not created yet
+        return []
+
+
+def _one_page_pdfs() -> list[Path]:
+    """Small one-page PDFs of the corpus (the upload a user waits for)."""
+    import pypdfium2
+
+    found = []
+    for path in sorted(CORPUS.glob("*.pdf")):
+        if path.stat().st_size > 200_000:
+            continue
+        try:
+            document = pypdfium2.PdfDocument(str(path))
+            pages = len(document)
+            document.close()
+        except Exception:  # noqa: BLE001 - encrypted or broken: not a typical upload
+            continue
+        if pages == 1:
+            found.append(path)
+    return found
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
 @benchmark
 def openrouter() -> list[dict[str, Any]]:
-    """Knowledge extraction against the fake OpenRouter: requests/s achieved vs the allowed 10 req/s."""
+    """LLM calls taking 3 s, OPENROUTER_RPS=10, `worker run` with default sizes: sustained req/s over 60 s, and
+    one-page PDFs extracted one by one meanwhile (upload -> text latency behind a knowledge backlog)."""
     from contracts import Sender
     from tests.support.fake_openrouter import FakeOpenRouter
 
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
     fake = FakeOpenRouter(rate_limit=10)
-    text = " ".join(f"Sentence {i} about Alice, Bob and the Zenith project in Paris." for i in range(400))
+    fake.mode, fake.slow_seconds = "slow", 3.0
+    documents = int(os.environ.get("BENCH_LLM_DOCUMENTS", "40"))
+    # default KNOWLEDGE_CHUNK_CHARS/OVERLAP (6000/300): 18 chunks of about 5,700 new characters each
+    text = "Alice met Bob about the Zenith project in Paris. " * (18 * 5_700 // 49)
+    pdfs = _one_page_pdfs()
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(4):
-            Path(tmp, f"d{i}.txt").write_text(text)
-        env = worker_env(tmp, OPENROUTER_API_KEY=fake.key, OPENROUTER_BASE_URL=fake.base_url, OPENROUTER_RPS="10",
-                   OPENROUTER_BURST="1", KNOWLEDGE_CHUNK_CHARS="600", KNOWLEDGE_CHUNK_OVERLAP="0")
-        worker = subprocess.Popen([str(BIN / "dramatiq"), "actors", "--processes", "2", "--threads", "8"], cwd=ROOT,
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for i in range(documents):
+            Path(tmp, f"k{i}.txt").write_text(text)
+        for path in pdfs:
+            shutil.copyfile(path, Path(tmp) / path.name)
+        run = WorkerRun(worker_env(tmp, OPENROUTER_API_KEY=fake.key, OPENROUTER_BASE_URL=fake.base_url,
+                                   OPENROUTER_RPS="10"))
         try:
-            import sqlite3
-
+            deadline = time.monotonic() + 120
+            while client.zcard("dramatiq:__heartbeats__") < 3 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(2)  # the assets group warms its extraction children
             sender = Sender(client)
-            for i in range(4):
-                sender.process_asset(f"d{i}", f"file:d{i}.txt")
-            deadline = time.monotonic() + 300
+            for i in range(documents):
+                sender.process_asset(f"k{i}", f"file:k{i}.txt")
+            while len(fake.requests) < 30 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            latencies = []
+            for n in range(50):
+                path = pdfs[n % len(pdfs)]
+                sent = time.time()
+                sender.process_asset(f"p{n}", f"file:{path.name}")
+                finished: list[tuple[Any, ...]] = []
+                while not finished and time.monotonic() < deadline + 60:
+                    finished = _sqlite_rows(tmp, f"select finished_at from asset where asset_id='p{n}' "
+                                                 "and status in ('extracted', 'failed')")
+                    time.sleep(0.002)
+                at = datetime.fromisoformat(str(finished[0][0]))
+                latencies.append((at.replace(tzinfo=at.tzinfo or UTC).timestamp() - sent) * 1000)
+            unfinished = _sqlite_rows(tmp, "select count(*) from asset where asset_id like 'k%' "
+                                           "and knowledge_status not in ('done', 'failed')")
+            backlog_at_end = unfinished[0][0] if unfinished else 0
+            deadline = time.monotonic() + documents * 18 / 9.5 * 2 + 60
             while time.monotonic() < deadline:
-                try:
-                    with sqlite3.connect(f"{tmp}/bench.db", timeout=30) as conn:
-                        done = conn.execute("select count(*) from asset where knowledge_status='done'").fetchone()[0]
-                except sqlite3.OperationalError:
-                    done = 0
-                if done == 4:
+                done = _sqlite_rows(tmp, "select count(*) from asset where asset_id like 'k%' "
+                                         "and knowledge_status in ('done', 'failed')")
+                if done and done[0][0] == documents:
                     break
-                time.sleep(0.2)
+                time.sleep(0.5)
         finally:
-            worker.terminate()
-            worker.wait(60)
+            run.stop()
     requests_seen = fake.chat_requests()
     fake.close()
-    ok = [r["at"] for r in requests_seen if not r["over_rate"]]
-    rate = (len(ok) - 1) / (ok[-1] - ok[0]) if len(ok) > 1 else 0.0
-    return [{"benchmark": "openrouter", "variant": "2x8 workers, allowed 10 req/s", "value": round(rate, 2),
-             "unit": "req/s", "ratio": round(rate / 10, 3), "target": ">= 0.90 of allowed, zero 429",
-             "requests": len(requests_seen), "throttled_429": sum(r["over_rate"] for r in requests_seen)}]
+    ok = sorted(r["at"] for r in requests_seen if not r["over_rate"])
+    window = [t for t in ok if ok[0] + 5 <= t < ok[0] + 65]
+    sustained = len(window) / 60 if ok and ok[-1] >= ok[0] + 65 else 0.0
+    return [
+        {"benchmark": "openrouter", "variant": "3 s calls, allowed 10 req/s", "value": round(sustained, 2),
+         "unit": "req/s", "ratio": round(sustained / 10, 3), "target": ">= 9 req/s over 60 s, zero 429",
+         "requests": len(requests_seen), "throttled_429": sum(r["over_rate"] for r in requests_seen),
+         "notes": f"{documents} documents x 18 chunks, default group sizes"},
+        {"benchmark": "openrouter", "variant": "1-page PDF upload->text p50/p99",
+         "value": f"{_percentile(latencies, 0.5):.0f}/{_percentile(latencies, 0.99):.0f}", "unit": "ms",
+         "target": "p50 <= 100, p99 <= 500 ms",
+         "notes": f"50 sent one by one while documents waited on the LLM ({backlog_at_end} of {documents} still "
+                  "unfinished after the 50th)"},
+        {"benchmark": "openrouter", "variant": "worker RSS per process, max",
+         "value": "/".join(f"{run.peak_rss_mb.get(g, 0):.0f}" for g in ("assets", "knowledge", "crm")), "unit": "MB",
+         "target": "< 300 MB each", "notes": "assets/knowledge/crm at the concurrency above"},
+    ]
 
 
 @benchmark
 def kommo() -> list[dict[str, Any]]:
-    """100 crm_add_note messages against the fake Kommo (429 above 7 req/s), 2x8 workers."""
+    """200 crm_add_note against the fake Kommo answering in 300 ms (429 above 7 req/s), default group sizes."""
     from contracts import Sender
     from tests.support.fake_kommo import FakeKommo
 
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
     fake = FakeKommo(rate=7)
+    fake.latency = 0.3
+    notes = int(os.environ.get("BENCH_KOMMO_NOTES", "200"))
     with tempfile.TemporaryDirectory() as tmp:
-        env = worker_env(tmp, KOMMO_BASE_URL=fake.base_url, KOMMO_ACCESS_TOKEN="llt-1", KOMMO_RPS="7", KOMMO_BURST="1")
-        worker = subprocess.Popen([str(BIN / "dramatiq"), "actors", "--processes", "2", "--threads", "8"], cwd=ROOT,
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run = WorkerRun(worker_env(tmp, KOMMO_BASE_URL=fake.base_url, KOMMO_ACCESS_TOKEN="llt-1", KOMMO_RPS="7"))
         try:
             sender = Sender(client)
-            for i in range(100):
+            for i in range(notes):
                 sender.crm_add_note("leads", 1, f"note {i}", f"bench-{i}")
-            deadline = time.monotonic() + 300
-            while len(fake.store["notes"]) < 100 and time.monotonic() < deadline:
+            deadline = time.monotonic() + notes / 7 * 3 + 120
+            while len(fake.store["notes"]) < notes and time.monotonic() < deadline:
                 time.sleep(0.2)
         finally:
-            worker.terminate()
-            worker.wait(60)
+            run.stop()
     requests_seen = fake.api_requests()
     fake.close()
     ok = [r[0] for r in requests_seen if r[3] < 400]
     rate = (len(ok) - 1) / (ok[-1] - ok[0]) if len(ok) > 1 else 0.0
-    return [{"benchmark": "kommo", "variant": "100 notes, 2x8 workers", "value": round(rate, 2), "unit": "req/s",
-             "ratio": round(rate / 7, 3), "target": ">= 0.90 of 7, zero 429",
-             "requests": len(requests_seen), "throttled_429": sum(1 for r in requests_seen if r[3] == 429)}]
+    return [{"benchmark": "kommo", "variant": "300 ms calls, 7 req/s", "value": round(rate, 2), "unit": "req/s",
+             "ratio": round(rate / 7, 3), "target": ">= 6.5 req/s, zero 429",
+             "requests": len(requests_seen), "throttled_429": sum(1 for r in requests_seen if r[3] == 429),
+             "notes": f"{notes} notes, default group sizes; crm worker RSS {run.peak_rss_mb.get('crm', 0):.0f} MB"}]
 
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "pdf"
@@ -358,6 +424,7 @@ CORPUS = ROOT.parent / "shared" / "corpus" / "pdf"
 def extraction() -> list[dict[str, Any]]:
     """PDF corpus pages/s through process_asset (everything counted) vs pdfplumber extract_text + page.close()."""
     from contracts import Sender
+    from groups import usable_cpus
     from sandbox import HardLimitPool
 
     files = sorted(CORPUS.glob("*.pdf"))
@@ -380,12 +447,14 @@ def extraction() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         for path in files:
             shutil.copyfile(path, Path(tmp) / path.name)
-        worker = subprocess.Popen([str(BIN / "dramatiq"), "actors", "--processes", "2", "--threads", "4"], cwd=ROOT,
-                                  env=worker_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run = WorkerRun(worker_env(tmp))  # default sizes: the assets group has one thread per usable core
         try:
             import sqlite3
 
-            time.sleep(3)  # worker start-up is not per-file cost
+            deadline = time.monotonic() + 120
+            while client.zcard("dramatiq:__heartbeats__") < 3 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(2)  # worker start-up (and its warm extraction children) is not per-file cost
             sender = Sender(client)
             started = time.monotonic()
             for i, path in enumerate(files):
@@ -404,8 +473,7 @@ def extraction() -> list[dict[str, Any]]:
                 time.sleep(0.05)
             actor_seconds = time.monotonic() - started
         finally:
-            worker.terminate()
-            worker.wait(60)
+            run.stop()
     actor_rate = actor_pages / actor_seconds
 
     subset = files if os.environ.get("BENCH_EXTRACT_FULL") else [f for f in files if f.stat().st_size < 400_000]
@@ -419,9 +487,10 @@ def extraction() -> list[dict[str, Any]]:
         {"benchmark": "extraction", "variant": "hard-limited helper (1 child)", "value": round(helper_rate, 1),
          "unit": "pages/s", "ratio": round(helper_rate / plumber_rate, 1),
          "notes": f"peak child RSS {child_peak:.0f} MB (target <= 150)"},
-        {"benchmark": "extraction", "variant": "process_asset, 2x4 workers", "value": round(actor_rate, 1),
-         "unit": "pages/s", "ratio": round(actor_rate / plumber_rate, 1), "target": ">= 30x pdfplumber",
-         "notes": f"{actor_pages} pages, {len(files)} files, everything counted"},
+        {"benchmark": "extraction", "variant": f"process_asset, assets 1x{usable_cpus()}", "value": round(actor_rate, 1),
+         "unit": "pages/s", "ratio": round(actor_rate / plumber_rate, 1), "target": ">= 40x pdfplumber",
+         "notes": f"{actor_pages} pages, {len(files)} files, everything counted; "
+                  f"{actor_rate / helper_rate:.2f}x the single child; worker RSS {run.peak_rss_mb.get('assets', 0):.0f} MB"},
     ]
 
 

@@ -5,7 +5,7 @@ for empty lists, ``query`` search over names, tags and custom fields);
 OAuth2 with rotating single-use refresh tokens; 429 above ``rate`` requests
 in any second per token (plain text on every other one), and a 403 block
 after ``block_after`` consecutive 429s; problem+json validation errors
-(a negative lead price); ``hang_after_create`` accepts a note and then does
+(a negative lead price); ``latency`` delays every answer; ``hang_after_create`` accepts a note and then does
 not answer for a while, to kill the worker between acceptance and ack.
 """
 
@@ -38,6 +38,7 @@ class FakeKommo:
         self.consecutive_429 = 0
         self.blocked = False
         self.hang_after_create: float = 0.0
+        self.latency: float = 0.0  # seconds every answer takes (Kommo answers in 0.1-0.8 s)
         self.lock = threading.Lock()
         fake = self
 
@@ -46,6 +47,8 @@ class FakeKommo:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 status, payload, ctype = fake.handle(method, self.path, self.headers, raw)
+                if fake.latency:
+                    time.sleep(fake.latency)
                 data = payload if isinstance(payload, bytes) else (b"" if payload is None else json.dumps(payload).encode())
                 self.send_response(status)
                 if data:
