@@ -32,15 +32,27 @@ class PermanentError(Exception):
 class TransientError(Exception):
     """Retrying later may help; ``retry_after_ms`` overrides the backoff when given.
 
-    ``spends_attempt=False`` marks a wait (rate limit, upstream pause) that must not use up the budget.
+    ``spends_attempt=False`` marks a wait (rate limit, upstream pause) that must not use up the budget;
+    ``charges_window=False``, a wait that the time budget (``retry_hours``) does not count either: an
+    upstream pause or a fair share of a rate limit says nothing about the message.
     """
 
     def __init__(self, message: str, *, error_code: str = "transient", retry_after_ms: int | None = None,
-                 spends_attempt: bool = True) -> None:
+                 spends_attempt: bool = True, charges_window: bool = True) -> None:
         super().__init__(message)
         self.error_code = error_code
         self.retry_after_ms = retry_after_ms
         self.spends_attempt = spends_attempt
+        self.charges_window = charges_window
+
+
+class Continue(TransientError):  # noqa: N818 - it is a signal, not an error
+    """The work made progress that is saved and goes on in a new delivery, behind the messages queued
+    meanwhile (a long document yields its thread so that small ones are not starved).  Spends no attempt."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code="continued", retry_after_ms=0, spends_attempt=False,
+                         charges_window=False)
 
 
 class InvalidPayload(PermanentError):
@@ -79,6 +91,7 @@ class Verdict:
     error_code: str
     error_type: str  # dead-letter error_type if this ends the message
     retry_after_ms: int | None = None
+    charges_window: bool = True  # False: the wait before the retry is not counted in the time budget
 
 
 def _http_status(exc: BaseException) -> int | None:
@@ -94,7 +107,8 @@ def classify(exc: BaseException) -> Verdict:
         return Verdict("permanent", exc.error_code, exc.error_type)
     if isinstance(exc, TransientError):
         kind: Kind = "transient" if getattr(exc, "spends_attempt", True) else "wait"
-        return Verdict(kind, exc.error_code, "retries_exhausted", exc.retry_after_ms)
+        return Verdict(kind, exc.error_code, "retries_exhausted", exc.retry_after_ms,
+                       getattr(exc, "charges_window", True))
     if isinstance(exc, HardTimeout):
         return Verdict("transient", "timeout", "timeout")
     if isinstance(exc, MemoryLimitExceeded | MemoryError):

@@ -168,12 +168,21 @@ def attempt_number(message: Any) -> int:
     return int(message.options.get("retries", 0)) + 1
 
 
-def defer(message: Any, delay_ms: int, reason: str) -> None:
+def budget_start(message: Any) -> int:
+    """When this generation's time budget (``retry_hours``) started, in epoch ms; uncharged waits move it on."""
+    return int(message.options.get("budget_started_at") or message.message_timestamp)
+
+
+def defer(message: Any, delay_ms: int, reason: str, *, charge_window: bool = True) -> None:
     """Put a message back for later without spending an attempt (rate limits, pauses, outages).
 
-    The caller then raises SkipMessage; the broker enqueues the copy with the ack.
+    ``charge_window=False``: the delay does not count in the time budget (an upstream pause: a daily
+    spending cap may hold messages for hours, and must not kill them).  The caller then raises
+    SkipMessage; the broker enqueues the copy with the ack.
     """
     if successor_of(message) is not None:
         return
-    options = {"deferrals": int(message.options.get("deferrals", 0)) + 1, "last_deferral": reason}
+    options: dict[str, Any] = {"deferrals": int(message.options.get("deferrals", 0)) + 1, "last_deferral": reason}
+    if not charge_window:
+        options["budget_started_at"] = budget_start(message) + delay_ms
     conclude(message, Deferred(now_ms() + delay_ms, reason), Successor(message._message.copy(options=options), delay_ms))

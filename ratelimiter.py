@@ -68,7 +68,7 @@ class RateLimited(TransientError):
     def __init__(self, upstream: str, wait_ms: int, *, paused: bool = False) -> None:
         what = "paused" if paused else "rate-limited"
         super().__init__(f"upstream {upstream} {what}; next slot in {wait_ms} ms", error_code="rate_limited",
-                         retry_after_ms=wait_ms, spends_attempt=False)
+                         retry_after_ms=wait_ms, spends_attempt=False, charges_window=False)
         self.upstream = upstream
         self.paused = paused
 
@@ -123,14 +123,23 @@ class RateLimiter:
                 raise RateLimited(upstream, wait_ms + random.randint(0, 250), paused=paused)
             time.sleep(wait_ms / 1000 + random.uniform(0, 0.002))
 
-    def pause(self, upstream: str, ms: int, reason: str) -> None:
-        """Pause an upstream for the whole fleet (never shortens a longer pause)."""
+    def pause(self, upstream: str, ms: int, reason: str, *, quiet: bool = False) -> None:
+        """Pause an upstream for the whole fleet (never shortens a longer pause).
+
+        ``quiet``: the caller counts and reports the pause itself (once, however many threads pause it).
+        """
         key = self._keys(upstream)[1]
         current = self.client.pttl(key)
         if current is None or current < ms:
             self.client.set(key, reason, px=max(1, int(ms)))
+        if not quiet:
+            self.count_pause(upstream, reason)
+            logger.warning("Upstream %s paused for %d ms fleet-wide: %s", upstream, ms, reason)
+
+    @staticmethod
+    def count_pause(upstream: str, reason: str) -> None:
+        """``worker_upstream_pauses_total{upstream, reason}``: the reason up to its first colon."""
         PAUSES.labels(upstream, reason.split(":", 1)[0]).inc()
-        logger.warning("Upstream %s paused for %d ms fleet-wide: %s", upstream, ms, reason)
 
     def paused_for(self, upstream: str) -> int:
         ttl = self.client.pttl(self._keys(upstream)[1])

@@ -158,11 +158,13 @@ class Reconciler:
     """
 
     def __init__(self, broker: Any, client: Any, *, grace_s: float, interval_s: float,
-                 namespace: str = "dramatiq") -> None:
+                 namespace: str = "dramatiq", chunk_retention_days: float | None = None) -> None:
         self.broker = broker
         self.client = client
         self.grace_s = grace_s
         self.interval_s = interval_s
+        self.chunk_retention_days = chunk_retention_days
+        self.purged_at = 0.0
         self.suspects_key = f"{namespace}:__reconcile_suspects__"
         self.rebuilds_key = f"{namespace}:__reconcile_rebuilds__"
 
@@ -181,8 +183,21 @@ class Reconciler:
                 found.add((track, kwargs["asset_id"]))
         return found
 
+    def purge_expired(self, every_s: float = 3600.0) -> int:
+        """At most hourly: forget LLM chunk results older than their retention (KNOWLEDGE_CACHE_DAYS)."""
+        if self.chunk_retention_days is None or time.monotonic() - self.purged_at < every_s:
+            return 0
+        from database.retention import purge_chunks
+
+        purged = purge_chunks(self.chunk_retention_days)
+        self.purged_at = time.monotonic()
+        if purged:
+            logger.info("Purged %d LLM chunk results older than %g days.", purged, self.chunk_retention_days)
+        return purged
+
     def run_once(self) -> list[Repair] | None:
         """One round; None when the broker cannot list its messages."""
+        self.purge_expired()
         candidates = load_candidates(self.grace_s)
         if not candidates:
             self.client.delete(self.suspects_key)

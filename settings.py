@@ -129,6 +129,15 @@ class Settings(BaseSettings):
     openrouter_payment_pause_seconds: int = Field(600, ge=1, description="fleet pause after a 402 (no credits)")
     knowledge_chunk_chars: int = Field(6000, ge=500, description="characters per LLM chunk")
     knowledge_chunk_overlap: int = Field(300, ge=0, description="characters shared by neighbouring chunks")
+    knowledge_max_chunks: int = Field(200, ge=1, description="an asset with more chunks fails budget_exceeded "
+                                      "before any call")
+    knowledge_max_cost_usd: float = Field(1.0, gt=0, description="LLM spend per asset (one knowledge generation); "
+                                          "checked before each call: at most one call goes over")
+    openrouter_daily_budget_usd: float | None = Field(None, gt=0, description="fleet-wide OpenRouter spend per UTC "
+                                                      "day; reaching it pauses OpenRouter until midnight UTC "
+                                                      "(unset: no cap)")
+    knowledge_cache_days: float = Field(30.0, gt=0, description="chunk results (checkpoints and cache by content) "
+                                        "are kept this long")
     app_url: str = Field("https://example.invalid/worker", description="HTTP-Referer sent to OpenRouter")
     app_title: str = Field("Worker service", description="X-OpenRouter-Title sent to OpenRouter")
     kommo_base_url: str | None = Field(None, description="https://{subdomain}.kommo.com, without /api/v4")

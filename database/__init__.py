@@ -26,6 +26,7 @@ from database.models import (
     KnowledgeEntity,
     KnowledgeRelation,
     KommoToken,
+    LlmChunk,
     LlmUsage,
     utcnow,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "KommoToken",
     "KnowledgeEntity",
     "KnowledgeRelation",
+    "LlmChunk",
     "LlmUsage",
     "current_version",
     "database_proxy",

@@ -24,6 +24,7 @@ from database.models import (
     KnowledgeEntity,
     KnowledgeRelation,
     KommoToken,
+    LlmChunk,
     LlmUsage,
     SchemaVersion,
 )
@@ -44,10 +45,30 @@ def _v3_crm(db: peewee.Database) -> None:
     db.create_tables([KommoToken, CrmLink, CrmEvent], safe=True)
 
 
+def _add_missing_columns(db: peewee.Database, model: type[peewee.Model], names: list[str]) -> None:
+    """Add ``names`` of ``model`` that the table lacks (a database created after the model changed has them)."""
+    from playhouse.migrate import SchemaMigrator
+    from playhouse.migrate import migrate as apply
+
+    table = model._meta.table_name
+    existing = {column.name for column in db.get_columns(table)}
+    migrator = SchemaMigrator.from_database(db)
+    apply(*(migrator.add_column(table, model._meta.fields[name].column_name, model._meta.fields[name])
+            for name in names if model._meta.fields[name].column_name not in existing))
+
+
+def _v4_llm_checkpoints(db: peewee.Database) -> None:
+    db.create_tables([LlmChunk], safe=True)
+    _add_missing_columns(db, Asset, ["knowledge_chunks", "knowledge_chunks_failed"])
+    _add_missing_columns(db, LlmUsage, ["gen_ts", "gen_id"])
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "base: assets, asset texts, dead letters, audit log", _v1_base),
     (2, "knowledge graph entities, relations, LLM usage", _v2_knowledge),
     (3, "CRM: Kommo OAuth token, ledger of links, webhook events", _v3_crm),
+    (4, "LLM chunk checkpoints and cache; chunk counts of a graph; usage per knowledge generation",
+     _v4_llm_checkpoints),
 ]
 
 

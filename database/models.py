@@ -80,11 +80,13 @@ class Asset(BaseModel):
     finished_at = peewee.DateTimeField(null=True)
     knowledge_started_at = peewee.DateTimeField(null=True)
     knowledge_finished_at = peewee.DateTimeField(null=True)
+    knowledge_chunks = peewee.IntegerField(null=True)  # of the last graph built
+    knowledge_chunks_failed = peewee.IntegerField(null=True)  # chunks still invalid after one repair (left out)
 
     PUBLIC_FIELDS = (
         "asset_id", "status", "error_code", "error_message", "attempts", "pages", "chars", "size",
         "sha256", "detected_type", "no_text", "knowledge_status", "knowledge_error_code",
-        "knowledge_error_message", "created_at", "updated_at",
+        "knowledge_error_message", "created_at", "updated_at", "knowledge_chunks", "knowledge_chunks_failed",
     )
     EXTRA_FIELDS = (
         "source", "filename", "content_type", "crm_lead_id", "next_attempt_at", "last_error",
@@ -170,15 +172,42 @@ class KnowledgeRelation(BaseModel):
 
 
 class LlmUsage(BaseModel):
-    """Token usage and cost of the LLM calls made for one asset's current graph."""
+    """Token usage and cost of the LLM calls paid for one asset's knowledge generation (cache hits cost 0).
+
+    Added to as each chunk's result is stored, so the per-asset budget counts what earlier, interrupted
+    deliveries of the same generation paid; a new generation starts again from zero.
+    """
 
     asset = peewee.ForeignKeyField(Asset, primary_key=True, on_delete="CASCADE", column_name="asset_id")
+    gen_ts = peewee.BigIntegerField(default=0)
+    gen_id = peewee.CharField(default="")
     model = peewee.CharField(null=True)
     requests = peewee.IntegerField(default=0)
     prompt_tokens = peewee.IntegerField(default=0)
     completion_tokens = peewee.IntegerField(default=0)
     cost_usd = peewee.FloatField(default=0.0)
     updated_at = peewee.DateTimeField(default=utcnow)
+
+
+class LlmChunk(BaseModel):
+    """One chunk's LLM extraction, keyed by what determines it: the chunk's text, the model, the prompt version.
+
+    A checkpoint (an interrupted extraction resumes after the chunks already here) and a cache (the same
+    text in another asset, a re-upload or a requeued dead letter costs nothing).  A chunk still invalid
+    after its repair is kept too (``valid`` false), so it is not paid for again either.  Rows older than
+    KNOWLEDGE_CACHE_DAYS are purged by the reconciler.
+    """
+
+    key = peewee.CharField(primary_key=True, max_length=64)
+    model = peewee.CharField()
+    prompt_version = peewee.CharField()
+    valid = peewee.BooleanField()
+    result = peewee.TextField()  # the validated extraction as JSON; when not valid, why
+    requests = peewee.IntegerField(default=0)
+    prompt_tokens = peewee.IntegerField(default=0)
+    completion_tokens = peewee.IntegerField(default=0)
+    cost_usd = peewee.FloatField(default=0.0)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
 
 
 class KommoToken(BaseModel):
@@ -223,4 +252,4 @@ class CrmEvent(BaseModel):
 
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Asset, AssetText, DeadLetter, AuditEntry, KnowledgeEntity,
-                                           KnowledgeRelation, LlmUsage, KommoToken, CrmLink, CrmEvent)
+                                           KnowledgeRelation, LlmUsage, LlmChunk, KommoToken, CrmLink, CrmEvent)

@@ -68,7 +68,7 @@ class RateLimit(Middleware):
             if paused:
                 logger.info("Deferring %s: upstream %s paused for %d ms (%s).", message.message_id, upstream, paused,
                             self.limiter.pause_reason(upstream))
-                defer(message, paused + random.randint(0, 1000), f"upstream {upstream} paused")
+                defer(message, paused + random.randint(0, 1000), f"upstream {upstream} paused", charge_window=False)
                 raise SkipMessage(f"upstream {upstream} paused")
         limit = actor.options.get("concurrency_limit")
         if limit:

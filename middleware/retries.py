@@ -14,8 +14,9 @@ raise PermanentError/TransientError for their own overrides):
   ``retry_after_ms`` carried by the exception wins) until the attempt or the
   time budget is spent, then dead-lettered as ``retries_exhausted``;
 * wait (database or broker unreachable, a rate-limit wait, an upstream
-  pause) -> retried like transient errors but without spending attempts,
-  bounded by the time budget only;
+  pause, a long job continuing behind others) -> retried like transient errors but without spending
+  attempts, bounded by the time budget only; a wait the error marks ``charges_window=False`` (an
+  upstream pause, a rate-limit share, ``Continue``) is not counted in the time budget either;
 * hard timeout -> retried ``HARD_TIMEOUT_RETRIES`` times, then ``timeout``.
 
 The retry copy is not enqueued here: it is attached as the message's
@@ -44,13 +45,20 @@ from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware, SkipMessage
 
 from errors import HardTimeout, SkipWork, Verdict, classify
-from outcome import Dead, Retrying, Skipped, Succeeded, Successor, attempt_number, conclude, kill, now_ms
+from outcome import (
+    Dead,
+    Retrying,
+    Skipped,
+    Succeeded,
+    Successor,
+    attempt_number,
+    budget_start,
+    conclude,
+    kill,
+    now_ms,
+)
 
 HISTORY_LIMIT = 10
-
-
-def _budget_start(message: Any) -> int:
-    return int(message.options.get("budget_started_at") or message.message_timestamp)
 
 
 def _compute_delay(retries: int, base_ms: int, max_ms: int) -> int:
@@ -95,7 +103,7 @@ class Retries(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         """Age limit: a message whose generation is older than ``max_age_ms`` dies unprocessed."""
         if self.max_age_ms and message.options.get("retries", 0) == 0 and \
-                now_ms() - _budget_start(message) > self.max_age_ms:
+                now_ms() - budget_start(message) > self.max_age_ms:
             error = f"message is older than {self.max_age_ms / 3_600_000:g} h and was never started"
             kill(message, Dead.of("age_limit", TimeoutError(error)))
             raise SkipMessage(error)
@@ -131,12 +139,15 @@ class Retries(Middleware):
         if delay is None:
             delay = _compute_delay(next_retries - 1 if spends_attempt else infra - 1,
                                   self.backoff_base_ms, self.backoff_max_ms)
-        started = _budget_start(message)
-        if now_ms() + delay - started > window_ms:
+        started = budget_start(message)
+        if not verdict.charges_window:
+            started += delay  # the wait is not the message's: its budget resumes after it
+        elif now_ms() + delay - started > window_ms:
             return self._fail(message, verdict.error_type, verdict, exception)
         self.schedule_retry(message, delay, exception, retries=next_retries, infra_retries=infra,
                             extra={"hard_timeouts": int(message.options.get("hard_timeouts", 0))
-                                   + (1 if isinstance(exception, HardTimeout) else 0)})
+                                   + (1 if isinstance(exception, HardTimeout) else 0),
+                                   "budget_started_at": started})
 
     def schedule_retry(self, message: MessageProxy, delay_ms: int, exception: BaseException | None, *,
                        retries: int, infra_retries: int, extra: dict[str, Any] | None = None) -> None:
@@ -147,7 +158,7 @@ class Retries(Middleware):
         options = {
             "retries": retries,
             "infra_retries": infra_retries,
-            "budget_started_at": _budget_start(message),
+            "budget_started_at": budget_start(message),
             "attempt_history": history,
             "last_error": error,
             **(extra or {}),

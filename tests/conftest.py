@@ -18,6 +18,7 @@ import pytest
 import redis
 import requests
 
+from tests.support.fake_openrouter import FakeOpenRouter
 from tests.support.helpers import (
     BIN,
     ROOT,
@@ -177,3 +178,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("processes"):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture()
+def fake() -> Iterator[FakeOpenRouter]:
+    """A fake OpenRouter on a free port (tests/support/fake_openrouter.py)."""
+    server = FakeOpenRouter()
+    yield server
+    server.close()
+
+
+@pytest.fixture()
+def knowledge_env(worker_env: dict[str, str], fake: FakeOpenRouter) -> dict[str, str]:
+    return {**worker_env, "OPENROUTER_API_KEY": fake.key, "OPENROUTER_BASE_URL": fake.base_url,
+            "OPENROUTER_RPS": "20", "OPENROUTER_BURST": "2", "KNOWLEDGE_CHUNK_CHARS": "800",
+            "KNOWLEDGE_CHUNK_OVERLAP": "80", "OPENROUTER_PAYMENT_PAUSE_SECONDS": "3"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,25 +11,10 @@ import redis
 
 from actors.knowledge.graph import Extraction, Graph, chunk_text
 from contracts import Sender
-from tests.support.fake_openrouter import FakeOpenRouter
 from tests.support.helpers import run_cli, wait_for
 
 DOCUMENT = " ".join(
     f"Paragraph {i}: Alice met Bob in Paris to discuss Acme and the Zenith project with Carol." for i in range(60))
-
-
-@pytest.fixture()
-def fake() -> Iterator[FakeOpenRouter]:
-    server = FakeOpenRouter()
-    yield server
-    server.close()
-
-
-@pytest.fixture()
-def knowledge_env(worker_env: dict[str, str], fake: FakeOpenRouter) -> dict[str, str]:
-    return {**worker_env, "OPENROUTER_API_KEY": fake.key, "OPENROUTER_BASE_URL": fake.base_url,
-            "OPENROUTER_RPS": "20", "OPENROUTER_BURST": "2", "KNOWLEDGE_CHUNK_CHARS": "800",
-            "KNOWLEDGE_CHUNK_OVERLAP": "80", "OPENROUTER_PAYMENT_PAUSE_SECONDS": "3"}
 
 
 def _asset(env: dict[str, str], asset_id: str) -> dict:
@@ -50,9 +34,15 @@ def _graph(env: dict[str, str], asset_id: str) -> tuple[list, list, tuple]:
     return entities, relations, usage
 
 
-def _send_document(env: dict[str, str], client: redis.Redis, asset_id: str, **kwargs) -> None:
-    Path(env["STORAGE_ROOT"], f"{asset_id}.txt").write_text(DOCUMENT)
+def _send_document(env: dict[str, str], client: redis.Redis, asset_id: str, text: str = DOCUMENT, **kwargs) -> None:
+    Path(env["STORAGE_ROOT"], f"{asset_id}.txt").write_text(text)
     Sender(client).process_asset(asset_id, f"file:{asset_id}.txt", **kwargs)
+
+
+def _document(tag: str, paragraphs: int = 60) -> str:
+    """A text of its own (no chunk in common with another tag's), about the same people."""
+    return " ".join(f"Paragraph {tag}-{i}: Alice met Bob in Paris to discuss Acme and the Zenith project with "
+                    f"Carol." for i in range(paragraphs))
 
 
 def test_merge_normalises_names_and_sums_weights():
@@ -126,7 +116,7 @@ def test_malformed_output_is_repaired_once_then_fails_with_its_code(knowledge_en
     repair = [r for r in fake.chat_requests() if len(r["body"]["messages"]) == 4]
     assert len(repair) == 1 and "invalid" in repair[0]["body"]["messages"][3]["content"]
     fake.mode = "malformed"
-    _send_document(knowledge_env, redis_client, "kg4")
+    _send_document(knowledge_env, redis_client, "kg4", _document("kg4"))  # new text: nothing cached
     wait_for(lambda: _asset(knowledge_env, "kg4").get("knowledge_status") == "failed", 60, 0.5, "failed")
     record = _asset(knowledge_env, "kg4")
     assert record["knowledge_error_code"] == "invalid_llm_output"

@@ -40,7 +40,9 @@ def make_app(settings: Settings, *, insecure_local: bool = False):  # -> Dashboa
                              session_hours=settings.web_session_hours)
     broker = build_broker(settings, [])
     registry = CollectorRegistry()
-    registry.register(BrokerCollector(make_redis_client(settings) if settings.broker_kind == "redis" else None))
+    registry.register(BrokerCollector(make_redis_client(settings) if settings.broker_kind == "redis" else None,
+                                      spend_client=make_redis_client(settings, settings.ratelimit_url),
+                                      daily_budget_usd=settings.openrouter_daily_budget_usd))
     return DashboardApp(broker=broker, auth=auth, health=HealthChecks(settings),
                         metrics_app=make_wsgi_app(registry))
 

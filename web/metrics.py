@@ -5,7 +5,9 @@ worker_queue_delayed{queue}            messages in the delay queue (retries, def
 worker_queue_inflight{queue}           messages fetched by a worker and not yet settled
 worker_queue_oldest_age_seconds{queue} age of the oldest waiting message (since it was first sent)
 worker_dead_letters{actor}             dead letters in state ``dead``
-worker_upstream_paused{upstream}       1 while an upstream is paused fleet-wide (429, 402, 403 block)
+worker_upstream_paused{upstream}       1 while an upstream is paused fleet-wide (429, 402, 403 block, daily budget)
+worker_llm_spend_today_usd{upstream}   the fleet's spend on the LLM upstream since 00:00 UTC
+worker_llm_daily_budget_usd{upstream}  OPENROUTER_DAILY_BUDGET_USD, when set
 """
 
 from __future__ import annotations
@@ -29,9 +31,31 @@ class BrokerCollector(Collector):
     """Parameters: redis client of the broker (None on RabbitMQ: queue gauges then come from RabbitMQ's own
     exporter), namespace."""
 
-    def __init__(self, client: Any | None, namespace: str = "dramatiq") -> None:
+    def __init__(self, client: Any | None, namespace: str = "dramatiq", *, spend_client: Any | None = None,
+                 daily_budget_usd: float | None = None) -> None:
         self.client = client
         self.ns = namespace
+        self.spend_client = spend_client
+        self.daily_budget_usd = daily_budget_usd
+
+    def _spend(self) -> Iterable[GaugeMetricFamily]:
+        from datetime import UTC, datetime
+
+        from budgets import spend_key
+
+        spend = GaugeMetricFamily("worker_llm_spend_today_usd", "Fleet-wide LLM spend since 00:00 UTC",
+                                  labels=["upstream"])
+        budget = GaugeMetricFamily("worker_llm_daily_budget_usd", "Daily LLM budget of the fleet (when set)",
+                                   labels=["upstream"])
+        if self.spend_client is not None:
+            try:
+                value = self.spend_client.get(spend_key(self.ns, "openrouter", datetime.now(UTC)))
+                spend.add_metric(["openrouter"], float(value) if value else 0.0)
+            except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is down
+                pass
+        if self.daily_budget_usd is not None:
+            budget.add_metric(["openrouter"], self.daily_budget_usd)
+        yield from (spend, budget)
 
     def _queues(self) -> list[str]:
         names = {q for q, _ in CONTRACTS.values()}
@@ -74,6 +98,7 @@ class BrokerCollector(Collector):
             for upstream in UPSTREAMS:
                 paused.add_metric([upstream], 1 if self.client.exists(f"{self.ns}:__pause__.{upstream}") else 0)
         yield from (depth, delayed, inflight, oldest, paused)
+        yield from self._spend()
         dead = GaugeMetricFamily("worker_dead_letters", "Dead letters waiting for an operator", labels=["actor"])
         try:
             with session():

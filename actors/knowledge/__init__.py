@@ -6,12 +6,23 @@ done | skipped | failed), ``rate_limit="openrouter"`` (one fleet-wide slot
 per HTTP request; 429/402 pause the upstream without spending attempts),
 budgets and soft time limit from the KNOWLEDGE_* settings.
 
-The text is chunked (KNOWLEDGE_CHUNK_CHARS/OVERLAP); each chunk's output is
-validated, repaired once if invalid, then merged (normalised name + type;
-relation weights summed) and the asset's previous graph is replaced in one
-transaction.  No OPENROUTER_API_KEY: the status is ``skipped`` and no graph
-is invented.  When the asset has a ``crm_lead_id``, a ``crm_add_note`` with a
-summary follows, idempotency key ``knowledge:{asset_id}:{sha256}``.
+The text is chunked (KNOWLEDGE_CHUNK_CHARS/OVERLAP).  Each chunk's result is
+stored as soon as it arrives, keyed by the chunk's text, the model and the
+prompt version (``llm_chunk``): an interrupted delivery resumes where it
+stopped, and the same text anywhere (another asset, a re-upload, a requeued
+dead letter) is never paid for twice.  Budgets are checked before each call
+(KNOWLEDGE_MAX_CHUNKS, KNOWLEDGE_MAX_COST_USD per asset: ``budget_exceeded``;
+OPENROUTER_DAILY_BUDGET_USD for the fleet: a pause until midnight UTC, see
+budgets.py).  A delivery that has worked half its time limit yields
+(``Continue``): the rest runs behind the documents queued meanwhile, so a
+200-chunk document cannot starve small ones.  A chunk whose output is
+still invalid after one repair is left out and counted
+(``knowledge_chunks_failed``); if every chunk is, the asset fails
+``invalid_llm_output``.  The graph is merged (normalised name + type;
+relation weights summed) and replaces the previous one in one transaction.
+No OPENROUTER_API_KEY: the status is ``skipped`` and no graph is invented.
+When the asset has a ``crm_lead_id``, a ``crm_add_note`` with a summary
+follows, idempotency key ``knowledge:{asset_id}:{sha256}``.
 """
 
 from __future__ import annotations
@@ -19,17 +30,19 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 
 import dramatiq
 from dramatiq.message import Message
 from dramatiq.middleware import CurrentMessage
 
-from actors.knowledge.graph import SCHEMA, Graph, chunk_text, extract_chunk
-from actors.knowledge.openrouter import OpenRouterClient, Usage
-from actors.knowledge.store import load_asset, replace_graph
+from actors.knowledge.graph import SCHEMA, Graph, chunk_key, chunk_text, extract_chunk
+from actors.knowledge.openrouter import UPSTREAM, OpenRouterClient, Usage
+from actors.knowledge.store import load_asset, replace_graph, spent_usd, store_chunk, stored_chunks
+from budgets import AssetBudget, DailyBudget
 from contracts import build_message
 from database.tracks import generation_of
-from errors import SkipWork
+from errors import Continue, PermanentError, SkipWork
 from ratelimiter import limiter_of
 from settings import get_settings
 
@@ -43,6 +56,38 @@ def _client() -> OpenRouterClient:
         model=_settings.openrouter_model, limiter=limiter_of(dramatiq.get_broker()),
         timeout_s=_settings.openrouter_timeout_seconds, app_url=_settings.app_url, app_title=_settings.app_title,
         payment_pause_ms=_settings.openrouter_payment_pause_seconds * 1000)
+
+
+def _daily_budget() -> DailyBudget:
+    limiter = limiter_of(dramatiq.get_broker())
+    return DailyBudget(limiter.client, limiter, UPSTREAM, _settings.openrouter_daily_budget_usd,
+                       namespace=limiter.namespace)
+
+
+class PaidCalls:
+    """``chat`` for one chunk at a time: checks the budgets before each call and counts what each cost."""
+
+    def __init__(self, client: OpenRouterClient, budget: AssetBudget, daily: DailyBudget) -> None:
+        self.client = client
+        self.budget = budget
+        self.daily = daily
+        self.usage = Usage()
+
+    def chat(self, messages: list[dict[str, str]]) -> str:
+        self.budget.check_call()
+        self.daily.check()
+        before = self.usage.cost_usd
+        try:
+            return self.client.chat(messages, schema=SCHEMA, usage=self.usage)
+        finally:
+            cost = self.usage.cost_usd - before
+            self.budget.spend(cost)
+            self.daily.spend(cost)
+
+    def take_usage(self) -> Usage:
+        """What the calls since the last take cost (stored with the chunk they were for)."""
+        usage, self.usage = self.usage, Usage()
+        return usage
 
 
 _note_lock = threading.Lock()
@@ -68,20 +113,42 @@ def extract_knowledge(asset_id: str) -> None:
         _note_no_key()
         raise SkipWork("OPENROUTER_API_KEY is not set: knowledge extraction skipped, no graph produced")
     asset, text = load_asset(asset_id)
+    generation = generation_of(CurrentMessage.get_current_message())
     client = _client()
-    usage = Usage()
-    graph = Graph()
     chunks = chunk_text(text, _settings.knowledge_chunk_chars, _settings.knowledge_chunk_overlap)
-    for index, chunk in enumerate(chunks):
-        graph.add(extract_chunk(lambda messages: client.chat(messages, schema=SCHEMA, usage=usage), chunk,
-                                index=index, total=len(chunks)))
-    message = CurrentMessage.get_current_message()
-    if not replace_graph(asset_id, generation_of(message), graph, usage, client.model):
+    budget = AssetBudget(_settings.knowledge_max_chunks, _settings.knowledge_max_cost_usd,
+                         spent_usd(asset_id, generation))
+    budget.check_chunks(len(chunks))
+    calls = PaidCalls(client, budget, _daily_budget())
+    keys = [chunk_key(client.model, chunk) for chunk in chunks]
+    results = stored_chunks(set(keys))
+    resumed = len(results)
+    yield_at = time.monotonic() + _settings.knowledge_time_limit_seconds / 2
+    for number, (chunk, key) in enumerate(zip(chunks, keys, strict=True), start=1):
+        if key in results:
+            continue
+        if time.monotonic() > yield_at:
+            raise Continue(f"{number - 1} of {len(chunks)} chunks done; the rest continues behind other work")
+        result = extract_chunk(calls.chat, chunk)
+        store_chunk(asset_id, generation, key, client.model, result, calls.take_usage())
+        results[key] = result
+    graph = Graph()
+    failed = 0
+    for key in keys:
+        extraction = results[key].extraction
+        if extraction is None:
+            failed += 1
+        else:
+            graph.add(extraction)
+    if chunks and failed == len(chunks):
+        raise PermanentError(f"every chunk's output was invalid after one repair attempt: {results[keys[0]].error}",
+                             error_code="invalid_llm_output")
+    if not replace_graph(asset_id, generation, graph, client.model, chunks=len(chunks), failed_chunks=failed):
         logger.info("Graph of %s not stored: a newer generation owns it.", asset_id)
         return
-    logger.info("Knowledge graph of %s: %d chunks, %d entities, %d relations, %d tokens, $%.5f.", asset_id,
-                len(chunks), len(graph.entities), len(graph.relations),
-                usage.prompt_tokens + usage.completion_tokens, usage.cost_usd)
+    logger.info("Knowledge graph of %s: %d chunks (%d already stored, %d invalid), %d entities, %d relations, "
+                "$%.5f paid by this asset.", asset_id, len(chunks), resumed, failed, len(graph.entities),
+                len(graph.relations), budget.spent_usd)
     if asset.crm_lead_id:
         note = build_message("crm_add_note", {"entity": "leads", "entity_id": asset.crm_lead_id,
                                               "text": f"{asset.filename or asset_id}: {graph.summary()}",

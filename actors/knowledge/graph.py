@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -9,8 +10,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from errors import PermanentError
 
 SYSTEM_PROMPT = (
     "You extract a knowledge graph from a document chunk. Return JSON only, matching the schema: "
@@ -95,22 +94,56 @@ def parse_extraction(content: str) -> Extraction:
         raise ValueError(f"does not match the schema: {exc.errors()[:3]}") from None
 
 
-def extract_chunk(chat: Any, chunk: str, *, index: int, total: int) -> Extraction:
-    """One chunk: a call, and one repair call when the output fails validation."""
+REPAIR_PROMPT = "That output is invalid ({error}). Return only the JSON object matching the schema, nothing else."
+
+#: changes whenever what is sent for a chunk changes (prompts, schema): cached results of an older prompt
+#: are then not reused (part of every chunk's key)
+PROMPT_VERSION = hashlib.sha256(
+    "\0".join([SYSTEM_PROMPT, json.dumps(SCHEMA, sort_keys=True), REPAIR_PROMPT]).encode()).hexdigest()[:16]
+
+
+def chunk_key(model: str, chunk: str) -> str:
+    """What determines a chunk's extraction: its text, the model and the prompt version."""
+    return hashlib.sha256("\0".join([model, PROMPT_VERSION, chunk]).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """A chunk's extraction, or why its output stayed invalid after one repair (``extraction`` is None)."""
+
+    extraction: Extraction | None
+    error: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.extraction is not None
+
+    def to_json(self) -> str:
+        return self.extraction.model_dump_json() if self.extraction is not None else (self.error or "invalid")
+
+    @classmethod
+    def from_stored(cls, valid: bool, stored: str) -> ChunkResult:
+        return cls(Extraction.model_validate_json(stored)) if valid else cls(None, stored)
+
+
+def extract_chunk(chat: Any, chunk: str) -> ChunkResult:
+    """One chunk: a call, and one repair call when the output fails validation.
+
+    The prompt holds nothing but the chunk (no position in the document), so that the same text costs
+    one extraction wherever it appears.
+    """
     messages = [{"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": f"Chunk {index + 1} of {total}:\n<<<\n{chunk}\n>>>"}]
+                {"role": "user", "content": f"Extract the knowledge graph of this text:\n<<<\n{chunk}\n>>>"}]
     content = chat(messages)
     try:
-        return parse_extraction(content)
+        return ChunkResult(parse_extraction(content))
     except ValueError as first:
         repair = messages + [{"role": "assistant", "content": content[:20_000]},
-                             {"role": "user", "content": f"That output is invalid ({first}). Return only the JSON "
-                                                         "object matching the schema, nothing else."}]
+                             {"role": "user", "content": REPAIR_PROMPT.format(error=first)}]
         try:
-            return parse_extraction(chat(repair))
+            return ChunkResult(parse_extraction(chat(repair)))
         except ValueError as second:
-            raise PermanentError(f"LLM output invalid after one repair attempt: {second}",
-                                 error_code="invalid_llm_output") from None
+            return ChunkResult(None, f"LLM output invalid after one repair attempt: {second}"[:2000])
 
 
 def normalise(name: str) -> str:

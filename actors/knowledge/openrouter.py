@@ -93,7 +93,7 @@ class OpenRouterClient:
         if response.status_code != 200:
             self._raise_for(response.status_code, payload, response)
         if isinstance(payload, dict) and payload.get("error"):
-            self._raise_for(int(payload["error"].get("code") or 500), payload, response)
+            self._raise_for(error_status(payload["error"], default=500), payload, response)
         try:
             choice = payload["choices"][0]
         except (KeyError, IndexError, TypeError):
@@ -101,7 +101,7 @@ class OpenRouterClient:
         usage.add(payload.get("usage"))
         if choice.get("error") or choice.get("finish_reason") == "error":
             error = choice.get("error") or {"code": 502, "message": "generation failed"}
-            self._raise_for(int(error.get("code") or 502), {"error": error}, response)
+            self._raise_for(error_status(error, default=502), {"error": error}, response)
         return choice.get("message", {}).get("content") or ""
 
     def _raise_for(self, status: int, payload: Any, response: requests.Response) -> None:
@@ -119,6 +119,41 @@ class OpenRouterClient:
             raise TransientError(f"OpenRouter {status}: {message}", error_code=f"openrouter_{status}",
                                  retry_after_ms=retry_after_ms(response))
         raise PermanentError(f"OpenRouter {status}: {message}", error_code=f"openrouter_{status}")
+
+
+#: OpenRouter's typed errors (``error.metadata.error_type``, or a ``code`` that is a name rather than a number)
+#: -> the HTTP status they are documented with (reference/apis.md, "Typed errors")
+ERROR_TYPE_STATUS = {
+    "context_length_exceeded": 400, "max_tokens_exceeded": 400, "token_limit_exceeded": 400,
+    "string_too_long": 400, "invalid_request": 400, "invalid_prompt": 400, "content_policy_violation": 400,
+    "refusal": 400, "model_not_found": 400, "authentication": 401, "payment_required": 402,
+    "permission_denied": 403, "not_found": 404, "no_endpoints": 404, "free_variant_ended": 404,
+    "timeout": 408, "payload_too_large": 413, "unprocessable": 422, "rate_limit_exceeded": 429,
+    "capacity_exhausted": 429, "server": 500, "unmapped": 500, "provider_unavailable": 502,
+    "provider_overloaded": 503, "temporarily_unavailable": 503,
+}
+
+
+def error_status(error: Any, *, default: int) -> int:
+    """The HTTP status an error object means: its numeric ``code``; else its typed name (``code`` or
+    ``metadata.error_type``); else ``default`` (a server-side failure: retried, never taken as permanent)."""
+    if not isinstance(error, dict):
+        return default
+    code = error.get("code")
+    if isinstance(code, bool):
+        code = None
+    if isinstance(code, int | float):
+        return int(code)
+    if isinstance(code, str):
+        if code.strip().isdigit():
+            return int(code.strip())
+        if code.strip().lower() in ERROR_TYPE_STATUS:
+            return ERROR_TYPE_STATUS[code.strip().lower()]
+    metadata = error.get("metadata")
+    error_type = metadata.get("error_type") if isinstance(metadata, dict) else None
+    if isinstance(error_type, str) and error_type.lower() in ERROR_TYPE_STATUS:
+        return ERROR_TYPE_STATUS[error_type.lower()]
+    return default
 
 
 def retry_after_ms(response: requests.Response) -> int | None:

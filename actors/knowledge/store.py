@@ -1,10 +1,12 @@
-"""Reading an asset's text and replacing its graph atomically."""
+"""Reading an asset's text, the chunk checkpoints (and cache), per-asset LLM spend, and replacing a graph."""
 
 from __future__ import annotations
 
-from actors.knowledge.graph import Graph
+import peewee
+
+from actors.knowledge.graph import PROMPT_VERSION, ChunkResult, Graph
 from actors.knowledge.openrouter import Usage
-from database import Asset, AssetText, KnowledgeEntity, KnowledgeRelation, LlmUsage, session, utcnow
+from database import Asset, AssetText, KnowledgeEntity, KnowledgeRelation, LlmChunk, LlmUsage, session, utcnow
 from errors import PermanentError, TransientError
 
 
@@ -22,12 +24,64 @@ def load_asset(asset_id: str) -> tuple[Asset, str]:
         return asset, text.text
 
 
-def replace_graph(asset_id: str, generation: tuple[int, str], graph: Graph, usage: Usage, model: str) -> bool:
-    """Replace the asset's entities, relations and usage in one transaction; False if superseded."""
+def stored_chunks(keys: set[str]) -> dict[str, ChunkResult]:
+    """The results already stored for these chunk keys (by this asset earlier, or by any other)."""
+    found: dict[str, ChunkResult] = {}
+    ordered = sorted(keys)
+    with session():
+        for start in range(0, len(ordered), 500):
+            for row in LlmChunk.select(LlmChunk.key, LlmChunk.valid, LlmChunk.result).where(
+                    LlmChunk.key.in_(ordered[start:start + 500])).tuples():
+                found[row[0]] = ChunkResult.from_stored(bool(row[1]), row[2])
+    return found
+
+
+def _add_usage(asset_id: str, generation: tuple[int, str], model: str, usage: Usage) -> None:
+    """Add to the asset's usage row; a row of another generation starts again from this usage."""
+    gen_ts, gen_id = generation
+    same = (LlmUsage.gen_ts == gen_ts) & (LlmUsage.gen_id == gen_id)
+
+    def added(column: peewee.Field, value: float) -> peewee.Node:
+        return peewee.Case(None, [(same, column + value)], value)
+
+    (LlmUsage.insert(asset=asset_id, gen_ts=gen_ts, gen_id=gen_id, model=model, requests=usage.requests,
+                     prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                     cost_usd=usage.cost_usd, updated_at=utcnow())
+     .on_conflict(conflict_target=[LlmUsage.asset], update={
+         LlmUsage.requests: added(LlmUsage.requests, usage.requests),
+         LlmUsage.prompt_tokens: added(LlmUsage.prompt_tokens, usage.prompt_tokens),
+         LlmUsage.completion_tokens: added(LlmUsage.completion_tokens, usage.completion_tokens),
+         LlmUsage.cost_usd: added(LlmUsage.cost_usd, usage.cost_usd),
+         LlmUsage.gen_ts: gen_ts, LlmUsage.gen_id: gen_id, LlmUsage.model: model, LlmUsage.updated_at: utcnow()})
+     .execute())
+
+
+def store_chunk(asset_id: str, generation: tuple[int, str], key: str, model: str, result: ChunkResult,
+                usage: Usage) -> None:
+    """Checkpoint one chunk as soon as its result arrives, with what it cost this asset, in one transaction."""
+    with session(transaction=True):
+        (LlmChunk.insert(key=key, model=model, prompt_version=PROMPT_VERSION, valid=result.valid,
+                         result=result.to_json(), requests=usage.requests, prompt_tokens=usage.prompt_tokens,
+                         completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd, created_at=utcnow())
+         .on_conflict_ignore().execute())
+        _add_usage(asset_id, generation, model, usage)
+
+
+def spent_usd(asset_id: str, generation: tuple[int, str]) -> float:
+    """What this generation of the asset's knowledge has paid so far (earlier, interrupted deliveries)."""
+    with session():
+        row = LlmUsage.get_or_none(LlmUsage.asset == asset_id)
+    return float(row.cost_usd) if row is not None and (row.gen_ts, row.gen_id) == generation else 0.0
+
+
+def replace_graph(asset_id: str, generation: tuple[int, str], graph: Graph, model: str, *, chunks: int,
+                  failed_chunks: int) -> bool:
+    """Replace the asset's entities and relations in one transaction; False if superseded."""
     gen_ts, gen_id = generation
     with session(transaction=True):
-        owned = (Asset.select().where(Asset.asset_id == asset_id, Asset.knowledge_gen_ts == gen_ts,
-                                      Asset.knowledge_gen_id == gen_id).exists())
+        owned = (Asset.update(knowledge_chunks=chunks, knowledge_chunks_failed=failed_chunks)
+                 .where(Asset.asset_id == asset_id, Asset.knowledge_gen_ts == gen_ts,
+                        Asset.knowledge_gen_id == gen_id).execute())
         if not owned:
             return False
         KnowledgeRelation.delete().where(KnowledgeRelation.asset == asset_id).execute()
@@ -41,12 +95,5 @@ def replace_graph(asset_id: str, generation: tuple[int, str], graph: Graph, usag
                  "descriptions": r.descriptions, "weight": r.weight} for r in graph.relations.values()]
         for start in range(0, len(rels), 200):
             KnowledgeRelation.insert_many(rels[start:start + 200]).execute()
-        (LlmUsage.insert(asset=asset_id, model=model, requests=usage.requests, prompt_tokens=usage.prompt_tokens,
-                         completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd, updated_at=utcnow())
-         .on_conflict(conflict_target=[LlmUsage.asset],
-                      update={LlmUsage.model: model, LlmUsage.requests: usage.requests,
-                              LlmUsage.prompt_tokens: usage.prompt_tokens,
-                              LlmUsage.completion_tokens: usage.completion_tokens,
-                              LlmUsage.cost_usd: usage.cost_usd, LlmUsage.updated_at: utcnow()})
-         .execute())
+        _add_usage(asset_id, generation, model, Usage())  # every chunk was cached: this generation paid 0
     return True

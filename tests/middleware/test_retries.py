@@ -108,3 +108,48 @@ def test_an_exception_the_actor_declares_in_throws_is_not_retried(broker):
     message = proxy("expects")
     _retries().after_process_message(broker, message, exception=KeyError("no such row"))
     assert message.failed and isinstance(outcome_of(message), Dead)
+
+
+def test_a_wait_that_charges_the_window_dies_when_it_would_end_past_it(broker):
+    """A database outage (a wait that counts) still ends at the time budget."""
+    two_hours_ago = int(time.time() * 1000) - 2 * 3_600_000
+    message = proxy(timestamp=two_hours_ago)
+    _retries().after_process_message(broker, message, exception=DatabaseUnavailable("down"))
+    assert message.failed and outcome_of(message).error_type == "retries_exhausted"
+
+
+def test_an_upstream_pause_is_not_counted_in_the_time_budget(broker):
+    """A daily spending cap pauses OpenRouter for up to 24 h: the messages waiting for it must not die of a
+    1 h budget, now or at their next transient error (their budget resumes after the pause)."""
+    from ratelimiter import RateLimited
+
+    started = int(time.time() * 1000) - 30 * 60_000  # half of the 1 h budget is gone
+    message = proxy(timestamp=started)
+    pause_ms = 20 * 3_600_000
+    _retries().after_process_message(broker, message, exception=RateLimited("openrouter", pause_ms, paused=True))
+    assert not message.failed and isinstance(outcome_of(message), Retrying)
+    successor = successor_of(message)
+    assert successor.delay_ms == pause_ms
+    assert successor.message.options["budget_started_at"] == started + pause_ms
+    assert successor.message.options["retries"] == 0  # no attempt spent either
+
+
+def test_a_deferral_before_start_for_a_pause_moves_the_budget_on():
+    from outcome import defer
+
+    message = proxy(budget_started_at=1_000)
+    defer(message, 5_000, "upstream openrouter paused", charge_window=False)
+    assert successor_of(message).message.options["budget_started_at"] == 6_000
+    counted = proxy(budget_started_at=1_000)
+    defer(counted, 5_000, "database_unavailable")
+    assert successor_of(counted).message.options["budget_started_at"] == 1_000
+
+
+def test_continue_requeues_at_once_without_spending_an_attempt(broker):
+    from errors import Continue
+
+    message = proxy(retries=2)  # would be the last attempt
+    _retries().after_process_message(broker, message, exception=Continue("40 of 200 chunks done"))
+    assert not message.failed
+    successor = successor_of(message)
+    assert successor.delay_ms == 0 and successor.message.options["retries"] == 2
