@@ -75,8 +75,12 @@ class RateLimited(TransientError):
 
 @dataclass(frozen=True)
 class Limit:
-    rate: float  # requests per second
+    """``rate`` requests per second with bursts of ``burst``; ``slot`` waits up to ``max_wait_ms`` (None: the
+    limiter's default) before the message is put back behind others instead."""
+
+    rate: float
     burst: int = 1
+    max_wait_ms: int | None = None
 
 
 class RateLimiter:
@@ -109,7 +113,8 @@ class RateLimiter:
 
     def slot(self, upstream: str, max_wait_ms: int | None = None) -> float:
         """Take one request slot, waiting up to ``max_wait_ms``; returns the seconds waited."""
-        bound = self.max_wait_ms if max_wait_ms is None else max_wait_ms
+        limit_wait = self.limits[upstream].max_wait_ms
+        bound = max_wait_ms if max_wait_ms is not None else limit_wait if limit_wait is not None else self.max_wait_ms
         started = time.monotonic()
         while True:
             allowed, wait_ms, paused = self.try_acquire(upstream)

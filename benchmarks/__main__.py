@@ -1,6 +1,6 @@
 """`make bench`: side-by-side benchmarks, printed as a table and saved as JSON in benchmarks/results/.
 
-Usage: python -m benchmarks [NAME ...]   (names: drain, latency, send, ratelimit, openrouter, kommo, extraction; default: all)
+Usage: python -m benchmarks [NAME ...]   (names: drain, latency, send, ratelimit, openrouter, kommo, knowledge, extraction; default: all)
 Needs Redis (TEST_REDIS_URL, set by scripts/with-redis.sh); uses db 12 only.  The drain also runs BullMQ
 (benchmarks/bullmq, installed with npm ci on first use) when node and npm are there.
 """
@@ -383,6 +383,102 @@ def openrouter() -> list[dict[str, Any]]:
          "value": "/".join(f"{run.peak_rss_mb.get(g, 0):.0f}" for g in ("assets", "knowledge", "crm")), "unit": "MB",
          "target": "< 300 MB each", "notes": "assets/knowledge/crm at the concurrency above"},
     ]
+
+
+def _outcomes(metrics_dir: Path, actor: str) -> dict[str, int]:
+    """worker_messages_total of ``actor`` by outcome, from the groups' prometheus-client files."""
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    counts: dict[str, int] = {}
+    for directory in [metrics_dir, *(p for p in metrics_dir.iterdir() if p.is_dir())]:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, str(directory))
+        for metric in registry.collect():
+            for sample in metric.samples:
+                if sample.name == "worker_messages_total" and sample.labels.get("actor") == actor:
+                    counts[sample.labels["outcome"]] = counts.get(sample.labels["outcome"], 0) + int(sample.value)
+    return counts
+
+
+@benchmark
+def knowledge() -> list[dict[str, Any]]:
+    """Paid LLM calls: 10 documents x 20 chunks sharing OPENROUTER_RPS=2 on 16 threads, then the PDF corpus
+    (calls per chunk, cost per 1,000 pages at the fake's fixed price)."""
+    from contracts import Sender
+    from tests.support.fake_openrouter import FakeOpenRouter
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    fake = FakeOpenRouter(rate_limit=2)
+    fake.mode, fake.slow_seconds = "slow", 0.5
+    documents = int(os.environ.get("BENCH_KNOWLEDGE_DOCUMENTS", "10"))
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(documents):  # 20 chunks of their own each (default chunk size, no text in common)
+            Path(tmp, f"f{i}.txt").write_text(" ".join(
+                f"Paragraph {i}-{j}: Alice met Bob about the Zenith project in Paris." for j in range(1_700)))
+        run = WorkerRun(worker_env(tmp, OPENROUTER_API_KEY=fake.key, OPENROUTER_BASE_URL=fake.base_url,
+                                   OPENROUTER_RPS="2", KNOWLEDGE_THREADS="16"))
+        started = time.monotonic()
+        try:
+            sender = Sender(client)
+            for i in range(documents):
+                sender.process_asset(f"f{i}", f"file:f{i}.txt")
+            deadline = time.monotonic() + documents * 20 / 1.9 * 2 + 120
+            while time.monotonic() < deadline:
+                done = _sqlite_rows(tmp, "select count(*) from asset where knowledge_status in ('done', 'failed')")
+                if done and done[0][0] == documents:
+                    break
+                time.sleep(0.5)
+            seconds = time.monotonic() - started
+            states = _sqlite_rows(tmp, "select knowledge_status, knowledge_chunks from asset")
+        finally:
+            run.stop()
+        outcomes = _outcomes(Path(tmp, "metrics"), "extract_knowledge")
+        dead = _sqlite_rows(tmp, "select count(*) from dead_letter")[0][0]
+    paid = fake.paid_calls_by_chunk()
+    chunks = sum(n or 0 for _, n in states)
+    fake.close()
+    rows = [{"benchmark": "knowledge", "variant": f"{documents} docs x 20 chunks, 2 req/s, 16 thr",
+             "value": round(sum(paid.values()) / max(1, chunks), 2), "unit": "calls/chunk", "target": "1.00",
+             "notes": f"{sum(s == 'done' for s, _ in states)}/{documents} done in {seconds:.0f} s, "
+                      f"{sum(paid.values())} calls for {chunks} chunks, {dead} dead letters, deliveries "
+                      f"{sum(outcomes.values())} ({outcomes.get('retried', 0)} put back for slots or to yield)"}]
+
+    client.flushdb()
+    fake = FakeOpenRouter()
+    fake.cost_per_call = 0.0002
+    files = sorted(CORPUS.glob("*.pdf"))
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in files:
+            shutil.copyfile(path, Path(tmp) / path.name)
+        run = WorkerRun(worker_env(tmp, OPENROUTER_API_KEY=fake.key, OPENROUTER_BASE_URL=fake.base_url,
+                                   OPENROUTER_RPS="50"))
+        try:
+            sender = Sender(client)
+            for i, path in enumerate(files):
+                sender.process_asset(f"c{i}", f"file:{path.name}")
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                rows_left = _sqlite_rows(tmp, "select count(*) from asset where status not in ('extracted', 'failed') "
+                                              "or (status = 'extracted' and (knowledge_status is null or "
+                                              "knowledge_status not in ('done', 'failed', 'skipped')))")
+                if rows_left and rows_left[0][0] == 0 and _sqlite_rows(tmp, "select count(*) from asset")[0][0] == \
+                        len(files):
+                    break
+                time.sleep(0.5)
+            pages, chunks_total = _sqlite_rows(tmp, "select sum(pages), sum(knowledge_chunks) from asset "
+                                                     "where knowledge_status = 'done'")[0]
+            cost = _sqlite_rows(tmp, "select sum(cost_usd) from llm_usage")[0][0] or 0.0
+        finally:
+            run.stop()
+    paid = fake.paid_calls_by_chunk()
+    fake.close()
+    rows.append({"benchmark": "knowledge", "variant": "PDF corpus, cost per 1,000 pages",
+                 "value": round(cost / max(1, pages or 0) * 1000, 4), "unit": "USD",
+                 "notes": f"{pages} pages with a graph, {chunks_total} chunks, {sum(paid.values())} paid calls "
+                          f"({len(paid)} distinct chunks; repeated text costs nothing) at ${fake.cost_per_call}/call; "
+                          f"max paid per chunk {max(paid.values(), default=0)}"})
+    return rows
 
 
 @benchmark

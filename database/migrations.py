@@ -51,7 +51,9 @@ def _add_missing_columns(db: peewee.Database, model: type[peewee.Model], names: 
     from playhouse.migrate import migrate as apply
 
     table = model._meta.table_name
-    existing = {column.name for column in db.get_columns(table)}
+    # PostgreSQL: the schema the connection works in (peewee looks in "public" unless told)
+    schema = None if is_sqlite() else db.execute_sql("SELECT current_schema()").fetchone()[0]
+    existing = {column.name for column in db.get_columns(table, schema=schema)}
     migrator = SchemaMigrator.from_database(db)
     apply(*(migrator.add_column(table, model._meta.fields[name].column_name, model._meta.fields[name])
             for name in names if model._meta.fields[name].column_name not in existing))

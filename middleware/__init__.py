@@ -47,7 +47,10 @@ def build_stack(settings: Settings) -> list[Middleware]:
         CurrentMessage(),
         Validation(),
         RateLimit(RateLimiter(redis_client, {
-            "openrouter": Limit(settings.openrouter_rps * settings.ratelimit_safety_factor, settings.openrouter_burst),
+            # An LLM call takes seconds: waiting up to 30 s for a slot is in proportion, and spares the message
+            # a trip behind the queue (measured: 83 of 93 deliveries put back at 5 s, with 10 documents on 2 req/s).
+            "openrouter": Limit(settings.openrouter_rps * settings.ratelimit_safety_factor, settings.openrouter_burst,
+                                max_wait_ms=30_000),
             "kommo": Limit(settings.kommo_rps * settings.ratelimit_safety_factor, settings.kommo_burst),
         })),
         StatusTracking(),

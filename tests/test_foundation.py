@@ -138,6 +138,43 @@ def test_migrations_are_versioned_and_idempotent(backend, tmp_path, request):
     assert current_version() == latest_version()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_migration_4_upgrades_a_database_of_the_first_round_keeping_its_rows(backend, tmp_path, request):
+    """A database created before the chunk checkpoints (version 3) gains them; its rows stay."""
+    from database import (
+        Asset,
+        LlmChunk,
+        current_version,
+        database_proxy,
+        init_database,
+        latest_version,
+        migrate,
+    )
+    from database import session as db_session
+
+    if backend == "postgres":
+        url = pg_schema_url(request.getfixturevalue("pg_url"), "wtest_migration4")
+    else:
+        url = f"sqlite:///{tmp_path}/m4.db"
+    init_database(url)
+    migrate()
+    db = database_proxy.obj
+    with db_session(transaction=True):  # back to the version-3 schema
+        for table, column in (("asset", "knowledge_chunks"), ("asset", "knowledge_chunks_failed"),
+                              ("llm_usage", "gen_ts"), ("llm_usage", "gen_id")):
+            db.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+        db.execute_sql("DROP TABLE llm_chunk")
+        db.execute_sql("DELETE FROM schema_version WHERE version = 4")
+        db.execute_sql("INSERT INTO asset (asset_id, gen_ts, gen_id, status, attempts, no_text, knowledge_gen_ts, "
+                       "knowledge_gen_id, knowledge_attempts, created_at, updated_at) VALUES ('old', 0, '', "
+                       "'extracted', 1, false, 0, '', 0, '2026-11-01 00:00:00', '2026-11-01 00:00:00')")
+    assert current_version() == 3
+    assert migrate() == [4] and current_version() == latest_version()
+    with db_session():
+        assert Asset.get_by_id("old").knowledge_chunks is None and LlmChunk.select().count() == 0
+    assert migrate() == []
+
+
 def test_postgres_dead_letter_store_roundtrip(pg_url):
     from dramatiq.message import Message
 
