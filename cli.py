@@ -280,7 +280,14 @@ def cmd_crm(args: argparse.Namespace) -> int:
     from database import CrmEvent, CrmLink, session
     from database.models import iso
 
-    _init(_settings())
+    settings = _settings()
+    _init(settings)
+    if args.crm_command == "purge":
+        from database.retention import purge_crm_events
+
+        days = settings.crm_events_retention_days if args.older_than is None else args.older_than
+        _out(f"purged {purge_crm_events(days)} webhook event(s) older than {days:g} days")
+        return 0
     with session():
         if args.crm_command == "link":
             query = CrmLink.select().where(CrmLink.kind == args.kind)
@@ -288,7 +295,8 @@ def cmd_crm(args: argparse.Namespace) -> int:
                 CrmLink.key == args.key)
             rows = [{"kind": r.kind, "key": r.key, "kommo_id": r.kommo_id, "entity": r.entity,
                      "entity_id": r.entity_id, "status_id": r.status_id, "pipeline_id": r.pipeline_id,
-                     "price": r.price, "updated_at": iso(r.updated_at)} for r in query]
+                     "price": r.price, "status_changed_at": r.status_changed_at,
+                     "updated_at": iso(r.updated_at)} for r in query]
             if not rows:
                 _err(f"no {args.kind} link for {args.key}")
                 return 1
@@ -425,6 +433,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--by-kommo-id", action="store_true")
     p = crm.add_parser("events", help="the latest typed webhook events")
     p.add_argument("--limit", type=int, default=50)
+    p = crm.add_parser("purge", help="delete webhook events older than DAYS (default CRM_EVENTS_RETENTION_DAYS)")
+    p.add_argument("--older-than", type=float, metavar="DAYS")
     for p in crm.choices.values():
         p.set_defaults(func=cmd_crm)
     dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(dest="dlq_command", required=True)

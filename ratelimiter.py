@@ -63,12 +63,17 @@ def limiter_of(broker: Any) -> RateLimiter:
 
 
 class RateLimited(TransientError):
-    """No slot within the wait bound, or the upstream is paused: defer, spend no attempt."""
+    """No slot within the wait bound, or the upstream is paused: defer, spend no attempt.
 
-    def __init__(self, upstream: str, wait_ms: int, *, paused: bool = False) -> None:
+    ``charges_window``: whether the wait counts in the message's time budget (rejected credentials do: the
+    messages wait for a fix, but not forever; a rate limit or a spending cap does not).
+    """
+
+    def __init__(self, upstream: str, wait_ms: int, *, paused: bool = False, charges_window: bool = False,
+                 error_code: str = "rate_limited") -> None:
         what = "paused" if paused else "rate-limited"
-        super().__init__(f"upstream {upstream} {what}; next slot in {wait_ms} ms", error_code="rate_limited",
-                         retry_after_ms=wait_ms, spends_attempt=False, charges_window=False)
+        super().__init__(f"upstream {upstream} {what}; next slot in {wait_ms} ms", error_code=error_code,
+                         retry_after_ms=wait_ms, spends_attempt=False, charges_window=charges_window)
         self.upstream = upstream
         self.paused = paused
 

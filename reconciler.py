@@ -158,13 +158,15 @@ class Reconciler:
     """
 
     def __init__(self, broker: Any, client: Any, *, grace_s: float, interval_s: float,
-                 namespace: str = "dramatiq", chunk_retention_days: float | None = None) -> None:
+                 namespace: str = "dramatiq", chunk_retention_days: float | None = None,
+                 event_retention_days: float | None = None) -> None:
         self.broker = broker
         self.client = client
         self.grace_s = grace_s
         self.interval_s = interval_s
         self.chunk_retention_days = chunk_retention_days
-        self.purged_at = 0.0
+        self.event_retention_days = event_retention_days
+        self.purged_at = float("-inf")  # the first round purges
         self.suspects_key = f"{namespace}:__reconcile_suspects__"
         self.rebuilds_key = f"{namespace}:__reconcile_rebuilds__"
 
@@ -183,16 +185,22 @@ class Reconciler:
                 found.add((track, kwargs["asset_id"]))
         return found
 
-    def purge_expired(self, every_s: float = 3600.0) -> int:
-        """At most hourly: forget LLM chunk results older than their retention (KNOWLEDGE_CACHE_DAYS)."""
-        if self.chunk_retention_days is None or time.monotonic() - self.purged_at < every_s:
-            return 0
-        from database.retention import purge_chunks
+    def purge_expired(self, every_s: float = 3600.0) -> dict[str, int]:
+        """At most hourly: forget what is kept only for a while (LLM chunk results after KNOWLEDGE_CACHE_DAYS,
+        Kommo webhook events after CRM_EVENTS_RETENTION_DAYS)."""
+        if time.monotonic() - self.purged_at < every_s:
+            return {}
+        from database.retention import purge_chunks, purge_crm_events
 
-        purged = purge_chunks(self.chunk_retention_days)
+        purged = {}
+        if self.chunk_retention_days is not None:
+            purged["llm_chunk"] = purge_chunks(self.chunk_retention_days)
+        if self.event_retention_days is not None:
+            purged["crm_event"] = purge_crm_events(self.event_retention_days)
         self.purged_at = time.monotonic()
-        if purged:
-            logger.info("Purged %d LLM chunk results older than %g days.", purged, self.chunk_retention_days)
+        if any(purged.values()):
+            logger.info("Purged expired rows: %s.", ", ".join(f"{n} {t}" for t, n in purged.items()),
+                        extra={"purged": purged})
         return purged
 
     def run_once(self) -> list[Repair] | None:

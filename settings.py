@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     kommo_refresh_token: str | None = Field(None, description="first OAuth2 refresh token (then kept in the database)")
     kommo_webhook_token: str | None = Field(None, description="secret in the Kommo webhook URL (?token=)")
     kommo_block_pause_seconds: int = Field(120, ge=1, description="fleet pause after Kommo's 403 block")
+    kommo_auth_pause_seconds: int = Field(60, ge=1, description="fleet pause after Kommo rejected the credentials "
+                                          "(401 not cured by a refresh); then the next message tries again")
+    crm_events_retention_days: float = Field(90.0, gt=0, description="Kommo webhook events older than this are "
+                                             "purged (hourly, and by `worker crm purge`)")
     kommo_rps: float = Field(7.0, gt=0, description="fleet-wide Kommo requests per second")
     kommo_burst: int = Field(1, ge=1, description="Kommo burst size")
     ratelimit_safety_factor: float = Field(0.95, gt=0.5, le=1.0,

@@ -65,12 +65,19 @@ def _v4_llm_checkpoints(db: peewee.Database) -> None:
     _add_missing_columns(db, LlmUsage, ["gen_ts", "gen_id"])
 
 
+def _v5_crm_ordering(db: peewee.Database) -> None:
+    _add_missing_columns(db, CrmLink, ["status_changed_at"])
+    # the name peewee gives the index of a fresh database (received_at has index=True): created once either way
+    db.execute_sql("CREATE INDEX IF NOT EXISTS crm_event_received_at ON crm_event (received_at)")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "base: assets, asset texts, dead letters, audit log", _v1_base),
     (2, "knowledge graph entities, relations, LLM usage", _v2_knowledge),
     (3, "CRM: Kommo OAuth token, ledger of links, webhook events", _v3_crm),
     (4, "LLM chunk checkpoints and cache; chunk counts of a graph; usage per knowledge generation",
      _v4_llm_checkpoints),
+    (5, "CRM: Kommo's time of the lead status in the ledger; webhook events by age (retention)", _v5_crm_ordering),
 ]
 
 

@@ -231,6 +231,7 @@ class CrmLink(BaseModel):
     status_id = peewee.BigIntegerField(null=True)
     pipeline_id = peewee.BigIntegerField(null=True)
     price = peewee.BigIntegerField(null=True)
+    status_changed_at = peewee.BigIntegerField(null=True)  # Kommo's unix time of the status applied last
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
 
@@ -247,7 +248,7 @@ class CrmEvent(BaseModel):
     kommo_id = peewee.BigIntegerField(null=True, index=True)
     account_id = peewee.BigIntegerField(null=True)
     fields = JSONField(default="{}")
-    received_at = peewee.DateTimeField(default=utcnow)
+    received_at = peewee.DateTimeField(default=utcnow, index=True)
     handled_at = peewee.DateTimeField(null=True)
 
 

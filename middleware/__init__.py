@@ -65,7 +65,8 @@ def build_stack(settings: Settings) -> list[Middleware]:
                  default_time_limit_ms=settings.assets_time_limit_seconds * 1000,
                  wedge_grace_s=settings.liveness_wedge_grace_seconds),
         Reconciliation(redis_client, interval_s=settings.reconcile_interval_seconds,
-                       grace_s=settings.reconcile_grace_seconds, chunk_retention_days=settings.knowledge_cache_days),
+                       grace_s=settings.reconcile_grace_seconds, chunk_retention_days=settings.knowledge_cache_days,
+                       event_retention_days=settings.crm_events_retention_days),
         Recycling(max_rss_mb=settings.worker_max_rss_mb, max_messages=settings.worker_max_messages),
         PrewarmChildren(queues=frozenset({"assets"}), memory_mb=settings.extract_memory_mb),
     ]

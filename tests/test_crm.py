@@ -139,3 +139,137 @@ def test_webhook_with_a_wrong_token_is_refused_and_a_right_one_produces_its_even
     time.sleep(1)
     events = json.loads(run_cli(crm_env, "crm", "events").stdout)
     assert sorted((e["entity"], e["action"]) for e in events) == [("contacts", "update"), ("leads", "status")]
+
+
+def _webhook_status(lead_id: int, status_id: int, updated_at: int | str, price: str = "100") -> str:
+    from urllib.parse import urlencode
+
+    return urlencode({"account[id]": "29085955", "leads[status][0][id]": str(lead_id),
+                      "leads[status][0][status_id]": str(status_id), "leads[status][0][pipeline_id]": "555",
+                      "leads[status][0][price]": price, "leads[status][0][updated_at]": str(updated_at)})
+
+
+def test_an_upsert_merges_into_what_sales_staff_added_by_hand(crm_env, start_worker, redis_client, kommo):
+    """Kommo's PATCH replaces a listed field's values and the tag list: sending only ours erased the rest."""
+    start_worker(env=crm_env, threads=2)
+    sender = Sender(redis_client)
+    sender.crm_upsert_contact("u-9", "Ann Example", emails=["ann@example.com"])
+    wait_for(lambda: _ledger(crm_env, "contact", "u-9"), 30, 0.3, "contact created")
+    contact = next(iter(kommo.store["contacts"].values()))
+    # meanwhile, by hand in Kommo: a tag, a second e-mail, a phone
+    contact["_embedded"]["tags"].append({"name": "VIP"})
+    contact["custom_fields_values"][0]["values"].append({"value": "ann.private@example.com", "enum_code": "PRIV"})
+    contact["custom_fields_values"].append({"field_code": "PHONE", "values": [{"value": "+7 900 111-22-33"}]})
+    sender.crm_upsert_contact("u-9", "Ann Example", emails=["ann@example.com", "ann@work.example"])
+    wait_for(lambda: any(v["value"] == "ann@work.example" for f in contact["custom_fields_values"]
+                         for v in f["values"]), 30, 0.3, "the second upsert applied")
+    tags = {t["name"] for t in contact["_embedded"]["tags"]}
+    emails = [v["value"] for f in contact["custom_fields_values"] if f["field_code"] == "EMAIL" for v in f["values"]]
+    phones = [v["value"] for f in contact["custom_fields_values"] if f["field_code"] == "PHONE" for v in f["values"]]
+    assert tags == {"ext:u-9", "VIP"}
+    assert emails == ["ann@example.com", "ann.private@example.com", "ann@work.example"]
+    assert phones == ["+7 900 111-22-33"]
+    assert len(kommo.store["contacts"]) == 1 and _dead(crm_env) == []
+
+
+def test_a_contact_created_by_an_attempt_whose_answer_was_lost_is_found_by_name_not_by_tag_search(
+        crm_env, start_worker, redis_client, kommo):
+    kommo.store["contacts"][1] = {"id": 1, "name": "Ann Example", "_embedded": {"tags": [{"name": "ext:u-7"}]}}
+    start_worker(env=crm_env, threads=2)
+    Sender(redis_client).crm_upsert_contact("u-7", "Ann Example", phones=["+7 900 000-00-07"])
+    wait_for(lambda: _ledger(crm_env, "contact", "u-7"), 30, 0.3, "contact synced")
+    assert _ledger(crm_env, "contact", "u-7")["kommo_id"] == 1 and len(kommo.store["contacts"]) == 1
+
+
+def test_a_lead_whose_creation_answer_never_came_exists_once_after_the_retry(crm_env, start_worker, redis_client,
+                                                                             kommo):
+    kommo.drop_after_create = 1  # Kommo stores the lead, then the connection drops before the answer
+    start_worker(env=crm_env, threads=2)
+    Sender(redis_client).crm_create_lead("l-drop", "Dropped deal", price=10)
+    wait_for(lambda: _ledger(crm_env, "lead", "l-drop"), 30, 0.3, "lead synced after the retry")
+    assert len(kommo.store["leads"]) == 1
+    assert _ledger(crm_env, "lead", "l-drop")["kommo_id"] == next(iter(kommo.store["leads"]))
+    posts = [r for r in kommo.api_requests() if r[1] == "POST" and r[2] == "/api/v4/leads"]
+    assert len(posts) == 1 and _dead(crm_env) == []
+
+
+def test_rejected_credentials_pause_the_fleet_and_every_note_arrives_once_afterwards(crm_env, start_worker,
+                                                                                      redis_client, kommo):
+    env = {**crm_env, "KOMMO_AUTH_PAUSE_SECONDS": "3"}
+    kommo.unauthorized_until = time.monotonic() + 20  # the long-lived token is refused for 20 s
+    worker = start_worker(env=env, threads=4)
+    sender = Sender(redis_client)
+    for i in range(10):
+        sender.crm_add_note("leads", 1, f"note {i}", f"auth-{i}")
+    wait_for(lambda: (redis_client.get("dramatiq:__pause__.kommo") or b"").startswith(b"401"), 30, 0.2,
+             "the credentials pause")
+    assert _dead(env) == []
+    wait_for(lambda: len(kommo.store["notes"]) == 10, 90, 0.5, "all ten notes after the token works again")
+    time.sleep(1)
+    texts = sorted(n["params"]["text"].split("\n")[0] for n in kommo.store["notes"].values())
+    assert texts == sorted(f"note {i}" for i in range(10)) and _dead(env) == []
+    critical = [r for r in worker.logs() if r["level"] == "CRITICAL"]
+    assert len(critical) == 1 and "rejected the long-lived token" in critical[0]["message"]
+
+
+@pytest.mark.parametrize(("body", "blocked"), [
+    (b"<html><head><title>403 Forbidden</title></head><body><center>nginx</center></body></html>", True),
+    (b'{"title":"Forbidden","type":"https://httpstatus.es/403","status":403,"detail":"Too many requests, IP '
+     b'blocked"}', True),
+    (b'{"title":"Forbidden","type":"https://httpstatus.es/403","status":403,"detail":"User does not have rights '
+     b'to edit leads"}', False),
+])
+def test_a_403_is_a_block_only_when_kommo_says_so(body, blocked, monkeypatch):
+    import requests
+
+    from actors.crm.kommo import KommoClient
+    from errors import PermanentError
+    from ratelimiter import RateLimited
+
+    pauses: list[str] = []
+
+    class Limiter:
+        def pause(self, upstream: str, ms: int, reason: str, **kwargs: object) -> None:
+            pauses.append(reason)
+
+    response = requests.Response()
+    response.status_code, response._content = 403, body
+    client = KommoClient(base_url="https://x.kommo.com", limiter=Limiter(), redis_client=None)  # type: ignore[arg-type]
+    with pytest.raises(RateLimited if blocked else PermanentError) as raised:
+        client._result(response)
+    if blocked:
+        assert pauses and pauses[0].startswith("403 block")
+    else:
+        assert pauses == [] and raised.value.error_code == "kommo_403" and "does not have rights" in str(raised.value)
+
+
+def test_a_403_for_missing_rights_is_dead_lettered_with_kommos_detail_and_pauses_nothing(crm_env, start_worker,
+                                                                                        redis_client, kommo):
+    kommo.forbidden_detail = "User does not have rights to add notes"
+    start_worker(env=crm_env)
+    Sender(redis_client).crm_add_note("leads", 1, "hello", "rights-1")
+    rows = wait_for(lambda: _dead(crm_env), 30, 0.3, "a dead letter")
+    assert rows[0]["error_type"] == "permanent_error" and "does not have rights" in rows[0]["error_message"]
+    assert redis_client.get("dramatiq:__pause__.kommo") is None
+
+
+def test_webhooks_out_of_order_never_move_the_ledger_backwards_and_blank_numbers_are_tolerated(crm_env, start_worker,
+                                                                                               redis_client):
+    start_worker(env=crm_env, threads=1)
+    sender = Sender(redis_client)
+    sender.crm_handle_webhook(_webhook_status(5001, 143, 2_000, price=""), "hook-secret")  # newest, blank price
+    sender.crm_handle_webhook(_webhook_status(5001, 142, 1_000), "hook-secret")  # older, arrives later
+    sender.crm_handle_webhook(_webhook_status(5001, 20067736, 1_500, price="22 500"), "hook-secret")
+
+    def link() -> dict | None:
+        result = run_cli(crm_env, "crm", "link", "lead", "5001", "--by-kommo-id")
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    wait_for(lambda: len(json.loads(run_cli(crm_env, "crm", "events").stdout)) == 3, 30, 0.3, "three events")
+    assert (link()["status_id"], link()["status_changed_at"]) == (143, 2_000)
+    sender.crm_handle_webhook(_webhook_status(5001, 142, 3_000, price="abc"), "hook-secret")  # a newer one
+    wait_for(lambda: link()["status_id"] == 142, 30, 0.3, "the newest status")
+    assert _dead(crm_env) == []
+    purged = run_cli(crm_env, "crm", "purge", "--older-than", "0")
+    assert purged.returncode == 0 and "purged 4 webhook event(s)" in purged.stdout
+    assert json.loads(run_cli(crm_env, "crm", "events").stdout) == []

@@ -6,6 +6,7 @@ worker_queue_inflight{queue}           messages fetched by a worker and not yet 
 worker_queue_oldest_age_seconds{queue} age of the oldest waiting message (since it was first sent)
 worker_dead_letters{actor}             dead letters in state ``dead``
 worker_upstream_paused{upstream}       1 while an upstream is paused fleet-wide (429, 402, 403 block, daily budget)
+worker_upstream_auth_failed{upstream}  1 while an upstream is paused because it rejected our credentials (401)
 worker_llm_spend_today_usd{upstream}   the fleet's spend on the LLM upstream since 00:00 UTC
 worker_llm_daily_budget_usd{upstream}  OPENROUTER_DAILY_BUDGET_USD, when set
 """
@@ -95,9 +96,18 @@ class BrokerCollector(Collector):
                     except (ValueError, KeyError, TypeError):
                         age = 0.0
                 oldest.add_metric([q], age)
-            for upstream in UPSTREAMS:
-                paused.add_metric([upstream], 1 if self.client.exists(f"{self.ns}:__pause__.{upstream}") else 0)
-        yield from (depth, delayed, inflight, oldest, paused)
+        auth = GaugeMetricFamily("worker_upstream_auth_failed", "1 while the upstream is paused because it rejected "
+                                 "the credentials", labels=["upstream"])
+        pauses = self.spend_client if self.spend_client is not None else self.client
+        if pauses is not None:
+            try:
+                reasons = pauses.mget([f"{self.ns}:__pause__.{upstream}" for upstream in UPSTREAMS])
+                for upstream, reason in zip(UPSTREAMS, reasons, strict=True):
+                    paused.add_metric([upstream], 0 if reason is None else 1)
+                    auth.add_metric([upstream], 1 if reason is not None and reason.startswith(b"401") else 0)
+            except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is down
+                pass
+        yield from (depth, delayed, inflight, oldest, paused, auth)
         yield from self._spend()
         dead = GaugeMetricFamily("worker_dead_letters", "Dead letters waiting for an operator", labels=["actor"])
         try:

@@ -1,14 +1,21 @@
 """CRM domain: Kommo contacts, leads, notes and webhook events, exactly once under redelivery.
 
 Actors on queue ``crm`` (payloads in ``contracts``), each ``rate_limit="kommo"``
-with CRM_* budgets and soft time limit:
+with CRM_* budgets and soft time limit.  Our marker on an entity is the tag
+``ext:<external_id>``; Kommo's ``query`` searches filled fields, not tags, so
+an entity is looked up with the documented ``filter[name]`` (or ``query`` on
+its e-mails and phones) and recognised by reading its tags.
 
 ``crm_upsert_contact``
-    ledger -> Kommo lookup (our ``ext:<external_id>`` tag, then emails, then
-    phones) -> update or create; the ledger is written after Kommo answers, and
-    the lookup finds a contact created by a worker that died before that write.
+    ledger -> Kommo lookup (name + our tag, then e-mails, then phones) ->
+    update or create; the ledger is written after Kommo answers, and the
+    lookup finds a contact created by a worker that died (or lost the answer)
+    before that write.  An update merges: the contact is read, our e-mails and
+    phones are added to the values already there, our tag is added with
+    ``tags_to_add``; what sales staff added by hand stays.
 ``crm_create_lead``
-    the same for leads, linked to the contact of ``contact_external_id``.
+    the same for leads (name + our tag), linked to the contact of
+    ``contact_external_id``.
 ``crm_add_note``
     ledger -> lookup of the entity's notes for the key's marker -> create.
     Guarantee: one note per idempotency key, also when the worker dies after
@@ -18,7 +25,8 @@ with CRM_* budgets and soft time limit:
 ``crm_handle_webhook``
     a wrong token is a ``Forbidden`` failure: dead-lettered ``forbidden`` at
     once; otherwise the form body becomes typed events, stored once each, and
-    handlers run (a lead status change updates the lead's ledger row).
+    handlers run (a lead status change updates the lead's ledger row unless
+    the row already holds a newer one, by Kommo's own timestamps).
 """
 
 from __future__ import annotations
@@ -60,7 +68,8 @@ def _client() -> KommoClient:
     broker = dramatiq.get_broker()
     return KommoClient(base_url=_settings.kommo_base_url, limiter=limiter_of(broker),
                        redis_client=limiter_of(broker).client, long_lived_token=_settings.kommo_access_token,
-                       oauth=oauth, block_pause_ms=_settings.kommo_block_pause_seconds * 1000)
+                       oauth=oauth, block_pause_ms=_settings.kommo_block_pause_seconds * 1000,
+                       auth_pause_ms=_settings.kommo_auth_pause_seconds * 1000)
 
 
 @contextmanager
@@ -111,48 +120,68 @@ def _field_values(item: dict[str, Any], code: str) -> set[str]:
     return values
 
 
-def _contact_fields(emails: list[str] | None, phones: list[str] | None) -> list[dict[str, Any]]:
-    fields = []
-    if emails:
-        fields.append({"field_code": "EMAIL", "values": [{"value": e, "enum_code": "WORK"} for e in emails]})
-    if phones:
-        fields.append({"field_code": "PHONE", "values": [{"value": p, "enum_code": "WORK"} for p in phones]})
-    return fields
-
-
-def _find_contact(client: KommoClient, external_id: str, emails: list[str], phones: list[str]) -> int | None:
-    tag = _tag(external_id)
-    for item in client.list("/api/v4/contacts", {"query": tag, "with": "tags", "limit": 50}):
+def _find_tagged(client: KommoClient, kind: str, name: str, tag: str) -> int | None:
+    """The entity named ``name`` that carries our tag (``filter[name]`` is exact; tags are read, not searched)."""
+    for item in client.list(f"/api/v4/{kind}", {"filter[name][0]": name, "limit": 250}):
         if _has_tag(item, tag):
             return int(item["id"])
+    return None
+
+
+def _find_contact(client: KommoClient, external_id: str, name: str, emails: list[str],
+                  phones: list[str]) -> int | None:
+    found = _find_tagged(client, "contacts", name, _tag(external_id))
+    if found is not None:
+        return found
     for code, values in (("EMAIL", emails), ("PHONE", phones)):
         for value in values:
-            for item in client.list("/api/v4/contacts", {"query": value, "limit": 50}):
+            for item in client.list("/api/v4/contacts", {"query": value, "limit": 50}):  # filled fields
                 if value.strip().lower() in _field_values(item, code):
                     return int(item["id"])
     return None
+
+
+def merged_fields(current: dict[str, Any], emails: list[str], phones: list[str]) -> list[dict[str, Any]]:
+    """EMAIL and PHONE with ours added to the values already there (a PATCH replaces a listed field's values:
+    sending only ours would erase what sales staff added).  Fields we do not send are not listed."""
+    out = []
+    for code, ours in (("EMAIL", emails), ("PHONE", phones)):
+        if not ours:
+            continue
+        existing = next((f for f in current.get("custom_fields_values") or [] if f.get("field_code") == code), None)
+        values = [{k: v for k, v in value.items() if k in ("value", "enum_code", "enum_id")}
+                  for value in (existing or {}).get("values") or []]
+        known = {str(v.get("value", "")).strip().lower() for v in values}
+        values += [{"value": value, "enum_code": "WORK"} for value in ours if value.strip().lower() not in known]
+        out.append({"field_code": code, "values": values})
+    return out
 
 
 @dramatiq.actor(**_OPTIONS)
 def crm_upsert_contact(external_id: str, name: str, emails: list[str] | None = None,
                        phones: list[str] | None = None) -> None:
     with _exclusive("contact", external_id):
-        _upsert_contact(external_id, name, emails, phones)
+        _upsert_contact(external_id, name, emails or [], phones or [])
 
 
-def _upsert_contact(external_id: str, name: str, emails: list[str] | None, phones: list[str] | None) -> None:
+def _upsert_contact(external_id: str, name: str, emails: list[str], phones: list[str]) -> None:
     client = _client()
     link = _ledger("contact", external_id)
-    kommo_id = link.kommo_id if link else _find_contact(client, external_id, emails or [], phones or [])
-    body: dict[str, Any] = {"name": name, "_embedded": {"tags": [{"name": _tag(external_id)}]}}
-    fields = _contact_fields(emails, phones)
-    if fields:
-        body["custom_fields_values"] = fields
+    kommo_id = link.kommo_id if link else _find_contact(client, external_id, name, emails, phones)
     if kommo_id is None:
+        body: dict[str, Any] = {"name": name, "_embedded": {"tags": [{"name": _tag(external_id)}]}}
+        fields = merged_fields({}, emails, phones)
+        if fields:
+            body["custom_fields_values"] = fields
         kommo_id = client.create_one("/api/v4/contacts", body)
         logger.info("Kommo contact %s created for %s", kommo_id, external_id)
     else:
-        client.request("PATCH", f"/api/v4/contacts/{kommo_id}", body)
+        current = client.request("GET", f"/api/v4/contacts/{kommo_id}") or {}
+        update: dict[str, Any] = {"name": name, "tags_to_add": [{"name": _tag(external_id)}]}
+        fields = merged_fields(current, emails, phones)
+        if fields:
+            update["custom_fields_values"] = fields
+        client.request("PATCH", f"/api/v4/contacts/{kommo_id}", update)
         logger.info("Kommo contact %s updated for %s", kommo_id, external_id)
     _remember("contact", external_id, kommo_id)
 
@@ -169,10 +198,10 @@ def _create_lead(external_id: str, name: str, price: int | None, contact_externa
     if _ledger("lead", external_id):
         return
     tag = _tag(external_id)
-    for item in client.list("/api/v4/leads", {"query": tag, "with": "tags", "limit": 50}):
-        if _has_tag(item, tag):
-            _remember("lead", external_id, int(item["id"]))
-            return
+    found = _find_tagged(client, "leads", name, tag)
+    if found is not None:  # created by an earlier attempt whose answer was lost
+        _remember("lead", external_id, found, price=price)
+        return
     embedded: dict[str, Any] = {"tags": [{"name": tag}]}
     if contact_external_id:
         contact = _ledger("contact", contact_external_id)

@@ -9,9 +9,14 @@ single-use refresh token (the second one finds the new pair and goes on).
 ==========================  ===================================================================
 204                         an empty list
 400 problem+json            PermanentError with Kommo's validation detail
-401                         refresh once (OAuth), then PermanentError
-403                         Kommo's IP block after abuse: the upstream is paused fleet-wide for
-                            KOMMO_BLOCK_PAUSE_SECONDS, the message waits (no attempt spent)
+401                         OAuth: refresh once; a long-lived token, a failed refresh or a 401
+                            after it: credentials rejected, the upstream is paused fleet-wide for
+                            KOMMO_AUTH_PAUSE_SECONDS (CRITICAL at most every 10 min, alert), the
+                            message waits without spending an attempt (its time budget runs) and
+                            resumes by itself once a token works again
+403 not JSON, or a block    Kommo's IP/account block after abuse (nginx's HTML page): paused
+                            fleet-wide for KOMMO_BLOCK_PAUSE_SECONDS, the message waits
+403 problem+json otherwise  no rights, a disabled account...: PermanentError with Kommo's detail
 429 (JSON or plain text)    the upstream is paused for 2 s fleet-wide, the message waits
 404                         PermanentError; other 4xx PermanentError; 5xx, timeouts transient
 ==========================  ===================================================================
@@ -24,7 +29,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 import requests
@@ -51,7 +56,7 @@ class OAuthApp:
 @dataclass
 class KommoClient:
     """Parameters: base_url (https://{subdomain}.kommo.com), limiter, redis (for the refresh lock),
-    long_lived_token or oauth, block_pause_ms, timeouts."""
+    long_lived_token or oauth, block_pause_ms, auth_pause_ms, timeouts."""
 
     base_url: str
     limiter: RateLimiter
@@ -59,6 +64,7 @@ class KommoClient:
     long_lived_token: str | None = None
     oauth: OAuthApp | None = None
     block_pause_ms: int = 120_000
+    auth_pause_ms: int = 60_000
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 20.0
     session: requests.Session = field(default_factory=requests.Session)
@@ -76,7 +82,7 @@ class KommoClient:
     def refresh(self, expired_token: str | None) -> str:
         """Exchange the refresh token once for the fleet; returns the access token to use now."""
         if self.oauth is None:
-            raise PermanentError("Kommo rejected the long-lived token (401)", error_code="kommo_401")
+            self._credentials_rejected("Kommo rejected the long-lived token (401)")
         lock = self.redis_client.lock("worker:kommo:refresh", timeout=REFRESH_LOCK_MS / 1000,
                                       blocking_timeout=REFRESH_LOCK_MS / 1000)
         if not lock.acquire():
@@ -88,14 +94,17 @@ class KommoClient:
                 return row.access_token  # someone refreshed while we waited for the lock
             refresh_token = row.refresh_token if row is not None else self.oauth.bootstrap_refresh_token
             if not refresh_token:
-                raise PermanentError("no Kommo refresh token (set KOMMO_REFRESH_TOKEN)", error_code="kommo_401")
+                self._credentials_rejected("no Kommo refresh token (set KOMMO_REFRESH_TOKEN)")
             response = self._send("POST", "/oauth2/access_token", {
                 "client_id": self.oauth.client_id, "client_secret": self.oauth.client_secret,
                 "grant_type": "refresh_token", "refresh_token": refresh_token,
                 "redirect_uri": self.oauth.redirect_uri}, token=None)
             if response.status_code != 200:
-                raise PermanentError(f"Kommo token refresh failed ({response.status_code}): {_detail(response)}",
-                                     error_code="kommo_refresh_failed")
+                if response.status_code >= 500 or response.status_code == 429:
+                    raise TransientError(f"Kommo token refresh failed ({response.status_code})",
+                                         error_code="kommo_refresh_failed")
+                self._credentials_rejected(f"Kommo token refresh failed ({response.status_code}): "
+                                           f"{_detail(response)}")
             pair = response.json()
             expires = utcnow() + timedelta(seconds=int(pair.get("expires_in") or 86400))
             with session(transaction=True):
@@ -113,6 +122,16 @@ class KommoClient:
                 lock.release()
             except redis.exceptions.LockError:
                 pass
+
+    def _credentials_rejected(self, detail: str) -> NoReturn:
+        """Pause Kommo for the fleet until someone fixes the credentials; the message waits for it."""
+        self.limiter.pause(UPSTREAM, self.auth_pause_ms, f"401 credentials rejected: {detail}", quiet=True)
+        if self.redis_client.set("worker:kommo:auth-alerted", "1", nx=True, ex=600):  # once per 10 min, fleet-wide
+            self.limiter.count_pause(UPSTREAM, "401 credentials rejected")
+            logger.critical("%s; Kommo paused fleet-wide, retried every %d s until a token works (messages wait).",
+                            detail, self.auth_pause_ms // 1000, extra={"alert": "kommo_credentials_rejected"})
+        raise RateLimited(UPSTREAM, self.auth_pause_ms, paused=True, charges_window=True,
+                          error_code="kommo_credentials_rejected")
 
     # --- requests ----------------------------------------------------------------------
     def _send(self, method: str, path: str, body: Any, *, token: str | None,
@@ -135,6 +154,8 @@ class KommoClient:
         if response.status_code == 401:
             token = self.refresh(expired_token=token)
             response = self._send(method, path, body, token=token, params=params)
+            if response.status_code == 401:
+                self._credentials_rejected(f"Kommo answered 401 after a token refresh: {_detail(response)}")
         return self._result(response)
 
     def _result(self, response: requests.Response) -> Any:
@@ -149,12 +170,12 @@ class KommoClient:
             self.limiter.pause(UPSTREAM, THROTTLE_PAUSE_MS, f"429: {detail}")
             raise RateLimited(UPSTREAM, THROTTLE_PAUSE_MS, paused=True)
         if status == 403:
+            if not _is_block(response):
+                raise PermanentError(f"Kommo 403: {detail}", error_code="kommo_403")
             self.limiter.pause(UPSTREAM, self.block_pause_ms, f"403 block: {detail}")
             logger.critical("Kommo answered 403 (block after abuse?): %s; paused for %d s", detail,
                             self.block_pause_ms // 1000, extra={"alert": "kommo_blocked"})
             raise RateLimited(UPSTREAM, self.block_pause_ms, paused=True)
-        if status == 401:
-            raise PermanentError(f"Kommo 401 after a token refresh: {detail}", error_code="kommo_401")
         if status >= 500 or status == 408:
             raise TransientError(f"Kommo {status}: {detail}", error_code=f"kommo_{status}")
         raise PermanentError(f"Kommo {status}: {detail}", error_code=f"kommo_{status}")
@@ -174,6 +195,24 @@ class KommoClient:
         except (KeyError, IndexError, TypeError, StopIteration):
             raise TransientError(f"unexpected Kommo answer to POST {path}: {str(data)[:200]}",
                                  error_code="kommo_bad_response") from None
+
+
+#: words of a JSON 403 that mean a block for abuse rather than missing rights or a disabled account
+_BLOCK_WORDS = ("block", "too many", "limit", "ddos", "ip address")
+
+
+def _is_block(response: requests.Response) -> bool:
+    """Kommo's block after abuse is nginx's HTML 403 page, not problem+json (amocrm-api-php issue 434: "403
+    Forbidden ... nginx"; issue 563: after repeated violations "any API request returns HTTP 403"); a
+    problem+json 403 is about rights or the account, unless its detail speaks of a block or a limit."""
+    try:
+        data = response.json()
+    except ValueError:
+        return True
+    if not isinstance(data, dict):
+        return True
+    text = f"{data.get('title', '')} {data.get('detail', '')}".lower()
+    return any(word in text for word in _BLOCK_WORDS)
 
 
 def _detail(response: requests.Response) -> str:

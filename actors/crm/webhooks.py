@@ -7,10 +7,10 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from database import CrmEvent, CrmLink, session, utcnow
 
@@ -34,23 +34,48 @@ def parse_form(body: str) -> dict[str, Any]:
     return tree
 
 
+def _number(value: Any) -> int | None:
+    """Kommo sends numbers as form strings, sometimes blank ("price=") or decorated ("22 500", "1.0"):
+    a value that is not a number is unknown (None), and never drops the event it belongs to."""
+    if value is None or isinstance(value, int):
+        return value
+    text = str(value).strip().replace(" ", "").replace("\u00a0", "")
+    try:
+        return int(float(text)) if text else None
+    except ValueError:
+        return None
+
+
+Number = Annotated[int | None, BeforeValidator(_number)]
+
+
 class LeadStatusChanged(BaseModel):
-    """``leads[status][i]``: a lead moved to another status (142 won, 143 lost by amo convention)."""
+    """``leads[status][i]``: a lead moved to another status (142 won, 143 lost by amo convention).
+
+    ``updated_at`` (or the older ``last_modified``) is Kommo's unix time of the change: the ledger never
+    takes a status older than the one it holds.
+    """
 
     model_config = ConfigDict(extra="allow")
     id: int
     status_id: int
-    pipeline_id: int | None = None
-    old_status_id: int | None = None
-    old_pipeline_id: int | None = None
-    price: int | None = None
+    pipeline_id: Number = None
+    old_status_id: Number = None
+    old_pipeline_id: Number = None
+    price: Number = None
+    updated_at: Number = None
+    last_modified: Number = None
+
+    @property
+    def changed_at(self) -> int | None:
+        return self.updated_at or self.last_modified
 
 
 class EntityChanged(BaseModel):
     """Any other ``{entity}[{action}][i]`` event: kept with its fields."""
 
     model_config = ConfigDict(extra="allow")
-    id: int | None = None
+    id: Number = None
 
 
 TYPED: dict[tuple[str, str], type[BaseModel]] = {("leads", "status"): LeadStatusChanged}
@@ -76,13 +101,27 @@ def events_of(tree: dict[str, Any]) -> list[tuple[str, str, BaseModel]]:
 
 
 def _on_lead_status(event: LeadStatusChanged) -> None:
+    """Apply the status unless the ledger holds a newer one (webhooks arrive in any order, and again)."""
     now = utcnow()
-    updated = (CrmLink.update(status_id=event.status_id, pipeline_id=event.pipeline_id,
-                              price=event.price if event.price is not None else CrmLink.price, updated_at=now)
-               .where(CrmLink.kind == "lead", CrmLink.kommo_id == event.id).execute())
-    if not updated:
+    changed_at = event.changed_at
+    lead = (CrmLink.kind == "lead") & (CrmLink.kommo_id == event.id)
+    exists = CrmLink.select().where(lead).exists()
+    if not exists:
         CrmLink.insert(kind="lead", key=f"kommo:{event.id}", kommo_id=event.id, status_id=event.status_id,
-                       pipeline_id=event.pipeline_id, price=event.price).on_conflict_ignore().execute()
+                       pipeline_id=event.pipeline_id, price=event.price, status_changed_at=changed_at,
+                       updated_at=now).on_conflict_ignore().execute()
+        return
+    # an event without Kommo's time cannot prove it is newer: it applies only where no time is known yet
+    not_newer = (CrmLink.status_changed_at.is_null() if changed_at is None
+                 else CrmLink.status_changed_at.is_null() | (CrmLink.status_changed_at <= changed_at))
+    applied = (CrmLink.update(status_id=event.status_id, pipeline_id=event.pipeline_id,
+                              price=event.price if event.price is not None else CrmLink.price,
+                              status_changed_at=changed_at if changed_at is not None else CrmLink.status_changed_at,
+                              updated_at=now)
+               .where(lead & not_newer).execute())
+    if not applied:
+        logger.info("Lead %s: ignoring status %s of %s, older than the one in the ledger.", event.id,
+                    event.status_id, changed_at)
 
 
 HANDLERS: dict[tuple[str, str], Callable[[Any], None]] = {("leads", "status"): _on_lead_status}
@@ -111,7 +150,4 @@ def store_and_dispatch(body: str) -> list[CrmEvent]:
 
 
 def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return _number(value)

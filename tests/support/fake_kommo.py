@@ -1,12 +1,20 @@
-"""A fake Kommo API v4 that behaves as reference/apis.md documents.
+"""A fake Kommo API v4 that behaves as Kommo documents (docs/fakes.rst lists the fact behind each behaviour).
 
 Contacts, leads and notes (batch create with JSON arrays, HAL answers, 204
-for empty lists, ``query`` search over names, tags and custom fields);
-OAuth2 with rotating single-use refresh tokens; 429 above ``rate`` requests
-in any second per token (plain text on every other one), and a 403 block
-after ``block_after`` consecutive 429s; problem+json validation errors
-(a negative lead price); ``latency`` delays every answer; ``hang_after_create`` accepts a note and then does
-not answer for a while, to kill the worker between acceptance and ack.
+for empty lists); ``query`` searches the filled fields (name, custom field
+values) and never tags; ``filter[name]`` matches names exactly; ``GET
+/{entity}/{id}``; PATCH replaces each listed custom field's values and, with
+``_embedded.tags``, the tag list, while ``tags_to_add`` / ``tags_to_delete``
+add and remove; OAuth2 with rotating single-use refresh tokens; 429 above
+``rate`` requests in any second per token (plain text on every other one),
+and after ``block_after`` consecutive 429s the IP block: 403 with nginx's HTML
+page; ``forbidden_detail`` answers 403 problem+json (no rights, a disabled
+account); ``unauthorized_until`` rejects every token with 401 until then
+(monotonic time); problem+json validation errors (a negative lead price);
+``latency`` delays every answer; ``drop_after_create`` stores that many lead
+or contact creations and closes the connection without an answer;
+``hang_after_create`` accepts a note and then does not answer for a while, to
+kill the worker between acceptance and ack.
 """
 
 from __future__ import annotations
@@ -14,12 +22,16 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import socket
 import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+NGINX_403 = (b"<html>\r\n<head><title>403 Forbidden</title></head>\r\n<body>\r\n<center><h1>403 Forbidden</h1>"
+             b"</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
 
 
 class FakeKommo:
@@ -39,6 +51,9 @@ class FakeKommo:
         self.blocked = False
         self.hang_after_create: float = 0.0
         self.latency: float = 0.0  # seconds every answer takes (Kommo answers in 0.1-0.8 s)
+        self.unauthorized_until: float = 0.0  # time.monotonic() before which every token gets 401
+        self.forbidden_detail: str | None = None  # a 403 that is not a block (rights, a disabled account)
+        self.drop_after_create = 0  # creations of leads/contacts accepted, then the connection dropped
         self.lock = threading.Lock()
         fake = self
 
@@ -75,6 +90,17 @@ class FakeKommo:
 
         class HangingHandler(Handler):
             def _handle(self, method: str) -> None:
+                if method == "POST" and re.fullmatch(r"/api/v4/(leads|contacts)", self.path) and \
+                        fake.drop_after_create:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    raw = self.rfile.read(length)
+                    status, _, _ = fake.handle(method, self.path, self.headers, raw)  # accepted and stored ...
+                    if status < 300:
+                        with fake.lock:
+                            fake.drop_after_create -= 1
+                    self.close_connection = True  # ... and the answer never comes: the connection is dropped
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 if method == "POST" and "/notes" in self.path and fake.hang_after_create:
                     length = int(self.headers.get("Content-Length") or 0)
                     raw = self.rfile.read(length)
@@ -96,7 +122,7 @@ class FakeKommo:
             status, payload = self._route(method, url.path, parse_qs(url.query), headers, raw, now)
             self.requests.append((now, method, url.path, status))
         if isinstance(payload, bytes):
-            return status, payload, "text/plain"
+            return status, payload, "text/html" if payload.startswith(b"<html") else "text/plain"
         ctype = "application/problem+json" if status >= 400 else "application/hal+json"
         return status, payload, ctype
 
@@ -108,8 +134,8 @@ class FakeKommo:
     def _route(self, method: str, path: str, query: dict, headers: Any, raw: bytes, now: float) -> tuple[int, Any]:
         if path == "/oauth2/access_token":
             return self._token(json.loads(raw or b"{}"))
-        if self.blocked:
-            return self._problem(403, "Access denied: your IP address is blocked")
+        if self.blocked:  # the IP block is nginx's own page, not JSON (amocrm-api-php issue 434)
+            return 403, NGINX_403
         while self.arrivals and self.arrivals[0] <= now - 1.0:
             self.arrivals.popleft()
         self.arrivals.append(now)
@@ -122,8 +148,10 @@ class FakeKommo:
             return self._problem(429, "Too many requests")
         self.consecutive_429 = 0
         auth = headers.get("Authorization", "")
-        if not auth.startswith("Bearer ") or auth[7:] not in self.tokens:
+        if not auth.startswith("Bearer ") or auth[7:] not in self.tokens or now < self.unauthorized_until:
             return self._problem(401, "Unauthorized")
+        if self.forbidden_detail:
+            return self._problem(403, self.forbidden_detail)
         body = json.loads(raw) if raw else None
         m = re.fullmatch(r"/api/v4/(contacts|leads)", path)
         if m and method == "GET":
@@ -131,11 +159,13 @@ class FakeKommo:
         if m and method == "POST":
             return self._create(m.group(1), body or [])
         m = re.fullmatch(r"/api/v4/(contacts|leads)/(\d+)", path)
-        if m and method == "PATCH":
+        if m and method in ("GET", "PATCH"):
             item = self.store[m.group(1)].get(int(m.group(2)))
             if item is None:
-                return self._problem(404, "Not found")
-            item.update({k: v for k, v in (body or {}).items() if k != "id"})
+                return (204, None) if method == "GET" else self._problem(404, "Not found")
+            if method == "GET":
+                return 200, item
+            self._patch(item, body or {})
             return 200, {"id": item["id"], "updated_at": int(time.time())}
         m = re.fullmatch(r"/api/v4/(leads|contacts)/(\d+)/notes", path)
         if m and method == "GET":
@@ -168,14 +198,39 @@ class FakeKommo:
         return 200, {"token_type": "Bearer", "expires_in": 86400, "server_time": int(time.time()),
                      "access_token": access, "refresh_token": refresh}
 
-    def _searchable(self, item: dict) -> str:
-        tags = " ".join(t["name"] for t in (item.get("_embedded") or {}).get("tags", []))
+    @staticmethod
+    def _patch(item: dict, body: dict) -> None:
+        """Kommo's PATCH: listed fields replace, unlisted ones stay; tags replace or are added/removed."""
+        for key, value in body.items():
+            if key in ("id", "custom_fields_values", "_embedded", "tags_to_add", "tags_to_delete"):
+                continue
+            item[key] = value
+        fields = item.setdefault("custom_fields_values", [])
+        for sent in body.get("custom_fields_values") or []:
+            ident = sent.get("field_code") or sent.get("field_id")
+            fields[:] = [f for f in fields if (f.get("field_code") or f.get("field_id")) != ident]
+            fields.append(sent)
+        embedded = item.setdefault("_embedded", {})
+        if "tags" in (body.get("_embedded") or {}):
+            embedded["tags"] = list(body["_embedded"]["tags"])
+        tags = embedded.setdefault("tags", [])
+        for tag in body.get("tags_to_add") or []:
+            if tag.get("name") not in {t.get("name") for t in tags}:
+                tags.append({"name": tag["name"]})
+        removed = {t.get("name") for t in body.get("tags_to_delete") or []}
+        tags[:] = [t for t in tags if t.get("name") not in removed]
+
+    @staticmethod
+    def _searchable(item: dict) -> str:
+        """What ``query`` searches: the entity's filled fields (its name, custom field values), not its tags."""
         values = " ".join(str(v.get("value")) for f in item.get("custom_fields_values") or [] for v in f["values"])
-        return f"{item.get('name', '')} {tags} {values}".lower()
+        return f"{item.get('name', '')} {values}".lower()
 
     def _list(self, kind: str, query: dict) -> tuple[int, Any]:
         term = query.get("query", [""])[0].lower()
-        items = [i for i in self.store[kind].values() if not term or term in self._searchable(i)]
+        names = {v for k, vs in query.items() if re.fullmatch(r"filter\[name\](\[\d*\])?", k) for v in vs}
+        items = [i for i in self.store[kind].values()
+                 if (not term or term in self._searchable(i)) and (not names or i.get("name") in names)]
         return (204, None) if not items else (200, {"_page": 1, "_embedded": {kind: items}})
 
     def _create(self, kind: str, body: list[dict]) -> tuple[int, Any]:
