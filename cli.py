@@ -229,7 +229,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 # --- send ------------------------------------------------------------------------------
 def cmd_send(args: argparse.Namespace) -> int:
-    from contracts import InvalidPayload, Sender, UnknownActor, build_message, validate_payload
+    from worker_contracts import InvalidPayload, Sender, UnknownActor, build_message, validate_payload
 
     settings = _settings()
     try:

@@ -56,6 +56,7 @@ RSS = Gauge("worker_process_rss_bytes", "Resident memory of a worker process", [
 RSS_LIMIT = Gauge("worker_process_rss_limit_bytes", "WORKER_MAX_RSS_MB of a worker process", ["pid"],
                   multiprocess_mode="liveall")
 RECONCILED = Counter("worker_reconciled_total", "Records repaired by the reconciler", ["track", "action"])
+EVENTS = Counter("worker_events_total", "Outcome event deliveries to EVENTS_WEBHOOK_URL", ["outcome"])
 HEARTBEAT = Gauge("worker_heartbeat_timestamp_seconds", "Last maintenance round of a worker process", ["pid"],
                   multiprocess_mode="liveall")
 

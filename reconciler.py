@@ -33,8 +33,8 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from dramatiq.message import Message
+from worker_contracts.sender import InvalidPayload, validate_payload
 
-from contracts.sender import InvalidPayload, validate_payload
 from database import Asset, AuditEntry, session, utcnow
 from database.tracks import TRACKS, Generation, mark_lost
 
@@ -159,13 +159,14 @@ class Reconciler:
 
     def __init__(self, broker: Any, client: Any, *, grace_s: float, interval_s: float,
                  namespace: str = "dramatiq", chunk_retention_days: float | None = None,
-                 event_retention_days: float | None = None) -> None:
+                 event_retention_days: float | None = None, outbox_retention_days: float | None = None) -> None:
         self.broker = broker
         self.client = client
         self.grace_s = grace_s
         self.interval_s = interval_s
         self.chunk_retention_days = chunk_retention_days
         self.event_retention_days = event_retention_days
+        self.outbox_retention_days = outbox_retention_days
         self.purged_at = float("-inf")  # the first round purges
         self.suspects_key = f"{namespace}:__reconcile_suspects__"
         self.rebuilds_key = f"{namespace}:__reconcile_rebuilds__"
@@ -197,6 +198,10 @@ class Reconciler:
             purged["llm_chunk"] = purge_chunks(self.chunk_retention_days)
         if self.event_retention_days is not None:
             purged["crm_event"] = purge_crm_events(self.event_retention_days)
+        if self.outbox_retention_days is not None:
+            from events import purge_delivered
+
+            purged["outbox_event"] = purge_delivered(self.outbox_retention_days)
         self.purged_at = time.monotonic()
         if any(purged.values()):
             logger.info("Purged expired rows: %s.", ", ".join(f"{n} {t}" for t, n in purged.items()),

@@ -23,7 +23,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_FIELDS = frozenset(
     {"web_password", "web_api_token", "openrouter_api_key", "kommo_access_token", "sentry_dsn",
-     "kommo_client_secret", "kommo_webhook_token", "kommo_refresh_token", "web_session_secret"}
+     "kommo_client_secret", "kommo_webhook_token", "kommo_refresh_token", "web_session_secret",
+     "events_webhook_secret"}
 )
 
 
@@ -159,6 +160,13 @@ class Settings(BaseSettings):
     ratelimit_redis_url: str | None = Field(None, description="Redis for rate limits (default: BROKER_URL when Redis)")
     upstream_allow_http: bool = Field(False, description="accept http:// upstreams that are not loopback")
 
+    # --- outcome events (other services learn what happened) -------------------------
+    events_webhook_url: str | None = Field(None, description="POST every terminal asset/knowledge status here "
+                                           "(unset: no events are recorded)")
+    events_webhook_secret: str | None = Field(None, description="HMAC-SHA256 key of X-Worker-Signature "
+                                              "(required with EVENTS_WEBHOOK_URL)")
+    events_retention_days: float = Field(30.0, gt=0, description="delivered events are kept this long")
+
     # --- observability -----------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", description="log level")
     log_format: Literal["json", "text"] = Field("json", description="json lines or text for people")
@@ -212,6 +220,15 @@ class Settings(BaseSettings):
             if parts.scheme == "http" and not (is_loopback_host(parts.hostname) or self.upstream_allow_http):
                 raise ValueError(f"{name.upper()} uses plain http to a non-loopback host; "
                                  "use https or set UPSTREAM_ALLOW_HTTP=true")
+        return self
+
+    @model_validator(mode="after")
+    def _events_are_signed(self) -> Settings:
+        if self.events_webhook_url:
+            if urlsplit(self.events_webhook_url).scheme not in {"http", "https"}:
+                raise ValueError("EVENTS_WEBHOOK_URL must be an http:// or https:// URL")
+            if not self.events_webhook_secret:
+                raise ValueError("EVENTS_WEBHOOK_SECRET is required with EVENTS_WEBHOOK_URL (receivers verify it)")
         return self
 
     @model_validator(mode="after")

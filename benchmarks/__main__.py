@@ -174,7 +174,7 @@ def drain() -> list[dict[str, Any]]:
 
 
 def _latency(module: str, rate: int, seconds: int) -> tuple[float, float]:
-    from contracts.sender import encode
+    from worker_contracts.sender import encode
 
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
@@ -223,7 +223,7 @@ def latency() -> list[dict[str, Any]]:
 @benchmark
 def send() -> list[dict[str, Any]]:
     """Validated sends: one by one vs bulk (pipelined)."""
-    from contracts import Sender
+    from worker_contracts import Sender
 
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
@@ -312,7 +312,8 @@ def _percentile(values: list[float], q: float) -> float:
 def openrouter() -> list[dict[str, Any]]:
     """LLM calls taking 3 s, OPENROUTER_RPS=10, `worker run` with default sizes: sustained req/s over 60 s, and
     one-page PDFs extracted one by one meanwhile (upload -> text latency behind a knowledge backlog)."""
-    from contracts import Sender
+    from worker_contracts import Sender
+
     from tests.support.fake_openrouter import FakeOpenRouter
 
     client = redis.Redis.from_url(REDIS_URL)
@@ -404,7 +405,8 @@ def _outcomes(metrics_dir: Path, actor: str) -> dict[str, int]:
 def knowledge() -> list[dict[str, Any]]:
     """Paid LLM calls: 10 documents x 20 chunks sharing OPENROUTER_RPS=2 on 16 threads, then the PDF corpus
     (calls per chunk, cost per 1,000 pages at the fake's fixed price)."""
-    from contracts import Sender
+    from worker_contracts import Sender
+
     from tests.support.fake_openrouter import FakeOpenRouter
 
     client = redis.Redis.from_url(REDIS_URL)
@@ -484,7 +486,8 @@ def knowledge() -> list[dict[str, Any]]:
 @benchmark
 def kommo() -> list[dict[str, Any]]:
     """200 crm_add_note against the fake Kommo answering in 300 ms (429 above 7 req/s), default group sizes."""
-    from contracts import Sender
+    from worker_contracts import Sender
+
     from tests.support.fake_kommo import FakeKommo
 
     client = redis.Redis.from_url(REDIS_URL)
@@ -519,7 +522,8 @@ CORPUS = ROOT.parent / "shared" / "corpus" / "pdf"
 @benchmark
 def extraction() -> list[dict[str, Any]]:
     """PDF corpus pages/s through process_asset (everything counted) vs pdfplumber extract_text + page.close()."""
-    from contracts import Sender
+    from worker_contracts import Sender
+
     from groups import usable_cpus
     from sandbox import HardLimitPool
 

@@ -29,7 +29,7 @@ def worker_env(tmp: str, **extra: str) -> dict[str, str]:
 
 def enqueue_raw(client: redis.Redis, actor: str, queue: str, payloads: list[dict[str, Any]]) -> None:
     """Enqueue Dramatiq messages in Dramatiq's Redis layout, pipelined (the send path is not measured here)."""
-    from contracts.sender import encode
+    from worker_contracts.sender import encode
 
     for start in range(0, len(payloads), 2000):
         pipe = client.pipeline(transaction=False)

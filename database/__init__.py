@@ -28,6 +28,7 @@ from database.models import (
     KommoToken,
     LlmChunk,
     LlmUsage,
+    OutboxEvent,
     utcnow,
 )
 
@@ -45,6 +46,7 @@ __all__ = [
     "KnowledgeRelation",
     "LlmChunk",
     "LlmUsage",
+    "OutboxEvent",
     "current_version",
     "database_proxy",
     "init_database",

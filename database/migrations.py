@@ -26,6 +26,7 @@ from database.models import (
     KommoToken,
     LlmChunk,
     LlmUsage,
+    OutboxEvent,
     SchemaVersion,
 )
 
@@ -71,6 +72,10 @@ def _v5_crm_ordering(db: peewee.Database) -> None:
     db.execute_sql("CREATE INDEX IF NOT EXISTS crm_event_received_at ON crm_event (received_at)")
 
 
+def _v6_outbox(db: peewee.Database) -> None:
+    db.create_tables([OutboxEvent], safe=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "base: assets, asset texts, dead letters, audit log", _v1_base),
     (2, "knowledge graph entities, relations, LLM usage", _v2_knowledge),
@@ -78,6 +83,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (4, "LLM chunk checkpoints and cache; chunk counts of a graph; usage per knowledge generation",
      _v4_llm_checkpoints),
     (5, "CRM: Kommo's time of the lead status in the ledger; webhook events by age (retention)", _v5_crm_ordering),
+    (6, "outbox of outcome events for other services", _v6_outbox),
 ]
 
 

@@ -252,5 +252,34 @@ class CrmEvent(BaseModel):
     handled_at = peewee.DateTimeField(null=True)
 
 
+class OutboxEvent(BaseModel):
+    """An outcome event for other services, written in the transaction of the status it reports.
+
+    Delivered at least once, in order per asset (``id`` order), by the fleet's event dispatcher
+    (events.py); ``state`` pending -> delivered (an operator may set it back to pending: re-send).
+    """
+
+    event_id = peewee.CharField(unique=True)
+    event = peewee.CharField()  # asset.extracted | asset.failed | knowledge.done | knowledge.failed | ...skipped
+    asset_id = peewee.CharField(max_length=200, index=True)
+    status = peewee.CharField()
+    error_code = peewee.CharField(null=True)
+    occurred_at = peewee.DateTimeField(default=utcnow)
+    state = peewee.CharField(default="pending")
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = peewee.DateTimeField(null=True)
+    delivered_at = peewee.DateTimeField(null=True)
+    last_error = peewee.TextField(null=True)
+
+    class Meta:
+        indexes = ((("state", "id"), False),)
+
+    def body(self) -> dict[str, Any]:
+        """The pinned JSON body (DESIGN.md, "Outcome events")."""
+        return {"event_id": self.event_id, "event": self.event, "asset_id": self.asset_id, "status": self.status,
+                "error_code": self.error_code, "occurred_at": iso(self.occurred_at)}
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Asset, AssetText, DeadLetter, AuditEntry, KnowledgeEntity,
-                                           KnowledgeRelation, LlmUsage, LlmChunk, KommoToken, CrmLink, CrmEvent)
+                                           KnowledgeRelation, LlmUsage, LlmChunk, KommoToken, CrmLink, CrmEvent,
+                                           OutboxEvent)

@@ -12,7 +12,8 @@ record; a message of an older generation can never change it.
 
 Writers: the status middleware (start, success, skip, retry), the
 dead-letter sink (failure, in the dead letter's own transaction) and the
-reconciler (records whose message was lost).
+reconciler (records whose message was lost).  A terminal status records its
+outcome event in the same transaction (database.outbox).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from typing import Any
 
 import peewee
 from pydantic import TypeAdapter, ValidationError
+from worker_contracts.payloads import Identifier
 
-from contracts.payloads import Identifier
+from database import outbox
 from database.models import Asset, utcnow
 
 Generation = tuple[int, str]
@@ -129,11 +131,18 @@ def start(track: Track, asset_id: str, kwargs: dict[str, Any], generation: Gener
 
 
 def finish(track: Track, asset_id: str, generation: Generation, values: dict[peewee.Field, Any]) -> bool:
-    """Write the end of this attempt, only while this generation's record is still ``processing``."""
+    """Write the end of this attempt, only while this generation's record is still ``processing``.
+
+    A terminal status also records its outcome event (database.outbox), in the same transaction.
+    """
     values = {**values, Asset.updated_at: utcnow()}
-    return bool(Asset.update(values)
-                .where(Asset.asset_id == asset_id, track.same(generation), track.col("status") == "processing")
-                .execute())
+    changed = bool(Asset.update(values)
+                   .where(Asset.asset_id == asset_id, track.same(generation), track.col("status") == "processing")
+                   .execute())
+    status = values.get(track.col("status"))
+    if changed and status in track.terminal:
+        outbox.record(track.name, asset_id, status, values.get(track.col("error_code")))
+    return changed
 
 
 def fail(track: Track, asset_id: str, kwargs: dict[str, Any], generation: Generation, error_code: str,
@@ -149,10 +158,14 @@ def fail(track: Track, asset_id: str, kwargs: dict[str, Any], generation: Genera
     values = track.values(status="failed", gen_ts=generation[0], gen_id=generation[1], error_code=error_code,
                           error_message=error_message[:4000], finished_at=now, next_attempt_at=None)
     values[Asset.updated_at] = now
-    return bool(Asset.update(values)
-                .where(Asset.asset_id == asset_id,
-                       (track.same(generation) & track.col("status").in_(track.active)) | track.older_than(generation))
-                .execute())
+    changed = bool(Asset.update(values)
+                   .where(Asset.asset_id == asset_id,
+                          (track.same(generation) & track.col("status").in_(track.active))
+                          | track.older_than(generation))
+                   .execute())
+    if changed:
+        outbox.record(track.name, asset_id, "failed", error_code)
+    return changed
 
 
 def mark_lost(track: Track, asset_id: str, generation: Generation, error_message: str,
@@ -165,7 +178,10 @@ def mark_lost(track: Track, asset_id: str, generation: Generation, error_message
     values = track.values(status="failed", error_code="message_lost", error_message=error_message[:4000],
                           finished_at=now, next_attempt_at=None)
     values[Asset.updated_at] = now
-    return bool(Asset.update(values)
-                .where(Asset.asset_id == asset_id, track.same(generation), track.col("status").in_(track.active),
-                       Asset.updated_at <= stale_before)
-                .execute())
+    changed = bool(Asset.update(values)
+                   .where(Asset.asset_id == asset_id, track.same(generation), track.col("status").in_(track.active),
+                          Asset.updated_at <= stale_before)
+                   .execute())
+    if changed:
+        outbox.record(track.name, asset_id, "failed", "message_lost")
+    return changed

@@ -9,7 +9,7 @@ pins (before-hooks run in this order, after-hooks in reverse):
 3. validation                7. retries
 4. rate limit                8. dead letters  9. recovery (heartbeats, crash loops), liveness, reconciliation
                                 (records whose message was lost), recycling, warm extraction
-                                children
+                                children, outcome events (when EVENTS_WEBHOOK_URL is set)
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dramatiq.middleware import CurrentMessage, Middleware, TimeLimit
 from brokers import make_redis_client
 from middleware.context import LogContext
 from middleware.deadletters import DeadLetters
+from middleware.events import EventDelivery
 from middleware.liveness import Liveness
 from middleware.metrics import Metrics
 from middleware.prewarm import PrewarmChildren
@@ -66,7 +67,10 @@ def build_stack(settings: Settings) -> list[Middleware]:
                  wedge_grace_s=settings.liveness_wedge_grace_seconds),
         Reconciliation(redis_client, interval_s=settings.reconcile_interval_seconds,
                        grace_s=settings.reconcile_grace_seconds, chunk_retention_days=settings.knowledge_cache_days,
-                       event_retention_days=settings.crm_events_retention_days),
+                       event_retention_days=settings.crm_events_retention_days,
+                       outbox_retention_days=settings.events_retention_days),
         Recycling(max_rss_mb=settings.worker_max_rss_mb, max_messages=settings.worker_max_messages),
         PrewarmChildren(queues=frozenset({"assets"}), memory_mb=settings.extract_memory_mb),
+        *([EventDelivery(redis_client, url=settings.events_webhook_url, secret=settings.events_webhook_secret)]
+          if settings.events_webhook_url and settings.events_webhook_secret else []),
     ]

@@ -9,7 +9,7 @@ and ``after_skip_message`` (status, exception, end).  No actor options.
 Attributes follow the messaging semantic conventions: ``messaging.system``,
 ``messaging.operation.name``/``.type``, ``messaging.destination.name``,
 ``messaging.message.id``; plus ``dramatiq.actor`` and the attempt number.
-The contracts sender creates the same ``send`` span in other services.
+The worker_contracts sender creates the same ``send`` span in other services.
 Exporters are configured by the standard ``OTEL_*`` variables (see
 ``configure_telemetry``).
 """

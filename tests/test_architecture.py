@@ -11,14 +11,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("actors", "brokers", "contracts", "database", "middleware", "web")
+PACKAGES = ("actors", "brokers", "database", "middleware", "web")
+CONTRACTS_DIST = ROOT / "worker-contracts"  # its own distribution: import name worker_contracts
 
 
 def _modules() -> dict[str, Path]:
     found = {p.stem: p for p in ROOT.glob("*.py")}
-    for package in PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
-            parts = path.relative_to(ROOT).with_suffix("").parts
+    for base, package in [*((ROOT, p) for p in PACKAGES), (CONTRACTS_DIST, "worker_contracts")]:
+        for path in (base / package).rglob("*.py"):
+            parts = path.relative_to(base).with_suffix("").parts
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
             found[name] = path
     return found
@@ -102,3 +103,17 @@ def test_code_run_in_extraction_children_imports_no_service_machinery():
         cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     heavy = {"dramatiq", "peewee", "redis", "actors", "database", "brokers", "middleware", "prometheus_client"}
     assert sorted(m for m in loaded if m.split(".")[0] in heavy) == []
+
+
+def test_the_contracts_distribution_imports_nothing_of_the_worker():
+    """worker-contracts is installed alone by other services: pydantic, redis and itself only."""
+    allowed = {"pydantic", "redis", "worker_contracts", "opentelemetry", "__future__"}
+    stdlib = set(sys.stdlib_module_names)
+    imported: set[str] = set()
+    for path in (CONTRACTS_DIST / "worker_contracts").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    assert sorted(imported - allowed - stdlib) == []

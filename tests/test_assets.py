@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from worker_contracts import Sender
 
 from actors.assets.fetch import FetchPolicy, ForbiddenSource, check_url, fetched, resolve_file
-from contracts import Sender
 from errors import PermanentError
 from tests.support import adversarial as adv
 from tests.support.helpers import ROOT, run_cli, wait_for

@@ -9,16 +9,47 @@ import sys
 
 import pytest
 import redis
+from worker_contracts import InvalidPayload, Sender
 
-from contracts import InvalidPayload, Sender
 from tests.support.helpers import ROOT, run_cli
 
 
 def test_importing_contracts_pulls_in_no_pdf_library_no_peewee_no_dramatiq():
-    code = ("import sys, contracts; heavy = {'pypdfium2', 'pdfplumber', 'pdfminer', 'docx2txt', 'peewee', "
+    code = ("import sys, worker_contracts; heavy = {'pypdfium2', 'pdfplumber', 'pdfminer', 'docx2txt', 'peewee', "
             "'dramatiq', 'psycopg2'}; print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_worker_contracts_installs_alone_in_a_fresh_virtualenv_and_its_message_is_processed(
+        worker_env, start_worker, redis_client, tmp_path):
+    """What another service does: ``pip install`` the folder into its own environment, then send."""
+    import json as json_
+
+    from tests.support.helpers import wait_for
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    python = venv / "bin" / "python"
+    installed = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                                str(ROOT / "worker-contracts")], capture_output=True, text=True, timeout=600)
+    if installed.returncode != 0 and "No matching distribution" in installed.stderr + installed.stdout:
+        pytest.skip(f"no package index reachable to install pydantic and redis: {installed.stderr[-300:]}")
+    assert installed.returncode == 0, installed.stderr
+    listed = subprocess.run([str(python), "-m", "pip", "list", "--format=json"], capture_output=True, text=True,
+                            check=True)
+    names = {p["name"].lower() for p in json_.loads(listed.stdout)}
+    assert "worker-contracts" in names and {"pydantic", "redis"} <= names
+    assert names & {"dramatiq", "peewee", "pdfplumber", "pypdfium2", "psycopg2-binary", "requests"} == set()
+    (tmp_path / "storage" / "fresh.txt").write_text("sent by another service\n")
+    start_worker(env=worker_env, threads=2)
+    code = ("import sys; from worker_contracts import Sender; "
+            "print(Sender(url=sys.argv[1]).process_asset('fresh', 'file:fresh.txt'))")
+    sent = subprocess.run([str(python), "-c", code, worker_env["BROKER_URL"]], cwd=tmp_path, capture_output=True,
+                          text=True, check=True)
+    assert len(sent.stdout.strip()) == 36  # the message id
+    wait_for(lambda: (json_.loads(r.stdout).get("status") if (r := run_cli(worker_env, "asset", "fresh", "--json"))
+                      .returncode == 0 else None) == "extracted", 60, 0.3, "the message of the fresh venv processed")
 
 
 def test_sender_validates_before_enqueueing(redis_client: redis.Redis):

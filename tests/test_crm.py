@@ -8,9 +8,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from worker_contracts import Sender
 
 from actors.crm.webhooks import events_of, parse_form
-from contracts import Sender
 from tests.support.fake_kommo import FakeKommo
 from tests.support.helpers import run_cli, wait_for
 

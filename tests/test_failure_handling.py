@@ -232,7 +232,8 @@ def test_database_unreachable_for_30s_loses_nothing(worker_env, start_worker, re
     migrated its fresh schema, so the worker never migrated it; whether the messages then burnt their attempts
     on "relation does not exist" depended on whether this test's own `worker asset` polls (which migrate)
     won the race.  Now the worker is up before the cut and the statuses are read without migrating."""
-    from contracts import Sender
+    from worker_contracts import Sender
+
     from tests.support.tcpproxy import TcpProxy
 
     proxy = TcpProxy("127.0.0.1", 5432).start()
@@ -263,7 +264,8 @@ def test_worker_started_during_a_database_outage_migrates_once_it_is_back(worker
                                                                           pg_url):
     """Regression: a worker that could not migrate at start never did, and ran on a schema without tables:
     every message burnt its attempts on "relation does not exist" and was dead-lettered."""
-    from contracts import Sender
+    from worker_contracts import Sender
+
     from tests.support.tcpproxy import TcpProxy
 
     proxy = TcpProxy("127.0.0.1", 5432).start()

@@ -52,7 +52,7 @@ def test_worker_over_tls_redis(tls_redis: str, worker_env, start_worker, tmp_pat
     env = {**worker_env, "BROKER_URL": tls_redis}
     client = redis.Redis.from_url(tls_redis)
     start_worker(env=env)
-    from contracts.sender import encode
+    from worker_contracts.sender import encode
 
     redis_id = str(uuid.uuid4())
     body = {"queue_name": "tests", "actor_name": "noop", "args": [], "kwargs": {"tag": "tls"},
@@ -139,11 +139,14 @@ def test_migrations_are_versioned_and_idempotent(backend, tmp_path, request):
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_migration_4_upgrades_a_database_of_the_first_round_keeping_its_rows(backend, tmp_path, request):
-    """A database created before the chunk checkpoints (version 3) gains them; its rows stay."""
+def test_a_database_of_the_first_round_upgrades_through_every_later_migration_keeping_its_rows(backend, tmp_path,
+                                                                                               request):
+    """A database at version 3 (before chunk checkpoints, CRM ordering and the outbox) gains them; rows stay."""
     from database import (
         Asset,
+        CrmLink,
         LlmChunk,
+        OutboxEvent,
         current_version,
         database_proxy,
         init_database,
@@ -161,17 +164,20 @@ def test_migration_4_upgrades_a_database_of_the_first_round_keeping_its_rows(bac
     db = database_proxy.obj
     with db_session(transaction=True):  # back to the version-3 schema
         for table, column in (("asset", "knowledge_chunks"), ("asset", "knowledge_chunks_failed"),
-                              ("llm_usage", "gen_ts"), ("llm_usage", "gen_id")):
+                              ("llm_usage", "gen_ts"), ("llm_usage", "gen_id"), ("crm_link", "status_changed_at")):
             db.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+        db.execute_sql("DROP INDEX crm_event_received_at")
         db.execute_sql("DROP TABLE llm_chunk")
-        db.execute_sql("DELETE FROM schema_version WHERE version = 4")
+        db.execute_sql("DROP TABLE outbox_event")
+        db.execute_sql("DELETE FROM schema_version WHERE version > 3")
         db.execute_sql("INSERT INTO asset (asset_id, gen_ts, gen_id, status, attempts, no_text, knowledge_gen_ts, "
                        "knowledge_gen_id, knowledge_attempts, created_at, updated_at) VALUES ('old', 0, '', "
                        "'extracted', 1, false, 0, '', 0, '2026-11-01 00:00:00', '2026-11-01 00:00:00')")
     assert current_version() == 3
-    assert migrate() == [4] and current_version() == latest_version()
+    assert migrate() == list(range(4, latest_version() + 1)) and current_version() == latest_version()
     with db_session():
         assert Asset.get_by_id("old").knowledge_chunks is None and LlmChunk.select().count() == 0
+        assert OutboxEvent.select().count() == 0 and CrmLink.select(CrmLink.status_changed_at).count() == 0
     assert migrate() == []
 
 

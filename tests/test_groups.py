@@ -9,7 +9,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from contracts import Sender
+from worker_contracts import Sender
+
 from groups import GROUP_QUEUES, group_named, metrics_dir, usable_cpus, worker_groups
 from settings import Settings
 from tests.support.fake_openrouter import FakeOpenRouter

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from worker_contracts import Sender
 
 from actors.knowledge.graph import Extraction, Graph, chunk_text
-from contracts import Sender
 from tests.support.helpers import run_cli, wait_for
 
 DOCUMENT = " ".join(

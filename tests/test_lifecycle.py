@@ -133,7 +133,7 @@ def test_crash_loop_of_an_asset_message_ends_its_record_failed_and_every_view_ag
 
 def test_chaos_sigkill_every_few_seconds_loses_nothing_and_leaves_no_status_unfinished(worker_env, start_worker,
                                                                                       redis_client):
-    from contracts import Sender
+    from worker_contracts import Sender
 
     total = 1000 if os.environ.get("CHAOS_FULL") else 150
     env = {**worker_env, "HEARTBEAT_TIMEOUT_MS": "2000", "MAINTENANCE_INTERVAL_MS": "300",

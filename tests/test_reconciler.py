@@ -78,7 +78,8 @@ def _statuses(env: dict[str, str]) -> dict[str, tuple[str, str | None]]:
 
 def test_flushed_broker_every_stuck_record_is_rebuilt_and_delayed_or_slow_work_is_left_alone(
         worker_env, start_worker, redis_client):
-    from contracts import Sender
+    from worker_contracts import Sender
+
     from database import Asset, init_database, session, utcnow
     from tests.support.gatedorigin import GatedOrigin
     from tests.support.helpers import run_cli, wait_for

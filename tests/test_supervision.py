@@ -50,7 +50,8 @@ def test_bare_dramatiq_workers_stop_when_their_main_process_is_killed(worker_env
 
 
 def test_every_line_worker_run_writes_is_json_from_start_through_work_to_sigterm(worker_env, redis_client, tmp_path):
-    from contracts import Sender
+    from worker_contracts import Sender
+
     from tests.support.helpers import run_cli
 
     env = {**worker_env, **SMALL_GROUPS, "METRICS_PORT": str(free_port()), "LOG_FORMAT": "json"}

@@ -70,7 +70,7 @@ def test_host_cut_off_mid_work_loses_nothing(netns, worker_env, tmp_path):
                                         stderr=subprocess.STDOUT, start_new_session=True))
         import uuid
 
-        from contracts.sender import encode
+        from worker_contracts.sender import encode
 
         tags = [f"h{i}" for i in range(60)]
         pipe = client.pipeline()

@@ -121,6 +121,10 @@ class DashboardApp:
             ("GET", re.compile(r"/api/assets/([^/]+)"), self.api_asset),
             ("GET", re.compile(r"/api/assets/([^/]+)/text"), self.api_asset_text),
             ("GET", re.compile(r"/api/assets/([^/]+)/graph"), self.api_asset_graph),
+            ("GET", re.compile(r"/events"), self.events_page),
+            ("POST", re.compile(r"/events/(\d+)/resend"), self.events_resend),
+            ("GET", re.compile(r"/api/events"), self.api_events),
+            ("POST", re.compile(r"/api/events/(\d+)/resend"), self.api_events_resend),
         ]
 
     @staticmethod
@@ -128,8 +132,7 @@ class DashboardApp:
         try:
             from dramatiq.brokers.redis import RedisBroker
             from dramatiq_dashboard import DashboardApp as QueuesApp
-
-            from contracts import CONTRACTS
+            from worker_contracts import CONTRACTS
         except ImportError:
             return None
         if not isinstance(broker, RedisBroker):
@@ -316,7 +319,36 @@ class DashboardApp:
                 for a in self.store.audit(limit=500)]
         return self.render("audit", principal, nav="audit", rows=rows)
 
+    def events_page(self, request: Request, principal: Principal) -> Response:
+        from events import lag, recent
+        from settings import get_settings
+
+        pending, age = lag()
+        state = request.query.get("state") if request.query.get("state") in ("pending", "delivered") else None
+        return self.render("events", principal, nav="events", rows=recent(state), pending=pending, lag=round(age),
+                           configured=bool(get_settings().events_webhook_url), flash=request.query.get("flash"))
+
+    def events_resend(self, request: Request, principal: Principal, event_id: str) -> Response:
+        from events import resend
+
+        n = resend([int(event_id)], principal.audit_name)
+        return redirect("/events?" + urlencode({"flash": f"Event {event_id} will be sent again." if n else
+                                                f"No event {event_id}."}))
+
     # --- JSON API ------------------------------------------------------------------------------------
+    def api_events(self, request: Request, principal: Principal) -> Response:
+        from events import lag, recent
+
+        pending, age = lag()
+        state = request.query.get("state") if request.query.get("state") in ("pending", "delivered") else None
+        return json_response({"pending": pending, "oldest_pending_seconds": round(age, 1), "items": recent(state)})
+
+    def api_events_resend(self, request: Request, principal: Principal, event_id: str) -> Response:
+        from events import resend
+
+        n = resend([int(event_id)], principal.audit_name)
+        return json_response({"resent": n}) if n else json_response({"error": "not found"}, "404 Not Found")
+
     def api_list(self, request: Request, principal: Principal) -> Response:
         flt = self._filter(request.query)
         limit = min(1000, int(request.query.get("limit", "100"))) if request.query.get("limit", "100").isdigit() else 100

@@ -7,6 +7,8 @@ worker_queue_oldest_age_seconds{queue} age of the oldest waiting message (since 
 worker_dead_letters{actor}             dead letters in state ``dead``
 worker_upstream_paused{upstream}       1 while an upstream is paused fleet-wide (429, 402, 403 block, daily budget)
 worker_upstream_auth_failed{upstream}  1 while an upstream is paused because it rejected our credentials (401)
+worker_events_pending                  outcome events not delivered yet
+worker_events_oldest_pending_seconds   age of the oldest of them (delivery lag)
 worker_llm_spend_today_usd{upstream}   the fleet's spend on the LLM upstream since 00:00 UTC
 worker_llm_daily_budget_usd{upstream}  OPENROUTER_DAILY_BUDGET_USD, when set
 """
@@ -21,8 +23,8 @@ from typing import Any
 import peewee
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from worker_contracts import CONTRACTS
 
-from contracts import CONTRACTS
 from database import DeadLetter, session
 
 UPSTREAMS = ("openrouter", "kommo")
@@ -119,3 +121,14 @@ class BrokerCollector(Collector):
         except Exception:  # noqa: BLE001 - a scrape must not fail because the database is down
             pass
         yield dead
+        pending = GaugeMetricFamily("worker_events_pending", "Outcome events not delivered yet")
+        lagging = GaugeMetricFamily("worker_events_oldest_pending_seconds", "Age of the oldest undelivered event")
+        try:
+            from events import lag
+
+            count, age = lag()
+            pending.add_metric([], count)
+            lagging.add_metric([], age)
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the database is down
+            pass
+        yield from (pending, lagging)

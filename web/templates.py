@@ -25,6 +25,7 @@ form.filters label{display:flex;flex-direction:column;font-size:12px;color:#3741
 {% if principal %}<header><strong>worker</strong>
 <a href="/" class="{{ 'on' if nav == 'dlq' }}">Failed messages</a>
 <a href="/audit" class="{{ 'on' if nav == 'audit' }}">Audit trail</a>
+<a href="/events" class="{{ 'on' if nav == 'events' }}">Events</a>
 <a href="/queues/">Live queues</a>
 <form method="post" action="/logout"><input type="hidden" name="csrf" value="{{ csrf }}">
 <span class="muted">{{ principal.name }}</span> <button>Log out</button></form></header>{% endif %}
@@ -103,6 +104,20 @@ AUDIT = """{% extends "base" %}{% block title %}Audit trail{% endblock %}{% bloc
 <td><code>{{ a.target }}</code></td></tr>{% else %}<tr><td colspan="5" class="muted">Nothing yet.</td></tr>{% endfor %}
 </tbody></table>{% endblock %}"""
 
+EVENTS = """{% extends "base" %}{% block title %}Outcome events{% endblock %}{% block body %}
+<h1>Outcome events <span class="muted">({{ pending }} waiting{% if pending %}, the oldest for {{ lag }} s{% endif %})
+</span></h1>{% if not configured %}<p class="muted">EVENTS_WEBHOOK_URL is not set: no events are recorded.</p>{% endif %}
+<p><a href="/events">all</a> · <a href="/events?state=pending">waiting</a> · <a href="/events?state=delivered">delivered</a></p>
+<table><thead><tr><th>#</th><th>occurred (UTC)</th><th>event</th><th>asset</th><th>error code</th><th>state</th>
+<th>attempts</th><th>last error</th><th></th></tr></thead><tbody>
+{% for e in rows %}<tr><td>{{ e.id }}</td><td>{{ e.occurred_at }}</td><td>{{ e.event }}</td><td>{{ e.asset_id }}</td>
+<td>{{ e.error_code or "" }}</td><td><span class="pill {{ 'ok' if e.state == 'delivered' }}">{{ e.state }}</span>
+{% if e.next_attempt_at and e.state == 'pending' %}<span class="muted">next {{ e.next_attempt_at }}</span>{% endif %}</td>
+<td>{{ e.attempts }}</td><td class="err">{{ (e.last_error or "")[:200] }}</td>
+<td><form method="post" action="/events/{{ e.id }}/resend"><input type="hidden" name="csrf" value="{{ csrf }}">
+<button id="resend-{{ e.id }}">Send again</button></form></td></tr>
+{% else %}<tr><td colspan="9" class="muted">No events.</td></tr>{% endfor %}</tbody></table>{% endblock %}"""
+
 ENV = Environment(loader=DictLoader({"base": BASE, "login": LOGIN, "list": LIST, "confirm": CONFIRM,
-                                     "detail": DETAIL, "audit": AUDIT}),
+                                     "detail": DETAIL, "audit": AUDIT, "events": EVENTS}),
                   autoescape=select_autoescape(default=True, default_for_string=True))

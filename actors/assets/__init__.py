@@ -1,6 +1,6 @@
 """Assets domain: ``process_asset`` turns a PDF, DOCX or text file into stored text.
 
-Actor ``process_asset`` (queue ``assets``), payload ``contracts.ProcessAsset``.
+Actor ``process_asset`` (queue ``assets``), payload ``worker_contracts.ProcessAsset``.
 Options: ``status_track="asset"`` (received -> processing <-> retrying ->
 extracted | failed), attempt/time budgets and the soft time limit from the
 ASSETS_* settings.  Extraction runs in a hard-limited child
@@ -17,11 +17,11 @@ import time
 import dramatiq
 from dramatiq.message import Message
 from dramatiq.middleware import CurrentMessage
+from worker_contracts import build_message
 
 from actors.assets.fetch import FetchPolicy, fetched
 from actors.assets.sniff import sniff
 from actors.assets.store import store_result, unchanged
-from contracts import build_message
 from database.tracks import generation_of
 from sandbox import run_hard_limited
 from settings import get_settings

@@ -1,6 +1,6 @@
 """CRM domain: Kommo contacts, leads, notes and webhook events, exactly once under redelivery.
 
-Actors on queue ``crm`` (payloads in ``contracts``), each ``rate_limit="kommo"``
+Actors on queue ``crm`` (payloads in ``worker_contracts``), each ``rate_limit="kommo"``
 with CRM_* budgets and soft time limit.  Our marker on an entity is the tag
 ``ext:<external_id>``; Kommo's ``query`` searches filled fields, not tags, so
 an entity is looked up with the documented ``filter[name]`` (or ``query`` on

@@ -1,6 +1,6 @@
 """Knowledge domain: ``extract_knowledge`` builds an asset's knowledge graph through OpenRouter.
 
-Actor ``extract_knowledge`` (queue ``knowledge``), payload ``contracts.ExtractKnowledge``.
+Actor ``extract_knowledge`` (queue ``knowledge``), payload ``worker_contracts.ExtractKnowledge``.
 Options: ``status_track="knowledge"`` (pending -> processing <-> retrying ->
 done | skipped | failed), ``rate_limit="openrouter"`` (one fleet-wide slot
 per HTTP request; 429/402 pause the upstream without spending attempts),
@@ -35,12 +35,12 @@ import time
 import dramatiq
 from dramatiq.message import Message
 from dramatiq.middleware import CurrentMessage
+from worker_contracts import build_message
 
 from actors.knowledge.graph import SCHEMA, Graph, chunk_key, chunk_text, extract_chunk
 from actors.knowledge.openrouter import UPSTREAM, OpenRouterClient, Usage
 from actors.knowledge.store import load_asset, replace_graph, spent_usd, store_chunk, stored_chunks
 from budgets import AssetBudget, DailyBudget
-from contracts import build_message
 from database.tracks import generation_of
 from errors import Continue, PermanentError, SkipWork
 from ratelimiter import limiter_of

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
-from contracts.payloads import CONTRACTS, Payload
+from worker_contracts.payloads import CONTRACT_VERSION, CONTRACTS, Payload
 
 DEFAULT_NAMESPACE = "dramatiq"
 
@@ -46,8 +46,21 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def validate_payload(actor: str, payload: Mapping[str, Any] | Payload) -> dict[str, Any]:
-    """Return the payload as plain kwargs (unset optionals dropped), or raise InvalidPayload."""
+def parse_version(version: Any) -> tuple[int, int]:
+    """``"1.1"`` -> ``(1, 1)``; raises ValueError for anything else."""
+    major, _, minor = str(version).partition(".")
+    return int(major), int(minor or 0)
+
+
+def validate_payload(actor: str, payload: Mapping[str, Any] | Payload, *,
+                     sent_version: str | None = None) -> dict[str, Any]:
+    """Return the payload as plain kwargs (unset optionals dropped), or raise InvalidPayload.
+
+    ``sent_version``: the sender's contract version (a worker validating a message).  Another major is
+    refused; a newer minor may carry optional fields this version does not know: they are left out (a
+    sender upgraded before the workers, in a rolling deploy), where a sender of this version is refused
+    any unknown field (a typo).
+    """
     if actor not in CONTRACTS:
         raise UnknownActor(f"unknown actor {actor!r}; known: {', '.join(sorted(CONTRACTS))}")
     _queue, model = CONTRACTS[actor]
@@ -57,8 +70,20 @@ def validate_payload(actor: str, payload: Mapping[str, Any] | Payload) -> dict[s
         return payload.model_dump(mode="json", exclude_none=True)
     if not isinstance(payload, Mapping):
         raise InvalidPayload(actor, "payload must be a JSON object")
+    data = dict(payload)
+    if sent_version is not None:
+        ours = parse_version(CONTRACT_VERSION)
+        try:
+            theirs = parse_version(sent_version)
+        except ValueError:
+            raise InvalidPayload(actor, f"contract_version {sent_version!r} is not MAJOR.MINOR") from None
+        if theirs[0] != ours[0]:
+            raise InvalidPayload(actor, f"contract version {sent_version} is not understood by this worker "
+                                        f"(it knows {ours[0]}.0 to {CONTRACT_VERSION})")
+        if theirs > ours:
+            data = {k: v for k, v in data.items() if k in model.model_fields}
     try:
-        return model.model_validate(dict(payload)).model_dump(mode="json", exclude_none=True)
+        return model.model_validate(data).model_dump(mode="json", exclude_none=True)
     except ValidationError as exc:
         raise InvalidPayload(actor, describe_validation_error(exc)) from None
 
@@ -84,7 +109,7 @@ def build_message(actor: str, kwargs: dict[str, Any], options: Mapping[str, Any]
         "actor_name": actor,
         "args": [],
         "kwargs": kwargs,
-        "options": dict(options or {}),
+        "options": {"contract_version": CONTRACT_VERSION, **(options or {})},
         "message_id": message_id or str(uuid.uuid4()),
         "message_timestamp": int(time.time() * 1000),
     }

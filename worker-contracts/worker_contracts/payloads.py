@@ -80,6 +80,10 @@ class CrmHandleWebhook(Payload):
     token: StrictStr
 
 
+#: MAJOR.MINOR of the wire contract, sent in every message's options (``contract_version``).  A minor
+#: version adds optional fields or actors only; a major version breaks compatibility.
+CONTRACT_VERSION = "1.1"
+
 #: actor name -> (queue, payload model).  The single registry for senders and actors.
 CONTRACTS: dict[str, tuple[str, type[Payload]]] = {
     "process_asset": ("assets", ProcessAsset),
