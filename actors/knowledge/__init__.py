@@ -39,7 +39,14 @@ from worker_contracts import build_message
 
 from actors.knowledge.graph import SCHEMA, Graph, chunk_key, chunk_text, extract_chunk
 from actors.knowledge.openrouter import UPSTREAM, OpenRouterClient, Usage
-from actors.knowledge.store import load_asset, replace_graph, spent_usd, store_chunk, stored_chunks
+from actors.knowledge.store import (
+    extracted_asset,
+    load_asset,
+    replace_graph,
+    spent_usd,
+    store_chunk,
+    stored_chunks,
+)
 from budgets import AssetBudget, DailyBudget
 from database.tracks import generation_of
 from errors import Continue, PermanentError, SkipWork
@@ -110,6 +117,7 @@ def _note_no_key() -> None:
                 time_limit=_settings.knowledge_time_limit_seconds * 1000)
 def extract_knowledge(asset_id: str) -> None:
     if not _settings.openrouter_api_key:
+        extracted_asset(asset_id)  # a skip too comes after the asset's own end
         _note_no_key()
         raise SkipWork("OPENROUTER_API_KEY is not set: knowledge extraction skipped, no graph produced")
     asset, text = load_asset(asset_id)

@@ -10,18 +10,33 @@ from database import Asset, AssetText, KnowledgeEntity, KnowledgeRelation, LlmCh
 from errors import PermanentError, TransientError
 
 
-def load_asset(asset_id: str) -> tuple[Asset, str]:
+def extracted_asset(asset_id: str) -> Asset:
+    """The asset once its record says ``extracted``.
+
+    ``process_asset`` sends ``extract_knowledge`` before its own status is written (the status middleware
+    writes it after the actor), so this message may arrive first: it waits (no attempt spent) rather than
+    finish before the asset does, which would also put ``knowledge.*`` before ``asset.extracted`` in the
+    asset's outcome events.
+    """
     with session():
         asset = Asset.get_or_none(Asset.asset_id == asset_id)
-        if asset is None:
-            raise PermanentError(f"unknown asset {asset_id}", error_code="unknown_asset")
+    if asset is None:
+        raise PermanentError(f"unknown asset {asset_id}", error_code="unknown_asset")
+    if asset.status in ("received", "processing", "retrying"):
+        raise TransientError(f"asset {asset_id} is not extracted yet ({asset.status})", error_code="not_ready",
+                             retry_after_ms=1_000, spends_attempt=False)
+    if asset.status != "extracted":
+        raise PermanentError(f"asset {asset_id} has no extracted text ({asset.status})", error_code="not_extracted")
+    return asset
+
+
+def load_asset(asset_id: str) -> tuple[Asset, str]:
+    asset = extracted_asset(asset_id)
+    with session():
         text = AssetText.get_or_none(AssetText.asset == asset_id)
-        if text is None:
-            if asset.status in ("received", "processing", "retrying"):
-                raise TransientError(f"asset {asset_id} has no text yet ({asset.status})", error_code="not_ready")
-            raise PermanentError(f"asset {asset_id} has no extracted text ({asset.status})",
-                                 error_code="not_extracted")
-        return asset, text.text
+    if text is None:
+        raise PermanentError(f"asset {asset_id} has no extracted text", error_code="not_extracted")
+    return asset, text.text
 
 
 def stored_chunks(keys: set[str]) -> dict[str, ChunkResult]:
