@@ -321,12 +321,11 @@ def openrouter() -> list[dict[str, Any]]:
     fake = FakeOpenRouter(rate_limit=10)
     fake.mode, fake.slow_seconds = "slow", 3.0
     documents = int(os.environ.get("BENCH_LLM_DOCUMENTS", "40"))
-    # default KNOWLEDGE_CHUNK_CHARS/OVERLAP (6000/300): 18 chunks of about 5,700 new characters each
-    text = "Alice met Bob about the Zenith project in Paris. " * (18 * 5_700 // 49)
     pdfs = _one_page_pdfs()
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(documents):
-            Path(tmp, f"k{i}.txt").write_text(text)
+        for i in range(documents):  # 18 chunks of text of its own each (default KNOWLEDGE_CHUNK_CHARS/OVERLAP):
+            Path(tmp, f"k{i}.txt").write_text(" ".join(  # repeated text would be paid once (the chunk cache)
+                f"Sentence {i}-{j}: Alice met Bob about the Zenith project in Paris." for j in range(1_550)))
         for path in pdfs:
             shutil.copyfile(path, Path(tmp) / path.name)
         run = WorkerRun(worker_env(tmp, OPENROUTER_API_KEY=fake.key, OPENROUTER_BASE_URL=fake.base_url,
