@@ -81,6 +81,10 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
     def take_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
         return False
 
+    def paused_queues(self) -> frozenset[str]:
+        """Pausing a queue needs the Redis broker (README, Known limits)."""
+        return frozenset()
+
 
 class ReliableRabbitmqConsumer(_RabbitmqConsumer):
     broker: ReliableRabbitmqBroker

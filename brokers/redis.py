@@ -23,6 +23,9 @@ What it changes, and why no middleware hook could do it:
   thread, and delay-queue messages whose in-memory copy Dramatiq's consumer
   thread dropped after a connection error; a give-back that fails is
   retried by the next consumer of that queue.
+* A queue paused by an operator (``set_paused``) is not fetched from while
+  paused: nothing leaves it, nothing is lost, and resuming lets consumers
+  fetch again (middleware.queuepause puts back what was already prefetched).
 * ``heartbeat`` is sent by a thread, so a worker whose threads are all busy
   (full prefetch, no broker traffic) is not mistaken for a dead one.
 * The consumer never sleeps a growing backoff while work waits: an idle
@@ -65,6 +68,7 @@ if TYPE_CHECKING:
 
 _LUA = {p.stem: p.read_bytes() for p in (Path(__file__).parent / "lua").glob("*.lua")}
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+PAUSE_READ_S = 1.0  # a pause or resume reaches every consumer within this (plus one fetch)
 # One operation of lua/batch.lua: kind, queue, id, successor queue, successor id, successor payload.
 _BatchOp = tuple[str, str, str, str, str, bytes]
 
@@ -107,6 +111,8 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         self.orphans: dict[str, set[str]] = {}
         self.orphans_lock = threading.Lock()
         self.batches: GroupCommit[_BatchOp, int] = GroupCommit(self._run_batch, transient=_REDIS_ERRORS)
+        self._paused: frozenset[str] = frozenset()
+        self._paused_read_at = float("-inf")
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -122,6 +128,26 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
     def register_queues(self) -> None:
         if self.queues:
             self.client.sadd(self.key("__queues__"), *self.queues)
+
+    def paused_queues(self) -> frozenset[str]:
+        """The queues paused fleet-wide (``<ns>:__paused_queues__``), read at most every PAUSE_READ_S; the last
+        answer stands while Redis is unreachable."""
+        now = time.monotonic()
+        if now - self._paused_read_at >= PAUSE_READ_S:
+            self._paused_read_at = now
+            try:
+                self._paused = frozenset(q.decode() if isinstance(q, bytes) else str(q)
+                                         for q in self.client.smembers(self.key("__paused_queues__")))
+            except _REDIS_ERRORS:
+                pass
+        return self._paused
+
+    def set_paused(self, queue_name: str, paused: bool) -> bool:
+        """Pause or resume ``queue_name`` for the whole fleet; False if it already was."""
+        key = self.key("__paused_queues__")
+        changed = self.client.sadd(key, queue_name) if paused else self.client.srem(key, queue_name)
+        self._paused_read_at = float("-inf")
+        return bool(changed)
 
     def recover_dead_workers(self) -> tuple[int, int]:
         """Requeue what dead workers held; returns (dead workers, messages requeued)."""
@@ -342,6 +368,13 @@ class ReliableRedisConsumer(_RedisConsumer):
     def __next__(self) -> MessageProxy | None:
         try:
             while True:
+                if not self.is_delay_queue and self.queue_name in self.broker.paused_queues():
+                    # Paused by an operator: fetch nothing; what was fetched and not handed out goes back.
+                    if self.fetched:
+                        self.broker.give_back(self.queue_name, [redis_id for redis_id, _, _ in self.fetched])
+                        self.fetched = []
+                    time.sleep(PAUSE_READ_S / 2)
+                    return None
                 if self.fetched:
                     redis_id, body, crashes = self.fetched.pop(0)
                     proxy = self._decode(redis_id, body, crashes)

@@ -7,7 +7,7 @@ pins (before-hooks run in this order, after-hooks in reverse):
    trace spans)
 2. metrics                   6. time limit (soft; the hard limit is sandbox)
 3. validation                7. retries
-4. rate limit                8. dead letters  9. recovery (heartbeats, crash loops), liveness, reconciliation
+4. queue pause, rate limit   8. dead letters  9. recovery (heartbeats, crash loops), liveness, reconciliation
                                 (records whose message was lost), recycling, warm extraction
                                 children, outcome events (when EVENTS_WEBHOOK_URL is set)
 """
@@ -23,6 +23,7 @@ from middleware.events import EventDelivery
 from middleware.liveness import Liveness
 from middleware.metrics import Metrics
 from middleware.prewarm import PrewarmChildren
+from middleware.queuepause import QueuePause
 from middleware.ratelimit import RateLimit
 from middleware.reconciliation import Reconciliation
 from middleware.recovery import Recovery
@@ -47,6 +48,7 @@ def build_stack(settings: Settings) -> list[Middleware]:
         Metrics(port=settings.metrics_port),
         CurrentMessage(),
         Validation(),
+        QueuePause(),
         RateLimit(RateLimiter(redis_client, {
             # An LLM call takes seconds: waiting up to 30 s for a slot is in proportion, and spares the message
             # a trip behind the queue (measured: 83 of 93 deliveries put back at 5 s, with 10 documents on 2 req/s).

@@ -182,3 +182,46 @@ def test_browser_login_requeue_bulk_delete_and_screenshots(web, chromium_path, s
 
 def test_artifacts_are_git_ignored():
     assert "tests/artifacts/" in Path(ROOT / ".gitignore").read_text()
+
+
+def test_a_paused_queue_starts_nothing_loses_nothing_and_resume_picks_everything_up(web, start_worker, sender,
+                                                                                     redis_client):
+    base, env = web
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    start_worker(threads=2)
+    sender("noop", tag="before")
+    wait_for(lambda: redis_client.lrange("wtest:done", 0, -1) == [b"before"], 30, 0.1, "the worker consuming")
+    paused = requests.post(f"{base}/api/queues/tests/pause", headers=headers)
+    assert paused.status_code == 200 and paused.json() == {"queue": "tests", "paused": True, "changed": True}
+    time.sleep(2.5)  # a pause reaches every consumer within about 2 s
+    for i in range(10):
+        sender("noop", tag=f"p{i}")
+    time.sleep(3)
+    assert redis_client.lrange("wtest:done", 0, -1) == [b"before"]  # nothing of the paused queue started
+    waiting = redis_client.hlen("dramatiq:tests.msgs") + redis_client.hlen("dramatiq:tests.DQ.msgs")
+    assert waiting == 10  # and nothing is lost
+    assert requests.post(f"{base}/api/queues/tests/resume", headers=headers).json()["changed"] is True
+    wait_for(lambda: redis_client.llen("wtest:done") == 11, 30, 0.2, "everything after resume")
+    assert sorted(redis_client.lrange("wtest:done", 1, -1)) == sorted(f"p{i}".encode() for i in range(10))
+    audit = requests.get(f"{base}/api/audit", headers=headers).json()
+    assert [(a["action"], a["target"]) for a in audit][:2] == [("queue-resume", "tests"), ("queue-pause", "tests")]
+    assert requests.post(f"{base}/api/queues/nope/pause", headers=headers).status_code == 404
+
+
+def test_messages_prefetched_before_a_pause_are_put_back_not_started(web, start_worker, sender, redis_client):
+    base, env = web
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    start_worker(threads=1)
+    sender("sleepy", tag="long", seconds=4)
+    wait_for(lambda: redis_client.llen("dramatiq:tests") == 0 and redis_client.hlen("dramatiq:tests.msgs") == 1, 30,
+             0.1, "the long message running")
+    for i in range(3):  # fetched by the consumer while the only thread is busy
+        sender("noop", tag=f"q{i}")
+    time.sleep(1)
+    assert requests.post(f"{base}/api/queues/tests/pause", headers=headers).json()["changed"] is True
+    wait_for(lambda: b"long" in redis_client.lrange("wtest:done", 0, -1), 30, 0.2, "the running message finished")
+    time.sleep(4)
+    assert redis_client.lrange("wtest:done", 0, -1) == [b"long"]  # the prefetched ones went back, unstarted
+    assert redis_client.hlen("dramatiq:tests.msgs") + redis_client.hlen("dramatiq:tests.DQ.msgs") == 3
+    requests.post(f"{base}/api/queues/tests/resume", headers=headers)
+    wait_for(lambda: redis_client.llen("wtest:done") == 4, 30, 0.2, "all after resume")

@@ -123,6 +123,7 @@ class DashboardApp:
             ("GET", re.compile(r"/api/assets/([^/]+)/graph"), self.api_asset_graph),
             ("GET", re.compile(r"/events"), self.events_page),
             ("POST", re.compile(r"/events/(\d+)/resend"), self.events_resend),
+            ("POST", re.compile(r"/api/queues/([A-Za-z0-9._:-]+)/(pause|resume)"), self.api_queue_pause),
             ("GET", re.compile(r"/api/events"), self.api_events),
             ("POST", re.compile(r"/api/events/(\d+)/resend"), self.api_events_resend),
         ]
@@ -336,6 +337,25 @@ class DashboardApp:
                                                 f"No event {event_id}."}))
 
     # --- JSON API ------------------------------------------------------------------------------------
+    def api_queue_pause(self, request: Request, principal: Principal, queue: str, action: str) -> Response:
+        """Pause or resume a queue for the whole fleet (its messages are not started meanwhile); audited."""
+        from worker_contracts import CONTRACTS
+
+        from brokers.redis import ReliableRedisBroker
+        from database import AuditEntry, session
+
+        broker = self.broker
+        if not isinstance(broker, ReliableRedisBroker):
+            return json_response({"error": "pausing a queue needs the Redis broker"}, "409 Conflict")
+        registered = broker.client.smembers(broker.key("__queues__"))  # every queue a worker consumes
+        known = {q for q, _ in CONTRACTS.values()} | {q.decode() if isinstance(q, bytes) else str(q) for q in registered}
+        if queue not in known:
+            return json_response({"error": f"unknown queue {queue}"}, "404 Not Found")
+        changed = broker.set_paused(queue, action == "pause")
+        with session(transaction=True):
+            AuditEntry.create(who=principal.audit_name, action=f"queue-{action}", target=queue, count=int(changed))
+        return json_response({"queue": queue, "paused": action == "pause", "changed": changed})
+
     def api_events(self, request: Request, principal: Principal) -> Response:
         from events import lag, recent
 
