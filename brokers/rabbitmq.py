@@ -81,6 +81,9 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
     def take_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
         return False
 
+    def report_worker(self, info: dict[str, Any]) -> None:
+        return None  # the overview lists Redis fleets only (README, Known limits)
+
     def paused_queues(self) -> frozenset[str]:
         """Pausing a queue needs the Redis broker (README, Known limits)."""
         return frozenset()

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -128,6 +129,10 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
     def register_queues(self) -> None:
         if self.queues:
             self.client.sadd(self.key("__queues__"), *self.queues)
+
+    def report_worker(self, info: dict[str, Any]) -> None:
+        """``<ns>:__workers__`` field ``broker_id``: this process's JSON (readers drop silent entries)."""
+        self.client.hset(self.key("__workers__"), self.broker_id, json.dumps(info, separators=(",", ":")))
 
     def paused_queues(self) -> frozenset[str]:
         """The queues paused fleet-wide (``<ns>:__paused_queues__``), read at most every PAUSE_READ_S; the last

@@ -87,6 +87,9 @@ class ReliableBroker(Protocol):
     def take_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
         """Take or renew a fleet-wide lease; True while ``holder`` owns it."""
 
+    def report_worker(self, info: dict[str, Any]) -> None:
+        """Publish what this worker process is doing (the dashboard's overview lists the fleet)."""
+
     def paused_queues(self) -> frozenset[str]:
         """Queues an operator paused fleet-wide (read at most every second): their messages are not started."""
 

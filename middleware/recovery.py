@@ -5,10 +5,13 @@ main process dies, however it dies: supervision.die_with_parent; SIGUSR1
 prints every thread's stack),
 ``after_worker_boot`` (starts the maintenance thread),
 ``after_worker_shutdown`` (stops it), ``before_process_message`` (marks the
-message started, so a worker death while running it counts as a crash).
+message started, so a worker death while running it counts as a crash),
+``after_process_message`` / ``after_skip_message`` (what runs now).
 
 Every ``MAINTENANCE_INTERVAL_MS`` the thread of every worker process
-(a) heartbeats, (b) registers the queues this process consumes and (c) asks
+(a) heartbeats and reports what it is doing (host, pid, threads busy and
+total, queues, RSS, the messages running: the dashboard's overview), (b)
+registers the queues this process consumes and (c) asks
 the broker to requeue everything held by workers silent for longer than
 ``HEARTBEAT_TIMEOUT_MS`` (brokers.redis, one Lua script, no ``KEYS``).
 Dramatiq's own recovery needs a 0.1 % maintenance lottery on the same
@@ -28,15 +31,20 @@ from __future__ import annotations
 
 import faulthandler
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
+import time
+from typing import Any
 
 import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
 from brokers.settle import reliable
+from observability import rss_bytes
 from supervision import die_with_parent
 
 logger = logging.getLogger(__name__)
@@ -52,6 +60,10 @@ class Recovery(Middleware):
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
         self.last_ok: float | None = None
+        #: message id -> (actor, wall time it started): what this process is running now
+        self.running: dict[str, tuple[str, float]] = {}
+        self.threads = 0
+        self.queues: list[str] = []
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         die_with_parent(signal.SIGTERM)
@@ -64,6 +76,7 @@ class Recovery(Middleware):
 
         threads = sum(1 for t in threading.enumerate() if isinstance(t, WorkerThread) and t.is_alive())
         queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
+        self.threads, self.queues = threads, queues
         logger.info("Worker process ready: %d worker threads, queues %s.", threads, queues,
                     extra={"worker_threads": threads, "queues": queues})
         self.stop_event.clear()
@@ -74,16 +87,36 @@ class Recovery(Middleware):
         self.stop_event.set()
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self.running[message.message_id] = (message.actor_name, time.time())
         try:
             reliable(broker).mark_started(message)
         except Exception as exc:  # noqa: BLE001 - crash accounting is best effort; the ack path is not
             logger.warning("Could not mark message %s as started: %s", message.message_id, exc)
 
-    def run_once(self, broker: dramatiq.Broker) -> tuple[int, int]:
-        import time
+    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
+                              exception: BaseException | None = None) -> None:
+        self.running.pop(message.message_id, None)
 
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self.running.pop(message.message_id, None)
+
+    def report(self, broker: dramatiq.Broker) -> None:
+        """What this process is doing, for the dashboard's overview (published with each heartbeat)."""
+        now = time.time()
+        running = sorted(list(self.running.items()), key=lambda item: item[1][1])  # one copy: threads add/pop
+        reliable(broker).report_worker({
+            "host": socket.gethostname(), "pid": os.getpid(), "threads": self.threads, "busy": len(running),
+            "queues": self.queues, "rss_bytes": rss_bytes(), "heartbeat_at": now,
+            "current": [{"message_id": mid, "actor": actor, "seconds": round(now - since, 1)}
+                        for mid, (actor, since) in running[:10]]})
+
+    def run_once(self, broker: dramatiq.Broker) -> tuple[int, int]:
         reliable(broker).heartbeat()
         reliable(broker).register_queues()
+        try:
+            self.report(broker)
+        except Exception as exc:  # noqa: BLE001 - the overview is informative; recovery must go on
+            logger.warning("Could not report this worker's state: %s", exc)
         dead, requeued = reliable(broker).recover_dead_workers()
         self.last_ok = time.monotonic()
         if dead or requeued:

@@ -225,3 +225,27 @@ def test_messages_prefetched_before_a_pause_are_put_back_not_started(web, start_
     assert redis_client.hlen("dramatiq:tests.msgs") + redis_client.hlen("dramatiq:tests.DQ.msgs") == 3
     requests.post(f"{base}/api/queues/tests/resume", headers=headers)
     wait_for(lambda: redis_client.llen("wtest:done") == 4, 30, 0.2, "all after resume")
+
+
+def test_the_overview_lists_queues_workers_and_what_they_run(web, start_worker, sender, redis_client):
+    base, env = web
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    worker = start_worker(threads=2)
+    sender("sleepy", tag="shown", seconds=6)
+    for i in range(3):
+        sender("noop", queue="tests", tag=f"o{i}")
+
+    def busy() -> dict | None:
+        rows = requests.get(f"{base}/api/overview", headers=headers).json()["workers"]
+        return next((w for w in rows if w["busy"] >= 1), None)
+
+    shown = wait_for(busy, 30, 0.3, "a worker process running the sleepy message")
+    assert shown["threads"] == 2 and shown["rss_bytes"] > 10_000_000 and shown["heartbeat_age_seconds"] < 5
+    assert shown["pid"] != worker.process.pid  # a worker process, not the main one
+    assert "sleepy" in [c["actor"] for c in shown["current"]]  # (a noop may be caught running beside it)
+    body = requests.get(f"{base}/api/overview", headers=headers).json()
+    tests_queue = next(q for q in body["queues"] if q["name"] == "tests")
+    assert {"name", "depth", "delayed", "in_flight", "paused"} <= set(tests_queue) and tests_queue["paused"] is False
+    assert {"openrouter", "kommo"} <= set(body["upstreams"]) and "spend_today_usd" in body["upstreams"]["openrouter"]
+    assert body["dead_letters_last_hour"] == {} and body["events"]["pending"] == 0
+    assert requests.get(f"{base}/api/overview").status_code == 401

@@ -108,6 +108,7 @@ class DashboardApp:
         self.health = health
         self.metrics_app = metrics_app
         self.queues_app = self._mount_queues(broker)
+        self._limiter_client: Any = None  # Redis of the rate limiter (upstream pauses, spend), made on first use
         self.routes: list[tuple[str, re.Pattern[str], Callable[..., Response]]] = [
             ("GET", re.compile(r"/"), self.list_page),
             ("GET", re.compile(r"/dead-letters/(\d+)"), self.detail_page),
@@ -123,6 +124,7 @@ class DashboardApp:
             ("GET", re.compile(r"/api/assets/([^/]+)/graph"), self.api_asset_graph),
             ("GET", re.compile(r"/events"), self.events_page),
             ("POST", re.compile(r"/events/(\d+)/resend"), self.events_resend),
+            ("GET", re.compile(r"/api/overview"), self.api_overview),
             ("POST", re.compile(r"/api/queues/([A-Za-z0-9._:-]+)/(pause|resume)"), self.api_queue_pause),
             ("GET", re.compile(r"/api/events"), self.api_events),
             ("POST", re.compile(r"/api/events/(\d+)/resend"), self.api_events_resend),
@@ -337,6 +339,19 @@ class DashboardApp:
                                                 f"No event {event_id}."}))
 
     # --- JSON API ------------------------------------------------------------------------------------
+    def api_overview(self, request: Request, principal: Principal) -> Response:
+        from brokers import make_redis_client
+        from brokers.redis import ReliableRedisBroker
+        from settings import get_settings
+        from web.overview import overview
+
+        settings = get_settings()
+        if self._limiter_client is None:
+            self._limiter_client = make_redis_client(settings, settings.ratelimit_url)
+        broker = self.broker
+        client = broker.client if isinstance(broker, ReliableRedisBroker) else None
+        return json_response(overview(client, self._limiter_client, settings))
+
     def api_queue_pause(self, request: Request, principal: Principal, queue: str, action: str) -> Response:
         """Pause or resume a queue for the whole fleet (its messages are not started meanwhile); audited."""
         from worker_contracts import CONTRACTS

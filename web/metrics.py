@@ -4,6 +4,7 @@ worker_queue_depth{queue}              messages waiting
 worker_queue_delayed{queue}            messages in the delay queue (retries, deferrals)
 worker_queue_inflight{queue}           messages fetched by a worker and not yet settled
 worker_queue_oldest_age_seconds{queue} age of the oldest waiting message (since it was first sent)
+worker_queue_paused{queue}             1 while an operator has paused the queue
 worker_dead_letters{actor}             dead letters in state ``dead``
 worker_upstream_paused{upstream}       1 while an upstream is paused fleet-wide (429, 402, 403 block, daily budget)
 worker_upstream_auth_failed{upstream}  1 while an upstream is paused because it rejected our credentials (401)
@@ -28,6 +29,41 @@ from worker_contracts import CONTRACTS
 from database import DeadLetter, session
 
 UPSTREAMS = ("openrouter", "kommo")
+
+
+def queue_names(client: Any, ns: str) -> list[str]:
+    """The contracts' queues and every queue a worker registered (delay queues aside)."""
+    names = {q for q, _ in CONTRACTS.values()}
+    names |= {q.decode() for q in client.smembers(f"{ns}:__queues__")}
+    return sorted(n for n in names if not n.endswith(".DQ"))
+
+
+def queue_stats(client: Any, ns: str) -> list[dict[str, Any]]:
+    """Per queue: waiting, delayed, fetched and not settled, paused by an operator, age of the oldest waiting."""
+    queues = queue_names(client, ns)
+    pipe = client.pipeline(transaction=False)
+    for q in queues:
+        pipe.llen(f"{ns}:{q}")
+        pipe.hlen(f"{ns}:{q}.msgs")
+        pipe.hlen(f"{ns}:{q}.DQ.msgs")
+        pipe.lindex(f"{ns}:{q}", 0)
+    pipe.smembers(f"{ns}:__paused_queues__")
+    results = pipe.execute()
+    paused = {q.decode() for q in results[-1]}
+    now = time.time()
+    rows = []
+    for i, q in enumerate(queues):
+        waiting, stored, in_delay, head = results[4 * i: 4 * i + 4]
+        age = 0.0
+        if head is not None:
+            body = client.hget(f"{ns}:{q}.msgs", head)
+            try:
+                age = max(0.0, now - json.loads(body)["message_timestamp"] / 1000) if body else 0.0
+            except (ValueError, KeyError, TypeError):
+                age = 0.0
+        rows.append({"name": q, "depth": waiting, "delayed": in_delay, "in_flight": max(0, stored - waiting),
+                     "paused": q in paused, "oldest_age_seconds": round(age, 1)})
+    return rows
 
 
 class BrokerCollector(Collector):
@@ -60,12 +96,6 @@ class BrokerCollector(Collector):
             budget.add_metric(["openrouter"], self.daily_budget_usd)
         yield from (spend, budget)
 
-    def _queues(self) -> list[str]:
-        names = {q for q, _ in CONTRACTS.values()}
-        if self.client is not None:
-            names |= {q.decode() for q in self.client.smembers(f"{self.ns}:__queues__")}
-        return sorted(n for n in names if not n.endswith(".DQ"))
-
     def collect(self) -> Iterable[GaugeMetricFamily]:
         depth = GaugeMetricFamily("worker_queue_depth", "Messages waiting in the queue", labels=["queue"])
         delayed = GaugeMetricFamily("worker_queue_delayed", "Messages in the delay queue", labels=["queue"])
@@ -74,30 +104,15 @@ class BrokerCollector(Collector):
                                    labels=["queue"])
         paused = GaugeMetricFamily("worker_upstream_paused", "1 while the upstream is paused fleet-wide",
                                    labels=["upstream"])
+        queue_paused = GaugeMetricFamily("worker_queue_paused", "1 while an operator has paused the queue",
+                                         labels=["queue"])
         if self.client is not None:
-            pipe = self.client.pipeline(transaction=False)
-            queues = self._queues()
-            for q in queues:
-                pipe.llen(f"{self.ns}:{q}")
-                pipe.hlen(f"{self.ns}:{q}.msgs")
-                pipe.hlen(f"{self.ns}:{q}.DQ.msgs")
-                pipe.lindex(f"{self.ns}:{q}", 0)
-            results = pipe.execute()
-            now = time.time()
-            for i, q in enumerate(queues):
-                waiting, stored, in_delay, head = results[4 * i: 4 * i + 4]
-                depth.add_metric([q], waiting)
-                delayed.add_metric([q], in_delay)
-                inflight.add_metric([q], max(0, stored - waiting))
-                age = 0.0
-                if head is not None:
-                    body = self.client.hget(f"{self.ns}:{q}.msgs", head)
-                    try:
-                        sent = json.loads(body)["message_timestamp"] / 1000 if body else now
-                        age = max(0.0, now - sent)
-                    except (ValueError, KeyError, TypeError):
-                        age = 0.0
-                oldest.add_metric([q], age)
+            for row in queue_stats(self.client, self.ns):
+                queue_paused.add_metric([row["name"]], int(row["paused"]))
+                depth.add_metric([row["name"]], row["depth"])
+                delayed.add_metric([row["name"]], row["delayed"])
+                inflight.add_metric([row["name"]], row["in_flight"])
+                oldest.add_metric([row["name"]], row["oldest_age_seconds"])
         auth = GaugeMetricFamily("worker_upstream_auth_failed", "1 while the upstream is paused because it rejected "
                                  "the credentials", labels=["upstream"])
         pauses = self.spend_client if self.spend_client is not None else self.client
@@ -109,7 +124,7 @@ class BrokerCollector(Collector):
                     auth.add_metric([upstream], 1 if reason is not None and reason.startswith(b"401") else 0)
             except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is down
                 pass
-        yield from (depth, delayed, inflight, oldest, paused, auth)
+        yield from (depth, delayed, inflight, oldest, queue_paused, paused, auth)
         yield from self._spend()
         dead = GaugeMetricFamily("worker_dead_letters", "Dead letters waiting for an operator", labels=["actor"])
         try:

@@ -1,0 +1,82 @@
+"""The fleet at a glance (``GET /api/overview``): queues, worker processes, upstreams, recent failures, events.
+
+Read on request from Redis (queues, the workers' reports, upstream pauses and spend) and the database
+(dead letters of the last hour, the event outbox); nothing is kept between requests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import peewee
+
+from database import DeadLetter, session, utcnow
+from settings import Settings
+from web.metrics import UPSTREAMS, queue_stats
+
+
+def workers(client: Any, ns: str, silent_after_s: float) -> list[dict[str, Any]]:
+    """The worker processes that reported within ``silent_after_s``; older reports are removed."""
+    now = time.time()
+    alive, gone = [], []
+    for field, raw in client.hgetall(f"{ns}:__workers__").items():
+        try:
+            info = json.loads(raw)
+            age = now - float(info["heartbeat_at"])
+        except (ValueError, KeyError, TypeError):
+            gone.append(field)
+            continue
+        if age > silent_after_s:
+            gone.append(field)
+            continue
+        alive.append({"host": info.get("host"), "pid": info.get("pid"), "threads": info.get("threads"),
+                      "busy": info.get("busy"), "heartbeat_age_seconds": round(max(0.0, age), 1),
+                      "rss_bytes": info.get("rss_bytes"), "queues": info.get("queues", []),
+                      "current": info.get("current", [])})
+    if gone:
+        client.hdel(f"{ns}:__workers__", *gone)
+    return sorted(alive, key=lambda w: (str(w["host"]), int(w["pid"] or 0)))
+
+
+def upstreams(client: Any, ns: str, settings: Settings) -> dict[str, dict[str, Any]]:
+    from budgets import spend_key
+
+    out: dict[str, dict[str, Any]] = {}
+    for upstream in UPSTREAMS:
+        key = f"{ns}:__pause__.{upstream}"
+        ttl, reason = client.pttl(key), client.get(key)
+        out[upstream] = {"paused_for_seconds": round(max(0, ttl or 0) / 1000, 1),
+                         "pause_reason": reason.decode() if isinstance(reason, bytes) else reason}
+    spent = client.get(spend_key(ns, "openrouter", datetime.now(UTC)))
+    out["openrouter"].update({"spend_today_usd": round(float(spent), 6) if spent else 0.0,
+                              "daily_budget_usd": settings.openrouter_daily_budget_usd,
+                              "rate_limit_rps": settings.openrouter_rps})
+    out["kommo"]["rate_limit_rps"] = settings.kommo_rps
+    return out
+
+
+def dead_letters_last_hour() -> dict[str, int]:
+    with session():
+        rows = (DeadLetter.select(DeadLetter.error_type, peewee.fn.COUNT(DeadLetter.id))
+                .where(DeadLetter.failed_at >= utcnow() - timedelta(hours=1))
+                .group_by(DeadLetter.error_type).tuples())
+        return {error_type: int(count) for error_type, count in rows}
+
+
+def overview(broker_client: Any | None, limiter_client: Any, settings: Settings, ns: str = "dramatiq") -> dict[str, Any]:
+    """The pinned ``/api/overview`` document (DESIGN.md): ``queues`` and ``workers``, and more keys."""
+    from events import lag
+
+    pending, age = lag()
+    return {
+        "queues": queue_stats(broker_client, ns) if broker_client is not None else [],
+        "workers": workers(broker_client, ns, settings.heartbeat_timeout_ms / 1000)
+        if broker_client is not None else [],
+        "upstreams": upstreams(limiter_client, ns, settings),
+        "dead_letters_last_hour": dead_letters_last_hour(),
+        "events": {"pending": pending, "oldest_pending_seconds": round(age, 1)},
+        "at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
