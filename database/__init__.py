@@ -29,6 +29,7 @@ from database.models import (
     LlmChunk,
     LlmUsage,
     OutboxEvent,
+    StatusChange,
     utcnow,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "LlmChunk",
     "LlmUsage",
     "OutboxEvent",
+    "StatusChange",
     "current_version",
     "database_proxy",
     "init_database",

@@ -28,6 +28,7 @@ from database.models import (
     LlmUsage,
     OutboxEvent,
     SchemaVersion,
+    StatusChange,
 )
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,10 @@ def _v6_outbox(db: peewee.Database) -> None:
     db.create_tables([OutboxEvent], safe=True)
 
 
+def _v7_history(db: peewee.Database) -> None:
+    db.create_tables([StatusChange], safe=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "base: assets, asset texts, dead letters, audit log", _v1_base),
     (2, "knowledge graph entities, relations, LLM usage", _v2_knowledge),
@@ -84,6 +89,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
      _v4_llm_checkpoints),
     (5, "CRM: Kommo's time of the lead status in the ledger; webhook events by age (retention)", _v5_crm_ordering),
     (6, "outbox of outcome events for other services", _v6_outbox),
+    (7, "status history of assets and their knowledge", _v7_history),
 ]
 
 

@@ -252,6 +252,24 @@ class CrmEvent(BaseModel):
     handled_at = peewee.DateTimeField(null=True)
 
 
+class StatusChange(BaseModel):
+    """One transition of an asset record (its text or its knowledge): the asset's history."""
+
+    asset_id = peewee.CharField(max_length=200)
+    track = peewee.CharField()  # asset | knowledge
+    status = peewee.CharField()
+    attempt = peewee.IntegerField(null=True)
+    error_code = peewee.CharField(null=True)
+    at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("asset_id", "id"), False),)
+
+    def to_public(self) -> dict[str, Any]:
+        return {"at": iso(self.at), "track": self.track, "status": self.status, "attempt": self.attempt,
+                "error_code": self.error_code}
+
+
 class OutboxEvent(BaseModel):
     """An outcome event for other services, written in the transaction of the status it reports.
 
@@ -282,4 +300,4 @@ class OutboxEvent(BaseModel):
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Asset, AssetText, DeadLetter, AuditEntry, KnowledgeEntity,
                                            KnowledgeRelation, LlmUsage, LlmChunk, KommoToken, CrmLink, CrmEvent,
-                                           OutboxEvent)
+                                           OutboxEvent, StatusChange)

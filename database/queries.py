@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from database.connection import session
-from database.models import Asset, AssetText, KnowledgeEntity, KnowledgeRelation, LlmUsage
+from database.models import Asset, AssetText, KnowledgeEntity, KnowledgeRelation, LlmUsage, StatusChange
 
 
 def asset_record(asset_id: str) -> dict[str, Any] | None:
@@ -37,3 +37,12 @@ def asset_graph(asset_id: str) -> dict[str, Any] | None:
                                                  "prompt_tokens": usage.prompt_tokens,
                                                  "completion_tokens": usage.completion_tokens,
                                                  "cost_usd": usage.cost_usd}}
+
+
+def asset_history(asset_id: str, limit: int = 1000) -> list[dict[str, Any]] | None:
+    """Every transition of the asset's text and knowledge, oldest first; None for an unknown asset."""
+    with session():
+        if not Asset.select().where(Asset.asset_id == asset_id).exists():
+            return None
+        return [row.to_public() for row in StatusChange.select().where(StatusChange.asset_id == asset_id)
+                .order_by(StatusChange.id).limit(limit)]

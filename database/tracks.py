@@ -13,7 +13,8 @@ record; a message of an older generation can never change it.
 Writers: the status middleware (start, success, skip, retry), the
 dead-letter sink (failure, in the dead letter's own transaction) and the
 reconciler (records whose message was lost).  A terminal status records its
-outcome event in the same transaction (database.outbox).
+outcome event in the same transaction (database.outbox); every transition adds
+a row to the asset's history (``StatusChange``, ``GET /api/assets/ID/history``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 from worker_contracts.payloads import Identifier
 
 from database import outbox
-from database.models import Asset, utcnow
+from database.models import Asset, StatusChange, utcnow
 
 Generation = tuple[int, str]
 _ASSET_ID: TypeAdapter[str] = TypeAdapter(Identifier)
@@ -70,6 +71,12 @@ TRACKS: dict[str, Track] = {
     "asset": Track("asset", prefix="", initial="received", success="extracted", creates_record=True),
     "knowledge": Track("knowledge", prefix="knowledge_", initial="pending", success="done", creates_record=False),
 }
+
+
+def _history(track: Track, asset_id: str, status: str, attempt: int | None = None,
+             error_code: str | None = None) -> None:
+    StatusChange.insert(asset_id=asset_id, track=track.name, status=status, attempt=attempt,
+                        error_code=error_code, at=utcnow()).execute()
 
 
 def generation_of(message: Any) -> Generation:
@@ -126,11 +133,13 @@ def start(track: Track, asset_id: str, kwargs: dict[str, Any], generation: Gener
                       (track.same(generation) & track.col("status").in_(track.active)) | track.older_than(generation))
                .execute())
     if changed:
+        _history(track, asset_id, "processing", attempt)
         return "started"
     return "stale" if Asset.select().where(Asset.asset_id == asset_id).exists() else "missing"
 
 
-def finish(track: Track, asset_id: str, generation: Generation, values: dict[peewee.Field, Any]) -> bool:
+def finish(track: Track, asset_id: str, generation: Generation, values: dict[peewee.Field, Any], *,
+           attempt: int | None = None) -> bool:
     """Write the end of this attempt, only while this generation's record is still ``processing``.
 
     A terminal status also records its outcome event (database.outbox), in the same transaction.
@@ -140,13 +149,15 @@ def finish(track: Track, asset_id: str, generation: Generation, values: dict[pee
                    .where(Asset.asset_id == asset_id, track.same(generation), track.col("status") == "processing")
                    .execute())
     status = values.get(track.col("status"))
-    if changed and status in track.terminal:
-        outbox.record(track.name, asset_id, status, values.get(track.col("error_code")))
+    if changed and status is not None:
+        _history(track, asset_id, status, attempt, values.get(track.col("error_code")))
+        if status in track.terminal:
+            outbox.record(track.name, asset_id, status, values.get(track.col("error_code")))
     return changed
 
 
 def fail(track: Track, asset_id: str, kwargs: dict[str, Any], generation: Generation, error_code: str,
-         error_message: str) -> bool:
+         error_message: str, *, attempt: int | None = None) -> bool:
     """End the record ``failed`` for a message of ``generation`` that died (any path).
 
     Changes a record of this generation that is not terminal yet, or of an older generation (the
@@ -164,6 +175,7 @@ def fail(track: Track, asset_id: str, kwargs: dict[str, Any], generation: Genera
                           | track.older_than(generation))
                    .execute())
     if changed:
+        _history(track, asset_id, "failed", attempt, error_code)
         outbox.record(track.name, asset_id, "failed", error_code)
     return changed
 
@@ -183,5 +195,6 @@ def mark_lost(track: Track, asset_id: str, generation: Generation, error_message
                           Asset.updated_at <= stale_before)
                    .execute())
     if changed:
+        _history(track, asset_id, "failed", None, "message_lost")
         outbox.record(track.name, asset_id, "failed", "message_lost")
     return changed

@@ -88,7 +88,8 @@ class DeadLetters(Middleware):
             with db.atomic():
                 return tracks.fail(track, message.kwargs["asset_id"], message.kwargs, tracks.generation_of(message),
                                    dead.error_code, f"{dead.exception_type}: {dead.error_message}"
-                                   if dead.exception_type else dead.error_message)
+                                   if dead.exception_type else dead.error_message,
+                                   attempt=int(message.options.get("retries", 0)) + 1)
         except (peewee.IntegrityError, peewee.DataError, peewee.ProgrammingError) as exc:
             logger.error("Dead letter of %s stored, but its %s record could not be failed: %s", message.message_id,
                          track.name, exc)

@@ -91,7 +91,8 @@ class StatusTracking(Middleware):
     def _finish(self, message: MessageProxy, track: Track, values: dict[Any, Any]) -> None:
         try:
             with session(transaction=True):
-                changed = tracks.finish(track, message.kwargs["asset_id"], tracks.generation_of(message), values)
+                changed = tracks.finish(track, message.kwargs["asset_id"], tracks.generation_of(message), values,
+                                        attempt=attempt_number(message))
         except DatabaseUnavailable:
             self._keep_for_later(message)
             return

@@ -169,6 +169,7 @@ def test_a_database_of_the_first_round_upgrades_through_every_later_migration_ke
         db.execute_sql("DROP INDEX crm_event_received_at")
         db.execute_sql("DROP TABLE llm_chunk")
         db.execute_sql("DROP TABLE outbox_event")
+        db.execute_sql("DROP TABLE status_change")
         db.execute_sql("DELETE FROM schema_version WHERE version > 3")
         db.execute_sql("INSERT INTO asset (asset_id, gen_ts, gen_id, status, attempts, no_text, knowledge_gen_ts, "
                        "knowledge_gen_id, knowledge_attempts, created_at, updated_at) VALUES ('old', 0, '', "

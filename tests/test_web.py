@@ -249,3 +249,29 @@ def test_the_overview_lists_queues_workers_and_what_they_run(web, start_worker, 
     assert {"openrouter", "kommo"} <= set(body["upstreams"]) and "spend_today_usd" in body["upstreams"]["openrouter"]
     assert body["dead_letters_last_hour"] == {} and body["events"]["pending"] == 0
     assert requests.get(f"{base}/api/overview").status_code == 401
+
+
+def test_an_assets_history_lists_every_transition_of_its_text_and_knowledge(web, start_worker, redis_client):
+    from worker_contracts import Sender
+
+    base, env = web
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    Path(env["STORAGE_ROOT"], "h1.txt").write_text("a short story\n")
+    start_worker(threads=2)
+    sender = Sender(redis_client)
+    sender.process_asset("h1", "file:h1.txt")
+    sender.process_asset("h2", "file:missing.txt")  # fetch_failed: retried, then dead
+
+    def history(asset_id: str) -> list[dict]:
+        response = requests.get(f"{base}/api/assets/{asset_id}/history", headers=headers)
+        return response.json() if response.status_code == 200 else []
+
+    wait_for(lambda: any(h["track"] == "knowledge" and h["status"] == "skipped" for h in history("h1")), 60, 0.3,
+             "h1's knowledge skipped")
+    assert [(h["track"], h["status"], h["attempt"]) for h in history("h1")] == [
+        ("asset", "processing", 1), ("asset", "extracted", 1), ("knowledge", "processing", 1),
+        ("knowledge", "skipped", 1)]
+    assert set(history("h1")[0]) == {"at", "track", "status", "attempt", "error_code"}
+    wait_for(lambda: history("h2") and history("h2")[-1]["status"] == "failed", 60, 0.3, "h2 failed")
+    assert history("h2")[-1]["error_code"] == "fetch_failed"
+    assert requests.get(f"{base}/api/assets/nope/history", headers=headers).status_code == 404

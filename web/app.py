@@ -122,6 +122,7 @@ class DashboardApp:
             ("GET", re.compile(r"/api/assets/([^/]+)"), self.api_asset),
             ("GET", re.compile(r"/api/assets/([^/]+)/text"), self.api_asset_text),
             ("GET", re.compile(r"/api/assets/([^/]+)/graph"), self.api_asset_graph),
+            ("GET", re.compile(r"/api/assets/([^/]+)/history"), self.api_asset_history),
             ("GET", re.compile(r"/events"), self.events_page),
             ("POST", re.compile(r"/events/(\d+)/resend"), self.events_resend),
             ("GET", re.compile(r"/api/overview"), self.api_overview),
@@ -415,6 +416,13 @@ class DashboardApp:
     def api_asset_text(self, request: Request, principal: Principal, asset_id: str) -> Response:
         record = asset_text(asset_id)
         return json_response(record) if record else json_response({"error": "no text"}, "404 Not Found")
+
+    def api_asset_history(self, request: Request, principal: Principal, asset_id: str) -> Response:
+        from database.queries import asset_history
+
+        rows = asset_history(asset_id)
+        return json_response(rows) if rows is not None else json_response({"error": "unknown asset"},
+                                                                           "404 Not Found")
 
     def api_asset_graph(self, request: Request, principal: Principal, asset_id: str) -> Response:
         record = asset_graph(asset_id)
