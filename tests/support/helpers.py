@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -32,10 +33,30 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port for a server a test starts, below the kernel's ephemeral range (32768+: every outgoing
+    connection takes one, so a port picked there can be taken before the server binds it; seen in CI as a
+    metrics probe answered by another test's process) and in a band of its own per pytest-xdist worker."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    band = int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdigit() else 0
+    low = 20_000 + 1_500 * (band % 8)
+    if len(_GIVEN) > 1_000:  # long runs: ports handed out long ago are free again
+        _GIVEN.clear()
+    for _ in range(200):
+        port = random.randrange(low, low + 1_500)
+        if port in _GIVEN:  # handed to an earlier caller that may not have bound it yet
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError(f"no free port in {low}-{low + 1_499}")
 
 
 def descendants(root: int) -> set[int]:
