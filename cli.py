@@ -309,6 +309,31 @@ def cmd_crm(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- users ---------------------------------------------------------------------------------------
+def cmd_users(args: argparse.Namespace) -> int:
+    """Named dashboard users; the password of ``add`` is read from standard input (never an argument)."""
+    from web.users import add_user, list_users, remove_user
+
+    _init(_settings())
+    if args.users_command == "list":
+        _out(json.dumps(list_users(), ensure_ascii=False))
+        return 0
+    if args.users_command == "remove":
+        if not remove_user(args.name):
+            _err(f"no user {args.name}")
+            return 1
+        _out(f"removed {args.name}")
+        return 0
+    password = getpass.getpass(f"password for {args.name}: ") if sys.stdin.isatty() else sys.stdin.readline()
+    try:
+        new = add_user(args.name, password.rstrip("\r\n"), args.role)
+    except ValueError as exc:
+        _err(f"worker users add: {exc}")
+        return 1
+    _out(f"{'added' if new else 'updated'} {args.name} ({args.role})")
+    return 0
+
+
 # --- dlq -------------------------------------------------------------------------------------
 def _dlq_store():  # -> DeadLetterStore
     from brokers import build_broker
@@ -437,6 +462,15 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than", type=float, metavar="DAYS")
     for p in crm.choices.values():
         p.set_defaults(func=cmd_crm)
+    users = sub.add_parser("users", help="named dashboard users").add_subparsers(dest="users_command", required=True)
+    p = users.add_parser("add", help="add (or update) a user; the password is read from standard input")
+    p.add_argument("name")
+    p.add_argument("--role", choices=["viewer", "operator"], required=True)
+    users.add_parser("list", help="the users and their roles (JSON)")
+    p = users.add_parser("remove")
+    p.add_argument("name")
+    for p in users.choices.values():
+        p.set_defaults(func=cmd_users)
     dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(dest="dlq_command", required=True)
     p = dlq.add_parser("list")
     _add_filters(p, with_state=True)

@@ -20,6 +20,7 @@ from database.models import (
     AuditEntry,
     CrmEvent,
     CrmLink,
+    DashboardUser,
     DeadLetter,
     KnowledgeEntity,
     KnowledgeRelation,
@@ -81,6 +82,10 @@ def _v7_history(db: peewee.Database) -> None:
     db.create_tables([StatusChange], safe=True)
 
 
+def _v8_users(db: peewee.Database) -> None:
+    db.create_tables([DashboardUser], safe=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "base: assets, asset texts, dead letters, audit log", _v1_base),
     (2, "knowledge graph entities, relations, LLM usage", _v2_knowledge),
@@ -90,6 +95,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (5, "CRM: Kommo's time of the lead status in the ledger; webhook events by age (retention)", _v5_crm_ordering),
     (6, "outbox of outcome events for other services", _v6_outbox),
     (7, "status history of assets and their knowledge", _v7_history),
+    (8, "named dashboard users with roles", _v8_users),
 ]
 
 

@@ -270,6 +270,15 @@ class StatusChange(BaseModel):
                 "error_code": self.error_code}
 
 
+class DashboardUser(BaseModel):
+    """A named dashboard user: an Argon2id hash of the password, never the password; viewer or operator."""
+
+    name = peewee.CharField(primary_key=True, max_length=100)
+    password_hash = peewee.TextField()
+    role = peewee.CharField()  # viewer | operator
+    created_at = peewee.DateTimeField(default=utcnow)
+
+
 class OutboxEvent(BaseModel):
     """An outcome event for other services, written in the transaction of the status it reports.
 
@@ -300,4 +309,4 @@ class OutboxEvent(BaseModel):
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Asset, AssetText, DeadLetter, AuditEntry, KnowledgeEntity,
                                            KnowledgeRelation, LlmUsage, LlmChunk, KommoToken, CrmLink, CrmEvent,
-                                           OutboxEvent, StatusChange)
+                                           OutboxEvent, StatusChange, DashboardUser)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -275,3 +276,55 @@ def test_an_assets_history_lists_every_transition_of_its_text_and_knowledge(web,
     wait_for(lambda: history("h2") and history("h2")[-1]["status"] == "failed", 60, 0.3, "h2 failed")
     assert history("h2")[-1]["error_code"] == "fetch_failed"
     assert requests.get(f"{base}/api/assets/nope/history", headers=headers).status_code == 404
+
+
+def _add_user(env: dict[str, str], name: str, role: str, password: str) -> None:
+    import subprocess
+
+    from tests.support.helpers import BIN
+
+    done = subprocess.run([str(BIN / "worker"), "users", "add", name, "--role", role], input=password + "\n",
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and f"added {name} ({role})" in done.stdout, done.stderr
+
+
+def _login_as(base: str, user: str, password: str) -> tuple[requests.Session, str]:
+    session = requests.Session()
+    response = session.post(f"{base}/login", data={"user": user, "password": password, "next": "/"},
+                            allow_redirects=False)
+    assert response.status_code == 303, response.text
+    page = session.get(f"{base}/").text
+    return session, page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+def test_a_viewer_reads_everything_and_changes_nothing_and_the_audit_names_the_operator(web, redis_client):
+    from tests.support.helpers import db_query
+
+    base, env = web
+    _add_user(env, "vera", "viewer", "viewer-password-1")
+    _add_user(env, "otto", "operator", "operator-password-1")
+    stored = db_query(env, "select name, role, password_hash from dashboard_user order by name")
+    assert [(n, r) for n, r, _ in stored] == [("otto", "operator"), ("vera", "viewer")]
+    assert all(h.startswith("$argon2id$") and "password" not in h for _, _, h in stored)  # hashed, not kept
+    listed = json.loads(run_cli(env, "users", "list").stdout)
+    assert [(u["name"], u["role"]) for u in listed] == [("otto", "operator"), ("vera", "viewer")]
+    ident = _dead_letter(env)
+
+    viewer, csrf = _login_as(base, "vera", "viewer-password-1")
+    assert "vera" in viewer.get(f"{base}/").text and viewer.get(f"{base}/dead-letters/{ident}").status_code == 200
+    assert viewer.get(f"{base}/api/overview").status_code == 200 and viewer.get(f"{base}/events").status_code == 200
+    for path in (f"/dead-letters/{ident}/requeue", f"/api/dead-letters/{ident}/requeue", "/api/queues/tests/pause",
+                 "/events/1/resend", "/dead-letters/bulk"):
+        assert viewer.post(f"{base}{path}", data={"csrf": csrf}).status_code == 403, path
+    assert viewer.post(f"{base}/logout", data={"csrf": csrf}, allow_redirects=False).status_code == 303
+
+    operator, csrf = _login_as(base, "otto", "operator-password-1")
+    assert operator.post(f"{base}/dead-letters/{ident}/requeue", data={"csrf": csrf}).status_code == 200
+    audit = operator.get(f"{base}/api/audit").json()
+    assert audit[0]["action"] == "requeue" and audit[0]["who"] == "user:otto@127.0.0.1"
+    bad = requests.post(f"{base}/login", data={"user": "vera", "password": "wrong-password", "next": "/"},
+                        allow_redirects=False)
+    assert bad.status_code == 401
+    assert run_cli(env, "users", "remove", "vera").returncode == 0
+    assert requests.post(f"{base}/login", data={"user": "vera", "password": "viewer-password-1", "next": "/"},
+                         allow_redirects=False).status_code == 401

@@ -177,6 +177,11 @@ class DashboardApp:
             return (json_response(body, "403 Forbidden") if is_api else
                     Response("Forbidden: missing or wrong CSRF token.", "403 Forbidden",
                              content_type="text/plain"))(start_response)
+        if request.method == "POST" and not principal.can_change and path != "/logout":
+            body = {"error": f"{principal.name} is a viewer: reading only"}
+            return (json_response(body, "403 Forbidden") if is_api else
+                    Response("Forbidden: viewers read, they do not change.", "403 Forbidden",
+                             content_type="text/plain"))(start_response)
         if path == "/logout" and request.method == "POST":
             return redirect("/login", [("Set-Cookie", f"{COOKIE}=; Max-Age=0; Path=/; HttpOnly; "
                                                       "SameSite=Strict")])(start_response)
@@ -221,13 +226,14 @@ class DashboardApp:
         if request.method == "GET" or self.auth is None:
             return self.render("login", None, error=None, user="", next=target)
         user, password = request.field("user"), request.field("password")
-        if not self.auth.check_password(user, password, request.remote):
+        role = self.auth.check_password(user, password, request.remote)
+        if role is None:
             logger.warning("failed dashboard login for %r from %s", user[:50], request.remote)
             return Response(ENV.get_template("login").render(principal=None, error="Wrong user or password.",
                                                              user=user, next=target), "401 Unauthorized")
-        cookie = (f"{COOKIE}={self.auth.issue()}; Path=/; HttpOnly; SameSite=Strict; "
+        cookie = (f"{COOKIE}={self.auth.issue(user, role)}; Path=/; HttpOnly; SameSite=Strict; "
                   f"Max-Age={self.auth.session_seconds}")
-        logger.info("dashboard login by %s from %s", user, request.remote)
+        logger.info("dashboard login by %s (%s) from %s", user, role, request.remote)
         return redirect(target, [("Set-Cookie", cookie)])
 
     def render(self, template: str, principal: Principal | None, **context: Any) -> Response:

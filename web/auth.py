@@ -5,7 +5,9 @@ The session cookie is ``base64(json) . hmac`` signed with WEB_SESSION_SECRET
 HttpOnly and SameSite=Strict.  The CSRF token is an HMAC of the session
 nonce: every state-changing request made with a cookie must carry it.  API
 calls may instead send ``Authorization: Bearer WEB_API_TOKEN`` (no cookie, so
-no CSRF).  Failed logins from one address wait 2^n seconds (capped).
+no CSRF).  Failed logins from one address wait 2^n seconds (capped).  Users
+are the named ones of web.users (viewer or operator) and the bootstrap
+WEB_USER / WEB_PASSWORD (an operator); the role travels in the signed cookie.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ class Principal:
     name: str
     remote: str
     nonce: str | None = None  # sessions only
+    role: str = "operator"  # viewer: reads only (web.users)
+
+    @property
+    def can_change(self) -> bool:
+        return self.role == "operator"
 
     @property
     def audit_name(self) -> str:
@@ -51,9 +58,9 @@ class Authenticator:
         self._lock = threading.Lock()
 
     # --- sessions ------------------------------------------------------------------------------
-    def issue(self) -> str:
+    def issue(self, user: str, role: str) -> str:
         payload = base64.urlsafe_b64encode(json.dumps(
-            {"u": self.user, "n": secrets.token_urlsafe(16), "e": int(time.time()) + self.session_seconds}
+            {"u": user, "r": role, "n": secrets.token_urlsafe(16), "e": int(time.time()) + self.session_seconds}
         ).encode()).decode()
         return f"{payload}.{self._sign(payload)}"
 
@@ -72,7 +79,7 @@ class Authenticator:
             return None
         if int(data.get("e", 0)) < time.time():
             return None
-        return Principal(f"user:{data.get('u')}", remote, data.get("n"))
+        return Principal(f"user:{data.get('u')}", remote, data.get("n"), role=str(data.get("r") or "operator"))
 
     def csrf_token(self, principal: Principal) -> str:
         return self._sign(f"csrf:{principal.nonce}")
@@ -88,14 +95,21 @@ class Authenticator:
         return None
 
     # --- login -----------------------------------------------------------------------------------
-    def check_password(self, user: str, password: str, remote: str) -> bool:
-        """Constant-time check; each failure from ``remote`` makes the next attempt wait longer."""
+    def check_password(self, user: str, password: str, remote: str) -> str | None:
+        """The user's role if the password is right, else None; each failure from ``remote`` makes the next
+        attempt wait longer.  A named user (web.users) first, then the bootstrap WEB_USER / WEB_PASSWORD."""
+        from web.users import verify
+
         with self._lock:
             failures = self._failures.get(remote, 0)
         if failures:
             time.sleep(min(MAX_LOGIN_DELAY_S, 0.5 * 2 ** (failures - 1)))
-        ok = bool(self.password) and hmac.compare_digest(user.encode(), self.user.encode()) & hmac.compare_digest(
-            password.encode(), (self.password or "").encode())
+        role: str | None = verify(user, password)
+        bootstrap = bool(self.password) and hmac.compare_digest(user.encode(), self.user.encode()) & \
+            hmac.compare_digest(password.encode(), (self.password or "").encode())
+        if role is None and bootstrap:
+            role = "operator"
+        ok = role is not None
         with self._lock:
             if ok:
                 self._failures.pop(remote, None)
@@ -103,4 +117,4 @@ class Authenticator:
                 self._failures[remote] = failures + 1
                 if len(self._failures) > 10_000:
                     self._failures.clear()
-        return ok
+        return role

@@ -28,7 +28,7 @@ form.filters label{display:flex;flex-direction:column;font-size:12px;color:#3741
 <a href="/events" class="{{ 'on' if nav == 'events' }}">Events</a>
 <a href="/queues/">Live queues</a>
 <form method="post" action="/logout"><input type="hidden" name="csrf" value="{{ csrf }}">
-<span class="muted">{{ principal.name }}</span> <button>Log out</button></form></header>{% endif %}
+<span class="muted">{{ principal.name }} ({{ principal.role }})</span> <button>Log out</button></form></header>{% endif %}
 <main>{% if flash %}<div class="flash" id="flash">{{ flash }}</div>{% endif %}{% block body %}{% endblock %}</main>
 </body></html>"""
 
