@@ -1,6 +1,6 @@
 """`make bench`: side-by-side benchmarks, printed as a table and saved as JSON in benchmarks/results/.
 
-Usage: python -m benchmarks [NAME ...]   (names: drain, latency, send, ratelimit, openrouter, kommo, knowledge, extraction; default: all)
+Usage: python -m benchmarks [NAME ...]   (names: drain, latency, send, ratelimit, openrouter, kommo, knowledge, extraction, overview; default: all)
 Needs Redis (TEST_REDIS_URL, set by scripts/with-redis.sh); uses db 12 only.  The drain also runs BullMQ
 (benchmarks/bullmq, installed with npm ci on first use) when node and npm are there.
 """
@@ -513,6 +513,54 @@ def kommo() -> list[dict[str, Any]]:
              "ratio": round(rate / 7, 3), "target": ">= 6.5 req/s, zero 429",
              "requests": len(requests_seen), "throttled_429": sum(1 for r in requests_seen if r[3] == 429),
              "notes": f"{notes} notes, default group sizes; crm worker RSS {run.peak_rss_mb.get('crm', 0):.0f} MB"}]
+
+
+@benchmark
+def overview() -> list[dict[str, Any]]:
+    """GET /api/overview's work (server side) over PostgreSQL with 10,000 dead letters and 100,000 assets."""
+    import socket
+
+    from settings import Settings
+    from tests.support.helpers import pg_schema_url
+    from web.overview import overview as build
+
+    pg = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    except OSError:
+        return [{"benchmark": "overview", "variant": "skipped", "value": "-", "unit": "",
+                 "notes": "no PostgreSQL on 127.0.0.1:5432"}]
+    from database import Asset, DeadLetter, database_proxy, init_database, migrate, session, utcnow
+
+    url = pg_schema_url(pg, "wbench_overview")
+    init_database(url)
+    migrate()
+    now = utcnow()
+    with session(transaction=True):
+        for start in range(0, 100_000, 5_000):
+            Asset.insert_many([{"asset_id": f"a{i}", "status": ("extracted", "failed", "processing")[i % 3],
+                                "knowledge_status": "done", "created_at": now, "updated_at": now}
+                               for i in range(start, start + 5_000)]).execute()
+        for start in range(0, 10_000, 2_000):
+            DeadLetter.insert_many([{"message_id": f"m{i}", "queue": "assets", "actor": "process_asset",
+                                     "error_type": ("retries_exhausted", "corrupt", "timeout")[i % 3],
+                                     "error_message": "x", "state": "dead", "attempts": 3,
+                                     "failed_at": now} for i in range(start, start + 2_000)]).execute()
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    settings = Settings(database_url=url, broker_url=REDIS_URL)
+    timings = []
+    for _ in range(21):
+        started = time.perf_counter()
+        body = build(client, client, settings)
+        timings.append((time.perf_counter() - started) * 1000)
+    database_proxy.obj.close()
+    pg_schema_url(pg, "wbench_overview")  # leave an empty schema behind, not 110,000 rows
+    timings.sort()
+    return [{"benchmark": "overview", "variant": "server time p50 / max of 20", "unit": "ms",
+             "value": f"{timings[10]:.1f}/{timings[-1]:.1f}", "target": "< 200 ms",
+             "notes": f"PostgreSQL, 100,000 assets, 10,000 dead letters ({sum(body['dead_letters_last_hour'].values())}"
+                      " in the last hour)"}]
 
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "pdf"
