@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from database.connection import session
-from database.models import Asset, AssetText, KnowledgeEntity, KnowledgeRelation, LlmUsage, StatusChange
+from database.models import (
+    Asset,
+    AssetText,
+    CrmLink,
+    DeadLetter,
+    KnowledgeEntity,
+    KnowledgeRelation,
+    LlmUsage,
+    StatusChange,
+    iso,
+)
 
 
 def asset_record(asset_id: str) -> dict[str, Any] | None:
@@ -46,3 +57,24 @@ def asset_history(asset_id: str, limit: int = 1000) -> list[dict[str, Any]] | No
             return None
         return [row.to_public() for row in StatusChange.select().where(StatusChange.asset_id == asset_id)
                 .order_by(StatusChange.id).limit(limit)]
+
+
+def asset_dead_letters(asset_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The dead letters of the asset's messages (process_asset, extract_knowledge), newest first."""
+    needle = f'"asset_id": {json.dumps(asset_id)}'
+    with session():
+        rows = (DeadLetter.select().where(DeadLetter.actor.in_(("process_asset", "extract_knowledge")),
+                                          DeadLetter.kwargs.contains(needle))
+                .order_by(DeadLetter.id.desc()).limit(limit))
+        return [{"id": r.id, "actor": r.actor, "error_type": r.error_type, "error_message": r.error_message,
+                 "state": r.state, "failed_at": iso(r.failed_at)} for r in rows]
+
+
+def lead_link(kommo_lead_id: int | None) -> dict[str, Any] | None:
+    """The CRM ledger row of a Kommo lead (its last known status, from webhooks)."""
+    if kommo_lead_id is None:
+        return None
+    with session():
+        row = CrmLink.get_or_none(CrmLink.kind == "lead", CrmLink.kommo_id == kommo_lead_id)
+    return None if row is None else {"key": row.key, "kommo_id": row.kommo_id, "status_id": row.status_id,
+                                     "pipeline_id": row.pipeline_id, "price": row.price}

@@ -5,7 +5,7 @@ pins (before-hooks run in this order, after-hooks in reverse):
 
 1. context (log fields,      5. status tracking
    trace spans)
-2. metrics                   6. time limit (soft; the hard limit is sandbox)
+2. metrics, throughput      6. time limit (soft; the hard limit is sandbox)
 3. validation                7. retries
 4. queue pause, rate limit   8. dead letters  9. recovery (heartbeats, crash loops), liveness, reconciliation
                                 (records whose message was lost), recycling, warm extraction
@@ -30,6 +30,7 @@ from middleware.recovery import Recovery
 from middleware.recycling import Recycling
 from middleware.retries import Retries
 from middleware.status import StatusTracking
+from middleware.throughput import Throughput
 from middleware.tracing import Tracing
 from middleware.validation import Validation
 from ratelimiter import Limit, RateLimiter
@@ -46,6 +47,7 @@ def build_stack(settings: Settings) -> list[Middleware]:
         LogContext(),
         *tracing,
         Metrics(port=settings.metrics_port),
+        Throughput(redis_client),  # beside Metrics: its after-hooks run after Retries concluded the outcome
         CurrentMessage(),
         Validation(),
         QueuePause(),

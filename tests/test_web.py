@@ -328,3 +328,67 @@ def test_a_viewer_reads_everything_and_changes_nothing_and_the_audit_names_the_o
     assert run_cli(env, "users", "remove", "vera").returncode == 0
     assert requests.post(f"{base}/login", data={"user": "vera", "password": "viewer-password-1", "next": "/"},
                          allow_redirects=False).status_code == 401
+
+
+def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(web, chromium_path, start_worker, sender,
+                                                                         redis_client):
+    """Chromium as an operator: the overview shows a queue growing while paused, resume drains it; an asset's
+    page tells its story; a viewer sees everything and every action is refused."""
+    from playwright.sync_api import sync_playwright
+    from worker_contracts import Sender
+
+    base, env = web
+    Path(env["STORAGE_ROOT"], "story.txt").write_text("Alice met Bob in Paris.\n")
+    _add_user(env, "vera", "viewer", "viewer-password-1")
+    start_worker(env=env, threads=2)
+    Sender(redis_client).process_asset("story", "file:story.txt")
+    wait_for(lambda: run_cli(env, "asset", "story", "--json").returncode == 0 and
+             json.loads(run_cli(env, "asset", "story", "--json").stdout)["knowledge_status"] == "skipped", 60, 0.5,
+             "the asset's story")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(f"{base}/overview")
+        page.fill("input[name=user]", "admin")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("#login")
+        page.wait_for_selector("#queues")
+        page.click("#pause-tests")
+        page.wait_for_selector("#resume-tests")
+        time.sleep(2.5)
+        for i in range(5):
+            sender("noop", tag=f"b{i}")
+        # the page refreshes itself: the paused queue's 5 messages show up without a reload
+        page.wait_for_function("() => [...document.querySelectorAll('#queues tr')].some("
+                               "r => r.innerText.startsWith('tests') && r.innerText.includes('paused') && "
+                               "r.cells[1].innerText === '5')", timeout=20_000)
+        assert redis_client.llen("wtest:done") == 0
+        page.screenshot(path=str(ARTIFACTS / "overview-paused.png"), full_page=True)
+        page.click("#resume-tests")
+        wait_for(lambda: redis_client.llen("wtest:done") == 5, 30, 0.2, "drained after resume")
+        page.wait_for_function("() => [...document.querySelectorAll('#queues tr')].some("
+                               "r => r.innerText.startsWith('tests') && r.cells[1].innerText === '0')", timeout=20_000)
+        assert page.locator("#workers tbody tr").count() >= 1
+        page.fill("input[name=id]", "story")
+        page.press("input[name=id]", "Enter")
+        page.wait_for_selector("#history")
+        history = page.inner_text("#history")
+        assert "extracted" in history and "skipped" in history
+        assert "Alice met Bob" in page.inner_text("#text")
+        page.screenshot(path=str(ARTIFACTS / "asset-story.png"), full_page=True)
+        page.click("text=Log out")
+        page.goto(f"{base}/overview")
+        page.fill("input[name=user]", "vera")
+        page.fill("input[name=password]", "viewer-password-1")
+        page.click("#login")
+        page.wait_for_selector("#queues")
+        assert page.locator("#pause-tests").count() == 0  # no action offered to a viewer
+        csrf = page.eval_on_selector("input[name=csrf]", "e => e.value")
+        refused = page.request.post(f"{base}/overview/queues/tests/pause", form={"csrf": csrf})
+        assert refused.status == 403
+        page.screenshot(path=str(ARTIFACTS / "overview-viewer.png"), full_page=True)
+        browser.close()
+    assert redis_client.smembers("dramatiq:__paused_queues__") == set()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import dramatiq
 
@@ -126,6 +126,11 @@ class DashboardApp:
             ("GET", re.compile(r"/events"), self.events_page),
             ("POST", re.compile(r"/events/(\d+)/resend"), self.events_resend),
             ("GET", re.compile(r"/api/overview"), self.api_overview),
+            ("GET", re.compile(r"/overview"), self.overview_page),
+            ("GET", re.compile(r"/assets"), self.asset_search),
+            ("GET", re.compile(r"/assets/([^/]+)"), self.asset_page),
+            ("GET", re.compile(r"/assets/([^/]+)/text"), self.asset_text_download),
+            ("POST", re.compile(r"/overview/queues/([A-Za-z0-9._:-]+)/(pause|resume)"), self.overview_queue),
             ("POST", re.compile(r"/api/queues/([A-Za-z0-9._:-]+)/(pause|resume)"), self.api_queue_pause),
             ("GET", re.compile(r"/api/events"), self.api_events),
             ("POST", re.compile(r"/api/events/(\d+)/resend"), self.api_events_resend),
@@ -346,7 +351,7 @@ class DashboardApp:
                                                 f"No event {event_id}."}))
 
     # --- JSON API ------------------------------------------------------------------------------------
-    def api_overview(self, request: Request, principal: Principal) -> Response:
+    def _overview(self) -> dict[str, Any]:
         from brokers import make_redis_client
         from brokers.redis import ReliableRedisBroker
         from settings import get_settings
@@ -357,9 +362,60 @@ class DashboardApp:
             self._limiter_client = make_redis_client(settings, settings.ratelimit_url)
         broker = self.broker
         client = broker.client if isinstance(broker, ReliableRedisBroker) else None
-        return json_response(overview(client, self._limiter_client, settings))
+        return overview(client, self._limiter_client, settings)
+
+    def api_overview(self, request: Request, principal: Principal) -> Response:
+        return json_response(self._overview())
+
+    def overview_page(self, request: Request, principal: Principal) -> Response:
+        from web.charts import line_chart
+
+        data = self._overview()
+        hour, day = data["throughput"]["last_hour"], data["throughput"]["last_day"]
+        context = {"o": data, "can_change": principal.can_change,
+                   "chart_hour": line_chart(hour["labels"], {"done": hour["done"], "failed": hour["failed"]},
+                                            title="messages per minute, last hour"),
+                   "chart_day": line_chart(day["labels"], {"done": day["done"], "failed": day["failed"]},
+                                           title="messages per 30 minutes, last day")}
+        if request.query.get("partial"):
+            return Response(ENV.get_template("overview_body").render(csrf=self.csrf(principal), **context))
+        return self.render("overview", principal, nav="overview", flash=request.query.get("flash"), **context)
+
+    def asset_search(self, request: Request, principal: Principal) -> Response:
+        asset_id = (request.query.get("id") or "").strip()
+        return redirect(f"/assets/{quote(asset_id, safe='')}" if asset_id else "/overview")
+
+    def asset_page(self, request: Request, principal: Principal, asset_id: str) -> Response:
+        from database.queries import asset_dead_letters, asset_history, lead_link
+        from web.charts import graph_picture
+
+        record = asset_record(asset_id)
+        if record is None:
+            return Response(f"No asset {asset_id}.", "404 Not Found", content_type="text/plain")
+        graph = asset_graph(asset_id)
+        picture = graph_picture([e["name"] for e in graph["entities"]],
+                                [(r["source"], r["target"]) for r in graph["relations"]]) if graph else ""
+        return self.render("asset", principal, nav="assets", a=record, history=asset_history(asset_id) or [],
+                           dead=asset_dead_letters(asset_id), text=asset_text(asset_id), graph=graph,
+                           picture=picture, lead=lead_link(record.get("crm_lead_id")))
+
+    def asset_text_download(self, request: Request, principal: Principal, asset_id: str) -> Response:
+        record = asset_text(asset_id)
+        if record is None:
+            return Response("No text.", "404 Not Found", content_type="text/plain")
+        return Response(record["text"].encode(), "200 OK", [("Content-Disposition",
+                                                            f'attachment; filename="{asset_id}.txt"')],
+                        content_type="text/plain; charset=utf-8")
+
+    def overview_queue(self, request: Request, principal: Principal, queue: str, action: str) -> Response:
+        _status, body = self._set_paused(principal, queue, action)
+        return redirect("/overview?" + urlencode({"flash": body.get("error") or f"Queue {queue}: {action}d."}))
 
     def api_queue_pause(self, request: Request, principal: Principal, queue: str, action: str) -> Response:
+        status, body = self._set_paused(principal, queue, action)
+        return json_response(body, status)
+
+    def _set_paused(self, principal: Principal, queue: str, action: str) -> tuple[str, dict[str, Any]]:
         """Pause or resume a queue for the whole fleet (its messages are not started meanwhile); audited."""
         from worker_contracts import CONTRACTS
 
@@ -368,15 +424,15 @@ class DashboardApp:
 
         broker = self.broker
         if not isinstance(broker, ReliableRedisBroker):
-            return json_response({"error": "pausing a queue needs the Redis broker"}, "409 Conflict")
+            return "409 Conflict", {"error": "pausing a queue needs the Redis broker"}
         registered = broker.client.smembers(broker.key("__queues__"))  # every queue a worker consumes
         known = {q for q, _ in CONTRACTS.values()} | {q.decode() if isinstance(q, bytes) else str(q) for q in registered}
         if queue not in known:
-            return json_response({"error": f"unknown queue {queue}"}, "404 Not Found")
+            return "404 Not Found", {"error": f"unknown queue {queue}"}
         changed = broker.set_paused(queue, action == "pause")
         with session(transaction=True):
             AuditEntry.create(who=principal.audit_name, action=f"queue-{action}", target=queue, count=int(changed))
-        return json_response({"queue": queue, "paused": action == "pause", "changed": changed})
+        return "200 OK", {"queue": queue, "paused": action == "pause", "changed": changed}
 
     def api_events(self, request: Request, principal: Principal) -> Response:
         from events import lag, recent

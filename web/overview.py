@@ -66,6 +66,27 @@ def dead_letters_last_hour() -> dict[str, int]:
         return {error_type: int(count) for error_type, count in rows}
 
 
+def throughput(client: Any, ns: str, minutes: int, bucket: int) -> dict[str, list[Any]]:
+    """Messages done and failed per ``bucket`` minutes over the last ``minutes`` (middleware.throughput)."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    stamps = [now - timedelta(minutes=m) for m in range(minutes - 1, -1, -1)]
+    pipe = client.pipeline(transaction=False)
+    for stamp in stamps:
+        pipe.hgetall(f"{ns}:__stats__.{stamp:%Y%m%d%H%M}")
+    labels: list[str] = []
+    done: list[int] = []
+    failed: list[int] = []
+    for i, (stamp, counts) in enumerate(zip(stamps, pipe.execute(), strict=True)):
+        if i % bucket == 0:
+            labels.append(f"{stamp:%H:%M}" if minutes <= 60 else f"{stamp:%d.%m %H:%M}")
+            done.append(0)
+            failed.append(0)
+        for field, value in counts.items():
+            outcome = field.decode().rsplit(":", 1)[-1]
+            (failed if outcome == "failed" else done)[-1] += int(value)
+    return {"labels": labels, "done": done, "failed": failed}
+
+
 def overview(broker_client: Any | None, limiter_client: Any, settings: Settings, ns: str = "dramatiq") -> dict[str, Any]:
     """The pinned ``/api/overview`` document (DESIGN.md): ``queues`` and ``workers``, and more keys."""
     from events import lag
@@ -78,5 +99,7 @@ def overview(broker_client: Any | None, limiter_client: Any, settings: Settings,
         "upstreams": upstreams(limiter_client, ns, settings),
         "dead_letters_last_hour": dead_letters_last_hour(),
         "events": {"pending": pending, "oldest_pending_seconds": round(age, 1)},
+        "throughput": {"last_hour": throughput(limiter_client, ns, 60, 1),
+                       "last_day": throughput(limiter_client, ns, 1440, 30)},
         "at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     }

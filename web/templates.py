@@ -11,7 +11,7 @@ BASE = """<!doctype html>
 body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1b1b1b;background:#fafafa}
 header{background:#1f2937;color:#fff;padding:.6em 1.2em;display:flex;gap:1.5em;align-items:center}
 header a{color:#e5e7eb;text-decoration:none}header a.on{color:#fff;font-weight:600}
-header form{margin-left:auto}main{padding:1em 1.2em;max-width:1400px}
+header form{margin-left:auto}header form.search{margin-left:1em}main{padding:1em 1.2em;max-width:1400px}
 table{border-collapse:collapse;width:100%;background:#fff}th,td{border-bottom:1px solid #e5e7eb;padding:.35em .5em;
 text-align:left;vertical-align:top}th{background:#f3f4f6;font-weight:600}
 pre{background:#111827;color:#e5e7eb;padding:.8em;overflow:auto;white-space:pre-wrap;word-break:break-word}
@@ -23,10 +23,13 @@ form.filters label{display:flex;flex-direction:column;font-size:12px;color:#3741
 .flash{background:#ecfdf5;border:1px solid #a7f3d0;padding:.5em .8em;margin-bottom:1em}
 </style></head><body>
 {% if principal %}<header><strong>worker</strong>
+<a href="/overview" class="{{ 'on' if nav == 'overview' }}">Overview</a>
 <a href="/" class="{{ 'on' if nav == 'dlq' }}">Failed messages</a>
 <a href="/audit" class="{{ 'on' if nav == 'audit' }}">Audit trail</a>
 <a href="/events" class="{{ 'on' if nav == 'events' }}">Events</a>
 <a href="/queues/">Live queues</a>
+<form method="get" action="/assets" class="search"><input name="id" placeholder="asset id" aria-label="asset id"
+size="16"></form>
 <form method="post" action="/logout"><input type="hidden" name="csrf" value="{{ csrf }}">
 <span class="muted">{{ principal.name }} ({{ principal.role }})</span> <button>Log out</button></form></header>{% endif %}
 <main>{% if flash %}<div class="flash" id="flash">{{ flash }}</div>{% endif %}{% block body %}{% endblock %}</main>
@@ -118,6 +121,66 @@ EVENTS = """{% extends "base" %}{% block title %}Outcome events{% endblock %}{% 
 <button id="resend-{{ e.id }}">Send again</button></form></td></tr>
 {% else %}<tr><td colspan="9" class="muted">No events.</td></tr>{% endfor %}</tbody></table>{% endblock %}"""
 
+OVERVIEW_BODY = """<div id="overview"><p class="muted">{{ o.at }} · refreshes every 5 s</p>
+<div style="display:flex;gap:1em;flex-wrap:wrap">{{ chart_hour|safe }}{{ chart_day|safe }}</div>
+<h2>Queues</h2><table id="queues"><thead><tr><th>queue</th><th>waiting</th><th>delayed</th><th>in flight</th>
+<th>oldest waiting</th><th>state</th><th></th></tr></thead><tbody>
+{% for q in o.queues %}<tr><td>{{ q.name }}</td><td>{{ q.depth }}</td><td>{{ q.delayed }}</td><td>{{ q.in_flight }}</td>
+<td>{{ q.oldest_age_seconds }} s</td><td>{% if q.paused %}<span class="pill">paused</span>{% else %}
+<span class="pill ok">running</span>{% endif %}</td><td>{% if can_change %}
+<form method="post" action="/overview/queues/{{ q.name }}/{{ 'resume' if q.paused else 'pause' }}">
+<input type="hidden" name="csrf" value="{{ csrf }}"><button id="{{ 'resume' if q.paused else 'pause' }}-{{ q.name }}">
+{{ 'Resume' if q.paused else 'Pause' }}</button></form>{% endif %}</td></tr>{% endfor %}</tbody></table>
+<h2>Worker processes</h2><table id="workers"><thead><tr><th>host</th><th>pid</th><th>queues</th><th>busy / threads</th>
+<th>running now</th><th>heartbeat</th><th>RSS</th></tr></thead><tbody>
+{% for w in o.workers %}<tr><td>{{ w.host }}</td><td>{{ w.pid }}</td><td>{{ w.queues|join(", ") }}</td>
+<td>{{ w.busy }} / {{ w.threads }}</td><td>{% for c in w.current %}{{ c.actor }} ({{ c.seconds }} s){{ ", " if not loop.last }}
+{% endfor %}</td><td>{{ w.heartbeat_age_seconds }} s ago</td><td>{{ (w.rss_bytes or 0) // 1048576 }} MB</td></tr>
+{% else %}<tr><td colspan="7" class="err">No worker process has reported: nothing is consuming.</td></tr>{% endfor %}
+</tbody></table>
+<h2>Upstreams</h2><table><thead><tr><th>upstream</th><th>paused</th><th>rate limit</th><th>spend today</th></tr></thead>
+<tbody>{% for name, u in o.upstreams.items() %}<tr><td>{{ name }}</td><td>{% if u.paused_for_seconds %}
+<span class="pill">{{ u.paused_for_seconds }} s</span> {{ u.pause_reason }}{% else %}no{% endif %}</td>
+<td>{{ u.rate_limit_rps }} req/s</td><td>{% if u.spend_today_usd is defined %}${{ u.spend_today_usd }}
+{% if u.daily_budget_usd %} of ${{ u.daily_budget_usd }}{% endif %}{% endif %}</td></tr>{% endfor %}</tbody></table>
+<h2>Dead letters in the last hour</h2><p class="counts">{% for t, n in o.dead_letters_last_hour.items() %}
+<span><span class="pill">{{ t }}</span> {{ n }}</span>{% else %}None.{% endfor %}</p>
+<p>Outcome events waiting: {{ o.events.pending }}{% if o.events.pending %} (oldest {{ o.events.oldest_pending_seconds }} s)
+{% endif %}</p></div>"""
+
+OVERVIEW = """{% extends "base" %}{% block title %}Overview{% endblock %}{% block body %}<h1>Overview</h1>
+{% include "overview_body" %}
+<script>setInterval(async () => {const r = await fetch("/overview?partial=1", {credentials: "same-origin"});
+if (r.ok) document.getElementById("overview").outerHTML = await r.text();}, 5000);</script>{% endblock %}"""
+
+ASSET = """{% extends "base" %}{% block title %}Asset {{ a.asset_id }}{% endblock %}{% block body %}
+<h1>Asset {{ a.asset_id }} <span class="pill {{ 'ok' if a.status == 'extracted' }}">{{ a.status }}</span>
+<span class="pill {{ 'ok' if a.knowledge_status == 'done' }}">knowledge {{ a.knowledge_status or "—" }}</span></h1>
+<table id="record"><tbody>
+{% for k in ["source", "filename", "detected_type", "pages", "chars", "size", "attempts", "error_code", "error_message",
+"knowledge_error_code", "knowledge_chunks", "knowledge_chunks_failed", "crm_lead_id", "created_at", "updated_at"] %}
+<tr><th>{{ k }}</th><td>{{ a[k] if a[k] is not none else "—" }}</td></tr>{% endfor %}</tbody></table>
+<h2>History</h2><table id="history"><thead><tr><th>at (UTC)</th><th>track</th><th>status</th><th>attempt</th>
+<th>error</th></tr></thead><tbody>{% for h in history %}<tr><td>{{ h.at }}</td><td>{{ h.track }}</td>
+<td>{{ h.status }}</td><td>{{ h.attempt or "" }}</td><td class="err">{{ h.error_code or "" }}</td></tr>
+{% else %}<tr><td colspan="5" class="muted">No transition recorded.</td></tr>{% endfor %}</tbody></table>
+<h2>Dead letters</h2>{% if dead %}<table><tbody>{% for d in dead %}<tr><td><a href="/dead-letters/{{ d.id }}">#{{ d.id }}</a>
+</td><td>{{ d.actor }}</td><td><span class="pill">{{ d.error_type }}</span></td><td class="err">{{ (d.error_message or "")[:160] }}
+</td><td>{{ d.state }}</td></tr>{% endfor %}</tbody></table>{% else %}<p class="muted">None.</p>{% endif %}
+<h2>Text</h2>{% if text %}<p><a href="/assets/{{ a.asset_id }}/text" id="download">Download ({{ text.text|length }}
+characters)</a></p><pre id="text">{{ text.text[:3000] }}{% if text.text|length > 3000 %}…{% endif %}</pre>
+{% else %}<p class="muted">No text.</p>{% endif %}
+<h2>Knowledge graph</h2>{% if graph and graph.entities %}<div style="display:flex;gap:1em;flex-wrap:wrap">
+{{ picture|safe }}<table><thead><tr><th>entity</th><th>type</th><th>mentions</th></tr></thead><tbody>
+{% for e in graph.entities[:30] %}<tr><td>{{ e.name }}</td><td>{{ e.type }}</td><td>{{ e.mentions }}</td></tr>
+{% endfor %}</tbody></table><table><thead><tr><th>source</th><th>relation</th><th>target</th><th>weight</th></tr></thead>
+<tbody>{% for r in graph.relations[:30] %}<tr><td>{{ r.source }}</td><td>{{ r.type }}</td><td>{{ r.target }}</td>
+<td>{{ r.weight }}</td></tr>{% endfor %}</tbody></table></div>{% else %}<p class="muted">No graph.</p>{% endif %}
+<h2>CRM</h2>{% if lead %}<p>Kommo lead {{ lead.kommo_id }}: status {{ lead.status_id or "—" }}, price {{ lead.price or "—" }}</p>
+{% elif a.crm_lead_id %}<p>Kommo lead {{ a.crm_lead_id }} (no webhook seen yet)</p>{% else %}<p class="muted">No CRM lead.</p>
+{% endif %}{% endblock %}"""
+
 ENV = Environment(loader=DictLoader({"base": BASE, "login": LOGIN, "list": LIST, "confirm": CONFIRM,
-                                     "detail": DETAIL, "audit": AUDIT, "events": EVENTS}),
+                                     "detail": DETAIL, "audit": AUDIT, "events": EVENTS,
+                                     "overview": OVERVIEW, "overview_body": OVERVIEW_BODY, "asset": ASSET}),
                   autoescape=select_autoescape(default=True, default_for_string=True))
