@@ -147,6 +147,28 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
                 pass
         return self._paused
 
+    def waiting_count(self, queue_name: str) -> int:
+        """Messages a purge of ``queue_name`` would delete: waiting in it or in its delay queue."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.llen(self.key(queue_name))
+        pipe.llen(self.key(f"{queue_name}.DQ"))
+        return int(sum(pipe.execute()))
+
+    def purge(self, queue_name: str) -> list[dict[str, Any]]:
+        """Delete, atomically, what waits in ``queue_name`` and its delay queue (not what workers hold);
+        returns the deleted messages, decoded (their records must be ended by the caller)."""
+        bodies = self.reliable_scripts["purge"](args=[self.namespace, queue_name])
+        encoder = dramatiq.get_encoder()
+        out = []
+        for body in bodies:
+            try:
+                data = encoder.decode(body)
+            except Exception:  # noqa: BLE001 - an undecodable body is gone with the rest
+                continue
+            if isinstance(data, dict):
+                out.append(data)
+        return out
+
     def set_paused(self, queue_name: str, paused: bool) -> bool:
         """Pause or resume ``queue_name`` for the whole fleet; False if it already was."""
         key = self.key("__paused_queues__")

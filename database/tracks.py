@@ -79,6 +79,11 @@ def _history(track: Track, asset_id: str, status: str, attempt: int | None = Non
                         error_code=error_code, at=utcnow()).execute()
 
 
+#: the actors whose messages move a track (their ``status_track`` option; tests/test_architecture.py keeps
+#: the two in step), for code that sees messages without the actors (the dashboard purging a queue)
+TRACKED_ACTORS: dict[str, str] = {"process_asset": "asset", "extract_knowledge": "knowledge"}
+
+
 def generation_of(message: Any) -> Generation:
     return int(message.options.get("generation") or message.message_timestamp), str(message.message_id)
 

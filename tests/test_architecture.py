@@ -117,3 +117,18 @@ def test_the_contracts_distribution_imports_nothing_of_the_worker():
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 imported.add(node.module.split(".")[0])
     assert sorted(imported - allowed - stdlib) == []
+
+
+def test_the_tracked_actors_table_matches_the_actors_status_track_options():
+    from database.tracks import TRACKED_ACTORS
+
+    declared = {}
+    for path in (ROOT / "actors").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef):
+                for decorator in node.decorator_list:
+                    if isinstance(decorator, ast.Call):
+                        for keyword in decorator.keywords:
+                            if keyword.arg == "status_track" and isinstance(keyword.value, ast.Constant):
+                                declared[node.name] = keyword.value.value
+    assert declared == TRACKED_ACTORS

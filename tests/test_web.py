@@ -392,3 +392,25 @@ def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(web, chr
         page.screenshot(path=str(ARTIFACTS / "overview-viewer.png"), full_page=True)
         browser.close()
     assert redis_client.smembers("dramatiq:__paused_queues__") == set()
+
+
+def test_purging_a_queue_needs_its_count_confirmed_and_ends_the_records_it_drops(web, redis_client):
+    from worker_contracts import Sender
+
+    base, env = web
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    sender = Sender(redis_client)
+    for i in range(3):  # no worker runs: they wait
+        sender.process_asset(f"gone{i}", f"file:gone{i}.txt")
+    refused = requests.post(f"{base}/api/queues/assets/purge?confirm=2", headers=headers)
+    assert refused.status_code == 409 and refused.json()["waiting"] == 3  # the confirmation names how many go
+    done = requests.post(f"{base}/api/queues/assets/purge?confirm=3", headers=headers).json()
+    assert done == {"queue": "assets", "purged": 3, "records_failed": 3}
+    assert redis_client.llen("dramatiq:assets") == 0 and redis_client.hlen("dramatiq:assets.msgs") == 0
+    record = json.loads(run_cli(env, "asset", "gone1", "--json").stdout)
+    assert (record["status"], record["error_code"]) == ("failed", "purged")  # the reconciler will not rebuild it
+    audit = requests.get(f"{base}/api/audit", headers=headers).json()
+    assert (audit[0]["action"], audit[0]["target"], audit[0]["count"]) == ("queue-purge", "assets", 3)
+    session, csrf = _login(base)
+    page = session.get(f"{base}/overview/queues/assets/purge").text
+    assert "0 messages will be deleted" in page

@@ -131,6 +131,9 @@ class DashboardApp:
             ("GET", re.compile(r"/assets/([^/]+)"), self.asset_page),
             ("GET", re.compile(r"/assets/([^/]+)/text"), self.asset_text_download),
             ("POST", re.compile(r"/overview/queues/([A-Za-z0-9._:-]+)/(pause|resume)"), self.overview_queue),
+            ("GET", re.compile(r"/overview/queues/([A-Za-z0-9._:-]+)/purge"), self.purge_confirm),
+            ("POST", re.compile(r"/overview/queues/([A-Za-z0-9._:-]+)/purge"), self.purge_page),
+            ("POST", re.compile(r"/api/queues/([A-Za-z0-9._:-]+)/purge"), self.api_purge),
             ("POST", re.compile(r"/api/queues/([A-Za-z0-9._:-]+)/(pause|resume)"), self.api_queue_pause),
             ("GET", re.compile(r"/api/events"), self.api_events),
             ("POST", re.compile(r"/api/events/(\d+)/resend"), self.api_events_resend),
@@ -415,20 +418,73 @@ class DashboardApp:
         status, body = self._set_paused(principal, queue, action)
         return json_response(body, status)
 
-    def _set_paused(self, principal: Principal, queue: str, action: str) -> tuple[str, dict[str, Any]]:
-        """Pause or resume a queue for the whole fleet (its messages are not started meanwhile); audited."""
+    def purge_confirm(self, request: Request, principal: Principal, queue: str) -> Response:
+        broker = self._known_queue_broker(queue)
+        if broker is None:
+            return Response(f"No queue {queue} to purge (or not a Redis broker).", "404 Not Found",
+                            content_type="text/plain")
+        return self.render("purge", principal, nav="overview", queue=queue, count=broker.waiting_count(queue))
+
+    def purge_page(self, request: Request, principal: Principal, queue: str) -> Response:
+        status, body = self._purge(principal, queue, request.field("confirm"))
+        flash = body.get("error") or f"Purged {body['purged']} message(s) from {queue}."
+        return redirect("/overview?" + urlencode({"flash": flash}))
+
+    def api_purge(self, request: Request, principal: Principal, queue: str) -> Response:
+        status, body = self._purge(principal, queue, request.query.get("confirm") or request.field("confirm"))
+        return json_response(body, status)
+
+    def _known_queue_broker(self, queue: str) -> Any:
+        """The Redis broker, if ``queue`` is one the contracts or a worker of the fleet declared; else None."""
         from worker_contracts import CONTRACTS
 
         from brokers.redis import ReliableRedisBroker
-        from database import AuditEntry, session
 
         broker = self.broker
         if not isinstance(broker, ReliableRedisBroker):
-            return "409 Conflict", {"error": "pausing a queue needs the Redis broker"}
+            return None
         registered = broker.client.smembers(broker.key("__queues__"))  # every queue a worker consumes
         known = {q for q, _ in CONTRACTS.values()} | {q.decode() if isinstance(q, bytes) else str(q) for q in registered}
-        if queue not in known:
-            return "404 Not Found", {"error": f"unknown queue {queue}"}
+        return broker if queue in known else None
+
+    def _purge(self, principal: Principal, queue: str, confirm: str | None) -> tuple[str, dict[str, Any]]:
+        """Delete what waits in ``queue`` once the caller confirmed how many go; the asset records of the
+        deleted messages end ``failed`` / ``purged`` (else the reconciler would rebuild them); audited."""
+        from types import SimpleNamespace
+
+        from database import AuditEntry, session
+        from database import tracks as tr
+
+        broker = self._known_queue_broker(queue)
+        if broker is None:
+            return "404 Not Found", {"error": f"no queue {queue} to purge (or not a Redis broker)"}
+        count = broker.waiting_count(queue)
+        if confirm != str(count):
+            return "409 Conflict", {"error": f"confirm with the number of messages that go: {count}",
+                                    "waiting": count}
+        purged = broker.purge(queue)
+        ended = 0
+        with session(transaction=True):
+            for data in purged:
+                track = tr.TRACKS.get(tr.TRACKED_ACTORS.get(str(data.get("actor_name")), ""))
+                kwargs = data.get("kwargs") if isinstance(data.get("kwargs"), dict) else {}
+                if track is None or not isinstance(kwargs.get("asset_id"), str):
+                    continue
+                message = SimpleNamespace(options=data.get("options") or {}, message_id=data.get("message_id"),
+                                          message_timestamp=data.get("message_timestamp") or 0)
+                ended += tr.fail(track, kwargs["asset_id"], kwargs, tr.generation_of(message), "purged",
+                                 f"purged from queue {queue} by {principal.audit_name}")
+            AuditEntry.create(who=principal.audit_name, action="queue-purge", target=queue, count=len(purged),
+                              detail={"records_failed": ended})
+        return "200 OK", {"queue": queue, "purged": len(purged), "records_failed": ended}
+
+    def _set_paused(self, principal: Principal, queue: str, action: str) -> tuple[str, dict[str, Any]]:
+        """Pause or resume a queue for the whole fleet (its messages are not started meanwhile); audited."""
+        from database import AuditEntry, session
+
+        broker = self._known_queue_broker(queue)
+        if broker is None:
+            return "404 Not Found", {"error": f"unknown queue {queue} (or not a Redis broker: pausing needs one)"}
         changed = broker.set_paused(queue, action == "pause")
         with session(transaction=True):
             AuditEntry.create(who=principal.audit_name, action=f"queue-{action}", target=queue, count=int(changed))

@@ -130,7 +130,8 @@ OVERVIEW_BODY = """<div id="overview"><p class="muted">{{ o.at }} · refreshes e
 <span class="pill ok">running</span>{% endif %}</td><td>{% if can_change %}
 <form method="post" action="/overview/queues/{{ q.name }}/{{ 'resume' if q.paused else 'pause' }}">
 <input type="hidden" name="csrf" value="{{ csrf }}"><button id="{{ 'resume' if q.paused else 'pause' }}-{{ q.name }}">
-{{ 'Resume' if q.paused else 'Pause' }}</button></form>{% endif %}</td></tr>{% endfor %}</tbody></table>
+{{ 'Resume' if q.paused else 'Pause' }}</button></form> <a href="/overview/queues/{{ q.name }}/purge"
+id="purge-{{ q.name }}">Purge…</a>{% endif %}</td></tr>{% endfor %}</tbody></table>
 <h2>Worker processes</h2><table id="workers"><thead><tr><th>host</th><th>pid</th><th>queues</th><th>busy / threads</th>
 <th>running now</th><th>heartbeat</th><th>RSS</th></tr></thead><tbody>
 {% for w in o.workers %}<tr><td>{{ w.host }}</td><td>{{ w.pid }}</td><td>{{ w.queues|join(", ") }}</td>
@@ -180,7 +181,16 @@ characters)</a></p><pre id="text">{{ text.text[:3000] }}{% if text.text|length >
 {% elif a.crm_lead_id %}<p>Kommo lead {{ a.crm_lead_id }} (no webhook seen yet)</p>{% else %}<p class="muted">No CRM lead.</p>
 {% endif %}{% endblock %}"""
 
+PURGE = """{% extends "base" %}{% block title %}Purge {{ queue }}{% endblock %}{% block body %}
+<h1>Purge queue {{ queue }}: {{ count }} message{{ 's' if count != 1 }} will be deleted</h1>
+<p>What waits in the queue and its delay queue is deleted for good (messages that workers are running are
+not touched).  The assets they were for end <code>failed</code> / <code>purged</code>.</p>
+<form method="post" action="/overview/queues/{{ queue }}/purge"><input type="hidden" name="csrf" value="{{ csrf }}">
+<input type="hidden" name="confirm" value="{{ count }}"><button class="danger" id="confirm-purge">Yes, delete {{ count }}
+</button> <a href="/overview">Cancel</a></form>{% endblock %}"""
+
 ENV = Environment(loader=DictLoader({"base": BASE, "login": LOGIN, "list": LIST, "confirm": CONFIRM,
                                      "detail": DETAIL, "audit": AUDIT, "events": EVENTS,
-                                     "overview": OVERVIEW, "overview_body": OVERVIEW_BODY, "asset": ASSET}),
+                                     "overview": OVERVIEW, "overview_body": OVERVIEW_BODY, "asset": ASSET,
+                                     "purge": PURGE}),
                   autoescape=select_autoescape(default=True, default_for_string=True))
