@@ -110,7 +110,9 @@ def test_health_metrics_queues_and_asset_api(web, redis_client):
     assert 'worker_dead_letters{actor="process_asset"} 1.0' in metrics
     assert 'worker_queue_depth{queue="assets"}' in metrics
     session, csrf = _login(base)
-    assert session.get(f"{base}/queues/").status_code == 200
+    queues_page = session.get(f"{base}/queues/")
+    assert queues_page.status_code == 200
+    assert 'href="/overview"' in queues_page.text and "Log out" in queues_page.text  # the same header everywhere
     assert session.post(f"{base}/queues/assets/requeue", data={"csrf": csrf}).status_code == 403  # read-only
     headers = {"Authorization": f"Bearer {TOKEN}"}
     assert requests.get(f"{base}/api/assets/nope", headers=headers).status_code == 404
@@ -372,6 +374,10 @@ def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(web, chr
         page.wait_for_function("() => [...document.querySelectorAll('#queues tr')].some("
                                "r => r.innerText.startsWith('tests') && r.cells[1].innerText === '0')", timeout=20_000)
         assert page.locator("#workers tbody tr").count() >= 1
+        page.goto(f"{base}/queues/")
+        page.wait_for_selector("header >> text=Overview")
+        page.screenshot(path=str(ARTIFACTS / "queues-in-layout.png"), full_page=True)
+        page.goto(f"{base}/overview")
         page.fill("input[name=id]", "story")
         page.press("input[name=id]", "Enter")
         page.wait_for_selector("#history")

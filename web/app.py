@@ -200,12 +200,31 @@ class DashboardApp:
                 return Response("The queue views are read-only; use the failed-messages pages.",
                                 "403 Forbidden", content_type="text/plain")(start_response)
             # dramatiq-dashboard routes relative to its mount point and builds links with the prefix
-            return self.queues_app({**environ, "PATH_INFO": path[len("/queues"):] or "/"}, start_response)
+            return self._queues_page(environ, path, principal, start_response)
         for method, pattern, handler in self.routes:
             match = pattern.fullmatch(path)
             if match and method == request.method:
                 return handler(request, principal, *match.groups())(start_response)
         return Response("Not found", "404 Not Found", content_type="text/plain")(start_response)
+
+    def _queues_page(self, environ: dict, path: str, principal: Principal,
+                     start_response: Callable) -> Iterable[bytes]:
+        """dramatiq-dashboard's view inside this dashboard's header and navigation (one layout everywhere)."""
+        assert self.queues_app is not None
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable:
+            captured.update(status=status, headers=headers)
+            return lambda data: None
+
+        body = b"".join(self.queues_app({**environ, "PATH_INFO": path[len("/queues"):] or "/"}, capture))
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        if any(k.lower() == "content-type" and v.startswith("text/html") for k, v in headers):
+            nav = ENV.get_template("nav").render(principal=principal, csrf=self.csrf(principal), nav="queues")
+            at = body.find(b">", body.find(b"<body")) + 1 if b"<body" in body else 0
+            body = body[:at] + nav.encode() + body[at:]
+        start_response(captured["status"], [*headers, ("Content-Length", str(len(body)))])
+        return [body]
 
     # --- auth --------------------------------------------------------------------------------
     def identify(self, request: Request) -> Principal | None:

@@ -22,16 +22,7 @@ form.filters{display:flex;gap:.6em;flex-wrap:wrap;align-items:end;margin-bottom:
 form.filters label{display:flex;flex-direction:column;font-size:12px;color:#374151}
 .flash{background:#ecfdf5;border:1px solid #a7f3d0;padding:.5em .8em;margin-bottom:1em}
 </style></head><body>
-{% if principal %}<header><strong>worker</strong>
-<a href="/overview" class="{{ 'on' if nav == 'overview' }}">Overview</a>
-<a href="/" class="{{ 'on' if nav == 'dlq' }}">Failed messages</a>
-<a href="/audit" class="{{ 'on' if nav == 'audit' }}">Audit trail</a>
-<a href="/events" class="{{ 'on' if nav == 'events' }}">Events</a>
-<a href="/queues/">Live queues</a>
-<form method="get" action="/assets" class="search"><input name="id" placeholder="asset id" aria-label="asset id"
-size="16"></form>
-<form method="post" action="/logout"><input type="hidden" name="csrf" value="{{ csrf }}">
-<span class="muted">{{ principal.name }} ({{ principal.role }})</span> <button>Log out</button></form></header>{% endif %}
+{% include "nav" %}
 <main>{% if flash %}<div class="flash" id="flash">{{ flash }}</div>{% endif %}{% block body %}{% endblock %}</main>
 </body></html>"""
 
@@ -189,8 +180,22 @@ not touched).  The assets they were for end <code>failed</code> / <code>purged</
 <input type="hidden" name="confirm" value="{{ count }}"><button class="danger" id="confirm-purge">Yes, delete {{ count }}
 </button> <a href="/overview">Cancel</a></form>{% endblock %}"""
 
+NAV = """<style>header{font:14px/1.45 system-ui,sans-serif;background:#1f2937;color:#fff;padding:.6em 1.2em;
+display:flex;gap:1.5em;align-items:center}header a{color:#e5e7eb;text-decoration:none}
+header a.on{color:#fff;font-weight:600}header form{margin-left:auto}header form.search{margin-left:1em}</style>
+{% if principal %}<header><strong>worker</strong>
+<a href="/overview" class="{{ 'on' if nav == 'overview' }}">Overview</a>
+<a href="/" class="{{ 'on' if nav == 'dlq' }}">Failed messages</a>
+<a href="/audit" class="{{ 'on' if nav == 'audit' }}">Audit trail</a>
+<a href="/events" class="{{ 'on' if nav == 'events' }}">Events</a>
+<a href="/queues/" class="{{ 'on' if nav == 'queues' }}">Live queues</a>
+<form method="get" action="/assets" class="search"><input name="id" placeholder="asset id" aria-label="asset id"
+size="16"></form>
+<form method="post" action="/logout"><input type="hidden" name="csrf" value="{{ csrf }}">
+<span class="muted">{{ principal.name }} ({{ principal.role }})</span> <button>Log out</button></form></header>{% endif %}"""
+
 ENV = Environment(loader=DictLoader({"base": BASE, "login": LOGIN, "list": LIST, "confirm": CONFIRM,
                                      "detail": DETAIL, "audit": AUDIT, "events": EVENTS,
                                      "overview": OVERVIEW, "overview_body": OVERVIEW_BODY, "asset": ASSET,
-                                     "purge": PURGE}),
+                                     "purge": PURGE, "nav": NAV}),
                   autoescape=select_autoescape(default=True, default_for_string=True))
