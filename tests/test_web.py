@@ -8,6 +8,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -32,6 +33,20 @@ def _dead_letter(env: dict[str, str], actor: str = "noop", error: str = "boom", 
     DeadLetters().record(message, Dead.of("retries_exhausted", RuntimeError(error)))
     with session():
         return DeadLetter.select().order_by(DeadLetter.id.desc()).get().id
+
+
+def _launch(playwright: Any, chromium_path: str) -> Any:
+    """Debian's chromium, headless, through Playwright (no browser download)."""
+    return playwright.chromium.launch(executable_path=chromium_path, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"])
+
+
+def _browser_login(page: Any, url: str, user: str, password: str) -> None:
+    page.goto(url)  # the login page, which comes back to ``url``
+    page.fill("input[name=user]", user)
+    page.fill("input[name=password]", password)
+    page.click("#login")
 
 
 def _login(base: str) -> tuple[requests.Session, str]:
@@ -148,14 +163,9 @@ def test_browser_login_requeue_bulk_delete_and_screenshots(web, chromium_path, s
     start_worker(env=env)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = _launch(p, chromium_path)
         page = browser.new_page(viewport={"width": 1300, "height": 900})
-        page.goto(f"{base}/")
-        page.fill("input[name=user]", "admin")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("#login")
+        _browser_login(page, f"{base}/", "admin", PASSWORD)
         page.wait_for_selector("text=Failed messages")
         assert page.locator("tbody tr").count() == 4
         page.screenshot(path=str(ARTIFACTS / "dashboard-list.png"), full_page=True)
@@ -349,14 +359,9 @@ def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(web, chr
              "the asset's story")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = _launch(p, chromium_path)
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
-        page.goto(f"{base}/overview")
-        page.fill("input[name=user]", "admin")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("#login")
+        _browser_login(page, f"{base}/overview", "admin", PASSWORD)
         page.wait_for_selector("#queues")
         page.click("#pause-tests")
         page.wait_for_selector("#resume-tests")
@@ -386,10 +391,7 @@ def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(web, chr
         assert "Alice met Bob" in page.inner_text("#text")
         page.screenshot(path=str(ARTIFACTS / "asset-story.png"), full_page=True)
         page.click("text=Log out")
-        page.goto(f"{base}/overview")
-        page.fill("input[name=user]", "vera")
-        page.fill("input[name=password]", "viewer-password-1")
-        page.click("#login")
+        _browser_login(page, f"{base}/overview", "vera", "viewer-password-1")
         page.wait_for_selector("#queues")
         assert page.locator("#pause-tests").count() == 0  # no action offered to a viewer
         csrf = page.eval_on_selector("input[name=csrf]", "e => e.value")
