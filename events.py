@@ -15,8 +15,6 @@ deduplicate by it).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import random
@@ -24,18 +22,11 @@ from datetime import timedelta
 
 import peewee
 import requests
+from worker_contracts.events import SIGNATURE_HEADER, sign  # one signature, for sender and receiver
 
 from database import OutboxEvent, session, utcnow
 
 logger = logging.getLogger(__name__)
-SIGNATURE_HEADER = "X-Worker-Signature"
-
-
-def sign(body: bytes, secret: str) -> str:
-    """The value of X-Worker-Signature for ``body``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 def encode(body: dict[str, object]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 

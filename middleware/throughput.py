@@ -38,9 +38,17 @@ class Throughput(Middleware):
         self.counts: Counter[tuple[str, str, str]] = Counter()
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
+        self._minute, self._minute_ends = "", 0.0
+
+    def _current_minute(self) -> str:
+        """The UTC minute as its key suffix, formatted once a minute, not once a message."""
+        now = time.time()
+        if now >= self._minute_ends:
+            self._minute, self._minute_ends = _minute(now), (now // 60 + 1) * 60
+        return self._minute
 
     def _count(self, message: MessageProxy) -> None:
-        key = (_minute(time.time()), message.queue_name.removesuffix(".DQ"), "failed" if message.failed else "done")
+        key = (self._current_minute(), message.queue_name.removesuffix(".DQ"), "failed" if message.failed else "done")
         with self.lock:
             self.counts[key] += 1
 
