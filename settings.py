@@ -181,6 +181,10 @@ class Settings(BaseSettings):
     web_session_secret: str | None = Field(None, description="key signing session cookies (default: from the password)")
     web_session_hours: float = Field(12.0, gt=0, description="dashboard session lifetime")
     web_threads: int = Field(8, ge=1, le=64, description="dashboard server threads")
+    web_proxy_user_header: str | None = Field(
+        None, description="trust this header's user name (e.g. X-Forwarded-User of oauth2-proxy); unset: off")
+    web_proxy_addresses: str = Field(
+        "127.0.0.1", description="comma-separated peer addresses whose WEB_PROXY_USER_HEADER is believed")
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -146,32 +146,43 @@ def sender(redis_url: str) -> Callable[..., str]:
 
 
 @pytest.fixture()
-def web(worker_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
-    """A real `worker web` on a free port, on the tests' database; yields (base URL, env)."""
-    port = free_port()
-    env = {**worker_env, "WEB_PASSWORD": WEB_PASSWORD, "WEB_API_TOKEN": WEB_TOKEN, "WEB_PORT": str(port)}
-    assert run_cli(env, "migrate").returncode == 0
-    process = subprocess.Popen([str(BIN / "worker"), "web"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+def start_web(worker_env: dict[str, str]) -> Iterator[Callable[..., tuple[str, dict[str, str]]]]:
+    """Starts a real `worker web` on a free port, on the tests' database, with ``extra`` settings; returns
+    (base URL, env).  Every one started is stopped at the end of the test."""
+    processes: list[subprocess.Popen] = []
 
-    def up() -> bool:
-        try:
-            return requests.get(f"{base}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
+    def start(**extra: str) -> tuple[str, dict[str, str]]:
+        port = free_port()
+        env = {**worker_env, "WEB_PASSWORD": WEB_PASSWORD, "WEB_API_TOKEN": WEB_TOKEN, "WEB_PORT": str(port), **extra}
+        assert run_cli(env, "migrate").returncode == 0
+        processes.append(subprocess.Popen([str(BIN / "worker"), "web"], cwd=ROOT, env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        base = f"http://127.0.0.1:{port}"
 
-    wait_for(up, 30, 0.2, "dashboard up")
-    yield base, env
-    process.terminate()
-    process.wait(10)
+        def up() -> bool:
+            try:
+                return requests.get(f"{base}/healthz", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(up, 30, 0.2, "dashboard up")
+        return base, env
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(10)
 
 
+@pytest.fixture()
+def web(start_web: Callable[..., tuple[str, dict[str, str]]]) -> tuple[str, dict[str, str]]:
+    """A real `worker web` with the tests' password and API token; (base URL, env)."""
+    return start_web()
 
 
 # Tests that need real services or start processes are integration tests; `make test-fast` runs the rest.
 _INTEGRATION_FIXTURES = {"redis_url", "redis_client", "pg_url", "rabbit_url", "worker_env", "start_worker", "sender",
-                         "web"}
+                         "web", "start_web"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from ratelimiter import Limit, RateLimited, RateLimiter
+from ratelimiter import Limit, RateLimited, RateLimiter, rate_used
 from tests.support.helpers import run_cli, wait_for
 
 
@@ -32,6 +32,17 @@ def test_slots_are_never_faster_than_the_rate_across_threads(limiter: RateLimite
 def test_burst_then_spacing(limiter: RateLimiter):
     grants = [limiter.try_acquire("burst")[0] for _ in range(5)]
     assert grants == [True, True, True, False, False]
+
+
+def test_the_rate_used_counts_every_grant_of_the_last_minute_and_no_refusal(limiter: RateLimiter,
+                                                                           redis_client: redis.Redis):
+    granted = sum(limiter.try_acquire("burst")[0] for _ in range(5)) + sum(limiter.slot("up") >= 0 for _ in range(9))
+    assert granted == 3 + 9  # the burst of 3 is granted, the next two refused
+    last_bucket = int(redis_client.time()[0]) // 10  # the grants are in this 10 s bucket or the one before
+    wait_for(lambda: int(redis_client.time()[0]) // 10 > last_bucket, 12, 0.2, "the 10 s bucket closed")
+    assert rate_used(redis_client, "burst", namespace="wtest") == pytest.approx(3 / 60)
+    assert rate_used(redis_client, "up", namespace="wtest") == pytest.approx(9 / 60)
+    assert rate_used(redis_client, "up", namespace="wtest", seconds=20) == pytest.approx(9 / 20)
 
 
 def test_pause_is_fleet_wide_and_raises_without_waiting(limiter: RateLimiter, redis_client: redis.Redis):

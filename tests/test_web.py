@@ -85,6 +85,38 @@ def test_csrf_is_required_for_every_state_change(web):
     assert json_list(run_cli(env, "dlq", "list", "--json").stdout) == []
 
 
+def test_a_csrf_token_belongs_to_its_session_and_the_api_takes_it_as_a_header(web):
+    base, env = web
+    ident = _dead_letter(env)
+    session, csrf = _login(base)
+    _other, other_csrf = _login(base)
+    assert session.post(f"{base}/dead-letters/{ident}/requeue", data={"csrf": other_csrf}).status_code == 403
+    assert session.post(f"{base}/api/dead-letters/{ident}/requeue", headers={"X-CSRF-Token": csrf}).json() == {
+        "requeued": [ident]}
+
+
+def test_the_home_is_the_overview_and_every_answer_carries_the_security_headers(web):
+    base, _ = web
+    session, csrf = _login(base)
+    home = session.get(f"{base}/")
+    assert home.status_code == 200 and 'id="overview"' in home.text
+    answers = [home, session.get(f"{base}/dead-letters"), session.get(f"{base}/queues/"), session.get(f"{base}/nope"),
+               requests.get(f"{base}/api/overview"), session.get(f"{base}/api/assets/nope")]
+    assert [a.status_code for a in answers] == [200, 200, 200, 404, 401, 404]
+    for answer in answers:
+        assert answer.headers["X-Frame-Options"] == "DENY" and answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+        assert answer.headers["Cache-Control"] == "no-store" and answer.headers["Referrer-Policy"] == "same-origin"
+    assert answers[-1].json() == {"error": "unknown asset"}
+    old_link = session.get(f"{base}/?actor=noop&state=", allow_redirects=False)
+    assert old_link.status_code == 303 and old_link.headers["Location"] == "/dead-letters?actor=noop&state="
+    offsite = requests.post(f"{base}/login", data={"user": "admin", "password": PASSWORD, "next": "//evil.example/"},
+                            allow_redirects=False)
+    assert offsite.status_code == 303 and offsite.headers["Location"] == "/"
+    assert session.post(f"{base}/logout", data={"csrf": csrf}, allow_redirects=False).status_code == 303
+    assert session.get(f"{base}/", allow_redirects=False).status_code == 303  # the cookie is gone
+
+
 def json_list(text: str) -> list:
     import json
 
@@ -95,7 +127,7 @@ def test_script_in_payload_or_error_is_escaped(web):
     base, env = web
     ident = _dead_letter(env, error="<script>alert('err')</script>", tag="<script>alert('payload')</script>")
     session, _ = _login(base)
-    for page in (session.get(f"{base}/").text, session.get(f"{base}/dead-letters/{ident}").text):
+    for page in (session.get(f"{base}/dead-letters").text, session.get(f"{base}/dead-letters/{ident}").text):
         assert "<script>alert(" not in page
         assert "&lt;script&gt;alert(" in page
 
@@ -127,7 +159,7 @@ def test_health_metrics_queues_and_asset_api(web, redis_client):
     session, csrf = _login(base)
     queues_page = session.get(f"{base}/queues/")
     assert queues_page.status_code == 200
-    assert 'href="/overview"' in queues_page.text and "Log out" in queues_page.text  # the same header everywhere
+    assert 'href="/dead-letters"' in queues_page.text and "Log out" in queues_page.text  # the same header everywhere
     assert session.post(f"{base}/queues/assets/requeue", data={"csrf": csrf}).status_code == 403  # read-only
     headers = {"Authorization": f"Bearer {TOKEN}"}
     assert requests.get(f"{base}/api/assets/nope", headers=headers).status_code == 404
@@ -165,7 +197,7 @@ def test_browser_login_requeue_bulk_delete_and_screenshots(web, chromium_path, s
     with sync_playwright() as p:
         browser = _launch(p, chromium_path)
         page = browser.new_page(viewport={"width": 1300, "height": 900})
-        _browser_login(page, f"{base}/", "admin", PASSWORD)
+        _browser_login(page, f"{base}/dead-letters", "admin", PASSWORD)
         page.wait_for_selector("text=Failed messages")
         assert page.locator("tbody tr").count() == 4
         page.screenshot(path=str(ARTIFACTS / "dashboard-list.png"), full_page=True)
@@ -177,7 +209,7 @@ def test_browser_login_requeue_bulk_delete_and_screenshots(web, chromium_path, s
         page.wait_for_selector("#flash")
         assert "Requeued" in page.inner_text("#flash")
         wait_for(lambda: b"from-browser" in redis_client.lrange("wtest:done", 0, -1), 30, what="the worker ran it")
-        page.goto(f"{base}/?actor=permanent")
+        page.goto(f"{base}/?actor=permanent")  # a link from before /dead-letters: redirected there
         page.click("#delete-all")
         page.wait_for_selector("#confirm")
         assert "Delete 3 dead letters?" in page.inner_text("h1")
@@ -260,6 +292,7 @@ def test_the_overview_lists_queues_workers_and_what_they_run(web, start_worker, 
     tests_queue = next(q for q in body["queues"] if q["name"] == "tests")
     assert {"name", "depth", "delayed", "in_flight", "paused"} <= set(tests_queue) and tests_queue["paused"] is False
     assert {"openrouter", "kommo"} <= set(body["upstreams"]) and "spend_today_usd" in body["upstreams"]["openrouter"]
+    assert all("rate_used_rps" in body["upstreams"][u] for u in ("openrouter", "kommo"))
     assert body["dead_letters_last_hour"] == {} and body["events"]["pending"] == 0
     assert requests.get(f"{base}/api/overview").status_code == 401
 
@@ -342,6 +375,28 @@ def test_a_viewer_reads_everything_and_changes_nothing_and_the_audit_names_the_o
                          allow_redirects=False).status_code == 401
 
 
+def test_a_trusted_proxys_user_header_logs_in_with_the_users_role_and_no_one_else_can_send_it(start_web):
+    base, env = start_web(WEB_PROXY_USER_HEADER="X-Forwarded-User")
+    _add_user(env, "otto", "operator", "operator-password-1")
+    ident = _dead_letter(env)
+    otto = requests.Session()
+    otto.headers["X-Forwarded-User"] = "otto"  # what oauth2-proxy adds to every request it lets through
+    page = otto.get(f"{base}/dead-letters")
+    assert page.status_code == 200 and "user:otto (operator)" in page.text
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    assert otto.post(f"{base}/dead-letters/{ident}/requeue").status_code == 403  # CSRF still applies
+    assert otto.post(f"{base}/dead-letters/{ident}/requeue", data={"csrf": csrf}).status_code == 200
+    stranger = requests.Session()
+    stranger.headers["X-Forwarded-User"] = "zed"  # known to the proxy, not to us: a viewer
+    csrf = stranger.get(f"{base}/").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    assert stranger.post(f"{base}/overview/queues/assets/pause", data={"csrf": csrf}).status_code == 403
+    assert run_cli(env, "dlq", "audit", "--json").stdout.count('"user:otto@127.0.0.1"') == 1
+
+    elsewhere, _ = start_web(WEB_PROXY_USER_HEADER="X-Forwarded-User", WEB_PROXY_ADDRESSES="10.1.2.3")
+    forged = requests.get(f"{elsewhere}/", headers={"X-Forwarded-User": "otto"}, allow_redirects=False)
+    assert forged.status_code == 303 and forged.headers["Location"].startswith("/login")  # not from the proxy
+
+
 def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(web, chromium_path, start_worker, sender,
                                                                          redis_client):
     """Chromium as an operator: the overview shows a queue growing while paused, resume drains it; an asset's
@@ -361,7 +416,7 @@ def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(web, chr
     with sync_playwright() as p:
         browser = _launch(p, chromium_path)
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
-        _browser_login(page, f"{base}/overview", "admin", PASSWORD)
+        _browser_login(page, f"{base}/", "admin", PASSWORD)
         page.wait_for_selector("#queues")
         page.click("#pause-tests")
         page.wait_for_selector("#resume-tests")
@@ -382,7 +437,7 @@ def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(web, chr
         page.goto(f"{base}/queues/")
         page.wait_for_selector("header >> text=Overview")
         page.screenshot(path=str(ARTIFACTS / "queues-in-layout.png"), full_page=True)
-        page.goto(f"{base}/overview")
+        page.goto(f"{base}/")
         page.fill("input[name=id]", "story")
         page.press("input[name=id]", "Enter")
         page.wait_for_selector("#history")
@@ -391,7 +446,7 @@ def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(web, chr
         assert "Alice met Bob" in page.inner_text("#text")
         page.screenshot(path=str(ARTIFACTS / "asset-story.png"), full_page=True)
         page.click("text=Log out")
-        _browser_login(page, f"{base}/overview", "vera", "viewer-password-1")
+        _browser_login(page, f"{base}/", "vera", "viewer-password-1")
         page.wait_for_selector("#queues")
         assert page.locator("#pause-tests").count() == 0  # no action offered to a viewer
         csrf = page.eval_on_selector("input[name=csrf]", "e => e.value")

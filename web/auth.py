@@ -1,38 +1,41 @@
-"""Dashboard authentication: signed session cookies, CSRF tokens, bearer tokens, slowed failed logins.
+"""Who is asking: named users and the bootstrap password, the API's bearer token, slowed failed logins.
 
-The session cookie is ``base64(json) . hmac`` signed with WEB_SESSION_SECRET
-(by default derived from WEB_PASSWORD, so every replica accepts it); it is
-HttpOnly and SameSite=Strict.  The CSRF token is an HMAC of the session
-nonce: every state-changing request made with a cookie must carry it.  API
-calls may instead send ``Authorization: Bearer WEB_API_TOKEN`` (no cookie, so
-no CSRF).  Failed logins from one address wait 2^n seconds (capped).  Users
-are the named ones of web.users (viewer or operator) and the bootstrap
-WEB_USER / WEB_PASSWORD (an operator); the role travels in the signed cookie.
+The web app keeps the logged-in user and role in Flask's signed session cookie, signed with ``key``:
+WEB_SESSION_SECRET, or by default a key derived from WEB_PASSWORD, so every replica accepts it.
+API calls may instead send ``Authorization: Bearer WEB_API_TOKEN`` (no cookie, so no CSRF).  Failed
+logins from one address wait 2^n seconds (capped).  Users are the named ones of web.users (viewer or
+operator) and the bootstrap WEB_USER / WEB_PASSWORD (an operator).  Behind a reverse proxy that logs
+people in (oauth2-proxy), WEB_PROXY_USER_HEADER names the user, believed only from WEB_PROXY_ADDRESSES.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 
-COOKIE = "worker_session"
+from werkzeug.datastructures import Headers
+
+COOKIE = "worker_session"  # the session cookie's name
 MAX_LOGIN_DELAY_S = 8.0
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is acting: ``user:<name>`` or ``token:api``, and from where (for the audit log)."""
+    """Who is acting: ``user:<name>``, ``token:api`` or ``local``, and from where (for the audit log).
+
+    ``via`` is how they proved it: ``session`` (the cookie: state changes need the CSRF token), ``proxy``
+    (the reverse proxy's user header: its cookie rides along, so CSRF too), ``token`` (the bearer token: no
+    cookie, so no CSRF) or ``local`` (--insecure-local).
+    """
 
     name: str
     remote: str
-    nonce: str | None = None  # sessions only
     role: str = "operator"  # viewer: reads only (web.users)
+    via: str = "session"
 
     @property
     def can_change(self) -> bool:
@@ -44,55 +47,40 @@ class Principal:
 
 
 class Authenticator:
-    """Parameters: user, password, api_token, secret (None: derived from the password), session_hours."""
+    """Parameters: user, password, api_token, secret (None: derived from the password), session_hours,
+    proxy_header (None: off) and proxy_addresses (the peers whose proxy_header is believed)."""
 
     def __init__(self, *, user: str, password: str | None, api_token: str | None, secret: str | None,
-                 session_hours: float) -> None:
+                 session_hours: float, proxy_header: str | None = None,
+                 proxy_addresses: frozenset[str] = frozenset()) -> None:
         self.user = user
         self.password = password
         self.api_token = api_token
         seed = secret or (f"session:{password}" if password else secrets.token_hex(32))
-        self.key = hashlib.sha256(seed.encode()).digest()
+        self.key = hashlib.sha256(seed.encode()).digest()  # signs the session cookie and the CSRF tokens
         self.session_seconds = int(session_hours * 3600)
+        self.proxy_header = proxy_header
+        self.proxy_addresses = proxy_addresses
         self._failures: dict[str, int] = {}
         self._lock = threading.Lock()
-
-    # --- sessions ------------------------------------------------------------------------------
-    def issue(self, user: str, role: str) -> str:
-        payload = base64.urlsafe_b64encode(json.dumps(
-            {"u": user, "r": role, "n": secrets.token_urlsafe(16), "e": int(time.time()) + self.session_seconds}
-        ).encode()).decode()
-        return f"{payload}.{self._sign(payload)}"
-
-    def _sign(self, value: str) -> str:
-        return hmac.new(self.key, value.encode(), hashlib.sha256).hexdigest()
-
-    def session(self, cookie: str | None, remote: str) -> Principal | None:
-        if not cookie or "." not in cookie:
-            return None
-        payload, signature = cookie.rsplit(".", 1)
-        if not hmac.compare_digest(signature, self._sign(payload)):
-            return None
-        try:
-            data = json.loads(base64.urlsafe_b64decode(payload.encode()))
-        except ValueError:
-            return None
-        if int(data.get("e", 0)) < time.time():
-            return None
-        return Principal(f"user:{data.get('u')}", remote, data.get("n"), role=str(data.get("r") or "operator"))
-
-    def csrf_token(self, principal: Principal) -> str:
-        return self._sign(f"csrf:{principal.nonce}")
-
-    def csrf_ok(self, principal: Principal, token: str | None) -> bool:
-        return token is not None and principal.nonce is not None and hmac.compare_digest(token, self.csrf_token(principal))
 
     def bearer(self, header: str | None, remote: str) -> Principal | None:
         if not self.api_token or not header or not header.startswith("Bearer "):
             return None
         if hmac.compare_digest(header[7:].strip().encode(), self.api_token.encode()):
-            return Principal("token:api", remote)
+            return Principal("token:api", remote, via="token")
         return None
+
+    def proxied(self, headers: Headers, remote: str) -> Principal | None:
+        """The user a trusted reverse proxy vouches for: a named user gets their role, anyone else ``viewer``."""
+        from web.users import role_of
+
+        if not self.proxy_header or remote not in self.proxy_addresses:
+            return None
+        name = headers.get(self.proxy_header, "").strip()
+        if not name or len(name) > 200 or not name.isprintable():
+            return None
+        return Principal(f"user:{name}", remote, role=role_of(name) or "viewer", via="proxy")
 
     # --- login -----------------------------------------------------------------------------------
     def check_password(self, user: str, password: str, remote: str) -> str | None:

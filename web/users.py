@@ -51,6 +51,13 @@ def list_users() -> list[dict[str, str]]:
                 for u in DashboardUser.select().order_by(DashboardUser.name)]
 
 
+def role_of(name: str) -> Role | None:
+    """A named user's role, or None if there is no such user."""
+    with session():
+        user = DashboardUser.get_or_none(DashboardUser.name == name)
+    return cast(Role, user.role) if user is not None and user.role in ROLES else None
+
+
 def verify(name: str, password: str) -> Role | None:
     """The user's role when the password is right, else None (same work whether the user exists or not)."""
     with session():
