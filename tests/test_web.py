@@ -330,7 +330,7 @@ def _add_user(env: dict[str, str], name: str, role: str, password: str) -> None:
 
     done = subprocess.run([str(BIN / "worker"), "users", "add", name, "--role", role], input=password + "\n",
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and f"added {name} ({role})" in done.stdout, done.stderr
+    assert done.returncode == 0 and f" {name} ({role})" in done.stdout, done.stderr  # added or updated
 
 
 def _login_as(base: str, user: str, password: str) -> tuple[requests.Session, str]:
@@ -367,6 +367,10 @@ def test_a_viewer_reads_everything_and_changes_nothing_and_the_audit_names_the_o
     assert operator.post(f"{base}/dead-letters/{ident}/requeue", data={"csrf": csrf}).status_code == 200
     audit = operator.get(f"{base}/api/audit").json()
     assert audit[0]["action"] == "requeue" and audit[0]["who"] == "user:otto@127.0.0.1"
+    _add_user(env, "otto", "viewer", "operator-password-1")  # demoted: the open session reads only, at once
+    assert operator.post(f"{base}/api/queues/tests/pause", headers={"X-CSRF-Token": csrf}).status_code == 403
+    assert run_cli(env, "users", "remove", "otto").returncode == 0  # removed: the session ends at once
+    assert operator.get(f"{base}/", allow_redirects=False).status_code == 303
     bad = requests.post(f"{base}/login", data={"user": "vera", "password": "wrong-password", "next": "/"},
                         allow_redirects=False)
     assert bad.status_code == 401

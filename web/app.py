@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from web.auth import COOKIE, Principal
 from web.services import Services, WSGIApp
+from web.users import role_of
 from web.views import assets, events, failed, fleet, json_response, see_other, text
 
 logger = logging.getLogger(__name__)
@@ -63,10 +64,12 @@ def create_app(services: Services) -> Flask:
         proxied = auth.proxied(request.headers, remote)
         if proxied is not None:
             return proxied
-        user, role = session.get("user"), session.get("role")
-        if isinstance(user, str) and role in ("viewer", "operator"):
-            return Principal(f"user:{user}", remote, role=role)
-        return None
+        user = session.get("user")
+        if not isinstance(user, str):
+            return None
+        # a named user's role is read again on every request: a removal or a demotion applies at once
+        role = role_of(user) if session.get("named") else "operator"
+        return Principal(f"user:{user}", remote, role=role) if role else None
 
     @app.before_request
     def authorize() -> Response | None:
@@ -145,7 +148,7 @@ def create_app(services: Services) -> Flask:
             return render_template("login.html", error="Wrong user or password.", user=user, next=target), 401
         session.clear()  # a new session (and CSRF token) for each login: nothing fixed before it survives
         session.permanent = True
-        session.update(user=user, role=role)
+        session.update(user=user, named=role_of(user) is not None)
         logger.info("dashboard login by %s (%s) from %s", user, role, request.remote_addr)
         return see_other(target)
 

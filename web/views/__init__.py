@@ -30,6 +30,11 @@ def json_response(data: Any, status: int = 200) -> Response:
     return Response(json.dumps(data, ensure_ascii=False, default=str), status, mimetype="application/json")
 
 
+def found(data: Any, missing: str) -> Response:
+    """``data`` as JSON, or 404 with ``{"error": missing}`` when it is None."""
+    return json_response(data) if data is not None else json_response({"error": missing}, 404)
+
+
 def text(body: str, status: int = 200) -> Response:
     return Response(body, status, mimetype="text/plain")
 

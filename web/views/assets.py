@@ -14,7 +14,7 @@ from database.queries import (
     asset_text,
     lead_link,
 )
-from web.views import json_response, see_other, text
+from web.views import found, see_other, text
 
 blueprint = Blueprint("assets", __name__)
 
@@ -52,23 +52,19 @@ def download_text(asset_id: str) -> Response:
 
 @blueprint.get("/api/assets/<asset_id>")
 def api_record(asset_id: str) -> Response:
-    record = asset_record(asset_id)
-    return json_response(record) if record else json_response({"error": "unknown asset"}, 404)
+    return found(asset_record(asset_id), "unknown asset")
 
 
 @blueprint.get("/api/assets/<asset_id>/text")
 def api_text(asset_id: str) -> Response:
-    record = asset_text(asset_id)
-    return json_response(record) if record else json_response({"error": "no text"}, 404)
+    return found(asset_text(asset_id), "no text")
 
 
 @blueprint.get("/api/assets/<asset_id>/graph")
 def api_graph(asset_id: str) -> Response:
-    record = asset_graph(asset_id)
-    return json_response(record) if record else json_response({"error": "unknown asset"}, 404)
+    return found(asset_graph(asset_id), "unknown asset")
 
 
 @blueprint.get("/api/assets/<asset_id>/history")
 def api_history(asset_id: str) -> Response:
-    rows = asset_history(asset_id)
-    return json_response(rows) if rows is not None else json_response({"error": "unknown asset"}, 404)
+    return found(asset_history(asset_id), "unknown asset")

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, render_template, request
 
 from database.models import iso
 from dead_letter_store import ERROR_TYPES, Filter, to_public
-from web.views import json_response, principal, see_other, services, text
+from web.views import found, json_response, principal, see_other, services, text
 
 blueprint = Blueprint("failed", __name__)
 PAGE_SIZE = 50
@@ -128,7 +128,7 @@ def api_list() -> Response:
 @blueprint.get("/api/dead-letters/<int:ident>")
 def api_show(ident: int) -> Response:
     row = services().store.get(ident)
-    return json_response(to_public(row, full=True)) if row else json_response({"error": "not found"}, 404)
+    return found(to_public(row, full=True) if row else None, "not found")
 
 
 @blueprint.post("/api/dead-letters/<int:ident>/requeue")
