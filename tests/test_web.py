@@ -323,6 +323,28 @@ def test_an_assets_history_lists_every_transition_of_its_text_and_knowledge(web,
     assert requests.get(f"{base}/api/assets/nope/history", headers=headers).status_code == 404
 
 
+def test_an_assets_page_shows_its_knowledge_graph_as_tables_and_a_picture(start_web, knowledge_env, start_worker,
+                                                                           redis_client):
+    from worker_contracts import Sender
+
+    base, _ = start_web()
+    Path(knowledge_env["STORAGE_ROOT"], "kg.txt").write_text("Alice met Bob in Paris to discuss Acme with Carol. " * 5)
+    start_worker(env=knowledge_env, threads=2)
+    Sender(redis_client).process_asset("kg", "file:kg.txt")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    wait_for(lambda: requests.get(f"{base}/api/assets/kg", headers=headers).json().get("knowledge_status") == "done",
+             60, 0.3, "kg's knowledge done")
+    graph = requests.get(f"{base}/api/assets/kg/graph", headers=headers).json()
+    names = {e["name"] for e in graph["entities"]}
+    assert {"Alice", "Bob", "Paris"} <= names and graph["relations"]
+    page = requests.get(f"{base}/assets/kg", headers=headers).text
+    assert "<svg" in page and all(f"<td>{name}</td>" in page for name in names)  # the picture and the table
+    relation = graph["relations"][0]
+    assert f"<td>{relation['source']}</td><td>{relation['type']}</td><td>{relation['target']}</td>" in page
+    download = requests.get(f"{base}/assets/kg/text", headers=headers)
+    assert download.text.startswith("Alice met Bob") and "attachment" in download.headers["Content-Disposition"]
+
+
 def _add_user(env: dict[str, str], name: str, role: str, password: str) -> None:
     import subprocess
 
