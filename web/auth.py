@@ -1,7 +1,8 @@
 """Who is asking: named users and the bootstrap password, the API's bearer token, slowed failed logins.
 
-The web app keeps the logged-in user and role in Flask's signed session cookie, signed with ``key``:
-WEB_SESSION_SECRET, or by default a key derived from WEB_PASSWORD, so every replica accepts it.
+The web app keeps who logged in in Flask's session cookie, signed with ``key``: WEB_SESSION_SECRET, or
+by default a key derived from WEB_PASSWORD, so every replica accepts it (a named user's role is read
+from the database on each request, not kept in the cookie).
 API calls may instead send ``Authorization: Bearer WEB_API_TOKEN`` (no cookie, so no CSRF).  Failed
 logins from one address wait 2^n seconds (capped).  Users are the named ones of web.users (viewer or
 operator) and the bootstrap WEB_USER / WEB_PASSWORD (an operator).  Behind a reverse proxy that logs
