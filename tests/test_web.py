@@ -7,6 +7,8 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +37,23 @@ def _dead_letter(env: dict[str, str], actor: str = "noop", error: str = "boom", 
         return DeadLetter.select().order_by(DeadLetter.id.desc()).get().id
 
 
-def _launch(playwright: Any, chromium_path: str) -> Any:
-    """Debian's chromium, headless, through Playwright (no browser download)."""
-    return playwright.chromium.launch(executable_path=chromium_path, args=[
-        "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"])
+@contextmanager
+def _browser_page(chromium_path: str, url: str, user: str, password: str, height: int) -> Iterator[Any]:
+    """A page of Debian's chromium (headless, through Playwright: no browser download), logged in as ``user``
+    at ``url``; the browser is closed however the test ends."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": height})
+            _browser_login(page, url, user, password)
+            yield page
+        finally:
+            browser.close()
 
 
 def _browser_login(page: Any, url: str, user: str, password: str) -> None:
@@ -186,18 +200,12 @@ def chromium_path() -> str:
 
 
 def test_browser_login_requeue_bulk_delete_and_screenshots(web, chromium_path, start_worker, redis_client):
-    from playwright.sync_api import sync_playwright
-
     base, env = web
     requeue_me = _dead_letter(env, actor="noop", tag="from-browser")
     for i in range(3):
         _dead_letter(env, actor="permanent", error=f"bad input {i}", tag=f"p{i}")
     start_worker(env=env)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = _launch(p, chromium_path)
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
-        _browser_login(page, f"{base}/dead-letters", "admin", PASSWORD)
+    with _browser_page(chromium_path, f"{base}/dead-letters", "admin", PASSWORD, height=900) as page:
         page.wait_for_selector("text=Failed messages")
         assert page.locator("tbody tr").count() == 4
         page.screenshot(path=str(ARTIFACTS / "dashboard-list.png"), full_page=True)
@@ -220,7 +228,6 @@ def test_browser_login_requeue_bulk_delete_and_screenshots(web, chromium_path, s
         audit = page.inner_text("table")
         assert "requeue" in audit and "delete" in audit and "user:admin@127.0.0.1" in audit
         page.screenshot(path=str(ARTIFACTS / "dashboard-audit.png"), full_page=True)
-        browser.close()
     assert json_list(run_cli(env, "dlq", "list", "--json").stdout) == []
     assert os.path.getsize(ARTIFACTS / "dashboard-list.png") > 10_000
 
@@ -427,7 +434,6 @@ def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(web, chr
                                                                          redis_client):
     """Chromium as an operator: the overview shows a queue growing while paused, resume drains it; an asset's
     page tells its story; a viewer sees everything and every action is refused."""
-    from playwright.sync_api import sync_playwright
     from worker_contracts import Sender
 
     base, env = web
@@ -438,11 +444,7 @@ def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(web, chr
     wait_for(lambda: run_cli(env, "asset", "story", "--json").returncode == 0 and
              json.loads(run_cli(env, "asset", "story", "--json").stdout)["knowledge_status"] == "skipped", 60, 0.5,
              "the asset's story")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = _launch(p, chromium_path)
-        page = browser.new_page(viewport={"width": 1300, "height": 1000})
-        _browser_login(page, f"{base}/", "admin", PASSWORD)
+    with _browser_page(chromium_path, f"{base}/", "admin", PASSWORD, height=1000) as page:
         page.wait_for_selector("#queues")
         page.click("#pause-tests")
         page.wait_for_selector("#resume-tests")
@@ -479,7 +481,6 @@ def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(web, chr
         refused = page.request.post(f"{base}/overview/queues/tests/pause", form={"csrf": csrf})
         assert refused.status == 403
         page.screenshot(path=str(ARTIFACTS / "overview-viewer.png"), full_page=True)
-        browser.close()
     assert redis_client.smembers("dramatiq:__paused_queues__") == set()
 
 
