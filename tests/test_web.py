@@ -154,6 +154,9 @@ def test_api_bearer_token_requeue_and_audit_trail(web, redis_client):
     assert listed["total"] == 1 and listed["items"][0]["id"] == ident
     assert requests.post(f"{base}/api/dead-letters/{ident}/requeue", headers=headers).json() == {"requeued": [ident]}
     assert requests.post(f"{base}/api/dead-letters/{ident}/requeue", headers=headers).status_code == 409
+    assert requests.get(f"{base}/api/dead-letters", headers=headers).json()["total"] == 0  # dead ones by default
+    every_state = requests.get(f"{base}/api/dead-letters?state=", headers=headers).json()  # "any": was read as dead
+    assert [(d["id"], d["state"]) for d in every_state["items"]] == [(ident, "requeued")]
     assert redis_client.llen("dramatiq:tests") == 1  # the message is back on its queue
     audit = requests.get(f"{base}/api/audit", headers=headers).json()
     assert [(a["action"], a["count"]) for a in audit] == [("requeue", 0), ("requeue", 1)]
