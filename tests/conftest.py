@@ -147,15 +147,15 @@ def sender(redis_url: str) -> Callable[..., str]:
 
 @pytest.fixture()
 def start_web(worker_env: dict[str, str]) -> Iterator[Callable[..., tuple[str, dict[str, str]]]]:
-    """Starts a real `worker web` on a free port, on the tests' database, with ``extra`` settings; returns
-    (base URL, env).  Every one started is stopped at the end of the test."""
+    """Starts a real `worker web` on a free port, on the tests' database, with ``args`` and ``extra``
+    settings; returns (base URL, env).  Every one started is stopped at the end of the test."""
     processes: list[subprocess.Popen] = []
 
-    def start(**extra: str) -> tuple[str, dict[str, str]]:
+    def start(*args: str, **extra: str) -> tuple[str, dict[str, str]]:
         port = free_port()
         env = {**worker_env, "WEB_PASSWORD": WEB_PASSWORD, "WEB_API_TOKEN": WEB_TOKEN, "WEB_PORT": str(port), **extra}
         assert run_cli(env, "migrate").returncode == 0
-        processes.append(subprocess.Popen([str(BIN / "worker"), "web"], cwd=ROOT, env=env,
+        processes.append(subprocess.Popen([str(BIN / "worker"), "web", *args], cwd=ROOT, env=env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         base = f"http://127.0.0.1:{port}"
 

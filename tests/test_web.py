@@ -190,6 +190,18 @@ def test_refuses_to_start_without_credentials_unless_insecure_local(worker_env):
     assert run_cli(env_public, "web", "--insecure-local", timeout=20).returncode == 2
 
 
+def test_insecure_local_needs_no_login_but_still_the_csrf_token(start_web):
+    base, env = start_web("--insecure-local", WEB_PASSWORD="", WEB_API_TOKEN="")
+    ident = _dead_letter(env)
+    local = requests.Session()
+    page = local.get(f"{base}/dead-letters")
+    assert page.status_code == 200 and "local (operator)" in page.text
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    assert local.post(f"{base}/dead-letters/{ident}/requeue").status_code == 403
+    assert local.post(f"{base}/dead-letters/{ident}/requeue", data={"csrf": csrf}).status_code == 200
+    assert json.loads(run_cli(env, "dlq", "audit", "--json").stdout)[0]["who"] == "local@127.0.0.1"
+
+
 @pytest.fixture()
 def chromium_path() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
