@@ -127,8 +127,11 @@ def test_the_home_is_the_overview_and_every_answer_carries_the_security_headers(
     offsite = requests.post(f"{base}/login", data={"user": "admin", "password": PASSWORD, "next": "//evil.example/"},
                             allow_redirects=False)
     assert offsite.status_code == 303 and offsite.headers["Location"] == "/"
+    kept = session.cookies.get("worker_session")  # a copy of the cookie, as a stolen one would be
     assert session.post(f"{base}/logout", data={"csrf": csrf}, allow_redirects=False).status_code == 303
     assert session.get(f"{base}/", allow_redirects=False).status_code == 303  # the cookie is gone
+    replayed = requests.get(f"{base}/", cookies={"worker_session": kept}, allow_redirects=False)
+    assert replayed.status_code == 303  # and its copy opens nothing: logging out revoked the session
 
 
 def json_list(text: str) -> list:

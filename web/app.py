@@ -64,8 +64,8 @@ def create_app(services: Services) -> Flask:
         proxied = auth.proxied(request.headers, remote)
         if proxied is not None:
             return proxied
-        user = session.get("user")
-        if not isinstance(user, str):
+        user, session_id = session.get("user"), session.get("id")
+        if not isinstance(user, str) or not isinstance(session_id, str) or services.session_revoked(session_id):
             return None
         # a named user's role is read again on every request: a removal or a demotion applies at once
         role = role_of(user) if session.get("named") else "operator"
@@ -148,12 +148,14 @@ def create_app(services: Services) -> Flask:
             return render_template("login.html", error="Wrong user or password.", user=user, next=target), 401
         session.clear()  # a new session (and CSRF token) for each login: nothing fixed before it survives
         session.permanent = True
-        session.update(user=user, named=role_of(user) is not None)
+        session.update(user=user, named=role_of(user) is not None, id=secrets.token_urlsafe(16))
         logger.info("dashboard login by %s (%s) from %s", user, role, request.remote_addr)
         return see_other(target)
 
     @app.post("/logout", endpoint="logout")
     def logout() -> Response:
+        if isinstance(session.get("id"), str):
+            services.revoke_session(session["id"], int(app.permanent_session_lifetime.total_seconds()))
         session.clear()
         return see_other("/login")
 

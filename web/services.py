@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -12,6 +13,7 @@ from web.auth import Authenticator
 from web.health import HealthChecks
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+REVOKED_SESSIONS = "dramatiq:__web_revoked__"  # session id -> when its cookie would have expired
 
 
 class Services:
@@ -56,6 +58,18 @@ class Services:
             settings = get_settings()
             self._limiter_client = make_redis_client(settings, settings.ratelimit_url)
         return self._limiter_client
+
+    def revoke_session(self, session_id: str, lifetime_s: int) -> None:
+        """Logging out ends the session on every replica, even for a copy of its cookie kept elsewhere."""
+        now = time.time()
+        pipe = self.limiter_client.pipeline(transaction=False)
+        pipe.zremrangebyscore(REVOKED_SESSIONS, "-inf", now)  # those whose cookies have expired anyway
+        pipe.zadd(REVOKED_SESSIONS, {session_id: now + lifetime_s})
+        pipe.expire(REVOKED_SESSIONS, lifetime_s)
+        pipe.execute()
+
+    def session_revoked(self, session_id: str) -> bool:
+        return self.limiter_client.zscore(REVOKED_SESSIONS, session_id) is not None
 
     def redis_broker(self, queue: str) -> Any:
         """The Redis broker, if ``queue`` is one the contracts or a worker of the fleet declared; else None."""
