@@ -2,7 +2,8 @@
 
 Hooks: ``after_process_boot`` (this worker process stops when its Dramatiq
 main process dies, however it dies: supervision.die_with_parent; SIGUSR1
-prints every thread's stack),
+prints every thread's stack), ``before_worker_boot`` (registers this
+process's queues before any consumer can fetch from them),
 ``after_worker_boot`` (starts the maintenance thread),
 ``after_worker_shutdown`` (stops it), ``before_process_message`` (marks the
 message started, so a worker death while running it counts as a crash),
@@ -70,6 +71,15 @@ class Recovery(Middleware):
         # `kill -USR1 <pid>` prints every thread's stack to the real stderr (Dramatiq's log pipe is framed,
         # raw bytes would corrupt it): what a stuck worker process is waiting for.
         faulthandler.register(signal.SIGUSR1, file=sys.__stderr__ or sys.stderr, all_threads=True)
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Before any consumer starts: a queue must be in the registry before this process can hold one of its
+        # messages, or a death before the first maintenance round would leave them to no one's recovery (and
+        # the dashboard would call the queue unknown).  The rounds keep registering, so a failure here waits.
+        try:
+            reliable(broker).register_queues()
+        except Exception as exc:  # noqa: BLE001 - Redis down at boot: the consumers cannot fetch either
+            logger.warning("Could not register this process's queues before starting: %s", exc)
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from dramatiq.worker import WorkerThread
