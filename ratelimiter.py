@@ -58,19 +58,6 @@ return 1
 """
 
 
-def granted_prefix(namespace: str, upstream: str) -> str:
-    return f"{namespace}:__granted__.{upstream}"
-
-
-def rate_used(client: redis.Redis, upstream: str, *, namespace: str = "dramatiq", seconds: int = 60) -> float:
-    """Requests per second the fleet was granted to ``upstream`` over the last ``seconds`` (whole 10 s
-    buckets of Redis time, the current partial one left out), as the limiter counted them."""
-    now, _micro = client.time()
-    current = int(now) // 10
-    buckets = [f"{granted_prefix(namespace, upstream)}.{b}" for b in range(current - seconds // 10, current)]
-    return sum(int(n) for n in client.mget(buckets) if n) / (len(buckets) * 10)
-
-
 def limiter_of(broker: Any) -> RateLimiter:
     """The fleet's limiter of ``broker`` (attached at process boot by middleware.ratelimit)."""
     limiter: RateLimiter | None = getattr(broker, "rate_limiter", None)
@@ -125,8 +112,9 @@ class RateLimiter:
         self._lease = client.register_script(_LEASE)
 
     def _keys(self, upstream: str) -> list[str]:
+        """The GCRA state, the fleet pause, and the prefix of the granted-per-10-s counters of ``upstream``."""
         return [f"{self.namespace}:__ratelimit__.{upstream}", f"{self.namespace}:__pause__.{upstream}",
-                granted_prefix(self.namespace, upstream)]
+                f"{self.namespace}:__granted__.{upstream}"]
 
     def try_acquire(self, upstream: str) -> tuple[bool, int, bool]:
         limit = self.limits[upstream]
@@ -176,6 +164,15 @@ class RateLimiter:
     def pause_reason(self, upstream: str) -> str | None:
         value = self.client.get(self._keys(upstream)[1])
         return value.decode() if isinstance(value, bytes) else value
+
+    def rate_used(self, upstream: str, seconds: int = 60) -> float:
+        """Requests per second the fleet was granted to ``upstream`` over the last ``seconds`` (whole 10 s
+        buckets of Redis time, the current partial one left out), as the GCRA script counted them."""
+        now, _micro = self.client.time()
+        current = int(now) // 10
+        prefix = self._keys(upstream)[2]
+        buckets = [f"{prefix}.{b}" for b in range(current - seconds // 10, current)]
+        return sum(int(n) for n in self.client.mget(buckets) if n) / (len(buckets) * 10)
 
     # --- concurrency leases ------------------------------------------------------------
     def lease(self, name: str, holder: str, limit: int, lease_ms: int) -> bool:

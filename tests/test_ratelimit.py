@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from ratelimiter import Limit, RateLimited, RateLimiter, rate_used
+from ratelimiter import Limit, RateLimited, RateLimiter
 from tests.support.helpers import run_cli, wait_for
 
 
@@ -40,9 +40,10 @@ def test_the_rate_used_counts_every_grant_of_the_last_minute_and_no_refusal(limi
     assert granted == 3 + 9  # the burst of 3 is granted, the next two refused
     last_bucket = int(redis_client.time()[0]) // 10  # the grants are in this 10 s bucket or the one before
     wait_for(lambda: int(redis_client.time()[0]) // 10 > last_bucket, 12, 0.2, "the 10 s bucket closed")
-    assert rate_used(redis_client, "burst", namespace="wtest") == pytest.approx(3 / 60)
-    assert rate_used(redis_client, "up", namespace="wtest") == pytest.approx(9 / 60)
-    assert rate_used(redis_client, "up", namespace="wtest", seconds=20) == pytest.approx(9 / 20)
+    reader = RateLimiter(redis_client, {}, namespace="wtest")  # another process's view, as the dashboard's
+    assert reader.rate_used("burst") == pytest.approx(3 / 60)
+    assert reader.rate_used("up") == pytest.approx(9 / 60)
+    assert reader.rate_used("up", seconds=20) == pytest.approx(9 / 20)
 
 
 def test_pause_is_fleet_wide_and_raises_without_waiting(limiter: RateLimiter, redis_client: redis.Redis):
@@ -75,3 +76,16 @@ def test_paused_upstream_defers_messages_without_spending_attempts(worker_env, s
     assert redis_client.llen("wtest:done") == 0  # nothing ran while paused
     wait_for(lambda: redis_client.llen("wtest:done") == 5, 30, what="messages after the pause")
     assert run_cli(env, "dlq", "list", "--json").stdout.strip() == "[]"
+
+
+def test_the_metrics_say_which_upstream_is_paused_and_which_for_its_credentials(redis_client: redis.Redis):
+    from web.metrics import BrokerCollector
+
+    limiter = RateLimiter(redis_client, {}, namespace="wtest")
+    limiter.pause("kommo", 5000, "401: the long-lived token was rejected", quiet=True)
+    limiter.pause("openrouter", 5000, "429 Retry-After: 5", quiet=True)
+    gauges = {(m.name, s.labels["upstream"]): s.value
+              for m in BrokerCollector(None, "wtest", spend_client=redis_client).collect()
+              if m.name in ("worker_upstream_paused", "worker_upstream_auth_failed") for s in m.samples}
+    assert gauges == {("worker_upstream_paused", "openrouter"): 1, ("worker_upstream_paused", "kommo"): 1,
+                      ("worker_upstream_auth_failed", "openrouter"): 0, ("worker_upstream_auth_failed", "kommo"): 1}

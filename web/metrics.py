@@ -117,11 +117,14 @@ class BrokerCollector(Collector):
                                  "the credentials", labels=["upstream"])
         pauses = self.spend_client if self.spend_client is not None else self.client
         if pauses is not None:
+            from ratelimiter import RateLimiter
+
+            limiter = RateLimiter(pauses, {}, namespace=self.ns)  # a reader: it takes no slot
             try:
-                reasons = pauses.mget([f"{self.ns}:__pause__.{upstream}" for upstream in UPSTREAMS])
-                for upstream, reason in zip(UPSTREAMS, reasons, strict=True):
+                for upstream in UPSTREAMS:
+                    reason = limiter.pause_reason(upstream)
                     paused.add_metric([upstream], 0 if reason is None else 1)
-                    auth.add_metric([upstream], 1 if reason is not None and reason.startswith(b"401") else 0)
+                    auth.add_metric([upstream], 1 if reason is not None and reason.startswith("401") else 0)
             except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is down
                 pass
         yield from (depth, delayed, inflight, oldest, queue_paused, paused, auth)

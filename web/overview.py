@@ -43,15 +43,14 @@ def workers(client: Any, ns: str, silent_after_s: float) -> list[dict[str, Any]]
 
 def upstreams(client: Any, ns: str, settings: Settings) -> dict[str, dict[str, Any]]:
     from budgets import spend_key
-    from ratelimiter import rate_used
+    from ratelimiter import RateLimiter
 
+    limiter = RateLimiter(client, {}, namespace=ns)  # a reader: it takes no slot
     out: dict[str, dict[str, Any]] = {}
     for upstream in UPSTREAMS:
-        key = f"{ns}:__pause__.{upstream}"
-        ttl, reason = client.pttl(key), client.get(key)
-        out[upstream] = {"paused_for_seconds": round(max(0, ttl or 0) / 1000, 1),
-                         "pause_reason": reason.decode() if isinstance(reason, bytes) else reason,
-                         "rate_used_rps": round(rate_used(client, upstream, namespace=ns), 2)}
+        out[upstream] = {"paused_for_seconds": round(limiter.paused_for(upstream) / 1000, 1),
+                         "pause_reason": limiter.pause_reason(upstream),
+                         "rate_used_rps": round(limiter.rate_used(upstream), 2)}
     spent = client.get(spend_key(ns, "openrouter", datetime.now(UTC)))
     out["openrouter"].update({"spend_today_usd": round(float(spent), 6) if spent else 0.0,
                               "daily_budget_usd": settings.openrouter_daily_budget_usd,
