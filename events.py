@@ -27,6 +27,8 @@ from worker_contracts.events import SIGNATURE_HEADER, sign  # one signature, for
 from database import OutboxEvent, session, utcnow
 
 logger = logging.getLogger(__name__)
+
+
 def encode(body: dict[str, object]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 

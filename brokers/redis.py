@@ -44,7 +44,6 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
@@ -61,13 +60,13 @@ from redis.retry import Retry
 
 from brokers.groupcommit import GroupCommit
 from brokers.hooks import DefinedHooksDispatch
+from brokers.lua import SCRIPTS
 from brokers.settle import DeadLetterSink, dead_letter_of, get_successor
 from outcome import PENDING_DEAD_LETTER, Dead, Successor, kill
 
 if TYPE_CHECKING:
     from ratelimiter import RateLimiter
 
-_LUA = {p.stem: p.read_bytes() for p in (Path(__file__).parent / "lua").glob("*.lua")}
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 PAUSE_READ_S = 1.0  # a pause or resume reaches every consumer within this (plus one fetch)
 # One operation of lua/batch.lua: kind, queue, id, successor queue, successor id, successor payload.
@@ -107,7 +106,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         self.can_block = True
         self.dead_letter_sink: DeadLetterSink | None = None
         self.rate_limiter: RateLimiter | None = None  # set by middleware.ratelimit at process boot
-        self.reliable_scripts = {name: self.client.register_script(src) for name, src in _LUA.items()}
+        self.reliable_scripts = {name: self.client.register_script(src) for name, src in SCRIPTS.items()}
         # Ids a closing consumer could not give back (Redis unreachable), by queue; the next consumer retries.
         self.orphans: dict[str, set[str]] = {}
         self.orphans_lock = threading.Lock()

@@ -21,17 +21,10 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware
 
+from brokers.lua import SCRIPTS
 from events import EventDispatcher
 
 logger = logging.getLogger(__name__)
-
-
-_LEASE = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
-return 1
-"""
 
 
 class EventDelivery(Middleware):
@@ -53,7 +46,7 @@ class EventDelivery(Middleware):
         self.stop_event.clear()
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         dispatcher = EventDispatcher(self.url, self.secret, timeout_s=min(5.0, self.lease_s / 6))
-        lease = self.client.register_script(_LEASE)
+        lease = self.client.register_script(SCRIPTS["lease"])  # the brokers' take-or-renew lease
         threading.Thread(target=self._loop, args=(lease, dispatcher), name="worker-events", daemon=True).start()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
