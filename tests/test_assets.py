@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import shutil
 import sqlite3
 import statistics
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from actors.assets.fetch import FetchPolicy, ForbiddenSource, check_url, fetched
 from errors import PermanentError
 from tests.support import adversarial as adv
 from tests.support.helpers import ROOT, run_cli, wait_for
+from tests.support.httpserver import QuietHandler, serve, stop
 
 CORPUS = ROOT.parent / "shared" / "corpus"
 TERMINAL = {"extracted", "failed"}
@@ -244,7 +243,7 @@ def test_plain_http_needs_a_setting(tmp_path):
         check_url("http://example.com/x", _policy(str(tmp_path)))
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     def do_GET(self) -> None:  # noqa: N802
         if self.path == "/redirect":
             self.send_response(302)
@@ -265,16 +264,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"hello")
 
-    def log_message(self, *args: object) -> None:
-        return None
-
 
 @pytest.fixture()
 def local_http():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve(_Handler)
     yield f"http://localhost:{server.server_port}"
-    server.shutdown()
+    stop(server)
 
 
 def test_fetch_checks_every_redirect_hop_and_caps_bytes(local_http, tmp_path):

@@ -233,12 +233,12 @@ def test_otlp_receiver_gets_send_and_process_spans_of_one_trace_from_two_process
 
 def test_sentry_envelope_reaches_a_fake_dsn_without_secrets(worker_env, start_worker, sender):
     import gzip
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.support.httpserver import QuietHandler, serve, stop
 
     received: list[bytes] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if self.headers.get("Content-Encoding") == "gzip":
@@ -251,11 +251,7 @@ def test_sentry_envelope_reaches_a_fake_dsn_without_secrets(worker_env, start_wo
             self.send_response(200)
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve(Handler)
     secret = "kommo-hook-secret-XYZ"
     env = {**worker_env, "SENTRY_DSN": f"http://publickey@127.0.0.1:{server.server_port}/1",
            "KOMMO_WEBHOOK_TOKEN": secret}
@@ -267,7 +263,7 @@ def test_sentry_envelope_reaches_a_fake_dsn_without_secrets(worker_env, start_wo
         assert secret.encode() not in envelope
         assert b"[Filtered]" in envelope
     finally:
-        server.shutdown()
+        stop(server)
 
 
 def test_worker_over_its_memory_cap_is_replaced_without_losing_a_message(worker_env, start_worker, sender,

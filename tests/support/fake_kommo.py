@@ -26,9 +26,10 @@ import socket
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support.httpserver import QuietHandler, serve, stop
 
 NGINX_403 = (b"<html>\r\n<head><title>403 Forbidden</title></head>\r\n<body>\r\n<center><h1>403 Forbidden</h1>"
              b"</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
@@ -57,7 +58,7 @@ class FakeKommo:
         self.lock = threading.Lock()
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _handle(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
@@ -85,9 +86,6 @@ class FakeKommo:
             def do_PATCH(self) -> None:  # noqa: N802
                 self._handle("PATCH")
 
-            def log_message(self, *args: object) -> None:
-                return None
-
         class HangingHandler(Handler):
             def _handle(self, method: str) -> None:
                 if method == "POST" and re.fullmatch(r"/api/v4/(leads|contacts)", self.path) and \
@@ -109,10 +107,8 @@ class FakeKommo:
                     return
                 super()._handle(method)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), HangingHandler)
-        self.server.daemon_threads = True
+        self.server = serve(HangingHandler)
         self.base_url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     # --- request handling --------------------------------------------------------------
     def handle(self, method: str, path: str, headers: Any, raw: bytes) -> tuple[int, Any, str]:
@@ -252,5 +248,4 @@ class FakeKommo:
             return [r for r in self.requests if r[2] != "/oauth2/access_token"]
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        stop(self.server)

@@ -19,8 +19,10 @@ import re
 import threading
 import time
 from collections import Counter, deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.httpserver import QuietHandler, serve, stop
 
 
 class FakeOpenRouter:
@@ -38,7 +40,7 @@ class FakeOpenRouter:
         self.lock = threading.Lock()
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802
                 if self.path.rstrip("/") in ("/api/v1/key", "/api/v1/auth/key"):
                     if not fake._authorised(self):
@@ -54,13 +56,8 @@ class FakeOpenRouter:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 fake._chat(self, body)
 
-            def log_message(self, *args: object) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = serve(Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_port}/api/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def _authorised(self, handler: BaseHTTPRequestHandler) -> bool:
         return handler.headers.get("Authorization") == f"Bearer {self.key}"
@@ -153,5 +150,4 @@ class FakeOpenRouter:
             return list(self.requests)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        stop(self.server)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.support.httpserver import QuietHandler, serve, stop
 
 
 class RateCheckingUpstream:
@@ -19,7 +20,7 @@ class RateCheckingUpstream:
         self.lock = threading.Lock()
         upstream = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802
                 now = time.monotonic()
                 with upstream.lock:
@@ -36,13 +37,8 @@ class RateCheckingUpstream:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: object) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = serve(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stats(self) -> dict[str, float]:
         with self.lock:
@@ -53,5 +49,4 @@ class RateCheckingUpstream:
                 "achieved_rps": (len(ok) - 1) / span if span else 0.0}
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        stop(self.server)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.support.httpserver import QuietHandler, serve, stop
 
 
 class GatedOrigin:
@@ -18,7 +19,7 @@ class GatedOrigin:
         self.lock = threading.Lock()
         origin = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802
                 name = self.path.rsplit("/", 1)[-1]
                 with origin.lock:
@@ -37,13 +38,8 @@ class GatedOrigin:
                 except OSError:  # the worker that asked was killed meanwhile
                     pass
 
-            def log_message(self, *args: object) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = serve(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/doc"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def hold(self, *names: str) -> None:
         with self.lock:
@@ -62,5 +58,4 @@ class GatedOrigin:
 
     def close(self) -> None:
         self.release(*list(self.gates))
-        self.server.shutdown()
-        self.server.server_close()
+        stop(self.server)
