@@ -85,10 +85,12 @@ def test_killing_the_worker_after_kommo_accepted_creates_no_duplicate_note(crm_e
     assert len(kommo.store["notes"]) == 1
 
 
+@pytest.mark.alone
 def test_burst_of_100_notes_gets_no_429(crm_env, start_worker, redis_client, kommo):
     # The fake stamps each request when its handler thread runs; on two busy cores that lags by tens of ms,
     # and at 0.95 x 7 req/s 50 ms of lag puts 8 stamps in one second (a 429 seen in CI runs).  The fleet is
-    # held at 6.5 x 0.95 here: 134 ms of slack, the margin docs/operations.rst advises against network jitter.
+    # held at 6.5 x 0.95 here: 134 ms of slack, the margin docs/operations.rst advises against network jitter;
+    # and the test runs alone (`alone`): beside another test's workers, 134 ms was still not enough once in ~7 runs.
     start_worker(env={**crm_env, "KOMMO_RPS": "6.5"}, processes=2, threads=8)
     sender = Sender(redis_client)
     for i in range(100):

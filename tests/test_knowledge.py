@@ -98,6 +98,7 @@ def test_rate_limited_429_storm_and_402_pause_dead_letter_nothing(knowledge_env,
     assert record["knowledge_error_code"] is None
 
 
+@pytest.mark.alone
 def test_two_processes_never_exceed_the_configured_rate(knowledge_env, start_worker, redis_client, fake):
     fake.rate_limit = 20  # the fake answers 429 above 20 requests in any second
     # 18.5 x 0.95 req/s: slack for the lag of the fake's own timestamps on busy cores (see test_crm's burst test)
