@@ -16,7 +16,7 @@ import pytest
 import requests
 from dramatiq.message import Message
 
-from tests.support.helpers import ROOT, free_port, run_cli, wait_for
+from tests.support.helpers import ROOT, db_query, free_port, run_cli, wait_for
 from tests.support.helpers import WEB_PASSWORD as PASSWORD
 from tests.support.helpers import WEB_TOKEN as TOKEN
 
@@ -132,6 +132,19 @@ def test_the_home_is_the_overview_and_every_answer_carries_the_security_headers(
     assert session.get(f"{base}/", allow_redirects=False).status_code == 303  # the cookie is gone
     replayed = requests.get(f"{base}/", cookies={"worker_session": kept}, allow_redirects=False)
     assert replayed.status_code == 303  # and its copy opens nothing: logging out revoked the session
+
+
+def test_an_unexpected_error_answers_500_json_under_api_and_text_on_pages_and_the_server_stays_up(web):
+    base, env = web
+    session, _ = _login(base)
+    db_query(env, "drop table audit_entry")  # a real fault: the audit trail's table is gone
+    api = requests.get(f"{base}/api/audit", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert api.status_code == 500 and api.json() == {"error": "internal error; see the dashboard logs"}
+    page = session.get(f"{base}/audit")
+    assert page.status_code == 500 and page.headers["Content-Type"].startswith("text/plain")
+    assert "Traceback" not in page.text and "audit_entry" not in page.text  # nothing of the internals leaks
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert session.get(f"{base}/dead-letters").status_code == 200  # one bad request did not take the server down
 
 
 def json_list(text: str) -> list:

@@ -117,6 +117,8 @@ def create_app(services: Services) -> Flask:
     @app.errorhandler(Exception)
     def internal_error(error: Exception) -> Response:  # one bad request must not take the server down
         logger.exception("dashboard error on %s %s", request.method, request.path)
+        if request.path.startswith("/api/"):  # an API client parses JSON, whatever went wrong
+            return json_response({"error": "internal error; see the dashboard logs"}, 500)
         return text("Internal error; see the dashboard logs.", 500)
 
     @app.get("/healthz", endpoint="live")

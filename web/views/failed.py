@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, render_template, request
@@ -110,11 +111,15 @@ def act_bulk() -> Response | str:
     return text("Unknown action", 400)
 
 
+def audit_rows() -> list[dict[str, Any]]:
+    """The last 500 audit entries, newest first (the page and the API show the same)."""
+    return [{"at": iso(a.at), "who": a.who, "action": a.action, "count": a.count, "target": a.target,
+             "detail": a.detail} for a in services().store.audit(limit=500)]
+
+
 @blueprint.get("/audit")
 def audit_page() -> str:
-    rows = [{"at": iso(a.at), "who": a.who, "action": a.action, "count": a.count, "target": a.target}
-            for a in services().store.audit(limit=500)]
-    return render_template("audit.html", nav="audit", rows=rows)
+    return render_template("audit.html", nav="audit", rows=audit_rows())
 
 
 @blueprint.get("/api/dead-letters")
@@ -144,5 +149,4 @@ def api_requeue(ident: int) -> Response:
 
 @blueprint.get("/api/audit")
 def api_audit() -> Response:
-    return json_response([{"at": iso(a.at), "who": a.who, "action": a.action, "count": a.count,
-                           "target": a.target, "detail": a.detail} for a in services().store.audit(limit=500)])
+    return json_response(audit_rows())
