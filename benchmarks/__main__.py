@@ -521,13 +521,13 @@ def overview() -> list[dict[str, Any]]:
     template, JSON; no network), over PostgreSQL with 10,000 dead letters and 100,000 assets."""
     import socket
 
-    from brokers import build_broker
     from settings import get_settings
     from tests.support.helpers import pg_schema_url
-    from web.app import create_app
-    from web.auth import Authenticator
-    from web.health import HealthChecks
-    from web.services import Services
+    from worker_service.brokers import build_broker
+    from worker_service.web.app import create_app
+    from worker_service.web.auth import Authenticator
+    from worker_service.web.health import HealthChecks
+    from worker_service.web.services import Services
 
     pg = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
     try:
@@ -535,7 +535,15 @@ def overview() -> list[dict[str, Any]]:
     except OSError:
         return [{"benchmark": "overview", "variant": "skipped", "value": "-", "unit": "",
                  "notes": "no PostgreSQL on 127.0.0.1:5432"}]
-    from database import Asset, DeadLetter, database_proxy, init_database, migrate, session, utcnow
+    from worker_service.database import (
+        Asset,
+        DeadLetter,
+        database_proxy,
+        init_database,
+        migrate,
+        session,
+        utcnow,
+    )
 
     url = pg_schema_url(pg, "wbench_overview")
     init_database(url)
@@ -599,8 +607,8 @@ def extraction() -> list[dict[str, Any]]:
     """PDF corpus pages/s through process_asset (everything counted) vs pdfplumber extract_text + page.close()."""
     from worker_contracts import Sender
 
-    from groups import usable_cpus
-    from sandbox import HardLimitPool
+    from worker_service.runtime.hardlimit import HardLimitPool
+    from worker_service.runtime.worker_groups import usable_cpus
 
     files = sorted(CORPUS.glob("*.pdf"))
     limits = {"max_pdf_pages": 2000}
@@ -609,7 +617,7 @@ def extraction() -> list[dict[str, Any]]:
     started = time.monotonic()
     for path in files:
         try:
-            pages += pool.run("extraction:extract", str(path), "pdf", limits, timeout_s=60,
+            pages += pool.run("worker_service.assets.extraction:extract", str(path), "pdf", limits, timeout_s=60,
                               memory_mb=1024)["pages"] or 0
         except Exception:  # noqa: BLE001 - encrypted files
             continue

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from dramatiq.middleware import CurrentMessage, Middleware, TimeLimit
 
-from brokers import make_redis_client
 from middleware.context import LogContext
 from middleware.deadletters import DeadLetters
-from middleware.events import EventDelivery
+from middleware.hardlimit import PrewarmChildren
 from middleware.liveness import Liveness
 from middleware.metrics import Metrics
-from middleware.prewarm import PrewarmChildren
+from middleware.outcome_events import EventDelivery
 from middleware.queuepause import QueuePause
 from middleware.ratelimit import RateLimit
 from middleware.reconciliation import Reconciliation
@@ -33,12 +32,13 @@ from middleware.status import StatusTracking
 from middleware.throughput import Throughput
 from middleware.tracing import Tracing
 from middleware.validation import Validation
-from ratelimiter import Limit, RateLimiter
 from settings import Settings
+from worker_service.brokers import make_redis_client
+from worker_service.ratelimit import Limit, RateLimiter
 
 
 def build_stack(settings: Settings) -> list[Middleware]:
-    from telemetry import tracing_enabled
+    from worker_service.observability.telemetry import tracing_enabled
 
     # Tracing only when OTEL_* asks for it: no-op spans still cost ~10 % of a no-op message.
     tracing: list[Middleware] = [Tracing()] if tracing_enabled() else []

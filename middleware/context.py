@@ -15,8 +15,8 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from logsetup import reset_message_context, set_message_context
-from outcome import state_of
+from worker_service.observability.logs import reset_message_context, set_message_context
+from worker_service.outcome import state_of
 
 
 class LogContext(Middleware):

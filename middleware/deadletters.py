@@ -24,10 +24,10 @@ from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 
-from brokers.settle import reliable
-from database import DeadLetter, session, tracks
-from dead_letter_store import ERROR_TYPES, ms_to_dt
-from outcome import PENDING_DEAD_LETTER, Dead, Successor
+from worker_service.brokers.settle import reliable
+from worker_service.database import DeadLetter, session, tracks
+from worker_service.deadletters import ERROR_TYPES, ms_to_dt
+from worker_service.outcome import PENDING_DEAD_LETTER, Dead, Successor
 
 logger = logging.getLogger(__name__)
 PENDING_RETRY_MS = 10_000
@@ -96,7 +96,7 @@ class DeadLetters(Middleware):
             return False
 
     def record_raw(self, queue: str, body: bytes, error_type: str, error_message: str) -> None:
-        from brokers.redis import encode_raw_body
+        from worker_service.brokers.redis import encode_raw_body
 
         with session(transaction=True):
             DeadLetter.create(message_id="", queue=queue.removesuffix(".DQ"), actor="", args=[], kwargs={},

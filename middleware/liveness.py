@@ -28,7 +28,7 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from observability import record_heartbeat
+from worker_service.observability.metrics import record_heartbeat
 
 logger = logging.getLogger(__name__)
 

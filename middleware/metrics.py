@@ -16,8 +16,8 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from observability import DURATION, IN_PROGRESS, MESSAGES, serve
-from outcome import Dead, Deferred, Retrying, Skipped, Succeeded, outcome_of, state_of
+from worker_service.observability.metrics import DURATION, IN_PROGRESS, MESSAGES, serve
+from worker_service.outcome import Dead, Deferred, Retrying, Skipped, Succeeded, outcome_of, state_of
 
 _LABELS: dict[type, str] = {Succeeded: "done", Skipped: "skipped", Retrying: "retried", Deferred: "deferred",
                             Dead: "dead"}

@@ -14,8 +14,8 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, SkipMessage
 
-from brokers.settle import reliable
-from outcome import defer
+from worker_service.brokers.settle import reliable
+from worker_service.outcome import defer
 
 PUT_BACK_MS = 2_000
 

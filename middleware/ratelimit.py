@@ -31,9 +31,9 @@ import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, SkipMessage
 
-from brokers.settle import reliable
-from outcome import defer, state_of
-from ratelimiter import RateLimiter
+from worker_service.brokers.settle import reliable
+from worker_service.outcome import defer, state_of
+from worker_service.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 

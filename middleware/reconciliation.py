@@ -21,7 +21,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware
 
-from reconciler import Reconciler
+from worker_service.reconciliation import Reconciler
 
 logger = logging.getLogger(__name__)
 

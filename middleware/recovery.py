@@ -44,9 +44,9 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from brokers.settle import reliable
-from observability import rss_bytes
-from supervision import die_with_parent
+from worker_service.brokers.settle import reliable
+from worker_service.observability.metrics import rss_bytes
+from worker_service.runtime.supervision import die_with_parent
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from observability import RSS_LIMIT, rss_bytes
+from worker_service.observability.metrics import RSS_LIMIT, rss_bytes
 
 logger = logging.getLogger(__name__)
 

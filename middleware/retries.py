@@ -44,8 +44,8 @@ from dramatiq.broker import MessageProxy
 from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware, SkipMessage
 
-from errors import HardTimeout, SkipWork, Verdict, classify
-from outcome import (
+from worker_service.errors import HardTimeout, SkipWork, Verdict, classify
+from worker_service.outcome import (
     Dead,
     Retrying,
     Skipped,

@@ -31,10 +31,10 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, SkipMessage
 
-from brokers.settle import get_successor, set_successor
-from database import DatabaseUnavailable, session, tracks, utcnow
-from database.tracks import Track
-from outcome import Retrying, Skipped, Succeeded, attempt_number, defer, outcome_of, state_of
+from worker_service.brokers.settle import get_successor, set_successor
+from worker_service.database import DatabaseUnavailable, session, tracks, utcnow
+from worker_service.database.tracks import Track
+from worker_service.outcome import Retrying, Skipped, Succeeded, attempt_number, defer, outcome_of, state_of
 
 logger = logging.getLogger(__name__)
 DB_RETRY_MS = 5_000

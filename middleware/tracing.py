@@ -25,8 +25,8 @@ from dramatiq.middleware import Middleware
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from logsetup import reset_message_context, set_message_context
-from outcome import outcome_of, state_of
+from worker_service.observability.logs import reset_message_context, set_message_context
+from worker_service.outcome import outcome_of, state_of
 
 tracer = trace.get_tracer("worker.dramatiq")
 OPTION = "trace_context"

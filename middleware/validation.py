@@ -21,8 +21,8 @@ from worker_contracts.payloads import CONTRACT_VERSION, CONTRACTS
 from worker_contracts.sender import InvalidPayload as SenderInvalidPayload
 from worker_contracts.sender import validate_payload
 
-from errors import InvalidPayload
-from outcome import Dead, kill
+from worker_service.errors import InvalidPayload
+from worker_service.outcome import Dead, kill
 
 logger = logging.getLogger(__name__)
 

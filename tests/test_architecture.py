@@ -1,22 +1,34 @@
-"""The structure stays easy to learn: middleware/ holds middleware only, nothing below it imports it, no cycles.
+"""The structure stays easy to learn (docs/architecture.rst states these rules).
 
-Unit: reads the source with ast, imports nothing of the service.
+* The wheel's top-level import names are exactly ``actors``, ``middleware``, ``settings`` and ``worker_service``.
+* ``middleware/`` holds middleware classes only; ``actors/`` holds actors only.
+* Only the composition roots (``actors``, ``worker_service.runtime.bootstrap``) import ``middleware``.
+* No import cycles at module level.
+* Importing any module of ``worker_service`` has no side effects (fresh interpreter, no settings, no services).
+* The code a hard-limited extraction child runs imports none of the service's machinery.
+* ``worker_contracts`` (its own distribution) imports nothing of the worker.
+
+Unit: reads the source with ast; the purity test imports the package in a child interpreter.
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("actors", "brokers", "database", "middleware", "web")
+TOP_LEVEL = ("actors", "middleware", "settings", "worker_service")
+PACKAGES = ("actors", "middleware", "worker_service")
 CONTRACTS_DIST = ROOT / "worker-contracts"  # its own distribution: import name worker_contracts
+COMPOSITION_ROOTS = {"actors", "worker_service.runtime.bootstrap"}
 
 
 def _modules() -> dict[str, Path]:
-    found = {p.stem: p for p in ROOT.glob("*.py")}
+    found = {"settings": ROOT / "settings.py"}
     for base, package in [*((ROOT, p) for p in PACKAGES), (CONTRACTS_DIST, "worker_contracts")]:
         for path in (base / package).rglob("*.py"):
             parts = path.relative_to(base).with_suffix("").parts
@@ -42,6 +54,11 @@ def _imports(path: Path, *, top_level_only: bool) -> set[str]:
     return {n for n in names if n in MODULES}
 
 
+def test_the_repository_root_holds_no_other_python_module():
+    """Anything new goes into worker_service/: a loose top-level module would be a new top-level import name."""
+    assert sorted(p.name for p in ROOT.glob("*.py")) == ["settings.py"]
+
+
 def test_middleware_modules_hold_middleware_classes_only():
     offenders = []
     for name, path in MODULES.items():
@@ -57,12 +74,34 @@ def test_middleware_modules_hold_middleware_classes_only():
     assert offenders == []
 
 
-def test_only_the_composition_root_imports_middleware():
-    """Domain code, the CLI, the dashboard, the data layer and shared modules never reach into middleware/;
-    ``actors`` (it builds the broker and its stack) is the one place that does."""
+def test_actors_modules_declare_actors_and_nothing_else():
+    """Each domain's actors module: actor functions (decorated), their options, calls into the package."""
+    offenders = []
+    for name, path in MODULES.items():
+        if not name.startswith("actors."):
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef):
+                decorated = any("actor" in ast.unparse(d) for d in node.decorator_list)
+                if not decorated or len(node.body) > 3:
+                    offenders.append(f"{name}.{node.name}()")
+            elif isinstance(node, ast.ClassDef):
+                offenders.append(f"{name}.{node.name}")
+    assert offenders == []
+
+
+def test_only_the_composition_roots_import_middleware():
+    """Domain code, the CLI, the dashboard, the data layer and shared modules never reach into middleware/."""
     offenders = {name: sorted(i for i in _imports(path, top_level_only=False) if i.startswith("middleware"))
                  for name, path in MODULES.items()
-                 if not name.startswith("middleware") and name != "actors"}
+                 if not name.startswith("middleware") and name not in COMPOSITION_ROOTS}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_package_never_imports_the_actors():
+    """worker_service is what actors call; the arrow never points back (importing actors boots a worker)."""
+    offenders = {name: sorted(i for i in _imports(path, top_level_only=False) if i.split(".")[0] == "actors")
+                 for name, path in MODULES.items() if name.startswith(("worker_service", "middleware"))}
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
@@ -92,17 +131,62 @@ def test_no_import_cycles_at_module_level():
     assert cycles == []
 
 
+_PURITY_PROBE = r"""
+import importlib, json, os, pkgutil, socket, sys
+
+connections = []
+real_connect = socket.socket.connect
+def spy_connect(self, address):
+    connections.append(repr(address))
+    return real_connect(self, address)
+socket.socket.connect = spy_connect
+before = dict(os.environ)
+cwd_files = set(os.listdir("."))
+
+import worker_service
+imported, exits = [], []
+for info in pkgutil.walk_packages(worker_service.__path__, "worker_service."):
+    try:
+        importlib.import_module(info.name)
+        imported.append(info.name)
+    except SystemExit as exc:
+        exits.append(f"{info.name}: exit {exc.code}")
+changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
+print(json.dumps({"imported": imported, "exits": exits, "connections": connections, "environ": changed,
+                  "new_files": sorted(set(os.listdir(".")) - cwd_files)}))
+"""
+
+
+def test_importing_every_module_of_the_package_has_no_side_effects(tmp_path):
+    """Fresh interpreter, no settings, nothing listening where the defaults point: every module imports without
+    connecting, migrating (no database file appears), exiting or changing os.environ."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.endswith(("_URL", "_PASSWORD", "_TOKEN", "_KEY", "_DSN")) and not k.startswith("PROMETHEUS")}
+    env["BROKER_URL"] = "redis://127.0.0.1:1/0"  # a wrong setting must not matter: nothing is read at import
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run([sys.executable, "-c", _PURITY_PROBE], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    expected = {m for m in MODULES if m.startswith("worker_service.") and not MODULES[m].name == "__init__.py"}
+    assert expected <= set(report["imported"])
+    assert report["exits"] == [] and report["connections"] == [] and report["environ"] == []
+    assert report["new_files"] == []
+
+
 def test_code_run_in_extraction_children_imports_no_service_machinery():
-    """A hard-limited child imports ``extraction`` (preloaded by the fork server): it must not drag in the
-    broker, the database or the actors package, whose import configures a whole worker (measured: 0.6 s and
-    +40 MB per child when it lived in actors/assets/)."""
-    project = _imports(MODULES["extraction"], top_level_only=False)
-    assert project <= {"errors"}
+    """A hard-limited child imports the extraction module (preloaded by the fork server): it must not drag in
+    the broker, the database or the actors package, whose import configures a whole worker (measured: 0.6 s
+    and +40 MB per child when it lived in actors/assets/)."""
+    project = _imports(MODULES["worker_service.assets.extraction"], top_level_only=False)
+    assert project <= {"worker_service.errors"}
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, sandbox, extraction; print(' '.join(sorted(sys.modules)))"],
+        [sys.executable, "-c", "import sys, worker_service.runtime.hardlimit, worker_service.assets.extraction; "
+                               "print(' '.join(sorted(sys.modules)))"],
         cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    heavy = {"dramatiq", "peewee", "redis", "actors", "database", "brokers", "middleware", "prometheus_client"}
-    assert sorted(m for m in loaded if m.split(".")[0] in heavy) == []
+    heavy = {"dramatiq", "peewee", "redis", "actors", "middleware", "prometheus_client"}
+    heavy_inside = ("worker_service.database", "worker_service.brokers")
+    assert sorted(m for m in loaded if m.split(".")[0] in heavy or m.startswith(heavy_inside)) == []
 
 
 def test_the_contracts_distribution_imports_nothing_of_the_worker():
@@ -120,7 +204,7 @@ def test_the_contracts_distribution_imports_nothing_of_the_worker():
 
 
 def test_the_tracked_actors_table_matches_the_actors_status_track_options():
-    from database.tracks import TRACKED_ACTORS
+    from worker_service.database.tracks import TRACKED_ACTORS
 
     declared = {}
     for path in (ROOT / "actors").rglob("*.py"):

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from worker_contracts import Sender
 
-from actors.assets.fetch import FetchPolicy, ForbiddenSource, check_url, fetched, resolve_file
-from errors import PermanentError
 from tests.support import adversarial as adv
 from tests.support.helpers import ROOT, run_cli, wait_for
 from tests.support.httpserver import QuietHandler, serve, stop
+from worker_service.assets.fetch import FetchPolicy, ForbiddenSource, check_url, fetched, resolve_file
+from worker_service.errors import PermanentError
 
 CORPUS = ROOT.parent / "shared" / "corpus"
 TERMINAL = {"extracted", "failed"}
@@ -278,7 +278,7 @@ def local_http():
 
 
 def test_fetch_checks_every_redirect_hop_and_caps_bytes(local_http, tmp_path):
-    from errors import TransientError
+    from worker_service.errors import TransientError
 
     allowed = _policy(str(tmp_path), allow_http=True, allowlist=("localhost",))
     with fetched(f"{local_http}/file", allowed) as path:

@@ -20,11 +20,11 @@ import redis
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, MiddlewareError
 
-from brokers.groupcommit import GroupCommit
-from brokers.hooks import DefinedHooksDispatch
-from brokers.redis import ReliableRedisBroker, ReliableRedisConsumer, make_connection_pool
-from brokers.settle import Successor
 from tests.support.helpers import free_port, wait_for
+from worker_service.brokers.groupcommit import GroupCommit
+from worker_service.brokers.hooks import DefinedHooksDispatch
+from worker_service.brokers.redis import ReliableRedisBroker, ReliableRedisConsumer, make_connection_pool
+from worker_service.brokers.settle import Successor
 
 
 def test_group_commit_serves_every_caller_exactly_once_in_shared_batches():

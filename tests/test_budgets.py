@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from actors.knowledge.graph import PROMPT_VERSION, chunk_key
-from actors.knowledge.openrouter import error_status
-from budgets import AssetBudget, BudgetExceeded, DailyBudget
-from ratelimiter import Limit, RateLimited, RateLimiter
+from worker_service.knowledge.budgets import AssetBudget, BudgetExceeded, DailyBudget
+from worker_service.knowledge.graph import PROMPT_VERSION, chunk_key
+from worker_service.knowledge.openrouter import error_status
+from worker_service.ratelimit import Limit, RateLimited, RateLimiter
 
 
 def test_a_chunk_key_is_its_text_model_and_prompt_version():
@@ -22,7 +22,7 @@ def test_a_chunk_key_is_its_text_model_and_prompt_version():
 def test_changing_the_prompt_changes_every_key(monkeypatch):
     import hashlib
 
-    import actors.knowledge.graph as graph
+    import worker_service.knowledge.graph as graph
 
     before = chunk_key("m1", "Alice met Bob.")
     monkeypatch.setattr(graph, "PROMPT_VERSION", hashlib.sha256(b"another prompt").hexdigest()[:16])

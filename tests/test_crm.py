@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from worker_contracts import Sender
 
-from actors.crm.webhooks import events_of, parse_form
 from tests.support.fake_kommo import FakeKommo
 from tests.support.helpers import run_cli, wait_for
+from worker_service.crm.webhooks import events_of, parse_form
 
 WEBHOOK = ("account%5Bid%5D=29085955&account%5Bsubdomain%5D=example&leads%5Bstatus%5D%5B0%5D%5Bid%5D=10701093"
            "&leads%5Bstatus%5D%5B0%5D%5Bstatus_id%5D=142&leads%5Bstatus%5D%5B0%5D%5Bold_status_id%5D=20067736"
@@ -227,9 +227,9 @@ def test_rejected_credentials_pause_the_fleet_and_every_note_arrives_once_afterw
 def test_a_403_is_a_block_only_when_kommo_says_so(body, blocked, monkeypatch):
     import requests
 
-    from actors.crm.kommo import KommoClient
-    from errors import PermanentError
-    from ratelimiter import RateLimited
+    from worker_service.crm.kommo import KommoClient
+    from worker_service.errors import PermanentError
+    from worker_service.ratelimit import RateLimited
 
     pauses: list[str] = []
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from groups import GROUP_QUEUES
 from settings import Settings
 from tests.support.helpers import ROOT
+from worker_service.runtime.worker_groups import GROUP_QUEUES
 
 DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent

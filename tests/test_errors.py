@@ -7,8 +7,15 @@ import redis
 import requests
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
-from database import DatabaseUnavailable
-from errors import Forbidden, HardTimeout, MemoryLimitExceeded, PermanentError, TransientError, classify
+from worker_service.database import DatabaseUnavailable
+from worker_service.errors import (
+    Forbidden,
+    HardTimeout,
+    MemoryLimitExceeded,
+    PermanentError,
+    TransientError,
+    classify,
+)
 
 
 def _http_error(status: int) -> requests.HTTPError:

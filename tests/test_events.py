@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from worker_contracts import Sender
 
-from events import encode, sign
 from tests.support.helpers import db_query, wait_for
 from tests.support.receiver import EventReceiver
+from worker_service.outcome_events import encode, sign
 
 SECRET = "events-secret"
 
@@ -97,8 +97,8 @@ def test_kill_9_between_the_status_and_its_delivery_loses_no_event(events_env, s
 
 
 def test_an_event_can_be_sent_again_and_keeps_its_id(events_env, start_worker, redis_client, receiver):
-    from database import init_database
-    from events import resend
+    from worker_service.database import init_database
+    from worker_service.outcome_events import resend
 
     start_worker(env=events_env, threads=2)
     _send_assets(events_env, redis_client, ["again"])

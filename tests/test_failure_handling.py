@@ -329,7 +329,7 @@ def test_dead_letter_path_on_rabbitmq(worker_env, start_worker, redis_client, re
 
     from dramatiq.message import Message
 
-    from brokers.rabbitmq import ReliableRabbitmqBroker
+    from worker_service.brokers.rabbitmq import ReliableRabbitmqBroker
 
     broker = ReliableRabbitmqBroker(url=rabbit_url)
     broker.declare_queue("tests")

@@ -93,7 +93,7 @@ def test_worker_run_starts_each_group_sized_from_settings_and_ctrl_c_reaches_eac
 
 
 def _hammer(url: str, worker_no: int, rows: int) -> None:
-    from database import Asset, init_database, session
+    from worker_service.database import Asset, init_database, session
 
     init_database(url)
     for i in range(rows):
@@ -103,7 +103,7 @@ def _hammer(url: str, worker_no: int, rows: int) -> None:
 
 
 def test_sqlite_takes_concurrent_writers_from_several_processes(tmp_path):
-    from database import Asset, init_database, migrate, session
+    from worker_service.database import Asset, init_database, migrate, session
 
     url = f"sqlite:///{tmp_path}/concurrent.db"
     init_database(url)
@@ -125,7 +125,7 @@ def test_sqlite_takes_concurrent_writers_from_several_processes(tmp_path):
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_migrations_are_versioned_and_idempotent(backend, tmp_path, request):
-    from database import current_version, init_database, latest_version, migrate
+    from worker_service.database import current_version, init_database, latest_version, migrate
 
     if backend == "postgres":
         url = pg_schema_url(request.getfixturevalue("pg_url"), "wtest_migrations")
@@ -142,7 +142,7 @@ def test_migrations_are_versioned_and_idempotent(backend, tmp_path, request):
 def test_a_database_of_the_first_round_upgrades_through_every_later_migration_keeping_its_rows(backend, tmp_path,
                                                                                                request):
     """A database at version 3 (before chunk checkpoints, CRM ordering and the outbox) gains them; rows stay."""
-    from database import (
+    from worker_service.database import (
         Asset,
         CrmLink,
         LlmChunk,
@@ -153,7 +153,7 @@ def test_a_database_of_the_first_round_upgrades_through_every_later_migration_ke
         latest_version,
         migrate,
     )
-    from database import session as db_session
+    from worker_service.database import session as db_session
 
     if backend == "postgres":
         url = pg_schema_url(request.getfixturevalue("pg_url"), "wtest_migration4")
@@ -185,9 +185,9 @@ def test_a_database_of_the_first_round_upgrades_through_every_later_migration_ke
 def test_postgres_dead_letter_store_roundtrip(pg_url):
     from dramatiq.message import Message
 
-    from database import DeadLetter, init_database, migrate, session
     from middleware.deadletters import DeadLetters
-    from outcome import Dead
+    from worker_service.database import DeadLetter, init_database, migrate, session
+    from worker_service.outcome import Dead
 
     init_database(pg_schema_url(pg_url, "wtest_dlq"))
     migrate()
@@ -200,7 +200,7 @@ def test_postgres_dead_letter_store_roundtrip(pg_url):
 
 
 def test_postgres_sessions_get_the_statement_timeout_from_settings(pg_url):
-    from database import DatabaseUnavailable, init_database, session
+    from worker_service.database import DatabaseUnavailable, init_database, session
 
     # the URL's own options (the schema's search_path) are kept beside the timeout
     init_database(pg_schema_url(pg_url, "wtest_timeout"), statement_timeout_ms=300)

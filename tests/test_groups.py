@@ -11,10 +11,16 @@ from pathlib import Path
 
 from worker_contracts import Sender
 
-from groups import GROUP_QUEUES, group_named, metrics_dir, usable_cpus, worker_groups
 from settings import Settings
 from tests.support.fake_openrouter import FakeOpenRouter
 from tests.support.helpers import BIN, ROOT, WorkerProcess, wait_for
+from worker_service.runtime.worker_groups import (
+    GROUP_QUEUES,
+    group_named,
+    metrics_dir,
+    usable_cpus,
+    worker_groups,
+)
 
 
 def _actor_queues() -> set[str]:

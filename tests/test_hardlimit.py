@@ -9,7 +9,7 @@ import time
 
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
-from sandbox import get_pool, run_hard_limited
+from worker_service.runtime.hardlimit import get_pool, run_hard_limited
 
 
 def _raise_in(thread: threading.Thread, exc_type: type[BaseException]) -> None:

@@ -10,8 +10,8 @@ import pytest
 import redis
 from worker_contracts import Sender
 
-from actors.knowledge.graph import Extraction, Graph, chunk_text
 from tests.support.helpers import run_cli, wait_for
+from worker_service.knowledge.graph import Extraction, Graph, chunk_text
 
 DOCUMENT = " ".join(
     f"Paragraph {i}: Alice met Bob in Paris to discuss Acme and the Zenith project with Carol." for i in range(60))
@@ -158,7 +158,7 @@ def test_the_missing_key_is_said_once_even_when_threads_skip_at_the_same_time(mo
     import threading
     import time
 
-    import actors.knowledge as knowledge
+    import worker_service.knowledge.extract as knowledge
 
     said: list[str] = []
 
@@ -179,9 +179,9 @@ def test_the_missing_key_is_said_once_even_when_threads_skip_at_the_same_time(mo
 def test_knowledge_waits_for_its_asset_to_be_extracted_without_spending_an_attempt(tmp_path):
     """Regression (seen in CI): process_asset sends extract_knowledge before its own status is written, and
     a fast knowledge skip finished first: knowledge.skipped went out before asset.extracted."""
-    from actors.knowledge.store import extracted_asset
-    from database import Asset, init_database, migrate, session
-    from errors import PermanentError, TransientError
+    from worker_service.database import Asset, init_database, migrate, session
+    from worker_service.errors import PermanentError, TransientError
+    from worker_service.knowledge.store import extracted_asset
 
     init_database(f"sqlite:///{tmp_path}/k.db")
     migrate()

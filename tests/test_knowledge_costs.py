@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from actors.knowledge.graph import chunk_text
 from tests.support.helpers import run_cli, wait_for
 from tests.test_knowledge import _asset, _document, _graph, _send_document
+from worker_service.knowledge.graph import chunk_text
 
 
 def _chunks(text: str) -> int:
@@ -97,7 +97,7 @@ def test_budgets_per_asset_end_it_budget_exceeded_with_at_most_one_call_over(kno
 
 def test_the_daily_budget_pauses_openrouter_for_the_fleet_and_dead_letters_nothing(knowledge_env, start_worker,
                                                                                     redis_client, fake):
-    from web.metrics import BrokerCollector
+    from worker_service.web.metrics import BrokerCollector
 
     fake.cost_per_call = 0.01
     env = {**knowledge_env, "OPENROUTER_DAILY_BUDGET_USD": "0.03"}

@@ -14,8 +14,8 @@ from dramatiq.broker import MessageProxy
 from dramatiq.errors import ActorNotFound
 from dramatiq.message import Message
 
-from brokers.settle import ReliableBroker, dead_letter_of
-from outcome import (
+from worker_service.brokers.settle import ReliableBroker, dead_letter_of
+from worker_service.outcome import (
     Dead,
     Deferred,
     Retrying,
@@ -93,8 +93,8 @@ def test_consumer_rejections_name_their_reason():
 
 @pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
 def test_both_brokers_implement_the_reliable_broker_protocol(kind):
-    from brokers.rabbitmq import ReliableRabbitmqBroker
-    from brokers.redis import ReliableRedisBroker
+    from worker_service.brokers.rabbitmq import ReliableRabbitmqBroker
+    from worker_service.brokers.redis import ReliableRedisBroker
 
     cls = ReliableRedisBroker if kind == "redis" else ReliableRabbitmqBroker
     broker = cls(middleware=[]) if kind == "redis" else cls(url="amqp://guest:guest@127.0.0.1:1/%2F", middleware=[])

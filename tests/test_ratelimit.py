@@ -8,8 +8,8 @@ import time
 import pytest
 import redis
 
-from ratelimiter import Limit, RateLimited, RateLimiter
 from tests.support.helpers import run_cli, wait_for
+from worker_service.ratelimit import Limit, RateLimited, RateLimiter
 
 
 @pytest.fixture()
@@ -65,7 +65,7 @@ def test_killed_concurrency_holder_slot_comes_back_after_its_lease(limiter: Rate
 
 
 def test_paused_upstream_defers_messages_without_spending_attempts(worker_env, start_worker, sender, redis_client):
-    from ratelimiter import RateLimiter as Limiter
+    from worker_service.ratelimit import RateLimiter as Limiter
 
     env = {**worker_env, "KOMMO_RPS": "20"}
     Limiter(redis_client, {"kommo": Limit(20)}).pause("kommo", 3000, "test pause")
@@ -79,7 +79,7 @@ def test_paused_upstream_defers_messages_without_spending_attempts(worker_env, s
 
 
 def test_the_metrics_say_which_upstream_is_paused_and_which_for_its_credentials(redis_client: redis.Redis):
-    from web.metrics import BrokerCollector
+    from worker_service.web.metrics import BrokerCollector
 
     limiter = RateLimiter(redis_client, {}, namespace="wtest")
     limiter.pause("kommo", 5000, "401: the long-lived token was rejected", quiet=True)

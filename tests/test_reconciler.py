@@ -8,7 +8,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from reconciler import MAX_REBUILDS, Candidate, decide, rebuild_message
+from worker_service.reconciliation import MAX_REBUILDS, Candidate, decide, rebuild_message
 
 NOW = int(time.time() * 1000)
 
@@ -80,9 +80,9 @@ def test_flushed_broker_every_stuck_record_is_rebuilt_and_delayed_or_slow_work_i
         worker_env, start_worker, redis_client):
     from worker_contracts import Sender
 
-    from database import Asset, init_database, session, utcnow
     from tests.support.gatedorigin import GatedOrigin
     from tests.support.helpers import run_cli, wait_for
+    from worker_service.database import Asset, init_database, session, utcnow
 
     origin = GatedOrigin()
     env = {**worker_env, "FETCH_ALLOW_HTTP": "true", "FETCH_ALLOWLIST": "127.0.0.1", "FETCH_READ_TIMEOUT_SECONDS": "120",

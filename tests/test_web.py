@@ -24,9 +24,9 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
 def _dead_letter(env: dict[str, str], actor: str = "noop", error: str = "boom", **kwargs) -> int:
-    from database import DeadLetter, init_database, migrate, session
     from middleware.deadletters import DeadLetters
-    from outcome import Dead
+    from worker_service.database import DeadLetter, init_database, migrate, session
+    from worker_service.outcome import Dead
 
     init_database(env["DATABASE_URL"])
     migrate()

@@ -6,9 +6,9 @@ import io
 import json
 import logging
 
-from logsetup import configure_logging
 from middleware.context import LogContext
 from tests.support.units import proxy, stub_broker
+from worker_service.observability.logs import configure_logging
 
 
 def test_log_lines_inside_a_message_carry_its_context_and_lines_after_it_do_not():

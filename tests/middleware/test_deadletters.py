@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from database import DeadLetter, init_database, migrate, session
 from middleware.deadletters import PENDING_RETRY_MS, DeadLetters
-from outcome import PENDING_DEAD_LETTER, Dead
 from tests.support.units import proxy
+from worker_service.database import DeadLetter, init_database, migrate, session
+from worker_service.outcome import PENDING_DEAD_LETTER, Dead
 
 
 @pytest.fixture()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prometheus_client import REGISTRY
 
 from middleware.metrics import Metrics
-from outcome import Dead, Deferred, Retrying, Skipped, Succeeded, conclude
 from tests.support.units import proxy, stub_broker
+from worker_service.outcome import Dead, Deferred, Retrying, Skipped, Succeeded, conclude
 
 
 def _count(outcome: str) -> float:

@@ -6,8 +6,8 @@ import pytest
 from dramatiq.middleware import SkipMessage
 
 from middleware.ratelimit import RateLimit
-from outcome import Deferred, outcome_of, successor_of
 from tests.support.units import proxy, stub_broker
+from worker_service.outcome import Deferred, outcome_of, successor_of
 
 
 class FakeLimiter:

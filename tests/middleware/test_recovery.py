@@ -5,10 +5,10 @@ from __future__ import annotations
 import dramatiq
 import redis
 
-from brokers.redis import ReliableRedisBroker
 from middleware.recovery import Recovery
 from tests.support.helpers import wait_for
 from tests.support.units import proxy
+from worker_service.brokers.redis import ReliableRedisBroker
 
 
 class FakeBroker:

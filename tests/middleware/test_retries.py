@@ -7,11 +7,11 @@ import time
 import pytest
 from dramatiq.middleware import SkipMessage
 
-from database import DatabaseUnavailable
-from errors import HardTimeout, PermanentError, SkipWork, TransientError
 from middleware.retries import Retries
-from outcome import Dead, Retrying, Skipped, Succeeded, outcome_of, successor_of
 from tests.support.units import proxy, stub_broker
+from worker_service.database import DatabaseUnavailable
+from worker_service.errors import HardTimeout, PermanentError, SkipWork, TransientError
+from worker_service.outcome import Dead, Retrying, Skipped, Succeeded, outcome_of, successor_of
 
 BASE, MAX = 1_000, 60_000
 
@@ -121,7 +121,7 @@ def test_a_wait_that_charges_the_window_dies_when_it_would_end_past_it(broker):
 def test_an_upstream_pause_is_not_counted_in_the_time_budget(broker):
     """A daily spending cap pauses OpenRouter for up to 24 h: the messages waiting for it must not die of a
     1 h budget, now or at their next transient error (their budget resumes after the pause)."""
-    from ratelimiter import RateLimited
+    from worker_service.ratelimit import RateLimited
 
     started = int(time.time() * 1000) - 30 * 60_000  # half of the 1 h budget is gone
     message = proxy(timestamp=started)
@@ -135,7 +135,7 @@ def test_an_upstream_pause_is_not_counted_in_the_time_budget(broker):
 
 
 def test_a_deferral_before_start_for_a_pause_moves_the_budget_on():
-    from outcome import defer
+    from worker_service.outcome import defer
 
     message = proxy(budget_started_at=1_000)
     defer(message, 5_000, "upstream openrouter paused", charge_window=False)
@@ -146,7 +146,7 @@ def test_a_deferral_before_start_for_a_pause_moves_the_budget_on():
 
 
 def test_continue_requeues_at_once_without_spending_an_attempt(broker):
-    from errors import Continue
+    from worker_service.errors import Continue
 
     message = proxy(retries=2)  # would be the last attempt
     _retries().after_process_message(broker, message, exception=Continue("40 of 200 chunks done"))

@@ -11,11 +11,11 @@ from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 from dramatiq.middleware import SkipMessage
 
-from database import Asset, init_database, migrate, session
-from errors import TransientError
 from middleware.deadletters import DeadLetters
 from middleware.status import StatusTracking
-from outcome import Dead, Retrying, conclude, kill
+from worker_service.database import Asset, init_database, migrate, session
+from worker_service.errors import TransientError
+from worker_service.outcome import Dead, Retrying, conclude, kill
 
 
 class _Broker:
@@ -127,7 +127,7 @@ def test_older_generation_is_skipped_and_newer_generation_resets(tracker):
 
 
 def test_database_down_defers_instead_of_processing(tracker, tmp_path):
-    from brokers.settle import get_successor
+    from worker_service.brokers.settle import get_successor
 
     init_database(f"sqlite:///{tmp_path}/missing-dir/../nonexistent.db")  # no tables: every query fails
     m = _message("e")
@@ -146,7 +146,7 @@ class _TrackBroker:
 def test_knowledge_that_starts_before_the_asset_message_finishes_still_ends_done(tracker):
     """Regression: the asset's success hook reset knowledge_status to pending *after* a fast knowledge
     message had started, so that message could never record `done` (seen once idle consumers stopped polling)."""
-    from actors.assets.store import store_result
+    from worker_service.assets.store import store_result
 
     broker = _TrackBroker()
     asset = _message("race")
@@ -168,7 +168,7 @@ def test_knowledge_that_starts_before_the_asset_message_finishes_still_ends_done
 def test_a_dead_letter_whose_asset_id_the_contract_refuses_is_stored_without_a_record(tracker):
     """Regression: a 300-character asset_id (an invalid payload) failed the record insert on PostgreSQL, which
     aborted the dead letter too, so it went round as pending forever."""
-    from database import DeadLetter
+    from worker_service.database import DeadLetter
 
     message = _message("x" * 300)
     _sink().record(message, Dead.of("invalid_payload", ValueError("asset_id: too long")))

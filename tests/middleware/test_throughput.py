@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from middleware.throughput import Throughput
-from outcome import Dead, kill
 from tests.support.units import proxy, stub_broker
+from worker_service.outcome import Dead, kill
 
 
 def test_done_and_dead_messages_are_counted_per_minute_and_retries_are_not(redis_client):

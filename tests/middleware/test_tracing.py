@@ -10,8 +10,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from middleware.tracing import OPTION, Tracing
-from outcome import Retrying, conclude
 from tests.support.units import proxy, stub_broker
+from worker_service.outcome import Retrying, conclude
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import pytest
 from dramatiq.middleware import SkipMessage
 
 from middleware.validation import Validation
-from outcome import Dead, outcome_of
 from tests.support.units import proxy, stub_broker
+from worker_service.outcome import Dead, outcome_of
 
 
 def test_a_valid_payload_passes_untouched():

@@ -14,8 +14,8 @@ import dramatiq
 import redis
 
 import actors  # noqa: F401 - builds the broker and the middleware stack
-from errors import PermanentError, TransientError
-from sandbox import run_hard_limited
+from worker_service.errors import PermanentError, TransientError
+from worker_service.runtime.hardlimit import run_hard_limited
 
 PREFIX = os.environ.get("TEST_PREFIX", "wtest")
 # Records go straight to Redis (TEST_RECORD_URL), not through a proxy a test may cut.

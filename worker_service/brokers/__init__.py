@@ -1,0 +1,49 @@
+"""Broker construction from settings: Redis (``redis://``, ``rediss://``) or RabbitMQ (``amqp(s)://``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from dramatiq import Broker
+from dramatiq.middleware import Middleware
+
+from settings import Settings
+from worker_service.brokers.rabbitmq import ReliableRabbitmqBroker
+from worker_service.brokers.redis import ReliableRedisBroker, make_connection_pool
+
+if TYPE_CHECKING:
+    import redis
+
+__all__ = ["ReliableRabbitmqBroker", "ReliableRedisBroker", "build_broker", "make_redis_client"]
+
+
+def make_redis_client(settings: Settings, url: str | None = None) -> redis.Redis:
+    """A client with the broker's timeouts, health checks and retries (for ``url`` or BROKER_URL)."""
+    import redis
+
+    return redis.Redis(connection_pool=make_connection_pool(
+        url or settings.broker_url,
+        socket_timeout=settings.broker_socket_timeout_seconds,
+        health_check_interval=settings.broker_health_check_seconds,
+        connect_attempts=settings.broker_connect_attempts,
+    ))
+
+
+def build_broker(settings: Settings, middleware: Sequence[Middleware]) -> Broker:
+    """A broker for ``BROKER_URL`` with exactly ``middleware`` (Dramatiq's defaults are not added)."""
+    if settings.broker_kind == "rabbitmq":
+        broker = ReliableRabbitmqBroker(url=settings.broker_url, middleware=list(middleware))
+        params = broker.parameters[0] if isinstance(broker.parameters, list) else broker.parameters
+        params.connection_attempts = settings.broker_connect_attempts
+        params.retry_delay = 1.0
+        params.socket_timeout = settings.broker_socket_timeout_seconds
+        params.heartbeat = 30
+        return broker
+    return ReliableRedisBroker(
+        client=make_redis_client(settings),
+        middleware=list(middleware),
+        heartbeat_timeout=settings.heartbeat_timeout_ms,
+        crash_loop_limit=settings.crash_loop_limit,
+        idle_poll_ms=settings.broker_idle_poll_ms,
+    )

@@ -1,0 +1,477 @@
+"""A Redis broker that cannot lose a message between processing and ack.
+
+Subclass of :class:`dramatiq.brokers.redis.RedisBroker` (same keys, same
+wire format, so foreign senders and Dramatiq's own tooling keep working).
+What it changes, and why no middleware hook could do it:
+
+* ``settle`` acks a message and enqueues its successor (retry, deferral,
+  pending dead letter) in one Lua script, so a Redis blip during a retry
+  never acks-and-loses the message (Dramatiq #545).  Settles and the
+  "started" marks of the crash-loop guard from all threads of a process
+  share round trips (brokers.groupcommit): one script call per batch.
+* ``fetch`` returns each Redis id with its payload, so an undecodable body
+  is dead-lettered and removed instead of crashing the consumer and staying
+  forever in a live worker's acks set.
+* Dead-worker recovery no longer depends on the 0.1 % maintenance lottery
+  or Redis ``KEYS``: ``recover_dead_workers`` (run by middleware.recovery
+  every few seconds) requeues everything a dead worker held, on every
+  registered queue and delay queue, and counts a crash for each message it
+  had started; messages over ``crash_loop_limit`` become ``crash_loop``
+  dead letters.
+* Nothing a consumer fetched stays held by a live (or cleanly exited)
+  worker: ``close`` gives back messages fetched but never handed to a
+  thread, and delay-queue messages whose in-memory copy Dramatiq's consumer
+  thread dropped after a connection error; a give-back that fails is
+  retried by the next consumer of that queue.
+* A queue paused by an operator (``set_paused``) is not fetched from while
+  paused: nothing leaves it, nothing is lost, and resuming lets consumers
+  fetch again (middleware.queuepause puts back what was already prefetched).
+* ``heartbeat`` is sent by a thread, so a worker whose threads are all busy
+  (full prefetch, no broker traffic) is not mistaken for a dead one.
+* The consumer never sleeps a growing backoff while work waits: an idle
+  consumer blocks in Redis until a message arrives (``BLMOVE`` of the queue
+  onto itself, a rotation that changes nothing, needs Redis >= 6.2), and a
+  consumer whose prefetch is full sleeps until settles free a quarter of it.
+  Dramatiq's consumer sleeps up to ``worker_timeout`` (1 s) in both cases,
+  which costs throughput and send-to-start latency.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+from uuid import uuid4
+
+import dramatiq
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff, current_millis
+from dramatiq.errors import ConnectionClosed, DecodeError
+from dramatiq.logging import get_logger
+from dramatiq.message import Message
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from worker_service.brokers.groupcommit import GroupCommit
+from worker_service.brokers.hooks import DefinedHooksDispatch
+from worker_service.brokers.lua import SCRIPTS
+from worker_service.brokers.settle import DeadLetterSink, dead_letter_of, get_successor
+from worker_service.outcome import PENDING_DEAD_LETTER, Dead, Successor, kill
+
+if TYPE_CHECKING:
+    from worker_service.ratelimit import RateLimiter
+
+_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+PAUSE_READ_S = 1.0  # a pause or resume reaches every consumer within this (plus one fetch)
+# One operation of lua/batch.lua: kind, queue, id, successor queue, successor id, successor payload.
+_BatchOp = tuple[str, str, str, str, str, bytes]
+
+
+def make_connection_pool(url: str, *, socket_timeout: float, health_check_interval: int,
+                         connect_attempts: int) -> redis.ConnectionPool:
+    """Pool with socket timeouts, health checks and retries with exponential backoff and jitter."""
+    return redis.ConnectionPool.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(socket_timeout, 5.0),
+        socket_keepalive=True,
+        health_check_interval=health_check_interval,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=2.0), connect_attempts - 1),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
+class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
+    """RedisBroker with atomic settle, decode-safe fetch, lottery-free recovery and a crash-loop guard.
+
+    Parameters:
+      crash_loop_limit(int): worker deaths while running one message before it is dead-lettered.
+      idle_poll_ms(int): the longest an idle delay-queue consumer sleeps between fetches (Dramatiq:
+        worker_timeout, 1 s); queue consumers block in Redis instead.
+      dead_letter_sink(DeadLetterSink): where consumer-level dead letters go (set by middleware).
+      Everything else as :class:`RedisBroker`; ``maintenance_chance`` is forced to 0.
+    """
+
+    def __init__(self, *, crash_loop_limit: int = 3, idle_poll_ms: int = 1000, **kwargs: Any) -> None:
+        kwargs["maintenance_chance"] = 0
+        super().__init__(**kwargs)
+        self.crash_loop_limit = crash_loop_limit
+        self.idle_poll_ms = idle_poll_ms
+        self.can_block = True
+        self.dead_letter_sink: DeadLetterSink | None = None
+        self.rate_limiter: RateLimiter | None = None  # set by middleware.ratelimit at process boot
+        self.reliable_scripts = {name: self.client.register_script(src) for name, src in SCRIPTS.items()}
+        # Ids a closing consumer could not give back (Redis unreachable), by queue; the next consumer retries.
+        self.orphans: dict[str, set[str]] = {}
+        self.orphans_lock = threading.Lock()
+        self.batches: GroupCommit[_BatchOp, int] = GroupCommit(self._run_batch, transient=_REDIS_ERRORS)
+        self._paused: frozenset[str] = frozenset()
+        self._paused_read_at = float("-inf")
+
+    @property
+    def consumer_class(self) -> type[_RedisConsumer]:
+        return ReliableRedisConsumer
+
+    def key(self, name: str) -> str:
+        return f"{self.namespace}:{name}"
+
+    # --- fleet maintenance --------------------------------------------------------
+    def heartbeat(self) -> None:
+        self.client.zadd(self.key("__heartbeats__"), {self.broker_id: current_millis()})
+
+    def register_queues(self) -> None:
+        if self.queues:
+            self.client.sadd(self.key("__queues__"), *self.queues)
+
+    def report_worker(self, info: dict[str, Any]) -> None:
+        """``<ns>:__workers__`` field ``broker_id``: this process's JSON (readers drop silent entries)."""
+        self.client.hset(self.key("__workers__"), self.broker_id, json.dumps(info, separators=(",", ":")))
+
+    def paused_queues(self) -> frozenset[str]:
+        """The queues paused fleet-wide (``<ns>:__paused_queues__``), read at most every PAUSE_READ_S; the last
+        answer stands while Redis is unreachable."""
+        now = time.monotonic()
+        if now - self._paused_read_at >= PAUSE_READ_S:
+            self._paused_read_at = now
+            try:
+                self._paused = frozenset(q.decode() if isinstance(q, bytes) else str(q)
+                                         for q in self.client.smembers(self.key("__paused_queues__")))
+            except _REDIS_ERRORS:
+                pass
+        return self._paused
+
+    def waiting_count(self, queue_name: str) -> int:
+        """Messages a purge of ``queue_name`` would delete: waiting in it or in its delay queue."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.llen(self.key(queue_name))
+        pipe.llen(self.key(f"{queue_name}.DQ"))
+        return int(sum(pipe.execute()))
+
+    def purge(self, queue_name: str) -> list[dict[str, Any]]:
+        """Delete, atomically, what waits in ``queue_name`` and its delay queue (not what workers hold);
+        returns the deleted messages, decoded (their records must be ended by the caller)."""
+        bodies = self.reliable_scripts["purge"](args=[self.namespace, queue_name])
+        encoder = dramatiq.get_encoder()
+        out = []
+        for body in bodies:
+            try:
+                data = encoder.decode(body)
+            except Exception:  # noqa: BLE001 - an undecodable body is gone with the rest
+                continue
+            if isinstance(data, dict):
+                out.append(data)
+        return out
+
+    def set_paused(self, queue_name: str, paused: bool) -> bool:
+        """Pause or resume ``queue_name`` for the whole fleet; False if it already was."""
+        key = self.key("__paused_queues__")
+        changed = self.client.sadd(key, queue_name) if paused else self.client.srem(key, queue_name)
+        self._paused_read_at = float("-inf")
+        return bool(changed)
+
+    def recover_dead_workers(self) -> tuple[int, int]:
+        """Requeue what dead workers held; returns (dead workers, messages requeued)."""
+        dead, requeued = self.reliable_scripts["recover"](
+            args=[self.namespace, current_millis(), self.heartbeat_timeout])
+        return int(dead), int(requeued)
+
+    def tracked_messages(self, queues: Iterable[str]) -> Iterator[dict[str, Any]]:
+        """Every message stored for ``queues`` and their delay queues, decoded.
+
+        A message's payload stays in ``<queue>.msgs`` from enqueue until its ack, whether it is
+        queued, delayed or held by a worker (alive or dead), so this sees all of them.  The scan is
+        not a snapshot: a message moving between a queue and its delay queue meanwhile can be missed
+        once, which is why the reconciler repairs only what two rounds found missing.
+        """
+        encoder = dramatiq.get_encoder()
+        for queue in queues:
+            for name in (f"{queue}.DQ", queue):
+                for _, body in self.client.hscan_iter(self.key(f"{name}.msgs"), count=1000):
+                    try:
+                        data = encoder.decode(body)
+                    except Exception:  # noqa: BLE001 - undecodable bodies are the consumer's to reject
+                        continue
+                    if isinstance(data, dict):
+                        yield data
+
+    def take_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
+        return bool(self.reliable_scripts["lease"](keys=[self.key(f"__lease__.{name}")], args=[holder, ttl_ms]))
+
+    def mark_started(self, message: MessageProxy) -> None:
+        redis_id = message.options.get("redis_message_id")
+        if redis_id and not message.queue_name.endswith(".DQ"):
+            self.batches.submit(("mark", message.queue_name, redis_id, "", "", b""))
+
+    def settle(self, queue_name: str, redis_id: str, successor: Successor | None) -> bool:
+        """Ack ``redis_id`` (and enqueue ``successor`` atomically); False if this worker no longer held it."""
+        return bool(self.batches.submit(self._settle_op(queue_name, redis_id, successor)))
+
+    def settle_later(self, queue_name: str, redis_id: str, successor: Successor | None) -> None:
+        """``settle`` without waiting: the group committer writes it, retrying through Redis outages."""
+        self.batches.submit_detached(self._settle_op(queue_name, redis_id, successor))
+
+    def _settle_op(self, queue_name: str, redis_id: str, successor: Successor | None) -> _BatchOp:
+        if successor is None:
+            return ("settle", queue_name, redis_id, "", "", b"")
+        prepared = self.prepare_enqueue(successor.message, successor.delay_ms)
+        return ("settle", queue_name, redis_id, prepared.queue_name, prepared.options["redis_message_id"],
+                prepared.encode())
+
+    def flush_settles(self, timeout_s: float = 10.0) -> None:
+        """Wait for detached settles to reach Redis (shutdown); a message whose settle never does is
+        still in this worker's acks set and is redelivered once its heartbeat expires."""
+        if not self.batches.flush(timeout_s):
+            self.logger.warning("Settles not written within %.0f s (Redis unreachable?); those messages will be "
+                                "redelivered after the heartbeat timeout.", timeout_s)
+
+    def close(self) -> None:
+        """Dramatiq's worker process calls this after ``Worker.stop``: write the detached settles first."""
+        self.flush_settles()
+        super().close()
+
+    def _run_batch(self, ops: list[_BatchOp]) -> list[int]:
+        args: list[Any] = [self.namespace, self.broker_id, current_millis()]
+        for op in ops:
+            args.extend(op)
+        return self.reliable_scripts["batch"](args=args)
+
+    def prepare_enqueue(self, message: Message, delay_ms: int | None) -> Message:
+        """The exact copy ``enqueue`` would store: new Redis id, and an eta when delayed."""
+        options = {**message.options, "redis_message_id": str(uuid4())}
+        options.pop("eta", None)
+        queue_name = message.queue_name.removesuffix(".DQ")
+        if delay_ms is not None:
+            options["eta"] = current_millis() + delay_ms
+            queue_name = f"{queue_name}.DQ"
+        return dataclasses.replace(message, queue_name=queue_name, options=options)
+
+    def give_back(self, queue_name: str, redis_ids: list[str]) -> None:
+        """Return held ids to the queue (only those this worker still holds), plus any earlier orphans.
+
+        If Redis is unreachable they are kept for the next consumer of the queue; should the
+        process exit first, they are still in its acks set and recovery requeues them once its
+        heartbeat expires.
+        """
+        with self.orphans_lock:
+            ids = self.orphans.pop(queue_name, set()) | set(redis_ids)
+        if not ids:
+            return
+        try:
+            self.do_requeue(queue_name, *ids)
+        except _REDIS_ERRORS as exc:
+            with self.orphans_lock:
+                self.orphans.setdefault(queue_name, set()).update(ids)
+            self.logger.warning("Could not give back %d held messages of %s (%s); retrying on the next fetch.",
+                                len(ids), queue_name, exc)
+
+    def fetch(self, queue_name: str, count: int) -> list[Any]:
+        return self.reliable_scripts["fetch"](
+            args=[self.namespace, queue_name, self.broker_id, current_millis(), count])
+
+    def wait_for_message(self, queue_name: str, timeout_s: float) -> None:
+        """Block until ``queue_name`` holds a message or ``timeout_s`` passes; takes nothing.
+
+        ``BLMOVE q q LEFT LEFT`` pops the head and pushes it back in one step, so the queue is
+        unchanged and nothing is in flight outside it if this worker dies while waiting.  A
+        server without BLMOVE (Redis < 6.2) gets polled every ``idle_poll_ms`` instead.
+        """
+        if self.can_block:
+            key = self.key(queue_name)
+            try:
+                self.client.blmove(key, key, timeout_s, "LEFT", "LEFT")  # type: ignore[arg-type]  # Redis takes a float
+                return
+            except redis.ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                self.can_block = False
+                self.logger.warning("Redis has no BLMOVE (%s): idle consumers poll every %d ms instead.",
+                                    exc, self.idle_poll_ms)
+        time.sleep(self.idle_poll_ms / 1000)
+
+    @property
+    def longest_block_s(self) -> float:
+        """The longest blocking wait the client's socket timeout allows (half of it)."""
+        socket_timeout = self.client.connection_pool.connection_kwargs.get("socket_timeout")
+        return socket_timeout / 2 if socket_timeout else 1.0
+
+
+class ReliableRedisConsumer(_RedisConsumer):
+    """Consumer whose fetch is decode-safe and whose ack enqueues a successor atomically."""
+
+    broker: ReliableRedisBroker
+
+    def __init__(self, broker: ReliableRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)
+        self.logger = get_logger(__name__, type(self))
+        self.fetched: list[tuple[str, bytes | None, int]] = []
+        self.is_delay_queue = queue_name.endswith(".DQ")
+        # Fetch in batches of at least a quarter of the prefetch (delay queues: whatever fits, as Dramatiq).
+        self.refill_at = 1 if self.is_delay_queue else max(1, prefetch // 4)
+        self.room = threading.Event()
+        self.block_s = min(timeout / 1000, broker.longest_block_s)
+        # Delay-queue messages handed to the consumer thread and not yet settled: message id -> Redis id.
+        # Dramatiq's consumer thread drops its in-memory delay queue on a connection error; close()
+        # gives these back so they do not stay held by this live worker.
+        self.held_delayed: dict[str, str] = {}
+
+    @property
+    def outstanding_message_count(self) -> int:
+        return len(self.queued_message_ids) + len(self.fetched)
+
+    def _settle(self, message: MessageProxy, successor: Successor | None) -> None:
+        self.broker.settle_later(self.queue_name, message.options["redis_message_id"], successor)
+        self._forget(message)
+
+    def _forget(self, message: MessageProxy) -> None:
+        """The message left this consumer: free its prefetch slot, and wake a full consumer once there is room."""
+        self.queued_message_ids.discard(message.message_id)
+        if self.is_delay_queue:
+            self.held_delayed.pop(message.message_id, None)
+        if self.prefetch - self.outstanding_message_count >= self.refill_at:
+            self.room.set()
+
+    def ack(self, message: MessageProxy) -> None:
+        self._settle(message, get_successor(message))
+
+    def nack(self, message: MessageProxy) -> None:
+        sink = self.broker.dead_letter_sink
+        if sink is None:
+            return self._dramatiq_nack(message)
+        dead = dead_letter_of(message)
+        successor = None
+        try:
+            sink.record(message, dead)
+        except Exception:
+            self.logger.warning("Could not store dead letter of %s; it is kept for later.",
+                                message.message_id, exc_info=True)
+            successor = sink.pending_successor(message, dead)
+        self._settle(message, successor)
+
+    def _dramatiq_nack(self, message: MessageProxy) -> None:
+        try:
+            self.broker.do_nack(self.queue_name, message.options["redis_message_id"])
+        except _REDIS_ERRORS as exc:
+            raise ConnectionClosed(exc) from None
+        finally:
+            self._forget(message)
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        """Give back messages that never ran (shutdown); a Redis error defers them, as in ``give_back``."""
+        ids = []
+        for message in messages:
+            ids.append(message.options["redis_message_id"])
+            self._forget(message)
+        self.broker.give_back(self.queue_name, ids)
+
+    def close(self) -> None:
+        """Give back what was fetched but never handed to a thread, and delayed messages still held.
+
+        Settles still waiting for the group committer are flushed once per process, by the broker's
+        ``close``: a consumer restarting during an outage must not wait for them.
+        """
+        leftovers = [redis_id for redis_id, _, _ in self.fetched] + list(self.held_delayed.values())
+        self.fetched, self.held_delayed = [], {}
+        self.broker.give_back(self.queue_name, leftovers)
+
+    def _reject_raw(self, redis_id: str, body: bytes | None, error: str) -> None:
+        sink = self.broker.dead_letter_sink
+        if sink is not None and body is not None:
+            try:
+                sink.record_raw(self.queue_name, body, "undecodable", error)
+            except Exception:
+                self.logger.warning("Could not store undecodable message %s; it goes back on the queue.",
+                                    redis_id, exc_info=True)
+                self.broker.do_requeue(self.queue_name, redis_id)
+                return
+        self.broker.settle(self.queue_name, redis_id, None)
+
+    def __next__(self) -> MessageProxy | None:
+        try:
+            while True:
+                if not self.is_delay_queue and self.queue_name in self.broker.paused_queues():
+                    # Paused by an operator: fetch nothing; what was fetched and not handed out goes back.
+                    if self.fetched:
+                        self.broker.give_back(self.queue_name, [redis_id for redis_id, _, _ in self.fetched])
+                        self.fetched = []
+                    time.sleep(PAUSE_READ_S / 2)
+                    return None
+                if self.fetched:
+                    redis_id, body, crashes = self.fetched.pop(0)
+                    proxy = self._decode(redis_id, body, crashes)
+                    if proxy is None:
+                        continue
+                    self.misses = 0
+                    self.queued_message_ids.add(proxy.message_id)
+                    if self.is_delay_queue:
+                        self.held_delayed[proxy.message_id] = redis_id
+                    return proxy
+                room = self.prefetch - self.outstanding_message_count
+                if room < self.refill_at:
+                    # Enough work in hand: wake when settles make room, not after a growing backoff.
+                    self.room.wait(self.timeout / 1000)
+                    self.room.clear()
+                    return None
+                if self.broker.orphans:
+                    self.broker.give_back(self.queue_name, [])
+                fetched = self.broker.fetch(self.queue_name, room)
+                if fetched:
+                    self.fetched = [(fetched[i].decode(), fetched[i + 1] or None, int(fetched[i + 2]))
+                                    for i in range(0, len(fetched), 3)]
+                    continue
+                if self.is_delay_queue:
+                    self.misses, backoff_ms = compute_backoff(
+                        self.misses, max_backoff=min(self.timeout, self.broker.idle_poll_ms))
+                    time.sleep(backoff_ms / 1000)
+                else:
+                    # Returning now and then lets the consumer thread notice a shutdown.
+                    self.broker.wait_for_message(self.queue_name, self.block_s)
+                return None
+        except _REDIS_ERRORS as exc:
+            raise ConnectionClosed(exc) from None
+
+    def _decode(self, redis_id: str, body: bytes | None, crashes: int) -> MessageProxy | None:
+        if body is None:
+            # The payload was deleted under us (purge); nothing to process.
+            self.broker.settle(self.queue_name, redis_id, None)
+            return None
+        try:
+            message = Message.decode(body)
+        except DecodeError as exc:
+            self.logger.error("Undecodable message %s on %s: %s", redis_id, self.queue_name, exc.__cause__)
+            self._reject_raw(redis_id, body, f"{type(exc.__cause__).__name__}: {exc.__cause__}")
+            return None
+        if message.options.get("redis_message_id") != redis_id:
+            message = message.copy(options={"redis_message_id": redis_id})
+        proxy = MessageProxy(message)
+        if crashes >= self.broker.crash_loop_limit:
+            self.logger.error("Message %s killed its worker %d times; dead-lettering it as crash_loop.",
+                              message.message_id, crashes)
+            self._reject(proxy, Dead.of("crash_loop", RuntimeError(
+                f"worker process died {crashes} times while running this message")))
+            return None
+        pending = message.options.get(PENDING_DEAD_LETTER)
+        if pending and self.broker.dead_letter_sink is not None and not self.is_delay_queue:
+            # Dead already; only its row was missing (database outage): store it, never run the actor again.
+            self.logger.info("Storing the pending dead letter of message %s.", message.message_id)
+            self._reject(proxy, Dead.from_option(pending))
+            return None
+        return proxy
+
+    def _reject(self, proxy: MessageProxy, dead: Dead) -> None:
+        """Dead-letter a message before any thread runs it (the settle goes through the usual path)."""
+        kill(proxy, dead)
+        self.queued_message_ids.add(proxy.message_id)
+        self.nack(proxy)
+
+
+def encode_raw_body(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(body).decode("ascii")

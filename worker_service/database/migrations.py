@@ -1,0 +1,165 @@
+"""Versioned, idempotent schema migrations (``worker migrate``; also run at worker start).
+
+Each migration runs once, inside one transaction that also records its
+version, under a lock (PostgreSQL advisory lock, SQLite ``BEGIN IMMEDIATE``)
+so several processes starting together apply it exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import peewee
+
+from worker_service.database.connection import DatabaseUnavailable, database_proxy, is_sqlite, session
+from worker_service.database.models import (
+    Asset,
+    AssetText,
+    AuditEntry,
+    CrmEvent,
+    CrmLink,
+    DashboardUser,
+    DeadLetter,
+    KnowledgeEntity,
+    KnowledgeRelation,
+    KommoToken,
+    LlmChunk,
+    LlmUsage,
+    OutboxEvent,
+    SchemaVersion,
+    StatusChange,
+)
+
+logger = logging.getLogger(__name__)
+_ADVISORY_LOCK_KEY = 0x57_4B_52_4D  # "WKRM"
+
+
+def _v1_base(db: peewee.Database) -> None:
+    db.create_tables([Asset, AssetText, DeadLetter, AuditEntry], safe=True)
+
+
+def _v2_knowledge(db: peewee.Database) -> None:
+    db.create_tables([KnowledgeEntity, KnowledgeRelation, LlmUsage], safe=True)
+
+
+def _v3_crm(db: peewee.Database) -> None:
+    db.create_tables([KommoToken, CrmLink, CrmEvent], safe=True)
+
+
+def _add_missing_columns(db: peewee.Database, model: type[peewee.Model], names: list[str]) -> None:
+    """Add ``names`` of ``model`` that the table lacks (a database created after the model changed has them)."""
+    from playhouse.migrate import SchemaMigrator
+    from playhouse.migrate import migrate as apply
+
+    table = model._meta.table_name
+    # PostgreSQL: the schema the connection works in (peewee looks in "public" unless told)
+    schema = None if is_sqlite() else db.execute_sql("SELECT current_schema()").fetchone()[0]
+    existing = {column.name for column in db.get_columns(table, schema=schema)}
+    migrator = SchemaMigrator.from_database(db)
+    apply(*(migrator.add_column(table, model._meta.fields[name].column_name, model._meta.fields[name])
+            for name in names if model._meta.fields[name].column_name not in existing))
+
+
+def _v4_llm_checkpoints(db: peewee.Database) -> None:
+    db.create_tables([LlmChunk], safe=True)
+    _add_missing_columns(db, Asset, ["knowledge_chunks", "knowledge_chunks_failed"])
+    _add_missing_columns(db, LlmUsage, ["gen_ts", "gen_id"])
+
+
+def _v5_crm_ordering(db: peewee.Database) -> None:
+    _add_missing_columns(db, CrmLink, ["status_changed_at"])
+    # the name peewee gives the index of a fresh database (received_at has index=True): created once either way
+    db.execute_sql("CREATE INDEX IF NOT EXISTS crm_event_received_at ON crm_event (received_at)")
+
+
+def _v6_outbox(db: peewee.Database) -> None:
+    db.create_tables([OutboxEvent], safe=True)
+
+
+def _v7_history(db: peewee.Database) -> None:
+    db.create_tables([StatusChange], safe=True)
+
+
+def _v8_users(db: peewee.Database) -> None:
+    db.create_tables([DashboardUser], safe=True)
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
+    (1, "base: assets, asset texts, dead letters, audit log", _v1_base),
+    (2, "knowledge graph entities, relations, LLM usage", _v2_knowledge),
+    (3, "CRM: Kommo OAuth token, ledger of links, webhook events", _v3_crm),
+    (4, "LLM chunk checkpoints and cache; chunk counts of a graph; usage per knowledge generation",
+     _v4_llm_checkpoints),
+    (5, "CRM: Kommo's time of the lead status in the ledger; webhook events by age (retention)", _v5_crm_ordering),
+    (6, "outbox of outcome events for other services", _v6_outbox),
+    (7, "status history of assets and their knowledge", _v7_history),
+    (8, "named dashboard users with roles", _v8_users),
+]
+
+
+def latest_version() -> int:
+    return MIGRATIONS[-1][0]
+
+
+def current_version() -> int:
+    with session() as db:
+        schema = None if is_sqlite() else db.execute_sql("SELECT current_schema()").fetchone()[0]
+        if not db.table_exists(SchemaVersion._meta.table_name, schema=schema):
+            return 0
+        return SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0
+
+
+def migrate() -> list[int]:
+    """Apply pending migrations; returns the versions applied by this call."""
+    applied: list[int] = []
+    with session() as db:
+        db.create_tables([SchemaVersion], safe=True)
+    for version, name, apply in MIGRATIONS:
+        with session() as db:
+            lock = db.atomic("IMMEDIATE") if is_sqlite() else db.atomic()
+            with lock:
+                if not is_sqlite():
+                    db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+                if SchemaVersion.get_or_none(SchemaVersion.version == version):
+                    continue
+                apply(db)
+                SchemaVersion.create(version=version, name=name)
+                applied.append(version)
+                logger.info("applied migration %d: %s", version, name)
+    return applied
+
+
+MIGRATE_RETRY_SECONDS = 5.0
+
+
+def migrate_when_available(retry_s: float = MIGRATE_RETRY_SECONDS) -> threading.Thread | None:
+    """Apply pending migrations now, or keep trying from a thread until the database takes them.
+
+    A worker that starts during a database outage must not run for good on a schema it never
+    migrated: until the tables exist, queries fail as DatabaseUnavailable and messages wait.
+    Returns the retrying thread, or None when the migrations are done already.
+    """
+    try:
+        migrate()
+        return None
+    except DatabaseUnavailable as exc:
+        logger.warning("Database unavailable at start (%s); migrating as soon as it is back, messages wait.", exc)
+
+    def retry() -> None:
+        stop = threading.Event()  # never set: the thread ends once the migrations are in
+        while not stop.wait(retry_s):
+            try:
+                migrate()
+            except DatabaseUnavailable:
+                continue
+            logger.info("Database back: migrations applied.")
+            return
+
+    thread = threading.Thread(target=retry, name="worker-migrate", daemon=True)
+    thread.start()
+    return thread
+
+
+__all__ = ["MIGRATIONS", "current_version", "database_proxy", "latest_version", "migrate", "migrate_when_available"]

@@ -1,0 +1,204 @@
+"""Dead letters for operators (CLI and dashboard): list, show, requeue, delete, purge, each audited.
+
+The rows are written by the dead-letter sink (middleware.deadletters) when a
+message fails for good; this module reads and acts on them.  Requeue is
+atomic: the state change and the enqueue happen in one database transaction
+(the enqueue inside it), and the state change is conditional, so two
+operators requeueing the same dead letter produce one message.  A requeued
+message keeps its message_id, gets a fresh retry budget and starts a new
+status generation.  Payloads are shown with secrets masked.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dramatiq
+import peewee
+from dramatiq.message import Message
+
+from worker_service.database import AuditEntry, DeadLetter, session, utcnow
+from worker_service.database.models import iso
+from worker_service.outcome import PENDING_DEAD_LETTER
+
+logger = logging.getLogger(__name__)
+
+ERROR_TYPES = ("invalid_payload", "unknown_actor", "undecodable", "retries_exhausted", "permanent_error",
+               "timeout", "memory", "age_limit", "crash_loop", "forbidden")
+_SECRET_KEY = re.compile(r"(pass(word)?|secret|token|api[_-]?key|authori[sz]ation|cookie|refresh)", re.I)
+#: options that belong to one delivery or one generation and must not survive a requeue
+_RESET_OPTIONS = ("retries", "infra_retries", "budget_started_at", "attempt_history", "last_error", "hard_timeouts",
+                  "deferrals", "last_deferral", PENDING_DEAD_LETTER, "eta", "redis_message_id", "traceback",
+                  "requeue_timestamp")
+
+
+def mask(value: Any, key: str = "") -> Any:
+    """Secrets replaced by ``***`` (by key name), recursively."""
+    if isinstance(value, dict):
+        return {k: mask(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask(v, key) for v in value]
+    if key and _SECRET_KEY.search(key) and value not in (None, ""):
+        return "***"
+    return value
+
+
+def ms_to_dt(ms: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, UTC).replace(tzinfo=None) if ms else None
+
+
+def to_public(row: DeadLetter, *, full: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": row.id, "message_id": row.message_id, "queue": row.queue, "actor": row.actor,
+        "error_type": row.error_type, "exception_type": row.exception_type, "error_message": row.error_message,
+        "attempts": row.attempts, "first_enqueued_at": iso(row.first_enqueued_at), "failed_at": iso(row.failed_at),
+        "state": row.state, "state_changed_at": iso(row.state_changed_at), "state_changed_by": row.state_changed_by,
+    }
+    if full:
+        out.update({"args": mask(row.args), "kwargs": mask(row.kwargs), "options": mask(row.options),
+                    "raw_body": row.raw_body, "traceback": row.traceback, "history": row.history})
+    return out
+
+
+@dataclass(frozen=True)
+class Filter:
+    actor: str | None = None
+    queue: str | None = None
+    error_type: str | None = None
+    state: str | None = "dead"
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self) -> peewee.Expression:
+        expr = DeadLetter.id > 0
+        if self.actor:
+            expr &= DeadLetter.actor == self.actor
+        if self.queue:
+            expr &= DeadLetter.queue == self.queue
+        if self.error_type:
+            expr &= DeadLetter.error_type == self.error_type
+        if self.state:
+            expr &= DeadLetter.state == self.state
+        if self.since:
+            expr &= DeadLetter.failed_at >= self.since
+        if self.until:
+            expr &= DeadLetter.failed_at < self.until
+        return expr
+
+
+class DeadLetterStore:
+    """Operator actions on dead letters (CLI and dashboard).
+
+    Parameters:
+      broker: the broker requeued messages go to.
+    """
+
+    def __init__(self, broker: dramatiq.Broker) -> None:
+        self.broker = broker
+
+    # --- reading ---------------------------------------------------------------
+    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> builtins.list[DeadLetter]:
+        with session():
+            return list(DeadLetter.select().where(flt.where()).order_by(DeadLetter.id.desc())
+                        .limit(limit).offset(offset))
+
+    def count(self, flt: Filter) -> int:
+        with session():
+            return DeadLetter.select().where(flt.where()).count()
+
+    def counts_by(self, column: str, flt: Filter) -> dict[str, int]:
+        field = getattr(DeadLetter, column)
+        with session():
+            rows = (DeadLetter.select(field, peewee.fn.COUNT(DeadLetter.id).alias("n"))
+                    .where(flt.where()).group_by(field).tuples())
+            return {str(k): int(n) for k, n in rows}
+
+    def get(self, dead_letter_id: int) -> DeadLetter | None:
+        with session():
+            return DeadLetter.get_or_none(DeadLetter.id == dead_letter_id)
+
+    def audit(self, *, limit: int = 200) -> builtins.list[AuditEntry]:
+        with session():
+            return list(AuditEntry.select().order_by(AuditEntry.id.desc()).limit(limit))
+
+    # --- actions -----------------------------------------------------------------
+    def requeue(self, ids: Iterable[int], who: str) -> builtins.list[int]:
+        """Requeue dead letters by id; returns the ids actually requeued (each at most once)."""
+        requested = [int(i) for i in ids]
+        done = [i for i in requested if self._requeue_one(i, who)]
+        self._audit(who, "requeue", f"ids={','.join(map(str, requested))}", len(done), {"requested": requested})
+        return done
+
+    def requeue_matching(self, flt: Filter, who: str, *, limit: int = 10_000) -> builtins.list[int]:
+        ids = [row.id for row in self.list(Filter(**{**flt.__dict__, "state": "dead"}), limit=limit)]
+        done = [i for i in ids if self._requeue_one(i, who)]
+        self._audit(who, "requeue", _describe(flt), len(done), {"filter": _filter_json(flt)})
+        return done
+
+    def delete(self, ids: Sequence[int], who: str) -> int:
+        with session(transaction=True):
+            n = (DeadLetter.update(state="deleted", state_changed_at=utcnow(), state_changed_by=who)
+                 .where(DeadLetter.id.in_(list(ids)), DeadLetter.state == "dead").execute())
+            self._audit(who, "delete", f"ids={','.join(map(str, ids))}", n, None)
+        return n
+
+    def delete_matching(self, flt: Filter, who: str) -> int:
+        flt = Filter(**{**flt.__dict__, "state": "dead"})
+        with session(transaction=True):
+            n = (DeadLetter.update(state="deleted", state_changed_at=utcnow(), state_changed_by=who)
+                 .where(flt.where()).execute())
+            self._audit(who, "delete", _describe(flt), n, {"filter": _filter_json(flt)})
+        return n
+
+    def purge(self, older_than_days: float, who: str) -> tuple[int, int]:
+        """Remove dead letters and audit entries older than the retention; returns (letters, audit rows)."""
+        cutoff = utcnow() - timedelta(days=older_than_days)
+        with session(transaction=True):
+            letters = DeadLetter.delete().where(DeadLetter.failed_at < cutoff).execute()
+            audits = AuditEntry.delete().where(AuditEntry.at < cutoff).execute()
+            self._audit(who, "purge", f"older_than_days={older_than_days}", letters + audits,
+                        {"dead_letters": letters, "audit_entries": audits})
+        return letters, audits
+
+    def _requeue_one(self, dead_letter_id: int, who: str) -> bool:
+        with session(transaction=True):
+            changed = (DeadLetter.update(state="requeued", state_changed_at=utcnow(), state_changed_by=who)
+                       .where(DeadLetter.id == dead_letter_id, DeadLetter.state == "dead",
+                              DeadLetter.actor != "").execute())
+            if not changed:
+                return False
+            row = DeadLetter.get_by_id(dead_letter_id)
+            # Enqueued inside the transaction: if the enqueue fails, the state change rolls back.
+            self.broker.enqueue(requeue_message(row))
+        logger.info("Requeued dead letter %d (message %s) by %s", dead_letter_id, row.message_id, who)
+        return True
+
+    def _audit(self, who: str, action: str, target: str, count: int, detail: dict | None) -> None:
+        with session(transaction=True):
+            AuditEntry.create(who=who, action=action, target=target, count=count, detail=detail)
+
+
+def requeue_message(row: DeadLetter) -> Message:
+    options = {k: v for k, v in (row.options or {}).items() if k not in _RESET_OPTIONS}
+    now = int(time.time() * 1000)
+    options.update({"generation": now, "budget_started_at": now, "requeued_from": row.id})
+    return Message(queue_name=row.queue, actor_name=row.actor, args=tuple(row.args or ()), kwargs=row.kwargs or {},
+                   options=options, message_id=row.message_id,
+                   message_timestamp=int(row.first_enqueued_at.replace(tzinfo=UTC).timestamp() * 1000)
+                   if row.first_enqueued_at else now)
+
+
+def _filter_json(flt: Filter) -> dict[str, Any]:
+    return {k: (iso(v) if isinstance(v, datetime) else v) for k, v in flt.__dict__.items() if v is not None}
+
+
+def _describe(flt: Filter) -> str:
+    return json.dumps(_filter_json(flt), sort_keys=True)

@@ -1,0 +1,1 @@
+"""Logs, traces, Prometheus metrics and the health checks shared by the worker, the CLI and the dashboard."""

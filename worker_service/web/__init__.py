@@ -1,0 +1,64 @@
+"""``worker web``: the operators' dashboard, a Flask app (web.app) served by waitress (a production WSGI server).
+
+``make_app(settings, insecure_local)`` builds the app; ``serve`` runs it on
+WEB_HOST:WEB_PORT.  Without WEB_PASSWORD, WEB_API_TOKEN or WEB_PROXY_USER_HEADER it
+refuses to start, unless bound to 127.0.0.1 with ``--insecure-local``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from settings import Settings
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+logger = logging.getLogger(__name__)
+
+
+class InsecureConfiguration(Exception):
+    pass
+
+
+def make_app(settings: Settings, *, insecure_local: bool = False) -> Flask:
+    from worker_service.brokers import build_broker, make_redis_client
+    from worker_service.web.app import create_app
+    from worker_service.web.auth import Authenticator
+    from worker_service.web.health import HealthChecks
+    from worker_service.web.metrics import BrokerCollector
+    from worker_service.web.services import Services
+
+    if not settings.web_password and not settings.web_api_token and not settings.web_proxy_user_header:
+        if not (insecure_local and settings.web_host == "127.0.0.1"):
+            raise InsecureConfiguration(
+                "refusing to start the dashboard without WEB_PASSWORD, WEB_API_TOKEN or WEB_PROXY_USER_HEADER; "
+                "for a local look only, bind WEB_HOST=127.0.0.1 and pass --insecure-local")
+        auth = None
+        logger.warning("dashboard running WITHOUT authentication (--insecure-local on 127.0.0.1)")
+    else:
+        auth = Authenticator(user=settings.web_user, password=settings.web_password,
+                             api_token=settings.web_api_token, secret=settings.web_session_secret,
+                             session_hours=settings.web_session_hours,
+                             proxy_header=settings.web_proxy_user_header,
+                             proxy_addresses=frozenset(a.strip() for a in settings.web_proxy_addresses.split(",")
+                                                       if a.strip()))
+    broker = build_broker(settings, [])
+    registry = CollectorRegistry()
+    registry.register(BrokerCollector(make_redis_client(settings) if settings.broker_kind == "redis" else None,
+                                      spend_client=make_redis_client(settings, settings.ratelimit_url),
+                                      daily_budget_usd=settings.openrouter_daily_budget_usd))
+    return create_app(Services(broker=broker, auth=auth, health=HealthChecks(settings),
+                               metrics_app=make_wsgi_app(registry)))
+
+
+def serve(settings: Settings, *, insecure_local: bool = False) -> None:
+    import waitress
+
+    app = make_app(settings, insecure_local=insecure_local)
+    logger.info("dashboard on http://%s:%d/", settings.web_host, settings.web_port)
+    waitress.serve(app, host=settings.web_host, port=settings.web_port, threads=settings.web_threads,
+                   ident="worker-dashboard", clear_untrusted_proxy_headers=True)

@@ -1,0 +1,185 @@
+"""The dashboard's Flask app: login, who may do what, security headers, health, metrics, live queues.
+
+Pages need a login; the API also takes ``Authorization: Bearer WEB_API_TOKEN``.  The session is
+Flask's signed cookie ``worker_session`` (HttpOnly, SameSite=Strict, signed with the Authenticator's
+key so every replica accepts it).  Every state-changing request made with the cookie needs the CSRF
+token (Flask-WTF; form field ``csrf`` or header ``X-CSRF-Token``); bearer calls carry no cookie, so no
+other site can make them.  A viewer gets 403 on every state change.  The pages are the blueprints of
+web.views; dramatiq-dashboard is mounted read-only at ``/queues/`` inside our header (its own
+requeue/delete would bypass the dead-letter store and the audit log).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+from typing import cast
+from urllib.parse import urlencode
+
+from flask import Flask, Response, g, render_template, request, session
+from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
+from werkzeug.exceptions import HTTPException
+
+from worker_service.web.auth import COOKIE, Principal
+from worker_service.web.services import Services, WSGIApp
+from worker_service.web.users import role_of
+from worker_service.web.views import assets, failed, fleet, json_response, outcome_events, see_other, text
+
+logger = logging.getLogger(__name__)
+PUBLIC = {"live", "ready", "metrics", "login"}  # endpoints that need no login
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+                               "frame-ancestors 'none'",
+}
+
+
+def create_app(services: Services) -> Flask:
+    """The dashboard for ``services``, a WSGI app (web.serve runs it under waitress)."""
+    app = Flask(__name__, static_folder=None)
+    auth = services.auth
+    app.config.update(
+        SECRET_KEY=auth.key if auth else secrets.token_bytes(32),
+        SESSION_COOKIE_NAME=COOKIE, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=auth.session_seconds if auth else 8 * 3600),
+        SESSION_REFRESH_EACH_REQUEST=False,  # a session ends its lifetime after the login, not after the last click
+        MAX_CONTENT_LENGTH=1_000_000,
+        # checked by authorize() for cookie sessions only: a bearer call has no cookie to ride on
+        WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_FIELD_NAME="csrf", WTF_CSRF_TIME_LIMIT=None,
+    )
+    app.extensions["worker"] = services
+    csrf = CSRFProtect(app)
+    for blueprint in (fleet.blueprint, failed.blueprint, assets.blueprint, outcome_events.blueprint):
+        app.register_blueprint(blueprint)
+
+    def identify() -> Principal | None:
+        remote = request.remote_addr or "-"
+        if auth is None:
+            return Principal("local", remote, via="local")
+        bearer = auth.bearer(request.headers.get("Authorization"), remote)
+        if bearer is not None:
+            return bearer
+        proxied = auth.proxied(request.headers, remote)
+        if proxied is not None:
+            return proxied
+        user, session_id = session.get("user"), session.get("id")
+        if not isinstance(user, str) or not isinstance(session_id, str) or services.session_revoked(session_id):
+            return None
+        # a named user's role is read again on every request: a removal or a demotion applies at once
+        role = role_of(user) if session.get("named") else "operator"
+        return Principal(f"user:{user}", remote, role=role) if role else None
+
+    @app.before_request
+    def authorize() -> Response | None:
+        if request.endpoint in PUBLIC:
+            return None
+        api = request.path.startswith("/api/")
+        principal = identify()
+        if principal is None:
+            if api:
+                return json_response({"error": "authentication required"}, 401)
+            return see_other("/login?" + urlencode({"next": request.path}))
+        g.principal = principal
+        if request.method in ("GET", "HEAD"):
+            return None
+        if principal.via != "token":
+            try:
+                csrf.protect()
+            except CSRFError:
+                return refuse(api, "missing or wrong CSRF token")
+        if not principal.can_change and request.endpoint != "logout":
+            return refuse(api, f"{principal.name} is a viewer: reading only")
+        return None
+
+    def refuse(api: bool, reason: str) -> Response:
+        return json_response({"error": reason}, 403) if api else text(f"Forbidden: {reason}.", 403)
+
+    @app.context_processor
+    def layout() -> dict[str, object]:
+        principal = g.get("principal")
+        return {"principal": principal, "csrf": generate_csrf() if principal else ""}
+
+    @app.after_request
+    def secure(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        message = error.description or error.name
+        if request.path.startswith("/api/"):
+            return json_response({"error": message}, error.code or 500)
+        return text(message, error.code or 500)
+
+    @app.errorhandler(Exception)
+    def internal_error(error: Exception) -> Response:  # one bad request must not take the server down
+        logger.exception("dashboard error on %s %s", request.method, request.path)
+        if request.path.startswith("/api/"):  # an API client parses JSON, whatever went wrong
+            return json_response({"error": "internal error; see the dashboard logs"}, 500)
+        return text("Internal error; see the dashboard logs.", 500)
+
+    @app.get("/healthz", endpoint="live")
+    def live() -> Response:
+        return json_response(services.health.live())
+
+    @app.get("/readyz", endpoint="ready")
+    def ready() -> Response:
+        state = services.health.ready()
+        return json_response(state, 200 if state["ready"] else 503)
+
+    @app.get("/metrics", endpoint="metrics")
+    def metrics() -> Response:
+        if services.metrics_app is None:
+            return text("No metrics here.", 404)
+        return wsgi(services.metrics_app, request.environ)
+
+    @app.route("/login", methods=["GET", "POST"], endpoint="login")
+    def login() -> Response | str | tuple[str, int]:
+        target = request.values.get("next") or "/"
+        if not target.startswith("/") or target.startswith("//") or "\\" in target:
+            target = "/"  # never off this site
+        if request.method == "GET" or auth is None:
+            return render_template("login.html", error=None, user="", next=target)
+        user, password = request.form.get("user", ""), request.form.get("password", "")
+        role = auth.check_password(user, password, request.remote_addr or "-")
+        if role is None:
+            logger.warning("failed dashboard login for %r from %s", user[:50], request.remote_addr)
+            return render_template("login.html", error="Wrong user or password.", user=user, next=target), 401
+        session.clear()  # a new session (and CSRF token) for each login: nothing fixed before it survives
+        session.permanent = True
+        session.update(user=user, named=role_of(user) is not None, id=secrets.token_urlsafe(16))
+        logger.info("dashboard login by %s (%s) from %s", user, role, request.remote_addr)
+        return see_other(target)
+
+    @app.post("/logout", endpoint="logout")
+    def logout() -> Response:
+        if isinstance(session.get("id"), str):
+            services.revoke_session(session["id"], int(app.permanent_session_lifetime.total_seconds()))
+        session.clear()
+        return see_other("/login")
+
+    @app.route("/queues/", defaults={"path": ""}, methods=["GET", "POST"])
+    @app.route("/queues/<path:path>", methods=["GET", "POST"])
+    def queues(path: str) -> Response:
+        """dramatiq-dashboard's view inside this dashboard's header and navigation (one layout everywhere)."""
+        if services.queues_app is None:
+            return text("Live queues need the Redis broker.", 404)
+        if request.method != "GET":
+            return text("The queue views are read-only; use the failed-messages pages.", 403)
+        # dramatiq-dashboard routes relative to its mount point and builds its links with the prefix
+        inner = wsgi(services.queues_app, {**request.environ, "PATH_INFO": "/" + path})
+        if inner.mimetype == "text/html":
+            body = inner.get_data()
+            at = body.find(b">", body.find(b"<body")) + 1 if b"<body" in body else 0
+            inner.set_data(body[:at] + render_template("nav.html", nav="queues").encode() + body[at:])
+        return inner
+
+    return app
+
+
+def wsgi(inner: WSGIApp, environ: dict) -> Response:
+    """What the WSGI app ``inner`` answers to ``environ``, as a response of ours (so it gets our headers)."""
+    return cast(Response, Response.from_app(inner, environ, buffered=True))

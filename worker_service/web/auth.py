@@ -1,0 +1,109 @@
+"""Who is asking: named users and the bootstrap password, the API's bearer token, slowed failed logins.
+
+The web app keeps who logged in in Flask's session cookie, signed with ``key``: WEB_SESSION_SECRET, or
+by default a key derived from WEB_PASSWORD, so every replica accepts it (a named user's role is read
+from the database on each request, not kept in the cookie).
+API calls may instead send ``Authorization: Bearer WEB_API_TOKEN`` (no cookie, so no CSRF).  Failed
+logins from one address wait 2^n seconds (capped).  Users are the named ones of web.users (viewer or
+operator) and the bootstrap WEB_USER / WEB_PASSWORD (an operator).  Behind a reverse proxy that logs
+people in (oauth2-proxy), WEB_PROXY_USER_HEADER names the user, believed only from WEB_PROXY_ADDRESSES.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from werkzeug.datastructures import Headers
+
+COOKIE = "worker_session"  # the session cookie's name
+MAX_LOGIN_DELAY_S = 8.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is acting: ``user:<name>``, ``token:api`` or ``local``, and from where (for the audit log).
+
+    ``via`` is how they proved it: ``session`` (the cookie: state changes need the CSRF token), ``proxy``
+    (the reverse proxy's user header: its cookie rides along, so CSRF too), ``token`` (the bearer token: no
+    cookie, so no CSRF) or ``local`` (--insecure-local).
+    """
+
+    name: str
+    remote: str
+    role: str = "operator"  # viewer: reads only (web.users)
+    via: str = "session"
+
+    @property
+    def can_change(self) -> bool:
+        return self.role == "operator"
+
+    @property
+    def audit_name(self) -> str:
+        return f"{self.name}@{self.remote}"
+
+
+class Authenticator:
+    """Parameters: user, password, api_token, secret (None: derived from the password), session_hours,
+    proxy_header (None: off) and proxy_addresses (the peers whose proxy_header is believed)."""
+
+    def __init__(self, *, user: str, password: str | None, api_token: str | None, secret: str | None,
+                 session_hours: float, proxy_header: str | None = None,
+                 proxy_addresses: frozenset[str] = frozenset()) -> None:
+        self.user = user
+        self.password = password
+        self.api_token = api_token
+        seed = secret or (f"session:{password}" if password else secrets.token_hex(32))
+        self.key = hashlib.sha256(seed.encode()).digest()  # signs the session cookie and the CSRF tokens
+        self.session_seconds = int(session_hours * 3600)
+        self.proxy_header = proxy_header
+        self.proxy_addresses = proxy_addresses
+        self._failures: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def bearer(self, header: str | None, remote: str) -> Principal | None:
+        if not self.api_token or not header or not header.startswith("Bearer "):
+            return None
+        if hmac.compare_digest(header[7:].strip().encode(), self.api_token.encode()):
+            return Principal("token:api", remote, via="token")
+        return None
+
+    def proxied(self, headers: Headers, remote: str) -> Principal | None:
+        """The user a trusted reverse proxy vouches for: a named user gets their role, anyone else ``viewer``."""
+        from worker_service.web.users import role_of
+
+        if not self.proxy_header or remote not in self.proxy_addresses:
+            return None
+        name = headers.get(self.proxy_header, "").strip()
+        if not name or len(name) > 200 or not name.isprintable():
+            return None
+        return Principal(f"user:{name}", remote, role=role_of(name) or "viewer", via="proxy")
+
+    # --- login -----------------------------------------------------------------------------------
+    def check_password(self, user: str, password: str, remote: str) -> str | None:
+        """The user's role if the password is right, else None; each failure from ``remote`` makes the next
+        attempt wait longer.  A named user (web.users) first, then the bootstrap WEB_USER / WEB_PASSWORD."""
+        from worker_service.web.users import verify
+
+        with self._lock:
+            failures = self._failures.get(remote, 0)
+        if failures:
+            time.sleep(min(MAX_LOGIN_DELAY_S, 0.5 * 2 ** (failures - 1)))
+        role: str | None = verify(user, password)
+        bootstrap = bool(self.password) and hmac.compare_digest(user.encode(), self.user.encode()) & \
+            hmac.compare_digest(password.encode(), (self.password or "").encode())
+        if role is None and bootstrap:
+            role = "operator"
+        ok = role is not None
+        with self._lock:
+            if ok:
+                self._failures.pop(remote, None)
+            else:
+                self._failures[remote] = failures + 1
+                if len(self._failures) > 10_000:
+                    self._failures.clear()
+        return role

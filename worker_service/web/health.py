@@ -1,0 +1,57 @@
+"""Liveness and readiness: broker reachable, database reachable, migrations current."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from settings import Settings
+
+
+class HealthChecks:
+    """Parameters: settings (which broker and database to check)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started = time.time()
+
+    def live(self) -> dict[str, Any]:
+        return {"alive": True, "uptime_seconds": round(time.time() - self.started, 1)}
+
+    def broker_ok(self) -> tuple[bool, str]:
+        try:
+            if self.settings.broker_kind == "redis":
+                import redis
+
+                client = redis.Redis.from_url(self.settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
+                try:
+                    client.ping()
+                finally:
+                    client.close()
+            else:
+                import pika
+
+                params = pika.URLParameters(self.settings.broker_url)
+                params.connection_attempts, params.socket_timeout, params.stack_timeout = 1, 2, 3
+                pika.BlockingConnection(params).close()
+            return True, "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return False, f"{type(exc).__name__}: {exc}"[:300]
+
+    def database_ok(self) -> tuple[bool, str]:
+        from worker_service.database import current_version, latest_version, session
+
+        try:
+            with session() as db:
+                db.execute_sql("SELECT 1")
+            version = current_version()
+        except Exception as exc:  # noqa: BLE001
+            return False, f"{type(exc).__name__}: {exc}"[:300]
+        if version < latest_version():
+            return False, f"schema version {version}, latest {latest_version()}: run worker migrate"
+        return True, "ok"
+
+    def ready(self) -> dict[str, Any]:
+        broker, broker_detail = self.broker_ok()
+        database, database_detail = self.database_ok()
+        return {"ready": broker and database, "broker": broker_detail, "database": database_detail}

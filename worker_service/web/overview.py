@@ -1,0 +1,106 @@
+"""The fleet at a glance (``GET /api/overview``): queues, worker processes, upstreams, recent failures, events.
+
+Read on request from Redis (queues, the workers' reports, upstream pauses and spend) and the database
+(dead letters of the last hour, the event outbox); nothing is kept between requests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import peewee
+
+from settings import Settings
+from worker_service.database import DeadLetter, session, utcnow
+from worker_service.web.metrics import UPSTREAMS, queue_stats
+
+
+def workers(client: Any, ns: str, silent_after_s: float) -> list[dict[str, Any]]:
+    """The worker processes that reported within ``silent_after_s``; older reports are removed."""
+    now = time.time()
+    alive, gone = [], []
+    for field, raw in client.hgetall(f"{ns}:__workers__").items():
+        try:
+            info = json.loads(raw)
+            age = now - float(info["heartbeat_at"])
+        except (ValueError, KeyError, TypeError):
+            gone.append(field)
+            continue
+        if age > silent_after_s:
+            gone.append(field)
+            continue
+        alive.append({"host": info.get("host"), "pid": info.get("pid"), "threads": info.get("threads"),
+                      "busy": info.get("busy"), "heartbeat_age_seconds": round(max(0.0, age), 1),
+                      "rss_bytes": info.get("rss_bytes"), "queues": info.get("queues", []),
+                      "current": info.get("current", [])})
+    if gone:
+        client.hdel(f"{ns}:__workers__", *gone)
+    return sorted(alive, key=lambda w: (str(w["host"]), int(w["pid"] or 0)))
+
+
+def upstreams(client: Any, ns: str, settings: Settings) -> dict[str, dict[str, Any]]:
+    from worker_service.knowledge.budgets import spend_key
+    from worker_service.ratelimit import RateLimiter
+
+    limiter = RateLimiter(client, {}, namespace=ns)  # a reader: it takes no slot
+    out: dict[str, dict[str, Any]] = {}
+    for upstream in UPSTREAMS:
+        out[upstream] = {"paused_for_seconds": round(limiter.paused_for(upstream) / 1000, 1),
+                         "pause_reason": limiter.pause_reason(upstream),
+                         "rate_used_rps": round(limiter.rate_used(upstream), 2)}
+    spent = client.get(spend_key(ns, "openrouter", datetime.now(UTC)))
+    out["openrouter"].update({"spend_today_usd": round(float(spent), 6) if spent else 0.0,
+                              "daily_budget_usd": settings.openrouter_daily_budget_usd,
+                              "rate_limit_rps": settings.openrouter_rps})
+    out["kommo"]["rate_limit_rps"] = settings.kommo_rps
+    return out
+
+
+def dead_letters_last_hour() -> dict[str, int]:
+    with session():
+        rows = (DeadLetter.select(DeadLetter.error_type, peewee.fn.COUNT(DeadLetter.id))
+                .where(DeadLetter.failed_at >= utcnow() - timedelta(hours=1))
+                .group_by(DeadLetter.error_type).tuples())
+        return {error_type: int(count) for error_type, count in rows}
+
+
+def throughput(client: Any, ns: str, minutes: int, bucket: int) -> dict[str, list[Any]]:
+    """Messages done and failed per ``bucket`` minutes over the last ``minutes`` (middleware.throughput)."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    stamps = [now - timedelta(minutes=m) for m in range(minutes - 1, -1, -1)]
+    pipe = client.pipeline(transaction=False)
+    for stamp in stamps:
+        pipe.hgetall(f"{ns}:__stats__.{stamp:%Y%m%d%H%M}")
+    labels: list[str] = []
+    done: list[int] = []
+    failed: list[int] = []
+    for i, (stamp, counts) in enumerate(zip(stamps, pipe.execute(), strict=True)):
+        if i % bucket == 0:
+            labels.append(f"{stamp:%H:%M}" if minutes <= 60 else f"{stamp:%d.%m %H:%M}")
+            done.append(0)
+            failed.append(0)
+        for field, value in counts.items():
+            outcome = field.decode().rsplit(":", 1)[-1]
+            (failed if outcome == "failed" else done)[-1] += int(value)
+    return {"labels": labels, "done": done, "failed": failed}
+
+
+def overview(broker_client: Any | None, limiter_client: Any, settings: Settings, ns: str = "dramatiq") -> dict[str, Any]:
+    """The pinned ``/api/overview`` document (DESIGN.md): ``queues`` and ``workers``, and more keys."""
+    from worker_service.outcome_events import lag
+
+    pending, age = lag()
+    return {
+        "queues": queue_stats(broker_client, ns) if broker_client is not None else [],
+        "workers": workers(broker_client, ns, settings.heartbeat_timeout_ms / 1000)
+        if broker_client is not None else [],
+        "upstreams": upstreams(limiter_client, ns, settings),
+        "dead_letters_last_hour": dead_letters_last_hour(),
+        "events": {"pending": pending, "oldest_pending_seconds": round(age, 1)},
+        "throughput": {"last_hour": throughput(limiter_client, ns, 60, 1),
+                       "last_day": throughput(limiter_client, ns, 1440, 30)},
+        "at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }

@@ -1,0 +1,69 @@
+"""Named dashboard users: Argon2id password hashes (argon2-cffi) and two roles.
+
+``viewer`` reads everything and changes nothing; ``operator`` may also requeue, delete, pause, resend.
+The single WEB_USER / WEB_PASSWORD of the settings stays a bootstrap operator, so a fresh install can
+log in before anyone was added (``worker users add NAME --role viewer|operator``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, cast
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from worker_service.database import DashboardUser, session
+
+Role = Literal["viewer", "operator"]
+ROLES: tuple[Role, ...] = ("viewer", "operator")
+_HASHER = PasswordHasher()
+# verified against when the user does not exist, so an unknown name costs the same time as a wrong password
+_DUMMY_HASH = _HASHER.hash("no such user")
+
+
+def add_user(name: str, password: str, role: Role) -> bool:
+    """Create or replace ``name``; True if it is new."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if not name or len(name) > 100 or not name.isprintable() or ":" in name:
+        raise ValueError("a user name is 1-100 printable characters, without ':'")
+    if len(password) < 8:
+        raise ValueError("a password has at least 8 characters")
+    with session(transaction=True):
+        new = DashboardUser.get_or_none(DashboardUser.name == name) is None
+        (DashboardUser.insert(name=name, password_hash=_HASHER.hash(password), role=role)
+         .on_conflict(conflict_target=[DashboardUser.name],
+                      update={DashboardUser.password_hash: _HASHER.hash(password), DashboardUser.role: role})
+         .execute())
+    return new
+
+
+def remove_user(name: str) -> bool:
+    with session(transaction=True):
+        return bool(DashboardUser.delete().where(DashboardUser.name == name).execute())
+
+
+def list_users() -> list[dict[str, str]]:
+    from worker_service.database.models import iso
+
+    with session():
+        return [{"name": u.name, "role": u.role, "created_at": iso(u.created_at) or ""}
+                for u in DashboardUser.select().order_by(DashboardUser.name)]
+
+
+def role_of(name: str) -> Role | None:
+    """A named user's role, or None if there is no such user."""
+    with session():
+        user = DashboardUser.get_or_none(DashboardUser.name == name)
+    return cast(Role, user.role) if user is not None and user.role in ROLES else None
+
+
+def verify(name: str, password: str) -> Role | None:
+    """The user's role when the password is right, else None (same work whether the user exists or not)."""
+    with session():
+        user = DashboardUser.get_or_none(DashboardUser.name == name)
+    try:
+        _HASHER.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    return cast(Role, user.role) if user is not None and user.role in ROLES else None

@@ -1,0 +1,70 @@
+"""One asset's whole story: record, status history, dead letters, text (preview and download), graph, CRM."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from flask import Blueprint, Response, render_template, request
+
+from worker_service.database.queries import (
+    asset_dead_letters,
+    asset_graph,
+    asset_history,
+    asset_record,
+    asset_text,
+    lead_link,
+)
+from worker_service.web.views import found, see_other, text
+
+blueprint = Blueprint("assets", __name__)
+
+
+@blueprint.get("/assets")
+def search() -> Response:
+    asset_id = request.args.get("id", "").strip()
+    return see_other(f"/assets/{quote(asset_id, safe='')}" if asset_id else "/")
+
+
+@blueprint.get("/assets/<asset_id>")
+def page(asset_id: str) -> Response | str:
+    from worker_service.web.charts import graph_picture
+
+    record = asset_record(asset_id)
+    if record is None:
+        return text(f"No asset {asset_id}.", 404)
+    graph = asset_graph(asset_id)
+    picture = graph_picture([e["name"] for e in graph["entities"]],
+                            [(r["source"], r["target"]) for r in graph["relations"]]) if graph else ""
+    return render_template("asset.html", nav="assets", a=record, history=asset_history(asset_id) or [],
+                           dead=asset_dead_letters(asset_id), text=asset_text(asset_id), graph=graph,
+                           picture=picture, lead=lead_link(record.get("crm_lead_id")))
+
+
+@blueprint.get("/assets/<asset_id>/text")
+def download_text(asset_id: str) -> Response:
+    record = asset_text(asset_id)
+    if record is None:
+        return text("No text.", 404)
+    response = Response(record["text"], mimetype="text/plain")
+    response.headers["Content-Disposition"] = f'attachment; filename="{quote(asset_id, safe="")}.txt"'
+    return response
+
+
+@blueprint.get("/api/assets/<asset_id>")
+def api_record(asset_id: str) -> Response:
+    return found(asset_record(asset_id), "unknown asset")
+
+
+@blueprint.get("/api/assets/<asset_id>/text")
+def api_text(asset_id: str) -> Response:
+    return found(asset_text(asset_id), "no text")
+
+
+@blueprint.get("/api/assets/<asset_id>/graph")
+def api_graph(asset_id: str) -> Response:
+    return found(asset_graph(asset_id), "unknown asset")
+
+
+@blueprint.get("/api/assets/<asset_id>/history")
+def api_history(asset_id: str) -> Response:
+    return found(asset_history(asset_id), "unknown asset")

@@ -1,0 +1,152 @@
+"""Failed messages (dead letters: filter, detail, requeue or delete one or many) and the audit trail."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, render_template, request
+
+from worker_service.database.models import iso
+from worker_service.deadletters import ERROR_TYPES, Filter, to_public
+from worker_service.web.views import found, json_response, principal, see_other, services, text
+
+blueprint = Blueprint("failed", __name__)
+PAGE_SIZE = 50
+FILTER_KEYS = ("actor", "queue", "error_type", "state", "since", "until")
+
+
+def make_filter(values: Mapping[str, str]) -> Filter:
+    """The dead letters a page or API call asks for; ``state`` is ``dead`` unless given ('' = any)."""
+    def day(name: str, plus: int = 0) -> datetime | None:
+        raw = values.get(name) or ""
+        try:
+            return datetime.fromisoformat(raw).replace(tzinfo=None) + timedelta(days=plus) if raw else None
+        except ValueError:
+            return None
+
+    state = values.get("state", "dead")
+    return Filter(actor=values.get("actor") or None, queue=values.get("queue") or None,
+                  error_type=values.get("error_type") or None, state=state or None, since=day("since"),
+                  until=day("until", plus=1))
+
+
+def filter_values(values: Mapping[str, str]) -> dict[str, str]:
+    return {k: values[k] for k in FILTER_KEYS if k in values}
+
+
+def number(name: str, default: int, most: int | None = None) -> int:
+    value = request.args.get(name, "")
+    n = int(value) if value.isdigit() else default
+    return min(most, n) if most is not None else n
+
+
+@blueprint.get("/dead-letters")
+def list_page() -> str:
+    store = services().store
+    flt = make_filter(request.args)
+    page = max(1, number("page", 1))
+    rows = store.list(flt, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+    any_state = Filter(state=None)
+    values = filter_values(request.args)
+    return render_template(
+        "dead_letters.html", nav="dlq", flt=flt, rows=[to_public(r) for r in rows[:PAGE_SIZE]],
+        more=len(rows) > PAGE_SIZE, page=page, total=store.count(flt),
+        by_type=store.counts_by("error_type", flt), actors=sorted(store.counts_by("actor", any_state)),
+        queues=sorted(store.counts_by("queue", any_state)), error_types=ERROR_TYPES,
+        since=request.args.get("since", ""), until=request.args.get("until", ""),
+        qs=urlencode(values), query_items=sorted(values.items()), flash=request.args.get("flash"))
+
+
+@blueprint.get("/dead-letters/<int:ident>")
+def detail_page(ident: int) -> Response | str:
+    row = services().store.get(ident)
+    if row is None:
+        return text("No such dead letter", 404)
+    record = to_public(row, full=True)
+    payload = {"args": record["args"], "kwargs": record["kwargs"], "options": record["options"]}
+    for item in record.get("history") or []:
+        item["at_iso"] = datetime.fromtimestamp(item.get("at", 0) / 1000, UTC).isoformat(timespec="seconds")
+    return render_template("dead_letter.html", nav="dlq", r=record, flash=request.args.get("flash"),
+                           payload=json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+
+
+@blueprint.post("/dead-letters/<int:ident>/<any(requeue, delete):action>")
+def act_one(ident: int, action: str) -> Response:
+    store, who = services().store, principal().audit_name
+    if action == "requeue":
+        done = bool(store.requeue([ident], who))
+        flash = f"Requeued dead letter {ident}." if done else f"Dead letter {ident} was not dead any more."
+    else:
+        done = bool(store.delete([ident], who))
+        flash = f"Deleted dead letter {ident}." if done else f"Dead letter {ident} was not dead any more."
+    return see_other(f"/dead-letters/{ident}?" + urlencode({"flash": flash}))
+
+
+@blueprint.post("/dead-letters/bulk")
+def act_bulk() -> Response | str:
+    store, who = services().store, principal().audit_name
+    action = request.form.get("action", "")
+    values = {k[2:]: v for k, v in request.form.items() if k.startswith("f_")}  # the list's filter, carried along
+    back = "/dead-letters?" + urlencode(filter_values(values))
+    if action in ("requeue", "delete"):
+        ids = [int(i) for i in request.form.getlist("ids") if i.isdigit()]
+        if not ids:
+            return see_other(back + "&" + urlencode({"flash": "Nothing selected."}))
+        n = len(store.requeue(ids, who)) if action == "requeue" else store.delete(ids, who)
+        return see_other(back + "&" + urlencode({"flash": f"{action.capitalize()}d {n} of {len(ids)} selected."}))
+    if action in ("requeue-all", "delete-all"):
+        flt = make_filter({**values, "state": "dead"})
+        verb = action.split("-")[0]
+        if request.form.get("confirm") != "yes":
+            return render_template("confirm.html", nav="dlq", verb=verb, action=action, count=store.count(flt),
+                                   query_items=sorted(filter_values(values).items()),
+                                   qs=urlencode(filter_values(values)),
+                                   description=json.dumps({k: v for k, v in values.items() if v}))
+        n = len(store.requeue_matching(flt, who)) if verb == "requeue" else store.delete_matching(flt, who)
+        return see_other(back + "&" + urlencode({"flash": f"{verb.capitalize()}d {n} matching dead letters."}))
+    return text("Unknown action", 400)
+
+
+def audit_rows() -> list[dict[str, Any]]:
+    """The last 500 audit entries, newest first (the page and the API show the same)."""
+    return [{"at": iso(a.at), "who": a.who, "action": a.action, "count": a.count, "target": a.target,
+             "detail": a.detail} for a in services().store.audit(limit=500)]
+
+
+@blueprint.get("/audit")
+def audit_page() -> str:
+    return render_template("audit.html", nav="audit", rows=audit_rows())
+
+
+@blueprint.get("/api/dead-letters")
+def api_list() -> Response:
+    store = services().store
+    flt = make_filter(request.args)
+    rows = [to_public(r) for r in store.list(flt, limit=number("limit", 100, most=1000), offset=number("offset", 0))]
+    return json_response({"total": store.count(flt), "items": rows})
+
+
+@blueprint.get("/api/dead-letters/<int:ident>")
+def api_show(ident: int) -> Response:
+    row = services().store.get(ident)
+    return found(to_public(row, full=True) if row else None, "not found")
+
+
+@blueprint.post("/api/dead-letters/<int:ident>/requeue")
+def api_requeue(ident: int) -> Response:
+    store = services().store
+    done = store.requeue([ident], principal().audit_name)
+    if done:
+        return json_response({"requeued": done})
+    exists = store.get(ident) is not None
+    return json_response({"error": "not dead (already requeued or deleted)" if exists else "not found"},
+                         409 if exists else 404)
+
+
+@blueprint.get("/api/audit")
+def api_audit() -> Response:
+    return json_response(audit_rows())
