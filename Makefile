@@ -51,8 +51,8 @@ profile: $(STAMP)
 
 chaos: $(STAMP)
 	@CHAOS_FULL=1 bash scripts/with-redis.sh $(BIN)/python -m pytest -ra -s \
-		tests/test_lifecycle.py::test_chaos_sigkill_every_few_seconds_loses_nothing_and_leaves_no_status_unfinished \
-		tests/test_supervision.py::test_healthz_stays_up_through_a_broker_outage_and_readyz_follows_the_broker
+		tests/integration/test_lifecycle.py::test_chaos_sigkill_every_few_seconds_loses_nothing_and_leaves_no_status_unfinished \
+		tests/integration/test_supervision.py::test_healthz_stays_up_through_a_broker_outage_and_readyz_follows_the_broker
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -180,14 +180,19 @@ def web(start_web: Callable[..., tuple[str, dict[str, str]]]) -> tuple[str, dict
     return start_web()
 
 
-# Tests that need real services or start processes are integration tests; `make test-fast` runs the rest.
+# Tests that need real services or start processes are integration tests (tests/integration/, and any test using
+# one of these fixtures anywhere); `make test-fast` runs the rest.
 _INTEGRATION_FIXTURES = {"redis_url", "redis_client", "pg_url", "rabbit_url", "worker_env", "start_worker", "sender",
                          "web", "start_web"}
 
 
+_INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if _INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("processes"):
+        if (_INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("processes")
+                or _INTEGRATION_DIR in Path(str(item.path)).parents):
             item.add_marker(pytest.mark.integration)
 
 

@@ -14,6 +14,8 @@ from tests.support.helpers import ROOT
 from worker_service.runtime.worker_groups import GROUP_QUEUES
 
 DEPLOY = ROOT / "deploy"
+
+
 BIN = Path(sys.executable).parent
 
 

@@ -14,7 +14,11 @@ import redis
 from tests.support.helpers import BIN, ROOT, free_port, wait_for
 
 NS = f"wktest{os.getpid() % 10000}"
+
+
 HOST_IP, NS_IP = "10.231.9.1", "10.231.9.2"  # the test's own veth pair, inside this machine
+
+
 VETH = f"wkv{os.getpid() % 10000}"
 
 

@@ -14,13 +14,6 @@ from worker_contracts import InvalidPayload, Sender
 from tests.support.helpers import ROOT, run_cli
 
 
-def test_importing_contracts_pulls_in_no_pdf_library_no_peewee_no_dramatiq():
-    code = ("import sys, worker_contracts; heavy = {'pypdfium2', 'pdfplumber', 'pdfminer', 'docx2txt', 'peewee', "
-            "'dramatiq', 'psycopg2'}; print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
-    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
-
-
 def test_worker_contracts_installs_alone_in_a_fresh_virtualenv_and_its_message_is_processed(
         worker_env, start_worker, redis_client, tmp_path):
     """What another service does: ``pip install`` the folder into its own environment, then send."""

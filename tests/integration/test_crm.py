@@ -12,7 +12,6 @@ from worker_contracts import Sender
 
 from tests.support.fake_kommo import FakeKommo
 from tests.support.helpers import run_cli, wait_for
-from worker_service.crm.webhooks import events_of, parse_form
 
 WEBHOOK = ("account%5Bid%5D=29085955&account%5Bsubdomain%5D=example&leads%5Bstatus%5D%5B0%5D%5Bid%5D=10701093"
            "&leads%5Bstatus%5D%5B0%5D%5Bstatus_id%5D=142&leads%5Bstatus%5D%5B0%5D%5Bold_status_id%5D=20067736"
@@ -40,14 +39,6 @@ def _dead(env: dict[str, str]) -> list[dict]:
 def _ledger(env: dict[str, str], kind: str, key: str) -> dict | None:
     result = run_cli(env, "crm", "link", kind, key)
     return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def test_webhook_form_body_parses_into_typed_events():
-    events = events_of(parse_form(WEBHOOK))
-    assert [(e, a) for e, a, _ in events] == [("leads", "status"), ("contacts", "update")]
-    lead = events[0][2]
-    assert (lead.id, lead.status_id, lead.old_status_id, lead.pipeline_id, lead.price) == (10701093, 142, 20067736,
-                                                                                          555, 22500)
 
 
 def test_contacts_leads_and_notes_are_created_once_even_when_redelivered(crm_env, start_worker, redis_client, kommo):
@@ -215,37 +206,6 @@ def test_rejected_credentials_pause_the_fleet_and_every_note_arrives_once_afterw
     assert texts == sorted(f"note {i}" for i in range(10)) and _dead(env) == []
     critical = [r for r in worker.logs() if r["level"] == "CRITICAL"]
     assert len(critical) == 1 and "rejected the long-lived token" in critical[0]["message"]
-
-
-@pytest.mark.parametrize(("body", "blocked"), [
-    (b"<html><head><title>403 Forbidden</title></head><body><center>nginx</center></body></html>", True),
-    (b'{"title":"Forbidden","type":"https://httpstatus.es/403","status":403,"detail":"Too many requests, IP '
-     b'blocked"}', True),
-    (b'{"title":"Forbidden","type":"https://httpstatus.es/403","status":403,"detail":"User does not have rights '
-     b'to edit leads"}', False),
-])
-def test_a_403_is_a_block_only_when_kommo_says_so(body, blocked, monkeypatch):
-    import requests
-
-    from worker_service.crm.kommo import KommoClient
-    from worker_service.errors import PermanentError
-    from worker_service.ratelimit import RateLimited
-
-    pauses: list[str] = []
-
-    class Limiter:
-        def pause(self, upstream: str, ms: int, reason: str, **kwargs: object) -> None:
-            pauses.append(reason)
-
-    response = requests.Response()
-    response.status_code, response._content = 403, body
-    client = KommoClient(base_url="https://x.kommo.com", limiter=Limiter(), redis_client=None)  # type: ignore[arg-type]
-    with pytest.raises(RateLimited if blocked else PermanentError) as raised:
-        client._result(response)
-    if blocked:
-        assert pauses and pauses[0].startswith("403 block")
-    else:
-        assert pauses == [] and raised.value.error_code == "kommo_403" and "does not have rights" in str(raised.value)
 
 
 def test_a_403_for_missing_rights_is_dead_lettered_with_kommos_detail_and_pauses_nothing(crm_env, start_worker,

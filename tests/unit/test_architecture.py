@@ -8,8 +8,7 @@
 * The code a hard-limited extraction child runs imports none of the service's machinery.
 * ``worker_contracts`` (its own distribution) imports nothing of the worker.
 
-Unit: reads the source with ast; the purity test imports the package in a child interpreter.
-"""
+Unit: reads the source with ast; the purity test imports the package in a child interpreter."""
 
 from __future__ import annotations
 
@@ -20,10 +19,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-TOP_LEVEL = ("actors", "middleware", "settings", "worker_service")
+ROOT = Path(__file__).resolve().parents[2]
+
+
 PACKAGES = ("actors", "middleware", "worker_service")
+
+
 CONTRACTS_DIST = ROOT / "worker-contracts"  # its own distribution: import name worker_contracts
+
+
 COMPOSITION_ROOTS = {"actors", "worker_service.runtime.bootstrap"}
 
 

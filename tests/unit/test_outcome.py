@@ -1,7 +1,6 @@
 """The typed outcome of a message, the broker contract, and how the consumer turns them into dead letters.
 
-Unit tests: no broker, no database.
-"""
+Unit tests: no broker, no database."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Paid LLM work is never paid twice and never runs away: checkpoints, the cache by content, budgets, fair
-sharing, partial results (integration: real workers, the fake OpenRouter counting paid calls per chunk)."""
+"""Spending caps, chunk keys and OpenRouter's error codes (unit; the daily budget against real Redis)."""
 
 from __future__ import annotations
 
@@ -10,8 +9,30 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.support.helpers import run_cli, wait_for
-from tests.test_knowledge import _asset, _document, _graph, _send_document
+from tests.support.knowledge import asset_record, document, graph_rows, send_document
+from worker_service.knowledge.budgets import DailyBudget
 from worker_service.knowledge.graph import chunk_text
+from worker_service.ratelimit import Limit, RateLimited, RateLimiter
+
+
+def test_the_daily_budget_pauses_the_fleet_until_midnight_utc_and_says_it_once(redis_client, caplog):
+    limiter = RateLimiter(redis_client, {"openrouter": Limit(10)}, namespace="wtest-budget")
+    daily = DailyBudget(redis_client, limiter, "openrouter", 0.03, namespace="wtest-budget")
+    now = datetime(2026, 12, 1, 22, 0, tzinfo=UTC)
+    for _ in range(3):
+        daily.check(now)
+        daily.spend(0.01, now)
+    assert daily.spent_today(now) == pytest.approx(0.03)
+    for _ in range(3):  # three threads of the fleet reach it
+        with pytest.raises(RateLimited) as raised:
+            daily.check(now)
+        assert raised.value.paused and raised.value.charges_window is False and not raised.value.spends_attempt
+    assert 7_100_000 < limiter.paused_for("openrouter") <= 7_200_000  # two hours to 00:00 UTC (real clock aside)
+    assert limiter.pause_reason("openrouter").startswith("daily_budget: spent $0.0300")
+    assert sum(r.levelname == "CRITICAL" for r in caplog.records) == 1
+    tomorrow = datetime(2026, 12, 2, 0, 0, 1, tzinfo=UTC)
+    assert daily.spent_today(tomorrow) == 0.0  # a new day, a new budget
+    assert DailyBudget(redis_client, limiter, "openrouter", None, namespace="wtest-budget").check(now) is None
 
 
 def _chunks(text: str) -> int:
@@ -19,7 +40,7 @@ def _chunks(text: str) -> int:
 
 
 def _knowledge(env: dict[str, str], asset_id: str) -> str | None:
-    return _asset(env, asset_id).get("knowledge_status")
+    return asset_record(env, asset_id).get("knowledge_status")
 
 
 def _dead_letters(env: dict[str, str]) -> list[dict]:
@@ -28,27 +49,27 @@ def _dead_letters(env: dict[str, str]) -> list[dict]:
 
 def test_the_same_text_in_a_second_asset_costs_nothing(knowledge_env, start_worker, redis_client, fake):
     start_worker(env=knowledge_env, threads=2)
-    text = _document("same")
-    _send_document(knowledge_env, redis_client, "c1", text)
+    text = document("same")
+    send_document(knowledge_env, redis_client, "c1", text)
     wait_for(lambda: _knowledge(knowledge_env, "c1") == "done", 60, 0.3, "c1 done")
     paid = fake.paid_calls()
     assert paid == _chunks(text) and set(fake.paid_calls_by_chunk().values()) == {1}
-    _send_document(knowledge_env, redis_client, "c2", text)
+    send_document(knowledge_env, redis_client, "c2", text)
     wait_for(lambda: _knowledge(knowledge_env, "c2") == "done", 60, 0.3, "c2 done")
     assert fake.paid_calls() == paid  # zero calls for the second asset
-    first, second = _graph(knowledge_env, "c1"), _graph(knowledge_env, "c2")
+    first, second = graph_rows(knowledge_env, "c1"), graph_rows(knowledge_env, "c2")
     assert sorted(first[0]) == sorted(second[0]) and sorted(first[1]) == sorted(second[1])
     assert second[2][0] == 0 and second[2][3] == 0.0  # its usage: nothing paid
-    assert _asset(knowledge_env, "c2")["knowledge_chunks"] == _chunks(text)
+    assert asset_record(knowledge_env, "c2")["knowledge_chunks"] == _chunks(text)
 
 
 def test_kill_9_mid_document_resumes_from_its_checkpoint(knowledge_env, start_worker, redis_client, fake):
     fake.mode, fake.slow_seconds = "slow", 0.4
     env = {**knowledge_env, "HEARTBEAT_TIMEOUT_MS": "3000"}  # the fresh worker recovers the message quickly
-    text = _document("kill", 120)
+    text = document("kill", 120)
     chunks = _chunks(text)
     first = start_worker(env=env, threads=2)
-    _send_document(env, redis_client, "k1", text)
+    send_document(env, redis_client, "k1", text)
     wait_for(lambda: fake.paid_calls() >= chunks // 3, 60, 0.05, "a third of the chunks paid")
     first.kill_tree()
     paid_before_kill = fake.paid_calls()
@@ -62,9 +83,9 @@ def test_kill_9_mid_document_resumes_from_its_checkpoint(knowledge_env, start_wo
 
 def test_a_429_storm_and_a_5xx_burst_mid_document_pay_no_chunk_twice(knowledge_env, start_worker, redis_client, fake):
     fake.script.extend(["ok"] * 3 + ["429"] * 3 + ["ok"] * 2 + ["500"] * 2 + ["ok"] + ["typed_error"])
-    text = _document("storm")
+    text = document("storm")
     start_worker(env=knowledge_env, threads=2)
-    _send_document(knowledge_env, redis_client, "s1", text)
+    send_document(knowledge_env, redis_client, "s1", text)
     wait_for(lambda: _knowledge(knowledge_env, "s1") == "done", 90, 0.3, "s1 done")
     assert [r["status"] for r in fake.chat_requests()].count(429) >= 3
     paid = fake.paid_calls_by_chunk()
@@ -77,21 +98,21 @@ def test_budgets_per_asset_end_it_budget_exceeded_with_at_most_one_call_over(kno
     fake.cost_per_call = 0.01
     env = {**knowledge_env, "KNOWLEDGE_MAX_COST_USD": "0.05", "KNOWLEDGE_MAX_CHUNKS": "10"}
     start_worker(env=env, threads=2)
-    text = _document("costly")
+    text = document("costly")
     assert 6 < _chunks(text) <= 10
-    _send_document(env, redis_client, "b1", text)
+    send_document(env, redis_client, "b1", text)
     wait_for(lambda: _knowledge(env, "b1") == "failed", 60, 0.3, "b1 over its cost cap")
     assert fake.paid_calls() <= 6
-    record = _asset(env, "b1")
+    record = asset_record(env, "b1")
     assert record["knowledge_error_code"] == "budget_exceeded" and "KNOWLEDGE_MAX_COST_USD" in \
         record["knowledge_error_message"]
     paid = fake.paid_calls()
-    long_text = _document("long", 200)
+    long_text = document("long", 200)
     assert _chunks(long_text) > 10
-    _send_document(env, redis_client, "b2", long_text)
+    send_document(env, redis_client, "b2", long_text)
     wait_for(lambda: _knowledge(env, "b2") == "failed", 60, 0.3, "b2 over its chunk cap")
     assert fake.paid_calls() == paid  # refused before any call
-    assert _asset(env, "b2")["knowledge_error_code"] == "budget_exceeded"
+    assert asset_record(env, "b2")["knowledge_error_code"] == "budget_exceeded"
     assert sorted(r["error_type"] for r in _dead_letters(env)) == ["permanent_error", "permanent_error"]
 
 
@@ -103,7 +124,7 @@ def test_the_daily_budget_pauses_openrouter_for_the_fleet_and_dead_letters_nothi
     env = {**knowledge_env, "OPENROUTER_DAILY_BUDGET_USD": "0.03"}
     worker = start_worker(env=env, threads=2)
     for name in ("d1", "d2"):
-        _send_document(env, redis_client, name, _document(name))
+        send_document(env, redis_client, name, document(name))
 
     def paused_reason() -> str:
         value = redis_client.get("dramatiq:__pause__.openrouter")
@@ -126,22 +147,22 @@ def test_the_daily_budget_pauses_openrouter_for_the_fleet_and_dead_letters_nothi
 
 def test_a_chunk_still_invalid_after_its_repair_is_left_out_and_counted(knowledge_env, start_worker, redis_client,
                                                                         fake):
-    text = _document("partial")
+    text = document("partial")
     fake.invalid_markers = ("Paragraph partial-30:",)
     start_worker(env=knowledge_env, threads=2)
-    _send_document(knowledge_env, redis_client, "p1", text)
+    send_document(knowledge_env, redis_client, "p1", text)
     wait_for(lambda: _knowledge(knowledge_env, "p1") == "done", 60, 0.3, "p1 done")
-    record = _asset(knowledge_env, "p1")
+    record = asset_record(knowledge_env, "p1")
     failed = record["knowledge_chunks_failed"]
     assert record["knowledge_chunks"] == _chunks(text) and failed in (1, 2)  # the overlap may repeat the marker
-    entities = {e[0] for e in _graph(knowledge_env, "p1")[0]}
+    entities = {e[0] for e in graph_rows(knowledge_env, "p1")[0]}
     assert {"Alice", "Bob", "Carol"} <= entities
     repairs = [r for r in fake.chat_requests() if r["repair"]]
     assert len(repairs) == failed  # one repair per invalid chunk, no more
     paid = fake.paid_calls()
-    _send_document(knowledge_env, redis_client, "p2", text)  # the same text again: the failed chunk is not re-paid
+    send_document(knowledge_env, redis_client, "p2", text)  # the same text again: the failed chunk is not re-paid
     wait_for(lambda: _knowledge(knowledge_env, "p2") == "done", 60, 0.3, "p2 done")
-    assert fake.paid_calls() == paid and _asset(knowledge_env, "p2")["knowledge_chunks_failed"] == failed
+    assert fake.paid_calls() == paid and asset_record(knowledge_env, "p2")["knowledge_chunks_failed"] == failed
 
 
 def test_a_long_document_yields_to_short_ones_and_pays_each_chunk_once(knowledge_env, start_worker, redis_client,
@@ -149,14 +170,14 @@ def test_a_long_document_yields_to_short_ones_and_pays_each_chunk_once(knowledge
     fake.mode, fake.slow_seconds = "slow", 0.25
     env = {**knowledge_env, "KNOWLEDGE_TIME_LIMIT_SECONDS": "4"}  # a delivery yields after 2 s of work
     start_worker(env=env, threads=1)
-    long_text = _document("long", 300)  # 40 chunks: about 10 s of calls, five deliveries
-    _send_document(env, redis_client, "long", long_text)
+    long_text = document("long", 300)  # 40 chunks: about 10 s of calls, five deliveries
+    send_document(env, redis_client, "long", long_text)
     wait_for(lambda: fake.paid_calls() >= 2, 60, 0.1, "the long document started")
     for i in range(3):
-        _send_document(env, redis_client, f"short{i}", _document(f"short{i}", 4))
+        send_document(env, redis_client, f"short{i}", document(f"short{i}", 4))
     names = ["long", "short0", "short1", "short2"]
     wait_for(lambda: all(_knowledge(env, n) == "done" for n in names), 120, 0.5, "every document done")
-    finished = {n: _asset(env, n)["knowledge_finished_at"] for n in names}
+    finished = {n: asset_record(env, n)["knowledge_finished_at"] for n in names}
     assert max(finished[f"short{i}"] for i in range(3)) < finished["long"]  # not starved behind it
     paid = fake.paid_calls_by_chunk()
     assert set(paid.values()) == {1} and len(paid) == _chunks(long_text) + 3
@@ -168,9 +189,9 @@ def test_ten_documents_sharing_two_requests_per_second_all_finish_paying_each_ch
     """The livelock this replaced: documents waiting for slots timed out, retried from chunk 0 and paid again."""
     env = {**knowledge_env, "OPENROUTER_RPS": "2", "OPENROUTER_BURST": "1"}
     start_worker(env=env, threads=16)
-    texts = {f"f{i}": _document(f"f{i}", 40) for i in range(10)}
+    texts = {f"f{i}": document(f"f{i}", 40) for i in range(10)}
     for name, text in texts.items():
-        _send_document(env, redis_client, name, text)
+        send_document(env, redis_client, name, text)
     wait_for(lambda: all(_knowledge(env, n) == "done" for n in texts), 150, 1.0, "all ten documents done")
     paid = fake.paid_calls_by_chunk()
     assert set(paid.values()) == {1} and len(paid) == sum(_chunks(t) for t in texts.values())

@@ -263,10 +263,6 @@ def test_browser_login_requeue_bulk_delete_and_screenshots(web, chromium_path, s
     assert os.path.getsize(ARTIFACTS / "dashboard-list.png") > 10_000
 
 
-def test_artifacts_are_git_ignored():
-    assert "tests/artifacts/" in Path(ROOT / ".gitignore").read_text()
-
-
 def test_a_paused_queue_starts_nothing_loses_nothing_and_resume_picks_everything_up(web, start_worker, sender,
                                                                                      redis_client):
     base, env = web
