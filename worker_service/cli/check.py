@@ -1,0 +1,96 @@
+"""``worker check`` (configuration, broker, database) and ``worker migrate``."""
+
+from __future__ import annotations
+
+import argparse
+from urllib.parse import urlsplit
+
+from settings import Settings, SettingsError, get_settings, is_loopback_host, mask_url
+from worker_service.cli import common
+
+
+def _check_redis(settings: Settings, problems: list[str], warnings: list[str]) -> None:
+    import redis
+
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=3, socket_connect_timeout=3, retry=None)
+    try:
+        client.ping()
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"broker {mask_url(settings.broker_url)} unreachable: {exc}")
+        return
+    try:
+        config = {**client.config_get("appendonly"), **client.config_get("appendfsync"),
+                  **client.config_get("maxmemory-policy")}
+    except Exception:  # noqa: BLE001 - managed Redis may forbid CONFIG
+        warnings.append("cannot read Redis CONFIG; make sure appendonly=yes and maxmemory-policy=noeviction")
+        return
+    if config.get("appendonly") != "yes":
+        warnings.append("Redis appendonly is off: queued messages are lost if Redis restarts "
+                        "(set appendonly yes, appendfsync everysec)")
+    if config.get("maxmemory-policy", "noeviction") != "noeviction":
+        warnings.append(f"Redis maxmemory-policy is {config['maxmemory-policy']}: Redis may evict queued "
+                        "messages (set maxmemory-policy noeviction)")
+
+
+def _check_rabbitmq(settings: Settings, problems: list[str]) -> None:
+    import pika
+
+    params = pika.URLParameters(settings.broker_url)
+    params.connection_attempts = 1
+    params.socket_timeout = 3
+    params.blocked_connection_timeout = 3
+    params.stack_timeout = 5
+    try:
+        pika.BlockingConnection(params).close()
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"broker {mask_url(settings.broker_url)} unreachable: {exc or type(exc).__name__}")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        common.err(f"PROBLEM {exc}")
+        return 1
+    problems: list[str] = []
+    warnings: list[str] = []
+    common.out("effective configuration (secrets masked):")
+    for key, value in settings.masked().items():
+        common.out(f"  {key}={'' if value is None else value}")
+    if settings.broker_kind == "redis":
+        _check_redis(settings, problems, warnings)
+    else:
+        _check_rabbitmq(settings, problems)
+    broker_host = urlsplit(settings.broker_url).hostname
+    if settings.database_url.startswith("sqlite") and not is_loopback_host(broker_host):
+        warnings.append("SQLite with a non-loopback broker: workers on several hosts need PostgreSQL "
+                        "(DATABASE_URL=postgresql://...)")
+    try:
+        from worker_service.database import current_version, init_database, latest_version
+
+        init_database(settings.database_url, statement_timeout_ms=settings.database_statement_timeout_ms)
+        version = current_version()
+        if version < latest_version():
+            warnings.append(f"database schema at version {version}, latest is {latest_version()}: run worker migrate")
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"database {mask_url(settings.database_url)} unusable: {exc}")
+    for line in warnings:
+        common.out(f"WARN {line}")
+    for line in problems:
+        common.out(f"PROBLEM {line}")
+    common.out("OK" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from worker_service.database import current_version, migrate
+
+    common.init(common.settings())
+    applied = migrate()
+    common.out(f"schema version {current_version()}" + (f" (applied {applied})" if applied else " (up to date)"))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("check", help="check configuration, broker and database").set_defaults(func=cmd_check)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)

@@ -1,0 +1,66 @@
+"""``worker send`` (validate and send one message) and ``worker asset`` (an asset's record)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from worker_service.cli import common
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from worker_contracts import InvalidPayload, Sender, UnknownActor, build_message, validate_payload
+
+    settings = common.settings()
+    try:
+        payload = json.loads(args.payload)
+        kwargs = validate_payload(args.actor, payload)
+    except json.JSONDecodeError as exc:
+        common.err(f"invalid payload for {args.actor}: not JSON ({exc})")
+        return 1
+    except (InvalidPayload, UnknownActor) as exc:
+        common.err(str(exc))
+        return 1
+    if settings.broker_kind == "redis":
+        from worker_service.brokers import make_redis_client
+
+        message_id = Sender(make_redis_client(settings)).send(args.actor, kwargs)
+    else:
+        from dramatiq.message import Message
+
+        from worker_service.brokers import build_broker
+
+        broker = build_broker(settings, [])
+        message: Message[Any] = Message(**{**build_message(args.actor, kwargs), "args": ()})
+        message_id = broker.enqueue(message).message_id
+        broker.close()
+    common.out(message_id)
+    return 0
+
+
+def cmd_asset(args: argparse.Namespace) -> int:
+    from worker_service.database.queries import asset_record
+
+    common.init(common.settings())
+    record = asset_record(args.asset_id)
+    if record is None:
+        common.err(f"unknown asset {args.asset_id}")
+        return 1
+    if args.json:
+        common.out(json.dumps(record, ensure_ascii=False))
+    else:
+        for key, value in record.items():
+            common.out(f"{key:26} {'' if value is None else value}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("send", help="validate and send one message; prints its message_id")
+    p.add_argument("actor")
+    p.add_argument("payload", help="the kwargs as a JSON object")
+    p.set_defaults(func=cmd_send)
+    p = sub.add_parser("asset", help="show an asset record")
+    p.add_argument("asset_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_asset)
