@@ -264,11 +264,10 @@ class Settings(BaseSettings):
 
 
 def mask_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
+    """``url`` with its credentials masked (worker_service.masking's rule, which every page applies)."""
+    from worker_service.masking import mask_url_credentials
+
+    return mask_url_credentials(url)
 
 
 def _describe(error: Any) -> str:

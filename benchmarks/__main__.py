@@ -524,9 +524,9 @@ def overview() -> list[dict[str, Any]]:
     from settings import get_settings
     from tests.support.helpers import pg_schema_url
     from worker_service.brokers import build_broker
+    from worker_service.observability.health import HealthChecks
     from worker_service.web.app import create_app
     from worker_service.web.auth import Authenticator
-    from worker_service.web.health import HealthChecks
     from worker_service.web.services import Services
 
     pg = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,28 +26,17 @@ from dramatiq.message import Message
 
 from worker_service.database import AuditEntry, DeadLetter, session, utcnow
 from worker_service.database.models import iso
+from worker_service.masking import mask
 from worker_service.outcome import PENDING_DEAD_LETTER
 
 logger = logging.getLogger(__name__)
 
 ERROR_TYPES = ("invalid_payload", "unknown_actor", "undecodable", "retries_exhausted", "permanent_error",
                "timeout", "memory", "age_limit", "crash_loop", "forbidden")
-_SECRET_KEY = re.compile(r"(pass(word)?|secret|token|api[_-]?key|authori[sz]ation|cookie|refresh)", re.I)
 #: options that belong to one delivery or one generation and must not survive a requeue
 _RESET_OPTIONS = ("retries", "infra_retries", "budget_started_at", "attempt_history", "last_error", "hard_timeouts",
                   "deferrals", "last_deferral", PENDING_DEAD_LETTER, "eta", "redis_message_id", "traceback",
                   "requeue_timestamp")
-
-
-def mask(value: Any, key: str = "") -> Any:
-    """Secrets replaced by ``***`` (by key name), recursively."""
-    if isinstance(value, dict):
-        return {k: mask(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask(v, key) for v in value]
-    if key and _SECRET_KEY.search(key) and value not in (None, ""):
-        return "***"
-    return value
 
 
 def ms_to_dt(ms: int | None) -> datetime | None:
@@ -125,9 +113,12 @@ class DeadLetterStore:
         with session():
             return DeadLetter.get_or_none(DeadLetter.id == dead_letter_id)
 
-    def audit(self, *, limit: int = 200) -> builtins.list[AuditEntry]:
+    def audit(self, *, limit: int = 200) -> builtins.list[dict[str, Any]]:
+        """The newest ``limit`` operator actions, newest first, as the CLI, the page and the API show them."""
         with session():
-            return list(AuditEntry.select().order_by(AuditEntry.id.desc()).limit(limit))
+            return [{"at": iso(a.at), "who": a.who, "action": a.action, "target": a.target, "count": a.count,
+                     "detail": a.detail}
+                    for a in AuditEntry.select().order_by(AuditEntry.id.desc()).limit(limit)]
 
     # --- actions -----------------------------------------------------------------
     def requeue(self, ids: Iterable[int], who: str) -> builtins.list[int]:

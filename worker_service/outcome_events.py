@@ -136,13 +136,6 @@ def recent(state: str | None = None, limit: int = 200) -> list[dict[str, object]
                  "last_error": event.last_error} for event in query]
 
 
-def purge_delivered(older_than_days: float) -> int:
-    """Forget delivered events older than EVENTS_RETENTION_DAYS; returns how many went."""
-    with session(transaction=True):
-        return int(OutboxEvent.delete().where(OutboxEvent.state == "delivered", OutboxEvent.occurred_at
-                                              < utcnow() - timedelta(days=older_than_days)).execute())
-
-
 def lag() -> tuple[int, float]:
     """(pending events, age in seconds of the oldest pending one)."""
     with session():

@@ -191,17 +191,11 @@ class Reconciler:
         Kommo webhook events after CRM_EVENTS_RETENTION_DAYS)."""
         if time.monotonic() - self.purged_at < every_s:
             return {}
-        from worker_service.database.retention import purge_chunks, purge_crm_events
+        from worker_service.database.retention import Retention, purge_expired
 
-        purged = {}
-        if self.chunk_retention_days is not None:
-            purged["llm_chunk"] = purge_chunks(self.chunk_retention_days)
-        if self.event_retention_days is not None:
-            purged["crm_event"] = purge_crm_events(self.event_retention_days)
-        if self.outbox_retention_days is not None:
-            from worker_service.outcome_events import purge_delivered
-
-            purged["outbox_event"] = purge_delivered(self.outbox_retention_days)
+        purged = purge_expired(Retention(chunk_days=self.chunk_retention_days,
+                                         crm_event_days=self.event_retention_days,
+                                         outbox_days=self.outbox_retention_days))
         self.purged_at = time.monotonic()
         if any(purged.values()):
             logger.info("Purged expired rows: %s.", ", ".join(f"{n} {t}" for t, n in purged.items()),

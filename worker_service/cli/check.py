@@ -7,43 +7,28 @@ from urllib.parse import urlsplit
 
 from settings import Settings, SettingsError, get_settings, is_loopback_host, mask_url
 from worker_service.cli import common
+from worker_service.observability.health import HealthChecks
 
 
-def _check_redis(settings: Settings, problems: list[str], warnings: list[str]) -> None:
+def _redis_durability(settings: Settings, warnings: list[str]) -> None:
+    """Warnings for a Redis that would lose or evict queued work (readiness does not look at these)."""
     import redis
 
     client = redis.Redis.from_url(settings.broker_url, socket_timeout=3, socket_connect_timeout=3, retry=None)
-    try:
-        client.ping()
-    except Exception as exc:  # noqa: BLE001
-        problems.append(f"broker {mask_url(settings.broker_url)} unreachable: {exc}")
-        return
     try:
         config = {**client.config_get("appendonly"), **client.config_get("appendfsync"),
                   **client.config_get("maxmemory-policy")}
     except Exception:  # noqa: BLE001 - managed Redis may forbid CONFIG
         warnings.append("cannot read Redis CONFIG; make sure appendonly=yes and maxmemory-policy=noeviction")
         return
+    finally:
+        client.close()
     if config.get("appendonly") != "yes":
         warnings.append("Redis appendonly is off: queued messages are lost if Redis restarts "
                         "(set appendonly yes, appendfsync everysec)")
     if config.get("maxmemory-policy", "noeviction") != "noeviction":
         warnings.append(f"Redis maxmemory-policy is {config['maxmemory-policy']}: Redis may evict queued "
                         "messages (set maxmemory-policy noeviction)")
-
-
-def _check_rabbitmq(settings: Settings, problems: list[str]) -> None:
-    import pika
-
-    params = pika.URLParameters(settings.broker_url)
-    params.connection_attempts = 1
-    params.socket_timeout = 3
-    params.blocked_connection_timeout = 3
-    params.stack_timeout = 5
-    try:
-        pika.BlockingConnection(params).close()
-    except Exception as exc:  # noqa: BLE001
-        problems.append(f"broker {mask_url(settings.broker_url)} unreachable: {exc or type(exc).__name__}")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -57,23 +42,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     common.out("effective configuration (secrets masked):")
     for key, value in settings.masked().items():
         common.out(f"  {key}={'' if value is None else value}")
-    if settings.broker_kind == "redis":
-        _check_redis(settings, problems, warnings)
-    else:
-        _check_rabbitmq(settings, problems)
+    checks = HealthChecks(settings)  # the same checks as the readiness probes
+    reachable, detail = checks.broker_ok(timeout_s=3)
+    if not reachable:
+        problems.append(f"broker {mask_url(settings.broker_url)} unreachable: {detail}")
+    elif settings.broker_kind == "redis":
+        _redis_durability(settings, warnings)
     broker_host = urlsplit(settings.broker_url).hostname
     if settings.database_url.startswith("sqlite") and not is_loopback_host(broker_host):
         warnings.append("SQLite with a non-loopback broker: workers on several hosts need PostgreSQL "
                         "(DATABASE_URL=postgresql://...)")
     try:
-        from worker_service.database import current_version, init_database, latest_version
+        from worker_service.database import init_database
 
         init_database(settings.database_url, statement_timeout_ms=settings.database_statement_timeout_ms)
-        version = current_version()
-        if version < latest_version():
-            warnings.append(f"database schema at version {version}, latest is {latest_version()}: run worker migrate")
+        usable, detail = checks.database_ok(schema_must_be_current=False)
     except Exception as exc:  # noqa: BLE001
-        problems.append(f"database {mask_url(settings.database_url)} unusable: {exc}")
+        usable, detail = False, str(exc)
+    if not usable:
+        problems.append(f"database {mask_url(settings.database_url)} unusable: {detail}")
+    elif detail != "ok":
+        warnings.append(f"database {detail}")
     for line in warnings:
         common.out(f"WARN {line}")
     for line in problems:

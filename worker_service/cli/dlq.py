@@ -73,11 +73,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         common.out(f"purged {letters} dead letter(s) and {audits} audit entr{'y' if audits == 1 else 'ies'}")
         return 0
     if args.dlq_command == "audit":
-        rows = store.audit(limit=args.limit)
-        from worker_service.database.models import iso
-
-        data = [{"at": iso(r.at), "who": r.who, "action": r.action, "target": r.target, "count": r.count,
-                 "detail": r.detail} for r in rows]
+        data = store.audit(limit=args.limit)
         if args.json:
             common.out(json.dumps(data, ensure_ascii=False))
         else:

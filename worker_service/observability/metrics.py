@@ -84,9 +84,9 @@ def serve() -> int:
 
     from settings import get_settings
     from worker_service.database import init_database
+    from worker_service.observability.health import HealthChecks
     from worker_service.runtime.supervision import die_with_parent
     from worker_service.runtime.worker_groups import metrics_dir
-    from worker_service.web.health import HealthChecks
 
     die_with_parent(signal.SIGTERM)  # Dramatiq's fork processes do not outlive their main process either
     faulthandler.register(signal.SIGUSR1, file=sys.__stderr__ or sys.stderr, all_threads=True)

@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from settings import SECRET_FIELDS, Settings
+from worker_service.masking import mask
 
 logger = logging.getLogger(__name__)
 _configured = False
@@ -65,22 +66,6 @@ def _configure_tracing(service_name: str) -> None:
     logger.info("tracing on: OTLP %s", endpoint or "console")
 
 
-_SECRET_WORDS = ("token", "password", "secret", "authorization", "api_key", "apikey", "cookie", "dsn")
-
-
-def scrub(value: Any, secrets: tuple[str, ...] = ()) -> Any:
-    """Mask secret-looking keys, and every configured secret value, anywhere in a Sentry event."""
-    if isinstance(value, dict):
-        return {k: ("[Filtered]" if any(w in str(k).lower() for w in _SECRET_WORDS) and v not in (None, "")
-                    else scrub(v, secrets)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub(v, secrets) for v in value]
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, "[Filtered]")
-    return value
-
-
 def _configure_sentry(settings: Settings) -> None:
     import sentry_sdk
     from sentry_sdk.integrations.dramatiq import DramatiqIntegration
@@ -89,7 +74,7 @@ def _configure_sentry(settings: Settings) -> None:
                     if getattr(settings, name, None) and len(str(getattr(settings, name))) >= 4)
 
     def before_send(event: Any, hint: dict[str, Any]) -> Any:
-        return scrub(event, secrets)
+        return mask(event, secrets=secrets, replacement="[Filtered]")
 
     sentry_sdk.init(dsn=settings.sentry_dsn, integrations=[DramatiqIntegration()], send_default_pii=False,
                     before_send=before_send, traces_sample_rate=0.0)

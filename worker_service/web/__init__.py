@@ -26,9 +26,9 @@ class InsecureConfiguration(Exception):
 
 def make_app(settings: Settings, *, insecure_local: bool = False) -> Flask:
     from worker_service.brokers import build_broker, make_redis_client
+    from worker_service.observability.health import HealthChecks
     from worker_service.web.app import create_app
     from worker_service.web.auth import Authenticator
-    from worker_service.web.health import HealthChecks
     from worker_service.web.metrics import BrokerCollector
     from worker_service.web.services import Services
 

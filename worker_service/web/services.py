@@ -9,8 +9,8 @@ from typing import Any
 import dramatiq
 
 from worker_service.deadletters import DeadLetterStore
+from worker_service.observability.health import HealthChecks
 from worker_service.web.auth import Authenticator
-from worker_service.web.health import HealthChecks
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 REVOKED_SESSIONS = "dramatiq:__web_revoked__"  # session id -> when its cookie would have expired

@@ -1,4 +1,7 @@
-"""Liveness and readiness: broker reachable, database reachable, migrations current."""
+"""Liveness and readiness: broker reachable, database reachable, migrations current.
+
+One set of checks for the worker's probe port, the dashboard's /healthz and /readyz, and `worker check`.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +21,13 @@ class HealthChecks:
     def live(self) -> dict[str, Any]:
         return {"alive": True, "uptime_seconds": round(time.time() - self.started, 1)}
 
-    def broker_ok(self) -> tuple[bool, str]:
+    def broker_ok(self, timeout_s: float = 2) -> tuple[bool, str]:
         try:
             if self.settings.broker_kind == "redis":
                 import redis
 
-                client = redis.Redis.from_url(self.settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
+                client = redis.Redis.from_url(self.settings.broker_url, socket_timeout=timeout_s,
+                                              socket_connect_timeout=timeout_s, retry=None)
                 try:
                     client.ping()
                 finally:
@@ -32,13 +36,14 @@ class HealthChecks:
                 import pika
 
                 params = pika.URLParameters(self.settings.broker_url)
-                params.connection_attempts, params.socket_timeout, params.stack_timeout = 1, 2, 3
+                params.connection_attempts, params.socket_timeout, params.stack_timeout = 1, timeout_s, timeout_s + 1
                 pika.BlockingConnection(params).close()
             return True, "ok"
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             return False, f"{type(exc).__name__}: {exc}"[:300]
 
-    def database_ok(self) -> tuple[bool, str]:
+    def database_ok(self, *, schema_must_be_current: bool = True) -> tuple[bool, str]:
+        """Reachable (and, unless told otherwise, migrated to the latest version); the detail says what is not."""
         from worker_service.database import current_version, latest_version, session
 
         try:
@@ -48,7 +53,7 @@ class HealthChecks:
         except Exception as exc:  # noqa: BLE001
             return False, f"{type(exc).__name__}: {exc}"[:300]
         if version < latest_version():
-            return False, f"schema version {version}, latest {latest_version()}: run worker migrate"
+            return not schema_must_be_current, f"schema version {version}, latest {latest_version()}: run worker migrate"
         return True, "ok"
 
     def ready(self) -> dict[str, Any]:
