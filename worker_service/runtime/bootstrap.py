@@ -13,18 +13,45 @@ imported): that is why the imports below sit inside the function. This module an
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
-
-from settings import SettingsError, get_settings
 
 if TYPE_CHECKING:
     import dramatiq
 
+#: the top-level names the design card pins beside this package; they must come from where it comes from
+PINNED_TOP_LEVEL = ("settings", "middleware", "actors")
+
+
+def shadowed_modules() -> list[str]:
+    """Pinned top-level modules that would be loaded from somewhere other than this installation (Dramatiq's CLI
+    puts the current directory first on sys.path: a ``settings.py`` of a Django project there would win)."""
+    home = Path(__file__).resolve().parents[2]
+    found = []
+    for name in PINNED_TOP_LEVEL:
+        module = sys.modules.get(name)
+        origin = getattr(module, "__file__", None) if module else getattr(importlib.util.find_spec(name), "origin", None)
+        if origin is None:
+            continue
+        path = Path(origin).resolve()
+        where = path.parent.parent if path.name == "__init__.py" else path.parent
+        if where != home:
+            found.append(f"{name} ({path})")
+    return found
+
 
 def bootstrap_worker() -> dramatiq.Broker:
     """Configure this process as a worker and return the broker it installed."""
+    shadowed = shadowed_modules()
+    if shadowed:
+        sys.stderr.write(f"worker: refusing to start: {', '.join(shadowed)} shadows the worker's own module; "
+                         "start the worker from another directory\n")
+        raise SystemExit(2)
+    from settings import SettingsError, get_settings
+
     try:
         settings = get_settings()
     except SettingsError as exc:
