@@ -531,3 +531,40 @@ def test_purging_a_queue_needs_its_count_confirmed_and_ends_the_records_it_drops
     session, csrf = _login(base)
     page = session.get(f"{base}/overview/queues/assets/purge").text
     assert "0 messages will be deleted" in page
+
+
+HOSTILE_NEXT = ["/\t/evil.example", "/%09/evil.example", "/\n/evil.example", "//evil.example", "/\\evil.example",
+                "/%5C/evil.example", "/%2F/evil.example", "https://evil.example/", "javascript:alert(1)",
+                "\\\\evil.example", " //evil.example"]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_NEXT)
+def test_a_hostile_next_after_login_never_leaves_the_host(web, hostile):
+    """Regression (the attacker's probe): /login?next=/%09/evil.example answered Location: //evil.example."""
+    base, _ = web
+    response = requests.post(f"{base}/login", data={"user": "admin", "password": PASSWORD, "next": hostile},
+                             allow_redirects=False)
+    assert response.status_code == 303 and response.headers["Location"] == "/"
+    page = requests.get(f"{base}/login", params={"next": hostile}).text
+    assert "evil.example" not in page
+
+
+def test_a_state_change_from_another_sites_origin_is_refused_even_with_the_token(web):
+    base, env = web
+    ident = _dead_letter(env)
+    session, csrf = _login(base)
+    for header in ({"Origin": "http://evil.example"}, {"Referer": "http://evil.example/page"}, {"Origin": "null"}):
+        refused = session.post(f"{base}/api/dead-letters/{ident}/requeue", headers={"X-CSRF-Token": csrf, **header})
+        assert refused.status_code == 403 and "another site" in refused.json()["error"]
+    accepted = session.post(f"{base}/api/dead-letters/{ident}/requeue",
+                            headers={"X-CSRF-Token": csrf, "Origin": base})
+    assert accepted.json() == {"requeued": [ident]}
+
+
+@pytest.mark.parametrize("query", ["page=100000000000000000000", "page=-1", "page=x", "page=²"])
+def test_out_of_range_paging_answers_400_not_500(web, query):
+    base, _ = web
+    session, _csrf = _login(base)
+    assert session.get(f"{base}/dead-letters?{query}").status_code == 400
+    api = session.get(f"{base}/api/dead-letters?{query.replace('page', 'offset')}")
+    assert api.status_code == 400 and "offset" in api.json()["error"]

@@ -22,6 +22,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 from werkzeug.exceptions import HTTPException
 
 from worker_service.web.auth import COOKIE, Principal
+from worker_service.web.redirects import local_path, same_origin
 from worker_service.web.services import Services, WSGIApp
 from worker_service.web.users import role_of
 from worker_service.web.views import assets, failed, fleet, json_response, outcome_events, see_other, text
@@ -89,6 +90,10 @@ def create_app(services: Services) -> Flask:
                 csrf.protect()
             except CSRFError:
                 return refuse(api, "missing or wrong CSRF token")
+            # the cookie rides along on a request another site makes: where the browser says it came from,
+            # that must be here (Django's rule; a missing header leaves the decision to the token)
+            if not same_origin(request.headers.get("Origin") or request.headers.get("Referer"), request.host_url):
+                return refuse(api, "the request came from another site")
         if not principal.can_change and request.endpoint != "logout":
             return refuse(api, f"{principal.name} is a viewer: reading only")
         return None
@@ -138,9 +143,7 @@ def create_app(services: Services) -> Flask:
 
     @app.route("/login", methods=["GET", "POST"], endpoint="login")
     def login() -> Response | str | tuple[str, int]:
-        target = request.values.get("next") or "/"
-        if not target.startswith("/") or target.startswith("//") or "\\" in target:
-            target = "/"  # never off this site
+        target = local_path(request.values.get("next"))  # never off this site, however a browser reads it
         if request.method == "GET" or auth is None:
             return render_template("login.html", error=None, user="", next=target)
         user, password = request.form.get("user", ""), request.form.get("password", "")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, abort, render_template, request
 
 from worker_service.deadletters import ERROR_TYPES, Filter, to_public
 from worker_service.web.views import found, json_response, principal, see_other, services, text
@@ -37,9 +37,19 @@ def filter_values(values: Mapping[str, str]) -> dict[str, str]:
     return {k: values[k] for k in FILTER_KEYS if k in values}
 
 
-def number(name: str, default: int, most: int | None = None) -> int:
+#: the largest row offset a page or API call may ask for: past it the database's integer overflows (a 500)
+MAX_OFFSET = 2**31 - 1
+
+
+def number(name: str, default: int, most: int | None = None, *, scale: int = 1) -> int:
+    """The query parameter ``name`` as a non-negative integer (``default`` when absent), capped at ``most``;
+    400 when it is not a number or would reach past MAX_OFFSET rows once multiplied by ``scale``."""
     value = request.args.get(name, "")
-    n = int(value) if value.isdigit() else default
+    if not value:
+        return default
+    if not value.isascii() or not value.isdigit() or int(value) * scale > MAX_OFFSET:
+        abort(400, description=f"{name} must be a whole number of at most {MAX_OFFSET // scale}")
+    n = int(value)
     return min(most, n) if most is not None else n
 
 
@@ -47,7 +57,7 @@ def number(name: str, default: int, most: int | None = None) -> int:
 def list_page() -> str:
     store = services().store
     flt = make_filter(request.args)
-    page = max(1, number("page", 1))
+    page = max(1, number("page", 1, scale=PAGE_SIZE))
     rows = store.list(flt, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
     any_state = Filter(state=None)
     values = filter_values(request.args)
