@@ -4,6 +4,7 @@ the operator's working directory can shadow (Dramatiq's CLI puts the current dir
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -24,7 +25,14 @@ DECOYS = ("errors", "events", "database", "web", "cli", "brokers", "outcome", "e
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("wheels")
-    for source in (ROOT, ROOT / "worker-contracts"):
+    # from a copy of the tracked files: an in-tree build would reuse build/lib, stale modules included
+    tree = tmp_path_factory.mktemp("tree") / "src"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, tree / name)
+    for source in (tree, tree / "worker-contracts"):
         subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                         "--disable-pip-version-check", "-w", str(out), str(source)], check=True, capture_output=True,
                        timeout=300)

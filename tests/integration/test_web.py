@@ -75,17 +75,69 @@ def _login(base: str) -> tuple[requests.Session, str]:
     return session, csrf
 
 
-def test_login_is_required_and_failed_logins_are_slowed(web):
+def test_login_is_required(web):
     base, _ = web
     response = requests.get(f"{base}/", allow_redirects=False)
     assert response.status_code == 303 and response.headers["Location"].startswith("/login")
     assert requests.get(f"{base}/api/dead-letters").status_code == 401
     assert requests.get(f"{base}/queues/", allow_redirects=False).status_code == 303
-    bad = {"user": "admin", "password": "nope"}
-    assert requests.post(f"{base}/login", data=bad).status_code == 401
+    assert requests.post(f"{base}/login", data={"user": "admin", "password": "nope"}).status_code == 401
+
+
+def test_failed_logins_are_refused_429_at_once_and_another_accounts_logins_do_not_reset_them(web):
+    """Regression (the attacker's probe): a valid login of any account reset the count, so alternating a
+    wrong admin guess with a viewer's login kept every guess cheap."""
+    base, env = web
+    _add_user(env, "vera", "viewer", "vera-long-password")
+    codes = []
+    for _ in range(8):
+        codes.append(requests.post(f"{base}/login", data={"user": "admin", "password": "guess"},
+                                   allow_redirects=False).status_code)
+        _login_as(base, "vera", "vera-long-password")  # another account's valid login in between
+    assert codes[:5] == [401] * 5 and codes[5:] == [429] * 3
+    refused = requests.post(f"{base}/login", data={"user": "admin", "password": PASSWORD}, allow_redirects=False)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0  # even the right password now
+    _login_as(base, "vera", "vera-long-password")  # the other user is not locked out
+
+
+@pytest.mark.alone  # measures response times: with the machine to itself
+def test_fifty_parallel_wrong_logins_never_stall_health_or_another_users_login(web):
+    """Regression: the delay was a sleep in the request thread; 16 parallel wrong logins put all 8 server
+    threads to sleep, /healthz answered in 18 s and a real user's login took 8.2 s."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base, env = web
+    _add_user(env, "olga", "operator", "olga-long-password")
+    attacker = {"X-Forwarded-For": "203.0.113.7"}  # through the trusted (loopback) proxy, as behind an ingress
+
+    def wrong(i: int) -> int:
+        return requests.post(f"{base}/login", data={"user": "admin", "password": f"guess-{i}"}, headers=attacker,
+                             allow_redirects=False, timeout=30).status_code
+
+    def health() -> float:
+        started = time.monotonic()
+        assert requests.get(f"{base}/healthz", timeout=30).status_code == 200
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        attempts = [pool.submit(wrong, i) for i in range(50)]
+        probes = [pool.submit(health) for _ in range(20)]
+        codes = [a.result() for a in attempts]
+        health_s = sorted(p.result() for p in probes)
+    assert set(codes) <= {401, 429} and codes.count(429) >= 40
+    assert health_s[-1] < 0.1, health_s  # p99 of 20 probes: the slowest
     started = time.monotonic()
-    assert requests.post(f"{base}/login", data=bad).status_code == 401
-    assert time.monotonic() - started >= 0.5  # the second failure from this address waits
+    ok = requests.post(f"{base}/login", data={"user": "olga", "password": "olga-long-password"},
+                       headers={"X-Forwarded-For": "198.51.100.2"}, allow_redirects=False)
+    assert ok.status_code == 303 and time.monotonic() - started < 0.2
+
+
+def test_wrong_bearer_tokens_are_throttled_too(web):
+    base, _ = web
+    codes = [requests.get(f"{base}/api/dead-letters", headers={"Authorization": f"Bearer wrong-{i}"}).status_code
+             for i in range(22)]
+    assert codes[:20] == [401] * 20 and codes[20:] == [429, 429]
+    assert requests.get(f"{base}/api/dead-letters", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 429
 
 
 def test_csrf_is_required_for_every_state_change(web):

@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 from worker_service.web.auth import COOKIE, Principal
 from worker_service.web.redirects import local_path, same_origin
 from worker_service.web.services import Services, WSGIApp
+from worker_service.web.throttle import Refusal
 from worker_service.web.users import role_of
 from worker_service.web.views import assets, failed, fleet, json_response, outcome_events, see_other, text
 
@@ -55,13 +56,21 @@ def create_app(services: Services) -> Flask:
     for blueprint in (fleet.blueprint, failed.blueprint, assets.blueprint, outcome_events.blueprint):
         app.register_blueprint(blueprint)
 
-    def identify() -> Principal | None:
+    def identify() -> Principal | Refusal | None:
         remote = request.remote_addr or "-"
         if auth is None:
             return Principal("local", remote, via="local")
-        bearer = auth.bearer(request.headers.get("Authorization"), remote)
-        if bearer is not None:
-            return bearer
+        authorization = request.headers.get("Authorization")
+        if authorization and authorization.startswith("Bearer "):
+            address = auth.client_address(remote, request.headers)
+            refusal = services.throttle.refused("bearer", None, address)
+            if refusal is not None:
+                return refusal
+            bearer = auth.bearer(authorization, remote)
+            if bearer is not None:
+                return bearer
+            services.throttle.failed("bearer", None, address)
+            return None
         proxied = auth.proxied(request.headers, remote)
         if proxied is not None:
             return proxied
@@ -78,6 +87,8 @@ def create_app(services: Services) -> Flask:
             return None
         api = request.path.startswith("/api/")
         principal = identify()
+        if isinstance(principal, Refusal):
+            return too_many(api, principal)
         if principal is None:
             if api:
                 return json_response({"error": "authentication required"}, 401)
@@ -97,6 +108,11 @@ def create_app(services: Services) -> Flask:
         if not principal.can_change and request.endpoint != "logout":
             return refuse(api, f"{principal.name} is a viewer: reading only")
         return None
+
+    def too_many(api: bool, refusal: Refusal) -> Response:
+        response = json_response({"error": refusal.reason}, 429) if api else text(f"{refusal.reason}.", 429)
+        response.headers["Retry-After"] = str(refusal.retry_after_s)
+        return response
 
     def refuse(api: bool, reason: str) -> Response:
         return json_response({"error": reason}, 403) if api else text(f"Forbidden: {reason}.", 403)
@@ -147,10 +163,19 @@ def create_app(services: Services) -> Flask:
         if request.method == "GET" or auth is None:
             return render_template("login.html", error=None, user="", next=target)
         user, password = request.form.get("user", ""), request.form.get("password", "")
-        role = auth.check_password(user, password, request.remote_addr or "-")
+        address = auth.client_address(request.remote_addr or "-", request.headers)
+        refusal = services.throttle.refused("login", user, address)
+        if refusal is not None:  # answered at once: a sleeping request thread would stall every other user
+            logger.warning("dashboard login for %r from %s refused: %s", user[:50], address, refusal.reason)
+            page = render_template("login.html", error=f"Too many failed logins: try again in "
+                                                       f"{refusal.retry_after_s} s.", user=user, next=target)
+            return Response(page, 429, {"Retry-After": str(refusal.retry_after_s)})
+        role = auth.check_password(user, password)
         if role is None:
-            logger.warning("failed dashboard login for %r from %s", user[:50], request.remote_addr)
+            services.throttle.failed("login", user, address)
+            logger.warning("failed dashboard login for %r from %s", user[:50], address)
             return render_template("login.html", error="Wrong user or password.", user=user, next=target), 401
+        services.throttle.succeeded("login", user)
         session.clear()  # a new session (and CSRF token) for each login: nothing fixed before it survives
         session.permanent = True
         session.update(user=user, named=role_of(user) is not None, id=secrets.token_urlsafe(16))

@@ -1,10 +1,10 @@
-"""Who is asking: named users and the bootstrap password, the API's bearer token, slowed failed logins.
+"""Who is asking: named users and the bootstrap password, the API's bearer token, the client's address.
 
 The web app keeps who logged in in Flask's session cookie, signed with ``key``: WEB_SESSION_SECRET, or
 by default a key derived from WEB_PASSWORD, so every replica accepts it (a named user's role is read
 from the database on each request, not kept in the cookie).
 API calls may instead send ``Authorization: Bearer WEB_API_TOKEN`` (no cookie, so no CSRF).  Failed
-logins from one address wait 2^n seconds (capped).  Users are the named ones of web.users (viewer or
+logins and wrong bearer tokens are throttled by ``web.throttle`` (429 at once, never a sleep).  Users are the named ones of web.users (viewer or
 operator) and the bootstrap WEB_USER / WEB_PASSWORD (an operator).  Behind a reverse proxy that logs
 people in (oauth2-proxy), WEB_PROXY_USER_HEADER names the user, believed only from WEB_PROXY_ADDRESSES.
 """
@@ -14,14 +14,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 
 from werkzeug.datastructures import Headers
 
 COOKIE = "worker_session"  # the session cookie's name
-MAX_LOGIN_DELAY_S = 8.0
 
 
 @dataclass(frozen=True)
@@ -62,8 +59,6 @@ class Authenticator:
         self.session_seconds = int(session_hours * 3600)
         self.proxy_header = proxy_header
         self.proxy_addresses = proxy_addresses
-        self._failures: dict[str, int] = {}
-        self._lock = threading.Lock()
 
     def bearer(self, header: str | None, remote: str) -> Principal | None:
         if not self.api_token or not header or not header.startswith("Bearer "):
@@ -83,27 +78,24 @@ class Authenticator:
             return None
         return Principal(f"user:{name}", remote, role=role_of(name) or "viewer", via="proxy")
 
+    def client_address(self, remote: str, headers: Headers) -> str:
+        """Who the client is: behind a trusted proxy, the address the proxy appended to X-Forwarded-For (every
+        user shares the proxy's own address); otherwise the peer's."""
+        if remote in self.proxy_addresses:
+            forwarded = headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+            if forwarded and len(forwarded) <= 64 and forwarded.isprintable():
+                return forwarded
+        return remote
+
     # --- login -----------------------------------------------------------------------------------
-    def check_password(self, user: str, password: str, remote: str) -> str | None:
-        """The user's role if the password is right, else None; each failure from ``remote`` makes the next
-        attempt wait longer.  A named user (web.users) first, then the bootstrap WEB_USER / WEB_PASSWORD."""
+    def check_password(self, user: str, password: str) -> str | None:
+        """The user's role if the password is right, else None.  A named user (web.users) first, then the
+        bootstrap WEB_USER / WEB_PASSWORD.  Throttling is the caller's (web.throttle), before and after."""
         from worker_service.web.users import verify
 
-        with self._lock:
-            failures = self._failures.get(remote, 0)
-        if failures:
-            time.sleep(min(MAX_LOGIN_DELAY_S, 0.5 * 2 ** (failures - 1)))
         role: str | None = verify(user, password)
         bootstrap = bool(self.password) and hmac.compare_digest(user.encode(), self.user.encode()) & \
             hmac.compare_digest(password.encode(), (self.password or "").encode())
         if role is None and bootstrap:
             role = "operator"
-        ok = role is not None
-        with self._lock:
-            if ok:
-                self._failures.pop(remote, None)
-            else:
-                self._failures[remote] = failures + 1
-                if len(self._failures) > 10_000:
-                    self._failures.clear()
         return role

@@ -11,6 +11,7 @@ import dramatiq
 from worker_service.deadletters import DeadLetterStore
 from worker_service.observability.health import HealthChecks
 from worker_service.web.auth import Authenticator
+from worker_service.web.throttle import Throttle
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 REVOKED_SESSIONS = "dramatiq:__web_revoked__"  # session id -> when its cookie would have expired
@@ -21,17 +22,19 @@ class Services:
       broker: where requeued messages go (and what /queues/ shows).
       auth: an Authenticator, or None for --insecure-local (127.0.0.1 only; every action is by ``local``).
       health: the /healthz and /readyz checks; metrics_app: a WSGI app for /metrics.
+      limiter_client: the rate limiter's Redis (sessions revoked, login throttle, pauses); None: made on use.
     """
 
     def __init__(self, *, broker: dramatiq.Broker, auth: Authenticator | None, health: HealthChecks,
-                 metrics_app: WSGIApp | None = None) -> None:
+                 metrics_app: WSGIApp | None = None, limiter_client: Any = None) -> None:
         self.broker = broker
         self.store = DeadLetterStore(broker)
         self.auth = auth
         self.health = health
         self.metrics_app = metrics_app
         self.queues_app = self._mount_queues(broker)
-        self._limiter_client: Any = None  # made on first use: a dashboard may start before the limiter's Redis
+        # made on first use when not given: a dashboard may start before the limiter's Redis
+        self._limiter_client: Any = limiter_client
 
     @staticmethod
     def _mount_queues(broker: dramatiq.Broker) -> WSGIApp | None:
@@ -58,6 +61,11 @@ class Services:
             settings = get_settings()
             self._limiter_client = make_redis_client(settings, settings.ratelimit_url)
         return self._limiter_client
+
+    @property
+    def throttle(self) -> Throttle:
+        """Failed logins and wrong bearer tokens, counted fleet-wide (web.throttle)."""
+        return Throttle(self.limiter_client)
 
     def revoke_session(self, session_id: str, lifetime_s: int) -> None:
         """Logging out ends the session on every replica, even for a copy of its cookie kept elsewhere."""
