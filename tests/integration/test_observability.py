@@ -201,7 +201,7 @@ def test_otlp_receiver_gets_send_and_process_spans_of_one_trace_from_two_process
         storage = Path(worker_env["STORAGE_ROOT"])
         (storage / "t.txt").write_text("traced")
         worker = start_worker(env={**worker_env, **otel, "OTEL_SERVICE_NAME": "worker"})
-        sender_code = ("from settings import load_settings; from telemetry import configure_telemetry; "
+        sender_code = ("from settings import load_settings; from worker_service.observability.telemetry import configure_telemetry; "
                        "configure_telemetry(load_settings(), 'product-web'); import redis; "
                        "from worker_contracts import Sender; from opentelemetry import trace; "
                        f"print(Sender(redis.Redis.from_url('{worker_env['BROKER_URL']}')).process_asset('tr1', "
