@@ -5,7 +5,7 @@ pins (before-hooks run in this order, after-hooks in reverse):
 
 1. context (log fields,      5. status tracking
    trace spans)
-2. metrics, throughput      6. time limit (soft; the hard limit is sandbox)
+2. metrics, throughput      6. time limit (soft; the hard limit: runtime.hardlimit)
 3. validation                7. retries
 4. queue pause, rate limit   8. dead letters  9. recovery (heartbeats, crash loops), liveness, reconciliation
                                 (records whose message was lost), recycling, warm extraction

@@ -11,7 +11,7 @@ re-enqueued with a ``dead_letter_pending`` option instead of being acked;
 when it comes back the consumer stores it (and acks it only then) without
 running its actor again.
 
-The operator side (list, requeue, delete, purge) is dead_letter_store.py.
+The operator side (list, requeue, delete, purge) is worker_service/deadletters.py.
 """
 
 from __future__ import annotations

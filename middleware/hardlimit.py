@@ -6,7 +6,7 @@ thread: the fork server's start (importing the PDF/DOCX libraries and the
 extraction code) and the forks happen before its first message, not inside
 the latency of the first ``threads`` extractions.  No actor options.
 
-Parameters: queues (whose actors run work in the sandbox), memory_mb
+Parameters: queues (whose actors run hard-limited work), memory_mb
 (EXTRACT_MEMORY_MB: a child with another cap would be replaced, not reused).
 """
 

@@ -3,7 +3,7 @@
 Hooks: ``before_process_message``, ``after_process_message``,
 ``after_skip_message``; property ``forks`` (Dramatiq's CLI runs
 :func:`observability.serve` in one extra process: /metrics, /healthz,
-/readyz on METRICS_PORT).  The metric objects live in observability.py.
+/readyz on METRICS_PORT).  The metric objects live in worker_service/observability/metrics.py.
 No actor options.
 """
 

@@ -1,4 +1,4 @@
-"""Runs the fleet's outcome-event dispatcher (events.py) in every worker process; one at a time delivers.
+"""Runs the fleet's outcome-event dispatcher (worker_service/outcome_events.py) in every worker process; one at a time delivers.
 
 Hooks: ``after_worker_boot`` (starts the thread), ``after_worker_shutdown``
 (stops it).  Every ``interval_s`` the thread asks Redis (the rate limiter's,

@@ -15,7 +15,7 @@ Actor options:
     slot comes back by itself.
 
 The rate itself is enforced *per HTTP request*: the upstream's client calls
-``broker.rate_limiter.slot(upstream)`` before each request (ratelimiter.py:
+``broker.rate_limiter.slot(upstream)`` before each request (worker_service/ratelimit.py:
 GCRA over Redis, shared by the fleet).
 """
 

@@ -1,4 +1,4 @@
-"""Runs the fleet's reconciler (reconciler.py) in every worker process; one at a time does the work.
+"""Runs the fleet's reconciler (worker_service/reconciliation.py) in every worker process; one at a time does the work.
 
 Hooks: ``after_worker_boot`` (starts the thread), ``after_worker_shutdown``
 (stops it).  Every ``RECONCILE_INTERVAL_SECONDS`` the thread asks the
