@@ -1,4 +1,4 @@
-"""Assets domain: the shared corpus, hostile files, encodings, SSRF and path traversal, through real workers."""
+"""Assets end to end: the shared corpus, hostile files, encodings, SSRF through real workers."""
 
 from __future__ import annotations
 

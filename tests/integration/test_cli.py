@@ -1,4 +1,4 @@
-"""Contracts module (light, validated) and the `worker send/asset` commands."""
+"""The `worker send` and `worker asset` commands and the worker-contracts sender, against real Redis and workers."""
 
 from __future__ import annotations
 

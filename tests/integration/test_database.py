@@ -1,4 +1,5 @@
-"""Foundation: TLS broker, the worker command, SQLite under concurrent writers, PostgreSQL, migrations."""
+"""The data layer and the worker command on real services: TLS broker, SQLite under concurrent writer processes,
+PostgreSQL (and its outages)."""
 
 from __future__ import annotations
 

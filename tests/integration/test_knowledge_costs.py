@@ -1,4 +1,5 @@
-"""Spending caps, chunk keys and OpenRouter's error codes (unit; the daily budget against real Redis)."""
+"""Knowledge never pays twice, within its budgets: real workers against the fake OpenRouter counting paid calls,
+and the fleet's daily budget against real Redis."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Outcome events: written with the status, delivered signed, at least once, in order per asset (integration:
-real workers, a local receiver that fails for a while)."""
+"""Outcome events end to end: written with the status, delivered signed, at least once, in order per asset, to a
+real receiver."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The reconciler: which records it repairs and which it must leave (unit), and a broker that lost everything
-(integration: real workers, real Redis, FLUSHDB)."""
+"""The reconciler under real workers: a broker flushed behind their backs, every affected record repaired."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""middleware.recovery: each round heartbeats, registers queues and recovers dead workers; a start is marked."""
+"""middleware.recovery with real Redis: a dead worker's messages come back; queues are registered before
+consumers start."""
 
 from __future__ import annotations
 

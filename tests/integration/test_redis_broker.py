@@ -1,7 +1,5 @@
-"""The broker's hot path: group commit, blocking idle waits, wake-on-room, hook dispatch.
-
-These are the changes behind the drain and latency numbers in docs/performance.rst; each test
-provokes the behaviour against real Redis (db 11) and real threads, and asserts outcomes, not speed."""
+"""The Redis broker's hot path with real Redis: blocking idle waits, wake-on-room, settles, a Redis without
+BLMOVE."""
 
 from __future__ import annotations
 

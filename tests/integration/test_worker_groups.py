@@ -1,6 +1,4 @@
-"""Worker groups: every queue has exactly one group, sizes come from settings, and a backlog on one queue
-never holds up another's messages (integration: `worker run` of every group, a fake OpenRouter that
-answers after 30 s)."""
+"""Worker groups with real workers: a backlog on one queue does not delay another group's work."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Outcome events: written with the status, delivered signed, at least once, in order per asset (integration:
-real workers, a local receiver that fails for a while)."""
+"""worker_service.outcome_events: the signature is the HMAC of the raw body, and the README's receivers check it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The reconciler: which records it repairs and which it must leave (unit), and a broker that lost everything
-(integration: real workers, real Redis, FLUSHDB)."""
+"""worker_service.reconciliation: which records the reconciler repairs and which it must leave."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The dashboard over real HTTP (waitress), and in headless Chromium (Playwright driving Debian's chromium)."""
+"""The repository itself: what tests write (screenshots) is git-ignored."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Contracts module (light, validated) and the `worker send/asset` commands."""
+"""worker_contracts stays light: importing it pulls in no PDF library, peewee or Dramatiq."""
 
 from __future__ import annotations
 

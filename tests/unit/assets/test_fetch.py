@@ -1,4 +1,5 @@
-"""Assets domain: the shared corpus, hostile files, encodings, SSRF and path traversal, through real workers."""
+"""worker_service.assets.fetch: path traversal and symlinks refused, SSRF guard, redirects checked hop by hop,
+bytes capped."""
 
 from __future__ import annotations
 

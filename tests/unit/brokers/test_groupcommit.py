@@ -1,7 +1,4 @@
-"""The broker's hot path: group commit, blocking idle waits, wake-on-room, hook dispatch.
-
-These are the changes behind the drain and latency numbers in docs/performance.rst; each test
-provokes the behaviour against real Redis (db 11) and real threads, and asserts outcomes, not speed."""
+"""worker_service.brokers.groupcommit: operations of many threads share one round trip; each caller served once."""
 
 from __future__ import annotations
 

@@ -1,32 +1,16 @@
-"""The broker's hot path: group commit, blocking idle waits, wake-on-room, hook dispatch.
-
-These are the changes behind the drain and latency numbers in docs/performance.rst; each test
-provokes the behaviour against real Redis (db 11) and real threads, and asserts outcomes, not speed."""
+"""worker_service.brokers.hooks: only the hooks a middleware defines are dispatched, in order, with Dramatiq's
+error handling."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
 import pytest
-import redis
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, MiddlewareError
 
 from worker_service.brokers.hooks import DefinedHooksDispatch
-from worker_service.brokers.redis import ReliableRedisBroker, make_connection_pool
-
-
-@pytest.fixture()
-def broker(redis_url: str, redis_client: redis.Redis) -> Iterator[ReliableRedisBroker]:
-    # The 12 s socket timeout lets an idle consumer block for 5 s (half of it, capped by its timeout).
-    client = redis.Redis(connection_pool=make_connection_pool(redis_url, socket_timeout=12, health_check_interval=0,
-                                                              connect_attempts=1))
-    broker = ReliableRedisBroker(client=client, middleware=[])
-    broker.declare_queue("hot")
-    yield broker
-    broker.close()
 
 
 class _Recorder(Middleware):

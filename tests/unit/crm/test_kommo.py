@@ -1,4 +1,4 @@
-"""CRM domain end to end: real workers against the fake Kommo, on real Redis."""
+"""worker_service.crm.kommo: a 403 pauses the fleet only when Kommo says the account is blocked."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CRM domain end to end: real workers against the fake Kommo, on real Redis."""
+"""worker_service.crm.webhooks: Kommo's PHP-bracket form bodies become typed events."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Foundation: TLS broker, the worker command, SQLite under concurrent writers, PostgreSQL, migrations."""
+"""worker_service.database.migrations: versioned, idempotent, and a first-round database upgrades keeping its
+rows."""
 
 from __future__ import annotations
 

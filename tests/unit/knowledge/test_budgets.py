@@ -1,4 +1,4 @@
-"""Spending caps, chunk keys and OpenRouter's error codes (unit; the daily budget against real Redis)."""
+"""worker_service.knowledge.budgets: the per-asset caps (chunks, USD) let at most one call go over."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Knowledge domain end to end: real workers, the fake OpenRouter, real Redis."""
+"""worker_service.knowledge.extract: the missing-key line is said once per process, even by threads skipping at
+once."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Spending caps, chunk keys and OpenRouter's error codes (unit; the daily budget against real Redis)."""
+"""worker_service.knowledge.graph: chunk keys (text, model, prompt version) and the cross-chunk merge."""
 
 from __future__ import annotations
 

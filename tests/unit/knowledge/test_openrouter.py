@@ -1,4 +1,4 @@
-"""Spending caps, chunk keys and OpenRouter's error codes (unit; the daily budget against real Redis)."""
+"""worker_service.knowledge.openrouter: error codes that are names are read by their meaning."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Knowledge domain end to end: real workers, the fake OpenRouter, real Redis."""
+"""worker_service.knowledge.store: knowledge waits, without spending an attempt, until its asset is extracted."""
 
 from __future__ import annotations
 

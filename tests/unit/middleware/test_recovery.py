@@ -1,4 +1,4 @@
-"""middleware.recovery: each round heartbeats, registers queues and recovers dead workers; a start is marked."""
+"""middleware.recovery: each round heartbeats, registers queues and recovers dead workers (unit: a fake broker)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Worker groups: every queue has exactly one group, sizes come from settings, and a backlog on one queue
-never holds up another's messages (integration: `worker run` of every group, a fake OpenRouter that
-answers after 30 s)."""
+"""worker_service.runtime.worker_groups: every queue has exactly one group, sizes come from settings, one metrics
+directory each."""
 
 from __future__ import annotations
 
