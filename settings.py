@@ -175,16 +175,18 @@ class Settings(BaseSettings):
     # --- web dashboard -------------------------------------------------------
     web_host: str = Field("127.0.0.1", description="dashboard bind address")
     web_port: int = Field(8080, ge=1, le=65535, description="dashboard port")
-    web_password: str | None = Field(None, description="dashboard login password")
+    web_password: str | None = Field(None, description="dashboard login password (at least 12 characters)")
     web_api_token: str | None = Field(None, description="bearer token for /api")
     web_user: str = Field("admin", description="dashboard login name (shown in the audit log)")
-    web_session_secret: str | None = Field(None, description="key signing session cookies (default: from the password)")
+    web_session_secret: str | None = Field(None, description="key signing session cookies and CSRF tokens, 32+ characters (default: a random "
+                                                          "key generated once and kept in Redis; `worker sessions rotate`)")
     web_session_hours: float = Field(12.0, gt=0, description="dashboard session lifetime")
     web_threads: int = Field(8, ge=1, le=64, description="dashboard server threads")
     web_proxy_user_header: str | None = Field(
         None, description="trust this header's user name (e.g. X-Forwarded-User of oauth2-proxy); unset: off")
     web_proxy_addresses: str = Field(
-        "127.0.0.1", description="comma-separated peer addresses whose WEB_PROXY_USER_HEADER is believed")
+        "127.0.0.1", description="comma-separated peer addresses (reverse proxies) whose WEB_PROXY_USER_HEADER, "
+                                 "X-Forwarded-For and X-Forwarded-Proto are believed")
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -44,15 +44,17 @@ def ms_to_dt(ms: int | None) -> datetime | None:
 
 
 def to_public(row: DeadLetter, *, full: bool = False) -> dict[str, Any]:
+    """A dead letter as people see it (CLI, pages, API): secrets masked by the one rule (worker_service.masking);
+    the stored row keeps the original for requeue."""
     out: dict[str, Any] = {
         "id": row.id, "message_id": row.message_id, "queue": row.queue, "actor": row.actor,
-        "error_type": row.error_type, "exception_type": row.exception_type, "error_message": row.error_message,
+        "error_type": row.error_type, "exception_type": row.exception_type, "error_message": mask(row.error_message),
         "attempts": row.attempts, "first_enqueued_at": iso(row.first_enqueued_at), "failed_at": iso(row.failed_at),
         "state": row.state, "state_changed_at": iso(row.state_changed_at), "state_changed_by": row.state_changed_by,
     }
     if full:
         out.update({"args": mask(row.args), "kwargs": mask(row.kwargs), "options": mask(row.options),
-                    "raw_body": row.raw_body, "traceback": row.traceback, "history": row.history})
+                    "raw_body": mask(row.raw_body), "traceback": mask(row.traceback), "history": mask(row.history)})
     return out
 
 

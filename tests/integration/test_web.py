@@ -121,11 +121,11 @@ def test_fifty_parallel_wrong_logins_never_stall_health_or_another_users_login(w
 
     with ThreadPoolExecutor(max_workers=24) as pool:
         attempts = [pool.submit(wrong, i) for i in range(50)]
-        probes = [pool.submit(health) for _ in range(20)]
+        probes = [pool.submit(health) for _ in range(100)]
         codes = [a.result() for a in attempts]
         health_s = sorted(p.result() for p in probes)
-    assert set(codes) <= {401, 429} and codes.count(429) >= 40
-    assert health_s[-1] < 0.1, health_s  # p99 of 20 probes: the slowest
+    assert set(codes) <= {401, 429} and codes.count(401) <= 5  # at most the per-user limit checked
+    assert health_s[98] < 0.1, health_s  # p99 of 100 probes
     started = time.monotonic()
     ok = requests.post(f"{base}/login", data={"user": "olga", "password": "olga-long-password"},
                        headers={"X-Forwarded-For": "198.51.100.2"}, allow_redirects=False)
@@ -620,3 +620,107 @@ def test_out_of_range_paging_answers_400_not_500(web, query):
     assert session.get(f"{base}/dead-letters?{query}").status_code == 400
     api = session.get(f"{base}/api/dead-letters?{query.replace('page', 'offset')}")
     assert api.status_code == 400 and "offset" in api.json()["error"]
+
+
+def _forged_cookie(key: bytes, payload: dict[str, object]) -> str:
+    """A session cookie signed the way Flask signs one, with ``key``."""
+    import hashlib
+
+    from flask.json.tag import TaggedJSONSerializer
+    from itsdangerous import URLSafeTimedSerializer
+
+    return URLSafeTimedSerializer(key, salt="cookie-session", serializer=TaggedJSONSerializer(),
+                                  signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha1}).dumps(
+        payload)
+
+
+def test_a_cookie_signed_with_a_key_derived_from_the_password_is_refused(web):
+    """Regression (the attacker's probe): the key was sha256("session:" + WEB_PASSWORD), so any cookie let a
+    password be guessed offline, and the password found signed an operator's cookie."""
+    import hashlib
+
+    base, _ = web
+    old_key = hashlib.sha256(f"session:{PASSWORD}".encode()).digest()
+    for payload in ({"user": "admin", "named": False, "id": "forged", "_permanent": True},
+                    {"user": "admin", "named": False, "id": "forged", "_permanent": True, "stamp": "0" * 32}):
+        forged = requests.Session()
+        forged.cookies.set("worker_session", _forged_cookie(old_key, payload))
+        assert forged.get(f"{base}/api/overview").status_code == 401
+        assert forged.post(f"{base}/api/queues/knowledge/pause").status_code == 401
+        assert forged.get(f"{base}/", allow_redirects=False).status_code == 303
+
+
+def test_a_password_change_or_a_key_rotation_ends_the_users_sessions(web):
+    base, env = web
+    _add_user(env, "otto", "operator", "operator-password-1")
+    first, _csrf = _login_as(base, "otto", "operator-password-1")
+    admin, _ = _login(base)
+    _add_user(env, "otto", "operator", "operator-password-1")  # the same password again: nothing ends
+    assert first.get(f"{base}/api/overview").status_code == 200
+    _add_user(env, "otto", "operator", "operator-password-2")  # a new password: the open session ends
+    assert first.get(f"{base}/api/overview").status_code == 401
+    assert admin.get(f"{base}/api/overview").status_code == 200  # another user's session goes on
+    second, _ = _login_as(base, "otto", "operator-password-2")
+    rotated = run_cli(env, "sessions", "rotate")
+    assert rotated.returncode == 0 and "rotated" in rotated.stdout
+    wait_for(lambda: second.get(f"{base}/api/overview").status_code == 401, 15, 0.5, "the rotation read (5 s)")
+    assert admin.get(f"{base}/api/overview").status_code == 401
+
+
+def test_short_passwords_are_refused_at_start_and_at_users_add(worker_env):
+    short = run_cli({**worker_env, "WEB_PASSWORD": "short", "WEB_PORT": str(free_port())}, "web", timeout=20)
+    assert short.returncode == 2 and "WEB_PASSWORD must have at least 12 characters" in short.stderr
+    weak_secret = run_cli({**worker_env, "WEB_PASSWORD": PASSWORD, "WEB_SESSION_SECRET": "0123456789",
+                           "WEB_PORT": str(free_port())}, "web", timeout=20)
+    assert weak_secret.returncode == 2 and "WEB_SESSION_SECRET must have at least 32" in weak_secret.stderr
+    import subprocess
+
+    from tests.support.helpers import BIN
+
+    assert run_cli(worker_env, "migrate").returncode == 0
+    added = subprocess.run([str(BIN / "worker"), "users", "add", "eve", "--role", "viewer"], input="eleven-char\n",
+                           cwd=ROOT, env=worker_env, capture_output=True, text=True, timeout=60)
+    assert added.returncode == 1 and "at least 12 characters" in added.stderr
+
+
+def test_the_session_cookie_is_secure_over_https_directly_or_per_the_trusted_proxy(web):
+    base, _ = web
+
+    def cookie(headers: dict[str, str]) -> str:
+        response = requests.post(f"{base}/login", data={"user": "admin", "password": PASSWORD}, headers=headers,
+                                 allow_redirects=False)
+        assert response.status_code == 303
+        return response.headers["Set-Cookie"]
+
+    assert "Secure" not in cookie({})
+    assert "; Secure" in cookie({"X-Forwarded-Proto": "https"})  # 127.0.0.1 is the default trusted proxy
+
+
+def test_a_secret_in_a_queued_message_appears_on_no_page_a_viewer_can_open(web, sender, redis_client):
+    """Regression (the attacker's probe): the mounted /queues/ pages showed a webhook's token unmasked, and
+    credentials inside a source URL."""
+    import re
+
+    base, env = web
+    token, password = "wh-token-3f9a2c71", "hunter2-in-url"
+    ids = [sender("crm_handle_webhook", queue="crm", body="leads%5Bstatus%5D", token=token),
+           sender("process_asset", queue="assets", asset_id="s1",
+                  source=f"https://ops:{password}@files.example/a.pdf")]
+    redis_ids = {m: json.loads(v)["message_id"] for m, v in redis_client.hgetall("dramatiq:crm.msgs").items()}
+    redis_ids.update({m: json.loads(v)["message_id"] for m, v in redis_client.hgetall("dramatiq:assets.msgs").items()})
+    assert set(redis_ids.values()) == set(ids)
+    _add_user(env, "vera", "viewer", "viewer-password-1")
+    viewer, _ = _login_as(base, "vera", "viewer-password-1")
+    pages = ["/", "/api/overview", "/queues/", "/queues/queues/crm", "/queues/queues/assets", "/dead-letters",
+             "/api/dead-letters", "/events", "/audit"]
+    for queue, key in (("crm", "crm"), ("assets", "assets")):
+        for redis_id in redis_client.hkeys(f"dramatiq:{key}.msgs"):
+            pages.append(f"/queues/queues/{queue}/standard/{redis_id.decode()}")
+    seen = {}
+    for path in pages:
+        response = viewer.get(f"{base}{path}")
+        assert response.status_code == 200, path
+        seen[path] = response.text
+        assert token not in response.text and password not in response.text, path
+    message_pages = [p for p in pages if "/standard/" in p]
+    assert len(message_pages) == 2 and all(re.search(r"\*\*\*", seen[p]) for p in message_pages)  # shown, masked

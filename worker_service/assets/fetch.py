@@ -5,8 +5,12 @@ symlinks.  URLs: https only (plain http when ``FETCH_ALLOW_HTTP``), connect
 and read timeouts, a streamed byte cap, redirects followed by hand so that
 every hop's address is checked after DNS resolution: loopback, private,
 link-local (cloud metadata), multicast and reserved addresses are refused
-unless the host or address is in ``FETCH_ALLOWLIST``.  5xx and timeouts are
-transient; other 4xx are permanent.
+unless the host or address is in ``FETCH_ALLOWLIST``; IPv6 forms that carry an
+IPv4 address (IPv4-mapped, 6to4, NAT64, Teredo) are checked as that address.
+The host is resolved once per hop and the connection goes to the address that
+was checked (``Host``, TLS SNI and certificate verification keep the name), so a
+resolver that answers differently the second time (DNS rebinding) changes
+nothing.  5xx and timeouts are transient; other 4xx are permanent.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from worker_service.errors import PermanentError, TransientError
 
@@ -93,7 +99,28 @@ def _allowed(host: str, addresses: list[str], allowlist: tuple[str, ...]) -> boo
     return False
 
 
-def check_url(url: str, policy: FetchPolicy) -> None:
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address stands for (IPv4-mapped, 6to4, NAT64, Teredo server and client)."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return []
+    found = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if any(ip in network for network in _NAT64):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
+def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local or ip.is_loopback)
+
+
+def check_url(url: str, policy: FetchPolicy) -> list[str]:
+    """The addresses ``url``'s host resolves to, in the resolver's order, every one checked (else
+    ForbiddenSource); resolved once: the connection goes to one of these, never to a new answer."""
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ForbiddenSource(f"unsupported URL: {url!r}")
@@ -105,47 +132,94 @@ def check_url(url: str, policy: FetchPolicy) -> None:
                                    type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise TransientError(f"cannot resolve {host}: {exc}", error_code="fetch_failed") from None
-    addresses = sorted({str(info[4][0]) for info in infos})
-    if _allowed(host, addresses, policy.allowlist):
-        return
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        if not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_link_local or ip.is_loopback:
-            raise ForbiddenSource(f"{host} resolves to a non-public address ({ip}); refused")
+    ordered = list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
+    if _allowed(host, sorted(ordered), policy.allowlist):
+        return ordered
+    for address in ordered:
+        ip = ipaddress.ip_address(address)
+        for candidate in (ip, *embedded_ipv4(ip)):
+            if not _public(candidate):
+                raise ForbiddenSource(f"{host} resolves to a non-public address ({candidate}); refused")
+    return ordered
+
+
+class _PinnedTLS(HTTPAdapter):
+    """Connects to an address while TLS still sends and verifies ``hostname`` (SNI, certificate name)."""
+
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["server_hostname"] = self.hostname
+        kwargs["assert_hostname"] = self.hostname
+        super().init_poolmanager(*args, **kwargs)
+
+
+def pinned_request(url: str, address: str) -> tuple[str, dict[str, str], requests.Session]:
+    """``url`` rewritten to connect to ``address``, the headers that keep the name, and a session that
+    verifies TLS for the name."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc_host = f"[{address}]" if ":" in address else address
+    netloc = f"{netloc_host}:{parts.port}" if parts.port else netloc_host
+    session = requests.Session()
+    session.trust_env = False  # never go through a proxy the guard did not check
+    session.mount("https://", _PinnedTLS(host))
+    default_port = 443 if parts.scheme == "https" else 80
+    host_header = host if not parts.port or parts.port == default_port else f"{host}:{parts.port}"
+    if ":" in host:
+        host_header = f"[{host_header}]" if not parts.port else host_header
+    return urlunsplit(parts._replace(netloc=netloc)), {"Host": host_header}, session
 
 
 def download(url: str, out, policy: FetchPolicy) -> None:  # noqa: ANN001 - a binary file object
-    session = requests.Session()
-    session.trust_env = False  # never go through a proxy the guard did not check
     for _hop in range(MAX_REDIRECTS + 1):
-        check_url(url, policy)
-        try:
-            response = session.get(url, stream=True, allow_redirects=False,
-                                   timeout=(policy.connect_timeout, policy.read_timeout))
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransientError(f"fetch failed: {exc}", error_code="fetch_failed") from None
-        with response:
-            if response.is_redirect:
-                url = urljoin(url, response.headers.get("Location", ""))
-                continue
-            if response.status_code >= 500 or response.status_code in (408, 429):
-                raise TransientError(f"fetch failed: HTTP {response.status_code}", error_code="fetch_failed")
-            if response.status_code >= 400:
-                raise PermanentError(f"fetch failed: HTTP {response.status_code}", error_code="fetch_failed")
-            declared = int(response.headers.get("Content-Length") or 0)
-            if declared > policy.max_bytes:
-                raise PermanentError(f"the source is {declared} bytes; the limit is {policy.max_bytes}",
-                                     error_code="too_large")
-            received = 0
+        addresses = check_url(url, policy)
+        for number, address in enumerate(addresses, start=1):
+            target, headers, session = pinned_request(url, address)
             try:
-                for chunk in response.iter_content(CHUNK):
-                    received += len(chunk)
-                    if received > policy.max_bytes:
-                        raise PermanentError(f"the source exceeds {policy.max_bytes} bytes", error_code="too_large")
-                    out.write(chunk)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                raise TransientError(f"fetch interrupted: {exc}", error_code="fetch_failed") from None
+                with session:
+                    location = _get(session, target, headers, out, policy)
+                break
+            except _Unreachable as exc:  # as a browser does: the next checked address
+                if number == len(addresses):
+                    raise TransientError(f"fetch failed: {exc}", error_code="fetch_failed") from None
+        if location is None:
             return
+        url = urljoin(url, location)
     raise PermanentError(f"more than {MAX_REDIRECTS} redirects", error_code="fetch_failed")
+
+
+class _Unreachable(Exception):
+    """No answer from one address (the next one may answer)."""
+
+
+def _get(session: requests.Session, target: str, headers: dict[str, str], out, policy: FetchPolicy) -> str | None:  # noqa: ANN001
+    """One hop: the bytes written to ``out`` (None returned), or the redirect's Location."""
+    try:
+        response = session.get(target, headers=headers, stream=True, allow_redirects=False,
+                               timeout=(policy.connect_timeout, policy.read_timeout))
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise _Unreachable(str(exc)) from None
+    with response:
+        if response.is_redirect:
+            return response.headers.get("Location", "")
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            raise TransientError(f"fetch failed: HTTP {response.status_code}", error_code="fetch_failed")
+        if response.status_code >= 400:
+            raise PermanentError(f"fetch failed: HTTP {response.status_code}", error_code="fetch_failed")
+        declared = int(response.headers.get("Content-Length") or 0)
+        if declared > policy.max_bytes:
+            raise PermanentError(f"the source is {declared} bytes; the limit is {policy.max_bytes}",
+                                 error_code="too_large")
+        received = 0
+        try:
+            for chunk in response.iter_content(CHUNK):
+                received += len(chunk)
+                if received > policy.max_bytes:
+                    raise PermanentError(f"the source exceeds {policy.max_bytes} bytes", error_code="too_large")
+                out.write(chunk)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise TransientError(f"fetch interrupted: {exc}", error_code="fetch_failed") from None
+    return None

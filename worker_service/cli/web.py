@@ -1,4 +1,4 @@
-"""``worker web`` (the dashboard) and ``worker users`` (its named users)."""
+"""``worker web`` (the dashboard), ``worker users`` (its named users) and ``worker sessions`` (their key)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,20 @@ def cmd_users(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sessions(args: argparse.Namespace) -> int:
+    """``worker sessions rotate``: a new generated session key; every dashboard session ends at once."""
+    from worker_service.brokers import make_redis_client
+    from worker_service.web.sessions import rotate_session_secret
+
+    settings = common.settings()
+    if settings.web_session_secret:
+        common.err("worker sessions rotate: WEB_SESSION_SECRET is set; change it to rotate the key")
+        return 2
+    rotate_session_secret(make_redis_client(settings, settings.ratelimit_url))
+    common.out("session key rotated: every dashboard session has ended")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("web", help="serve the dashboard on WEB_HOST:WEB_PORT")
     p.add_argument("--insecure-local", action="store_true",
@@ -61,3 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     for p in users.choices.values():
         p.set_defaults(func=cmd_users)
+    sessions = sub.add_parser("sessions", help="dashboard sessions").add_subparsers(dest="sessions_command",
+                                                                                    required=True)
+    sessions.add_parser("rotate", help="replace the generated session key: every session ends").set_defaults(
+        func=cmd_sessions)

@@ -40,6 +40,14 @@ def make_app(settings: Settings, *, insecure_local: bool = False) -> Flask:
         auth = None
         logger.warning("dashboard running WITHOUT authentication (--insecure-local on 127.0.0.1)")
     else:
+        from worker_service.web.sessions import MIN_SECRET_LENGTH
+        from worker_service.web.users import MIN_PASSWORD_LENGTH
+
+        if settings.web_password is not None and len(settings.web_password) < MIN_PASSWORD_LENGTH:
+            raise InsecureConfiguration(f"WEB_PASSWORD must have at least {MIN_PASSWORD_LENGTH} characters")
+        if settings.web_session_secret is not None and len(settings.web_session_secret) < MIN_SECRET_LENGTH:
+            raise InsecureConfiguration(f"WEB_SESSION_SECRET must have at least {MIN_SECRET_LENGTH} characters "
+                                        "(or leave it unset: a random key is generated and kept in Redis)")
         auth = Authenticator(user=settings.web_user, password=settings.web_password,
                              api_token=settings.web_api_token, secret=settings.web_session_secret,
                              session_hours=settings.web_session_hours,
@@ -60,5 +68,8 @@ def serve(settings: Settings, *, insecure_local: bool = False) -> None:
 
     app = make_app(settings, insecure_local=insecure_local)
     logger.info("dashboard on http://%s:%d/", settings.web_host, settings.web_port)
+    # X-Forwarded-For / -Proto reach the app untouched: it believes them only from WEB_PROXY_ADDRESSES (the
+    # client's address for the login throttle, https for the cookie's Secure flag), which can be several
+    # addresses where waitress's own trusted_proxy takes one
     waitress.serve(app, host=settings.web_host, port=settings.web_port, threads=settings.web_threads,
-                   ident="worker-dashboard", clear_untrusted_proxy_headers=True)
+                   ident="worker-dashboard", clear_untrusted_proxy_headers=False)

@@ -11,6 +11,7 @@ requeue/delete would bypass the dead-letter store and the audit log).
 
 from __future__ import annotations
 
+import hmac
 import logging
 import secrets
 from datetime import timedelta
@@ -24,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from worker_service.web.auth import COOKIE, Principal
 from worker_service.web.redirects import local_path, same_origin
 from worker_service.web.services import Services, WSGIApp
+from worker_service.web.sessions import DashboardSessions, SessionSecret
 from worker_service.web.throttle import Refusal
 from worker_service.web.users import role_of
 from worker_service.web.views import assets, failed, fleet, json_response, outcome_events, see_other, text
@@ -43,7 +45,7 @@ def create_app(services: Services) -> Flask:
     app = Flask(__name__, static_folder=None)
     auth = services.auth
     app.config.update(
-        SECRET_KEY=auth.key if auth else secrets.token_bytes(32),
+        SECRET_KEY=secrets.token_bytes(32),  # replaced on each request by the sessions' key (web.sessions)
         SESSION_COOKIE_NAME=COOKIE, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=auth.session_seconds if auth else 8 * 3600),
         SESSION_REFRESH_EACH_REQUEST=False,  # a session ends its lifetime after the login, not after the last click
@@ -52,6 +54,9 @@ def create_app(services: Services) -> Flask:
         WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_FIELD_NAME="csrf", WTF_CSRF_TIME_LIMIT=None,
     )
     app.extensions["worker"] = services
+    session_secret = SessionSecret(auth.secret if auth else None, lambda: services.limiter_client)
+    if auth is not None:
+        app.session_interface = DashboardSessions(session_secret, auth.proxy_addresses)
     csrf = CSRFProtect(app)
     for blueprint in (fleet.blueprint, failed.blueprint, assets.blueprint, outcome_events.blueprint):
         app.register_blueprint(blueprint)
@@ -63,19 +68,22 @@ def create_app(services: Services) -> Flask:
         authorization = request.headers.get("Authorization")
         if authorization and authorization.startswith("Bearer "):
             address = auth.client_address(remote, request.headers)
-            refusal = services.throttle.refused("bearer", None, address)
+            refusal = services.throttle.attempt("bearer", None, address)
             if refusal is not None:
                 return refusal
             bearer = auth.bearer(authorization, remote)
             if bearer is not None:
-                return bearer
-            services.throttle.failed("bearer", None, address)
-            return None
+                services.throttle.succeeded("bearer", None, address)
+            return bearer
         proxied = auth.proxied(request.headers, remote)
         if proxied is not None:
             return proxied
         user, session_id = session.get("user"), session.get("id")
         if not isinstance(user, str) or not isinstance(session_id, str) or services.session_revoked(session_id):
+            return None
+        # a password change (or the user's removal) since this session's login ends it
+        stamp = auth.stamp(user, session_secret.current())
+        if stamp is None or not hmac.compare_digest(stamp, str(session.get("stamp", ""))):
             return None
         # a named user's role is read again on every request: a removal or a demotion applies at once
         role = role_of(user) if session.get("named") else "operator"
@@ -164,7 +172,7 @@ def create_app(services: Services) -> Flask:
             return render_template("login.html", error=None, user="", next=target)
         user, password = request.form.get("user", ""), request.form.get("password", "")
         address = auth.client_address(request.remote_addr or "-", request.headers)
-        refusal = services.throttle.refused("login", user, address)
+        refusal = services.throttle.attempt("login", user, address)
         if refusal is not None:  # answered at once: a sleeping request thread would stall every other user
             logger.warning("dashboard login for %r from %s refused: %s", user[:50], address, refusal.reason)
             page = render_template("login.html", error=f"Too many failed logins: try again in "
@@ -172,13 +180,13 @@ def create_app(services: Services) -> Flask:
             return Response(page, 429, {"Retry-After": str(refusal.retry_after_s)})
         role = auth.check_password(user, password)
         if role is None:
-            services.throttle.failed("login", user, address)
             logger.warning("failed dashboard login for %r from %s", user[:50], address)
             return render_template("login.html", error="Wrong user or password.", user=user, next=target), 401
-        services.throttle.succeeded("login", user)
+        services.throttle.succeeded("login", user, address)
         session.clear()  # a new session (and CSRF token) for each login: nothing fixed before it survives
         session.permanent = True
-        session.update(user=user, named=role_of(user) is not None, id=secrets.token_urlsafe(16))
+        session.update(user=user, named=role_of(user) is not None, id=secrets.token_urlsafe(16),
+                       stamp=auth.stamp(user, session_secret.current()))
         logger.info("dashboard login by %s (%s) from %s", user, role, request.remote_addr)
         return see_other(target)
 

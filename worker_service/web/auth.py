@@ -1,8 +1,8 @@
 """Who is asking: named users and the bootstrap password, the API's bearer token, the client's address.
 
-The web app keeps who logged in in Flask's session cookie, signed with ``key``: WEB_SESSION_SECRET, or
-by default a key derived from WEB_PASSWORD, so every replica accepts it (a named user's role is read
-from the database on each request, not kept in the cookie).
+The web app keeps who logged in in Flask's session cookie, signed with the key of web.sessions (never one a
+password derives), with a stamp of the credential they logged in with: a password change or a removal
+ends that user's sessions, and a named user's role is read from the database on each request.
 API calls may instead send ``Authorization: Bearer WEB_API_TOKEN`` (no cookie, so no CSRF).  Failed
 logins and wrong bearer tokens are throttled by ``web.throttle`` (429 at once, never a sleep).  Users are the named ones of web.users (viewer or
 operator) and the bootstrap WEB_USER / WEB_PASSWORD (an operator).  Behind a reverse proxy that logs
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 from dataclasses import dataclass
 
 from werkzeug.datastructures import Headers
@@ -45,8 +44,8 @@ class Principal:
 
 
 class Authenticator:
-    """Parameters: user, password, api_token, secret (None: derived from the password), session_hours,
-    proxy_header (None: off) and proxy_addresses (the peers whose proxy_header is believed)."""
+    """Parameters: user, password, api_token, secret (WEB_SESSION_SECRET; None: generated, see web.sessions),
+    session_hours, proxy_header (None: off) and proxy_addresses (the peers whose proxy_header is believed)."""
 
     def __init__(self, *, user: str, password: str | None, api_token: str | None, secret: str | None,
                  session_hours: float, proxy_header: str | None = None,
@@ -54,8 +53,7 @@ class Authenticator:
         self.user = user
         self.password = password
         self.api_token = api_token
-        seed = secret or (f"session:{password}" if password else secrets.token_hex(32))
-        self.key = hashlib.sha256(seed.encode()).digest()  # signs the session cookie and the CSRF tokens
+        self.secret = secret
         self.session_seconds = int(session_hours * 3600)
         self.proxy_header = proxy_header
         self.proxy_addresses = proxy_addresses
@@ -86,6 +84,18 @@ class Authenticator:
             if forwarded and len(forwarded) <= 64 and forwarded.isprintable():
                 return forwarded
         return remote
+
+    def stamp(self, user: str, key: bytes) -> str | None:
+        """What the session keeps of the credential ``user`` logs in with (an HMAC under the session key, so
+        the cookie reveals nothing to guess against); None when the user no longer exists."""
+        from worker_service.web.users import password_hash_of
+
+        credential = password_hash_of(user)
+        if credential is None:
+            if not self.password or not hmac.compare_digest(user.encode(), self.user.encode()):
+                return None
+            credential = f"bootstrap:{self.password}"
+        return hmac.new(key, credential.encode(), hashlib.sha256).hexdigest()[:32]
 
     # --- login -----------------------------------------------------------------------------------
     def check_password(self, user: str, password: str) -> str | None:

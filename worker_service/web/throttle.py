@@ -1,6 +1,7 @@
 """Failed logins and wrong bearer tokens, counted fleet-wide in Redis and answered 429 at once.
 
-Counted per user name and per client address (the trusted proxy's client address when the request comes
+Attempts are counted (before the credential is checked, so parallel guesses cannot slip in under the limit)
+per user name and per client address (the trusted proxy's client address when the request comes
 from one of WEB_PROXY_ADDRESSES), in a window of ``window_s``: past ``per_user`` failures for a name or
 ``per_address`` from an address, that name or address gets ``429`` with ``Retry-After`` until the window
 ends. Nothing sleeps in a request thread, so ``/healthz`` and other users are never held up; a success
@@ -42,26 +43,26 @@ class Throttle:
             keys.append((self._key(f"{kind}-user", user.casefold()), self.per_user, "too many failures for this user"))
         return keys
 
-    def refused(self, kind: str, user: str | None, address: str) -> Refusal | None:
-        """A refusal if ``user`` or ``address`` has used up its failures (``kind``: login | bearer)."""
+    def attempt(self, kind: str, user: str | None, address: str) -> Refusal | None:
+        """Count an attempt (``kind``: login | bearer) before the credential is checked, so parallel guesses
+        cannot all slip in under the limit; a refusal when ``user`` or ``address`` is past its limit."""
         keys = self._keys(kind, user, address)
         pipe = self.client.pipeline(transaction=False)
         for key, _limit, _why in keys:
-            pipe.get(key)
+            pipe.incr(key)
+            pipe.expire(key, self.window_s, nx=True)
             pipe.pttl(key)
         answers = pipe.execute()
         for index, (_key, limit, why) in enumerate(keys):
-            count, pttl = answers[2 * index], answers[2 * index + 1]
-            if count is not None and int(count) >= limit:
+            count, pttl = answers[3 * index], answers[3 * index + 2]
+            if int(count) > limit:
                 return Refusal(max(1, -(-int(pttl) // 1000)) if pttl and pttl > 0 else self.window_s, why)
         return None
 
-    def failed(self, kind: str, user: str | None, address: str) -> None:
+    def succeeded(self, kind: str, user: str | None, address: str) -> None:
+        """The credential was right: the attempt was no failure (the user's count starts again)."""
         pipe = self.client.pipeline(transaction=False)
-        for key, _limit, _why in self._keys(kind, user, address):
-            pipe.incr(key)
-            pipe.expire(key, self.window_s, nx=True)
+        pipe.decr(self._key(f"{kind}-address", address))
+        if user is not None:
+            pipe.delete(self._key(f"{kind}-user", user.casefold()))
         pipe.execute()
-
-    def succeeded(self, kind: str, user: str) -> None:
-        self.client.delete(self._key(f"{kind}-user", user.casefold()))

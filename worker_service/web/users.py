@@ -16,6 +16,8 @@ from worker_service.database import DashboardUser, session
 
 Role = Literal["viewer", "operator"]
 ROLES: tuple[Role, ...] = ("viewer", "operator")
+#: for named users and WEB_PASSWORD alike (refused at `worker users add` / at `worker web`'s start)
+MIN_PASSWORD_LENGTH = 12
 _HASHER = PasswordHasher()
 # verified against when the user does not exist, so an unknown name costs the same time as a wrong password
 _DUMMY_HASH = _HASHER.hash("no such user")
@@ -27,15 +29,25 @@ def add_user(name: str, password: str, role: Role) -> bool:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if not name or len(name) > 100 or not name.isprintable() or ":" in name:
         raise ValueError("a user name is 1-100 printable characters, without ':'")
-    if len(password) < 8:
-        raise ValueError("a password has at least 8 characters")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"a password has at least {MIN_PASSWORD_LENGTH} characters")
     with session(transaction=True):
-        new = DashboardUser.get_or_none(DashboardUser.name == name) is None
-        (DashboardUser.insert(name=name, password_hash=_HASHER.hash(password), role=role)
+        existing = DashboardUser.get_or_none(DashboardUser.name == name)
+        # the same password again keeps its hash: only a real password change ends the user's open sessions
+        password_hash = existing.password_hash if existing and _matches(existing.password_hash, password) \
+            else _HASHER.hash(password)
+        (DashboardUser.insert(name=name, password_hash=password_hash, role=role)
          .on_conflict(conflict_target=[DashboardUser.name],
-                      update={DashboardUser.password_hash: _HASHER.hash(password), DashboardUser.role: role})
+                      update={DashboardUser.password_hash: password_hash, DashboardUser.role: role})
          .execute())
-    return new
+    return existing is None
+
+
+def _matches(password_hash: str, password: str) -> bool:
+    try:
+        return bool(_HASHER.verify(password_hash, password))
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 def remove_user(name: str) -> bool:
@@ -58,12 +70,17 @@ def role_of(name: str) -> Role | None:
     return cast(Role, user.role) if user is not None and user.role in ROLES else None
 
 
+def password_hash_of(name: str) -> str | None:
+    """The stored hash of a named user (changes with every `worker users add`), or None."""
+    with session():
+        user = DashboardUser.get_or_none(DashboardUser.name == name)
+    return str(user.password_hash) if user is not None else None
+
+
 def verify(name: str, password: str) -> Role | None:
     """The user's role when the password is right, else None (same work whether the user exists or not)."""
     with session():
         user = DashboardUser.get_or_none(DashboardUser.name == name)
-    try:
-        _HASHER.verify(user.password_hash if user else _DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
+    if not _matches(user.password_hash if user else _DUMMY_HASH, password):
         return None
     return cast(Role, user.role) if user is not None and user.role in ROLES else None

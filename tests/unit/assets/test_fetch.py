@@ -91,3 +91,82 @@ def test_fetch_checks_every_redirect_hop_and_caps_bytes(local_http, tmp_path):
     with pytest.raises(TransientError), fetched(f"{local_http}/down", allowed):
         pass
     assert list((tmp_path / ".tmp").iterdir()) == []  # temporary copies are removed
+
+
+@pytest.mark.parametrize("address", [
+    "::ffff:127.0.0.1", "::ffff:169.254.169.254",  # IPv4-mapped
+    "2002:7f00:1::1", "2002:a9fe:a9fe::1",  # 6to4 of 127.0.0.1 and 169.254.169.254
+    "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b:1::a9fe:a9fe",  # NAT64 (well-known and local-use prefixes)
+    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo whose client is 127.0.0.1 (obfuscated 0x80fffffe)
+    "2001:0:a9fe:a9fe:8000:63bf:3fff:fdd2",  # Teredo whose server is 169.254.169.254
+])
+def test_ipv6_forms_of_forbidden_ipv4_addresses_are_refused(address, tmp_path):
+    """Regression (the attacker's probe): [2002:a9fe:a9fe::1], the 6to4 form of 169.254.169.254, passed."""
+    with pytest.raises(ForbiddenSource):
+        check_url(f"https://[{address}]/x", _policy(str(tmp_path)))
+
+
+class _Rebinding:
+    """A resolver that answers a public address first and loopback afterwards (DNS rebinding)."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.answers = port, 0
+
+    def __call__(self, host, port, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        import socket
+
+        self.answers += 1
+        address = "93.184.216.34" if self.answers == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+
+def test_a_resolver_that_rebinds_to_loopback_gets_nothing_fetched_from_loopback(local_http, tmp_path, monkeypatch):
+    """The host is resolved once and the connection goes to the address that was checked: the loopback
+    server behind the second answer is never asked (and no packet leaves the machine: the connection to the
+    public address is intercepted before it is made)."""
+    import socket
+
+    import urllib3.util.connection
+
+    from worker_service.errors import TransientError
+
+    hits: list[str] = []
+
+    class Recording(_Handler):
+        def do_GET(self) -> None:  # noqa: N802
+            hits.append(self.path)
+            super().do_GET()
+
+    server = serve(Recording)
+    port = server.server_port
+    resolver = _Rebinding(port)
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    attempted: list[tuple[str, int]] = []
+
+    def create_connection(address, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        attempted.append(address)
+        if address[0] != "127.0.0.1":
+            raise ConnectionRefusedError("intercepted: tests send nothing off this machine")
+        return real_create_connection(address, *args, **kwargs)
+
+    real_create_connection = urllib3.util.connection.create_connection
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", create_connection)
+    try:
+        with pytest.raises(TransientError), fetched(f"http://rebind.example:{port}/file",
+                                                    _policy(str(tmp_path), allow_http=True)):
+            pass
+    finally:
+        stop(server)
+    assert attempted == [("93.184.216.34", port)] and hits == []
+
+
+def test_the_pinned_connection_keeps_the_name_for_host_sni_and_certificate_checks():
+    from worker_service.assets.fetch import pinned_request
+
+    target, headers, session = pinned_request("https://files.example:8443/a/b.pdf?x=1", "93.184.216.34")
+    assert target == "https://93.184.216.34:8443/a/b.pdf?x=1" and headers == {"Host": "files.example:8443"}
+    adapter = session.get_adapter(target)
+    assert adapter.poolmanager.connection_pool_kw["server_hostname"] == "files.example"
+    assert adapter.poolmanager.connection_pool_kw["assert_hostname"] == "files.example"
+    target, headers, _ = pinned_request("https://files.example/x", "2606:2800:220:1::1")
+    assert target == "https://[2606:2800:220:1::1]/x" and headers == {"Host": "files.example"}
