@@ -27,6 +27,7 @@ from tests.support.helpers import (
     WorkerProcess,
     free_port,
     run_cli,
+    unavailable,
     wait_for,
 )
 
@@ -56,7 +57,7 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
-        pytest.skip(f"no Redis at {REDIS_BASE} ({exc}); run through `make test`, which starts one")
+        unavailable(f"no Redis at {REDIS_BASE} ({exc}); run through `make test`, which starts one")
     return url
 
 
@@ -71,14 +72,14 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture(scope="session")
 def pg_url() -> str:
     if not _reachable("127.0.0.1", 5432):
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+        unavailable("PostgreSQL is not reachable on 127.0.0.1:5432")
     return PG_URL
 
 
 @pytest.fixture(scope="session")
 def rabbit_url() -> str:
     if not _reachable("127.0.0.1", 5672):
-        pytest.skip("RabbitMQ is not reachable on 127.0.0.1:5672")
+        unavailable("RabbitMQ is not reachable on 127.0.0.1:5672")
     return RABBIT_URL
 
 

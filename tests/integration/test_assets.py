@@ -1,8 +1,9 @@
-"""Assets end to end: the shared corpus, hostile files, encodings, SSRF through real workers."""
+"""Assets end to end: the test corpus (tests/corpus), hostile files, encodings, SSRF through real workers."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import statistics
@@ -15,7 +16,8 @@ from worker_contracts import Sender
 from tests.support import adversarial as adv
 from tests.support.helpers import ROOT, run_cli, wait_for
 
-CORPUS = ROOT.parent / "shared" / "corpus"
+# real documents kept in the repository (tests/corpus/README.rst); TEST_CORPUS names another, e.g. ../shared/corpus
+CORPUS = Path(os.environ.get("TEST_CORPUS") or ROOT / "tests" / "corpus")
 
 
 TERMINAL = {"extracted", "failed"}
@@ -63,8 +65,7 @@ def _worker_pids(master: int) -> list[int]:
 
 @pytest.fixture()
 def corpus_storage(worker_env) -> tuple[Path, list[str]]:
-    if not CORPUS.exists():
-        pytest.skip(f"shared corpus not found at {CORPUS}")
+    assert (CORPUS / "MANIFEST.tsv").exists(), f"no corpus at {CORPUS}"
     storage = Path(worker_env["STORAGE_ROOT"])
     names = []
     for folder in ("pdf", "docx", "bad", "cyrillic"):
@@ -163,9 +164,9 @@ def test_adversarial_files_fail_fast_with_the_right_code_and_the_worker_goes_on(
         "zero.pdf": storage / "zero.pdf",
     }
     made["zero.pdf"].write_bytes(b"")
-    real_pdf = CORPUS / "pdf" / "pdfjs__tracemonkey.pdf"
-    if real_pdf.exists():  # a real document cut in half; a checkout without ../shared tests the rest
-        made["truncated.pdf"] = adv.truncated(real_pdf, storage / "truncated.pdf")
+    # a real document cut in half
+    made["truncated.pdf"] = adv.truncated(ROOT / "tests" / "corpus" / "pdf" / "pdfminer__naacl06-shinyama.pdf",
+                                          storage / "truncated.pdf")
     expected = {"docx-bomb.docx": "too_large", "flate-bomb.pdf": "memory", "pages.pdf": "too_many_pages",
                 "truncated.pdf": "corrupt", "image.pdf": "unsupported_type", "archive.docx": "unsupported_type",
                 "zero.pdf": "empty"}

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.helpers import BIN, WorkerProcess, free_port, pg_schema_url, wait_for
+from tests.support.helpers import BIN, WorkerProcess, free_port, pg_schema_url, unavailable, wait_for
 
 
 @pytest.fixture()
 def tls_redis(tmp_path: Path):
     if not shutil.which("redis-server") or not shutil.which("openssl"):
-        pytest.skip("redis-server or openssl not installed")
+        unavailable("redis-server or openssl not installed")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],

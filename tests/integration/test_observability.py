@@ -8,11 +8,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import redis
 import requests
 
-from tests.support.helpers import BIN, ROOT, free_port, run_cli, wait_for
+from tests.support.helpers import BIN, ROOT, free_port, run_cli, unavailable, wait_for
 
 RULES = ROOT / "deploy" / "prometheus"
 
@@ -54,7 +53,7 @@ def test_log_lines_inside_a_message_are_json_with_its_context(worker_env, start_
 
 def test_probes_flip_when_redis_stops(worker_env, start_worker, tmp_path):
     if not shutil.which("redis-server"):
-        pytest.skip("redis-server not installed")
+        unavailable("redis-server not installed")
     redis_port, metrics_port = free_port(), free_port()
     server = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
@@ -101,7 +100,7 @@ def test_worker_past_its_message_limit_is_replaced_without_losing_a_message(work
 def test_alert_rules_pass_their_promtool_unit_tests():
     promtool = shutil.which("promtool")
     if not promtool:
-        pytest.skip("promtool not installed (Debian package prometheus; .ci/run installs it)")
+        unavailable("promtool not installed (Debian package prometheus; .ci/run installs it)")
     subprocess.run([promtool, "check", "rules", str(RULES / "alerts.yml")], check=True, capture_output=True)
     result = subprocess.run([promtool, "test", "rules", str(RULES / "alerts_test.yml")], capture_output=True,
                             text=True)
@@ -112,7 +111,7 @@ def test_real_prometheus_scrapes_and_a_dead_letter_turns_the_alert_pending(worke
                                                                           tmp_path, redis_client):
     prometheus = shutil.which("prometheus")
     if not prometheus:
-        pytest.skip("prometheus not installed (Debian package prometheus; .ci/run installs it)")
+        unavailable("prometheus not installed (Debian package prometheus; .ci/run installs it)")
     worker_port, web_port, prom_port = free_port(), free_port(), free_port()
     env = {**worker_env, "METRICS_PORT": str(worker_port), "WEB_PORT": str(web_port), "WEB_API_TOKEN": "t"}
     start_worker(env=env)
@@ -154,7 +153,7 @@ def test_real_prometheus_scrapes_and_a_dead_letter_turns_the_alert_pending(worke
 
 def test_check_warns_about_a_redis_that_would_evict_queued_work(worker_env, tmp_path):
     if not shutil.which("redis-server"):
-        pytest.skip("redis-server not installed")
+        unavailable("redis-server not installed")
     port = free_port()
     server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no", "--maxmemory-policy", "allkeys-lru", "--dir", str(tmp_path)],
@@ -189,7 +188,7 @@ def test_otlp_receiver_gets_send_and_process_spans_of_one_trace_from_two_process
                                                                                   redis_client, tmp_path):
     agent = Path(__import__("rotel").__file__).parent / "rotel-agent"
     if not agent.exists():
-        pytest.skip("rotel (PyPI) is not installed")
+        unavailable("rotel (PyPI) is not installed")
     http_port, grpc_port = free_port(), free_port()
     log = tmp_path / "rotel.log"
     rotel = subprocess.Popen([str(agent), "start", "--otlp-http-endpoint", f"127.0.0.1:{http_port}",

@@ -14,7 +14,7 @@ import dramatiq
 import pytest
 import redis
 
-from tests.support.helpers import free_port, wait_for
+from tests.support.helpers import free_port, unavailable, wait_for
 from worker_service.brokers.redis import ReliableRedisBroker, ReliableRedisConsumer, make_connection_pool
 from worker_service.brokers.settle import Successor
 
@@ -130,7 +130,7 @@ def test_idle_consumer_blocks_in_redis_and_wakes_when_a_message_arrives(broker, 
 
 def test_redis_without_blmove_is_polled_instead(tmp_path):
     if not shutil.which("redis-server"):
-        pytest.skip("redis-server not installed")
+        unavailable("redis-server not installed")
     port = free_port()
     server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no", "--rename-command", "BLMOVE", ""],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.helpers import ROOT, run_cli, wait_for
+from tests.support.helpers import ROOT, run_cli, unavailable, wait_for
 
 EXAMPLE = ROOT / "examples" / "node"
 
@@ -17,12 +17,12 @@ EXAMPLE = ROOT / "examples" / "node"
 @pytest.fixture(scope="module")
 def node_example() -> Path:
     if not shutil.which("node") or not shutil.which("npm"):
-        pytest.skip("node/npm not installed")
+        unavailable("node/npm not installed")
     if not (EXAMPLE / "node_modules" / "redis").exists():
         result = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=EXAMPLE,
                                 capture_output=True, text=True, timeout=240)
         if result.returncode != 0:
-            pytest.skip(f"npm ci failed (registry unreachable?): {result.stderr[-300:]}")
+            unavailable(f"npm ci failed (registry unreachable?): {result.stderr[-300:]}")
     return EXAMPLE
 
 

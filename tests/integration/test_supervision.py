@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.support.helpers import BIN, WorkerProcess, alive, descendants, free_port, wait_for
+from tests.support.helpers import BIN, WorkerProcess, alive, descendants, free_port, unavailable, wait_for
 
 #: `worker run` of every group, each with few threads (this machine has two cores and runs tests in parallel)
 SMALL_GROUPS = {"ASSETS_THREADS": "2", "KNOWLEDGE_THREADS": "2", "CRM_THREADS": "2"}
@@ -156,15 +156,16 @@ def test_a_wedged_worker_thread_turns_healthz_unhealthy(worker_env, start_worker
 
 
 @pytest.mark.processes
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace (unshare -n, nsenter)")
 def test_make_run_in_a_fresh_network_namespace_processes_an_asset_and_stops_in_order(tmp_path):
     import shutil
     import subprocess
 
     from tests.support.helpers import ROOT
 
+    if os.geteuid() != 0:
+        unavailable("needs root for a network namespace (unshare -n, nsenter)")
     if not shutil.which("unshare") or not shutil.which("nsenter") or not shutil.which("redis-server"):
-        pytest.skip("needs unshare, nsenter and redis-server")
+        unavailable("needs unshare, nsenter and redis-server")
     var = tmp_path / "var"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BROKER_", "DATABASE_", "WORKER_", "WEB_",
                                                                       "METRICS_", "STORAGE_", "TEST_"))}

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.support.helpers import BIN, ROOT, free_port, wait_for
+from tests.support.helpers import BIN, ROOT, free_port, unavailable, wait_for
 
 NS = f"wktest{os.getpid() % 10000}"
 
@@ -29,9 +29,9 @@ def _ip(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture()
 def netns() -> Iterator[str]:
     if not shutil.which("ip") or os.geteuid() != 0:
-        pytest.skip("network namespaces need iproute2 and root")
+        unavailable("network namespaces need iproute2 and root")
     if _ip("netns", "add", NS).returncode != 0:
-        pytest.skip("this machine does not allow network namespaces (ip netns add failed)")
+        unavailable("this machine does not allow network namespaces (ip netns add failed)")
     try:
         steps = [("link", "add", VETH, "type", "veth", "peer", "name", f"{VETH}p"),
                  ("link", "set", f"{VETH}p", "netns", NS), ("addr", "add", f"{HOST_IP}/24", "dev", VETH),
@@ -42,7 +42,7 @@ def netns() -> Iterator[str]:
         for step in steps:
             result = _ip(*step)
             if result.returncode != 0:
-                pytest.skip(f"cannot build the veth pair: {result.stderr.strip()}")
+                unavailable(f"cannot build the veth pair: {result.stderr.strip()}")
         yield NS
     finally:
         _ip("link", "del", VETH)
@@ -51,7 +51,7 @@ def netns() -> Iterator[str]:
 
 def test_host_cut_off_mid_work_loses_nothing(netns, worker_env, tmp_path):
     if not shutil.which("redis-server"):
-        pytest.skip("redis-server not installed")
+        unavailable("redis-server not installed")
     port = free_port()
     # bound to loopback and the test's own veth address only; the other "host" has no password
     server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", HOST_IP, "--save", "",

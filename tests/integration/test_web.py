@@ -16,7 +16,7 @@ import pytest
 import requests
 from dramatiq.message import Message
 
-from tests.support.helpers import ROOT, db_query, free_port, run_cli, wait_for
+from tests.support.helpers import ROOT, db_query, free_port, run_cli, unavailable, wait_for
 from tests.support.helpers import WEB_PASSWORD as PASSWORD
 from tests.support.helpers import WEB_TOKEN as TOKEN
 
@@ -100,32 +100,42 @@ def test_failed_logins_are_refused_429_at_once_and_another_accounts_logins_do_no
     _login_as(base, "vera", "vera-long-password")  # the other user is not locked out
 
 
+_ATTACK = """
+import json, sys
+from concurrent.futures import ThreadPoolExecutor
+import requests
+base = sys.argv[1]
+def wrong(i):
+    return requests.post(base + "/login", data={"user": "admin", "password": "guess-%d" % i},
+                         headers={"X-Forwarded-For": "203.0.113.7"}, allow_redirects=False, timeout=60).status_code
+with ThreadPoolExecutor(max_workers=16) as pool:
+    print(json.dumps(list(pool.map(wrong, range(50)))))
+"""
+
+
 @pytest.mark.alone  # measures response times: with the machine to itself
 def test_fifty_parallel_wrong_logins_never_stall_health_or_another_users_login(web):
     """Regression: the delay was a sleep in the request thread; 16 parallel wrong logins put all 8 server
-    threads to sleep, /healthz answered in 18 s and a real user's login took 8.2 s."""
-    from concurrent.futures import ThreadPoolExecutor
+    threads to sleep, /healthz answered in 18 s and a real user's login took 8.2 s.  The attack runs in a
+    process of its own (16 threads, through the trusted loopback proxy as behind an ingress); /healthz is
+    probed one request at a time meanwhile, as a kubelet does."""
+    import subprocess
+    import sys
 
     base, env = web
     _add_user(env, "olga", "operator", "olga-long-password")
-    attacker = {"X-Forwarded-For": "203.0.113.7"}  # through the trusted (loopback) proxy, as behind an ingress
-
-    def wrong(i: int) -> int:
-        return requests.post(f"{base}/login", data={"user": "admin", "password": f"guess-{i}"}, headers=attacker,
-                             allow_redirects=False, timeout=30).status_code
-
-    def health() -> float:
+    attack = subprocess.Popen([sys.executable, "-c", _ATTACK, base], stdout=subprocess.PIPE, text=True)
+    health_s: list[float] = []
+    while attack.poll() is None or len(health_s) < 30:
         started = time.monotonic()
         assert requests.get(f"{base}/healthz", timeout=30).status_code == 200
-        return time.monotonic() - started
-
-    with ThreadPoolExecutor(max_workers=24) as pool:
-        attempts = [pool.submit(wrong, i) for i in range(50)]
-        probes = [pool.submit(health) for _ in range(100)]
-        codes = [a.result() for a in attempts]
-        health_s = sorted(p.result() for p in probes)
-    assert set(codes) <= {401, 429} and codes.count(401) <= 5  # at most the per-user limit checked
-    assert health_s[98] < 0.1, health_s  # p99 of 100 probes
+        health_s.append(time.monotonic() - started)
+        time.sleep(0.02)  # a probe every ~20 ms: many fast answers cannot hide a stall in the percentile
+    codes = json.loads(attack.communicate(timeout=60)[0])
+    assert len(codes) == 50 and set(codes) <= {401, 429} and codes.count(401) <= 5  # at most the per-user limit
+    health_s.sort()
+    assert health_s[int(len(health_s) * 0.99) - 1] < 0.1, health_s[-10:]  # p99
+    assert health_s[-1] < 0.5, health_s[-10:]  # and never a stall a liveness probe (1 s time-out) would see
     started = time.monotonic()
     ok = requests.post(f"{base}/login", data={"user": "olga", "password": "olga-long-password"},
                        headers={"X-Forwarded-For": "198.51.100.2"}, allow_redirects=False)
@@ -274,11 +284,11 @@ def test_insecure_local_needs_no_login_but_still_the_csrf_token(start_web):
 def chromium_path() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
-        pytest.skip("Debian chromium is not installed (apt-get install chromium); .ci/run installs it")
+        unavailable("Debian chromium is not installed (apt-get install chromium); .ci/run installs it")
     try:
         import playwright  # noqa: F401
     except ImportError:
-        pytest.skip("playwright (python) is not installed")
+        unavailable("playwright (python) is not installed")
     return path
 
 

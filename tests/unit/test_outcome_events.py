@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from tests.support.helpers import unavailable
 from worker_service.outcome_events import encode, sign
 
 SECRET = "events-secret"
@@ -53,7 +54,7 @@ def test_the_readme_receivers_accept_a_signed_event_and_refuse_a_changed_one(tmp
         parse_event(body, "sha256=00", SECRET)
     node = shutil.which("node")
     if node is None:
-        pytest.skip("node is not installed: the README's Node receiver was not run")
+        unavailable("node is not installed: the README's Node receiver was not run")
     (tmp_path / "receiver.mjs").write_text(_readme_block("Node::"))
     (tmp_path / "check.mjs").write_text(
         "import { outcomeEvent } from './receiver.mjs';\n"
