@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 
@@ -39,27 +40,45 @@ def test_multi_chunk_document_yields_a_merged_graph_without_duplicates(knowledge
 
 
 def test_rate_limited_429_storm_and_402_pause_dead_letter_nothing(knowledge_env, start_worker, redis_client, fake):
+    """A 429 pauses OpenRouter for its Retry-After and a 402 for OPENROUTER_PAYMENT_PAUSE_SECONDS (3 s here),
+    for the whole fleet, with one CRITICAL line, and neither spends an attempt; a 500 is an ordinary retry."""
     fake.script.extend(["429"] * 4 + ["402"] + ["500"])
-    start_worker(env=knowledge_env, processes=2, threads=4)
+    worker = start_worker(env=knowledge_env, processes=2, threads=4)
     send_document(knowledge_env, redis_client, "kg2")
     wait_for(lambda: asset_record(knowledge_env, "kg2").get("knowledge_status") == "done", 90, 0.5, "knowledge done")
-    modes = [r["mode"] for r in fake.chat_requests()]
-    assert modes[:6] == ["429"] * 4 + ["402", "500"]
+    requests_ = fake.chat_requests()
+    assert [r["mode"] for r in requests_[:6]] == ["429"] * 4 + ["402", "500"]
+    gaps = [later["at"] - earlier["at"] for earlier, later in zip(requests_, requests_[1:6], strict=False)]
+    assert all(gap >= 0.9 for gap in gaps[:4]), gaps  # each 429's Retry-After: 1 s, held by every process
+    assert gaps[4] >= 2.9, gaps  # the 402's pause: 3 s, not a retry's 100 ms backoff
+    critical = [line for line in worker.logs() if line["level"] == "CRITICAL"]
+    assert len(critical) == 1 and critical[0].get("alert") == "openrouter_credits_exhausted", critical
     assert run_cli(knowledge_env, "dlq", "list", "--json").stdout.strip() == "[]"
     record = asset_record(knowledge_env, "kg2")
     assert record["knowledge_error_code"] is None
+    assert record["knowledge_attempts"] == 2  # the 500's attempt and the one that succeeded; waits spend none
 
 
 @pytest.mark.alone
 def test_two_processes_never_exceed_the_configured_rate(knowledge_env, start_worker, redis_client, fake):
-    fake.rate_limit = 20  # the fake answers 429 above 20 requests in any second
+    """Two processes of eight threads each, ten documents of their own text (nothing cached): far more than
+    20 requests a second if each process paced itself; the fleet-wide limit keeps them under it, measured at
+    the fake, which answers 429 above 20 in any second."""
+    fake.rate_limit = 20
     # 18.5 x 0.95 req/s: slack for the lag of the fake's own timestamps on busy cores (see test_crm's burst test)
     start_worker(env={**knowledge_env, "OPENROUTER_BURST": "1", "OPENROUTER_RPS": "18.5"}, processes=2, threads=8)
-    for i in range(3):
-        send_document(knowledge_env, redis_client, f"kr{i}")
-    wait_for(lambda: all(asset_record(knowledge_env, f"kr{i}").get("knowledge_status") == "done" for i in range(3)), 90,
-             0.5, "three graphs")
-    assert [r for r in fake.chat_requests() if r["over_rate"]] == []
+    names = [f"kr{i}" for i in range(10)]
+    for name in names:
+        send_document(knowledge_env, redis_client, name, document(name))
+    wait_for(lambda: all(asset_record(knowledge_env, n).get("knowledge_status") == "done" for n in names), 120,
+             0.5, "ten graphs")
+    seen = fake.chat_requests()
+    assert len(seen) >= 60  # enough load for a missing fleet-wide limit to show
+    assert [r for r in seen if r["over_rate"]] == []
+    arrivals = sorted(r["at"] for r in seen)
+    busiest = max(sum(1 for a in arrivals if start <= a < start + 1.0) for start in arrivals)
+    assert busiest <= 20, busiest
+    assert len(seen) / (arrivals[-1] - arrivals[0]) <= 18.5 * 1.05  # the average rate, at the fake
 
 
 def test_malformed_output_is_repaired_once_then_fails_with_its_code(knowledge_env, start_worker, redis_client, fake):
@@ -79,12 +98,27 @@ def test_malformed_output_is_repaired_once_then_fails_with_its_code(knowledge_en
 
 
 def test_error_inside_a_200_is_an_error(knowledge_env, start_worker, redis_client, fake):
+    """An HTTP 200 whose choice carries an error is a failed call: retried as the same request, never sent to
+    the repair step (which is for output that is not valid JSON), and nothing of it stored."""
     fake.script.append("error200")
     start_worker(env=knowledge_env, threads=2)
     send_document(knowledge_env, redis_client, "kg5")
     wait_for(lambda: asset_record(knowledge_env, "kg5").get("knowledge_status") == "done", 60, 0.5, "done after retry")
-    assert fake.chat_requests()[0]["mode"] == "error200"
-    assert asset_record(knowledge_env, "kg5")["knowledge_status"] == "done"
+    requests_ = fake.chat_requests()
+    assert requests_[0]["mode"] == "error200"
+    assert [len(r["body"]["messages"]) for r in requests_] == [2] * len(requests_)  # no repair request, ever
+    first_chunk = fake.chunk_of(requests_[0]["body"]["messages"][-1]["content"])
+    again = [r for r in requests_[1:] if fake.chunk_of(r["body"]["messages"][-1]["content"]) == first_chunk]
+    assert len(again) == 1 and again[0]["mode"] == "ok"  # the same chunk asked again
+    record = asset_record(knowledge_env, "kg5")
+    assert record["knowledge_status"] == "done" and record["knowledge_attempts"] == 2
+    path = knowledge_env["DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(path, timeout=30) as conn:
+        stored = conn.execute("select valid, result from llm_chunk").fetchall()
+    assert stored and all(valid for valid, _ in stored)  # every stored chunk is a real extraction
+    assert not any("Provider returned error" in result for _, result in stored)
+    entities, _relations, _usage = graph_rows(knowledge_env, "kg5")
+    assert {name for name, _type, _mentions in entities} >= {"Alice", "Bob"}
 
 
 def test_no_key_means_skipped_and_no_graph_and_a_skip_is_not_an_error(worker_env, start_worker, redis_client):
