@@ -65,16 +65,26 @@ def test_killed_concurrency_holder_slot_comes_back_after_its_lease(limiter: Rate
 
 
 def test_paused_upstream_defers_messages_without_spending_attempts(worker_env, start_worker, sender, redis_client):
+    """Messages of a paused upstream wait (deferred, put back) and run after the pause with no attempt spent
+    (limited_call allows 2: deferrals that spent attempts would dead-letter them)."""
+    import json
+
     from worker_service.ratelimit import RateLimiter as Limiter
 
     env = {**worker_env, "KOMMO_RPS": "20"}
-    Limiter(redis_client, {"kommo": Limit(20)}).pause("kommo", 3000, "test pause")
     start_worker(env=env)
+    sender("noop", tag="up")
+    wait_for(lambda: redis_client.lrange("wtest:done", 0, -1) == [b"up"], 60, what="the worker consuming")
+    pause_s = 3.0
+    paused_at = time.time()
+    Limiter(redis_client, {"kommo": Limit(20)}).pause("kommo", int(pause_s * 1000), "test pause")
     for i in range(5):
         sender("limited_call", tag=f"r{i}")
-    time.sleep(1.5)
-    assert redis_client.llen("wtest:done") == 0  # nothing ran while paused
-    wait_for(lambda: redis_client.llen("wtest:done") == 5, 30, what="messages after the pause")
+    wait_for(lambda: redis_client.llen("wtest:ran") == 5, 30, what="messages after the pause")
+    ran = [json.loads(r) for r in redis_client.lrange("wtest:ran", 0, -1)]
+    assert all(r["at"] >= paused_at + pause_s - 0.05 for r in ran), ran  # nothing ran while paused
+    assert all(r["retries"] == 0 for r in ran), ran  # no attempt spent
+    assert all(r["deferrals"] >= 1 for r in ran), ran  # each one waited, put back, not slept on
     assert run_cli(env, "dlq", "list", "--json").stdout.strip() == "[]"
 
 

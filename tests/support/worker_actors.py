@@ -143,8 +143,16 @@ def wedge(tag: str, seconds: float) -> None:
 
 @dramatiq.actor(queue_name="tests", rate_limit="kommo", max_attempts=2, retry_hours=1)
 def limited_call(tag: str) -> None:
-    """Calls the `kommo` upstream: one limiter slot per request, as an upstream client does."""
+    """Calls the `kommo` upstream: one limiter slot per request, as an upstream client does.  Records when it
+    ran and what its message says of attempts spent and deferrals."""
+    import json
+
+    from dramatiq.middleware import CurrentMessage
+
     dramatiq.get_broker().rate_limiter.slot("kommo")
+    options = CurrentMessage.get_current_message().options
+    record("ran", json.dumps({"tag": tag, "at": time.time(), "retries": options.get("retries", 0),
+                              "deferrals": options.get("deferrals", 0)}))
     record("done", tag)
 
 
