@@ -27,13 +27,15 @@ class PrewarmChildren(Middleware):
     def __init__(self, *, queues: frozenset[str], memory_mb: int) -> None:
         self.queues = queues
         self.memory_mb = memory_mb
+        self.warming: threading.Thread | None = None  # the boot's warm-up, when this worker runs extraction
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         consumed: set[str] | None = worker.consumer_whitelist or None
         if consumed is not None and not consumed & self.queues:
             return
-        threading.Thread(target=self._warm, args=(worker.worker_threads,), name="prewarm-children",
-                         daemon=True).start()
+        self.warming = threading.Thread(target=self._warm, args=(worker.worker_threads,), name="prewarm-children",
+                                        daemon=True)
+        self.warming.start()
 
     def _warm(self, children: int) -> None:
         try:

@@ -3,7 +3,6 @@ children of a private pool, no broker)."""
 
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -22,22 +21,19 @@ def pool(monkeypatch):
     pool.shutdown()
 
 
-def _boot(queues: set[str] | None, threads: int) -> None:
+def _boot(queues: set[str] | None, threads: int) -> PrewarmChildren:
     worker = SimpleNamespace(consumer_whitelist=queues, worker_threads=threads)
-    PrewarmChildren(queues=frozenset({"assets"}), memory_mb=256).after_worker_boot(stub_broker(), worker)
-
-
-def _idle_after(pool: HardLimitPool, expected: int) -> int:
-    deadline = time.monotonic() + 30
-    while pool._idle.qsize() < expected and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return pool._idle.qsize()
+    middleware = PrewarmChildren(queues=frozenset({"assets"}), memory_mb=256)
+    middleware.after_worker_boot(stub_broker(), worker)
+    return middleware
 
 
 @pytest.mark.parametrize("queues", [{"assets"}, None], ids=["assets group", "all queues"])
 def test_a_worker_consuming_assets_starts_one_idle_child_per_thread(pool, queues):
-    _boot(queues, threads=3)
-    assert _idle_after(pool, 3) == 3
+    middleware = _boot(queues, threads=3)
+    assert middleware.warming is not None
+    middleware.warming.join(60)  # the warm-up has finished: what it started is all there will be
+    assert not middleware.warming.is_alive() and pool._idle.qsize() == 3
     children = [pool._take(256) for _ in range(3)]
     assert all(child.process.is_alive() for child in children)
     for child in children:
@@ -46,7 +42,9 @@ def test_a_worker_consuming_assets_starts_one_idle_child_per_thread(pool, queues
         pool._give_back(child)
 
 
-def test_a_worker_of_another_group_starts_no_child(pool):
-    _boot({"knowledge"}, threads=4)
-    time.sleep(0.5)
+def test_a_worker_of_another_group_starts_no_child(pool, monkeypatch):
+    asked: list[int] = []
+    monkeypatch.setattr(pool, "warm", lambda children, memory_mb: asked.append(children))
+    middleware = _boot({"knowledge"}, threads=4)
+    assert middleware.warming is None and asked == []  # no warm-up thread at all: nothing can start later
     assert pool._idle.qsize() == 0
