@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import redis
@@ -106,3 +107,24 @@ def test_dramatiq_dashboard_runs_on_our_dramatiq(redis_url: str):
                          "wsgi.input": io.BytesIO()},
                         lambda s, h: status.append(s)))
     assert status[0].startswith("200") and b"assets" in body
+
+
+def test_cli_check_invalid_value_exits_1_without_traceback(tmp_path: Path):
+    env = {"PATH": "/usr/bin:/bin", "CRM_THREADS": "abc"}
+    result = run_cli(env, "check")
+    assert result.returncode == 1
+    assert "CRM_THREADS" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_cli_check_unreachable_broker_exits_1_quickly(tmp_path: Path):
+    import time
+
+    env = {"PATH": "/usr/bin:/bin", "BROKER_URL": "redis://127.0.0.1:1/0",
+           "DATABASE_URL": f"sqlite:///{tmp_path}/w.db"}
+    started = time.monotonic()
+    result = run_cli(env, "check", timeout=20)
+    assert time.monotonic() - started < 10
+    assert result.returncode == 1
+    assert "PROBLEM broker redis://127.0.0.1:1/0 unreachable" in result.stdout
+    assert "Traceback" not in result.stderr + result.stdout

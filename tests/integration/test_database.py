@@ -155,3 +155,17 @@ def test_postgres_sessions_get_the_statement_timeout_from_settings(pg_url):
     assert time.monotonic() - started < 5
     with session() as db:  # the next unit of work reconnects
         assert db.execute_sql("SELECT 1").fetchone()[0] == 1
+
+
+def test_migrations_on_postgres_are_versioned_and_idempotent(pg_url):
+    from tests.support.helpers import pg_schema_url
+    from tests.support.migrations import check_versioned_and_idempotent
+
+    check_versioned_and_idempotent(pg_schema_url(pg_url, "wtest_migrations"))
+
+
+def test_a_postgres_database_of_the_first_round_upgrades_keeping_its_rows(pg_url):
+    from tests.support.helpers import pg_schema_url
+    from tests.support.migrations import check_a_version_3_database_upgrades_keeping_its_rows
+
+    check_a_version_3_database_upgrades_keeping_its_rows(pg_schema_url(pg_url, "wtest_migration4"))

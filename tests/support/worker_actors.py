@@ -73,12 +73,6 @@ def memory_hog(tag: str, megabytes: int, cap: int) -> None:
     record("done", tag)
 
 
-@dramatiq.actor(queue_name="tests", max_attempts=3, retry_hours=1)
-def crasher(tag: str) -> None:
-    record("started", tag)
-    os.kill(os.getpid(), 9)
-
-
 @dramatiq.actor(queue_name="tests")
 def report_threads(tag: str) -> None:
     from dramatiq.worker import WorkerThread

@@ -16,9 +16,7 @@ from dramatiq.message import Message
 from worker_service.brokers.settle import ReliableBroker, dead_letter_of
 from worker_service.outcome import (
     Dead,
-    Deferred,
     Retrying,
-    Skipped,
     Succeeded,
     Successor,
     conclude,
@@ -99,8 +97,3 @@ def test_both_brokers_implement_the_reliable_broker_protocol(kind):
     broker = cls(middleware=[]) if kind == "redis" else cls(url="amqp://guest:guest@127.0.0.1:1/%2F", middleware=[])
     assert isinstance(broker, ReliableBroker)
 
-
-def test_metrics_label_every_outcome():
-    from middleware.metrics import _LABELS
-
-    assert set(_LABELS) == {Succeeded, Skipped, Retrying, Deferred, Dead}

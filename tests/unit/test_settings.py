@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from settings import Settings, SettingsError, load_settings
-from tests.support.helpers import ROOT, run_cli
+from tests.support.helpers import ROOT
 
 
 def test_invalid_value_names_the_variable(monkeypatch):
@@ -74,27 +73,6 @@ def test_readme_configuration_table_matches_settings():
                 assert float(shown) == value, name
             else:
                 assert shown == str(value), name
-
-
-def test_cli_check_invalid_value_exits_1_without_traceback(tmp_path: Path):
-    env = {"PATH": "/usr/bin:/bin", "CRM_THREADS": "abc"}
-    result = run_cli(env, "check")
-    assert result.returncode == 1
-    assert "CRM_THREADS" in result.stderr + result.stdout
-    assert "Traceback" not in result.stderr + result.stdout
-
-
-def test_cli_check_unreachable_broker_exits_1_quickly(tmp_path: Path):
-    import time
-
-    env = {"PATH": "/usr/bin:/bin", "BROKER_URL": "redis://127.0.0.1:1/0",
-           "DATABASE_URL": f"sqlite:///{tmp_path}/w.db"}
-    started = time.monotonic()
-    result = run_cli(env, "check", timeout=20)
-    assert time.monotonic() - started < 10
-    assert result.returncode == 1
-    assert "PROBLEM broker redis://127.0.0.1:1/0 unreachable" in result.stdout
-    assert "Traceback" not in result.stderr + result.stdout
 
 
 @pytest.mark.parametrize("document", ["README.rst", *sorted(p.name for p in (ROOT / "docs").glob("*.rst"))])

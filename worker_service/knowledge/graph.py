@@ -98,13 +98,18 @@ REPAIR_PROMPT = "That output is invalid ({error}). Return only the JSON object m
 
 #: changes whenever what is sent for a chunk changes (prompts, schema): cached results of an older prompt
 #: are then not reused (part of every chunk's key)
-PROMPT_VERSION = hashlib.sha256(
-    "\0".join([SYSTEM_PROMPT, json.dumps(SCHEMA, sort_keys=True), REPAIR_PROMPT]).encode()).hexdigest()[:16]
+def prompt_version(system_prompt: str, schema: dict[str, Any], repair_prompt: str) -> str:
+    """A short digest of everything sent besides the chunk: any change to it makes every chunk new."""
+    return hashlib.sha256(
+        "\0".join([system_prompt, json.dumps(schema, sort_keys=True), repair_prompt]).encode()).hexdigest()[:16]
 
 
-def chunk_key(model: str, chunk: str) -> str:
+PROMPT_VERSION = prompt_version(SYSTEM_PROMPT, SCHEMA, REPAIR_PROMPT)
+
+
+def chunk_key(model: str, chunk: str, version: str = PROMPT_VERSION) -> str:
     """What determines a chunk's extraction: its text, the model and the prompt version."""
-    return hashlib.sha256("\0".join([model, PROMPT_VERSION, chunk]).encode()).hexdigest()
+    return hashlib.sha256("\0".join([model, version, chunk]).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -1,67 +1,17 @@
-"""worker_service.database.migrations: versioned, idempotent, and a first-round database upgrades keeping its
-rows."""
+"""worker_service.database.migrations on SQLite: versioned, idempotent, and a first-round database upgrades
+keeping its rows (PostgreSQL: tests/integration/test_database.py)."""
 
 from __future__ import annotations
 
-import pytest
-
-from tests.support.helpers import pg_schema_url
-
-
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_migrations_are_versioned_and_idempotent(backend, tmp_path, request):
-    from worker_service.database import current_version, init_database, latest_version, migrate
-
-    if backend == "postgres":
-        url = pg_schema_url(request.getfixturevalue("pg_url"), "wtest_migrations")
-    else:
-        url = f"sqlite:///{tmp_path}/m.db"
-    init_database(url)
-    first = migrate()
-    assert first == list(range(1, latest_version() + 1))
-    assert migrate() == []
-    assert current_version() == latest_version()
+from tests.support.migrations import (
+    check_a_version_3_database_upgrades_keeping_its_rows,
+    check_versioned_and_idempotent,
+)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_a_database_of_the_first_round_upgrades_through_every_later_migration_keeping_its_rows(backend, tmp_path,
-                                                                                               request):
-    """A database at version 3 (before chunk checkpoints, CRM ordering and the outbox) gains them; rows stay."""
-    from worker_service.database import (
-        Asset,
-        CrmLink,
-        LlmChunk,
-        OutboxEvent,
-        current_version,
-        database_proxy,
-        init_database,
-        latest_version,
-        migrate,
-    )
-    from worker_service.database import session as db_session
+def test_migrations_are_versioned_and_idempotent(tmp_path):
+    check_versioned_and_idempotent(f"sqlite:///{tmp_path}/m.db")
 
-    if backend == "postgres":
-        url = pg_schema_url(request.getfixturevalue("pg_url"), "wtest_migration4")
-    else:
-        url = f"sqlite:///{tmp_path}/m4.db"
-    init_database(url)
-    migrate()
-    db = database_proxy.obj
-    with db_session(transaction=True):  # back to the version-3 schema
-        for table, column in (("asset", "knowledge_chunks"), ("asset", "knowledge_chunks_failed"),
-                              ("llm_usage", "gen_ts"), ("llm_usage", "gen_id"), ("crm_link", "status_changed_at")):
-            db.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
-        db.execute_sql("DROP INDEX crm_event_received_at")
-        db.execute_sql("DROP TABLE llm_chunk")
-        db.execute_sql("DROP TABLE outbox_event")
-        db.execute_sql("DROP TABLE status_change")
-        db.execute_sql("DELETE FROM schema_version WHERE version > 3")
-        db.execute_sql("INSERT INTO asset (asset_id, gen_ts, gen_id, status, attempts, no_text, knowledge_gen_ts, "
-                       "knowledge_gen_id, knowledge_attempts, created_at, updated_at) VALUES ('old', 0, '', "
-                       "'extracted', 1, false, 0, '', 0, '2026-11-01 00:00:00', '2026-11-01 00:00:00')")
-    assert current_version() == 3
-    assert migrate() == list(range(4, latest_version() + 1)) and current_version() == latest_version()
-    with db_session():
-        assert Asset.get_by_id("old").knowledge_chunks is None and LlmChunk.select().count() == 0
-        assert OutboxEvent.select().count() == 0 and CrmLink.select(CrmLink.status_changed_at).count() == 0
-    assert migrate() == []
+
+def test_a_database_of_the_first_round_upgrades_through_every_later_migration_keeping_its_rows(tmp_path):
+    check_a_version_3_database_upgrades_keeping_its_rows(f"sqlite:///{tmp_path}/m4.db")

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from worker_service.knowledge.graph import PROMPT_VERSION, Extraction, Graph, chunk_key, chunk_text
+from worker_service.knowledge.graph import (
+    PROMPT_VERSION,
+    Extraction,
+    Graph,
+    chunk_key,
+    chunk_text,
+    prompt_version,
+)
 
 
 def test_a_chunk_key_is_its_text_model_and_prompt_version():
@@ -12,14 +19,21 @@ def test_a_chunk_key_is_its_text_model_and_prompt_version():
     assert len(PROMPT_VERSION) == 16
 
 
-def test_changing_the_prompt_changes_every_key(monkeypatch):
-    import hashlib
+def test_changing_the_prompt_changes_every_key():
+    """The version is derived from what is sent (system prompt, schema, repair prompt), and is part of the key."""
+    import copy
 
-    import worker_service.knowledge.graph as graph
+    from worker_service.knowledge import graph
 
-    before = chunk_key("m1", "Alice met Bob.")
-    monkeypatch.setattr(graph, "PROMPT_VERSION", hashlib.sha256(b"another prompt").hexdigest()[:16])
-    assert graph.chunk_key("m1", "Alice met Bob.") != before
+    assert PROMPT_VERSION == prompt_version(graph.SYSTEM_PROMPT, graph.SCHEMA, graph.REPAIR_PROMPT)
+    schema = copy.deepcopy(graph.SCHEMA)
+    schema["properties"]["entities"]["description"] = "changed"
+    changed = {prompt_version(graph.SYSTEM_PROMPT + ".", graph.SCHEMA, graph.REPAIR_PROMPT),
+               prompt_version(graph.SYSTEM_PROMPT, schema, graph.REPAIR_PROMPT),
+               prompt_version(graph.SYSTEM_PROMPT, graph.SCHEMA, graph.REPAIR_PROMPT + ".")}
+    assert len(changed) == 3 and PROMPT_VERSION not in changed
+    assert {chunk_key("m1", "Alice met Bob.", version) for version in changed} \
+        .isdisjoint({chunk_key("m1", "Alice met Bob.")})
 
 
 def test_merge_normalises_names_and_sums_weights():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import REGISTRY
 
 from middleware.metrics import Metrics
 from tests.support.units import proxy, stub_broker
-from worker_service.outcome import Dead, Deferred, Retrying, Skipped, Succeeded, conclude
+from worker_service.outcome import Dead, Deferred, Outcome, Retrying, Skipped, Succeeded, conclude
 
 
 def _count(outcome: str) -> float:
@@ -18,6 +20,7 @@ def test_every_outcome_is_counted_under_its_label():
     broker, metrics = stub_broker(), Metrics(port=0)
     cases = [(Succeeded(), "done"), (Retrying(0, "x"), "retried"), (Dead.of("crash_loop", None), "dead"),
              (Skipped("no key"), "skipped"), (Deferred(0, "paused"), "deferred")]
+    assert {type(outcome) for outcome, _ in cases} == set(get_args(Outcome))  # every kind of outcome, none left out
     before = {label: _count(label) for _, label in cases}
     for outcome, _label in cases:
         message = proxy("metered")
