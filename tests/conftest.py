@@ -18,6 +18,7 @@ import pytest
 import redis
 import requests
 
+from tests.support.fake_kommo import FakeKommo
 from tests.support.fake_openrouter import FakeOpenRouter
 from tests.support.helpers import (
     BIN,
@@ -210,3 +211,17 @@ def knowledge_env(worker_env: dict[str, str], fake: FakeOpenRouter) -> dict[str,
     return {**worker_env, "OPENROUTER_API_KEY": fake.key, "OPENROUTER_BASE_URL": fake.base_url,
             "OPENROUTER_RPS": "20", "OPENROUTER_BURST": "2", "KNOWLEDGE_CHUNK_CHARS": "800",
             "KNOWLEDGE_CHUNK_OVERLAP": "80", "OPENROUTER_PAYMENT_PAUSE_SECONDS": "3"}
+
+
+@pytest.fixture()
+def kommo() -> Iterator[FakeKommo]:
+    """A fake Kommo on a free port (tests/support/fake_kommo.py)."""
+    fake = FakeKommo()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture()
+def crm_env(worker_env: dict[str, str], kommo: FakeKommo) -> dict[str, str]:
+    return {**worker_env, "KOMMO_BASE_URL": kommo.base_url, "KOMMO_ACCESS_TOKEN": "llt-1",
+            "KOMMO_WEBHOOK_TOKEN": "hook-secret", "KOMMO_RPS": "7", "KOMMO_BURST": "1"}

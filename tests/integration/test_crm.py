@@ -5,31 +5,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
 
 import pytest
 from worker_contracts import Sender
 
-from tests.support.fake_kommo import FakeKommo
+from tests.support.fake_kommo import WEBHOOK
 from tests.support.helpers import run_cli, wait_for
-
-WEBHOOK = ("account%5Bid%5D=29085955&account%5Bsubdomain%5D=example&leads%5Bstatus%5D%5B0%5D%5Bid%5D=10701093"
-           "&leads%5Bstatus%5D%5B0%5D%5Bstatus_id%5D=142&leads%5Bstatus%5D%5B0%5D%5Bold_status_id%5D=20067736"
-           "&leads%5Bstatus%5D%5B0%5D%5Bpipeline_id%5D=555&leads%5Bstatus%5D%5B0%5D%5Bprice%5D=22500"
-           "&contacts%5Bupdate%5D%5B0%5D%5Bid%5D=77&contacts%5Bupdate%5D%5B0%5D%5Bname%5D=Ann")
-
-
-@pytest.fixture()
-def kommo() -> Iterator[FakeKommo]:
-    fake = FakeKommo()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture()
-def crm_env(worker_env: dict[str, str], kommo: FakeKommo) -> dict[str, str]:
-    return {**worker_env, "KOMMO_BASE_URL": kommo.base_url, "KOMMO_ACCESS_TOKEN": "llt-1",
-            "KOMMO_WEBHOOK_TOKEN": "hook-secret", "KOMMO_RPS": "7", "KOMMO_BURST": "1"}
 
 
 def _dead(env: dict[str, str]) -> list[dict]:

@@ -16,6 +16,7 @@ class EventReceiver:
         self.secret = secret
         self.status = 200
         self.received: list[dict[str, Any]] = []  # bodies it answered 2xx to, in arrival order
+        self.raw: list[tuple[bytes, str]] = []  # every body as it came, with its X-Worker-Signature
         self.refused = 0
         self.lock = threading.Lock()
         receiver = self
@@ -26,6 +27,7 @@ class EventReceiver:
                 expected = "sha256=" + hmac.new(receiver.secret.encode(), raw, hashlib.sha256).hexdigest()
                 signed = hmac.compare_digest(self.headers.get("X-Worker-Signature", ""), expected)
                 with receiver.lock:
+                    receiver.raw.append((raw, self.headers.get("X-Worker-Signature", "")))
                     status = receiver.status if signed else 401
                     if status < 300:
                         receiver.received.append({**json.loads(raw), "_event_id_header":

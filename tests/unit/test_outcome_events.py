@@ -55,7 +55,7 @@ def test_the_readme_receivers_accept_a_signed_event_and_refuse_a_changed_one(tmp
     node = shutil.which("node")
     if node is None:
         unavailable("node is not installed: the README's Node receiver was not run")
-    (tmp_path / "receiver.mjs").write_text(_readme_block("Node::"))
+    (tmp_path / "receiver.mjs").write_text(_readme_block("of the npm package)::"))
     (tmp_path / "check.mjs").write_text(
         "import { outcomeEvent } from './receiver.mjs';\n"
         "const [body, sig, secret] = process.argv.slice(2);\n"

@@ -7,6 +7,7 @@ sender, and the worker checks again (middleware.validation).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
@@ -19,11 +20,16 @@ class Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: what a ``source`` may be, as a JSON Schema pattern too (the TypeScript sender checks the same)
+SOURCE_PATTERN = r"^(file:[\s\S]+|https?://[\s\S]+)$"
+SOURCE_RULE = "source must be 'file:<path relative to STORAGE_ROOT>' or an https:// URL"
+
+
 class ProcessAsset(Payload):
     """``process_asset`` on ``assets``: fetch, sniff, extract and store an asset's text."""
 
     asset_id: Identifier
-    source: NonEmpty
+    source: Annotated[NonEmpty, Field(json_schema_extra={"pattern": SOURCE_PATTERN, "x-error": SOURCE_RULE})]
     filename: Annotated[StrictStr, Field(max_length=1000)] | None = None
     content_type: Annotated[StrictStr, Field(max_length=200)] | None = None
     crm_lead_id: StrictInt | None = None
@@ -31,13 +37,9 @@ class ProcessAsset(Payload):
     @field_validator("source")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        if value.startswith("file:"):
-            if len(value) == len("file:"):
-                raise ValueError("file: source needs a path relative to STORAGE_ROOT")
-            return value
-        if value.startswith(("https://", "http://")):
-            return value
-        raise ValueError("source must be 'file:<path relative to STORAGE_ROOT>' or an https:// URL")
+        if re.match(SOURCE_PATTERN, value) is None:
+            raise ValueError(SOURCE_RULE)
+        return value
 
 
 class ExtractKnowledge(Payload):
