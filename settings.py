@@ -105,15 +105,25 @@ class Settings(BaseSettings):
     crm_time_limit_seconds: int = Field(120, ge=1, description="soft time limit of crm_* actors")
     extract_timeout_seconds: int = Field(60, ge=1, description="hard limit of one extraction child")
     extract_memory_mb: int = Field(1024, ge=64, description="address-space cap of one extraction child")
+    ocr_timeout_seconds: int = Field(240, ge=1, description="hard limit of one extraction child that may OCR "
+                                                           "(PDFs and images); keep it under ASSETS_TIME_LIMIT_SECONDS")
+    ocr_page_timeout_seconds: int = Field(60, ge=1, description="OCR of one page is stopped after this")
     hard_timeout_retries: int = Field(1, ge=0, description="retries after a hard timeout before it is permanent")
 
     # --- assets --------------------------------------------------------------
     max_upload_mb: int = Field(50, ge=1, description="largest accepted source file")
     max_pdf_pages: int = Field(2_000, ge=1, description="PDFs with more pages fail too_many_pages")
     pdf_tables: bool = Field(False, description="also extract tables with pdfplumber (slow)")
-    docx_max_entries: int = Field(1_000, ge=1, description="zip entries allowed in a DOCX")
-    docx_max_uncompressed_mb: int = Field(100, ge=1, description="declared uncompressed size allowed in a DOCX")
-    docx_max_ratio: int = Field(100, ge=1, description="compression ratio allowed per DOCX entry")
+    docx_max_entries: int = Field(1_000, ge=1, description="zip entries allowed in an Office/ODF package")
+    docx_max_uncompressed_mb: int = Field(100, ge=1, description="declared uncompressed size allowed in an Office/ODF "
+                                                                 "package")
+    docx_max_ratio: int = Field(100, ge=1, description="compression ratio allowed per Office/ODF package entry")
+    ocr_languages: str = Field("rus+eng", pattern=r"^[a-z_]{3,}(\+[a-z_]{3,})*$",
+                               description="Tesseract languages for scans and photos (their -tessdata packages)")
+    max_image_pixels: int = Field(100_000_000, ge=1, description="images (and scans) with more pixels fail too_large "
+                                                               "before they are decoded")
+    spreadsheet_max_cells: int = Field(500_000, ge=1, description="cells extracted from a spreadsheet; the rest is "
+                                                                "left out and the text says so")
     fetch_connect_timeout_seconds: float = Field(5.0, gt=0, description="https fetch connect timeout")
     fetch_read_timeout_seconds: float = Field(30.0, gt=0, description="https fetch read timeout")
     fetch_allow_http: bool = Field(False, description="accept plain http:// sources")

@@ -168,7 +168,7 @@ def test_adversarial_files_fail_fast_with_the_right_code_and_the_worker_goes_on(
     made["truncated.pdf"] = adv.truncated(ROOT / "tests" / "corpus" / "pdf" / "pdfminer__naacl06-shinyama.pdf",
                                           storage / "truncated.pdf")
     expected = {"docx-bomb.docx": "too_large", "flate-bomb.pdf": "memory", "pages.pdf": "too_many_pages",
-                "truncated.pdf": "corrupt", "image.pdf": "unsupported_type", "archive.docx": "unsupported_type",
+                "truncated.pdf": "corrupt", "image.pdf": None, "archive.docx": "unsupported_type",
                 "zero.pdf": "empty"}
     env = {**worker_env, "EXTRACT_MEMORY_MB": "400", "EXTRACT_TIMEOUT_SECONDS": "30"}
     start_worker(env=env, threads=2)
@@ -183,6 +183,8 @@ def test_adversarial_files_fail_fast_with_the_right_code_and_the_worker_goes_on(
     rows = _assets(env)
     assert {k: rows[k]["error_code"] for k in made} == {k: v for k, v in expected.items() if k in made}
     assert rows["fine"]["status"] == "extracted" and rows["fine"]["text"] == "still working"
+    # a PNG named .pdf is told by its content: an image, read by OCR (it was refused before images were)
+    assert (rows["image.pdf"]["status"], rows["image.pdf"]["detected_type"]) == ("extracted", "image")
     print(f"\nadversarial set: {len(made)} hostile files refused in {time.monotonic() - started:.1f} s")
 
 

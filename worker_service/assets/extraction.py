@@ -1,9 +1,14 @@
-"""Text extraction.  Runs inside the hard-limited child (sandbox), never in the worker.
+"""Text extraction.  Runs inside the hard-limited child (worker_service.runtime.hardlimit), never in the worker.
 
-``extract(path, detected_type, limits)`` returns a dict with ``text``,
-``pages``, ``no_text``; failures raise PermanentError with the pinned
-error codes (``encrypted``, ``corrupt``, ``too_many_pages``, ``too_large``,
-``unsupported_type``).
+``extract(path, detected_type, limits)`` returns a dict with ``text`` (Markdown: worker_service.assets.markdown),
+``pages``, ``no_text``, and for what may be OCRed ``ocr_pages``, ``ocr_languages`` and, when a page needed OCR
+that could not run, ``ocr_unavailable`` (the reason); failures raise PermanentError with the pinned error codes
+(``encrypted``, ``corrupt``, ``too_many_pages``, ``too_large``, ``unsupported_type``, ``timeout``).
+
+PDF pages are decided one by one: a page with a usable text layer is never OCRed; a page without one (or
+whose layer is not text: unmapped glyphs, control characters) is rendered at 300 dpi and OCRed, so a digital
+PDF with one scanned page gets both, in page order.  Office, OpenDocument and markup formats are
+worker_service.assets.documents; OCR is worker_service.assets.ocr.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import codecs
 import io
 import re
+import unicodedata
 import zipfile
 from pathlib import PurePosixPath
 from typing import Any
@@ -24,12 +30,29 @@ _W_NS_LOCAL_TEXT = {"t", "delText"}
 
 
 def extract(path: str, detected_type: str, limits: dict[str, Any]) -> dict[str, Any]:
+    from worker_service.assets import documents
+
     if detected_type == "pdf":
-        return extract_pdf(path, max_pages=limits["max_pdf_pages"], tables=limits.get("pdf_tables", False))
+        return extract_pdf(path, max_pages=limits["max_pdf_pages"], tables=limits.get("pdf_tables", False),
+                           ocr=_Ocr(limits))
     if detected_type == "docx":
         return extract_docx(path, max_entries=limits["docx_max_entries"],
                             max_uncompressed=limits["docx_max_uncompressed_mb"] * 1024 * 1024,
                             max_ratio=limits["docx_max_ratio"])
+    if detected_type == "image":
+        return extract_image(path, _Ocr(limits), max_pixels=limits["max_image_pixels"])
+    if detected_type == "xlsx":
+        return documents.extract_xlsx(path, limits)
+    if detected_type == "pptx":
+        return documents.extract_pptx(path, limits)
+    if detected_type in ("odt", "ods", "odp"):
+        return documents.extract_odf(path, detected_type, limits)
+    if detected_type == "rtf":
+        return documents.extract_rtf(path)
+    if detected_type == "html":
+        return documents.extract_html(path, decode_text)
+    if detected_type == "csv":
+        return documents.extract_csv(path, decode_text, limits)
     if detected_type in ("text", "markdown"):
         with open(path, "rb") as fh:
             text = decode_text(fh.read())
@@ -37,9 +60,72 @@ def extract(path: str, detected_type: str, limits: dict[str, Any]) -> dict[str, 
     raise PermanentError(f"no extractor for {detected_type}", error_code="unsupported_type")
 
 
+class _Ocr:
+    """OCR for the pages that need it, counting them; remembers why it could not run (once per document)."""
+
+    def __init__(self, limits: dict[str, Any]) -> None:
+        self.languages = str(limits.get("ocr_languages") or "rus+eng")
+        self.page_timeout_s = float(limits.get("ocr_page_timeout_seconds") or 60)
+        self.pages = 0
+        self.unavailable: str | None = None
+        self.checked = False
+
+    def __call__(self, image: Any, dpi: float | None = None) -> str:
+        from worker_service.assets import ocr
+
+        if not self.checked:  # once per document, when a page first needs OCR (Tesseract runs anyway on a
+            self.checked = True  # missing language, with the others: a silently worse reading)
+            self.unavailable = ocr.unavailable_reason(self.languages)
+        if self.unavailable is not None:
+            return ""
+        try:
+            text = ocr.recognise(image, languages=self.languages, page_timeout_s=self.page_timeout_s, dpi=dpi)
+        except ocr.OcrUnavailable as exc:
+            self.unavailable = str(exc)
+            return ""
+        self.pages += 1
+        return text
+
+    def facts(self) -> dict[str, Any]:
+        return {"ocr_pages": self.pages, "ocr_languages": self.languages if self.pages else None,
+                **({"ocr_unavailable": self.unavailable} if self.unavailable else {})}
+
+
+def usable_text_layer(text: str) -> bool:
+    """Whether a page's text layer is text: enough characters, mostly not the marks of unmapped glyphs
+    (U+FFFD, private-use or control characters, which a layer without a usable font encoding yields)."""
+    visible = [c for c in text if not c.isspace()]
+    if len(visible) < NO_TEXT_CHARS_PER_PAGE:
+        return False
+    junk = sum(1 for c in visible if c == "\ufffd" or unicodedata.category(c) in ("Co", "Cc", "Cs", "Cn"))
+    return junk <= 0.3 * len(visible)
+
+
+# --- images -------------------------------------------------------------------------------------
+def extract_image(path: str, ocr: _Ocr, *, max_pixels: int) -> dict[str, Any]:
+    from worker_service.assets import markdown as md
+    from worker_service.assets import ocr as ocr_module
+
+    image = ocr_module.open_image(path, max_pixels)
+    try:
+        pages = ocr_module.frames(image)
+        dpi = image.info.get("dpi", (None,))[0]
+        texts = [ocr(page, float(dpi) if dpi else None) for page in pages]
+    finally:
+        image.close()
+    if len(pages) == 1:
+        text = texts[0]
+    else:
+        text = md.join(f"{md.marker('page', n)}\n{t}" for n, t in enumerate(texts, start=1))
+    visible = len(re.sub(r"<!--.*?-->|\s", "", text))
+    return {"text": text, "pages": len(pages), "no_text": visible == 0, **ocr.facts()}
+
+
 # --- PDF -----------------------------------------------------------------------------------
-def extract_pdf(path: str, *, max_pages: int, tables: bool = False) -> dict[str, Any]:
+def extract_pdf(path: str, *, max_pages: int, tables: bool = False, ocr: _Ocr | None = None) -> dict[str, Any]:
     import pypdfium2 as pdfium
+
+    from worker_service.assets import markdown as md
 
     declared = declared_page_count(path)
     if declared > max_pages:
@@ -59,19 +145,37 @@ def extract_pdf(path: str, *, max_pages: int, tables: bool = False) -> dict[str,
         unreadable = 0
         for index in range(pages):
             try:
-                parts.append(_page_text(pdf, index))
+                page_text = _page_text(pdf, index).replace("\r\n", "\n").replace("\r", "\n")
             except pdfium.PdfiumError:
-                parts.append("")
+                page_text = ""
                 unreadable += 1
+            if ocr is not None and not usable_text_layer(page_text):
+                recognised = ocr(_render(pdf, index), TARGET_RENDER_DPI)
+                page_text = recognised if usable_text_layer(recognised) or not page_text.strip() else page_text
+            parts.append(page_text)
         if pages and unreadable == pages:
             raise PermanentError("no page of the PDF could be read", error_code="corrupt")
     finally:
         pdf.close()
-    text = "\n\f".join(p.replace("\r\n", "\n").replace("\r", "\n") for p in parts)
+    text = md.join(f"{md.marker('page', n)}\n{p.strip()}" for n, p in enumerate(parts, start=1)) \
+        if pages > 1 else (parts[0].strip() if parts else "")
     if tables:
         text += _pdf_tables(path)
-    visible = len(re.sub(r"\s", "", text))
-    return {"text": text, "pages": pages, "no_text": visible < max(1, pages) * NO_TEXT_CHARS_PER_PAGE}
+    visible = len(re.sub(r"<!--.*?-->|\s", "", text))
+    facts = ocr.facts() if ocr is not None else {}
+    return {"text": text, "pages": pages, "no_text": visible < max(1, pages) * NO_TEXT_CHARS_PER_PAGE, **facts}
+
+
+TARGET_RENDER_DPI = 300
+
+
+def _render(pdf: Any, index: int) -> Any:
+    """The page as a grayscale PIL image at 300 dpi (what OCR reads)."""
+    page = pdf[index]
+    try:
+        return page.render(scale=TARGET_RENDER_DPI / 72, grayscale=True).to_pil()
+    finally:
+        page.close()
 
 
 def declared_page_count(path: str) -> int:
@@ -216,7 +320,12 @@ def extract_docx(path: str, *, max_entries: int, max_uncompressed: int, max_rati
                 if name in names:
                     notes.append(_xml_text(zf.read(name)).strip())
             main_xml = zf.read(main) if main != "word/document.xml" else None
-        text = docx2txt.process(path) if main == "word/document.xml" else ""
+        text = ""
+        if main == "word/document.xml":
+            from worker_service.assets.documents import docx_markdown
+
+            # headings, lists and tables as Markdown; docx2txt (plain runs) where python-docx cannot read it
+            text = docx_markdown(path) or docx2txt.process(path)
         if not text.strip():
             # docx2txt reads only word/document.xml in the transitional namespace: strict OOXML and
             # renamed main parts come back empty, so read the main part ourselves.

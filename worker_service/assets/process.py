@@ -39,7 +39,13 @@ def extraction_limits(settings: Settings) -> dict[str, object]:
     return {"max_pdf_pages": settings.max_pdf_pages, "pdf_tables": settings.pdf_tables,
             "docx_max_entries": settings.docx_max_entries,
             "docx_max_uncompressed_mb": settings.docx_max_uncompressed_mb,
-            "docx_max_ratio": settings.docx_max_ratio}
+            "docx_max_ratio": settings.docx_max_ratio, "max_cells": settings.spreadsheet_max_cells,
+            "max_image_pixels": settings.max_image_pixels, "ocr_languages": settings.ocr_languages,
+            "ocr_page_timeout_seconds": settings.ocr_page_timeout_seconds}
+
+
+#: types whose extraction may OCR pages, and so gets OCR_TIMEOUT_SECONDS instead of EXTRACT_TIMEOUT_SECONDS
+MAY_OCR = ("pdf", "image")
 
 
 def _sha256(path: str) -> tuple[str, int]:
@@ -72,11 +78,15 @@ def process_asset_source(asset_id: str, source: str, *, filename: str | None, co
         started = time.monotonic()
         result = run_hard_limited(
             "worker_service.assets.extraction:extract", path, detected, extraction_limits(settings),
-            timeout_s=settings.extract_timeout_seconds, memory_mb=settings.extract_memory_mb)
+            timeout_s=settings.ocr_timeout_seconds if detected in MAY_OCR else settings.extract_timeout_seconds,
+            memory_mb=settings.extract_memory_mb)
         seconds = time.monotonic() - started
     stored = store_result(asset_id, generation, result=result, sha256=sha256, size=size,
                           detected_type=detected, seconds=seconds)
+    if result.get("ocr_unavailable"):
+        logger.warning("Asset %s: pages that needed OCR were left without text: %s", asset_id, result["ocr_unavailable"])
     if stored:
-        logger.info("Asset %s extracted: %s, %s pages, %d chars%s in %.2f s.", asset_id, detected,
-                    result.get("pages"), len(result["text"]), " (no text)" if result.get("no_text") else "", seconds)
+        logger.info("Asset %s extracted: %s, %s pages (%d by OCR), %d chars%s in %.2f s.", asset_id, detected,
+                    result.get("pages"), result.get("ocr_pages") or 0, len(result["text"]),
+                    " (no text)" if result.get("no_text") else "", seconds)
         send_extract_knowledge(asset_id)

@@ -31,8 +31,12 @@ def store_result(asset_id: str, generation: tuple[int, str], *, result: dict[str
     text = result["text"]
     gen_ts, gen_id = generation
     with session(transaction=True):
+        no_text = bool(result.get("no_text"))
         changed = (Asset.update(pages=result.get("pages"), chars=len(text), size=size, sha256=sha256,
-                                detected_type=detected_type, no_text=bool(result.get("no_text")),
+                                detected_type=detected_type, no_text=no_text,
+                                ocr_pages=int(result.get("ocr_pages") or 0),
+                                ocr_languages=result.get("ocr_languages"),
+                                no_text_reason="ocr_unavailable" if no_text and result.get("ocr_unavailable") else None,
                                 extract_seconds=round(seconds, 4), updated_at=utcnow(),
                                 knowledge_status="pending", knowledge_error_code=None, knowledge_error_message=None)
                    .where(Asset.asset_id == asset_id, Asset.gen_ts == gen_ts, Asset.gen_id == gen_id).execute())

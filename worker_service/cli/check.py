@@ -63,6 +63,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         problems.append(f"database {mask_url(settings.database_url)} unusable: {detail}")
     elif detail != "ok":
         warnings.append(f"database {detail}")
+    from worker_service.assets.ocr import unavailable_reason
+
+    ocr_problem = unavailable_reason(settings.ocr_languages)
+    if ocr_problem:
+        warnings.append(f"OCR unavailable: {ocr_problem}; scanned pages and images end extracted with no_text "
+                        "(no_text_reason ocr_unavailable)")
     for line in warnings:
         common.out(f"WARN {line}")
     for line in problems:

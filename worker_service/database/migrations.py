@@ -86,6 +86,10 @@ def _v8_users(db: peewee.Database) -> None:
     db.create_tables([DashboardUser], safe=True)
 
 
+def _v9_ocr(db: peewee.Database) -> None:
+    _add_missing_columns(db, Asset, ["ocr_pages", "ocr_languages", "no_text_reason"])
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "base: assets, asset texts, dead letters, audit log", _v1_base),
     (2, "knowledge graph entities, relations, LLM usage", _v2_knowledge),
@@ -96,6 +100,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (6, "outbox of outcome events for other services", _v6_outbox),
     (7, "status history of assets and their knowledge", _v7_history),
     (8, "named dashboard users with roles", _v8_users),
+    (9, "assets: pages read by OCR, its languages, why a document has no text", _v9_ocr),
 ]
 
 

@@ -82,16 +82,20 @@ class Asset(BaseModel):
     knowledge_finished_at = peewee.DateTimeField(null=True)
     knowledge_chunks = peewee.IntegerField(null=True)  # of the last graph built
     knowledge_chunks_failed = peewee.IntegerField(null=True)  # chunks still invalid after one repair (left out)
+    ocr_pages = peewee.IntegerField(null=True)  # pages (or images) read by OCR in the last extraction
+    ocr_languages = peewee.CharField(null=True)  # OCR_LANGUAGES of that extraction, when it OCRed anything
+    no_text_reason = peewee.CharField(null=True)  # why no_text: "ocr_unavailable" when OCR was needed and missing
 
     PUBLIC_FIELDS = (
         "asset_id", "status", "error_code", "error_message", "attempts", "pages", "chars", "size",
         "sha256", "detected_type", "no_text", "knowledge_status", "knowledge_error_code",
         "knowledge_error_message", "created_at", "updated_at", "knowledge_chunks", "knowledge_chunks_failed",
+        "ocr_pages", "ocr_languages",
     )
     EXTRA_FIELDS = (
         "source", "filename", "content_type", "crm_lead_id", "next_attempt_at", "last_error",
         "extract_seconds", "knowledge_attempts", "knowledge_next_attempt_at", "knowledge_last_error",
-        "started_at", "finished_at", "knowledge_started_at", "knowledge_finished_at",
+        "started_at", "finished_at", "knowledge_started_at", "knowledge_finished_at", "no_text_reason",
     )
 
     def to_public(self) -> dict[str, Any]:

@@ -1,0 +1,177 @@
+"""Documents as people have them, through Tesseract and real workers: scans and photos in Russian and English
+(character error rate measured against the text drawn), a digital PDF with a scanned page, the office and
+markup formats, and the bad inputs (bombs, passwords, no OCR) each ending as it should while the worker goes on."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import struct
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import documents as docs
+from tests.support.helpers import run_cli, unavailable, wait_for
+
+LIMITS: dict[str, Any] = {"max_pdf_pages": 2000, "pdf_tables": False, "docx_max_entries": 1000,
+                          "docx_max_uncompressed_mb": 100, "docx_max_ratio": 100, "max_cells": 500_000,
+                          "max_image_pixels": 100_000_000, "ocr_languages": "rus+eng", "ocr_page_timeout_seconds": 60}
+
+
+@pytest.fixture(scope="module")
+def tesseract() -> None:
+    from worker_service.assets.ocr import unavailable_reason
+
+    reason = unavailable_reason("rus+eng")
+    if reason:
+        unavailable(reason)
+
+
+@pytest.fixture(scope="module")
+def testset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return docs.write_all(tmp_path_factory.mktemp("ocr"))
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize(("name", "language", "ceiling"), [
+    ("scan-ru-300dpi.pdf", "ru", 0.005), ("scan-en-300dpi.pdf", "en", 0.005),
+    ("photocopy-ru-200dpi.pdf", "ru", 0.010), ("photocopy-en-200dpi.pdf", "en", 0.010),
+    ("photo-ru.png", "ru", 0.005), ("photo-en.png", "en", 0.005),
+])
+def test_ocr_character_error_rate_and_exact_numbers(tesseract, testset, name, language, ceiling):
+    from worker_service.assets.extraction import extract
+
+    result = extract(str(testset[name]), "pdf" if name.endswith(".pdf") else "image", LIMITS)
+    rate = docs.cer(docs.reference(language), result["text"])
+    print(f"\n{name}: CER {rate * 100:.2f} %")
+    assert rate <= ceiling, rate
+    assert [value for value in docs.EXACT[language] if value not in docs.normalised(result["text"])] == []
+    assert result["ocr_pages"] == 1 and result["ocr_languages"] == "rus+eng" and result["no_text"] is False
+
+
+def _record(env: dict[str, str], asset_id: str) -> dict[str, Any]:
+    out = run_cli(env, "asset", asset_id, "--json")
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def _terminal(env: dict[str, str], asset_id: str, timeout: float = 120) -> dict[str, Any]:
+    return wait_for(lambda: (r := _record(env, asset_id)).get("status") in ("extracted", "failed") and r, timeout,
+                    0.3, f"{asset_id} terminal")
+
+
+def _text(env: dict[str, str], asset_id: str) -> str:
+    import sqlite3
+
+    with sqlite3.connect(env["DATABASE_URL"].removeprefix("sqlite:///"), timeout=30) as conn:
+        row = conn.execute("select text from asset_text where asset_id=?", (asset_id,)).fetchone()
+    assert row is not None, (asset_id, _record(env, asset_id))
+    return row[0]
+
+
+def _png_bomb(path: Path, side: int = 30_000) -> Path:
+    """A PNG whose header declares side x side pixels (900 megapixels) in a few hundred bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"\x00" + b"\xff" * 64)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_digital_pdf_with_a_scanned_page_gets_both_texts_in_order_and_ocrs_only_that_page(
+        tesseract, worker_env, start_worker, redis_client, tmp_path):
+    from worker_contracts import Sender
+
+    storage = Path(worker_env["STORAGE_ROOT"])
+    digital = docs.text_pdf(["Quarterly report of Northwind Traders.", "Revenue grew by twelve percent."],
+                            tmp_path / "digital.pdf")
+    docs.append_scan(digital, docs.page(docs.ENGLISH), storage / "mixed.pdf")
+    start_worker(env=worker_env)
+    Sender(redis_client).process_asset("mixed", "file:mixed.pdf")
+    record = _terminal(worker_env, "mixed")
+    assert (record["status"], record["pages"], record["ocr_pages"], record["ocr_languages"]) == (
+        "extracted", 2, 1, "rus+eng")
+    text = _text(worker_env, "mixed")
+    assert text.index("<!-- page 1 -->") < text.index("Quarterly report of Northwind Traders.") \
+        < text.index("<!-- page 2 -->") < text.index("$26,800.54")
+
+
+def test_every_format_and_every_bad_input_ends_as_it_should_and_the_worker_goes_on(
+        tesseract, worker_env, start_worker, redis_client, testset):
+    from msoffcrypto.format.ooxml import OOXMLFile
+    from worker_contracts import Sender
+
+    storage = Path(worker_env["STORAGE_ROOT"])
+    shutil.copyfile(testset["photo-ru.png"], storage / "invoice-photo.bin")
+    from PIL import Image
+
+    frames = [docs.page(docs.RUSSIAN[:4]), docs.page(docs.ENGLISH[:4])]
+    frames[0].save(storage / "fax.tiff", save_all=True, append_images=frames[1:], dpi=(300, 300))
+    with Image.open(testset["photo-en.png"]) as photo:
+        photo.convert("RGB").save(storage / "phone.jpg", format="JPEG", quality=85, dpi=(300, 300))
+    made = {"docx": docs.docx_file(storage / "minutes.docx"), "xlsx": docs.xlsx_file(storage / "prices.xlsx"),
+            "pptx": docs.pptx_file(storage / "deck.pptx"), "odt": docs.odt_file(storage / "minutes.odt"),
+            "ods": docs.ods_file(storage / "prices.ods"), "odp": docs.odp_file(storage / "deck.odp"),
+            "rtf": docs.rtf_file(storage / "invoice.rtf"), "html": docs.html_file(storage / "page.html"),
+            "csv": docs.csv_file(storage / "prices.csv")}
+    locked = io.BytesIO()
+    with open(made["xlsx"], "rb") as plain:
+        OOXMLFile(plain).encrypt("secret", locked)
+    (storage / "locked.xlsx").write_bytes(locked.getvalue())
+    _png_bomb(storage / "bomb.png")
+    start_worker(env={**worker_env, "EXTRACT_MEMORY_MB": "1024"}, threads=2)
+    sender = Sender(redis_client)
+    for kind, path in made.items():
+        sender.process_asset(f"f-{kind}", f"file:{path.name}")
+    sender.process_asset("photo", "file:invoice-photo.bin")
+    sender.process_asset("fax", "file:fax.tiff")
+    sender.process_asset("phone", "file:phone.jpg")
+    sender.process_asset("locked", "file:locked.xlsx")
+    sender.process_asset("bomb", "file:bomb.png")
+    for kind in made:
+        record = _terminal(worker_env, f"f-{kind}")
+        assert (record["status"], record["detected_type"], record["no_text"]) == ("extracted", kind, False), record
+    photo = _terminal(worker_env, "photo")
+    assert (photo["detected_type"], photo["ocr_pages"]) == ("image", 1)
+    assert "7707083893" in _text(worker_env, "photo")
+    fax = _terminal(worker_env, "fax")
+    assert (fax["pages"], fax["ocr_pages"]) == (2, 2) and "<!-- page 2 -->" in _text(worker_env, "fax")
+    assert _terminal(worker_env, "phone")["ocr_pages"] == 1 and "$22,146.00" in _text(worker_env, "phone")
+    assert (_terminal(worker_env, "locked")["status"], _record(worker_env, "locked")["error_code"]) == (
+        "failed", "encrypted")
+    bomb = _terminal(worker_env, "bomb")
+    assert (bomb["status"], bomb["error_code"]) == ("failed", "too_large")
+    (storage / "after.txt").write_text("the worker goes on")
+    sender.process_asset("after", "file:after.txt")
+    assert _terminal(worker_env, "after")["status"] == "extracted"
+
+
+def test_without_the_ocr_language_a_scan_ends_no_text_with_the_reason_and_check_warns(
+        tesseract, worker_env, start_worker, redis_client, testset):
+    from worker_contracts import Sender
+
+    env = {**worker_env, "OCR_LANGUAGES": "rus+eng+xyz"}  # a language with no tessdata here
+    check = run_cli(env, "check")
+    assert "WARN OCR unavailable: Tesseract language data missing: xyz" in check.stdout
+    shutil.copyfile(testset["scan-ru-300dpi.pdf"], Path(env["STORAGE_ROOT"]) / "scan.pdf")
+    start_worker(env=env)
+    Sender(redis_client).process_asset("scan", "file:scan.pdf")
+    record = _terminal(env, "scan")
+    assert (record["status"], record["no_text"], record["no_text_reason"], record["ocr_pages"]) == (
+        "extracted", True, "ocr_unavailable", 0)
+    assert json.loads(run_cli(env, "dlq", "list", "--json").stdout) == []
+
+
+def test_ocr_speed_is_recorded(tesseract, testset):
+    """Not a threshold (timing belongs to make bench): the pages per second of this run, for the log."""
+    from worker_service.assets.extraction import extract
+
+    started = time.monotonic()
+    extract(str(testset["scan-ru-300dpi.pdf"]), "pdf", LIMITS)
+    print(f"\nOCR of one 300-dpi page: {time.monotonic() - started:.2f} s")

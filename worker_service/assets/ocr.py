@@ -1,0 +1,114 @@
+"""OCR with Tesseract 5 (Debian's ``tesseract-ocr`` and its ``-rus``/``-eng`` language data).
+
+Runs in the hard-limited extraction child: each page is one ``tesseract`` process (``OMP_THREAD_LIMIT=1``: one
+thread, so concurrency stays the assets group's setting), killed after ``page_timeout_s``; the child's memory
+cap applies to it too (rlimits are inherited), and it dies with the child.
+
+Preprocessing, as OCRmyPDF does where it helps (measured on tests/support/documents.py's pages): grayscale,
+a 3x3 median against toner specks, and scans below 300 dpi (small images) upscaled to it; Tesseract's own
+binarisation and its tolerance of a degree or two of skew do the rest.  Images are checked for decompression bombs from their
+header, before a pixel is decoded (``max_pixels``: ``too_large``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from typing import Any
+
+from worker_service.errors import PermanentError
+
+TARGET_DPI = 300
+#: an image whose shorter side is below this is treated as a low-resolution scan and upscaled
+SMALL_SIDE_PX = 1600
+
+
+class OcrUnavailable(Exception):
+    """Tesseract, or one of the languages asked for, is not installed; the reason is the message."""
+
+
+def unavailable_reason(languages: str) -> str | None:
+    """Why OCR cannot run with ``languages`` (``rus+eng``), or None when it can."""
+    binary = shutil.which("tesseract")
+    if binary is None:
+        return "tesseract is not installed (Debian: apt-get install tesseract-ocr tesseract-ocr-rus tesseract-ocr-eng)"
+    try:
+        listed = subprocess.run([binary, "--list-langs"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"tesseract does not run: {exc}"
+    installed = {line.strip() for line in listed.splitlines()[1:] if line.strip()}
+    missing = [lang for lang in languages.split("+") if lang and lang not in installed]
+    if missing:
+        return (f"Tesseract language data missing: {', '.join(missing)} (Debian: apt-get install "
+                f"{' '.join('tesseract-ocr-' + m for m in missing)})")
+    return None
+
+
+def prepare(image: Any, dpi: float | None = None) -> Any:
+    """Grayscale, despeckled (a 3x3 median: the toner specks of a photocopy read as punctuation otherwise), and
+    upscaled to about 300 dpi when the scan is coarser (or small and of unknown resolution)."""
+    from PIL import Image, ImageFilter
+
+    gray = image.convert("L").filter(ImageFilter.MedianFilter(3))
+    scale = 1.0
+    if dpi and dpi < TARGET_DPI * 0.9:
+        scale = TARGET_DPI / dpi
+    elif not dpi and min(gray.size) < SMALL_SIDE_PX:
+        scale = SMALL_SIDE_PX / max(min(gray.size), 1)
+    if scale > 1.05:
+        gray = gray.resize((round(gray.width * min(scale, 4)), round(gray.height * min(scale, 4))),
+                           Image.Resampling.LANCZOS)
+    return gray
+
+
+def recognise(image: Any, *, languages: str, page_timeout_s: float, dpi: float | None = None) -> str:
+    """The text of one page image (PIL), by Tesseract; raises OcrUnavailable or PermanentError(timeout)."""
+    prepared = prepare(image, dpi)
+    with tempfile.TemporaryDirectory(prefix="ocr-") as tmp:
+        source = os.path.join(tmp, "page.png")
+        prepared.save(source, format="PNG", dpi=(TARGET_DPI, TARGET_DPI))
+        env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+        try:
+            done = subprocess.run(["tesseract", source, "stdout", "-l", languages, "--psm", "3", "--dpi",
+                                   str(TARGET_DPI)], capture_output=True, env=env, timeout=page_timeout_s)
+        except FileNotFoundError:
+            raise OcrUnavailable(unavailable_reason(languages) or "tesseract is not installed") from None
+        except subprocess.TimeoutExpired:
+            raise PermanentError(f"OCR of one page took more than {page_timeout_s:g} s",
+                                 error_code="timeout") from None
+    if done.returncode != 0:
+        reason = unavailable_reason(languages)
+        if reason:
+            raise OcrUnavailable(reason)
+        raise PermanentError(f"tesseract failed: {done.stderr.decode(errors='replace')[-300:]}", error_code="corrupt")
+    return done.stdout.decode("utf-8", errors="replace").replace("\f", "").strip()
+
+
+def open_image(path: str, max_pixels: int) -> Any:
+    """A PIL image, refused ``too_large`` from its header when it has more than ``max_pixels`` pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own guard, for frames other than the first
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise PermanentError(f"the image is a decompression bomb: {exc}", error_code="too_large") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise PermanentError(f"not a readable image: {exc}", error_code="corrupt") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise PermanentError(f"the image has {width}x{height} pixels; the limit is {max_pixels}",
+                             error_code="too_large")
+    return image
+
+
+def frames(image: Any) -> list[Any]:
+    """Every frame of a multi-page TIFF (one page per frame), or the image itself."""
+    from PIL import ImageSequence
+
+    count = getattr(image, "n_frames", 1)
+    if count == 1:
+        return [image]
+    return [frame.copy() for frame in ImageSequence.Iterator(image)]
