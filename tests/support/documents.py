@@ -106,6 +106,7 @@ def photocopy(image: Any, *, dpi: int = 200, seed: int = 7) -> Any:
     grain = Image.effect_noise(blurred.size, 40)  # gaussian noise around 128
     noisy = Image.blend(blurred, grain, 0.12)  # grain: +-5 grey levels around the page
     pixels = noisy.load()
+    assert pixels is not None
     for _ in range(noisy.width * noisy.height // 20_000):  # specks of toner
         x, y = rng.randrange(noisy.width), rng.randrange(noisy.height)
         pixels[x, y] = rng.choice((0, 60))
@@ -164,7 +165,7 @@ def append_scan(text_pdf_path: Path, scan: Any, path: Path) -> Path:
 
 
 # --- office files -------------------------------------------------------------------------------
-PRICE_ROWS = [["Артикул", "Наименование", "Цена, руб.", "Остаток"],
+PRICE_ROWS: list[list[object]] = [["Артикул", "Наименование", "Цена, руб.", "Остаток"],
               ["ЦНС-38", "Насос центробежный", 184350, 12],
               ["SK-7", "Комплект уплотнений", 2730.5, 40]]
 
