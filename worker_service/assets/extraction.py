@@ -6,8 +6,8 @@ that could not run, ``ocr_unavailable`` (the reason); failures raise PermanentEr
 (``encrypted``, ``corrupt``, ``too_many_pages``, ``too_large``, ``unsupported_type``, ``timeout``).
 
 PDF pages are decided one by one: a page with a usable text layer is never OCRed; a page without one (or
-whose layer is not text: unmapped glyphs, control characters) is rendered at 300 dpi and OCRed, so a digital
-PDF with one scanned page gets both, in page order.  Office, OpenDocument and markup formats are
+whose layer is not text: unmapped glyphs, control characters) that draws an image is rendered at 300 dpi and
+OCRed, so a digital PDF with one scanned page gets both, in page order (a blank page costs nothing).  Office, OpenDocument and markup formats are
 worker_service.assets.documents; OCR is worker_service.assets.ocr.
 """
 
@@ -149,7 +149,7 @@ def extract_pdf(path: str, *, max_pages: int, tables: bool = False, ocr: _Ocr | 
             except pdfium.PdfiumError:
                 page_text = ""
                 unreadable += 1
-            if ocr is not None and not usable_text_layer(page_text):
+            if ocr is not None and not usable_text_layer(page_text) and _has_images(pdf, index):
                 recognised = ocr(_render(pdf, index), TARGET_RENDER_DPI)
                 page_text = recognised if usable_text_layer(recognised) or not page_text.strip() else page_text
             parts.append(page_text)
@@ -167,6 +167,17 @@ def extract_pdf(path: str, *, max_pages: int, tables: bool = False, ocr: _Ocr | 
 
 
 TARGET_RENDER_DPI = 300
+
+
+def _has_images(pdf: Any, index: int) -> bool:
+    """Whether the page draws any image (a blank or vector-only page has nothing for OCR to read)."""
+    import pypdfium2.raw as pdfium_raw
+
+    page = pdf[index]
+    try:
+        return next(iter(page.get_objects(filter=[pdfium_raw.FPDF_PAGEOBJ_IMAGE], max_depth=4)), None) is not None
+    finally:
+        page.close()
 
 
 def _render(pdf: Any, index: int) -> Any:

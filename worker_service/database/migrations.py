@@ -86,8 +86,10 @@ def _v8_users(db: peewee.Database) -> None:
     db.create_tables([DashboardUser], safe=True)
 
 
-def _v9_ocr(db: peewee.Database) -> None:
+def _v9_documents(db: peewee.Database) -> None:
     _add_missing_columns(db, Asset, ["ocr_pages", "ocr_languages", "no_text_reason"])
+    _add_missing_columns(db, KnowledgeEntity, ["pages"])
+    _add_missing_columns(db, KnowledgeRelation, ["pages"])
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
@@ -100,7 +102,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (6, "outbox of outcome events for other services", _v6_outbox),
     (7, "status history of assets and their knowledge", _v7_history),
     (8, "named dashboard users with roles", _v8_users),
-    (9, "assets: pages read by OCR, its languages, why a document has no text", _v9_ocr),
+    (9, "assets: pages read by OCR, its languages, why a document has no text; the pages of graph entities and "
+        "relations", _v9_documents),
 ]
 
 

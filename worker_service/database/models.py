@@ -159,6 +159,7 @@ class KnowledgeEntity(BaseModel):
     type = peewee.CharField()
     descriptions = JSONField(default="[]")
     mentions = peewee.IntegerField(default=1)
+    pages = JSONField(default="[]")  # pages (sheets, slides) of the chunks it came from
 
     class Meta:
         indexes = ((("asset", "key"), True),)
@@ -173,6 +174,7 @@ class KnowledgeRelation(BaseModel):
     type = peewee.CharField()
     descriptions = JSONField(default="[]")
     weight = peewee.FloatField(default=1.0)
+    pages = JSONField(default="[]")
 
 
 class LlmUsage(BaseModel):

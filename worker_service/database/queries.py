@@ -35,11 +35,12 @@ def asset_graph(asset_id: str) -> dict[str, Any] | None:
     with session():
         if not Asset.select().where(Asset.asset_id == asset_id).exists():
             return None
-        entities = [{"name": e.name, "type": e.type, "descriptions": e.descriptions, "mentions": e.mentions}
+        entities = [{"name": e.name, "type": e.type, "descriptions": e.descriptions, "mentions": e.mentions,
+                     "pages": e.pages}
                     for e in KnowledgeEntity.select().where(KnowledgeEntity.asset == asset_id)
                     .order_by(KnowledgeEntity.mentions.desc(), KnowledgeEntity.name)]
         relations = [{"source": r.source, "target": r.target, "type": r.type, "descriptions": r.descriptions,
-                      "weight": r.weight}
+                      "weight": r.weight, "pages": r.pages}
                      for r in KnowledgeRelation.select().where(KnowledgeRelation.asset == asset_id)
                      .order_by(KnowledgeRelation.weight.desc())]
         usage = LlmUsage.get_or_none(LlmUsage.asset == asset_id)

@@ -34,7 +34,7 @@ from settings import Settings
 from worker_service.database.tracks import Generation
 from worker_service.errors import Continue, PermanentError, SkipWork
 from worker_service.knowledge.budgets import AssetBudget, DailyBudget
-from worker_service.knowledge.graph import SCHEMA, Graph, chunk_key, chunk_text, extract_chunk
+from worker_service.knowledge.graph import SCHEMA, Graph, chunk_key, chunk_pages, chunk_spans, extract_chunk
 from worker_service.knowledge.openrouter import UPSTREAM, OpenRouterClient, Usage
 from worker_service.knowledge.store import (
     extracted_asset,
@@ -112,7 +112,9 @@ def build_knowledge_graph(asset_id: str, *, generation: Generation, settings: Se
         raise SkipWork("OPENROUTER_API_KEY is not set: knowledge extraction skipped, no graph produced")
     asset, text = load_asset(asset_id)
     client = _client(settings)
-    chunks = chunk_text(text, settings.knowledge_chunk_chars, settings.knowledge_chunk_overlap)
+    spans = chunk_spans(text, settings.knowledge_chunk_chars, settings.knowledge_chunk_overlap)
+    chunks = [text[start:end].strip() for start, end in spans]
+    pages = chunk_pages(text, spans)
     budget = AssetBudget(settings.knowledge_max_chunks, settings.knowledge_max_cost_usd,
                          spent_usd(asset_id, generation))
     budget.check_chunks(len(chunks))
@@ -131,12 +133,12 @@ def build_knowledge_graph(asset_id: str, *, generation: Generation, settings: Se
         results[key] = result
     graph = Graph()
     failed = 0
-    for key in keys:
+    for key, chunk_pages_ in zip(keys, pages, strict=True):
         extraction = results[key].extraction
         if extraction is None:
             failed += 1
         else:
-            graph.add(extraction)
+            graph.add(extraction, chunk_pages_)
     if chunks and failed == len(chunks):
         raise PermanentError(f"every chunk's output was invalid after one repair attempt: {results[keys[0]].error}",
                              error_code="invalid_llm_output")

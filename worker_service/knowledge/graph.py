@@ -60,25 +60,47 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-def chunk_text(text: str, size: int, overlap: int) -> list[str]:
-    """Chunks of at most ``size`` characters, cut at whitespace where possible, overlapping by ``overlap``."""
-    text = text.strip()
-    if not text:
-        return []
+_PAGE_MARKER = re.compile(r"<!-- (?:page|sheet|slide) (\d+)(?::[^\n]*)? -->")
+
+
+def chunk_spans(text: str, size: int, overlap: int) -> list[tuple[int, int]]:
+    """Where the chunks of ``text`` start and end: at most ``size`` characters each, cut at a line end where
+    there is one in the second half of the window (a Markdown table row is a line: never split across
+    chunks), else at a space; each chunk repeats up to ``overlap`` characters of the one before, from the
+    start of a line where one is near."""
     overlap = min(overlap, size // 2)
-    chunks, start = [], 0
+    spans, start = [], 0
     while start < len(text):
         end = min(len(text), start + size)
         if end < len(text):
-            cut = text.rfind(" ", start + size // 2, end)
-            cut = max(cut, text.rfind("\n", start + size // 2, end))
+            cut = text.rfind("\n", start + size // 2, end)
+            if cut <= start:
+                cut = text.rfind(" ", start + size // 2, end)
             if cut > start:
                 end = cut
-        chunks.append(text[start:end].strip())
+        spans.append((start, end))
         if end >= len(text):
             break
-        start = max(end - overlap, start + 1)
-    return [c for c in chunks if c]
+        resume = max(end - overlap, start + 1)
+        line = text.find("\n", resume, end)
+        start = line + 1 if line != -1 and line + 1 < end else resume
+    return [(s, e) for s, e in spans if text[s:e].strip()]
+
+
+def chunk_text(text: str, size: int, overlap: int) -> list[str]:
+    """The chunks of ``text`` (see chunk_spans), whitespace stripped."""
+    return [text[s:e].strip() for s, e in chunk_spans(text, size, overlap)]
+
+
+def chunk_pages(text: str, spans: list[tuple[int, int]]) -> list[list[int]]:
+    """The pages (or sheets, or slides: their ``<!-- page N -->`` markers) each span of ``text`` covers."""
+    markers = [(m.start(), int(m.group(1))) for m in _PAGE_MARKER.finditer(text)]
+    pages = []
+    for start, end in spans:
+        before = [page for at, page in markers if at <= start]
+        inside = [page for at, page in markers if start < at < end]
+        pages.append(sorted(set(before[-1:] + inside)))
+    return pages
 
 
 def parse_extraction(content: str) -> Extraction:
@@ -163,6 +185,7 @@ class MergedEntity:
     type: str
     descriptions: list[str] = field(default_factory=list)
     mentions: int = 0
+    pages: set[int] = field(default_factory=set)  # of the chunks it came from (page, sheet or slide numbers)
 
 
 @dataclass
@@ -172,6 +195,7 @@ class MergedRelation:
     type: str
     descriptions: list[str] = field(default_factory=list)
     weight: float = 0.0
+    pages: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -180,13 +204,15 @@ class Graph:
     relations: dict[tuple[str, str, str], MergedRelation] = field(default_factory=dict)
     _by_name: dict[str, str] = field(default_factory=dict)
 
-    def add(self, extraction: Extraction) -> None:
-        """Merge one chunk: same normalised name+type is one entity; relations keyed by endpoints+type."""
+    def add(self, extraction: Extraction, pages: list[int] | None = None) -> None:
+        """Merge one chunk (from ``pages``): same normalised name+type is one entity; relations keyed by
+        endpoints+type; each remembers the pages it came from."""
         for entity in extraction.entities:
             etype = entity.type.strip().upper().replace(" ", "_")
             key = f"{normalise(entity.name)}|{etype}"
             merged = self.entities.setdefault(key, MergedEntity(entity.name.strip(), etype))
             merged.mentions += 1
+            merged.pages.update(pages or ())
             if len(entity.name.strip()) > len(merged.name):
                 merged.name = entity.name.strip()  # keep the most complete spelling
             if entity.description and entity.description not in merged.descriptions:
@@ -197,6 +223,7 @@ class Graph:
             rtype = relation.type.strip().upper().replace(" ", "_")
             merged_rel = self.relations.setdefault((source, target, rtype), MergedRelation(source, target, rtype))
             merged_rel.weight += relation.weight
+            merged_rel.pages.update(pages or ())
             if relation.description and relation.description not in merged_rel.descriptions:
                 merged_rel.descriptions.append(relation.description)
 

@@ -112,11 +112,12 @@ def replace_graph(asset_id: str, generation: tuple[int, str], graph: Graph, mode
         KnowledgeEntity.delete().where(KnowledgeEntity.asset == asset_id).execute()
         names = {key: entity.name for key, entity in graph.entities.items()}
         rows = [{"asset": asset_id, "key": key, "name": e.name, "type": e.type, "descriptions": e.descriptions,
-                 "mentions": e.mentions} for key, e in graph.entities.items()]
+                 "mentions": e.mentions, "pages": sorted(e.pages)} for key, e in graph.entities.items()]
         for start in range(0, len(rows), 200):
             KnowledgeEntity.insert_many(rows[start:start + 200]).execute()
         rels = [{"asset": asset_id, "source": names[r.source], "target": names[r.target], "type": r.type,
-                 "descriptions": r.descriptions, "weight": r.weight} for r in graph.relations.values()]
+                 "descriptions": r.descriptions, "weight": r.weight, "pages": sorted(r.pages)}
+                for r in graph.relations.values()]
         for start in range(0, len(rels), 200):
             KnowledgeRelation.insert_many(rels[start:start + 200]).execute()
         _add_usage(asset_id, generation, model, Usage())  # every chunk was cached: this generation paid 0

@@ -47,3 +47,33 @@ def test_merge_normalises_names_and_sums_weights():
     assert len(graph.entities) == 2  # Alice (PERSON) and the placeholder for Bob
     assert [r.weight for r in graph.relations.values()] == [5]
     assert chunk_text("a " * 1000, 300, 50)[1].startswith("a")
+
+
+def test_chunks_never_split_a_table_row_and_know_their_pages():
+    from worker_service.assets import markdown as md
+    from worker_service.knowledge.graph import chunk_pages, chunk_spans
+
+    rows = [["Артикул", "Наименование", "Цена"]] + [[f"ЦНС-{i}", f"Насос номер {i}", f"{1000 + i}"] for i in range(60)]
+    text = md.join([md.marker("page", 1), "# Прайс", md.table(rows[:30]), md.marker("page", 2),
+                    md.table(rows[30:]), md.marker("page", 3), "Итого: 60 позиций."])
+    spans = chunk_spans(text, 400, 80)
+    chunks = [text[s:e] for s, e in spans]
+    table_rows = [line for line in text.splitlines() if line.startswith("| ЦНС-")]
+    for row in table_rows:  # every row whole in at least one chunk, and never cut at a chunk's edge
+        assert any(row in chunk.splitlines() for chunk in chunks), row
+    for chunk in chunks:
+        for line in chunk.strip().splitlines():
+            assert not line.startswith("| ") or line.endswith(" |"), line
+    pages = chunk_pages(text, spans)
+    assert pages[0] == [1] and pages[-1][-1] == 3 and any(p == [1, 2] or p == [2] for p in pages)
+    assert all(p == sorted(p) and p for p in pages)
+
+
+def test_the_graph_records_the_pages_its_entities_and_relations_came_from():
+    graph = Graph()
+    extraction = {"entities": [{"name": "Acme", "type": "org"}, {"name": "Bob", "type": "person"}],
+                  "relations": [{"source": "Bob", "target": "Acme", "type": "works_at", "weight": 1}]}
+    graph.add(Extraction.model_validate(extraction), [2])
+    graph.add(Extraction.model_validate(extraction), [5, 6])
+    assert graph.entities["acme|ORG"].pages == {2, 5, 6}
+    assert next(iter(graph.relations.values())).pages == {2, 5, 6}
