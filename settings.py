@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SECRET_FIELDS = frozenset(
     {"web_password", "web_api_token", "openrouter_api_key", "kommo_access_token", "sentry_dsn",
      "kommo_client_secret", "kommo_webhook_token", "kommo_refresh_token", "web_session_secret",
-     "events_webhook_secret"}
+     "events_webhook_secret", "redis_sentinel_password"}
 )
 
 
@@ -50,7 +50,8 @@ class Settings(BaseSettings):
                                       case_sensitive=False)
 
     # --- infrastructure ---------------------------------------------------
-    broker_url: str = Field("redis://127.0.0.1:6379/0", description="redis://, rediss:// or amqp(s):// URL")
+    broker_url: str = Field("redis://127.0.0.1:6379/0", description="redis://, rediss://, redis+sentinel://HOST:PORT"
+                                                                 "[,HOST:PORT...]/MASTER[/DB] or amqp(s):// URL")
     database_url: str = Field("sqlite:///var/worker.db", description="sqlite:///path or postgresql://...")
     storage_root: str = Field("var/storage", description="root of file: asset sources")
     database_statement_timeout_ms: int = Field(30_000, ge=0,
@@ -60,6 +61,10 @@ class Settings(BaseSettings):
     broker_idle_poll_ms: int = Field(50, ge=1, le=1000,
                                      description="longest sleep of an idle Redis delay-queue consumer between fetches")
     broker_connect_attempts: int = Field(5, ge=1, description="connection attempts at start, with backoff")
+    redis_sentinel_password: str | None = Field(None, description="the sentinels' own password (redis+sentinel:// "
+                                                                  "URLs; the Redis nodes' is in the URL)")
+    redis_sentinel_timeout_seconds: float = Field(0.5, gt=0, description="socket timeout of each question to a "
+                                                                         "sentinel (the next one is asked after it)")
 
     # --- worker process ---------------------------------------------------
     worker_group: Literal["", "assets", "knowledge", "crm"] = Field(
@@ -212,8 +217,12 @@ class Settings(BaseSettings):
     @classmethod
     def _broker_scheme(cls, value: str) -> str:
         scheme = urlsplit(value).scheme
-        if scheme not in {"redis", "rediss", "amqp", "amqps"}:
-            raise ValueError("must start with redis://, rediss://, amqp:// or amqps://")
+        if scheme not in {"redis", "rediss", "redis+sentinel", "rediss+sentinel", "amqp", "amqps"}:
+            raise ValueError("must start with redis://, rediss://, redis+sentinel://, amqp:// or amqps://")
+        if "sentinel" in scheme:
+            from worker_contracts.redis_urls import parse_sentinel_url
+
+            parse_sentinel_url(value)  # a ValueError names what is wrong
         return value
 
     @field_validator("database_url")

@@ -144,7 +144,8 @@ class Sender:
     """Validated sends to the worker's Redis broker.
 
     Parameters:
-      client: a ``redis.Redis`` client, or ``url`` to build one.
+      client: a ``redis.Redis`` client, or ``url`` to build one (``redis://``, ``rediss://`` or a Sentinel
+        deployment's ``redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]``).
       namespace: the Dramatiq key namespace (``dramatiq``).
     """
 
@@ -153,7 +154,9 @@ class Sender:
         if client is None:
             if url is None:
                 raise ValueError("Sender needs a redis client or url")
-            client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+            from worker_contracts.redis_urls import redis_client
+
+            client = redis_client(url, socket_timeout=10, socket_connect_timeout=5)
         self.client = client
         self.namespace = namespace
 

@@ -27,6 +27,8 @@ def make_redis_client(settings: Settings, url: str | None = None) -> redis.Redis
         socket_timeout=settings.broker_socket_timeout_seconds,
         health_check_interval=settings.broker_health_check_seconds,
         connect_attempts=settings.broker_connect_attempts,
+        sentinel_password=settings.redis_sentinel_password,
+        sentinel_timeout=settings.redis_sentinel_timeout_seconds,
     ))
 
 

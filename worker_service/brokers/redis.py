@@ -57,6 +57,13 @@ from dramatiq.logging import get_logger
 from dramatiq.message import Message
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
+from redis.sentinel import (
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
+from worker_contracts.redis_urls import parse_sentinel_url
 
 from worker_service.brokers.groupcommit import GroupCommit
 from worker_service.brokers.hooks import DefinedHooksDispatch
@@ -73,18 +80,68 @@ PAUSE_READ_S = 1.0  # a pause or resume reaches every consumer within this (plus
 _BatchOp = tuple[str, str, str, str, str, bytes]
 
 
+#: error replies of a Redis whose role changed under us (a failover, planned or not): the write did not happen
+FAILOVER_REPLIES = ("READONLY", "NOREPLICAS", "MASTERDOWN", "UNBLOCKED")
+
+
+class _FailoverIsAnOutage:
+    """A connection that turns a failover's error replies into a ConnectionError and drops itself, so every
+    caller (group commit, consumers, limiter, leases, heartbeats, the dashboard) treats a failover as the
+    outage it is, the pool retries, and a Sentinel pool asks the sentinels for the new master."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except redis.ResponseError as exc:
+            text = str(exc)
+            if not any(reply in text[:300] for reply in FAILOVER_REPLIES):
+                raise
+            self.disconnect()  # type: ignore[attr-defined]
+            raise redis.ConnectionError(f"Redis changed role (failover): {text[:200]}") from exc
+
+
+class FailoverAwareConnection(_FailoverIsAnOutage, redis.Connection):
+    pass
+
+
+class FailoverAwareSSLConnection(_FailoverIsAnOutage, redis.SSLConnection):
+    pass
+
+
+class FailoverAwareSentinelConnection(_FailoverIsAnOutage, SentinelManagedConnection):
+    pass
+
+
+class FailoverAwareSentinelSSLConnection(_FailoverIsAnOutage, SentinelManagedSSLConnection):
+    pass
+
+
 def make_connection_pool(url: str, *, socket_timeout: float, health_check_interval: int,
-                         connect_attempts: int) -> redis.ConnectionPool:
-    """Pool with socket timeouts, health checks and retries with exponential backoff and jitter."""
-    return redis.ConnectionPool.from_url(
-        url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=min(socket_timeout, 5.0),
-        socket_keepalive=True,
-        health_check_interval=health_check_interval,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=2.0), connect_attempts - 1),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-    )
+                         connect_attempts: int, sentinel_password: str | None = None,
+                         sentinel_timeout: float = 0.5) -> redis.ConnectionPool:
+    """Pool with socket timeouts, health checks and retries with exponential backoff and jitter, for a
+    ``redis://``/``rediss://`` URL or a Sentinel deployment's ``redis+sentinel://`` (worker_contracts.redis_urls):
+    the master is asked of the sentinels, and again after a failover."""
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": min(socket_timeout, 5.0),
+        "socket_keepalive": True,
+        "health_check_interval": health_check_interval,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.1, cap=2.0), connect_attempts - 1),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    }
+    target = parse_sentinel_url(url)
+    if target is None:
+        tls = url.startswith("rediss://")
+        return redis.ConnectionPool.from_url(
+            url, connection_class=FailoverAwareSSLConnection if tls else FailoverAwareConnection, **options)
+    sentinel = Sentinel(target.sentinels, sentinel_kwargs={
+        "password": sentinel_password, "socket_timeout": sentinel_timeout,
+        "socket_connect_timeout": sentinel_timeout})
+    return SentinelConnectionPool(
+        target.master, sentinel, db=target.db, username=target.username, password=target.password,
+        connection_class=FailoverAwareSentinelSSLConnection if target.tls else FailoverAwareSentinelConnection,
+        **options)
 
 
 class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):

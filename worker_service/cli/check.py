@@ -3,18 +3,46 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 from urllib.parse import urlsplit
 
 from settings import Settings, SettingsError, get_settings, is_loopback_host, mask_url
 from worker_service.cli import common
-from worker_service.observability.health import HealthChecks
+from worker_service.observability.health import HealthChecks, redis_probe_client
+
+
+def _sentinel_report(settings: Settings) -> str | None:
+    """For a redis+sentinel:// BROKER_URL: the master the sentinels name, how many answered, its replicas."""
+    import redis
+    from worker_contracts.redis_urls import parse_sentinel_url
+
+    target = parse_sentinel_url(settings.broker_url)
+    if target is None:
+        return None
+    masters, replicas = set(), 0
+    answered = 0
+    for host, port in target.sentinels:
+        client = redis.Redis(host=host, port=port, password=settings.redis_sentinel_password,
+                             socket_timeout=settings.redis_sentinel_timeout_seconds,
+                             socket_connect_timeout=settings.redis_sentinel_timeout_seconds)
+        try:
+            address: Any = client.sentinel_get_master_addr_by_name(target.master)
+            replicas = max(replicas, len(client.sentinel_slaves(target.master)))
+            answered += 1
+            if isinstance(address, tuple):
+                host_name = address[0].decode() if isinstance(address[0], bytes) else address[0]
+                masters.add(f"{host_name}:{address[1]}")
+        except redis.RedisError:
+            continue
+        finally:
+            client.close()
+    return (f"sentinel: master {target.master} at {', '.join(sorted(masters)) or 'unknown'}; "
+            f"{answered}/{len(target.sentinels)} sentinels answered; {replicas} replica(s)")
 
 
 def _redis_durability(settings: Settings, warnings: list[str]) -> None:
     """Warnings for a Redis that would lose or evict queued work (readiness does not look at these)."""
-    import redis
-
-    client = redis.Redis.from_url(settings.broker_url, socket_timeout=3, socket_connect_timeout=3, retry=None)
+    client = redis_probe_client(settings, 3)
     try:
         config = {**client.config_get("appendonly"), **client.config_get("appendfsync"),
                   **client.config_get("maxmemory-policy")}
@@ -48,6 +76,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         problems.append(f"broker {mask_url(settings.broker_url)} unreachable: {detail}")
     elif settings.broker_kind == "redis":
         _redis_durability(settings, warnings)
+        sentinel = _sentinel_report(settings)
+        if sentinel is not None:
+            common.out(sentinel)
     broker_host = urlsplit(settings.broker_url).hostname
     if settings.database_url.startswith("sqlite") and not is_loopback_host(broker_host):
         warnings.append("SQLite with a non-loopback broker: workers on several hosts need PostgreSQL "

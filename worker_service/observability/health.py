@@ -11,6 +11,18 @@ from typing import Any
 from settings import Settings
 
 
+def redis_probe_client(settings: Settings, timeout_s: float) -> Any:
+    """A client of BROKER_URL (any Redis form, Sentinel included) that gives up after ``timeout_s``, no retry."""
+    import redis
+
+    from worker_service.brokers.redis import make_connection_pool
+
+    return redis.Redis(connection_pool=make_connection_pool(
+        settings.broker_url, socket_timeout=timeout_s, health_check_interval=0, connect_attempts=1,
+        sentinel_password=settings.redis_sentinel_password,
+        sentinel_timeout=min(settings.redis_sentinel_timeout_seconds, timeout_s)))
+
+
 class HealthChecks:
     """Parameters: settings (which broker and database to check)."""
 
@@ -24,10 +36,7 @@ class HealthChecks:
     def broker_ok(self, timeout_s: float = 2) -> tuple[bool, str]:
         try:
             if self.settings.broker_kind == "redis":
-                import redis
-
-                client = redis.Redis.from_url(self.settings.broker_url, socket_timeout=timeout_s,
-                                              socket_connect_timeout=timeout_s, retry=None)
+                client = redis_probe_client(self.settings, timeout_s)
                 try:
                     client.ping()
                 finally:

@@ -1,0 +1,84 @@
+"""Redis under Sentinel, for real: a master, a replica and three sentinels on loopback ports.  A failover is an
+outage like any other: nothing lost, nothing dead-lettered, no "failed for good"."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.helpers import run_cli, wait_for
+from tests.support.sentinel import SentinelCluster
+
+
+@pytest.fixture()
+def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
+    made = SentinelCluster(tmp_path / "sentinel")
+    yield made
+    made.close()
+
+
+@pytest.fixture()
+def sentinel_env(worker_env: dict[str, str], cluster: SentinelCluster, redis_url: str) -> dict[str, str]:
+    # the test actors record what they did in the test Redis, which no failover touches
+    return {**worker_env, "BROKER_URL": cluster.url, "TEST_RECORD_URL": redis_url, "REDIS_SENTINEL_TIMEOUT_SECONDS": "0.3"}
+
+
+@pytest.mark.processes
+def test_the_url_form_reaches_the_master_and_check_reports_the_sentinels(cluster, sentinel_env):
+    from worker_contracts import Sender
+
+    check = run_cli(sentinel_env, "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert (f"sentinel: master mymaster at 127.0.0.1:{cluster.master_port()}; 3/3 sentinels answered; 1 replica(s)"
+            in check.stdout)
+    Sender(url=cluster.url).extract_knowledge("s-1")
+    assert cluster.node(cluster.master_port()).llen("dramatiq:knowledge") == 1
+
+
+@pytest.mark.parametrize("how", ["kill -9", "SENTINEL FAILOVER", "SIGSTOP past the heartbeat time-out"])
+def test_a_failover_mid_run_loses_nothing_and_fails_nothing(cluster, sentinel_env, start_worker, redis_client, how):
+    """200 messages queued and running; the master killed, switched over, or frozen for longer than the
+    heartbeat time-out (5 s here) and then resumed: every message runs, none is dead-lettered or counted as a
+    crash, and nothing logs "failed for good"."""
+
+    import time
+    import uuid
+
+    env = {**sentinel_env, "HEARTBEAT_TIMEOUT_MS": "5000"}
+    worker = start_worker(env=env, threads=8)
+    tags = [f"m{i}" for i in range(200)]
+    # sleepy is a test actor (not a contract): enqueued the way a foreign sender would, on the master
+    master = cluster.node(cluster.master_port())
+
+    pipe = master.pipeline()
+    for tag in tags:
+        redis_id = str(uuid.uuid4())
+        body = {"queue_name": "tests", "actor_name": "sleepy", "args": [], "kwargs": {"tag": tag, "seconds": 0.1},
+                "options": {"redis_message_id": redis_id}, "message_id": str(uuid.uuid4()),
+                "message_timestamp": int(time.time() * 1000)}
+        pipe.hset("dramatiq:tests.msgs", redis_id, json.dumps(body, separators=(",", ":")))
+        pipe.rpush("dramatiq:tests", redis_id)
+    pipe.execute()
+    master.wait(1, 5000)  # on the replica before the master dies (asynchronous replication otherwise)
+    wait_for(lambda: redis_client.llen("wtest:done") >= 40, 60, 0.1, "work under way")
+    killed_at = time.monotonic()
+    if how == "kill -9":
+        old = cluster.kill_master()
+    elif how == "SENTINEL FAILOVER":
+        old = cluster.planned_failover()
+    else:
+        old = cluster.freeze_master()
+    new = cluster.wait_for_new_master(old)
+    if how.startswith("SIGSTOP"):
+        time.sleep(max(0.0, 6.0 - (time.monotonic() - killed_at)))  # frozen past the 5 s heartbeat time-out
+        cluster.thaw(old)
+    wait_for(lambda: set(redis_client.lrange("wtest:done", 0, -1)) >= {t.encode() for t in tags}, 60, 0.2,
+             "every message done after the failover")
+    print(f"\n{how}: {old} -> {new}; all 200 done {time.monotonic() - killed_at:.1f} s after it")
+    assert json.loads(run_cli(env, "dlq", "list", "--json").stdout) == []
+    lines = worker.logs()
+    assert not [line for line in lines if "for good" in line.get("message", "")]
+    assert not [line for line in lines if "crash_loop" in json.dumps(line)]
