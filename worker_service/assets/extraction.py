@@ -16,7 +16,6 @@ from __future__ import annotations
 import codecs
 import io
 import re
-import unicodedata
 import zipfile
 from pathlib import PurePosixPath
 from typing import Any
@@ -91,14 +90,17 @@ class _Ocr:
                 **({"ocr_unavailable": self.unavailable} if self.unavailable else {})}
 
 
+#: what a text layer without a usable font encoding yields: U+FFFD, private-use and control characters
+_JUNK = re.compile("[\ufffd\ue000-\uf8ff\U000f0000-\U0010ffff\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
 def usable_text_layer(text: str) -> bool:
     """Whether a page's text layer is text: enough characters, mostly not the marks of unmapped glyphs
     (U+FFFD, private-use or control characters, which a layer without a usable font encoding yields)."""
-    visible = [c for c in text if not c.isspace()]
-    if len(visible) < NO_TEXT_CHARS_PER_PAGE:
+    visible = len("".join(text.split()))
+    if visible < NO_TEXT_CHARS_PER_PAGE:
         return False
-    junk = sum(1 for c in visible if c == "\ufffd" or unicodedata.category(c) in ("Co", "Cc", "Cs", "Cn"))
-    return junk <= 0.3 * len(visible)
+    return len(_JUNK.findall(text)) <= 0.3 * visible
 
 
 # --- images -------------------------------------------------------------------------------------
