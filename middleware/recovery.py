@@ -19,6 +19,11 @@ Dramatiq's own recovery needs a 0.1 % maintenance lottery on the same
 queue: ~12 minutes with one survivor; this brings messages back within the
 heartbeat timeout plus one interval.  The heartbeat runs in its own thread,
 so a process whose threads are all busy is not mistaken for a dead one.
+A process that could not reach Redis for longer than the heartbeat timeout
+(an outage, a failover) declares no one dead for two intervals after it is
+back: the others were cut off too, and get the time to report before their
+heartbeats are judged, so an outage neither requeues healthy work nor counts
+crashes against it.
 
 Graceful shutdown itself is Dramatiq's (SIGTERM: stop taking work, finish
 in-flight messages within ``--worker-shutdown-timeout``, which ``worker
@@ -61,6 +66,7 @@ class Recovery(Middleware):
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
         self.last_ok: float | None = None
+        self.judge_after = 0.0  # monotonic time before which no other worker is declared dead
         #: message id -> (actor, wall time it started): what this process is running now
         self.running: dict[str, tuple[str, float]] = {}
         self.threads = 0
@@ -122,13 +128,22 @@ class Recovery(Middleware):
 
     def run_once(self, broker: dramatiq.Broker) -> tuple[int, int]:
         reliable(broker).heartbeat()
+        now = time.monotonic()
+        timeout_s = float(getattr(broker, "heartbeat_timeout", 60_000)) / 1000
+        if self.last_ok is not None and now - self.last_ok > timeout_s:
+            self.judge_after = now + 2 * self.interval
+            logger.warning("Redis was out of reach for %.0f s (longer than the heartbeat timeout): no worker is "
+                           "declared dead for %.1f s, while the others report again.", now - self.last_ok,
+                           2 * self.interval)
+        self.last_ok = now
         reliable(broker).register_queues()
         try:
             self.report(broker)
         except Exception as exc:  # noqa: BLE001 - the overview is informative; recovery must go on
             logger.warning("Could not report this worker's state: %s", exc)
+        if now < self.judge_after:
+            return 0, 0
         dead, requeued = reliable(broker).recover_dead_workers()
-        self.last_ok = time.monotonic()
         if dead or requeued:
             logger.warning("Recovered %d message(s) from %d dead worker(s).", requeued, dead)
         return dead, requeued

@@ -64,3 +64,37 @@ def test_a_message_is_marked_started_and_a_broker_error_does_not_stop_it():
             raise ConnectionError("down")
 
     Recovery(interval_ms=100).before_process_message(Down(), proxy())  # type: ignore[arg-type] - logs, no raise
+
+
+def test_after_being_cut_off_longer_than_the_heartbeat_timeout_no_one_is_declared_dead_at_once(monkeypatch):
+    """A worker back from an outage (or a failover) longer than the heartbeat timeout sees every other
+    heartbeat stale: it must give them two intervals to report before it judges them."""
+    import middleware.recovery as recovery_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(recovery_module.time, "monotonic", lambda: clock[0])
+    broker = FakeBroker()
+    broker.heartbeat_timeout = 5_000  # type: ignore[attr-defined]
+    recovery = Recovery(interval_ms=500)
+    assert recovery.run_once(broker) == (1, 7)  # type: ignore[arg-type]
+    clock[0] += 30  # thirty seconds without one round getting through
+    broker.calls.clear()
+    assert recovery.run_once(broker) == (0, 0)  # type: ignore[arg-type]
+    assert "recover" not in broker.calls and broker.calls[0] == "heartbeat"  # our own heartbeat first
+    clock[0] += 0.5
+    assert recovery.run_once(broker) == (0, 0)  # type: ignore[arg-type]
+    clock[0] += 0.6  # two intervals after it came back: the others have reported
+    assert recovery.run_once(broker) == (1, 7)  # type: ignore[arg-type]
+
+
+def test_a_short_blip_does_not_hold_recovery_back(monkeypatch):
+    import middleware.recovery as recovery_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(recovery_module.time, "monotonic", lambda: clock[0])
+    broker = FakeBroker()
+    broker.heartbeat_timeout = 5_000  # type: ignore[attr-defined]
+    recovery = Recovery(interval_ms=500)
+    recovery.run_once(broker)  # type: ignore[arg-type]
+    clock[0] += 3  # under the heartbeat timeout
+    assert recovery.run_once(broker) == (1, 7)  # type: ignore[arg-type]
