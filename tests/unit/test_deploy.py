@@ -27,7 +27,7 @@ def _tool(name: str) -> str:
 
 
 def test_kubernetes_manifests_pass_strict_schema_validation():
-    files = sorted(str(p) for p in (DEPLOY / "k8s").glob("*.yaml"))
+    files = sorted(str(p) for p in (DEPLOY / "k8s").rglob("*.yaml"))  # the Sentinel example too
     result = subprocess.run([_tool("kubernetes-validate"), "--strict", *files], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -83,7 +83,7 @@ def test_dockerfile_copies_every_module_the_package_installs():
     assert sorted(p.stem for p in ROOT.glob("*.py")) == sorted(modules)  # and setup.cfg lists every module
 
 
-@pytest.mark.parametrize("profile", [None, "rabbitmq"])
+@pytest.mark.parametrize("profile", [None, "rabbitmq", "sentinel"])
 def test_compose_file_is_valid(profile):
     try:
         import compose
@@ -104,3 +104,12 @@ def test_dockerfile_passes_hadolint():
     assert result.returncode == 0, result.stdout + result.stderr
     text = (DEPLOY / "Dockerfile").read_text()
     assert "USER 10001" in text and "HEALTHCHECK" in text and text.count("FROM ") == 2
+
+
+def test_the_sentinel_configmap_differs_from_the_main_one_only_in_the_broker():
+    main = yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text())
+    sentinel = yaml.safe_load((DEPLOY / "k8s" / "sentinel" / "configmap.yaml").read_text())
+    broker_keys = {"BROKER_URL", "REDIS_SENTINEL_TIMEOUT_SECONDS"}
+    assert {k: v for k, v in sentinel["data"].items() if k not in broker_keys} == \
+        {k: v for k, v in main["data"].items() if k not in broker_keys}
+    assert sentinel["data"]["BROKER_URL"].startswith("redis+sentinel://") and sentinel["metadata"] == main["metadata"]
