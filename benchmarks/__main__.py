@@ -66,18 +66,21 @@ def _cpu_steal() -> tuple[int, int] | None:
     return fields[7], sum(fields)
 
 
-def _drain(module: str, n: int, processes: int, threads: int) -> float:
+def _drain(module: str, n: int, processes: int, threads: int, *, broker_url: str | None = None,
+           client: redis.Redis | None = None) -> float:
     """Messages per second of warm workers, from the start of the enqueue to the last ack.
 
     Workers start first and drain a warm-up batch, so the window holds no interpreter start,
     imports or fork-server warm-up (as BullMQ's, whose worker starts before its timer); the
     enqueue of the N messages is inside the window.  Raises unless every message succeeded.
+    ``broker_url`` / ``client``: the workers' BROKER_URL and the Redis to enqueue into (default: db 12).
     """
-    client = redis.Redis.from_url(REDIS_URL)
+    client = client or redis.Redis.from_url(REDIS_URL)
     client.flushdb()
     with tempfile.TemporaryDirectory() as tmp:
+        env = worker_env(tmp, **({"BROKER_URL": broker_url} if broker_url else {}))
         worker = subprocess.Popen([str(BIN / "dramatiq"), module, "--processes", str(processes), "--threads",
-                                   str(threads)], cwd=ROOT, env=worker_env(tmp), stdout=subprocess.DEVNULL,
+                                   str(threads)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 300
@@ -205,6 +208,67 @@ def _latency(module: str, rate: int, seconds: int) -> tuple[float, float]:
             worker.wait(60)
     values = sorted(float(v) for v in client.lrange("bench:latency", 0, -1))
     return values[len(values) // 2], values[int(len(values) * 0.99) - 1]
+
+
+@benchmark
+def sentinel() -> list[dict[str, Any]]:
+    """Redis under Sentinel: no-op drain through redis+sentinel:// vs redis:// to the same master (10k messages,
+    2x8, alternating), and the time from kill -9 of the master to the first message processed after it."""
+    from tests.support.sentinel import SentinelCluster
+
+    n = 10_000
+    plain_rates: list[float] = []
+    sentinel_rates: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = SentinelCluster(Path(tmp) / "cluster")
+        try:
+            master = cluster.node(cluster.master_port())
+            plain_url = f"redis://127.0.0.1:{cluster.master_port()}/0"
+            for round_no in range(4):
+                if round_no % 2 == 0:
+                    plain_rates.append(_drain("tests.support.worker_actors", n, 2, 8, broker_url=plain_url,
+                                              client=master))
+                else:
+                    sentinel_rates.append(_drain("tests.support.worker_actors", n, 2, 8, broker_url=cluster.url,
+                                                 client=master))
+            first_after = _first_message_after_kill(cluster, Path(tmp))
+        finally:
+            cluster.close()
+    plain, through = statistics.median(plain_rates), statistics.median(sentinel_rates)
+    return [
+        {"benchmark": "sentinel", "variant": "drain, redis:// to the master", "value": round(plain), "unit": "msg/s",
+         "runs": [round(r) for r in plain_rates]},
+        {"benchmark": "sentinel", "variant": "drain, redis+sentinel://", "value": round(through), "unit": "msg/s",
+         "runs": [round(r) for r in sentinel_rates], "ratio": round(through / plain, 3), "target": ">= 0.95x"},
+        {"benchmark": "sentinel", "variant": "kill -9 of the master -> first message after", "value": round(
+            first_after, 1), "unit": "s", "notes": "sentinel down-after 1 s; processing resumed"},
+    ]
+
+
+def _first_message_after_kill(cluster: Any, tmp: Path) -> float:
+    """Seconds from kill -9 of the master to the first message acked on the promoted replica."""
+    master = cluster.node(cluster.master_port())
+    master.flushdb()
+    enqueue_raw(master, "sleepy", "tests", [{"tag": f"k{i}", "seconds": 0.02} for i in range(5000)])
+    master.wait(1, 5000)
+    worker = subprocess.Popen([str(BIN / "dramatiq"), "tests.support.worker_actors", "--processes", "1", "--threads",
+                               "8"], cwd=ROOT, env=worker_env(str(tmp), BROKER_URL=cluster.url,
+                                                             TEST_RECORD_URL=REDIS_URL),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while master.hlen("dramatiq:tests.msgs") > 4800 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        old = cluster.kill_master()
+        killed = time.monotonic()
+        new = cluster.node(cluster.wait_for_new_master(old))
+        remaining = new.hlen("dramatiq:tests.msgs")
+        while new.hlen("dramatiq:tests.msgs") >= remaining and time.monotonic() < killed + 60:
+            time.sleep(0.02)
+        return time.monotonic() - killed
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(60)
 
 
 @benchmark

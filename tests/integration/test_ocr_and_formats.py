@@ -175,3 +175,27 @@ def test_ocr_speed_is_recorded(tesseract, testset):
     started = time.monotonic()
     extract(str(testset["scan-ru-300dpi.pdf"]), "pdf", LIMITS)
     print(f"\nOCR of one 300-dpi page: {time.monotonic() - started:.2f} s")
+
+
+@pytest.mark.processes
+def test_a_hard_limit_during_ocr_kills_tesseract_with_the_child(tesseract, tmp_path):
+    """The child is SIGKILLed at its deadline; the Tesseract it was waiting for must die with it."""
+    import subprocess
+
+    from worker_service.errors import HardTimeout
+    from worker_service.runtime.hardlimit import HardLimitPool
+
+    scan = docs.image_pdf([docs.page(docs.RUSSIAN)] * 4, tmp_path / "long.pdf", 300)
+    pool = HardLimitPool()
+    try:
+        with pytest.raises(HardTimeout):
+            pool.run("worker_service.assets.extraction:extract", str(scan), "pdf", LIMITS, timeout_s=1.5,
+                     memory_mb=1024)
+    finally:
+        pool.shutdown()
+
+    def tesseracts() -> list[str]:
+        found = subprocess.run(["pgrep", "-a", "tesseract"], capture_output=True, text=True).stdout
+        return [line for line in found.splitlines() if str(tmp_path) in line or "ocr-" in line]
+
+    wait_for(lambda: tesseracts() == [], 5, 0.1, "no Tesseract left behind")

@@ -36,8 +36,12 @@ def test_a_knowledge_backlog_does_not_delay_asset_extraction(worker_env, redis_c
         for i in range(6):
             sender.process_asset(f"doc{i}", f"file:doc{i}.txt")
         # both knowledge threads wait on the LLM and four knowledge messages queue behind them
-        wait_for(lambda: len(fake.requests) >= 2 and sum(k == "pending" for _, k in _statuses(env).values()) >= 4,
-                 60, 0.2, "a knowledge backlog")
+        try:
+            wait_for(lambda: len(fake.requests) >= 2 and sum(k == "pending" for _, k in _statuses(env).values()) >= 4,
+                     60, 0.2, "a knowledge backlog")
+        except AssertionError:
+            raise AssertionError(f"no backlog: LLM requests {len(fake.requests)}, records {_statuses(env)}, "
+                                 f"worker log tail {worker.log_path.read_text()[-4000:]}") from None
         latencies = []
         for i in (6, 7):
             sent = time.monotonic()

@@ -85,6 +85,7 @@ class SentinelCluster:
 
     def master_port(self) -> int:
         address = self.node(self.sentinel_ports[0]).sentinel_get_master_addr_by_name(MASTER_NAME)
+        assert isinstance(address, tuple), address
         return int(address[1])
 
     def kill_master(self) -> int:

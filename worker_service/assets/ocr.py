@@ -2,7 +2,7 @@
 
 Runs in the hard-limited extraction child: each page is one ``tesseract`` process (``OMP_THREAD_LIMIT=1``: one
 thread, so concurrency stays the assets group's setting), killed after ``page_timeout_s``; the child's memory
-cap applies to it too (rlimits are inherited), and it dies with the child.
+cap applies to it too (rlimits are inherited), and the kernel kills it when the child dies (PDEATHSIG).
 
 Preprocessing, as OCRmyPDF does where it helps (measured on tests/support/documents.py's pages): grayscale,
 a 3x3 median against toner specks, and scans below 300 dpi (small images) upscaled to it; Tesseract's own
@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from typing import Any
 
 from worker_service.errors import PermanentError
+from worker_service.runtime.supervision import die_with_parent
 
 TARGET_DPI = 300
 #: an image whose shorter side is below this is treated as a low-resolution scan and upscaled
@@ -70,9 +72,12 @@ def recognise(image: Any, *, languages: str, page_timeout_s: float, dpi: float |
         source = os.path.join(tmp, "page.png")
         prepared.save(source, format="PNG", dpi=(TARGET_DPI, TARGET_DPI))
         env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+        child = os.getpid()
         try:
+            # SIGKILLed with this child: the hard limit kills the child, and must not leave Tesseract running
             done = subprocess.run(["tesseract", source, "stdout", "-l", languages, "--psm", "3", "--dpi",
-                                   str(TARGET_DPI)], capture_output=True, env=env, timeout=page_timeout_s)
+                                   str(TARGET_DPI)], capture_output=True, env=env, timeout=page_timeout_s,
+                                  preexec_fn=lambda: die_with_parent(signal.SIGKILL, parent_pid=child))
         except FileNotFoundError:
             raise OcrUnavailable(unavailable_reason(languages) or "tesseract is not installed") from None
         except subprocess.TimeoutExpired:
