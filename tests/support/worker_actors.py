@@ -11,7 +11,7 @@ import threading
 import time
 
 import dramatiq
-import redis
+from worker_contracts.redis_urls import redis_client
 
 import actors  # noqa: F401 - builds the broker and the middleware stack
 from worker_service.errors import PermanentError, TransientError
@@ -19,7 +19,7 @@ from worker_service.runtime.hardlimit import run_hard_limited
 
 PREFIX = os.environ.get("TEST_PREFIX", "wtest")
 # Records go straight to Redis (TEST_RECORD_URL), not through a proxy a test may cut.
-_client = redis.Redis.from_url(os.environ.get("TEST_RECORD_URL") or os.environ["BROKER_URL"])
+_client = redis_client(os.environ.get("TEST_RECORD_URL") or os.environ["BROKER_URL"])  # any form, Sentinel's too
 
 
 def record(kind: str, value: str) -> None:
