@@ -730,6 +730,23 @@ def ocr() -> list[dict[str, Any]]:
     return rows
 
 
+def _helper_pages(files: list[Path]) -> tuple[int, float, float]:
+    """(pages, seconds, peak child RSS MB) of ``files`` through one hard-limited child, one after another."""
+    from worker_service.runtime.hardlimit import HardLimitPool
+
+    pool = HardLimitPool()
+    pages, started = 0, time.monotonic()
+    for path in files:
+        try:
+            pages += pool.run("worker_service.assets.extraction:extract", str(path), "pdf", {"max_pdf_pages": 2000},
+                              timeout_s=60, memory_mb=1024)["pages"] or 0
+        except Exception:  # noqa: BLE001 - encrypted files
+            continue
+    seconds = time.monotonic() - started
+    pool.shutdown()
+    return pages, seconds, pool.peak_child_rss_mb
+
+
 def _all_pages_have_text(path: Path) -> bool:
     import pypdfium2 as pdfium
 
@@ -752,24 +769,12 @@ def extraction() -> list[dict[str, Any]]:
     """PDF corpus (text-layer files) pages/s through process_asset vs pdfplumber extract_text + page.close()."""
     from worker_contracts import Sender
 
-    from worker_service.runtime.hardlimit import HardLimitPool
     from worker_service.runtime.worker_groups import usable_cpus
 
     # PDFs whose every page has a usable text layer: the others are (partly) OCRed now, measured apart ("ocr")
     files = [f for f in sorted(CORPUS.glob("*.pdf")) if _all_pages_have_text(f)]
-    limits = {"max_pdf_pages": 2000}
-    pool = HardLimitPool()
-    pages = 0
-    started = time.monotonic()
-    for path in files:
-        try:
-            pages += pool.run("worker_service.assets.extraction:extract", str(path), "pdf", limits, timeout_s=60,
-                              memory_mb=1024)["pages"] or 0
-        except Exception:  # noqa: BLE001 - encrypted files
-            continue
-    helper_rate = pages / (time.monotonic() - started)
-    child_peak = pool.peak_child_rss_mb
-    pool.shutdown()
+    pages, seconds, child_peak = _helper_pages(files)
+    helper_rate = pages / seconds
 
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
@@ -809,17 +814,8 @@ def extraction() -> list[dict[str, Any]]:
     baseline = json.loads(subprocess.run([sys.executable, "-m", "benchmarks.plumber_baseline", *map(str, subset)],
                                          cwd=ROOT, capture_output=True, text=True, check=True).stdout)
     plumber_rate = baseline["pages"] / baseline["seconds"]
-    # the same files through the hard-limited helper, side by side with pdfplumber's run
-    pool = HardLimitPool()
-    same_pages, started = 0, time.monotonic()
-    for path in subset:
-        try:
-            same_pages += pool.run("worker_service.assets.extraction:extract", str(path), "pdf", limits, timeout_s=60,
-                                   memory_mb=1024)["pages"] or 0
-        except Exception:  # noqa: BLE001 - encrypted files
-            continue
-    same_rate = same_pages / (time.monotonic() - started)
-    pool.shutdown()
+    same_pages, same_seconds, _ = _helper_pages(subset)  # the same files, side by side with pdfplumber's run
+    same_rate = same_pages / same_seconds
     return [
         {"benchmark": "extraction", "variant": "pdfplumber + page.close()", "value": round(plumber_rate, 1),
          "unit": "pages/s", "peak_rss_mb": round(baseline["peak_rss_mb"]),

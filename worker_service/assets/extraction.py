@@ -265,21 +265,11 @@ def _pdf_tables(path: str) -> str:
 
 # --- DOCX ------------------------------------------------------------------------------------
 def check_docx_zip(zf: zipfile.ZipFile, *, max_entries: int, max_uncompressed: int, max_ratio: int) -> str:
-    """Zip-bomb guard from declared sizes (zipfile stops at the declared size); returns the main part name."""
-    infos = zf.infolist()
-    if len(infos) > max_entries:
-        raise PermanentError(f"the DOCX has {len(infos)} zip entries; the limit is {max_entries}",
-                             error_code="too_large")
-    total = sum(i.file_size for i in infos)
-    if total > max_uncompressed:
-        raise PermanentError(f"the DOCX expands to {total // 2**20} MB; the limit is {max_uncompressed // 2**20} MB",
-                             error_code="too_large")
-    for info in infos:
-        if info.file_size > 1_000_000 and info.file_size > max_ratio * max(info.compress_size, 1):
-            raise PermanentError(f"{info.filename} has a compression ratio above {max_ratio}:1",
-                                 error_code="too_large")
-    names = {i.filename for i in infos}
-    main = _main_part(zf, names)
+    """The zip-bomb guard of every Office package (documents.check_package); returns the main part's name."""
+    from worker_service.assets.documents import check_package
+
+    check_package(zf, max_entries=max_entries, max_uncompressed=max_uncompressed, max_ratio=max_ratio, kind="DOCX")
+    main = _main_part(zf, {i.filename for i in zf.infolist()})
     if main is None:
         raise PermanentError("the DOCX has no main document part", error_code="corrupt")
     return main
