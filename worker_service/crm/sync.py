@@ -1,8 +1,6 @@
 """Kommo contacts, leads, notes and webhook events, exactly once under redelivery (the work of the crm actors).
 
-
-Our marker on an entity is the tag
-``ext:<external_id>``; Kommo's ``query`` searches filled fields, not tags, so
+Our marker on an entity is the tag ``ext:<external_id>``; Kommo's ``query`` searches filled fields, not tags, so
 an entity is looked up with the documented ``filter[name]`` (or ``query`` on
 its e-mails and phones) and recognised by reading its tags.
 

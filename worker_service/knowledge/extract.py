@@ -1,6 +1,7 @@
 """Building an asset's knowledge graph through OpenRouter (the work of ``extract_knowledge``).
 
-The text is chunked (KNOWLEDGE_CHUNK_CHARS/OVERLAP).  Each chunk's result is
+The Markdown text is chunked (KNOWLEDGE_CHUNK_CHARS/OVERLAP) at line ends, so a table row stays whole,
+and each chunk knows its pages (the entities and relations it yields record them).  Each chunk's result is
 stored as soon as it arrives, keyed by the chunk's text, the model and the
 prompt version (``llm_chunk``): an interrupted delivery resumes where it
 stopped, and the same text anywhere (another asset, a re-upload, a requeued
