@@ -65,6 +65,10 @@ class Settings(BaseSettings):
                                                                   "URLs; the Redis nodes' is in the URL)")
     redis_sentinel_timeout_seconds: float = Field(0.5, gt=0, description="socket timeout of each question to a "
                                                                          "sentinel (the next one is asked after it)")
+    redis_wait_replicas: int = Field(0, ge=0, description="enqueues, settles and retry copies wait until this many "
+                                                          "replicas have them (WAIT); 0: off (asynchronous)")
+    redis_wait_timeout_ms: int = Field(1000, ge=1, description="the longest such a wait; the write stands anyway "
+                                                               "(logged)")
 
     # --- worker process ---------------------------------------------------
     worker_group: Literal["", "assets", "knowledge", "crm"] = Field(

@@ -82,3 +82,34 @@ def test_a_failover_mid_run_loses_nothing_and_fails_nothing(cluster, sentinel_en
     lines = worker.logs()
     assert not [line for line in lines if "for good" in line.get("message", "")]
     assert not [line for line in lines if "crash_loop" in json.dumps(line)]
+
+
+def test_redis_wait_replicas_makes_writes_wait_for_a_replica_and_says_when_none_has_them(
+        cluster, sentinel_env, start_worker, redis_client):
+    """REDIS_WAIT_REPLICAS=1: settles, retry copies and enqueues (process_asset sends extract_knowledge) wait for
+    the replica; with the replica gone they still go through, after the time-out, with a warning."""
+    import os
+    import signal
+
+    from worker_contracts import Sender
+
+    env = {**sentinel_env, "REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "300"}
+    storage = Path(env["STORAGE_ROOT"])
+    for name in ("one", "two"):
+        (storage / f"{name}.txt").write_text(f"document {name}")
+    worker = start_worker(env=env, threads=2)
+    sender = Sender(url=cluster.url)
+
+    def status(asset_id: str) -> dict:
+        out = run_cli(env, "asset", asset_id, "--json")
+        return json.loads(out.stdout) if out.returncode == 0 else {}
+
+    sender.process_asset("one", "file:one.txt")
+    wait_for(lambda: status("one").get("knowledge_status") == "skipped", 60, 0.3, "asset one through both steps")
+    assert not [line for line in worker.logs() if "REDIS_WAIT_REPLICAS" in line.get("message", "")]
+    replica = next(port for port in cluster.redis_ports if port != cluster.master_port())
+    os.killpg(cluster.processes[replica].pid, signal.SIGKILL)
+    sender.process_asset("two", "file:two.txt")
+    wait_for(lambda: status("two").get("knowledge_status") == "skipped", 60, 0.3, "asset two without a replica")
+    warned = [line["message"] for line in worker.logs() if "REDIS_WAIT_REPLICAS" in line.get("message", "")]
+    assert warned and all("of 1 replica(s) within 300 ms" in message for message in warned)

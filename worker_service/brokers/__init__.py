@@ -48,4 +48,6 @@ def build_broker(settings: Settings, middleware: Sequence[Middleware]) -> Broker
         heartbeat_timeout=settings.heartbeat_timeout_ms,
         crash_loop_limit=settings.crash_loop_limit,
         idle_poll_ms=settings.broker_idle_poll_ms,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
     )

@@ -152,14 +152,20 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
       idle_poll_ms(int): the longest an idle delay-queue consumer sleeps between fetches (Dramatiq:
         worker_timeout, 1 s); queue consumers block in Redis instead.
       dead_letter_sink(DeadLetterSink): where consumer-level dead letters go (set by middleware).
+      wait_replicas(int), wait_timeout_ms(int): REDIS_WAIT_REPLICAS / REDIS_WAIT_TIMEOUT_MS: enqueues, settles
+        and the retry copies they carry wait (``WAIT``, on the connection that wrote them) until that many
+        replicas have them, or the time-out (logged: the write stands, its copy is late).  0: off.
       Everything else as :class:`RedisBroker`; ``maintenance_chance`` is forced to 0.
     """
 
-    def __init__(self, *, crash_loop_limit: int = 3, idle_poll_ms: int = 1000, **kwargs: Any) -> None:
+    def __init__(self, *, crash_loop_limit: int = 3, idle_poll_ms: int = 1000, wait_replicas: int = 0,
+                 wait_timeout_ms: int = 1000, **kwargs: Any) -> None:
         kwargs["maintenance_chance"] = 0
         super().__init__(**kwargs)
         self.crash_loop_limit = crash_loop_limit
         self.idle_poll_ms = idle_poll_ms
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self.can_block = True
         self.dead_letter_sink: DeadLetterSink | None = None
         self.rate_limiter: RateLimiter | None = None  # set by middleware.ratelimit at process boot
@@ -296,7 +302,30 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         args: list[Any] = [self.namespace, self.broker_id, current_millis()]
         for op in ops:
             args.extend(op)
-        return self.reliable_scripts["batch"](args=args)
+        if not self.wait_replicas:
+            return self.reliable_scripts["batch"](args=args)
+        return self._replicated(lambda pipe: self.reliable_scripts["batch"](args=args, client=pipe), "settles")
+
+    def _replicated(self, write: Any, what: str) -> Any:
+        """Run ``write(pipe)`` then WAIT on the same connection; returns what the write returned."""
+        pipe = self.client.pipeline(transaction=False)
+        write(pipe)
+        pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        result, acked = pipe.execute()
+        if int(acked) < self.wait_replicas:
+            self.logger.warning("%s reached %d of %d replica(s) within %d ms (REDIS_WAIT_REPLICAS): written on "
+                                "the master, at risk if it fails now.", what.capitalize(), int(acked),
+                                self.wait_replicas, self.wait_timeout_ms)
+        return result
+
+    def do_enqueue(self, queue_name: str, redis_id: str, payload: bytes) -> Any:
+        """Dramatiq's enqueue script, then WAIT on the same connection when REDIS_WAIT_REPLICAS is set."""
+        if not self.wait_replicas:
+            return self._dispatch("enqueue")(queue_name, redis_id, payload)
+        args = ["enqueue", current_millis(), queue_name, self.broker_id, self.heartbeat_timeout,
+                self.dead_message_ttl, 0, self._max_unpack_size(), redis_id, payload]  # Dramatiq's layout
+        return self._replicated(lambda pipe: self.scripts["dispatch"](args=args, keys=[self.namespace], client=pipe),
+                                "an enqueue")
 
     def prepare_enqueue(self, message: Message, delay_ms: int | None) -> Message:
         """The exact copy ``enqueue`` would store: new Redis id, and an eta when delayed."""
