@@ -23,7 +23,10 @@ A process that could not reach Redis for longer than the heartbeat timeout
 (an outage, a failover) declares no one dead for two intervals after it is
 back: the others were cut off too, and get the time to report before their
 heartbeats are judged, so an outage neither requeues healthy work nor counts
-crashes against it.
+crashes against it.  When the Redis master changes (its run id: a
+failover), what this process's acks sets say it holds and no consumer of it
+holds goes back to the queues: a settle lost in the switch is redelivered,
+not held by a live worker forever.
 
 Graceful shutdown itself is Dramatiq's (SIGTERM: stop taking work, finish
 in-flight messages within ``--worker-shutdown-timeout``, which ``worker
@@ -67,6 +70,7 @@ class Recovery(Middleware):
         self.thread: threading.Thread | None = None
         self.last_ok: float | None = None
         self.judge_after = 0.0  # monotonic time before which no other worker is declared dead
+        self.master: str | None = None  # the run id of the Redis master last seen
         #: message id -> (actor, wall time it started): what this process is running now
         self.running: dict[str, tuple[str, float]] = {}
         self.threads = 0
@@ -136,6 +140,7 @@ class Recovery(Middleware):
                            "declared dead for %.1f s, while the others report again.", now - self.last_ok,
                            2 * self.interval)
         self.last_ok = now
+        self._check_master(broker)
         reliable(broker).register_queues()
         try:
             self.report(broker)
@@ -147,6 +152,20 @@ class Recovery(Middleware):
         if dead or requeued:
             logger.warning("Recovered %d message(s) from %d dead worker(s).", requeued, dead)
         return dead, requeued
+
+    def _check_master(self, broker: dramatiq.Broker) -> None:
+        """A new master (a failover) may lack the last settles this process wrote: what its acks sets say this
+        process holds, and no consumer holds, goes back to the queues."""
+        identity = getattr(broker, "master_identity", None)
+        if identity is None:  # RabbitMQ: the broker redelivers what a lost channel held
+            return
+        master = identity()
+        changed = self.master is not None and master != self.master
+        self.master = master
+        if changed:
+            requeued = reliable(broker).reconcile_held()
+            logger.warning("The Redis master changed (run id %s): %d message(s) this process no longer holds went "
+                           "back to their queues.", master[:12], requeued)
 
     def _loop(self, broker: dramatiq.Broker) -> None:
         while not self.stop_event.is_set():

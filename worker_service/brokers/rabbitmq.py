@@ -71,6 +71,9 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
     def recover_dead_workers(self) -> tuple[int, int]:
         return 0, 0
 
+    def reconcile_held(self) -> int:
+        return 0  # RabbitMQ redelivers what a lost channel held
+
     def mark_started(self, message: Any) -> None:
         return None
 

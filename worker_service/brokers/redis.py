@@ -43,6 +43,7 @@ import dataclasses
 import json
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
@@ -176,6 +177,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         self.batches: GroupCommit[_BatchOp, int] = GroupCommit(self._run_batch, transient=_REDIS_ERRORS)
         self._paused: frozenset[str] = frozenset()
         self._paused_read_at = float("-inf")
+        self.live_consumers: weakref.WeakSet[ReliableRedisConsumer] = weakref.WeakSet()
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -237,6 +239,32 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         changed = self.client.sadd(key, queue_name) if paused else self.client.srem(key, queue_name)
         self._paused_read_at = float("-inf")
         return bool(changed)
+
+    def master_identity(self) -> str:
+        """The run id of the Redis this broker writes to: it changes when another node became the master (a
+        failover) or the server restarted."""
+        return str(self.client.info("server").get("run_id", ""))
+
+    def reconcile_held(self) -> int:
+        """After a master change: what this worker's acks sets say it holds, and no consumer of it holds, goes
+        back to its queue (a settle that did not reach the new master would keep it held by a live worker
+        forever); returns how many.  An id fetched during the check may run twice: at least once, as always."""
+        sets = {name: self.key(f"__acks__.{self.broker_id}.{name}")
+                for queue in self.queues for name in (queue, f"{queue}.DQ")}
+        pipe = self.client.pipeline(transaction=False)
+        for key in sets.values():
+            pipe.smembers(key)
+        recorded = dict(zip(sets, pipe.execute(), strict=True))
+        held: dict[str, set[str]] = {}
+        for consumer in list(self.live_consumers):
+            held.setdefault(consumer.queue_name, set()).update(consumer.held_ids())
+        requeued = 0
+        for name, members in recorded.items():
+            stray = {m.decode() if isinstance(m, bytes) else str(m) for m in members} - held.get(name, set())
+            if stray:
+                self.do_requeue(name, *stray)
+                requeued += len(stray)
+        return requeued
 
     def recover_dead_workers(self) -> tuple[int, int]:
         """Requeue what dead workers held; returns (dead workers, messages requeued)."""
@@ -405,6 +433,14 @@ class ReliableRedisConsumer(_RedisConsumer):
         # Dramatiq's consumer thread drops its in-memory delay queue on a connection error; close()
         # gives these back so they do not stay held by this live worker.
         self.held_delayed: dict[str, str] = {}
+        # Every message handed to a worker thread and not yet settled: message id -> Redis id (what the broker's
+        # acks set should say this consumer holds, checked after a master change).
+        self.handed: dict[str, str] = {}
+        broker.live_consumers.add(self)
+
+    def held_ids(self) -> set[str]:
+        """The Redis ids this consumer holds: fetched and not handed out, or handed out and not settled."""
+        return {redis_id for redis_id, _, _ in list(self.fetched)} | set(list(self.handed.values()))
 
     @property
     def outstanding_message_count(self) -> int:
@@ -417,6 +453,7 @@ class ReliableRedisConsumer(_RedisConsumer):
     def _forget(self, message: MessageProxy) -> None:
         """The message left this consumer: free its prefetch slot, and wake a full consumer once there is room."""
         self.queued_message_ids.discard(message.message_id)
+        self.handed.pop(message.message_id, None)
         if self.is_delay_queue:
             self.held_delayed.pop(message.message_id, None)
         if self.prefetch - self.outstanding_message_count >= self.refill_at:
@@ -463,6 +500,7 @@ class ReliableRedisConsumer(_RedisConsumer):
         """
         leftovers = [redis_id for redis_id, _, _ in self.fetched] + list(self.held_delayed.values())
         self.fetched, self.held_delayed = [], {}
+        self.broker.live_consumers.discard(self)
         self.broker.give_back(self.queue_name, leftovers)
 
     def _reject_raw(self, redis_id: str, body: bytes | None, error: str) -> None:
@@ -494,6 +532,7 @@ class ReliableRedisConsumer(_RedisConsumer):
                         continue
                     self.misses = 0
                     self.queued_message_ids.add(proxy.message_id)
+                    self.handed[proxy.message_id] = redis_id
                     if self.is_delay_queue:
                         self.held_delayed[proxy.message_id] = redis_id
                     return proxy

@@ -77,6 +77,9 @@ class ReliableBroker(Protocol):
     def recover_dead_workers(self) -> tuple[int, int]:
         """Requeue what silent workers held: (dead workers, messages requeued)."""
 
+    def reconcile_held(self) -> int:
+        """After a master change: requeue what the broker says this process holds and it does not."""
+
     def mark_started(self, message: MessageProxy) -> None:
         """Note that ``message`` is about to run (a death now counts as a crash)."""
 

@@ -98,3 +98,14 @@ def test_a_short_blip_does_not_hold_recovery_back(monkeypatch):
     recovery.run_once(broker)  # type: ignore[arg-type]
     clock[0] += 3  # under the heartbeat timeout
     assert recovery.run_once(broker) == (1, 7)  # type: ignore[arg-type]
+
+
+def test_a_new_master_makes_the_process_give_back_what_it_no_longer_holds():
+    broker = FakeBroker()
+    masters = iter(["run-a", "run-a", "run-b", "run-b"])
+    broker.master_identity = lambda: next(masters)  # type: ignore[attr-defined]
+    broker.reconcile_held = lambda: broker.calls.append("reconcile") or 2  # type: ignore[attr-defined]
+    recovery = Recovery(interval_ms=100)
+    for _ in range(4):
+        recovery.run_once(broker)  # type: ignore[arg-type]
+    assert broker.calls.count("reconcile") == 1  # once, at the round that saw run-b
