@@ -27,7 +27,7 @@ from worker_service.web.redirects import local_path, same_origin
 from worker_service.web.services import Services, WSGIApp
 from worker_service.web.sessions import DashboardSessions, SessionSecret
 from worker_service.web.throttle import Refusal
-from worker_service.web.users import role_of
+from worker_service.web.users import account_of
 from worker_service.web.views import assets, failed, fleet, json_response, outcome_events, see_other, text
 
 logger = logging.getLogger(__name__)
@@ -81,13 +81,15 @@ def create_app(services: Services) -> Flask:
         user, session_id = session.get("user"), session.get("id")
         if not isinstance(user, str) or not isinstance(session_id, str) or services.session_revoked(session_id):
             return None
-        # a password change (or the user's removal) since this session's login ends it
-        stamp = auth.stamp(user, session_secret.current())
+        # a named user is read again on every request (one read): a removal, a demotion or a password change
+        # since this session's login applies at once
+        account = account_of(user) if session.get("named") else None
+        if session.get("named") and account is None:
+            return None
+        stamp = auth.stamp(user, session_secret.current(), account.password_hash if account else None)
         if stamp is None or not hmac.compare_digest(stamp, str(session.get("stamp", ""))):
             return None
-        # a named user's role is read again on every request: a removal or a demotion applies at once
-        role = role_of(user) if session.get("named") else "operator"
-        return Principal(f"user:{user}", remote, role=role) if role else None
+        return Principal(f"user:{user}", remote, role=account.role if account else "operator")
 
     @app.before_request
     def authorize() -> Response | None:
@@ -185,8 +187,9 @@ def create_app(services: Services) -> Flask:
         services.throttle.succeeded("login", user, address)
         session.clear()  # a new session (and CSRF token) for each login: nothing fixed before it survives
         session.permanent = True
-        session.update(user=user, named=role_of(user) is not None, id=secrets.token_urlsafe(16),
-                       stamp=auth.stamp(user, session_secret.current()))
+        account = account_of(user)
+        session.update(user=user, named=account is not None, id=secrets.token_urlsafe(16),
+                       stamp=auth.stamp(user, session_secret.current(), account.password_hash if account else None))
         logger.info("dashboard login by %s (%s) from %s", user, role, request.remote_addr)
         return see_other(target)
 

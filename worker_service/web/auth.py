@@ -85,12 +85,11 @@ class Authenticator:
                 return forwarded
         return remote
 
-    def stamp(self, user: str, key: bytes) -> str | None:
+    def stamp(self, user: str, key: bytes, password_hash: str | None) -> str | None:
         """What the session keeps of the credential ``user`` logs in with (an HMAC under the session key, so
-        the cookie reveals nothing to guess against); None when the user no longer exists."""
-        from worker_service.web.users import password_hash_of
-
-        credential = password_hash_of(user)
+        the cookie reveals nothing to guess against): of ``password_hash`` for a named user (web.users), of
+        WEB_PASSWORD for the bootstrap one; None when there is no such user any more."""
+        credential = password_hash
         if credential is None:
             if not self.password or not hmac.compare_digest(user.encode(), self.user.encode()):
                 return None

@@ -7,6 +7,7 @@ log in before anyone was added (``worker users add NAME --role viewer|operator``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, cast
 
 from argon2 import PasswordHasher
@@ -70,11 +71,19 @@ def role_of(name: str) -> Role | None:
     return cast(Role, user.role) if user is not None and user.role in ROLES else None
 
 
-def password_hash_of(name: str) -> str | None:
-    """The stored hash of a named user (changes with every `worker users add`), or None."""
+@dataclass(frozen=True)
+class Account:
+    role: Role
+    password_hash: str  # changes with every password change (`worker users add`)
+
+
+def account_of(name: str) -> Account | None:
+    """A named user's role and password hash in one read (what each session request checks), or None."""
     with session():
         user = DashboardUser.get_or_none(DashboardUser.name == name)
-    return str(user.password_hash) if user is not None else None
+    if user is None or user.role not in ROLES:
+        return None
+    return Account(cast(Role, user.role), str(user.password_hash))
 
 
 def verify(name: str, password: str) -> Role | None:
