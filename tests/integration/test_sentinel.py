@@ -88,9 +88,6 @@ def test_redis_wait_replicas_makes_writes_wait_for_a_replica_and_says_when_none_
         cluster, sentinel_env, start_worker, redis_client):
     """REDIS_WAIT_REPLICAS=1: settles, retry copies and enqueues (process_asset sends extract_knowledge) wait for
     the replica; with the replica gone they still go through, after the time-out, with a warning."""
-    import os
-    import signal
-
     from worker_contracts import Sender
 
     env = {**sentinel_env, "REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "300"}
@@ -107,12 +104,42 @@ def test_redis_wait_replicas_makes_writes_wait_for_a_replica_and_says_when_none_
     sender.process_asset("one", "file:one.txt")
     wait_for(lambda: status("one").get("knowledge_status") == "skipped", 60, 0.3, "asset one through both steps")
     assert not [line for line in worker.logs() if "REDIS_WAIT_REPLICAS" in line.get("message", "")]
-    replica = next(port for port in cluster.redis_ports if port != cluster.master_port())
-    os.killpg(cluster.processes[replica].pid, signal.SIGKILL)
+    cluster.kill_replica()
     sender.process_asset("two", "file:two.txt")
     wait_for(lambda: status("two").get("knowledge_status") == "skipped", 60, 0.3, "asset two without a replica")
     warned = [line["message"] for line in worker.logs() if "REDIS_WAIT_REPLICAS" in line.get("message", "")]
     assert warned and all("of 1 replica(s) within 300 ms" in message for message in warned)
+
+
+def test_the_python_sender_waits_for_a_replica_when_asked_and_says_when_none_confirms(cluster, caplog):
+    """wait_replicas=1: a send returns only once the replica has the messages (the replica is frozen for 0.6 s
+    and has them the moment the send returns); with the replica gone the send still enqueues, after the
+    time-out, with a warning and ``last_replicas`` 0."""
+    import threading
+    import time
+
+    from worker_contracts import Sender
+
+    sender = Sender(url=cluster.url, wait_replicas=1, wait_timeout_ms=5000)
+    master, replica_port = cluster.node(cluster.master_port()), cluster.replica_port()
+    replica = cluster.node(replica_port)
+    sender.extract_knowledge("w-0")
+    assert sender.last_replicas == 1
+    cluster.freeze(replica_port)
+    threading.Timer(0.6, cluster.thaw, args=(replica_port,)).start()
+    started = time.monotonic()
+    sender.send_many("extract_knowledge", [{"asset_id": f"w-{i}"} for i in range(1, 101)])
+    waited = time.monotonic() - started
+    assert replica.llen("dramatiq:knowledge") == 101
+    assert sender.last_replicas == 1 and waited >= 0.4, waited
+
+    cluster.kill_replica()
+    sender = Sender(url=cluster.url, wait_replicas=1, wait_timeout_ms=300)
+    with caplog.at_level("WARNING", logger="worker_contracts.sender"):
+        sender.extract_knowledge("w-alone")
+    assert sender.last_replicas == 0
+    assert master.llen("dramatiq:knowledge") == 102
+    assert "1 message(s) for knowledge reached 0 of 1 replica(s) within 300 ms" in caplog.text
 
 
 def test_a_settle_lost_in_the_switch_is_redelivered_not_held_forever(cluster, sentinel_env, start_worker,

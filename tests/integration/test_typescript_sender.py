@@ -226,3 +226,60 @@ def test_the_node_example_sends_with_the_package_and_the_worker_processes_it(pac
     assert refused.returncode == 1 and "source: Field required" in refused.stderr and refused.stdout == ""
     wait_for(lambda: json.loads(run_cli(worker_env, "asset", "node-1", "--json").stdout or "{}").get("status")
              == "extracted", 30, 0.3, "the asset")
+
+
+def test_the_node_sender_reaches_a_sentinel_master_and_waits_for_a_replica_when_asked(package, tmp_path):
+    """``redis+sentinel://`` and ``waitReplicas: 1`` from Node: the send returns only once the replica (frozen
+    for 0.6 s) has the messages; with the replica gone they are still enqueued, after the time-out, and
+    ``onUnreplicated`` says so."""
+    from tests.support.sentinel import SentinelCluster
+
+    cluster = SentinelCluster(tmp_path / "sentinel")
+    try:
+        replica_port = cluster.replica_port()
+        script = f"""
+            import {{ Sender }} from {json.dumps(str(INDEX))};
+            const [url, replicaPid] = process.argv.slice(1);
+            const unreplicated = [];
+            const sender = await Sender.connect(url, {{ waitReplicas: 1, waitTimeoutMs: 5000 }});
+            process.kill(-Number(replicaPid), "SIGSTOP");
+            setTimeout(() => process.kill(-Number(replicaPid), "SIGCONT"), 600);
+            const started = performance.now();
+            await sender.sendMany("extract_knowledge", Array.from({{ length: 100 }}, (_, i) => ({{ asset_id: `n-${{i}}` }})));
+            const waited = performance.now() - started;
+            console.log(JSON.stringify({{ waited, replicas: sender.lastReplicas }}));
+            await sender.close();
+            const short = await Sender.connect(url, {{ waitReplicas: 1, waitTimeoutMs: 300,
+                onUnreplicated: (info) => unreplicated.push(info) }});
+            process.stdin.once("data", async () => {{
+                await short.extractKnowledge({{ asset_id: "n-alone" }});
+                console.log(JSON.stringify({{ replicas: short.lastReplicas, unreplicated }}));
+                await short.close();
+            }});
+            console.log("ready");
+        """
+        node = subprocess.Popen(["node", "--input-type=module", "-e", script, cluster.url,
+                                 str(cluster.processes[replica_port].pid)],
+                                cwd=PACKAGE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                env=_path_env())
+        try:
+            assert node.stdout is not None and node.stdin is not None
+            first = json.loads(node.stdout.readline())
+            replica = cluster.node(replica_port)
+            assert replica.llen("dramatiq:knowledge") == 100
+            assert first["replicas"] == 1 and first["waited"] >= 400, first
+            assert node.stdout.readline().strip() == "ready"
+            cluster.kill_replica()
+            node.stdin.write("go\n")
+            node.stdin.close()  # or Node keeps listening to it
+            second = json.loads(node.stdout.readline())
+            assert node.wait(30) == 0
+        finally:
+            if node.poll() is None:
+                node.kill()
+                node.wait()
+        assert second == {"replicas": 0, "unreplicated": [
+            {"queue": "knowledge", "messages": 1, "replicas": 0, "wanted": 1}]}
+        assert cluster.node(cluster.master_port()).llen("dramatiq:knowledge") == 101
+    finally:
+        cluster.close()

@@ -88,6 +88,20 @@ class SentinelCluster:
         assert isinstance(address, tuple), address
         return int(address[1])
 
+    def replica_port(self) -> int:
+        return next(port for port in self.redis_ports if port != self.master_port())
+
+    def kill_replica(self) -> int:
+        """SIGKILL the replica; returns its port."""
+        port = self.replica_port()
+        os.killpg(self.processes[port].pid, signal.SIGKILL)
+        self.processes[port].wait(10)
+        return port
+
+    def freeze(self, port: int) -> None:
+        """SIGSTOP one node (a frozen host); ``thaw`` resumes it."""
+        os.killpg(self.processes[port].pid, signal.SIGSTOP)
+
     def kill_master(self) -> int:
         """SIGKILL the current master; returns its port."""
         port = self.master_port()
@@ -104,7 +118,7 @@ class SentinelCluster:
     def freeze_master(self) -> int:
         """SIGSTOP the current master (a frozen host); returns its port.  ``thaw`` resumes it."""
         port = self.master_port()
-        os.killpg(self.processes[port].pid, signal.SIGSTOP)
+        self.freeze(port)
         return port
 
     def thaw(self, port: int) -> None:

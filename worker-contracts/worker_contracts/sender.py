@@ -10,6 +10,7 @@ validated before anything is written: an invalid payload raises
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -23,6 +24,8 @@ from pydantic import ValidationError
 from worker_contracts.payloads import CONTRACT_VERSION, CONTRACTS, Payload
 
 DEFAULT_NAMESPACE = "dramatiq"
+
+logger = logging.getLogger("worker_contracts.sender")
 
 
 class InvalidPayload(ValueError):
@@ -147,10 +150,17 @@ class Sender:
       client: a ``redis.Redis`` client, or ``url`` to build one (``redis://``, ``rediss://`` or a Sentinel
         deployment's ``redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]``).
       namespace: the Dramatiq key namespace (``dramatiq``).
+      wait_replicas: after each chunk, ``WAIT`` on the connection that wrote it until this many replicas have it
+        (the worker's REDIS_WAIT_REPLICAS; 0, the default: asynchronous replication, no wait).  The messages are
+        enqueued either way: when fewer replicas confirm within ``wait_timeout_ms`` the send still succeeds and
+        a warning is logged (re-sending would duplicate them), and ``last_replicas`` says how many confirmed.
+      wait_timeout_ms: how long ``WAIT`` may block (the worker's REDIS_WAIT_TIMEOUT_MS).
     """
 
     def __init__(self, client: redis.Redis | None = None, *, url: str | None = None,
-                 namespace: str = DEFAULT_NAMESPACE) -> None:
+                 namespace: str = DEFAULT_NAMESPACE, wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
+        if wait_replicas < 0 or wait_timeout_ms < 0:
+            raise ValueError("wait_replicas and wait_timeout_ms must be >= 0")
         if client is None:
             if url is None:
                 raise ValueError("Sender needs a redis client or url")
@@ -159,6 +169,9 @@ class Sender:
             client = redis_client(url, socket_timeout=10, socket_connect_timeout=5)
         self.client = client
         self.namespace = namespace
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self.last_replicas: int | None = None
 
     def send(self, actor: str, payload: Mapping[str, Any] | Payload | None = None, *,
              options: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
@@ -179,7 +192,11 @@ class Sender:
             return self._push(messages, chunk_size)
 
     def _push(self, messages: list[dict[str, Any]], chunk_size: int) -> list[str]:
-        """One HSET of all payloads and one RPUSH of all ids per chunk, in MULTI/EXEC (same queue order)."""
+        """One HSET of all payloads and one RPUSH of all ids per chunk, in MULTI/EXEC (same queue order).
+
+        With ``wait_replicas`` the MULTI/EXEC and the WAIT go in one pipeline, so the WAIT runs on the connection
+        that wrote the chunk (a WAIT inside MULTI returns at once, without waiting: measured).
+        """
         ids: list[str] = []
         for start in range(0, len(messages), chunk_size):
             chunk = messages[start:start + chunk_size]
@@ -188,12 +205,31 @@ class Sender:
             for message, redis_id in zip(chunk, uuid4_strings(len(chunk)), strict=True):
                 message["options"] = {**message["options"], "redis_message_id": redis_id}
                 payloads[redis_id] = encode(message)
-            pipe = self.client.pipeline(transaction=True)
-            pipe.hset(f"{self.namespace}:{queue}.msgs", mapping=payloads)
-            pipe.rpush(f"{self.namespace}:{queue}", *payloads)
-            pipe.execute()
+            if not self.wait_replicas:
+                pipe = self.client.pipeline(transaction=True)
+                pipe.hset(f"{self.namespace}:{queue}.msgs", mapping=payloads)
+                pipe.rpush(f"{self.namespace}:{queue}", *payloads)
+                pipe.execute()
+            else:
+                self._push_replicated(queue, payloads)
             ids.extend(m["message_id"] for m in chunk)
         return ids
+
+    def _push_replicated(self, queue: str, payloads: dict[Any, Any]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.execute_command("MULTI")
+        pipe.execute_command("HSET", f"{self.namespace}:{queue}.msgs", *(x for kv in payloads.items() for x in kv))
+        pipe.execute_command("RPUSH", f"{self.namespace}:{queue}", *payloads)
+        pipe.execute_command("EXEC")
+        pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        *_, executed, acked = pipe.execute()
+        if executed is None:  # a discarded transaction
+            raise redis.exceptions.ExecAbortError("the transaction was discarded; nothing was enqueued")
+        self.last_replicas = int(acked)
+        if self.last_replicas < self.wait_replicas:
+            logger.warning("%d message(s) for %s reached %d of %d replica(s) within %d ms: enqueued on the master, "
+                           "at risk if it fails now", len(payloads), queue, self.last_replicas, self.wait_replicas,
+                           self.wait_timeout_ms)
 
     # --- typed helpers, one per actor -----------------------------------------
     def process_asset(self, asset_id: str, source: str, *, filename: str | None = None,

@@ -25,7 +25,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     if settings.broker_kind == "redis":
         from worker_service.brokers import make_redis_client
 
-        message_id = Sender(make_redis_client(settings)).send(args.actor, kwargs)
+        sender = Sender(make_redis_client(settings), wait_replicas=settings.redis_wait_replicas,
+                        wait_timeout_ms=settings.redis_wait_timeout_ms)
+        message_id = sender.send(args.actor, kwargs)
     else:
         from dramatiq.message import Message
 

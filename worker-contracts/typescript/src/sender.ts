@@ -28,6 +28,17 @@ export interface ConnectOptions {
   sentinelPassword?: string;
   /** How many messages go in one MULTI/EXEC of a bulk send (default 1000). */
   chunkSize?: number;
+  /**
+   * After each MULTI/EXEC, `WAIT` on the same connection until this many replicas have it (the worker's
+   * REDIS_WAIT_REPLICAS; default 0: asynchronous replication, no wait). Fewer within `waitTimeoutMs`: the
+   * messages stay enqueued (re-sending would duplicate them), `onUnreplicated` is called and `lastReplicas` says
+   * how many confirmed.
+   */
+  waitReplicas?: number;
+  /** How long `WAIT` may block, in milliseconds (the worker's REDIS_WAIT_TIMEOUT_MS; default 1000). */
+  waitTimeoutMs?: number;
+  /** Called when fewer than `waitReplicas` replicas confirmed a chunk (default: a console warning). */
+  onUnreplicated?: (info: { queue: string; messages: number; replicas: number; wanted: number }) => void;
 }
 
 /** ioredis options for the URL forms the worker accepts: redis://, rediss://, redis+sentinel://, rediss+sentinel://. */
@@ -74,11 +85,23 @@ export class Sender {
   readonly client: Redis;
   readonly namespace: string;
   readonly chunkSize: number;
+  readonly waitReplicas: number;
+  readonly waitTimeoutMs: number;
+  /** How many replicas confirmed the last chunk (only with `waitReplicas`). */
+  lastReplicas: number | undefined;
+  private readonly onUnreplicated: NonNullable<ConnectOptions["onUnreplicated"]>;
 
   private constructor(client: Redis, options: ConnectOptions) {
     this.client = client;
     this.namespace = options.namespace ?? "dramatiq";
     this.chunkSize = options.chunkSize ?? 1000;
+    this.waitReplicas = options.waitReplicas ?? 0;
+    this.waitTimeoutMs = options.waitTimeoutMs ?? 1000;
+    if (!(this.waitReplicas >= 0 && this.waitTimeoutMs >= 0)) throw new Error("waitReplicas and waitTimeoutMs must be >= 0");
+    this.onUnreplicated = options.onUnreplicated ?? (({ queue, messages, replicas, wanted }) => {
+      console.warn(`worker-contracts: ${messages} message(s) for ${queue} reached ${replicas} of ${wanted} replica(s) ` +
+        `within ${this.waitTimeoutMs} ms: enqueued on the master, at risk if it fails now`);
+    });
   }
 
   /** A sender connected to the worker's Redis (the same URL forms as BROKER_URL). */
@@ -120,6 +143,10 @@ export class Sender {
         redisIds.push(redisId);
         ids.push(messageId);
       }
+      if (this.waitReplicas > 0) {
+        await this.pushReplicated(queue, fields, redisIds);
+        continue;
+      }
       const results = await this.client.multi()
         .hset(`${this.namespace}:${queue}.msgs`, ...fields)
         .rpush(`${this.namespace}:${queue}`, ...redisIds)
@@ -128,6 +155,26 @@ export class Sender {
       if (results === null || failed) throw failed?.[0] ?? new Error("the transaction was discarded");
     }
     return ids;
+  }
+
+  /** MULTI/EXEC and WAIT in one pipeline: the WAIT runs on the connection that wrote the chunk (inside MULTI it would not wait). */
+  private async pushReplicated(queue: string, fields: string[], redisIds: string[]): Promise<void> {
+    // Raw MULTI/EXEC: ioredis's typed pipeline has no nested transaction.
+    const results = await this.client.pipeline()
+      .call("MULTI")
+      .hset(`${this.namespace}:${queue}.msgs`, ...fields)
+      .rpush(`${this.namespace}:${queue}`, ...redisIds)
+      .call("EXEC")
+      .wait(this.waitReplicas, this.waitTimeoutMs)
+      .exec();
+    const failed = results?.find(([error]) => error !== null);
+    if (results === null || failed) throw failed?.[0] ?? new Error("the pipeline was discarded");
+    const executed = results[results.length - 2][1];
+    if (executed === null) throw new Error("the transaction was discarded; nothing was enqueued");
+    this.lastReplicas = Number(results[results.length - 1][1]);
+    if (this.lastReplicas < this.waitReplicas) {
+      this.onUnreplicated({ queue, messages: redisIds.length, replicas: this.lastReplicas, wanted: this.waitReplicas });
+    }
   }
 
   async close(): Promise<void> {
