@@ -69,6 +69,12 @@ class Settings(BaseSettings):
                                                           "replicas have them (WAIT); 0: off (asynchronous)")
     redis_wait_timeout_ms: int = Field(1000, ge=1, description="the longest such a wait; the write stands anyway "
                                                                "(logged)")
+    rabbitmq_queue_type: Literal["quorum", "classic"] = Field(
+        "quorum", description="RabbitMQ queues declared as quorum queues (replicated, a delivery limit: crash loops "
+                              "end) or classic (a vhost whose queues already exist as classic)")
+    rabbitmq_consumer_timeout_ms: int = Field(1_800_000, ge=1_000, description="the RabbitMQ server's "
+                                              "consumer_timeout: delayed messages are parked before being held half "
+                                              "of it")
 
     # --- worker process ---------------------------------------------------
     worker_group: Literal["", "assets", "knowledge", "crm"] = Field(

@@ -5,7 +5,9 @@ main process dies, however it dies: supervision.die_with_parent; SIGUSR1
 prints every thread's stack), ``before_worker_boot`` (registers this
 process's queues before any consumer can fetch from them),
 ``after_worker_boot`` (starts the maintenance thread),
-``after_worker_shutdown`` (stops it), ``before_process_message`` (marks the
+``before_worker_shutdown`` (the broker stops taking deliveries it would only
+hand back), ``after_worker_shutdown`` (stops the maintenance thread),
+``before_process_message`` (marks the
 message started, so a worker death while running it counts as a crash),
 ``after_process_message`` / ``after_skip_message`` (what runs now).
 
@@ -14,7 +16,10 @@ Every ``MAINTENANCE_INTERVAL_MS`` the thread of every worker process
 total, queues, RSS, the messages running: the dashboard's overview), (b)
 registers the queues this process consumes and (c) asks
 the broker to requeue everything held by workers silent for longer than
-``HEARTBEAT_TIMEOUT_MS`` (brokers.redis, one Lua script, no ``KEYS``).
+``HEARTBEAT_TIMEOUT_MS`` (brokers.redis, one Lua script, no ``KEYS``); on
+RabbitMQ, which requeues a dead consumer's deliveries itself, (d) stores what
+RabbitMQ dead-lettered for exceeding the delivery limit as ``crash_loop``
+dead letters (brokers.rabbitmq).
 Dramatiq's own recovery needs a 0.1 % maintenance lottery on the same
 queue: ~12 minutes with one survivor; this brings messages back within the
 heartbeat timeout plus one interval.  The heartbeat runs in its own thread,
@@ -103,6 +108,9 @@ class Recovery(Middleware):
         self.thread = threading.Thread(target=self._loop, args=(broker,), name="worker-maintenance", daemon=True)
         self.thread.start()
 
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        reliable(broker).stop_deliveries()
+
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.stop_event.set()
 
@@ -146,6 +154,9 @@ class Recovery(Middleware):
             self.report(broker)
         except Exception as exc:  # noqa: BLE001 - the overview is informative; recovery must go on
             logger.warning("Could not report this worker's state: %s", exc)
+        drained = reliable(broker).drain_dead_lettered()
+        if drained:
+            logger.warning("Stored %d message(s) RabbitMQ dead-lettered (delivery limit: crash loops).", drained)
         if now < self.judge_after:
             return 0, 0
         dead, requeued = reliable(broker).recover_dead_workers()

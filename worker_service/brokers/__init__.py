@@ -35,7 +35,11 @@ def make_redis_client(settings: Settings, url: str | None = None) -> redis.Redis
 def build_broker(settings: Settings, middleware: Sequence[Middleware]) -> Broker:
     """A broker for ``BROKER_URL`` with exactly ``middleware`` (Dramatiq's defaults are not added)."""
     if settings.broker_kind == "rabbitmq":
-        broker = ReliableRabbitmqBroker(url=settings.broker_url, middleware=list(middleware))
+        control = make_redis_client(settings, settings.ratelimit_url)  # pauses; RATELIMIT_REDIS_URL is required
+        broker = ReliableRabbitmqBroker(url=settings.broker_url, middleware=list(middleware),
+                                        queue_type=settings.rabbitmq_queue_type,
+                                        crash_loop_limit=settings.crash_loop_limit,
+                                        consumer_timeout_ms=settings.rabbitmq_consumer_timeout_ms, control=control)
         params = broker.parameters[0] if isinstance(broker.parameters, list) else broker.parameters
         params.connection_attempts = settings.broker_connect_attempts
         params.retry_delay = 1.0

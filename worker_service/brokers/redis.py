@@ -69,6 +69,7 @@ from worker_contracts.redis_urls import parse_sentinel_url
 from worker_service.brokers.groupcommit import GroupCommit
 from worker_service.brokers.hooks import DefinedHooksDispatch
 from worker_service.brokers.lua import SCRIPTS
+from worker_service.brokers.pausing import PAUSE_READ_S, PausedQueues
 from worker_service.brokers.settle import DeadLetterSink, dead_letter_of, get_successor
 from worker_service.outcome import PENDING_DEAD_LETTER, Dead, Successor, kill
 
@@ -76,7 +77,6 @@ if TYPE_CHECKING:
     from worker_service.ratelimit import RateLimiter
 
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
-PAUSE_READ_S = 1.0  # a pause or resume reaches every consumer within this (plus one fetch)
 # One operation of lua/batch.lua: kind, queue, id, successor queue, successor id, successor payload.
 _BatchOp = tuple[str, str, str, str, str, bytes]
 
@@ -175,8 +175,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         self.orphans: dict[str, set[str]] = {}
         self.orphans_lock = threading.Lock()
         self.batches: GroupCommit[_BatchOp, int] = GroupCommit(self._run_batch, transient=_REDIS_ERRORS)
-        self._paused: frozenset[str] = frozenset()
-        self._paused_read_at = float("-inf")
+        self.pauses = PausedQueues(self.client, self.key("__paused_queues__"))
         self.live_consumers: weakref.WeakSet[ReliableRedisConsumer] = weakref.WeakSet()
 
     @property
@@ -199,17 +198,8 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         self.client.hset(self.key("__workers__"), self.broker_id, json.dumps(info, separators=(",", ":")))
 
     def paused_queues(self) -> frozenset[str]:
-        """The queues paused fleet-wide (``<ns>:__paused_queues__``), read at most every PAUSE_READ_S; the last
-        answer stands while Redis is unreachable."""
-        now = time.monotonic()
-        if now - self._paused_read_at >= PAUSE_READ_S:
-            self._paused_read_at = now
-            try:
-                self._paused = frozenset(q.decode() if isinstance(q, bytes) else str(q)
-                                         for q in self.client.smembers(self.key("__paused_queues__")))
-            except _REDIS_ERRORS:
-                pass
-        return self._paused
+        """The queues paused fleet-wide (brokers.pausing)."""
+        return self.pauses.current()
 
     def waiting_count(self, queue_name: str) -> int:
         """Messages a purge of ``queue_name`` would delete: waiting in it or in its delay queue."""
@@ -235,10 +225,13 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
 
     def set_paused(self, queue_name: str, paused: bool) -> bool:
         """Pause or resume ``queue_name`` for the whole fleet; False if it already was."""
-        key = self.key("__paused_queues__")
-        changed = self.client.sadd(key, queue_name) if paused else self.client.srem(key, queue_name)
-        self._paused_read_at = float("-inf")
-        return bool(changed)
+        return self.pauses.set(queue_name, paused)
+
+    def stop_deliveries(self) -> None:
+        return None  # consumers fetch only what a thread will take
+
+    def drain_dead_lettered(self) -> int:
+        return 0  # the consumer dead-letters crash loops itself, at fetch
 
     def master_identity(self) -> str:
         """The run id of the Redis this broker writes to: it changes when another node became the master (a

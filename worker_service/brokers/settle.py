@@ -77,6 +77,12 @@ class ReliableBroker(Protocol):
     def recover_dead_workers(self) -> tuple[int, int]:
         """Requeue what silent workers held: (dead workers, messages requeued)."""
 
+    def stop_deliveries(self) -> None:
+        """A graceful shutdown begins: stop taking deliveries that would only be handed back."""
+
+    def drain_dead_lettered(self) -> int:
+        """Turn what the broker itself dead-lettered (RabbitMQ's delivery limit) into dead letters; how many."""
+
     def reconcile_held(self) -> int:
         """After a master change: requeue what the broker says this process holds and it does not."""
 

@@ -59,6 +59,27 @@ def _redis_durability(settings: Settings, warnings: list[str]) -> None:
                         "messages (set maxmemory-policy noeviction)")
 
 
+def _rabbitmq_queues(settings: Settings, problems: list[str]) -> None:
+    """Declare the contracts' queues as the workers will (a vhost of classic queues refuses quorum)."""
+    from worker_contracts import CONTRACTS
+
+    from worker_service.brokers import build_broker
+    from worker_service.brokers.rabbitmq import QueueTypeMismatch, ReliableRabbitmqBroker
+
+    broker = build_broker(settings, [])
+    assert isinstance(broker, ReliableRabbitmqBroker)
+    try:
+        for queue in sorted({queue for queue, _ in CONTRACTS.values()}):
+            broker.declare_queue(queue, ensure=True)
+        nodes = len(settings.broker_url.split(";"))
+        limit = f", delivery limit {settings.crash_loop_limit}" if settings.rabbitmq_queue_type == "quorum" else ""
+        common.out(f"rabbitmq: {nodes} node(s) in BROKER_URL; {settings.rabbitmq_queue_type} queues{limit}")
+    except QueueTypeMismatch as exc:
+        problems.append(str(exc))
+    finally:
+        broker.close()
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         settings = get_settings()
@@ -79,6 +100,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         sentinel = _sentinel_report(settings)
         if sentinel is not None:
             common.out(sentinel)
+    else:
+        _rabbitmq_queues(settings, problems)
     broker_host = urlsplit(settings.broker_url).hostname
     if settings.database_url.startswith("sqlite") and not is_loopback_host(broker_host):
         warnings.append("SQLite with a non-loopback broker: workers on several hosts need PostgreSQL "

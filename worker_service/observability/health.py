@@ -44,9 +44,13 @@ class HealthChecks:
             else:
                 import pika
 
-                params = pika.URLParameters(self.settings.broker_url)
-                params.connection_attempts, params.socket_timeout, params.stack_timeout = 1, timeout_s, timeout_s + 1
-                pika.BlockingConnection(params).close()
+                nodes = []  # BROKER_URL may list a cluster's nodes, ';'-separated: one answering is enough
+                for url in self.settings.broker_url.split(";"):
+                    params = pika.URLParameters(url)
+                    params.connection_attempts, params.socket_timeout = 1, timeout_s
+                    params.stack_timeout = timeout_s + 1
+                    nodes.append(params)
+                pika.BlockingConnection(nodes).close()
             return True, "ok"
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             return False, f"{type(exc).__name__}: {exc}"[:300]

@@ -82,6 +82,18 @@ class Services:
     def session_revoked(self, session_id: str) -> bool:
         return self.limiter_client.zscore(REVOKED_SESSIONS, session_id) is not None
 
+    def pausable_broker(self, queue: str) -> Any:
+        """The broker, if it can pause ``queue`` (Redis; RabbitMQ with its control Redis) and knows it; else None."""
+        from worker_contracts import CONTRACTS
+
+        from worker_service.brokers.rabbitmq import ReliableRabbitmqBroker
+
+        broker = self.broker
+        if isinstance(broker, ReliableRabbitmqBroker):
+            known = {q for q, _ in CONTRACTS.values()} | broker.registered_queues()
+            return broker if broker.pauses is not None and queue in known else None
+        return self.redis_broker(queue)
+
     def redis_broker(self, queue: str) -> Any:
         """The Redis broker, if ``queue`` is one the contracts or a worker of the fleet declared; else None."""
         from worker_contracts import CONTRACTS

@@ -25,6 +25,13 @@ class FakeBroker:
         self.calls.append("recover")
         return 1, 7
 
+    def drain_dead_lettered(self) -> int:
+        self.calls.append("drain")
+        return 0
+
+    def stop_deliveries(self) -> None:
+        self.calls.append("stop deliveries")
+
     def mark_started(self, message) -> None:
         self.calls.append(f"mark {message.message_id}")
 
@@ -36,7 +43,13 @@ class FakeBroker:
 def test_a_round_heartbeats_registers_and_recovers():
     broker = FakeBroker()
     assert Recovery(interval_ms=100).run_once(broker) == (1, 7)  # type: ignore[arg-type]
-    assert broker.calls == ["heartbeat", "register_queues", "report", "recover"]
+    assert broker.calls == ["heartbeat", "register_queues", "report", "drain", "recover"]
+
+
+def test_a_graceful_shutdown_first_tells_the_broker_to_stop_taking_deliveries():
+    broker = FakeBroker()
+    Recovery(interval_ms=100).before_worker_shutdown(broker, None)  # type: ignore[arg-type]
+    assert broker.calls == ["stop deliveries"]
 
 
 def test_each_round_reports_what_the_process_is_running():

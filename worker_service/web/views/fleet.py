@@ -88,9 +88,9 @@ def set_paused(queue: str, action: str) -> tuple[int, dict[str, Any]]:
     """Pause or resume a queue for the whole fleet (its messages are not started meanwhile); audited."""
     from worker_service.database import AuditEntry, session
 
-    broker = services().redis_broker(queue)
+    broker = services().pausable_broker(queue)
     if broker is None:
-        return 404, {"error": f"unknown queue {queue} (or not a Redis broker: pausing needs one)"}
+        return 404, {"error": f"unknown queue {queue} (or no Redis to keep the pause in)"}
     changed = broker.set_paused(queue, action == "pause")
     with session(transaction=True):
         AuditEntry.create(who=principal().audit_name, action=f"queue-{action}", target=queue, count=int(changed))
