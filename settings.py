@@ -97,7 +97,8 @@ class Settings(BaseSettings):
                                                 "time limit makes /healthz fail (the process is wedged)")
     reconcile_interval_seconds: float = Field(60.0, gt=0, description="how often the reconciler looks for stuck records")
     reconcile_grace_seconds: float = Field(300.0, gt=0,
-                                           description="a non-terminal record with no message this long is repaired")
+                                           description="a record under way whose lease expired this long ago, "
+                                                       "with no message for it, is repaired")
     metrics_port: int = Field(9191, ge=0, le=65535, description="worker /metrics, /healthz, /readyz port (0: off); "
                               "`worker run` of every group gives group i METRICS_PORT+i")
     metrics_dir: str = Field("var/metrics", description="prometheus-client multiprocess directory; each group uses "

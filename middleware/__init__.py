@@ -3,7 +3,7 @@
 ``build_stack(settings)`` returns the middleware in the order the design
 pins (before-hooks run in this order, after-hooks in reverse):
 
-1. context (log fields,      5. status tracking
+1. context (log fields,      5. status tracking, leases of running records
    trace spans)
 2. metrics, throughput      6. time limit (soft; the hard limit: runtime.hardlimit)
 3. validation                7. retries
@@ -19,6 +19,7 @@ from dramatiq.middleware import CurrentMessage, Middleware, TimeLimit
 from middleware.context import LogContext
 from middleware.deadletters import DeadLetters
 from middleware.hardlimit import PrewarmChildren
+from middleware.leases import Leases
 from middleware.liveness import Liveness
 from middleware.metrics import Metrics
 from middleware.outcome_events import EventDelivery
@@ -59,6 +60,8 @@ def build_stack(settings: Settings) -> list[Middleware]:
             "kommo": Limit(settings.kommo_rps * settings.ratelimit_safety_factor, settings.kommo_burst),
         })),
         StatusTracking(),
+        # renewed three times per grace: a slow message is never taken for a lost one
+        Leases(interval_s=max(1.0, min(settings.reconcile_grace_seconds / 3, 60.0))),
         TimeLimit(time_limit=settings.assets_time_limit_seconds * 1000, interval=1000),
         Retries(max_attempts=settings.assets_max_attempts, retry_hours=settings.assets_retry_hours,
                 backoff_base_ms=settings.retry_backoff_base_ms, backoff_max_ms=settings.retry_backoff_max_ms,

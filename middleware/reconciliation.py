@@ -5,8 +5,8 @@ Hooks: ``after_worker_boot`` (starts the thread), ``after_worker_shutdown``
 broker for the ``reconciler`` lease (three intervals long, renewed by its
 holder each round); only the holder runs a round, so the fleet reconciles
 once per interval whatever its size, and another process takes over within
-three intervals when the holder dies.  A broker that cannot list its
-messages (RabbitMQ) never grants the lease.  No actor options.
+three intervals when the holder dies (on RabbitMQ the lease lives in the
+control Redis, RATELIMIT_REDIS_URL).  No actor options.
 """
 
 from __future__ import annotations
@@ -66,8 +66,6 @@ class Reconciliation(Middleware):
             try:
                 if not broker.take_lease("reconciler", self.holder, int(self.interval_s * 3000)):
                     continue
-                if reconciler.run_once() is None:
-                    logger.info("The broker cannot list its messages: the reconciler is off in this fleet.")
-                    return
+                reconciler.run_once()
             except Exception as exc:  # noqa: BLE001 - an outage must not end the loop
                 logger.warning("Reconciliation round failed: %s", exc)

@@ -2,14 +2,25 @@
 
 A broker can lose messages the database still waits for: a Redis failover
 with asynchronous replication, a restore from an older AOF, an operator's
-``FLUSHDB``, a send that failed after the status was written.  Every
-``RECONCILE_INTERVAL_SECONDS`` one process of the fleet (the holder of a
-Redis lease) looks for records that are not terminal and have not changed
-for ``RECONCILE_GRACE_SECONDS``, lists every message present on the tracked
-queues (queued, delayed, or held by a worker, alive or dead: the broker
-keeps a payload until its ack), and repairs a record only when no message
-for it was found in *two consecutive rounds* (one scan is not a snapshot: a
-message moving from a delay queue to its queue can be missed once).
+``FLUSHDB`` or ``queue.purge``, a send that failed after the status was
+written.  Every ``RECONCILE_INTERVAL_SECONDS`` one process of the fleet (the
+holder of a lease in Redis) looks, per track, at the records whose lease
+expired ``RECONCILE_GRACE_SECONDS`` ago (database.tracks: set at every
+transition, renewed while the message runs, cleared when terminal; found
+through an index, so a round costs what the expired leases cost, whatever
+the backlog) and asks the broker how many messages its queue holds
+(queued, delayed or held by a worker on Redis; ready, delayed or parked on
+RabbitMQ):
+
+* none: every such record has lost its message;
+* a few (at most :data:`SCAN_LIMIT`, on Redis): the queue is read, and a
+  record is missing when no message for it is there;
+* more, or on RabbitMQ, which cannot list a queue: nothing is decided this
+  round; its backlog may hold them.
+
+A record is repaired only when found missing in *two consecutive rounds*
+(one look is not a snapshot: a message moving from a delay queue to its
+queue can be missed once).
 
 Repair: the message is rebuilt from what the record keeps (source,
 filename, content type, CRM lead, generation) and enqueued in the record's
@@ -36,7 +47,7 @@ from dramatiq.message import Message
 from worker_contracts.sender import InvalidPayload, validate_payload
 
 from worker_service.database import Asset, AuditEntry, session, utcnow
-from worker_service.database.tracks import TRACKS, Generation, mark_lost
+from worker_service.database.tracks import TRACKS, Generation, Track, mark_lost
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +55,8 @@ MAX_REBUILDS = 3
 #: the actor that does each track's work, by its pinned contract name
 ACTORS = {"asset": ("process_asset", "assets"), "knowledge": ("extract_knowledge", "knowledge")}
 CANDIDATE_LIMIT = 1000
+#: the largest backlog read whole to tell which expired records still have a message (Redis)
+SCAN_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -130,28 +143,25 @@ def rebuild_message(candidate: Candidate, rebuilds: int) -> Message:
                    options={"generation": gen_ts, "budget_started_at": now, "reconciled": rebuilds + 1})
 
 
-def load_candidates(grace_s: float, limit: int = CANDIDATE_LIMIT) -> list[Candidate]:
+def load_candidates(track: Track, grace_s: float, limit: int = CANDIDATE_LIMIT) -> list[Candidate]:
+    """The records of ``track`` under way whose lease expired ``grace_s`` ago, oldest first (an index range)."""
     cutoff = utcnow() - timedelta(seconds=grace_s)
-    out: list[Candidate] = []
     with session():
-        for track in TRACKS.values():
-            rows = (Asset.select().where(track.col("status").in_(track.active), Asset.updated_at < cutoff)
-                    .order_by(Asset.updated_at).limit(limit))
-            for row in rows:
-                out.append(Candidate(
-                    track=track.name, asset_id=row.asset_id, status=getattr(row, f"{track.prefix}status"),
-                    generation=(int(getattr(row, f"{track.prefix}gen_ts") or 0),
-                                str(getattr(row, f"{track.prefix}gen_id") or "")),
-                    source=row.source, filename=row.filename, content_type=row.content_type,
-                    crm_lead_id=row.crm_lead_id, asset_status=row.status))
-    return out
+        rows = (Asset.select().where(track.col("lease_at") < cutoff, track.col("status").in_(track.active))
+                .order_by(track.col("lease_at")).limit(limit))
+        return [Candidate(
+            track=track.name, asset_id=row.asset_id, status=getattr(row, f"{track.prefix}status"),
+            generation=(int(getattr(row, f"{track.prefix}gen_ts") or 0), str(getattr(row, f"{track.prefix}gen_id") or "")),
+            source=row.source, filename=row.filename, content_type=row.content_type, crm_lead_id=row.crm_lead_id,
+            asset_status=row.status) for row in rows]
 
 
 class Reconciler:
     """One round of reconciliation against a broker (see the module docstring).
 
     Parameters:
-      broker: a :class:`brokers.settle.ReliableBroker` (its ``tracked_messages`` lists what is present).
+      broker: a :class:`brokers.settle.ReliableBroker` (``backlog`` counts a queue's messages; ``tracked_messages``
+        lists them, where it can).
       client: Redis client for the round-to-round state (suspects, rebuild counts).
       grace_s(float): RECONCILE_GRACE_SECONDS.
       interval_s(float): RECONCILE_INTERVAL_SECONDS (the state expires after a few rounds without one).
@@ -171,11 +181,11 @@ class Reconciler:
         self.suspects_key = f"{namespace}:__reconcile_suspects__"
         self.rebuilds_key = f"{namespace}:__reconcile_rebuilds__"
 
-    def present(self) -> set[tuple[str, str]] | None:
+    def present(self, queue: str) -> set[tuple[str, str]] | None:
+        """(track, asset id) of every tracked message in ``queue``; None when the broker cannot list it."""
         tracked = {name: actor.options.get("status_track") for name, actor in self.broker.actors.items()
                    if actor.options.get("status_track")}
-        queues = {self.broker.actors[name].queue_name for name in tracked}
-        messages = self.broker.tracked_messages(sorted(queues))
+        messages = self.broker.tracked_messages([queue])
         if messages is None:
             return None
         found: set[tuple[str, str]] = set()
@@ -202,24 +212,39 @@ class Reconciler:
                         extra={"purged": purged})
         return purged
 
-    def run_once(self) -> list[Repair] | None:
-        """One round; None when the broker cannot list its messages."""
+    def run_once(self) -> list[Repair]:
+        """One round over every track."""
         self.purge_expired()
-        candidates = load_candidates(self.grace_s)
+        repairs: list[Repair] = []
+        for track in TRACKS.values():
+            repairs += self.reconcile(track)
+        return repairs
+
+    def reconcile(self, track: Track) -> list[Repair]:
+        suspects_key = f"{self.suspects_key}.{track.name}"
+        candidates = load_candidates(track, self.grace_s)
         if not candidates:
-            self.client.delete(self.suspects_key)
+            self.client.delete(suspects_key)
             return []
-        present = self.present()
+        queue = ACTORS[track.name][1]
+        backlog = self.broker.backlog(queue)
+        present: set[tuple[str, str]] | None = set()
+        if backlog > SCAN_LIMIT:
+            present = None
+        elif backlog:
+            present = self.present(queue)
         if present is None:
-            return None
-        suspects = {k.decode(): int(v) for k, v in self.client.hgetall(self.suspects_key).items()}
+            logger.info("%d %s record(s) past their lease; %s holds %d message(s) that may include theirs: "
+                        "looked at again next round.", len(candidates), track.name, queue, backlog)
+            return []
+        suspects = {k.decode(): int(v) for k, v in self.client.hgetall(suspects_key).items()}
         rebuilds = {k.decode(): int(v) for k, v in self.client.hgetall(self.rebuilds_key).items()}
         repairs, next_suspects = decide(candidates, present, suspects, rebuilds, int(time.time() * 1000))
         pipe = self.client.pipeline()
-        pipe.delete(self.suspects_key)
+        pipe.delete(suspects_key)
         if next_suspects:
-            pipe.hset(self.suspects_key, mapping=next_suspects)
-            pipe.pexpire(self.suspects_key, int(self.interval_s * 3000))
+            pipe.hset(suspects_key, mapping=next_suspects)
+            pipe.pexpire(suspects_key, int(self.interval_s * 3000))
         pipe.execute()
         for repair in repairs:
             self.apply(repair, rebuilds.get(repair.candidate.key, 0))
@@ -236,8 +261,8 @@ class Reconciler:
             self.client.hincrby(self.rebuilds_key, candidate.key, 1)
             self.client.expire(self.rebuilds_key, 7 * 86_400)
             with session(transaction=True):
-                # Not picked again before its grace passes, unless the rebuilt message is lost too.
-                (Asset.update({Asset.updated_at: utcnow()})
+                # A new lease: not picked again before its grace passes, unless the rebuilt message is lost too.
+                (Asset.update({track.col("lease_at"): utcnow()})
                  .where(Asset.asset_id == candidate.asset_id, track.col("status").in_(track.active)).execute())
                 self._audit(repair, message.message_id)
         else:

@@ -246,3 +246,69 @@ def test_a_three_node_cluster_loses_the_leader_of_the_queue_and_loses_nothing(tm
         assert duplicates <= threads * 2  # at most what the worker held unacknowledged (its prefetch)
     finally:
         cluster.close()
+
+
+def test_the_reconciler_repairs_what_a_purge_lost_and_leaves_slow_and_delayed_work_alone(rabbit_node, rabbit_env,
+                                                                                        start_worker):
+    """Two assets mid-run when their worker dies, then their queue purged behind the fleet's back, and a record
+    whose message never arrived: each is rebuilt from its record once its lease has expired in two rounds.  A
+    slow message in flight (its lease renewed by its worker) and a delayed retry (leased to its next attempt)
+    are never touched, though RabbitMQ cannot list its queues."""
+    import sqlite3
+
+    from worker_contracts import build_message, validate_payload
+
+    from tests.support.gatedorigin import GatedOrigin
+    from worker_service.database import Asset, init_database, session, utcnow
+
+    def statuses() -> dict[str, tuple[str, str | None]]:
+        with sqlite3.connect(env["DATABASE_URL"].removeprefix("sqlite:///"), timeout=30) as conn:
+            return {a: (s, c) for a, s, c in conn.execute("select asset_id, status, error_code from asset")}
+
+    def send_asset(name: str) -> None:
+        kwargs = validate_payload("process_asset", {"asset_id": name, "source": f"{origin.url}/{name}"})
+        broker.enqueue(Message(**{**build_message("process_asset", kwargs), "args": ()}))
+
+    origin = GatedOrigin()
+    env = {**rabbit_env, "FETCH_ALLOW_HTTP": "true", "FETCH_ALLOWLIST": "127.0.0.1",
+           "FETCH_READ_TIMEOUT_SECONDS": "120", "RECONCILE_INTERVAL_SECONDS": "1", "RECONCILE_GRACE_SECONDS": "3",
+           "RETRY_BACKOFF_BASE_MS": "300000", "RETRY_BACKOFF_MAX_MS": "600000"}
+    assert run_cli(env, "migrate").returncode == 0
+    broker = broker_for(env)
+    # the slow message runs past this node's 5 s consumer_timeout, which would redeliver it (docs/operations.rst)
+    rabbit_node.set_consumer_timeout(120_000)
+    try:
+        origin.hold("p0", "p1")
+        first = start_worker(env=env, threads=4)
+        for name in ("p0", "p1"):
+            send_asset(name)
+        wait_for(lambda: [s for s, _ in statuses().values()].count("processing") == 2, 30, 0.2, "2 processing")
+        first.kill_tree()  # RabbitMQ puts both back in the queue...
+        wait_for(lambda: queue_rows_messages(broker, "assets") == 2, 30, 0.2, "both back in the queue")
+        vhost = env["BROKER_URL"].rsplit("/", 1)[1]
+        rabbit_node.rabbitmqctl(rabbit_node.ports[0], "purge_queue", "-p", vhost, "assets")  # ... and loses them
+        init_database(env["DATABASE_URL"])
+        with session():
+            Path(env["STORAGE_ROOT"], "r0.txt").write_text("received document r0\n" * 10)
+            Asset.create(asset_id="r0", status="received", source="file:r0.txt", updated_at=utcnow())
+        origin.release("p0", "p1")
+        origin.hold("slow")
+        origin.fail("retry")
+        start_worker(env=env, threads=4)
+        send_asset("slow")
+        send_asset("retry")
+        lost = ("p0", "p1", "r0")
+        wait_for(lambda: all(statuses().get(a, ("",))[0] == "extracted" for a in lost), 60, 0.5,
+                 "every lost record extracted")
+        time.sleep(6)  # several more rounds, each past the 3 s grace of the slow and the delayed record
+        now = statuses()
+        assert now["slow"] == ("processing", None) and now["retry"][0] == "retrying"
+        assert (origin.hits["slow"], origin.hits["retry"]) == (1, 1)  # never rebuilt, never run twice
+        audit = json.loads(run_cli(env, "dlq", "audit", "--json").stdout)
+        assert sorted(a["target"] for a in audit if a["action"] == "reconcile-requeued") == sorted(lost)
+        origin.release("slow")
+        wait_for(lambda: statuses()["slow"][0] == "extracted", 30, 0.3, "the slow one extracted")
+    finally:
+        rabbit_node.set_consumer_timeout(CONSUMER_TIMEOUT_MS)
+        origin.close()
+        broker.close()

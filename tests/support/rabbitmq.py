@@ -125,6 +125,12 @@ class RabbitCluster:
         out = self.rabbitmqctl(self.ports[0], "cluster_status", "--formatter", "json")
         return len(json.loads(out).get("running_nodes", []))
 
+    def set_consumer_timeout(self, ms: int) -> None:
+        """Every node's consumer_timeout, for the channels opened from now on."""
+        for port in self.ports:
+            if self.processes[port].poll() is None:
+                self.rabbitmqctl(port, "eval", f"application:set_env(rabbit, consumer_timeout, {int(ms)}).")
+
     def add_vhost(self, vhost: str) -> None:
         self.rabbitmqctl(self.ports[0], "add_vhost", vhost)
         self.rabbitmqctl(self.ports[0], "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")

@@ -38,7 +38,8 @@ def store_result(asset_id: str, generation: tuple[int, str], *, result: dict[str
                                 ocr_languages=result.get("ocr_languages"),
                                 no_text_reason="ocr_unavailable" if no_text and result.get("ocr_unavailable") else None,
                                 extract_seconds=round(seconds, 4), updated_at=utcnow(),
-                                knowledge_status="pending", knowledge_error_code=None, knowledge_error_message=None)
+                                knowledge_status="pending", knowledge_error_code=None, knowledge_error_message=None,
+                                knowledge_lease_at=utcnow())
                    .where(Asset.asset_id == asset_id, Asset.gen_ts == gen_ts, Asset.gen_id == gen_id).execute())
         if not changed:
             logger.info("Not storing results of %s: a newer generation owns the asset.", asset_id)

@@ -262,13 +262,34 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
         sink.record(message, dead)
 
     def take_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
-        return False
+        """A fleet-wide lease in the control Redis (the reconciler's); never granted without one."""
+        if self.control is None:
+            return False
+        from worker_service.brokers.lua import SCRIPTS
+
+        return bool(self.control.eval(SCRIPTS["lease"], 1, f"{self.namespace}:__lease__.{name}", holder, ttl_ms))
+
+    def backlog(self, queue_name: str) -> int:
+        """Messages ready in ``queue_name`` (what its consumers have yet to take).  Delayed and parked messages
+        belong to retries, whose leases run to their next attempt; deliveries held unacknowledged are not counted
+        (AMQP does not tell), which is why workers renew the leases of what they hold (middleware.leases)."""
+        try:
+            return int(self.channel.queue_declare(queue_name, passive=True).method.message_count)
+        except _AMQP_ERRORS as exc:
+            del self.connection
+            if getattr(exc, "reply_code", None) == 404:
+                return 0  # never declared: holds nothing
+            raise ConnectionClosed(exc) from None
+
+    def held_messages(self) -> list[MessageProxy]:
+        """Messages this process took from main queues and has not settled (prefetched or running)."""
+        return [proxy for consumer in list(self.live_consumers) for proxy in list(consumer.held.values())]
 
     def report_worker(self, info: dict[str, Any]) -> None:
         return None  # the overview lists Redis fleets only (README, Known limits)
 
     def tracked_messages(self, queues: Iterable[str]) -> None:
-        """RabbitMQ cannot list a queue without consuming it: the queue-scanning reconciler stays off."""
+        """RabbitMQ cannot list a queue without consuming it (the reconciler then waits for an empty queue)."""
         return None
 
     # --- pausing ----------------------------------------------------------------------------
@@ -293,6 +314,7 @@ class ReliableRabbitmqConsumer(_RabbitmqConsumer):
         self.inactivity_s = timeout / 1000
         self.subscribed = True
         self.stopping = False  # set from another thread by the broker's stop_deliveries
+        self.held: dict[int, MessageProxy] = {}  # delivery tag -> message taken and not settled (main queues)
         broker.live_consumers.add(self)
 
     def ack(self, message: MessageProxy) -> None:
@@ -302,6 +324,7 @@ class ReliableRabbitmqConsumer(_RabbitmqConsumer):
                 self.broker.publish_successor(successor)
             except Exception as exc:
                 raise ConnectionClosed(exc) from None
+        self.held.pop(message._tag, None)
         super().ack(message)
 
     def nack(self, message: MessageProxy) -> None:
@@ -337,6 +360,7 @@ class ReliableRabbitmqConsumer(_RabbitmqConsumer):
 
     def close(self) -> None:
         self.broker.live_consumers.discard(self)
+        self.held.clear()
         if not self.is_delay_queue and self.subscribed:
             try:
                 self._hand_back_buffered()
@@ -400,6 +424,8 @@ class ReliableRabbitmqConsumer(_RabbitmqConsumer):
             return None
         proxy = _RabbitmqMessage(method.redelivered, method.delivery_tag, message)
         self.known_tags.add(method.delivery_tag)
+        if not self.is_delay_queue:
+            self.held[method.delivery_tag] = proxy
         pending = message.options.get(PENDING_DEAD_LETTER)
         if pending and self.broker.dead_letter_sink is not None and not self.is_delay_queue:
             # Dead already; only its row was missing (database outage): store it, never run the actor again.

@@ -201,6 +201,16 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         """The queues paused fleet-wide (brokers.pausing)."""
         return self.pauses.current()
 
+    def held_messages(self) -> list[MessageProxy]:
+        return []  # the reconciler reads what workers hold from Redis itself
+
+    def backlog(self, queue_name: str) -> int:
+        """Messages of ``queue_name`` anywhere: queued, delayed or held by a worker (payloads stay until the ack)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hlen(self.key(f"{queue_name}.msgs"))
+        pipe.hlen(self.key(f"{queue_name}.DQ.msgs"))
+        return int(sum(pipe.execute()))
+
     def waiting_count(self, queue_name: str) -> int:
         """Messages a purge of ``queue_name`` would delete: waiting in it or in its delay queue."""
         pipe = self.client.pipeline(transaction=False)

@@ -89,9 +89,16 @@ class ReliableBroker(Protocol):
     def mark_started(self, message: MessageProxy) -> None:
         """Note that ``message`` is about to run (a death now counts as a crash)."""
 
+    def backlog(self, queue_name: str) -> int:
+        """How many messages ``queue_name`` holds that a record under way may be waiting for (the reconciler's
+        first question)."""
+
+    def held_messages(self) -> list[MessageProxy]:
+        """Messages this process holds that the broker cannot report itself (their records' leases are renewed)."""
+
     def tracked_messages(self, queues: Iterable[str]) -> Iterable[dict[str, Any]] | None:
         """Every message present in ``queues`` (queued, delayed or held by a worker), decoded;
-        ``None`` when this broker cannot list them (the reconciler then stays off)."""
+        ``None`` when this broker cannot list them."""
 
     def take_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
         """Take or renew a fleet-wide lease; True while ``holder`` owns it."""

@@ -92,6 +92,17 @@ def _v9_documents(db: peewee.Database) -> None:
     _add_missing_columns(db, KnowledgeRelation, ["pages"])
 
 
+def _v10_leases(db: peewee.Database) -> None:
+    _add_missing_columns(db, Asset, ["lease_at", "knowledge_lease_at"])
+    for column in ("lease_at", "knowledge_lease_at"):  # the names peewee gives the indexes of a fresh database
+        db.execute_sql(f"CREATE INDEX IF NOT EXISTS asset_{column} ON asset ({column})")
+    # the records under way get a lease from their last change; finished ones have none
+    db.execute_sql("UPDATE asset SET lease_at = updated_at WHERE status IN ('received', 'processing', 'retrying')")
+    db.execute_sql("UPDATE asset SET lease_at = NULL WHERE status NOT IN ('received', 'processing', 'retrying')")
+    db.execute_sql("UPDATE asset SET knowledge_lease_at = updated_at "
+                   "WHERE knowledge_status IN ('pending', 'processing', 'retrying')")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "base: assets, asset texts, dead letters, audit log", _v1_base),
     (2, "knowledge graph entities, relations, LLM usage", _v2_knowledge),
@@ -104,6 +115,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (8, "named dashboard users with roles", _v8_users),
     (9, "assets: pages read by OCR, its languages, why a document has no text; the pages of graph entities and "
         "relations", _v9_documents),
+    (10, "leases of the records under way (reconciliation without a queue scan)", _v10_leases),
 ]
 
 

@@ -85,6 +85,10 @@ class Asset(BaseModel):
     ocr_pages = peewee.IntegerField(null=True)  # pages (or images) read by OCR in the last extraction
     ocr_languages = peewee.CharField(null=True)  # OCR_LANGUAGES of that extraction, when it OCRed anything
     no_text_reason = peewee.CharField(null=True)  # why no_text: "ocr_unavailable" when OCR was needed and missing
+    # Each track's lease (reconciliation): while not terminal, its message is presumed alive until
+    # RECONCILE_GRACE_SECONDS past this; renewed at each transition and while it runs, cleared when terminal.
+    lease_at = peewee.DateTimeField(null=True, default=utcnow, index=True)
+    knowledge_lease_at = peewee.DateTimeField(null=True, index=True)
 
     PUBLIC_FIELDS = (
         "asset_id", "status", "error_code", "error_message", "attempts", "pages", "chars", "size",

@@ -15,6 +15,13 @@ dead-letter sink (failure, in the dead letter's own transaction) and the
 reconciler (records whose message was lost).  A terminal status records its
 outcome event in the same transaction (database.outbox); every transition adds
 a row to the asset's history (``StatusChange``, ``GET /api/assets/ID/history``).
+
+Leases (``lease_at``, ``knowledge_lease_at``): a record under way presumes its
+message alive until ``RECONCILE_GRACE_SECONDS`` past its lease.  Each
+transition sets it (a retry's to its next attempt), the worker running the
+message renews it (middleware.leases) and a terminal status clears it, so the
+reconciler finds the records to look at through an index, at a cost that
+grows with the expired leases, not with the backlog.
 """
 
 from __future__ import annotations
@@ -129,7 +136,8 @@ def start(track: Track, asset_id: str, kwargs: dict[str, Any], generation: Gener
     _ensure_record(track, asset_id, kwargs, generation)
     now = utcnow()
     values = track.values(status="processing", attempts=attempt, gen_ts=generation[0], gen_id=generation[1],
-                          started_at=now, finished_at=None, error_code=None, error_message=None, next_attempt_at=None)
+                          started_at=now, finished_at=None, error_code=None, error_message=None, next_attempt_at=None,
+                          lease_at=now)
     values[Asset.updated_at] = now
     if track.creates_record:
         values.update({getattr(Asset, k): v for k, v in source_fields(kwargs).items()})
@@ -150,10 +158,14 @@ def finish(track: Track, asset_id: str, generation: Generation, values: dict[pee
     A terminal status also records its outcome event (database.outbox), in the same transaction.
     """
     values = {**values, Asset.updated_at: utcnow()}
+    status = values.get(track.col("status"))
+    if status is not None:
+        # a retry's message is due at its next attempt; a finished record has no message to wait for
+        values[track.col("lease_at")] = ((values.get(track.col("next_attempt_at")) or utcnow())
+                                         if status in track.active else None)
     changed = bool(Asset.update(values)
                    .where(Asset.asset_id == asset_id, track.same(generation), track.col("status") == "processing")
                    .execute())
-    status = values.get(track.col("status"))
     if changed and status is not None:
         _history(track, asset_id, status, attempt, values.get(track.col("error_code")))
         if status in track.terminal:
@@ -172,7 +184,7 @@ def fail(track: Track, asset_id: str, kwargs: dict[str, Any], generation: Genera
     _ensure_record(track, asset_id, kwargs, generation)
     now = utcnow()
     values = track.values(status="failed", gen_ts=generation[0], gen_id=generation[1], error_code=error_code,
-                          error_message=error_message[:4000], finished_at=now, next_attempt_at=None)
+                          error_message=error_message[:4000], finished_at=now, next_attempt_at=None, lease_at=None)
     values[Asset.updated_at] = now
     changed = bool(Asset.update(values)
                    .where(Asset.asset_id == asset_id,
@@ -185,19 +197,28 @@ def fail(track: Track, asset_id: str, kwargs: dict[str, Any], generation: Genera
     return changed
 
 
+def renew_leases(track: Track, asset_ids: list[str], *, status: str | None = "processing") -> int:
+    """The messages of these records are alive (running; or held, put back: ``status=None``): their leases start
+    again now, for the records still under way (in ``status``, when given)."""
+    if not asset_ids:
+        return 0
+    condition = track.col("status") == status if status else track.col("status").in_(track.active)
+    return int(Asset.update(track.values(lease_at=utcnow())).where(Asset.asset_id.in_(asset_ids), condition).execute())
+
+
 def mark_lost(track: Track, asset_id: str, generation: Generation, error_message: str,
               stale_before: datetime) -> bool:
     """End a record whose message is gone and cannot be rebuilt: ``failed`` / ``message_lost``.
 
-    Only if it is still this generation, not terminal, and unchanged since ``stale_before``.
+    Only if it is still this generation, not terminal, and its lease not renewed since ``stale_before``.
     """
     now = utcnow()
     values = track.values(status="failed", error_code="message_lost", error_message=error_message[:4000],
-                          finished_at=now, next_attempt_at=None)
+                          finished_at=now, next_attempt_at=None, lease_at=None)
     values[Asset.updated_at] = now
     changed = bool(Asset.update(values)
                    .where(Asset.asset_id == asset_id, track.same(generation), track.col("status").in_(track.active),
-                          Asset.updated_at <= stale_before)
+                          track.col("lease_at") <= stale_before)
                    .execute())
     if changed:
         _history(track, asset_id, "failed", None, "message_lost")
