@@ -23,7 +23,7 @@ def _broker(env: dict[str, str]) -> Any:
     from worker_service.brokers import build_broker
 
     fields = {key.lower(): value for key, value in env.items() if key.lower() in Settings.model_fields}
-    return build_broker(Settings(_env_file=None, **fields), [])  # type: ignore[call-arg]
+    return build_broker(Settings.model_validate(fields), [])
 
 
 def _send(broker: Any, count: int, start: int = 0) -> None:
