@@ -93,6 +93,7 @@ class Recovery(Middleware):
         # the dashboard would call the queue unknown).  The rounds keep registering, so a failure here waits.
         try:
             reliable(broker).register_queues()
+            reliable(broker).heartbeat()  # before the first fetch, so what it fetches is recoverable at once
         except Exception as exc:  # noqa: BLE001 - Redis down at boot: the consumers cannot fetch either
             logger.warning("Could not register this process's queues before starting: %s", exc)
 

@@ -29,11 +29,14 @@ What it changes, and why no middleware hook could do it:
 * ``heartbeat`` is sent by a thread, so a worker whose threads are all busy
   (full prefetch, no broker traffic) is not mistaken for a dead one.
 * The consumer never sleeps a growing backoff while work waits: an idle
-  consumer blocks in Redis until a message arrives (``BLMOVE`` of the queue
-  onto itself, a rotation that changes nothing, needs Redis >= 6.2), and a
-  consumer whose prefetch is full sleeps until settles free a quarter of it.
-  Dramatiq's consumer sleeps up to ``worker_timeout`` (1 s) in both cases,
-  which costs throughput and send-to-start latency.
+  consumer (of a queue or a delay queue) blocks in Redis until a message
+  arrives: ``BLMOVE`` of the queue onto this process's landing list hands
+  each message to one waiting consumer and wakes no other, so the Redis
+  work per message does not grow with the number of idle consumers (needs
+  Redis >= 6.2); a consumer whose prefetch is full sleeps until settles free
+  a quarter of it.  Dramatiq's consumer sleeps up to ``worker_timeout`` (1 s)
+  in both cases, which costs throughput and send-to-start latency, and wakes
+  every consumer of a queue for each message.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ import dramatiq
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff, current_millis
+from dramatiq.common import current_millis
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.logging import get_logger
 from dramatiq.message import Message
@@ -306,15 +309,19 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         """Ack ``redis_id`` (and enqueue ``successor`` atomically); False if this worker no longer held it."""
         return bool(self.batches.submit(self._settle_op(queue_name, redis_id, successor)))
 
-    def settle_later(self, queue_name: str, redis_id: str, successor: Successor | None) -> None:
-        """``settle`` without waiting: the group committer writes it, retrying through Redis outages."""
-        self.batches.submit_detached(self._settle_op(queue_name, redis_id, successor))
+    def settle_later(self, queue_name: str, redis_id: str, successor: Successor | None, *,
+                     crashed: bool = True) -> None:
+        """``settle`` without waiting: the group committer writes it, retrying through Redis outages.
+        ``crashed=False``: the message came with no crash count, so there is none to forget."""
+        self.batches.submit_detached(self._settle_op(queue_name, redis_id, successor, crashed=crashed))
 
-    def _settle_op(self, queue_name: str, redis_id: str, successor: Successor | None) -> _BatchOp:
+    def _settle_op(self, queue_name: str, redis_id: str, successor: Successor | None, *,
+                   crashed: bool = True) -> _BatchOp:
+        kind = "settle" if crashed else "settle-clean"
         if successor is None:
-            return ("settle", queue_name, redis_id, "", "", b"")
+            return (kind, queue_name, redis_id, "", "", b"")
         prepared = self.prepare_enqueue(successor.message, successor.delay_ms)
-        return ("settle", queue_name, redis_id, prepared.queue_name, prepared.options["redis_message_id"],
+        return (kind, queue_name, redis_id, prepared.queue_name, prepared.options["redis_message_id"],
                 prepared.encode())
 
     def flush_settles(self, timeout_s: float = 10.0) -> None:
@@ -387,22 +394,28 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
             self.logger.warning("Could not give back %d held messages of %s (%s); retrying on the next fetch.",
                                 len(ids), queue_name, exc)
 
-    def fetch(self, queue_name: str, count: int) -> list[Any]:
-        return self.reliable_scripts["fetch"](
-            args=[self.namespace, queue_name, self.broker_id, current_millis(), count])
+    def fetch(self, queue_name: str, count: int, landed: int = 0) -> list[Any]:
+        """Up to ``count`` messages: the ``landed`` ones a wait moved onto this process's landing list, then from
+        the head of the queue (lua/fetch.lua); flat: id, payload, crash count."""
+        return self.reliable_scripts["fetch"](args=[self.namespace, queue_name, self.broker_id, landed, count])
 
-    def wait_for_message(self, queue_name: str, timeout_s: float) -> None:
-        """Block until ``queue_name`` holds a message or ``timeout_s`` passes; takes nothing.
+    def landing_key(self, queue_name: str) -> str:
+        return self.key(f"__landing__.{self.broker_id}.{queue_name}")
 
-        ``BLMOVE q q LEFT LEFT`` pops the head and pushes it back in one step, so the queue is
-        unchanged and nothing is in flight outside it if this worker dies while waiting.  A
-        server without BLMOVE (Redis < 6.2) gets polled every ``idle_poll_ms`` instead.
+    def wait_for_message(self, queue_name: str, timeout_s: float) -> bool:
+        """Block until a message arrives in ``queue_name``; True when one landed for this caller (or, without
+        BLMOVE, when it is time to look again), False when the time-out passed with nothing.
+
+        ``BLMOVE q landing LEFT RIGHT`` hands each pushed id to exactly one waiting consumer, onto this process's
+        landing list (so it is never only in flight: recovery gives back a dead process's landing lists), and
+        wakes no other: one wake-up per message however many consumers wait.  A server without BLMOVE
+        (Redis < 6.2) gets polled every ``idle_poll_ms`` instead.
         """
         if self.can_block:
-            key = self.key(queue_name)
             try:
-                self.client.blmove(key, key, timeout_s, "LEFT", "LEFT")  # type: ignore[arg-type]  # Redis takes a float
-                return
+                moved = self.client.blmove(self.key(queue_name), self.landing_key(queue_name), timeout_s,  # type: ignore[arg-type]  # Redis takes a float
+                                           "LEFT", "RIGHT")
+                return moved is not None
             except redis.ResponseError as exc:
                 if "unknown command" not in str(exc).lower():
                     raise
@@ -410,6 +423,17 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
                 self.logger.warning("Redis has no BLMOVE (%s): idle consumers poll every %d ms instead.",
                                     exc, self.idle_poll_ms)
         time.sleep(self.idle_poll_ms / 1000)
+        return True
+
+    def return_landed(self, queue_name: str) -> int:
+        """Ids left on this process's landing list of ``queue_name`` (a consumer closed between a wait and its
+        fetch) go back to the head of the queue, in order; how many."""
+        if not self.can_block:
+            return 0
+        moved = 0
+        while self.client.lmove(self.landing_key(queue_name), self.key(queue_name), "RIGHT", "LEFT") is not None:
+            moved += 1
+        return moved
 
     @property
     def longest_block_s(self) -> float:
@@ -439,7 +463,14 @@ class ReliableRedisConsumer(_RedisConsumer):
         # Every message handed to a worker thread and not yet settled: message id -> Redis id (what the broker's
         # acks set should say this consumer holds, checked after a master change).
         self.handed: dict[str, str] = {}
+        self.crashed: set[str] = set()  # Redis ids fetched with a crash count (their settle forgets it)
+        self.landed = 0  # ids a wait moved onto the landing list, for the next fetch to take
+        self.idle = False  # the last look found nothing: wait before fetching again
         broker.live_consumers.add(self)
+        try:
+            broker.return_landed(queue_name)  # what an earlier consumer of this queue left there
+        except _REDIS_ERRORS:
+            pass  # Redis is out: the first fetch fails the same way, and the consumer is restarted
 
     def held_ids(self) -> set[str]:
         """The Redis ids this consumer holds: fetched and not handed out, or handed out and not settled."""
@@ -450,7 +481,9 @@ class ReliableRedisConsumer(_RedisConsumer):
         return len(self.queued_message_ids) + len(self.fetched)
 
     def _settle(self, message: MessageProxy, successor: Successor | None) -> None:
-        self.broker.settle_later(self.queue_name, message.options["redis_message_id"], successor)
+        redis_id = message.options["redis_message_id"]
+        self.broker.settle_later(self.queue_name, redis_id, successor, crashed=redis_id in self.crashed)
+        self.crashed.discard(redis_id)
         self._forget(message)
 
     def _forget(self, message: MessageProxy) -> None:
@@ -505,6 +538,10 @@ class ReliableRedisConsumer(_RedisConsumer):
         self.fetched, self.held_delayed = [], {}
         self.broker.live_consumers.discard(self)
         self.broker.give_back(self.queue_name, leftovers)
+        try:
+            self.broker.return_landed(self.queue_name)
+        except _REDIS_ERRORS as exc:  # the next consumer of this queue in this process, or recovery, returns them
+            self.logger.warning("Could not return the landing list of %s: %s", self.queue_name, exc)
 
     def _reject_raw(self, redis_id: str, body: bytes | None, error: str) -> None:
         sink = self.broker.dead_letter_sink
@@ -547,18 +584,21 @@ class ReliableRedisConsumer(_RedisConsumer):
                     return None
                 if self.broker.orphans:
                     self.broker.give_back(self.queue_name, [])
-                fetched = self.broker.fetch(self.queue_name, room)
-                if fetched:
-                    self.fetched = [(fetched[i].decode(), fetched[i + 1] or None, int(fetched[i + 2]))
-                                    for i in range(0, len(fetched), 3)]
+                if self.landed or not self.idle:
+                    fetched = self.broker.fetch(self.queue_name, room, self.landed)
+                    self.landed = 0
+                    # Fewer than asked: the queue is empty now, so the next look is a wait, not another fetch.
+                    self.idle = len(fetched) < 3 * room
+                    if fetched:
+                        self.fetched = [(fetched[i].decode(), fetched[i + 1] or None, int(fetched[i + 2]))
+                                        for i in range(0, len(fetched), 3)]
+                        continue
+                # Nothing in hand: wait in Redis (delay queues too), woken only by a message for this consumer.
+                # Returning now and then lets the consumer thread notice a shutdown.
+                if self.broker.wait_for_message(self.queue_name, self.block_s):
+                    self.landed, self.idle = (1 if self.broker.can_block else 0), False
                     continue
-                if self.is_delay_queue:
-                    self.misses, backoff_ms = compute_backoff(
-                        self.misses, max_backoff=min(self.timeout, self.broker.idle_poll_ms))
-                    time.sleep(backoff_ms / 1000)
-                else:
-                    # Returning now and then lets the consumer thread notice a shutdown.
-                    self.broker.wait_for_message(self.queue_name, self.block_s)
+                self.idle = True
                 return None
         except _REDIS_ERRORS as exc:
             raise ConnectionClosed(exc) from None
@@ -577,6 +617,8 @@ class ReliableRedisConsumer(_RedisConsumer):
         if message.options.get("redis_message_id") != redis_id:
             message = message.copy(options={"redis_message_id": redis_id})
         proxy = MessageProxy(message)
+        if crashes:
+            self.crashed.add(redis_id)
         if crashes >= self.broker.crash_loop_limit:
             self.logger.error("Message %s killed its worker %d times; dead-lettering it as crash_loop.",
                               message.message_id, crashes)

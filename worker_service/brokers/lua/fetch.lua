@@ -1,19 +1,34 @@
--- Fetch up to N message ids from a queue into this worker's acks set.
+-- Fetch message ids into this worker's acks set, with their payloads and crash counts.
+-- An idle consumer waits with BLMOVE from the queue onto its own landing list, so one waiting consumer, not
+-- all of them, wakes for each message; ``landed`` says how many ids to take from there first.  Up to
+-- ``count`` in all, the rest from the head of the queue.
 -- Returns a flat array: id, payload (false when the payload is gone), crash count.
--- ARGV: namespace, queue_name, broker_id, now_ms, count
-local ns, queue, broker_id, now, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-redis.call("zadd", ns .. ":__heartbeats__", now, broker_id)
-local acks = ns .. ":__acks__." .. broker_id .. "." .. queue
+-- ARGV: namespace, queue_name, broker_id, landed, count
+local ns, queue, broker_id = ARGV[1], ARGV[2], ARGV[3]
+local landed, count = tonumber(ARGV[4]), tonumber(ARGV[5])
 local list = ns .. ":" .. queue
-local msgs = list .. ".msgs"
-local crashes = ns .. ":__crashes__"
-local out = {}
-for i = 1, count do
+local ids = {}
+local landing = ns .. ":__landing__." .. broker_id .. "." .. queue
+for _ = 1, landed do
+    local id = redis.call("lpop", landing)
+    if not id then break end
+    ids[#ids + 1] = id
+end
+while #ids < count do
     local id = redis.call("lpop", list)
     if not id then break end
-    redis.call("sadd", acks, id)
-    table.insert(out, id)
-    table.insert(out, redis.call("hget", msgs, id))
-    table.insert(out, tonumber(redis.call("hget", crashes, id) or "0"))
+    ids[#ids + 1] = id
+end
+if #ids == 0 then
+    return {}
+end
+redis.call("sadd", ns .. ":__acks__." .. broker_id .. "." .. queue, unpack(ids))
+local bodies = redis.call("hmget", list .. ".msgs", unpack(ids))
+local crashes = redis.call("hmget", ns .. ":__crashes__", unpack(ids))
+local out = {}
+for i, id in ipairs(ids) do
+    out[#out + 1] = id
+    out[#out + 1] = bodies[i]
+    out[#out + 1] = tonumber(crashes[i] or "0")
 end
 return out
