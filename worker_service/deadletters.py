@@ -31,6 +31,8 @@ from worker_service.outcome import PENDING_DEAD_LETTER
 
 logger = logging.getLogger(__name__)
 
+#: columns ``distinct`` may read (each has an index)
+DISTINCT_COLUMNS = ("actor", "queue", "error_type", "state")
 ERROR_TYPES = ("invalid_payload", "unknown_actor", "undecodable", "retries_exhausted", "permanent_error",
                "timeout", "memory", "age_limit", "crash_loop", "forbidden")
 #: options that belong to one delivery or one generation and must not survive a requeue
@@ -95,21 +97,37 @@ class DeadLetterStore:
         self.broker = broker
 
     # --- reading ---------------------------------------------------------------
-    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> builtins.list[DeadLetter]:
+    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0,
+             before: int | None = None) -> builtins.list[DeadLetter]:
+        """Newest first.  ``before``: only ids below it (keyset paging: each page costs the same however deep;
+        ``offset`` is kept for old links and API callers, and costs what it skips)."""
+        where = flt.where() if before is None else flt.where() & (DeadLetter.id < before)
         with session():
-            return list(DeadLetter.select().where(flt.where()).order_by(DeadLetter.id.desc())
-                        .limit(limit).offset(offset))
+            return list(DeadLetter.select().where(where).order_by(DeadLetter.id.desc()).limit(limit).offset(offset))
 
-    def count(self, flt: Filter) -> int:
+    def count(self, flt: Filter, *, cap: int | None = None) -> int:
+        """How many match; with ``cap``, counting stops past it (returns ``cap + 1``: "more than cap")."""
+        query = DeadLetter.select(DeadLetter.id).where(flt.where())
         with session():
-            return DeadLetter.select().where(flt.where()).count()
+            return query.count() if cap is None else query.limit(cap + 1).count()
 
-    def counts_by(self, column: str, flt: Filter) -> dict[str, int]:
-        field = getattr(DeadLetter, column)
-        with session():
-            rows = (DeadLetter.select(field, peewee.fn.COUNT(DeadLetter.id).alias("n"))
-                    .where(flt.where()).group_by(field).tuples())
-            return {str(k): int(n) for k, n in rows}
+    def counts_by(self, column: str, flt: Filter, *, cap: int | None = None) -> dict[str, int]:
+        """Per value of ``column`` (those present, read through its index), how many match ``flt``; each count
+        stops past ``cap`` when given."""
+        values = [getattr(flt, column)] if getattr(flt, column, None) else self.distinct(column)
+        counts = {value: self.count(Filter(**{**flt.__dict__, column: value}), cap=cap) for value in values}
+        return {value: n for value, n in counts.items() if n}
+
+    def distinct(self, column: str) -> builtins.list[str]:
+        """The values ``column`` takes, in order: one index probe per value (a loose index scan), not a pass
+        over every row."""
+        if column not in DISTINCT_COLUMNS:
+            raise ValueError(f"not a dead-letter column with an index: {column}")
+        sql = (f"WITH RECURSIVE v(x) AS (SELECT MIN({column}) FROM dead_letter UNION ALL "
+               f"SELECT (SELECT MIN({column}) FROM dead_letter WHERE {column} > v.x) FROM v WHERE v.x IS NOT NULL) "
+               "SELECT x FROM v WHERE x IS NOT NULL")
+        with session() as db:
+            return [str(row[0]) for row in db.execute_sql(sql).fetchall()]
 
     def get(self, dead_letter_id: int) -> DeadLetter | None:
         with session():

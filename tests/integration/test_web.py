@@ -242,6 +242,27 @@ def test_api_bearer_token_requeue_and_audit_trail(web, redis_client):
     assert requests.get(f"{base}/api/dead-letters", headers={"Authorization": "Bearer wrong"}).status_code == 401
 
 
+def test_the_api_pages_by_cursor_and_the_list_page_by_before(web):
+    """Keyset paging: each page an index range however deep; the offset of old callers still works."""
+    base, env = web
+    ids = sorted((_dead_letter(env, tag=f"t{i}") for i in range(7)), reverse=True)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    seen, cursor = [], None
+    while True:
+        page = requests.get(f"{base}/api/dead-letters", params={"limit": 3, **({"cursor": cursor} if cursor else {})},
+                            headers=headers).json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids and page["total"] == 7
+    offset = requests.get(f"{base}/api/dead-letters?limit=3&offset=3", headers=headers).json()
+    assert [item["id"] for item in offset["items"]] == ids[3:6]
+    session, _ = _login(base)
+    older = session.get(f"{base}/dead-letters?before={ids[1]}").text
+    assert f'href="/dead-letters/{ids[2]}"' in older and f'href="/dead-letters/{ids[1]}"' not in older
+
+
 def test_health_metrics_queues_and_asset_api(web, redis_client):
     base, env = web
     _dead_letter(env, actor="process_asset")

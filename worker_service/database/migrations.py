@@ -103,6 +103,12 @@ def _v10_leases(db: peewee.Database) -> None:
                    "WHERE knowledge_status IN ('pending', 'processing', 'retrying')")
 
 
+def _v11_dead_letter_pages(db: peewee.Database) -> None:
+    for columns in (("state", "id"), ("state", "error_type", "id"), ("state", "actor", "id"), ("state", "queue", "id")):
+        # the names peewee gives the indexes of a fresh database
+        db.execute_sql(f"CREATE INDEX IF NOT EXISTS dead_letter_{'_'.join(columns)} ON dead_letter ({', '.join(columns)})")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "base: assets, asset texts, dead letters, audit log", _v1_base),
     (2, "knowledge graph entities, relations, LLM usage", _v2_knowledge),
@@ -116,6 +122,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (9, "assets: pages read by OCR, its languages, why a document has no text; the pages of graph entities and "
         "relations", _v9_documents),
     (10, "leases of the records under way (reconciliation without a queue scan)", _v10_leases),
+    (11, "dead letters: an index per page of the list (state, then the filtered column, then id)",
+     _v11_dead_letter_pages),
 ]
 
 

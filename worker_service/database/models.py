@@ -142,6 +142,11 @@ class DeadLetter(BaseModel):
     state_changed_at = peewee.DateTimeField(null=True)
     state_changed_by = peewee.CharField(null=True)
 
+    class Meta:
+        # the list pages newest first within a state, alone or filtered by one column: an index range each
+        indexes = ((("state", "id"), False), (("state", "error_type", "id"), False),
+                   (("state", "actor", "id"), False), (("state", "queue", "id"), False))
+
 
 class AuditEntry(BaseModel):
     """One operator action: who, when, what, how many."""

@@ -37,6 +37,9 @@ def filter_values(values: Mapping[str, str]) -> dict[str, str]:
     return {k: values[k] for k in FILTER_KEYS if k in values}
 
 
+#: the page counts up to this many matching dead letters, then says "10,000+" (an exact count of millions
+#: would cost more than the page)
+COUNT_CAP = 10_000
 #: the largest row offset a page or API call may ask for: past it the database's integer overflows (a 500)
 MAX_OFFSET = 2**31 - 1
 
@@ -57,15 +60,19 @@ def number(name: str, default: int, most: int | None = None, *, scale: int = 1) 
 def list_page() -> str:
     store = services().store
     flt = make_filter(request.args)
-    page = max(1, number("page", 1, scale=PAGE_SIZE))
-    rows = store.list(flt, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
-    any_state = Filter(state=None)
+    page = max(1, number("page", 1, scale=PAGE_SIZE))  # links of old; the page's own go by ``before``
+    before = number("before", 0) or None
+    rows = store.list(flt, limit=PAGE_SIZE + 1, offset=0 if before else (page - 1) * PAGE_SIZE, before=before)
     values = filter_values(request.args)
+    total = store.count(flt, cap=COUNT_CAP)
     return render_template(
         "dead_letters.html", nav="dlq", flt=flt, rows=[to_public(r) for r in rows[:PAGE_SIZE]],
-        more=len(rows) > PAGE_SIZE, page=page, total=store.count(flt),
-        by_type=store.counts_by("error_type", flt), actors=sorted(store.counts_by("actor", any_state)),
-        queues=sorted(store.counts_by("queue", any_state)), error_types=ERROR_TYPES,
+        more=len(rows) > PAGE_SIZE, first_page=not before and page == 1,
+        older=rows[PAGE_SIZE - 1].id if len(rows) > PAGE_SIZE else None,
+        total=f"{COUNT_CAP:,}+" if total > COUNT_CAP else str(total),
+        by_type={k: (f"{COUNT_CAP:,}+" if n > COUNT_CAP else n)
+                 for k, n in store.counts_by("error_type", flt, cap=COUNT_CAP).items()},
+        actors=store.distinct("actor"), queues=store.distinct("queue"), error_types=ERROR_TYPES,
         since=request.args.get("since", ""), until=request.args.get("until", ""),
         qs=urlencode(values), query_items=sorted(values.items()), flash=request.args.get("flash"))
 
@@ -134,8 +141,13 @@ def audit_page() -> str:
 def api_list() -> Response:
     store = services().store
     flt = make_filter(request.args)
-    rows = [to_public(r) for r in store.list(flt, limit=number("limit", 100, most=1000), offset=number("offset", 0))]
-    return json_response({"total": store.count(flt), "items": rows})
+    limit = number("limit", 100, most=1000)
+    cursor = number("cursor", 0) or None
+    found = store.list(flt, limit=limit + 1, offset=0 if cursor else number("offset", 0), before=cursor)
+    rows = [to_public(r) for r in found[:limit]]
+    # next_cursor: pass it as ``cursor`` for the next (older) page; null on the last one
+    return json_response({"total": store.count(flt), "items": rows,
+                          "next_cursor": found[limit - 1].id if len(found) > limit else None})
 
 
 @blueprint.get("/api/dead-letters/<int:ident>")

@@ -1,0 +1,113 @@
+"""The dashboard and its API with 10^6 dead letters on PostgreSQL: the pages people open, timed over HTTP."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+from typing import Any
+
+import requests
+
+from benchmarks.common import BIN, REDIS_URL, ROOT
+
+PG_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+TOKEN = "bench-api-token-0123456789"
+TYPES = ("retries_exhausted", "permanent_error", "crash_loop", "invalid_payload", "time_limit")
+ACTORS = ("process_asset", "extract_knowledge", "crm_upsert_contact", "crm_create_lead", "crm_add_note")
+
+
+def _fill(url: str, total: int) -> float:
+    """``total`` dead letters in one INSERT: five actors and error types, a month of failure times."""
+    import psycopg2
+
+    started = time.perf_counter()
+    conn = psycopg2.connect(url.split("?")[0], options=f"-csearch_path={url.rsplit('%3D', 1)[1]}")
+    conn.autocommit = True
+    types = "ARRAY[" + ",".join(f"'{t}'" for t in TYPES) + "]"
+    actors = "ARRAY[" + ",".join(f"'{a}'" for a in ACTORS) + "]"
+    with conn.cursor() as cur:
+        cur.execute(f"""
+            INSERT INTO dead_letter (message_id, queue, actor, args, kwargs, options, error_type, error_message,
+                                     attempts, failed_at, state)
+            SELECT md5(g::text), 'assets', ({actors})[1 + g % 5], '[]', '{{"asset_id": "a-' || g || '"}}', '{{}}',
+                   ({types})[1 + (g / 7) % 5], 'boom ' || g, 3,
+                   now() AT TIME ZONE 'UTC' - (g || ' seconds')::interval, 'dead'
+            FROM generate_series(1, {total}) AS g""")
+        cur.execute("ANALYZE dead_letter")
+    conn.close()
+    return time.perf_counter() - started
+
+
+def _timed(base: str, path: str, runs: int = 5) -> float:
+    """Median seconds of ``runs`` GETs of ``path`` (after one warm-up)."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    times = []
+    for i in range(runs + 1):
+        started = time.perf_counter()
+        answer = requests.get(base + path, headers=headers, timeout=120)
+        elapsed = time.perf_counter() - started
+        if answer.status_code != 200:
+            raise RuntimeError(f"{path}: {answer.status_code} {answer.text[:300]}")
+        if i:
+            times.append(elapsed)
+    return statistics.median(times)
+
+
+PAGES = {
+    "GET /dead-letters (first page)": "/dead-letters",
+    "GET /dead-letters, a deep page (offset)": "/dead-letters?page=2000",
+    "GET /dead-letters, a deep page (before)": "/dead-letters?before=100000",
+    "GET /dead-letters?error_type=crash_loop": "/dead-letters?error_type=crash_loop",
+    "GET /api/dead-letters?limit=100": "/api/dead-letters?limit=100",
+    "GET /api/dead-letters, deep (offset)": "/api/dead-letters?limit=100&offset=200000",
+    "GET /api/dead-letters, deep (cursor)": "/api/dead-letters?limit=100&cursor=100000",
+    "GET /api/overview": "/api/overview",
+}
+
+
+def dashboard_at_scale() -> list[dict[str, Any]]:
+    """Dashboard: the dead-letter pages and the overview with 10^4 and 10^6 dead letters on PostgreSQL."""
+    import psycopg2
+
+    from tests.support.helpers import free_port, pg_schema_url
+
+    try:
+        psycopg2.connect(PG_URL).close()
+    except psycopg2.OperationalError as exc:
+        return [{"benchmark": "dashboard", "variant": "skipped", "value": 0, "unit": "",
+                 "notes": f"PostgreSQL unreachable: {exc}".splitlines()[0]}]
+    rows: list[dict[str, Any]] = []
+    first: dict[str, float] = {}
+    for total in (10_000, 1_000_000):
+        url = pg_schema_url(PG_URL, "bench_dashboard")
+        port = free_port()
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "WEB_"))},
+               "DATABASE_URL": url, "BROKER_URL": REDIS_URL, "WEB_PORT": str(port), "WEB_API_TOKEN": TOKEN,
+               "WEB_PASSWORD": "bench-password-0123", "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+        assert subprocess.run([str(BIN / "worker"), "migrate"], env=env, cwd=ROOT,
+                              capture_output=True).returncode == 0
+        filled = _fill(url, total)
+        web = subprocess.Popen([str(BIN / "worker"), "web"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if requests.get(base + "/healthz", timeout=1).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    time.sleep(0.2)
+            for name, path in PAGES.items():
+                seconds = _timed(base, path)
+                ratio = seconds / first.setdefault(name, seconds)
+                rows.append({"benchmark": "dashboard", "variant": f"{total:,} dead letters: {name}",
+                             "value": round(seconds * 1000, 1), "unit": "ms", "ratio": round(ratio, 2),
+                             "notes": f"filled in {filled:.0f} s; goal < 200 ms" if name.endswith("(first page)")
+                             else "goal < 200 ms"})
+        finally:
+            web.terminate()
+            web.wait(10)
+    return rows
