@@ -42,7 +42,10 @@ def test_sigterm_returns_prefetched_messages_to_the_queue(worker_env, start_work
         sender("hold", tag=f"h{i}")
     wait_for(lambda: redis_client.llen("wtest:started") == 2, 30, 0.05, "two running")
     worker.terminate()
-    time.sleep(1)
+    # Released once the worker is shutting down (its threads take nothing new from then on); a fixed second
+    # was not always enough for SIGTERM to reach it on a loaded machine, and a third message then started.
+    wait_for(lambda: any(line.get("message") == "Shutting down..." for line in worker.logs()), 30, 0.05,
+             "the worker shutting down")
     redis_client.delete("wtest:hold")
     assert worker.wait(30) == 0
     assert len(done(redis_client)) == 2

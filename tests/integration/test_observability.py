@@ -142,8 +142,10 @@ def test_real_prometheus_scrapes_and_a_dead_letter_turns_the_alert_pending(worke
 
         alert = wait_for(pending, 60, 0.5, "WorkerDeadLetters pending")[0]
         assert alert["labels"]["actor"] == "permanent"
-        done = _get(f"{api}/query?query=worker_messages_total").json()["data"]["result"]
-        assert any(s["metric"].get("outcome") == "dead" for s in done)
+        # the worker's counter and the dashboard's gauge are scraped apart: the alert can come first
+        wait_for(lambda: any(s["metric"].get("outcome") == "dead" for s in
+                             _get(f"{api}/query?query=worker_messages_total").json()["data"]["result"]),
+                 30, 0.5, "the dead outcome counted")
     finally:
         prom.terminate()
         web.terminate()
