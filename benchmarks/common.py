@@ -15,6 +15,28 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/") + "/12"
 RESULTS = ROOT / "benchmarks" / "results"
+PG_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_skipped(benchmark: str) -> list[dict[str, Any]] | None:
+    """The row a PostgreSQL benchmark returns when PostgreSQL is unreachable; None when it is there."""
+    import psycopg2
+
+    try:
+        psycopg2.connect(PG_URL).close()
+    except psycopg2.OperationalError as exc:
+        return [{"benchmark": benchmark, "variant": "skipped", "value": 0, "unit": "",
+                 "notes": f"PostgreSQL unreachable: {exc}".splitlines()[0]}]
+    return None
+
+
+def psycopg2_connection(schema_url: str) -> Any:
+    """An autocommit connection to the schema a ``pg_schema_url`` URL names."""
+    import psycopg2
+
+    conn = psycopg2.connect(schema_url.split("?")[0], options=f"-csearch_path={schema_url.rsplit('%3D', 1)[1]}")
+    conn.autocommit = True
+    return conn
 
 
 def worker_env(tmp: str, **extra: str) -> dict[str, str]:

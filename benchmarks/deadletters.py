@@ -10,9 +10,8 @@ from typing import Any
 
 import requests
 
-from benchmarks.common import BIN, REDIS_URL, ROOT
+from benchmarks.common import BIN, PG_URL, REDIS_URL, ROOT, postgres_skipped, psycopg2_connection
 
-PG_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TOKEN = "bench-api-token-0123456789"
 TYPES = ("retries_exhausted", "permanent_error", "crash_loop", "invalid_payload", "time_limit")
 ACTORS = ("process_asset", "extract_knowledge", "crm_upsert_contact", "crm_create_lead", "crm_add_note")
@@ -20,11 +19,9 @@ ACTORS = ("process_asset", "extract_knowledge", "crm_upsert_contact", "crm_creat
 
 def _fill(url: str, total: int) -> float:
     """``total`` dead letters in one INSERT: five actors and error types, a month of failure times."""
-    import psycopg2
 
     started = time.perf_counter()
-    conn = psycopg2.connect(url.split("?")[0], options=f"-csearch_path={url.rsplit('%3D', 1)[1]}")
-    conn.autocommit = True
+    conn = psycopg2_connection(url)
     types = "ARRAY[" + ",".join(f"'{t}'" for t in TYPES) + "]"
     actors = "ARRAY[" + ",".join(f"'{a}'" for a in ACTORS) + "]"
     with conn.cursor() as cur:
@@ -69,15 +66,12 @@ PAGES = {
 
 def dashboard_at_scale() -> list[dict[str, Any]]:
     """Dashboard: the dead-letter pages and the overview with 10^4 and 10^6 dead letters on PostgreSQL."""
-    import psycopg2
 
     from tests.support.helpers import free_port, pg_schema_url
 
-    try:
-        psycopg2.connect(PG_URL).close()
-    except psycopg2.OperationalError as exc:
-        return [{"benchmark": "dashboard", "variant": "skipped", "value": 0, "unit": "",
-                 "notes": f"PostgreSQL unreachable: {exc}".splitlines()[0]}]
+    skipped = postgres_skipped("dashboard")
+    if skipped:
+        return skipped
     rows: list[dict[str, Any]] = []
     first: dict[str, float] = {}
     for total in (10_000, 1_000_000):

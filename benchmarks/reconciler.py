@@ -8,9 +8,8 @@ from typing import Any
 
 import redis
 
-from benchmarks.common import REDIS_URL
+from benchmarks.common import PG_URL, REDIS_URL, postgres_skipped, psycopg2_connection
 
-PG_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SIZES = (10_000, 100_000, 1_000_000)
 EXPIRED = 100
 
@@ -47,7 +46,6 @@ def _literal(field: Any) -> str:
 
 def _fill(url: str, total: int) -> None:
     """``total`` asset records in ``processing``, all leased now but EXPIRED, leased an hour ago (one INSERT)."""
-    import psycopg2
 
     from worker_service.database import Asset
 
@@ -63,8 +61,7 @@ def _fill(url: str, total: int) -> None:
         elif not field.null and field.default is not None:
             columns.append(field.column_name)
             values.append(_literal(field))
-    conn = psycopg2.connect(url.split("?")[0], options=f"-csearch_path={url.rsplit('%3D', 1)[1]}")
-    conn.autocommit = True
+    conn = psycopg2_connection(url)
     with conn.cursor() as cur:
         cur.execute(f"INSERT INTO asset ({', '.join(columns)}) SELECT {', '.join(values)} "
                     f"FROM generate_series(1, {total}) AS g")
@@ -89,17 +86,14 @@ def _query_by_updated_at(url: str) -> float:
 
 def round_times() -> list[dict[str, Any]]:
     """Reconciler: round time with 10^4, 10^5, 10^6 records under way on PostgreSQL, 100 past their lease."""
-    import psycopg2
 
     from tests.support.helpers import pg_schema_url
     from worker_service.database import init_database, migrate
     from worker_service.reconciliation import Reconciler
 
-    try:
-        psycopg2.connect(PG_URL).close()
-    except psycopg2.OperationalError as exc:
-        return [{"benchmark": "reconciler", "variant": "skipped", "value": 0, "unit": "",
-                 "notes": f"PostgreSQL unreachable: {exc}".splitlines()[0]}]
+    skipped = postgres_skipped("reconciler")
+    if skipped:
+        return skipped
     client = redis.Redis.from_url(REDIS_URL)
     rows: list[dict[str, Any]] = []
     first: dict[str, float] = {}
