@@ -15,7 +15,7 @@ import builtins
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +31,8 @@ from worker_service.outcome import PENDING_DEAD_LETTER
 
 logger = logging.getLogger(__name__)
 
+#: dead letters requeued per transaction by ``requeue_matching``
+REQUEUE_BATCH = 500
 #: columns ``distinct`` may read (each has an index)
 DISTINCT_COLUMNS = ("actor", "queue", "error_type", "state")
 ERROR_TYPES = ("invalid_payload", "unknown_actor", "undecodable", "retries_exhausted", "permanent_error",
@@ -148,11 +150,41 @@ class DeadLetterStore:
         self._audit(who, "requeue", f"ids={','.join(map(str, requested))}", len(done), {"requested": requested})
         return done
 
-    def requeue_matching(self, flt: Filter, who: str, *, limit: int = 10_000) -> builtins.list[int]:
-        ids = [row.id for row in self.list(Filter(**{**flt.__dict__, "state": "dead"}), limit=limit)]
-        done = [i for i in ids if self._requeue_one(i, who)]
+    def requeue_matching(self, flt: Filter, who: str, *, limit: int | None = None,
+                         progress: Callable[[int], None] | None = None) -> builtins.list[int]:
+        """Requeue every dead letter matching ``flt`` (at most ``limit``), newest first, in batches of
+        REQUEUE_BATCH (one transaction each, the batch's rows read and marked in two statements);
+        ``progress(done so far)`` after each batch."""
+        flt = Filter(**{**flt.__dict__, "state": "dead"})
+        done: builtins.list[int] = []
+        before: int | None = None
+        while limit is None or len(done) < limit:
+            size = REQUEUE_BATCH if limit is None else min(REQUEUE_BATCH, limit - len(done))
+            batch = self.list(flt, limit=size, before=before)
+            if not batch:
+                break
+            before = batch[-1].id
+            done += self._requeue_batch(batch, who)
+            if progress is not None:
+                progress(len(done))
         self._audit(who, "requeue", _describe(flt), len(done), {"filter": _filter_json(flt)})
         return done
+
+    def _requeue_batch(self, rows: builtins.list[DeadLetter], who: str) -> builtins.list[int]:
+        """Mark the rows requeued and enqueue their messages, in one transaction: an enqueue that fails rolls
+        the states back (a message enqueued before the failure may then run twice, never not at all)."""
+        ids = [row.id for row in rows if row.actor]
+        with session(transaction=True):
+            # conditional, like one requeue: a row another operator requeued meanwhile is not requeued twice
+            changed = {row_id for (row_id,) in
+                       DeadLetter.update(state="requeued", state_changed_at=utcnow(), state_changed_by=who)
+                       .where(DeadLetter.id.in_(ids), DeadLetter.state == "dead").returning(DeadLetter.id).tuples()}
+            for row in rows:
+                if row.id in changed:
+                    self.broker.enqueue(requeue_message(row))
+        if changed:
+            logger.info("Requeued %d dead letter(s) by %s", len(changed), who)
+        return [row.id for row in rows if row.id in changed]
 
     def delete(self, ids: Sequence[int], who: str) -> int:
         with session(transaction=True):

@@ -41,3 +41,25 @@ def test_counts_stop_past_the_cap_and_by_type_reads_only_present_values(store):
     assert store.distinct("actor") == ["a", "b", "c"] and store.distinct("queue") == ["assets", "crm"]
     with pytest.raises(ValueError):
         store.distinct("error_message")
+
+
+def test_requeue_matching_goes_in_batches_requeues_each_once_and_reports_progress(store, monkeypatch):
+    import worker_service.deadletters as deadletters
+
+    class Broker:
+        def __init__(self) -> None:
+            self.enqueued: list[str] = []
+
+        def enqueue(self, message, *, delay=None):
+            self.enqueued.append(message.message_id)
+            return message
+
+    monkeypatch.setattr(deadletters, "REQUEUE_BATCH", 40)
+    store.broker = Broker()
+    progress: list[int] = []
+    done = store.requeue_matching(Filter(error_type="crash_loop"), "tester", progress=progress.append)
+    assert len(done) == 100 and progress == [40, 80, 100]
+    assert sorted(store.broker.enqueued) == sorted(f"m{i}" for i in range(250) if i % 2 == 0 and i % 10)
+    assert store.requeue_matching(Filter(error_type="crash_loop"), "tester") == []  # each at most once
+    assert store.count(Filter(error_type="crash_loop")) == 0
+    assert store.count(Filter(state="requeued")) == 125

@@ -62,8 +62,12 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             return 2
         who = common.operator()
         if args.dlq_command == "requeue":
-            done = store.requeue_matching(_filter(args), who) if args.all else store.requeue(args.ids, who)
-            common.out(f"requeued {len(done)}" + (f": {' '.join(map(str, done))}" if done else ""))
+            if args.all:  # in batches; the count so far on stderr, for a long one
+                done = store.requeue_matching(_filter(args), who, progress=lambda n: common.err(f"requeued {n}..."))
+            else:
+                done = store.requeue(args.ids, who)
+            listed = f": {' '.join(map(str, done))}" if done and len(done) <= 1000 else ""
+            common.out(f"requeued {len(done)}{listed}")
         else:
             n = store.delete_matching(_filter(args), who) if args.all else store.delete(args.ids, who)
             common.out(f"deleted {n}")
