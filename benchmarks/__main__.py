@@ -1,7 +1,7 @@
 """`make bench`: side-by-side benchmarks, printed as a table and saved as JSON in benchmarks/results/.
 
 Usage: python -m benchmarks [NAME ...]   (names: drain, latency, send, ratelimit, openrouter, kommo, knowledge, extraction,
-overview, sentinel, ocr, rabbitmq, reconciler, dashboard; default: all)
+overview, sentinel, ocr, rabbitmq, reconciler, dashboard, scale; default: all)
 Needs Redis (TEST_REDIS_URL, set by scripts/with-redis.sh); uses db 12 only.  The drain also runs BullMQ
 (benchmarks/bullmq, installed with npm ci on first use) when node and npm are there.
 """
@@ -870,10 +870,12 @@ def main(names: list[str]) -> int:
 from benchmarks import deadletters as _deadletters  # noqa: E402
 from benchmarks import rabbitmq as _rabbitmq  # noqa: E402
 from benchmarks import reconciler as _reconciler  # noqa: E402
+from benchmarks import scale as _scale  # noqa: E402
 
 BENCHMARKS["rabbitmq"] = _rabbitmq.drain_by_queue_type
 BENCHMARKS["reconciler"] = _reconciler.round_times
 BENCHMARKS["dashboard"] = _deadletters.dashboard_at_scale
+BENCHMARKS["scale"] = _scale.curves
 
 
 if __name__ == "__main__":
