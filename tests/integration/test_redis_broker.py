@@ -92,10 +92,30 @@ def test_settle_with_successor_enqueues_it_only_while_the_message_is_held(broker
     consumer.close()
 
 
-def test_waiting_for_a_message_changes_nothing_in_the_queue(broker, redis_client):
+def test_waiting_takes_one_message_onto_the_landing_list_where_fetch_or_close_finds_it(broker, redis_client):
+    """The waiting consumer's message is never only in flight: it sits on this process's landing list (a crash
+    there is recovered like the acks set), the fetch takes it first, a closing consumer puts it back in front."""
     redis_client.rpush("dramatiq:hot", "a", "b", "c")
-    broker.wait_for_message("hot", 5)  # returns at once: the queue is not empty
+    assert broker.wait_for_message("hot", 5) is True  # at once: the queue is not empty
+    assert redis_client.lrange("dramatiq:hot", 0, -1) == [b"b", b"c"]
+    assert redis_client.lrange(broker.landing_key("hot"), 0, -1) == [b"a"]
+    assert broker.return_landed("hot") == 1
     assert redis_client.lrange("dramatiq:hot", 0, -1) == [b"a", b"b", b"c"]
+    assert broker.wait_for_message("hot", 5) is True
+    fetched = broker.fetch("hot", 2, landed=1)
+    assert [fetched[0], fetched[3]] == [b"a", b"b"] and redis_client.lrange("dramatiq:hot", 0, -1) == [b"c"]
+
+
+def test_a_dead_workers_landing_list_goes_back_to_the_head_of_its_queue(broker, redis_client):
+    """A worker killed between its wait and its fetch: recovery finds the id on its landing list."""
+    redis_client.rpush("dramatiq:hot", "a", "b")
+    redis_client.hset("dramatiq:hot.msgs", mapping={"a": "{}", "b": "{}"})
+    redis_client.sadd("dramatiq:__queues__", "hot")
+    assert broker.wait_for_message("hot", 5) is True
+    redis_client.zadd("dramatiq:__heartbeats__", {broker.broker_id: 1})  # silent for ages
+    assert broker.recover_dead_workers() == (1, 1)
+    assert redis_client.lrange("dramatiq:hot", 0, -1) == [b"a", b"b"]
+    assert redis_client.llen(broker.landing_key("hot")) == 0
 
 
 def test_idle_consumer_blocks_in_redis_and_wakes_when_a_message_arrives(broker, redis_client):

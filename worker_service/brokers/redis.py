@@ -403,8 +403,8 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         return self.key(f"__landing__.{self.broker_id}.{queue_name}")
 
     def wait_for_message(self, queue_name: str, timeout_s: float) -> bool:
-        """Block until a message arrives in ``queue_name``; True when one landed for this caller (or, without
-        BLMOVE, when it is time to look again), False when the time-out passed with nothing.
+        """Block until a message arrives in ``queue_name``; True when one landed for this caller, False when the
+        time-out passed with nothing (or, without BLMOVE, after one poll interval).
 
         ``BLMOVE q landing LEFT RIGHT`` hands each pushed id to exactly one waiting consumer, onto this process's
         landing list (so it is never only in flight: recovery gives back a dead process's landing lists), and
@@ -423,7 +423,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
                 self.logger.warning("Redis has no BLMOVE (%s): idle consumers poll every %d ms instead.",
                                     exc, self.idle_poll_ms)
         time.sleep(self.idle_poll_ms / 1000)
-        return True
+        return False
 
     def return_landed(self, queue_name: str) -> int:
         """Ids left on this process's landing list of ``queue_name`` (a consumer closed between a wait and its
@@ -596,9 +596,9 @@ class ReliableRedisConsumer(_RedisConsumer):
                 # Nothing in hand: wait in Redis (delay queues too), woken only by a message for this consumer.
                 # Returning now and then lets the consumer thread notice a shutdown.
                 if self.broker.wait_for_message(self.queue_name, self.block_s):
-                    self.landed, self.idle = (1 if self.broker.can_block else 0), False
+                    self.landed, self.idle = 1, False
                     continue
-                self.idle = True
+                self.idle = self.broker.can_block  # polled (no BLMOVE): the next call looks again
                 return None
         except _REDIS_ERRORS as exc:
             raise ConnectionClosed(exc) from None
