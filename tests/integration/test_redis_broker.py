@@ -106,6 +106,25 @@ def test_waiting_takes_one_message_onto_the_landing_list_where_fetch_or_close_fi
     assert [fetched[0], fetched[3]] == [b"a", b"b"] and redis_client.lrange("dramatiq:hot", 0, -1) == [b"c"]
 
 
+def test_more_than_a_hundred_threads_can_wait_at_once(broker):
+    """Regression: redis-py 8 caps a pool at 100 connections and raises "Too many connections" past it (seen
+    with 1,000 consumers); the broker's pool allows as many as Redis does."""
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            broker.wait_for_message("empty", 1)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wait) for _ in range(150)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+
+
 def test_a_dead_workers_landing_list_goes_back_to_the_head_of_its_queue(broker, redis_client):
     """A worker killed between its wait and its fetch: recovery finds the id on its landing list."""
     redis_client.rpush("dramatiq:hot", "a", "b")

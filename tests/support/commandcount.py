@@ -61,10 +61,14 @@ def commands(client: redis.Redis) -> int:
 def measure(client: redis.Redis, consumers: int, *, messages: int = 100, rate: float = 100.0) -> Counts:
     """``consumers`` consumers of one queue, each in a thread of its own as in worker processes, acking what they
     get; ``messages`` sent one by one at ``rate`` per second."""
-    from worker_service.brokers.redis import ReliableRedisBroker
+    from worker_service.brokers.redis import ReliableRedisBroker, make_connection_pool
 
     client.flushall()
-    broker = ReliableRedisBroker(client=client, namespace="scale", heartbeat_timeout=60_000)
+    port = client.connection_pool.connection_kwargs["port"]
+    pool = make_connection_pool(f"redis://127.0.0.1:{port}/0", socket_timeout=10, health_check_interval=0,
+                                connect_attempts=1)  # the workers' own pool: as many connections as threads
+    broker = ReliableRedisBroker(client=redis.Redis(connection_pool=pool), namespace="scale",
+                                 heartbeat_timeout=60_000)
     broker.declare_queue("scale")
     stop, done = threading.Event(), []
 

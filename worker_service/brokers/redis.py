@@ -80,6 +80,7 @@ if TYPE_CHECKING:
     from worker_service.ratelimit import RateLimiter
 
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+MAX_CONNECTIONS = 10_000  # Redis's own maxclients; connections are opened only as threads need them
 # One operation of lua/batch.lua: kind, queue, id, successor queue, successor id, successor payload.
 _BatchOp = tuple[str, str, str, str, str, bytes]
 
@@ -127,6 +128,9 @@ def make_connection_pool(url: str, *, socket_timeout: float, health_check_interv
     ``redis://``/``rediss://`` URL or a Sentinel deployment's ``redis+sentinel://`` (worker_contracts.redis_urls):
     the master is asked of the sentinels, and again after a failover."""
     options: dict[str, Any] = {
+        # redis-py 8 caps a pool at 100 connections and raises past it; a process's blocking consumers, worker
+        # threads that enqueue and rate-limiter waits can need more (KNOWLEDGE_THREADS goes to 1,024)
+        "max_connections": MAX_CONNECTIONS,
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": min(socket_timeout, 5.0),
         "socket_keepalive": True,
