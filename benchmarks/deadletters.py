@@ -104,4 +104,32 @@ def dashboard_at_scale() -> list[dict[str, Any]]:
         finally:
             web.terminate()
             web.wait(10)
+    rows += _bulk_actions(url)  # on the 10^6 of the last round
     return rows
+
+
+def _bulk_actions(url: str) -> list[dict[str, Any]]:
+    """Requeue 10^5 dead letters (what "Requeue all matching" and ``worker dlq requeue --all`` run, into a real
+    Redis broker), then delete 10^5 others (one conditional UPDATE)."""
+    import redis
+
+    from worker_service.brokers import ReliableRedisBroker
+    from worker_service.database import init_database
+    from worker_service.deadletters import DeadLetterStore, Filter
+
+    init_database(url)
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    store = DeadLetterStore(ReliableRedisBroker(client=client))
+    started = time.perf_counter()
+    requeued = store.requeue_matching(Filter(actor="process_asset"), "bench", limit=100_000)
+    requeue_s = time.perf_counter() - started
+    assert len(requeued) == 100_000 and client.llen("dramatiq:assets") == 100_000
+    started = time.perf_counter()
+    deleted = store.delete_matching(Filter(actor="extract_knowledge", error_type="crash_loop"), "bench")
+    delete_s = time.perf_counter() - started
+    client.flushdb()
+    return [{"benchmark": "dashboard", "variant": "requeue 100,000 of 10^6 dead letters", "value": round(requeue_s, 1),
+             "unit": "s", "notes": f"{100_000 / requeue_s:,.0f} per second, batches of 500"},
+            {"benchmark": "dashboard", "variant": f"delete {deleted:,} of 10^6 dead letters", "value": round(delete_s, 1),
+             "unit": "s", "notes": "one UPDATE"}]
