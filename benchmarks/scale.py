@@ -1,8 +1,9 @@
 """How costs grow with the work: backlogs of 10^4 and 10^5 messages (10^6 with BENCH_FULL=1), and 10, 100 and
 1,000 idle consumers of one queue; a table, and curves in benchmarks/results/scale.svg.
 
-Backlog: bulk send rate (worker_contracts.Sender.send_many), Redis memory per queued message, and the drain of
-the whole backlog by the full stack (2 processes x 8 threads) with the Redis commands it took per message.
+Backlog: bulk send rate (worker_contracts.Sender.send_many), Redis memory per queued message, the drain of
+the whole backlog by the full stack (2 processes x 8 threads) with the Redis commands it took per message, and
+the recovery round that gives back what a worker killed -9 with a full prefetch held.
 Consumers: Redis commands and consumer CPU per message sent one by one at 100 msg/s (tests/support/commandcount).
 Each figure is also given as a ratio to its smallest size.
 """
@@ -57,6 +58,38 @@ def _drain(client: redis.Redis, url: str, n: int, tmp: str) -> tuple[float, floa
     return send_rate, per_message, n / elapsed, commands / n
 
 
+def _recovery(client: redis.Redis, url: str, n: int, tmp: str) -> tuple[int, float]:
+    """A worker (1 x 8) holding a full prefetch of ``n`` queued messages is killed -9; after its heartbeat
+    expired, one recovery round: (messages it gave back, milliseconds the round took)."""
+    import signal
+
+    from worker_service.brokers.redis import ReliableRedisBroker
+
+    client.flushall()
+    client.set("bench:hold", 1)
+    for start in range(0, n, 10_000):
+        enqueue_raw(client, "hold", "tests", [{"tag": f"h{i}"} for i in range(start, min(n, start + 10_000))])
+    env = worker_env(tmp, BROKER_URL=url, HEARTBEAT_TIMEOUT_MS="2000", MAINTENANCE_INTERVAL_MS="500")
+    worker = subprocess.Popen([str(BIN / "dramatiq"), "tests.support.worker_actors", "--processes", "1",
+                               "--threads", "8", "--queues", "tests"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while client.llen("bench:started") < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the prefetch fills
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(30)
+    time.sleep(2.5)  # past the heartbeat time-out
+    broker = ReliableRedisBroker(client=client, heartbeat_timeout=2000)
+    started = time.perf_counter()
+    _dead, requeued = broker.recover_dead_workers()
+    elapsed = time.perf_counter() - started
+    client.delete("bench:hold")
+    return requeued, elapsed * 1000
+
+
 def _svg(series: dict[str, list[tuple[float, float]]], path: Path) -> None:
     """One small chart per series (x on a log scale, y as a ratio to the first point), side by side."""
     import math
@@ -104,12 +137,15 @@ def curves() -> list[dict[str, Any]]:
         url = f"redis://127.0.0.1:{client.connection_pool.connection_kwargs['port']}/0"
         for n in sizes:
             send, memory, drain, commands = _drain(client, url, n, tmp)
+            recovered, recovery_ms = _recovery(client, url, n, tmp)
             for name, value, unit in (("bulk send", send, "msg/s"), ("Redis memory per queued message", memory, "B"),
                                       ("drain, full stack 2x8", drain, "msg/s"),
-                                      ("Redis commands per drained message", commands, "cmds")):
-                series.setdefault(name, []).append((n, value))
+                                      ("Redis commands per drained message", commands, "cmds"),
+                                      (f"recovery round after kill -9 ({recovered} held)", recovery_ms, "ms")):
+                key = name.split(" (")[0]
+                series.setdefault(key, []).append((n, value))
                 rows.append({"benchmark": "scale", "variant": f"{n:,} queued: {name}", "value": round(value, 1),
-                             "unit": unit, "ratio": round(value / series[name][0][1], 2)})
+                             "unit": unit, "ratio": round(value / series[key][0][1], 2)})
         for consumers in (10, 100, 1000):
             counts = measure(client, consumers)
             for name, value, unit in (("Redis commands per message", counts.per_message, "cmds"),
