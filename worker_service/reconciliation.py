@@ -9,8 +9,9 @@ expired ``RECONCILE_GRACE_SECONDS`` ago (database.tracks: set at every
 transition, renewed while the message runs, cleared when terminal; found
 through an index, so a round costs what the expired leases cost, whatever
 the backlog) and asks the broker how many messages its queue holds
-(queued, delayed or held by a worker on Redis; ready, delayed or parked on
-RabbitMQ):
+(queued, delayed or held by a worker on Redis; ready on RabbitMQ, whose
+delayed messages are retries leased to their next attempt and whose held
+ones are renewed by the workers holding them):
 
 * none: every such record has lost its message;
 * a few (at most :data:`SCAN_LIMIT`, on Redis): the queue is read, and a
