@@ -92,18 +92,20 @@ def test_settle_with_successor_enqueues_it_only_while_the_message_is_held(broker
     consumer.close()
 
 
-def test_waiting_takes_one_message_onto_the_landing_list_where_fetch_or_close_finds_it(broker, redis_client):
-    """The waiting consumer's message is never only in flight: it sits on this process's landing list (a crash
-    there is recovered like the acks set), the fetch takes it first, a closing consumer puts it back in front."""
+def test_waiting_takes_one_message_onto_the_landing_list_where_fetch_or_unland_finds_it(broker, redis_client):
+    """The waiting consumer's message is never only in flight: it sits on the queue's landing list until the
+    fetch takes it first, and a consumer that closes before fetching puts it back in front."""
     redis_client.rpush("dramatiq:hot", "a", "b", "c")
-    assert broker.wait_for_message("hot", 5) is True  # at once: the queue is not empty
+    redis_client.hset("dramatiq:hot.msgs", mapping={"a": "{}", "b": "{}", "c": "{}"})
+    assert broker.wait_for_message("hot", 5) == "a"  # at once: the queue is not empty
     assert redis_client.lrange("dramatiq:hot", 0, -1) == [b"b", b"c"]
     assert redis_client.lrange(broker.landing_key("hot"), 0, -1) == [b"a"]
-    assert broker.return_landed("hot") == 1
+    assert broker.unland("hot", ["a"]) == 1 and broker.unland("hot", ["a"]) == 0  # at most once
     assert redis_client.lrange("dramatiq:hot", 0, -1) == [b"a", b"b", b"c"]
-    assert broker.wait_for_message("hot", 5) is True
-    fetched = broker.fetch("hot", 2, landed=1)
+    assert broker.wait_for_message("hot", 5) == "a"
+    fetched = broker.fetch("hot", 2, landed="a")
     assert [fetched[0], fetched[3]] == [b"a", b"b"] and redis_client.lrange("dramatiq:hot", 0, -1) == [b"c"]
+    assert redis_client.llen(broker.landing_key("hot")) == 0
 
 
 def test_more_than_a_hundred_threads_can_wait_at_once(broker):
@@ -125,16 +127,18 @@ def test_more_than_a_hundred_threads_can_wait_at_once(broker):
     assert errors == []
 
 
-def test_a_dead_workers_landing_list_goes_back_to_the_head_of_its_queue(broker, redis_client):
-    """A worker killed between its wait and its fetch: recovery finds the id on its landing list."""
+def test_an_id_left_on_a_landing_list_goes_back_after_two_maintenance_rounds_whoever_left_it(broker, redis_client):
+    """A worker killed between its wait and its fetch, even one whose heartbeat is gone (a flushed or failed-over
+    Redis): any live process's maintenance puts the id back; one a fetch takes meanwhile is never put back."""
     redis_client.rpush("dramatiq:hot", "a", "b")
     redis_client.hset("dramatiq:hot.msgs", mapping={"a": "{}", "b": "{}"})
-    redis_client.sadd("dramatiq:__queues__", "hot")
-    assert broker.wait_for_message("hot", 5) is True
-    redis_client.zadd("dramatiq:__heartbeats__", {broker.broker_id: 1})  # silent for ages
-    assert broker.recover_dead_workers() == (1, 1)
-    assert redis_client.lrange("dramatiq:hot", 0, -1) == [b"a", b"b"]
-    assert redis_client.llen(broker.landing_key("hot")) == 0
+    assert broker.wait_for_message("hot", 5) == "a"  # and its consumer dies here
+    assert broker.recover_dead_workers() == (0, 0)  # seen once: a fetch may still come
+    assert broker.wait_for_message("hot", 5) == "b"  # a live consumer's, fetched before the next round
+    assert broker.recover_dead_workers() == (0, 1)  # "a" seen twice: back in front
+    assert redis_client.lrange("dramatiq:hot", 0, -1) == [b"a"]
+    assert broker.fetch("hot", 1, landed="b")[0] == b"b"
+    assert broker.recover_dead_workers() == (0, 0) and redis_client.llen(broker.landing_key("hot")) == 0
 
 
 def test_idle_consumer_blocks_in_redis_and_wakes_when_a_message_arrives(broker, redis_client):

@@ -30,8 +30,8 @@ What it changes, and why no middleware hook could do it:
   (full prefetch, no broker traffic) is not mistaken for a dead one.
 * The consumer never sleeps a growing backoff while work waits: an idle
   consumer (of a queue or a delay queue) blocks in Redis until a message
-  arrives: ``BLMOVE`` of the queue onto this process's landing list hands
-  each message to one waiting consumer and wakes no other, so the Redis
+  arrives: ``BLMOVE`` of the queue onto its landing list hands each
+  message to one waiting consumer and wakes no other, so the Redis
   work per message does not grow with the number of idle consumers (needs
   Redis >= 6.2); a consumer whose prefetch is full sleeps until settles free
   a quarter of it.  Dramatiq's consumer sleeps up to ``worker_timeout`` (1 s)
@@ -183,6 +183,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         self.orphans_lock = threading.Lock()
         self.batches: GroupCommit[_BatchOp, int] = GroupCommit(self._run_batch, transient=_REDIS_ERRORS)
         self.pauses = PausedQueues(self.client, self.key("__paused_queues__"))
+        self.landed_seen: dict[str, set[str]] = {}  # ids on each landing list at the last maintenance round
         self.live_consumers: weakref.WeakSet[ReliableRedisConsumer] = weakref.WeakSet()
 
     @property
@@ -277,10 +278,11 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         return requeued
 
     def recover_dead_workers(self) -> tuple[int, int]:
-        """Requeue what dead workers held; returns (dead workers, messages requeued)."""
+        """Requeue what dead workers held, and ids left on landing lists; returns (dead workers, messages
+        requeued)."""
         dead, requeued = self.reliable_scripts["recover"](
             args=[self.namespace, current_millis(), self.heartbeat_timeout])
-        return int(dead), int(requeued)
+        return int(dead), int(requeued) + self.unland_stale()
 
     def tracked_messages(self, queues: Iterable[str]) -> Iterator[dict[str, Any]]:
         """Every message stored for ``queues`` and their delay queues, decoded.
@@ -398,28 +400,29 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
             self.logger.warning("Could not give back %d held messages of %s (%s); retrying on the next fetch.",
                                 len(ids), queue_name, exc)
 
-    def fetch(self, queue_name: str, count: int, landed: int = 0) -> list[Any]:
-        """Up to ``count`` messages: the ``landed`` ones a wait moved onto this process's landing list, then from
-        the head of the queue (lua/fetch.lua); flat: id, payload, crash count."""
+    def fetch(self, queue_name: str, count: int, landed: str = "") -> list[Any]:
+        """Up to ``count`` messages: the ``landed`` id a wait moved onto the queue's landing list (if no one put it
+        back meanwhile), then from the head of the queue (lua/fetch.lua); flat: id, payload, crash count."""
         return self.reliable_scripts["fetch"](args=[self.namespace, queue_name, self.broker_id, landed, count])
 
     def landing_key(self, queue_name: str) -> str:
-        return self.key(f"__landing__.{self.broker_id}.{queue_name}")
+        return self.key(f"__landing__.{queue_name}")
 
-    def wait_for_message(self, queue_name: str, timeout_s: float) -> bool:
-        """Block until a message arrives in ``queue_name``; True when one landed for this caller, False when the
-        time-out passed with nothing (or, without BLMOVE, after one poll interval).
+    def wait_for_message(self, queue_name: str, timeout_s: float) -> str | None:
+        """Block until a message arrives in ``queue_name``: its id, moved onto the queue's landing list for this
+        caller's next fetch; None when the time-out passed with nothing (or, without BLMOVE, after one poll).
 
-        ``BLMOVE q landing LEFT RIGHT`` hands each pushed id to exactly one waiting consumer, onto this process's
-        landing list (so it is never only in flight: recovery gives back a dead process's landing lists), and
-        wakes no other: one wake-up per message however many consumers wait.  A server without BLMOVE
-        (Redis < 6.2) gets polled every ``idle_poll_ms`` instead.
+        ``BLMOVE q landing LEFT RIGHT`` hands each pushed id to exactly one waiting consumer and wakes no other:
+        one wake-up per message however many consumers wait.  The id is never only in flight: it sits on the
+        landing list until the fetch takes it, and one left there (its consumer died or closed in between) goes
+        back to the queue within two maintenance rounds (``unland_stale``), whoever runs them.  A server without
+        BLMOVE (Redis < 6.2) gets polled every ``idle_poll_ms`` instead.
         """
         if self.can_block:
             try:
                 moved = self.client.blmove(self.key(queue_name), self.landing_key(queue_name), timeout_s,  # type: ignore[arg-type]  # Redis takes a float
                                            "LEFT", "RIGHT")
-                return moved is not None
+                return moved.decode() if isinstance(moved, bytes) else moved
             except redis.ResponseError as exc:
                 if "unknown command" not in str(exc).lower():
                     raise
@@ -427,17 +430,26 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
                 self.logger.warning("Redis has no BLMOVE (%s): idle consumers poll every %d ms instead.",
                                     exc, self.idle_poll_ms)
         time.sleep(self.idle_poll_ms / 1000)
-        return False
+        return None
 
-    def return_landed(self, queue_name: str) -> int:
-        """Ids left on this process's landing list of ``queue_name`` (a consumer closed between a wait and its
-        fetch) go back to the head of the queue, in order; how many."""
-        if not self.can_block:
+    def unland(self, queue_name: str, ids: Iterable[str]) -> int:
+        """Put ``ids`` back at the head of ``queue_name`` from its landing list (those still there); how many."""
+        ids = list(ids)
+        if not ids:
             return 0
-        moved = 0
-        while self.client.lmove(self.landing_key(queue_name), self.key(queue_name), "RIGHT", "LEFT") is not None:
-            moved += 1
-        return moved
+        return int(self.reliable_scripts["unland"](args=[self.namespace, queue_name, *ids]))
+
+    def unland_stale(self) -> int:
+        """One maintenance round: ids found on a landing list of this process's queues in the previous round too
+        go back to their queue (a fetch takes a landed id within milliseconds); how many."""
+        back = 0
+        for queue_name in [name for queue in sorted(self.queues) for name in (queue, f"{queue}.DQ")]:
+            now = {i.decode() if isinstance(i, bytes) else str(i)
+                   for i in self.client.lrange(self.landing_key(queue_name), 0, -1)}
+            stale = now & self.landed_seen.get(queue_name, set())
+            back += self.unland(queue_name, stale)
+            self.landed_seen[queue_name] = now - stale
+        return back
 
     @property
     def longest_block_s(self) -> float:
@@ -468,13 +480,9 @@ class ReliableRedisConsumer(_RedisConsumer):
         # acks set should say this consumer holds, checked after a master change).
         self.handed: dict[str, str] = {}
         self.crashed: set[str] = set()  # Redis ids fetched with a crash count (their settle forgets it)
-        self.landed = 0  # ids a wait moved onto the landing list, for the next fetch to take
+        self.landed = ""  # the id a wait moved onto the landing list, for the next fetch to take
         self.idle = False  # the last look found nothing: wait before fetching again
         broker.live_consumers.add(self)
-        try:
-            broker.return_landed(queue_name)  # what an earlier consumer of this queue left there
-        except _REDIS_ERRORS:
-            pass  # Redis is out: the first fetch fails the same way, and the consumer is restarted
 
     def held_ids(self) -> set[str]:
         """The Redis ids this consumer holds: fetched and not handed out, or handed out and not settled."""
@@ -542,10 +550,13 @@ class ReliableRedisConsumer(_RedisConsumer):
         self.fetched, self.held_delayed = [], {}
         self.broker.live_consumers.discard(self)
         self.broker.give_back(self.queue_name, leftovers)
-        try:
-            self.broker.return_landed(self.queue_name)
-        except _REDIS_ERRORS as exc:  # the next consumer of this queue in this process, or recovery, returns them
-            self.logger.warning("Could not return the landing list of %s: %s", self.queue_name, exc)
+        if self.landed:
+            try:
+                self.broker.unland(self.queue_name, [self.landed])
+            except _REDIS_ERRORS as exc:  # a maintenance round puts it back instead
+                self.logger.warning("Could not put back landed message %s of %s: %s", self.landed, self.queue_name,
+                                    exc)
+            self.landed = ""
 
     def _reject_raw(self, redis_id: str, body: bytes | None, error: str) -> None:
         sink = self.broker.dead_letter_sink
@@ -590,7 +601,7 @@ class ReliableRedisConsumer(_RedisConsumer):
                     self.broker.give_back(self.queue_name, [])
                 if self.landed or not self.idle:
                     fetched = self.broker.fetch(self.queue_name, room, self.landed)
-                    self.landed = 0
+                    self.landed = ""
                     # Fewer than asked: the queue is empty now, so the next look is a wait, not another fetch.
                     self.idle = len(fetched) < 3 * room
                     if fetched:
@@ -599,8 +610,9 @@ class ReliableRedisConsumer(_RedisConsumer):
                         continue
                 # Nothing in hand: wait in Redis (delay queues too), woken only by a message for this consumer.
                 # Returning now and then lets the consumer thread notice a shutdown.
-                if self.broker.wait_for_message(self.queue_name, self.block_s):
-                    self.landed, self.idle = 1, False
+                landed = self.broker.wait_for_message(self.queue_name, self.block_s)
+                if landed:
+                    self.landed, self.idle = landed, False
                     continue
                 self.idle = self.broker.can_block  # polled (no BLMOVE): the next call looks again
                 return None

@@ -1,18 +1,14 @@
 -- Fetch message ids into this worker's acks set, with their payloads and crash counts.
--- An idle consumer waits with BLMOVE from the queue onto its own landing list, so one waiting consumer, not
--- all of them, wakes for each message; ``landed`` says how many ids to take from there first.  Up to
--- ``count`` in all, the rest from the head of the queue.
--- Returns a flat array: id, payload (false when the payload is gone), crash count.
--- ARGV: namespace, queue_name, broker_id, landed, count
-local ns, queue, broker_id = ARGV[1], ARGV[2], ARGV[3]
-local landed, count = tonumber(ARGV[4]), tonumber(ARGV[5])
+-- An idle consumer waits with BLMOVE from the queue onto the queue's landing list, so one waiting consumer, not
+-- all of them, wakes for each message; ``landed`` is the id its wait moved there: taken first, if still there
+-- (the maintenance round puts back ids left there too long).  Up to ``count`` in all, the rest from the head
+-- of the queue.  Returns a flat array: id, payload (false when the payload is gone), crash count.
+-- ARGV: namespace, queue_name, broker_id, landed ("" = none), count
+local ns, queue, broker_id, landed, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local list = ns .. ":" .. queue
 local ids = {}
-local landing = ns .. ":__landing__." .. broker_id .. "." .. queue
-for _ = 1, landed do
-    local id = redis.call("lpop", landing)
-    if not id then break end
-    ids[#ids + 1] = id
+if landed ~= "" and redis.call("lrem", ns .. ":__landing__." .. queue, 1, landed) == 1 then
+    ids[1] = landed
 end
 while #ids < count do
     local id = redis.call("lpop", list)

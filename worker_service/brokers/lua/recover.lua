@@ -25,16 +25,6 @@ for _, broker_id in ipairs(dead) do
                 end
             end
             redis.call("del", acks)
-            -- ids a blocking wait moved onto its landing list and no fetch took yet: back to the head
-            local landing = ns .. ":__landing__." .. broker_id .. "." .. name
-            local id = redis.call("rpop", landing)
-            while id do
-                if redis.call("hexists", list .. ".msgs", id) == 1 then
-                    redis.call("lpush", list, id)
-                    requeued = requeued + 1
-                end
-                id = redis.call("rpop", landing)
-            end
         end
     end
     redis.call("zrem", heartbeats, broker_id)
