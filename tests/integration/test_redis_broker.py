@@ -130,15 +130,17 @@ def test_more_than_a_hundred_threads_can_wait_at_once(broker):
 def test_an_id_left_on_a_landing_list_goes_back_after_two_maintenance_rounds_whoever_left_it(broker, redis_client):
     """A worker killed between its wait and its fetch, even one whose heartbeat is gone (a flushed or failed-over
     Redis): any live process's maintenance puts the id back; one a fetch takes meanwhile is never put back."""
+    consumer = broker.consume("hot", prefetch=2, timeout=1000)  # this process consumes the queue
     redis_client.rpush("dramatiq:hot", "a", "b")
     redis_client.hset("dramatiq:hot.msgs", mapping={"a": "{}", "b": "{}"})
-    assert broker.wait_for_message("hot", 5) == "a"  # and its consumer dies here
+    assert broker.wait_for_message("hot", 5) == "a"  # and the consumer that waited dies here
     assert broker.recover_dead_workers() == (0, 0)  # seen once: a fetch may still come
     assert broker.wait_for_message("hot", 5) == "b"  # a live consumer's, fetched before the next round
     assert broker.recover_dead_workers() == (0, 1)  # "a" seen twice: back in front
     assert redis_client.lrange("dramatiq:hot", 0, -1) == [b"a"]
     assert broker.fetch("hot", 1, landed="b")[0] == b"b"
     assert broker.recover_dead_workers() == (0, 0) and redis_client.llen(broker.landing_key("hot")) == 0
+    consumer.close()
 
 
 def test_idle_consumer_blocks_in_redis_and_wakes_when_a_message_arrives(broker, redis_client):

@@ -440,10 +440,11 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         return int(self.reliable_scripts["unland"](args=[self.namespace, queue_name, *ids]))
 
     def unland_stale(self) -> int:
-        """One maintenance round: ids found on a landing list of this process's queues in the previous round too
-        go back to their queue (a fetch takes a landed id within milliseconds); how many."""
+        """One maintenance round: ids found on the landing list of a queue this process consumes in the previous
+        round too go back to their queue (a fetch takes a landed id within milliseconds); how many.  Every queue
+        has consumers somewhere, and they look after its landing list."""
         back = 0
-        for queue_name in [name for queue in sorted(self.queues) for name in (queue, f"{queue}.DQ")]:
+        for queue_name in sorted({consumer.queue_name for consumer in list(self.live_consumers)}):
             now = {i.decode() if isinstance(i, bytes) else str(i)
                    for i in self.client.lrange(self.landing_key(queue_name), 0, -1)}
             stale = now & self.landed_seen.get(queue_name, set())
