@@ -47,6 +47,7 @@ class Reconciliation(Middleware):
         self.outbox_retention_days = outbox_retention_days
         self.stop_event = threading.Event()
         self.holder = ""  # named in after_worker_boot: one per forked worker process
+        self.thread: threading.Thread | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.stop_event.clear()
@@ -56,10 +57,14 @@ class Reconciliation(Middleware):
                                 chunk_retention_days=self.chunk_retention_days,
                                 event_retention_days=self.event_retention_days,
                                 outbox_retention_days=self.outbox_retention_days)
-        threading.Thread(target=self._loop, args=(broker, reconciler), name="worker-reconciler", daemon=True).start()
+        self.thread = threading.Thread(target=self._loop, args=(broker, reconciler), name="worker-reconciler",
+                                       daemon=True)
+        self.thread.start()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.stop_event.set()
+        if self.thread is not None:  # its round ends before the broker closes the connections it uses
+            self.thread.join(10)
 
     def _loop(self, broker: Any, reconciler: Reconciler) -> None:
         while not self.stop_event.wait(self.interval_s):

@@ -114,6 +114,8 @@ class Recovery(Middleware):
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.stop_event.set()
+        if self.thread is not None:  # its round ends before the broker closes the connections it uses
+            self.thread.join(10)
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self.running[message.message_id] = (message.actor_name, time.time())

@@ -108,6 +108,17 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
     def consumer_class(self) -> type[_RabbitmqConsumer]:
         return ReliableRabbitmqConsumer
 
+    def close(self) -> None:
+        """Close every channel and connection.  Dramatiq's iterates the live sets, which a maintenance or
+        reconciliation thread finishing its round may still grow ("Set changed size during iteration" made the
+        worker process exit 1): copies here."""
+        self._ignore_pika_logs()
+        for channel_or_conn in [*self.channels, *self.connections]:
+            try:
+                channel_or_conn.close()
+            except Exception:  # noqa: BLE001 - closing at shutdown: a channel already gone is fine
+                self.logger.debug("Encountered an error while closing %r.", channel_or_conn, exc_info=True)
+
     # --- queues -----------------------------------------------------------------------
     def _arguments(self, dead_letter_to: str, *, delivery_limit: bool = False) -> dict[str, Any]:
         arguments: dict[str, Any] = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead_letter_to}
