@@ -13,17 +13,10 @@ from typing import Any
 import redis
 
 from benchmarks.common import BIN, REDIS_URL, ROOT, worker_env
+from tests.support.rabbitmq import broker_for
 
 N = 5_000
 WARM_UP = 200
-
-
-def _broker(env: dict[str, str]) -> Any:
-    from settings import Settings
-    from worker_service.brokers import build_broker
-
-    fields = {key.lower(): value for key, value in env.items() if key.lower() in Settings.model_fields}
-    return build_broker(Settings.model_validate(fields), [])
 
 
 def _send(broker: Any, count: int, start: int = 0) -> None:
@@ -45,7 +38,7 @@ def _drain(url: str, queue_type: str, tmp: str) -> tuple[float, float]:
     worker = subprocess.Popen([str(BIN / "dramatiq"), "tests.support.worker_actors", "--processes", "1",
                                "--threads", "8", "--queues", "tests"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    broker = _broker(env)
+    broker = broker_for(env)
     try:
         deadline = time.monotonic() + 300
 

@@ -18,7 +18,7 @@ import requests
 from dramatiq.message import Message
 
 from tests.support.helpers import WEB_TOKEN, run_cli, wait_for
-from tests.support.rabbitmq import RabbitCluster
+from tests.support.rabbitmq import RabbitCluster, broker_for
 
 CONSUMER_TIMEOUT_MS = 5000
 
@@ -38,15 +38,6 @@ def rabbit_env(worker_env: dict[str, str], rabbit_node: RabbitCluster, redis_url
     return {**worker_env, "BROKER_URL": rabbit_node.url(vhost=vhost), "RATELIMIT_REDIS_URL": redis_url,
             "TEST_RECORD_URL": redis_url, "RABBITMQ_CONSUMER_TIMEOUT_MS": str(CONSUMER_TIMEOUT_MS),
             "MAINTENANCE_INTERVAL_MS": "300"}
-
-
-def broker_for(env: dict[str, str]) -> Any:
-    """A broker built from the worker's own settings (the queues must be declared with the same arguments)."""
-    from settings import Settings
-    from worker_service.brokers import build_broker
-
-    fields = {key.lower(): value for key, value in env.items() if key.lower() in Settings.model_fields}
-    return build_broker(Settings(_env_file=None, **fields), [])  # type: ignore[call-arg]
 
 
 def send(broker: Any, actor: str, *, delay: int | None = None, **kwargs: Any) -> str:

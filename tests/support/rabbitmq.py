@@ -15,12 +15,23 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pika
 
 from tests.support.helpers import free_port, unavailable, wait_for
 
 COOKIE = "WORKERSERVICETESTCOOKIE"
+
+
+def broker_for(env: dict[str, str]) -> Any:
+    """A broker built from a worker's environment, so it declares its queues with the worker's own arguments
+    (RabbitMQ refuses a queue redeclared with others)."""
+    from settings import Settings
+    from worker_service.brokers import build_broker
+
+    fields = {key.lower(): value for key, value in env.items() if key.lower() in Settings.model_fields}
+    return build_broker(Settings.model_validate(fields), [])
 
 
 def _binary(name: str) -> str:
