@@ -155,6 +155,13 @@ def curves() -> list[dict[str, Any]]:
                 series.setdefault(key, []).append((consumers, value))
                 rows.append({"benchmark": "scale", "variant": f"{consumers:,} consumers: {name}",
                              "value": round(value, 2), "unit": unit, "ratio": round(value / series[key][0][1], 2)})
+        ours = series["Redis commands per message (by consumers)"][0][1]
+        for variant, options in (("marked started before the ack, as a worker does", {"mark": True}),
+                                 ("bare Dramatiq RedisBroker", {"bare": True})):
+            value = measure(client, 10, **options).per_message
+            rows.append({"benchmark": "scale", "variant": f"10 consumers, {variant}: Redis commands per message",
+                         "value": round(value, 2), "unit": "cmds", "ratio": round(value / ours, 2),
+                         "notes": "ratio to this service's broker without the mark; goal <= 12"})
     RESULTS.mkdir(parents=True, exist_ok=True)
     _svg(series, RESULTS / "scale.svg")
     return rows

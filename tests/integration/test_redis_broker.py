@@ -15,7 +15,12 @@ import pytest
 import redis
 
 from tests.support.helpers import free_port, unavailable, wait_for
-from worker_service.brokers.redis import ReliableRedisBroker, ReliableRedisConsumer, make_connection_pool
+from worker_service.brokers.redis import (
+    ReliableRedisBroker,
+    ReliableRedisConsumer,
+    crash_count,
+    make_connection_pool,
+)
 from worker_service.brokers.settle import Successor
 
 
@@ -56,7 +61,8 @@ def test_marks_and_settles_from_many_threads_leave_nothing_held(broker, redis_cl
     assert broker.batches.flush(10)
     assert redis_client.scard(acks_key) == 0
     assert redis_client.hlen("dramatiq:hot.msgs") == 0
-    assert redis_client.scard(f"dramatiq:__started__.{broker.broker_id}") == 0
+    assert redis_client.scard(f"dramatiq:__started__.{broker.broker_id}.hot") == 0
+    assert not broker.started_ids
     assert consumer.outstanding_message_count == 0
     consumer.close()
 
@@ -92,6 +98,62 @@ def test_settle_with_successor_enqueues_it_only_while_the_message_is_held(broker
     consumer.close()
 
 
+def test_a_mark_whose_reply_was_lost_still_lets_its_settle_enqueue_the_successor(broker, redis_client):
+    """The mark moves the id from the acks set to the started set; when its reply is lost the process does not
+    know it moved, and the settle must find it there anyway, or the retry would be dropped."""
+    original, = _enqueue(broker, 1)
+    consumer = broker.consume("hot", prefetch=1, timeout=1000)
+    redis_id = next(consumer).options["redis_message_id"]
+    started = f"dramatiq:__started__.{broker.broker_id}.hot"
+    assert redis_client.smove(f"dramatiq:__acks__.{broker.broker_id}.hot", started, redis_id)
+    assert redis_id not in broker.started_ids
+    assert broker.settle("hot", redis_id, Successor(original.copy(options={"retries": 1}), delay_ms=None)) is True
+    assert redis_client.llen("dramatiq:hot") == 1 and redis_client.scard(started) == 0
+    consumer.close()
+
+
+def test_a_worker_death_renames_what_it_was_running_with_its_crash_count(broker, redis_client):
+    """Crash counts travel in the Redis id ("<id>#crashes=<n>"), so a fetch reads no crash table; what the dead
+    worker had only fetched goes back under its own id, with no crash counted."""
+    _enqueue(broker, 2)
+    consumer = broker.consume("hot", prefetch=2, timeout=1000)
+    running, waiting = next(consumer), next(consumer)
+    broker.mark_started(running)
+    first = running.options["redis_message_id"]
+    for crashes in (1, 2):
+        redis_client.zadd("dramatiq:__heartbeats__", {broker.broker_id: 1})  # silent since 1970
+        redis_client.sadd("dramatiq:__queues__", "hot")
+        assert broker.recover_dead_workers()[0] == 1
+        queued = [i.decode() for i in redis_client.lrange("dramatiq:hot", 0, -1)]
+        # the first time, the one it had only fetched is back too (the second time it holds nothing else)
+        assert queued == [f"{first}#crashes={crashes}"] + [waiting.options["redis_message_id"]] * (crashes == 1)
+        assert redis_client.hexists("dramatiq:hot.msgs", f"{first}#crashes={crashes}")
+        assert not redis_client.hexists("dramatiq:hot.msgs", first)
+        broker.started_ids.clear()
+        consumer.fetched, consumer.queued_message_ids, consumer.handed = [], set(), {}
+        redis_client.delete("dramatiq:hot")
+        redis_client.rpush("dramatiq:hot", f"{first}#crashes={crashes}")
+        running = next(consumer)
+        assert running.options["redis_message_id"] == f"{first}#crashes={crashes}"
+        assert crash_count(running.options["redis_message_id"]) == crashes
+        broker.mark_started(running)
+    consumer.close()
+
+
+def test_a_redis_without_lpop_count_is_fetched_from_one_id_at_a_time(broker, redis_client):
+    """Redis < 6.2 refuses ``LPOP key count``; the script rolls back and the fetch pops one id at a time."""
+    _enqueue(broker, 3)
+    script = broker.reliable_scripts["fetch"]
+
+    def old_redis(args: list[Any]) -> Any:
+        if args[-1] == "1":
+            raise redis.ResponseError("ERR Error running script: wrong number of arguments for 'lpop' command")
+        return script(args=args)
+
+    broker.reliable_scripts["fetch"] = old_redis
+    assert len(broker.fetch("hot", 3)) == 6 and broker.pop_many is False
+
+
 def test_waiting_takes_one_message_onto_the_landing_list_where_fetch_or_unland_finds_it(broker, redis_client):
     """The waiting consumer's message is never only in flight: it sits on the queue's landing list until the
     fetch takes it first, and a consumer that closes before fetching puts it back in front."""
@@ -104,7 +166,7 @@ def test_waiting_takes_one_message_onto_the_landing_list_where_fetch_or_unland_f
     assert redis_client.lrange("dramatiq:hot", 0, -1) == [b"a", b"b", b"c"]
     assert broker.wait_for_message("hot", 5) == "a"
     fetched = broker.fetch("hot", 2, landed="a")
-    assert [fetched[0], fetched[3]] == [b"a", b"b"] and redis_client.lrange("dramatiq:hot", 0, -1) == [b"c"]
+    assert [fetched[0], fetched[2]] == [b"a", b"b"] and redis_client.lrange("dramatiq:hot", 0, -1) == [b"c"]
     assert redis_client.llen(broker.landing_key("hot")) == 0
 
 

@@ -58,17 +58,23 @@ def commands(client: redis.Redis) -> int:
     return sum(int(v["calls"]) for k, v in client.info("commandstats").items() if k != "cmdstat_info")
 
 
-def measure(client: redis.Redis, consumers: int, *, messages: int = 100, rate: float = 100.0) -> Counts:
+def measure(client: redis.Redis, consumers: int, *, messages: int = 100, rate: float = 100.0,
+            mark: bool = False, bare: bool = False) -> Counts:
     """``consumers`` consumers of one queue, each in a thread of its own as in worker processes, acking what they
-    get; ``messages`` sent one by one at ``rate`` per second."""
+    get; ``messages`` sent one by one at ``rate`` per second.  ``mark``: each is marked started before its ack,
+    as a worker does before running the actor (the crash accounting).  ``bare``: Dramatiq's own RedisBroker
+    instead (no mark: it has no crash accounting)."""
+    from dramatiq.brokers.redis import RedisBroker
+
     from worker_service.brokers.redis import ReliableRedisBroker, make_connection_pool
 
     client.flushall()
     port = client.connection_pool.connection_kwargs["port"]
     pool = make_connection_pool(f"redis://127.0.0.1:{port}/0", socket_timeout=10, health_check_interval=0,
                                 connect_attempts=1)  # the workers' own pool: as many connections as threads
-    broker = ReliableRedisBroker(client=redis.Redis(connection_pool=pool), namespace="scale",
-                                 heartbeat_timeout=60_000)
+    broker_class = RedisBroker if bare else ReliableRedisBroker
+    broker = broker_class(client=redis.Redis(connection_pool=pool), namespace="scale", heartbeat_timeout=60_000,
+                          maintenance_chance=0)
     broker.declare_queue("scale")
     stop, done = threading.Event(), []
 
@@ -77,6 +83,8 @@ def measure(client: redis.Redis, consumers: int, *, messages: int = 100, rate: f
         while not stop.is_set():
             message = next(consumer)
             if message is not None:
+                if mark:
+                    broker.mark_started(message)
                 consumer.ack(message)
                 done.append(message.message_id)
         consumer.close()
@@ -104,7 +112,8 @@ def measure(client: redis.Redis, consumers: int, *, messages: int = 100, rate: f
             pipe.execute()
             time.sleep(1 / rate)
         wait_for(lambda: len(done) == messages, 60, 0.01, "every message consumed")
-        broker.flush_settles()
+        if not bare:
+            broker.flush_settles()
         elapsed = time.monotonic() - started
         total = commands(client) - idle * elapsed
         busy_cpu = time.process_time() - cpu

@@ -8,7 +8,10 @@ What it changes, and why no middleware hook could do it:
   pending dead letter) in one Lua script, so a Redis blip during a retry
   never acks-and-loses the message (Dramatiq #545).  Settles and the
   "started" marks of the crash-loop guard from all threads of a process
-  share round trips (brokers.groupcommit): one script call per batch.
+  share round trips (brokers.groupcommit): one round trip per batch, plain
+  commands unless a successor needs the script.  A message's crash count
+  travels in its Redis id (``<id>#crashes=<n>``), so fetch and settle never
+  touch a crash table.
 * ``fetch`` returns each Redis id with its payload, so an undecodable body
   is dead-lettered and removed instead of crashing the consumer and staying
   forever in a live worker's acks set.
@@ -83,6 +86,14 @@ _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 MAX_CONNECTIONS = 10_000  # Redis's own maxclients; connections are opened only as threads need them
 # One operation of lua/batch.lua: kind, queue, id, successor queue, successor id, successor payload.
 _BatchOp = tuple[str, str, str, str, str, bytes]
+#: how recover.lua renames a message that was running when its worker died: the id carries the crash count
+CRASH_SUFFIX = "#crashes="
+
+
+def crash_count(redis_id: str) -> int:
+    """Worker deaths ``redis_id`` has been running through (recover.lua counts them in the id)."""
+    _, mark, count = redis_id.rpartition(CRASH_SUFFIX)
+    return int(count) if mark and count.isdigit() else 0
 
 
 #: error replies of a Redis whose role changed under us (a failover, planned or not): the write did not happen
@@ -184,6 +195,8 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         self.batches: GroupCommit[_BatchOp, int] = GroupCommit(self._run_batch, transient=_REDIS_ERRORS)
         self.pauses = PausedQueues(self.client, self.key("__paused_queues__"))
         self.landed_seen: dict[str, set[str]] = {}  # ids on each landing list at the last maintenance round
+        self.started_ids: set[str] = set()  # Redis ids marked started (moved to a started set), until settled
+        self.pop_many = True  # LPOP with a count (Redis >= 6.2); off after the server refused it
         self.live_consumers: weakref.WeakSet[ReliableRedisConsumer] = weakref.WeakSet()
 
     @property
@@ -260,12 +273,14 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         """After a master change: what this worker's acks sets say it holds, and no consumer of it holds, goes
         back to its queue (a settle that did not reach the new master would keep it held by a live worker
         forever); returns how many.  An id fetched during the check may run twice: at least once, as always."""
-        sets = {name: self.key(f"__acks__.{self.broker_id}.{name}")
-                for queue in self.queues for name in (queue, f"{queue}.DQ")}
+        sets = [(name, self.key(f"__{kind}__.{self.broker_id}.{name}")) for queue in self.queues
+                for name, kind in ((queue, "acks"), (queue, "started"), (f"{queue}.DQ", "acks"))]
         pipe = self.client.pipeline(transaction=False)
-        for key in sets.values():
+        for _, key in sets:
             pipe.smembers(key)
-        recorded = dict(zip(sets, pipe.execute(), strict=True))
+        recorded: dict[str, set[Any]] = {}
+        for (name, _), members in zip(sets, pipe.execute(), strict=True):
+            recorded.setdefault(name, set()).update(members)
         held: dict[str, set[str]] = {}
         for consumer in list(self.live_consumers):
             held.setdefault(consumer.queue_name, set()).update(consumer.held_ids())
@@ -308,22 +323,23 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
 
     def mark_started(self, message: MessageProxy) -> None:
         redis_id = message.options.get("redis_message_id")
-        if redis_id and not message.queue_name.endswith(".DQ"):
-            self.batches.submit(("mark", message.queue_name, redis_id, "", "", b""))
+        if redis_id and not message.queue_name.endswith(".DQ") and \
+                self.batches.submit(("mark", message.queue_name, redis_id, "", "", b"")):
+            self.started_ids.add(redis_id)
 
     def settle(self, queue_name: str, redis_id: str, successor: Successor | None) -> bool:
         """Ack ``redis_id`` (and enqueue ``successor`` atomically); False if this worker no longer held it."""
         return bool(self.batches.submit(self._settle_op(queue_name, redis_id, successor)))
 
-    def settle_later(self, queue_name: str, redis_id: str, successor: Successor | None, *,
-                     crashed: bool = True) -> None:
-        """``settle`` without waiting: the group committer writes it, retrying through Redis outages.
-        ``crashed=False``: the message came with no crash count, so there is none to forget."""
-        self.batches.submit_detached(self._settle_op(queue_name, redis_id, successor, crashed=crashed))
+    def settle_later(self, queue_name: str, redis_id: str, successor: Successor | None) -> None:
+        """``settle`` without waiting: the group committer writes it, retrying through Redis outages."""
+        self.batches.submit_detached(self._settle_op(queue_name, redis_id, successor))
 
-    def _settle_op(self, queue_name: str, redis_id: str, successor: Successor | None, *,
-                   crashed: bool = True) -> _BatchOp:
-        kind = "settle" if crashed else "settle-clean"
+    def _settle_op(self, queue_name: str, redis_id: str, successor: Successor | None) -> _BatchOp:
+        kind = "settle"
+        if redis_id in self.started_ids:  # marked: its id moved from the acks set to the started set
+            self.started_ids.discard(redis_id)
+            kind = "settle-started"
         if successor is None:
             return (kind, queue_name, redis_id, "", "", b"")
         prepared = self.prepare_enqueue(successor.message, successor.delay_ms)
@@ -343,12 +359,36 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         super().close()
 
     def _run_batch(self, ops: list[_BatchOp]) -> list[int]:
-        args: list[Any] = [self.namespace, self.broker_id, current_millis()]
-        for op in ops:
-            args.extend(op)
-        if not self.wait_replicas:
-            return self.reliable_scripts["batch"](args=args)
-        return self._replicated(lambda pipe: self.reliable_scripts["batch"](args=args, client=pipe), "settles")
+        """One round trip for the batch: lua/batch.lua when an operation enqueues a successor (it must be written
+        only while the message is held); else plain commands, two per settle and one per mark."""
+        if any(op[3] for op in ops):
+            args: list[Any] = [self.namespace, self.broker_id, current_millis()]
+            for op in ops:
+                args.extend(op)
+            if not self.wait_replicas:
+                return self.reliable_scripts["batch"](args=args)
+            return self._replicated(lambda pipe: self.reliable_scripts["batch"](args=args, client=pipe), "settles")
+        pipe = self.client.pipeline(transaction=False)
+        for kind, queue_name, redis_id, *_ in ops:
+            acks, started = (self.key(f"__{name}__.{self.broker_id}.{queue_name}") for name in ("acks", "started"))
+            if kind == "mark":
+                pipe.smove(acks, started, redis_id)
+            else:
+                # The payload goes first: a death between the two leaves an id whose payload is gone, which
+                # recovery drops; the other way round would leave a payload nothing points to.  A message that
+                # recovery already handed on loses its payload too, so it does not run again: it just did.
+                pipe.hdel(self.key(f"{queue_name}.msgs"), redis_id)
+                pipe.srem(started if kind == "settle-started" else acks, redis_id)
+        if self.wait_replicas:
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        replies = pipe.execute()
+        if self.wait_replicas:
+            self._check_replicas(int(replies.pop()), "settles")
+        results, at = [], 0
+        for kind, *_ in ops:
+            at += 1 if kind == "mark" else 2
+            results.append(int(replies[at - 1]))
+        return results
 
     def _replicated(self, write: Any, what: str) -> Any:
         """Run ``write(pipe)`` then WAIT on the same connection; returns what the write returned."""
@@ -356,11 +396,14 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         write(pipe)
         pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
         result, acked = pipe.execute()
-        if int(acked) < self.wait_replicas:
-            self.logger.warning("%s reached %d of %d replica(s) within %d ms (REDIS_WAIT_REPLICAS): written on "
-                                "the master, at risk if it fails now.", what.capitalize(), int(acked),
-                                self.wait_replicas, self.wait_timeout_ms)
+        self._check_replicas(int(acked), what)
         return result
+
+    def _check_replicas(self, acked: int, what: str) -> None:
+        if acked < self.wait_replicas:
+            self.logger.warning("%s reached %d of %d replica(s) within %d ms (REDIS_WAIT_REPLICAS): written on "
+                                "the master, at risk if it fails now.", what.capitalize(), acked,
+                                self.wait_replicas, self.wait_timeout_ms)
 
     def do_enqueue(self, queue_name: str, redis_id: str, payload: bytes) -> Any:
         """Dramatiq's enqueue script, then WAIT on the same connection when REDIS_WAIT_REPLICAS is set."""
@@ -402,8 +445,16 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
 
     def fetch(self, queue_name: str, count: int, landed: str = "") -> list[Any]:
         """Up to ``count`` messages: the ``landed`` id a wait moved onto the queue's landing list (if no one put it
-        back meanwhile), then from the head of the queue (lua/fetch.lua); flat: id, payload, crash count."""
-        return self.reliable_scripts["fetch"](args=[self.namespace, queue_name, self.broker_id, landed, count])
+        back meanwhile), then from the head of the queue (lua/fetch.lua); flat: id, payload."""
+        args = [self.namespace, queue_name, self.broker_id, landed, count, "1" if self.pop_many else "0"]
+        try:
+            return self.reliable_scripts["fetch"](args=args)
+        except redis.ResponseError as exc:
+            if not self.pop_many or "wrong number of arguments" not in str(exc).lower():
+                raise
+            self.pop_many = False  # Redis < 6.2: LPOP takes no count; the script rolled back, nothing was taken
+            self.logger.warning("Redis has no LPOP with a count (%s): fetches pop one id at a time.", exc)
+            return self.fetch(queue_name, count, landed)
 
     def landing_key(self, queue_name: str) -> str:
         return self.key(f"__landing__.{queue_name}")
@@ -467,7 +518,7 @@ class ReliableRedisConsumer(_RedisConsumer):
     def __init__(self, broker: ReliableRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)
         self.logger = get_logger(__name__, type(self))
-        self.fetched: list[tuple[str, bytes | None, int]] = []
+        self.fetched: list[tuple[str, bytes | None]] = []
         self.is_delay_queue = queue_name.endswith(".DQ")
         # Fetch in batches of at least a quarter of the prefetch (delay queues: whatever fits, as Dramatiq).
         self.refill_at = 1 if self.is_delay_queue else max(1, prefetch // 4)
@@ -480,23 +531,20 @@ class ReliableRedisConsumer(_RedisConsumer):
         # Every message handed to a worker thread and not yet settled: message id -> Redis id (what the broker's
         # acks set should say this consumer holds, checked after a master change).
         self.handed: dict[str, str] = {}
-        self.crashed: set[str] = set()  # Redis ids fetched with a crash count (their settle forgets it)
         self.landed = ""  # the id a wait moved onto the landing list, for the next fetch to take
         self.idle = False  # the last look found nothing: wait before fetching again
         broker.live_consumers.add(self)
 
     def held_ids(self) -> set[str]:
         """The Redis ids this consumer holds: fetched and not handed out, or handed out and not settled."""
-        return {redis_id for redis_id, _, _ in list(self.fetched)} | set(list(self.handed.values()))
+        return {redis_id for redis_id, _ in list(self.fetched)} | set(list(self.handed.values()))
 
     @property
     def outstanding_message_count(self) -> int:
         return len(self.queued_message_ids) + len(self.fetched)
 
     def _settle(self, message: MessageProxy, successor: Successor | None) -> None:
-        redis_id = message.options["redis_message_id"]
-        self.broker.settle_later(self.queue_name, redis_id, successor, crashed=redis_id in self.crashed)
-        self.crashed.discard(redis_id)
+        self.broker.settle_later(self.queue_name, message.options["redis_message_id"], successor)
         self._forget(message)
 
     def _forget(self, message: MessageProxy) -> None:
@@ -547,7 +595,7 @@ class ReliableRedisConsumer(_RedisConsumer):
         Settles still waiting for the group committer are flushed once per process, by the broker's
         ``close``: a consumer restarting during an outage must not wait for them.
         """
-        leftovers = [redis_id for redis_id, _, _ in self.fetched] + list(self.held_delayed.values())
+        leftovers = [redis_id for redis_id, _ in self.fetched] + list(self.held_delayed.values())
         self.fetched, self.held_delayed = [], {}
         self.broker.live_consumers.discard(self)
         self.broker.give_back(self.queue_name, leftovers)
@@ -577,13 +625,13 @@ class ReliableRedisConsumer(_RedisConsumer):
                 if not self.is_delay_queue and self.queue_name in self.broker.paused_queues():
                     # Paused by an operator: fetch nothing; what was fetched and not handed out goes back.
                     if self.fetched:
-                        self.broker.give_back(self.queue_name, [redis_id for redis_id, _, _ in self.fetched])
+                        self.broker.give_back(self.queue_name, [redis_id for redis_id, _ in self.fetched])
                         self.fetched = []
                     time.sleep(PAUSE_READ_S / 2)
                     return None
                 if self.fetched:
-                    redis_id, body, crashes = self.fetched.pop(0)
-                    proxy = self._decode(redis_id, body, crashes)
+                    redis_id, body = self.fetched.pop(0)
+                    proxy = self._decode(redis_id, body)
                     if proxy is None:
                         continue
                     self.misses = 0
@@ -604,10 +652,10 @@ class ReliableRedisConsumer(_RedisConsumer):
                     fetched = self.broker.fetch(self.queue_name, room, self.landed)
                     self.landed = ""
                     # Fewer than asked: the queue is empty now, so the next look is a wait, not another fetch.
-                    self.idle = len(fetched) < 3 * room
+                    self.idle = len(fetched) < 2 * room
                     if fetched:
-                        self.fetched = [(fetched[i].decode(), fetched[i + 1] or None, int(fetched[i + 2]))
-                                        for i in range(0, len(fetched), 3)]
+                        self.fetched = [(fetched[i].decode(), fetched[i + 1] or None)
+                                        for i in range(0, len(fetched), 2)]
                         continue
                 # Nothing in hand: wait in Redis (delay queues too), woken only by a message for this consumer.
                 # Returning now and then lets the consumer thread notice a shutdown.
@@ -620,7 +668,7 @@ class ReliableRedisConsumer(_RedisConsumer):
         except _REDIS_ERRORS as exc:
             raise ConnectionClosed(exc) from None
 
-    def _decode(self, redis_id: str, body: bytes | None, crashes: int) -> MessageProxy | None:
+    def _decode(self, redis_id: str, body: bytes | None) -> MessageProxy | None:
         if body is None:
             # The payload was deleted under us (purge); nothing to process.
             self.broker.settle(self.queue_name, redis_id, None)
@@ -634,8 +682,7 @@ class ReliableRedisConsumer(_RedisConsumer):
         if message.options.get("redis_message_id") != redis_id:
             message = message.copy(options={"redis_message_id": redis_id})
         proxy = MessageProxy(message)
-        if crashes:
-            self.crashed.add(redis_id)
+        crashes = crash_count(redis_id)
         if crashes >= self.broker.crash_loop_limit:
             self.logger.error("Message %s killed its worker %d times; dead-lettering it as crash_loop.",
                               message.message_id, crashes)
