@@ -24,7 +24,7 @@ import dramatiq
 import peewee
 from dramatiq.message import Message
 
-from worker_service.database import AuditEntry, DeadLetter, session, utcnow
+from worker_service.database import AuditEntry, DeadLetter, DeadLetterTally, session, utcnow
 from worker_service.database.models import iso
 from worker_service.masking import mask
 from worker_service.outcome import PENDING_DEAD_LETTER
@@ -33,8 +33,8 @@ logger = logging.getLogger(__name__)
 
 #: dead letters requeued per transaction by ``requeue_matching``
 REQUEUE_BATCH = 500
-#: columns ``distinct`` may read (each has an index)
-DISTINCT_COLUMNS = ("actor", "queue", "error_type", "state")
+#: the columns the dead-letter tally counts by (migration 12): filters on them are counted exactly
+TALLY_COLUMNS = ("actor", "queue", "error_type", "state")
 ERROR_TYPES = ("invalid_payload", "unknown_actor", "undecodable", "retries_exhausted", "permanent_error",
                "timeout", "memory", "age_limit", "crash_loop", "forbidden")
 #: options that belong to one delivery or one generation and must not survive a requeue
@@ -88,6 +88,16 @@ class Filter:
         return expr
 
 
+def _tally_where(flt: Filter) -> peewee.Expression:
+    """``flt`` (without its time range) on the tally's columns."""
+    expr = DeadLetterTally.n != 0
+    for column in TALLY_COLUMNS:
+        value = getattr(flt, column)
+        if value:
+            expr &= getattr(DeadLetterTally, column) == value
+    return expr
+
+
 class DeadLetterStore:
     """Operator actions on dead letters (CLI and dashboard).
 
@@ -108,28 +118,39 @@ class DeadLetterStore:
             return list(DeadLetter.select().where(where).order_by(DeadLetter.id.desc()).limit(limit).offset(offset))
 
     def count(self, flt: Filter, *, cap: int | None = None) -> int:
-        """How many match; with ``cap``, counting stops past it (returns ``cap + 1``: "more than cap")."""
+        """How many match: exact from the tally (migration 12) unless the filter has a time range; then counting
+        stops past ``cap`` when given (returns ``cap + 1``: "more than cap")."""
+        if flt.since is None and flt.until is None:
+            with session():
+                return int(DeadLetterTally.select(peewee.fn.COALESCE(peewee.fn.SUM(DeadLetterTally.n), 0))
+                           .where(_tally_where(flt)).scalar())
         query = DeadLetter.select(DeadLetter.id).where(flt.where())
         with session():
             return query.count() if cap is None else query.limit(cap + 1).count()
 
     def counts_by(self, column: str, flt: Filter, *, cap: int | None = None) -> dict[str, int]:
-        """Per value of ``column`` (those present, read through its index), how many match ``flt``; each count
-        stops past ``cap`` when given."""
+        """Per value of ``column``, how many match ``flt`` (values with none left out); exact from the tally
+        without a time range, else each count stops past ``cap`` when given."""
+        if column not in TALLY_COLUMNS:
+            raise ValueError(f"not a column of the dead-letter tally: {column}")
+        if flt.since is None and flt.until is None:
+            field = getattr(DeadLetterTally, column)
+            with session():
+                rows = (DeadLetterTally.select(field, peewee.fn.SUM(DeadLetterTally.n)).where(_tally_where(flt))
+                        .group_by(field).order_by(field).tuples())
+                return {str(value): int(n) for value, n in rows if n}
         values = [getattr(flt, column)] if getattr(flt, column, None) else self.distinct(column)
         counts = {value: self.count(Filter(**{**flt.__dict__, column: value}), cap=cap) for value in values}
         return {value: n for value, n in counts.items() if n}
 
     def distinct(self, column: str) -> builtins.list[str]:
-        """The values ``column`` takes, in order: one index probe per value (a loose index scan), not a pass
-        over every row."""
-        if column not in DISTINCT_COLUMNS:
-            raise ValueError(f"not a dead-letter column with an index: {column}")
-        sql = (f"WITH RECURSIVE v(x) AS (SELECT MIN({column}) FROM dead_letter UNION ALL "
-               f"SELECT (SELECT MIN({column}) FROM dead_letter WHERE {column} > v.x) FROM v WHERE v.x IS NOT NULL) "
-               "SELECT x FROM v WHERE x IS NOT NULL")
-        with session() as db:
-            return [str(row[0]) for row in db.execute_sql(sql).fetchall()]
+        """The values ``column`` takes among the dead letters, in order (read from the tally)."""
+        if column not in TALLY_COLUMNS:
+            raise ValueError(f"not a column of the dead-letter tally: {column}")
+        field = getattr(DeadLetterTally, column)
+        with session():
+            return [str(value) for value, in DeadLetterTally.select(field).where(DeadLetterTally.n > 0)
+                    .distinct().order_by(field).tuples()]
 
     def get(self, dead_letter_id: int) -> DeadLetter | None:
         with session():

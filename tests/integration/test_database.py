@@ -164,6 +164,12 @@ def test_migrations_on_postgres_are_versioned_and_idempotent(pg_url):
     check_versioned_and_idempotent(pg_schema_url(pg_url, "wtest_migrations"))
 
 
+def test_the_dead_letter_tally_on_postgres_follows_every_write_and_an_upgrade_fills_it(pg_url):
+    from tests.support.migrations import check_the_dead_letter_tally
+
+    check_the_dead_letter_tally(pg_schema_url(pg_url, "wtest_tally"))
+
+
 def test_a_postgres_database_of_the_first_round_upgrades_keeping_its_rows(pg_url):
     from tests.support.helpers import pg_schema_url
     from tests.support.migrations import check_a_version_3_database_upgrades_keeping_its_rows

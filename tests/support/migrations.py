@@ -49,3 +49,54 @@ def check_a_version_3_database_upgrades_keeping_its_rows(url: str) -> None:
         assert Asset.get_by_id("old").knowledge_chunks is None and LlmChunk.select().count() == 0
         assert OutboxEvent.select().count() == 0 and CrmLink.select(CrmLink.status_changed_at).count() == 0
     assert migrate() == []
+
+
+def check_the_dead_letter_tally(url: str) -> None:
+    """The tally (migration 12) is kept by triggers, not by the code that writes: rows written by any path (the
+    sink, a bulk UPDATE, the retention purge, a DELETE or TRUNCATE by hand) are counted; a database upgraded to
+    version 12 with dead letters in it gets them counted."""
+    from worker_service.database import DeadLetter, database_proxy, init_database, is_sqlite, migrate, session
+
+    init_database(url)
+    migrate()
+    rows = [{"message_id": f"m{i}", "queue": ("assets", "crm")[i % 2], "actor": ("a", "b", "c")[i % 3],
+             "error_type": ("crash_loop", "permanent_error")[i % 2], "state": "dead" if i % 10 else "requeued"}
+            for i in range(300)]
+    with session(transaction=True):
+        DeadLetter.insert_many(rows).execute()
+    _tally_matches_a_full_count()
+    with session(transaction=True):
+        DeadLetter.update(state="requeued").where(DeadLetter.actor == "a").execute()
+        DeadLetter.update(error_type="timeout").where(DeadLetter.message_id.in_([f"m{i}" for i in range(0, 300, 7)])).execute()
+        DeadLetter.update(state_changed_by="someone").execute()  # no counted column changes
+        DeadLetter.delete().where(DeadLetter.queue == "crm", DeadLetter.actor == "b").execute()
+        DeadLetter.create(message_id="x", queue="knowledge", actor="d", args=[], error_type="memory")
+    _tally_matches_a_full_count()
+    db = database_proxy.obj
+    with session(transaction=True):  # back to version 11, dead letters kept: the upgrade counts them
+        if is_sqlite():
+            for event in ("insert", "update", "delete"):
+                db.execute_sql(f"DROP TRIGGER dead_letter_tally_{event}")
+        else:
+            db.execute_sql("DROP FUNCTION dead_letter_tally_apply() CASCADE")
+        db.execute_sql("DROP TABLE dead_letter_tally")
+        db.execute_sql("DELETE FROM schema_version WHERE version >= 12")
+    assert migrate() == [12]
+    _tally_matches_a_full_count()
+    with session(transaction=True):
+        db.execute_sql("DELETE FROM dead_letter" if is_sqlite() else "TRUNCATE dead_letter")
+    _tally_matches_a_full_count()
+
+
+def _tally_matches_a_full_count() -> None:
+    from peewee import fn
+
+    from worker_service.database import DeadLetter, DeadLetterTally, session
+
+    key = (DeadLetter.state, DeadLetter.queue, DeadLetter.actor, DeadLetter.error_type)
+    with session():
+        counted = {tuple(r[:4]): r[4] for r in DeadLetter.select(*key, fn.COUNT(DeadLetter.id)).group_by(*key).tuples()}
+        tally = {tuple(r[:4]): r[4] for r in DeadLetterTally.select(
+            DeadLetterTally.state, DeadLetterTally.queue, DeadLetterTally.actor, DeadLetterTally.error_type,
+            DeadLetterTally.n).where(DeadLetterTally.n != 0).tuples()}
+    assert counted == tally, (counted, tally)

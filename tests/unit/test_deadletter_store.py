@@ -1,10 +1,13 @@
-"""worker_service.deadletters at the scale of the list pages: keyset pages, capped counts, distinct values
-read through the index."""
+"""worker_service.deadletters at the scale of the list pages: keyset pages, exact counts from the tally the
+database's triggers keep (capped counts with a time range)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
+from tests.support.migrations import check_the_dead_letter_tally
 from worker_service.database import DeadLetter, init_database, migrate, session
 from worker_service.deadletters import DeadLetterStore, Filter
 
@@ -33,14 +36,21 @@ def test_keyset_pages_cover_every_row_once_newest_first(store):
     assert [r.id for r in store.list(Filter(), limit=40, offset=40)] == seen[40:80]  # the old links still work
 
 
-def test_counts_stop_past_the_cap_and_by_type_reads_only_present_values(store):
-    assert store.count(Filter()) == 225
-    assert store.count(Filter(), cap=100) == 101  # "more than 100"
-    assert store.counts_by("error_type", Filter(), cap=100) == {"crash_loop": 100, "permanent_error": 101}
+def test_counts_come_exact_from_the_tally_and_stop_past_the_cap_only_with_a_time_range(store):
+    assert store.count(Filter()) == 225 and store.count(Filter(), cap=100) == 225
+    assert store.counts_by("error_type", Filter(), cap=100) == {"crash_loop": 100, "permanent_error": 125}
     assert store.counts_by("error_type", Filter(error_type="crash_loop")) == {"crash_loop": 100}
+    assert store.count(Filter(actor="a", queue="crm", error_type="permanent_error")) == 42  # i = 3 mod 6
+    ranged = Filter(since=datetime(2000, 1, 1))
+    assert store.count(ranged) == 225 and store.count(ranged, cap=100) == 101  # "more than 100"
+    assert store.counts_by("error_type", ranged, cap=100) == {"crash_loop": 100, "permanent_error": 101}
     assert store.distinct("actor") == ["a", "b", "c"] and store.distinct("queue") == ["assets", "crm"]
     with pytest.raises(ValueError):
         store.distinct("error_message")
+
+
+def test_the_tally_follows_every_write_and_an_upgrade_fills_it(tmp_path):
+    check_the_dead_letter_tally(f"sqlite:///{tmp_path}/tally.db")
 
 
 def test_requeue_matching_goes_in_batches_requeues_each_once_and_reports_progress(store, monkeypatch):

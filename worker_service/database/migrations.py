@@ -22,6 +22,7 @@ from worker_service.database.models import (
     CrmLink,
     DashboardUser,
     DeadLetter,
+    DeadLetterTally,
     KnowledgeEntity,
     KnowledgeRelation,
     KommoToken,
@@ -109,6 +110,73 @@ def _v11_dead_letter_pages(db: peewee.Database) -> None:
         db.execute_sql(f"CREATE INDEX IF NOT EXISTS dead_letter_{'_'.join(columns)} ON dead_letter ({', '.join(columns)})")
 
 
+_TALLY_KEY = "state, queue, actor, error_type"
+# PostgreSQL: one statement-level trigger per event, reading its transition tables, so a bulk requeue or
+# delete of 10^5 rows changes each tally row once; tally rows are updated in key order (no deadlock between
+# two bulk statements).  TRUNCATE empties the tally.
+_PG_TALLY = f"""
+CREATE OR REPLACE FUNCTION dead_letter_tally_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE change record;
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM dead_letter_tally;
+        RETURN NULL;
+    END IF;
+    FOR change IN EXECUTE
+        'SELECT {_TALLY_KEY}, sum(d) AS d FROM (' || CASE TG_OP
+            WHEN 'INSERT' THEN 'SELECT {_TALLY_KEY}, 1 AS d FROM new_rows'
+            WHEN 'DELETE' THEN 'SELECT {_TALLY_KEY}, -1 AS d FROM old_rows'
+            ELSE 'SELECT {_TALLY_KEY}, 1 AS d FROM new_rows UNION ALL SELECT {_TALLY_KEY}, -1 FROM old_rows'
+        END || ') AS c GROUP BY {_TALLY_KEY} HAVING sum(d) <> 0 ORDER BY {_TALLY_KEY}'
+    LOOP
+        INSERT INTO dead_letter_tally ({_TALLY_KEY}, n)
+        VALUES (change.state, change.queue, change.actor, change.error_type, change.d)
+        ON CONFLICT ({_TALLY_KEY}) DO UPDATE SET n = dead_letter_tally.n + EXCLUDED.n;
+    END LOOP;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS dead_letter_tally_insert ON dead_letter;
+DROP TRIGGER IF EXISTS dead_letter_tally_update ON dead_letter;
+DROP TRIGGER IF EXISTS dead_letter_tally_delete ON dead_letter;
+DROP TRIGGER IF EXISTS dead_letter_tally_truncate ON dead_letter;
+CREATE TRIGGER dead_letter_tally_insert AFTER INSERT ON dead_letter REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION dead_letter_tally_apply();
+CREATE TRIGGER dead_letter_tally_update AFTER UPDATE ON dead_letter
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION dead_letter_tally_apply();
+CREATE TRIGGER dead_letter_tally_delete AFTER DELETE ON dead_letter REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION dead_letter_tally_apply();
+CREATE TRIGGER dead_letter_tally_truncate AFTER TRUNCATE ON dead_letter
+    FOR EACH STATEMENT EXECUTE FUNCTION dead_letter_tally_apply();
+"""
+# SQLite has row triggers only (its dead letters are a development database's few).
+_SQLITE_TALLY = [
+    f"""CREATE TRIGGER IF NOT EXISTS dead_letter_tally_insert AFTER INSERT ON dead_letter BEGIN
+        INSERT INTO dead_letter_tally ({_TALLY_KEY}, n) VALUES (NEW.state, NEW.queue, NEW.actor, NEW.error_type, 1)
+        ON CONFLICT ({_TALLY_KEY}) DO UPDATE SET n = n + 1; END""",
+    f"""CREATE TRIGGER IF NOT EXISTS dead_letter_tally_update AFTER UPDATE OF {_TALLY_KEY} ON dead_letter BEGIN
+        UPDATE dead_letter_tally SET n = n - 1 WHERE state = OLD.state AND queue = OLD.queue AND actor = OLD.actor
+            AND error_type = OLD.error_type;
+        INSERT INTO dead_letter_tally ({_TALLY_KEY}, n) VALUES (NEW.state, NEW.queue, NEW.actor, NEW.error_type, 1)
+        ON CONFLICT ({_TALLY_KEY}) DO UPDATE SET n = n + 1; END""",
+    """CREATE TRIGGER IF NOT EXISTS dead_letter_tally_delete AFTER DELETE ON dead_letter BEGIN
+        UPDATE dead_letter_tally SET n = n - 1 WHERE state = OLD.state AND queue = OLD.queue AND actor = OLD.actor
+            AND error_type = OLD.error_type; END""",
+]
+
+
+def _v12_dead_letter_tally(db: peewee.Database) -> None:
+    db.create_tables([DeadLetterTally], safe=True)
+    if is_sqlite():
+        for statement in _SQLITE_TALLY:
+            db.execute_sql(statement)
+    else:
+        db.execute_sql("LOCK TABLE dead_letter IN SHARE MODE")  # no dead letter changes between count and triggers
+        db.execute_sql(_PG_TALLY)
+    db.execute_sql("DELETE FROM dead_letter_tally")
+    db.execute_sql(f"INSERT INTO dead_letter_tally ({_TALLY_KEY}, n) SELECT {_TALLY_KEY}, count(*) FROM dead_letter "
+                   f"GROUP BY {_TALLY_KEY}")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "base: assets, asset texts, dead letters, audit log", _v1_base),
     (2, "knowledge graph entities, relations, LLM usage", _v2_knowledge),
@@ -124,6 +192,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (10, "leases of the records under way (reconciliation without a queue scan)", _v10_leases),
     (11, "dead letters: an index per page of the list (state, then the filtered column, then id)",
      _v11_dead_letter_pages),
+    (12, "dead letters: a tally per state, queue, actor and error type, kept by triggers (exact counts at any size)",
+     _v12_dead_letter_tally),
 ]
 
 

@@ -148,6 +148,22 @@ class DeadLetter(BaseModel):
                    (("state", "actor", "id"), False), (("state", "queue", "id"), False))
 
 
+class DeadLetterTally(BaseModel):
+    """How many dead letters share a state, queue, actor and error type: kept by database triggers
+    (migration 12) on every insert, update and delete of ``dead_letter``, so the dashboard's and the API's counts
+    are a sum over a few dozen rows, exact, at any number of dead letters.  Never written by the service."""
+
+    state = peewee.CharField()
+    queue = peewee.CharField()
+    actor = peewee.CharField()
+    error_type = peewee.CharField()
+    n = peewee.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "dead_letter_tally"
+        primary_key = peewee.CompositeKey("state", "queue", "actor", "error_type")
+
+
 class AuditEntry(BaseModel):
     """One operator action: who, when, what, how many."""
 
@@ -322,6 +338,7 @@ class OutboxEvent(BaseModel):
                 "error_code": self.error_code, "occurred_at": iso(self.occurred_at)}
 
 
-ALL_MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Asset, AssetText, DeadLetter, AuditEntry, KnowledgeEntity,
+ALL_MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Asset, AssetText, DeadLetter, DeadLetterTally, AuditEntry,
+                                           KnowledgeEntity,
                                            KnowledgeRelation, LlmUsage, LlmChunk, KommoToken, CrmLink, CrmEvent,
                                            OutboxEvent, StatusChange, DashboardUser)

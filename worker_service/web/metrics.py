@@ -26,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from worker_contracts import CONTRACTS
 
-from worker_service.database import DeadLetter, session
+from worker_service.database import DeadLetterTally, session
 
 UPSTREAMS = ("openrouter", "kommo")
 
@@ -132,10 +132,11 @@ class BrokerCollector(Collector):
         dead = GaugeMetricFamily("worker_dead_letters", "Dead letters waiting for an operator", labels=["actor"])
         try:
             with session():
-                rows = (DeadLetter.select(DeadLetter.actor, peewee.fn.COUNT(DeadLetter.id))
-                        .where(DeadLetter.state == "dead").group_by(DeadLetter.actor).tuples())
+                rows = (DeadLetterTally.select(DeadLetterTally.actor, peewee.fn.SUM(DeadLetterTally.n))
+                        .where(DeadLetterTally.state == "dead").group_by(DeadLetterTally.actor).tuples())
                 for actor, count in rows:
-                    dead.add_metric([actor or "(undecodable)"], count)
+                    if count:
+                        dead.add_metric([actor or "(undecodable)"], count)
         except Exception:  # noqa: BLE001 - a scrape must not fail because the database is down
             pass
         yield dead

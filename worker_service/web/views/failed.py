@@ -37,8 +37,8 @@ def filter_values(values: Mapping[str, str]) -> dict[str, str]:
     return {k: values[k] for k in FILTER_KEYS if k in values}
 
 
-#: the page counts up to this many matching dead letters, then says "10,000+" (an exact count of millions
-#: would cost more than the page)
+#: with a time range (which the tally cannot answer) the page counts up to this many matching dead letters, then
+#: says "10,000+" (an exact count of millions would cost more than the page); without one its counts are exact
 COUNT_CAP = 10_000
 #: the largest row offset a page or API call may ask for: past it the database's integer overflows (a 500)
 MAX_OFFSET = 2**31 - 1
@@ -69,12 +69,16 @@ def list_page() -> str:
         "dead_letters.html", nav="dlq", flt=flt, rows=[to_public(r) for r in rows[:PAGE_SIZE]],
         more=len(rows) > PAGE_SIZE, first_page=not before and page == 1,
         older=rows[PAGE_SIZE - 1].id if len(rows) > PAGE_SIZE else None,
-        total=f"{COUNT_CAP:,}+" if total > COUNT_CAP else str(total),
-        by_type={k: (f"{COUNT_CAP:,}+" if n > COUNT_CAP else n)
-                 for k, n in store.counts_by("error_type", flt, cap=COUNT_CAP).items()},
+        total=_shown(total), by_type={k: _shown(n) for k, n in store.counts_by("error_type", flt, cap=COUNT_CAP).items()},
         actors=store.distinct("actor"), queues=store.distinct("queue"), error_types=ERROR_TYPES,
         since=request.args.get("since", ""), until=request.args.get("until", ""),
         qs=urlencode(values), query_items=sorted(values.items()), flash=request.args.get("flash"))
+
+
+def _shown(count: int) -> str:
+    """A count as the page shows it: past COUNT_CAP it was capped (a time range), so "10,000+"."""
+    return f"{COUNT_CAP:,}+" if count == COUNT_CAP + 1 and (request.args.get("since") or request.args.get("until")) \
+        else f"{count:,}"
 
 
 @blueprint.get("/dead-letters/<int:ident>")
