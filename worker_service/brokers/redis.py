@@ -86,6 +86,11 @@ _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 MAX_CONNECTIONS = 10_000  # Redis's own maxclients; connections are opened only as threads need them
 # One operation of lua/batch.lua: kind, queue, id, successor queue, successor id, successor payload.
 _BatchOp = tuple[str, str, str, str, str, bytes]
+#: a wait that returned later than this blocked (its queue was empty): the message it brought likely came alone
+TRICKLE_WAIT_S = 0.005
+#: batches of at most this many operations without a successor go as plain commands (fewest Redis commands:
+#: no script call); larger ones as one script call (less client work per operation than a long pipeline)
+PLAIN_BATCH_MAX = 4
 #: how recover.lua renames a message that was running when its worker died: the id carries the crash count
 CRASH_SUFFIX = "#crashes="
 
@@ -360,8 +365,9 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
 
     def _run_batch(self, ops: list[_BatchOp]) -> list[int]:
         """One round trip for the batch: lua/batch.lua when an operation enqueues a successor (it must be written
-        only while the message is held); else plain commands, two per settle and one per mark."""
-        if any(op[3] for op in ops):
+        only while the message is held) or the batch is large; else plain commands, two per settle and one per
+        mark (a message at a time: no script call)."""
+        if len(ops) > PLAIN_BATCH_MAX or any(op[3] for op in ops):
             args: list[Any] = [self.namespace, self.broker_id, current_millis()]
             for op in ops:
                 args.extend(op)
@@ -532,6 +538,7 @@ class ReliableRedisConsumer(_RedisConsumer):
         # acks set should say this consumer holds, checked after a master change).
         self.handed: dict[str, str] = {}
         self.landed = ""  # the id a wait moved onto the landing list, for the next fetch to take
+        self.trickle = False  # that wait blocked first: its message likely came alone, so the fetch takes only it
         self.idle = False  # the last look found nothing: wait before fetching again
         broker.live_consumers.add(self)
 
@@ -649,19 +656,24 @@ class ReliableRedisConsumer(_RedisConsumer):
                 if self.broker.orphans:
                     self.broker.give_back(self.queue_name, [])
                 if self.landed or not self.idle:
-                    fetched = self.broker.fetch(self.queue_name, room, self.landed)
-                    self.landed = ""
-                    # Fewer than asked: the queue is empty now, so the next look is a wait, not another fetch.
-                    self.idle = len(fetched) < 2 * room
+                    # After a wait that blocked, only the landed id: an LPOP would most likely find nothing.
+                    want = 1 if self.trickle else room
+                    fetched = self.broker.fetch(self.queue_name, want, self.landed)
+                    # Fewer than asked, or a trickle: the next look is a wait, not another fetch (a wait
+                    # returns at once when more came meanwhile, and the fetch after it takes a batch).
+                    self.idle = self.trickle or len(fetched) < 2 * want
+                    self.landed, self.trickle = "", False
                     if fetched:
                         self.fetched = [(fetched[i].decode(), fetched[i + 1] or None)
                                         for i in range(0, len(fetched), 2)]
                         continue
                 # Nothing in hand: wait in Redis (delay queues too), woken only by a message for this consumer.
                 # Returning now and then lets the consumer thread notice a shutdown.
+                waited = time.monotonic()
                 landed = self.broker.wait_for_message(self.queue_name, self.block_s)
                 if landed:
                     self.landed, self.idle = landed, False
+                    self.trickle = time.monotonic() - waited >= TRICKLE_WAIT_S
                     continue
                 self.idle = self.broker.can_block  # polled (no BLMOVE): the next call looks again
                 return None
