@@ -69,6 +69,8 @@ class Settings(BaseSettings):
                                                           "replicas have them (WAIT); 0: off (asynchronous)")
     redis_wait_timeout_ms: int = Field(1000, ge=1, description="the longest such a wait; the write stands anyway "
                                                                "(logged)")
+    broker_shards: str = Field("", description="queues on a Redis of their own: QUEUE=URL[;QUEUE=URL...] (URLs as "
+                                               "BROKER_URL's); the rest, and what is fleet-wide, stay on BROKER_URL")
     rabbitmq_queue_type: Literal["quorum", "classic"] = Field(
         "quorum", description="RabbitMQ queues declared as quorum queues (replicated, a delivery limit: crash loops "
                               "end) or classic (a vhost whose queues already exist as classic)")
@@ -236,6 +238,14 @@ class Settings(BaseSettings):
             parse_sentinel_url(value)  # a ValueError names what is wrong
         return value
 
+    @field_validator("broker_shards")
+    @classmethod
+    def _shards_are_queue_equals_redis_url(cls, value: str) -> str:
+        for queue, url in parse_shards(value).items():
+            if urlsplit(url).scheme not in {"redis", "rediss", "redis+sentinel", "rediss+sentinel"}:
+                raise ValueError(f"the Redis of queue {queue!r} must be a redis://, rediss:// or redis+sentinel:// URL")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _database_scheme(cls, value: str) -> str:
@@ -273,6 +283,17 @@ class Settings(BaseSettings):
             raise ValueError("RATELIMIT_REDIS_URL is required with a RabbitMQ broker (rate limits live in Redis)")
         return self
 
+    @model_validator(mode="after")
+    def _shards_need_a_redis_broker(self) -> Settings:
+        if self.broker_shards and self.broker_kind == "rabbitmq":
+            raise ValueError("BROKER_SHARDS needs a Redis BROKER_URL (a RabbitMQ cluster spreads queues itself)")
+        return self
+
+    @property
+    def shard_urls(self) -> dict[str, str]:
+        """BROKER_SHARDS: queue -> the URL of the Redis that holds it (queues not named are on BROKER_URL)."""
+        return parse_shards(self.broker_shards)
+
     @property
     def ratelimit_url(self) -> str:
         return self.ratelimit_redis_url or self.broker_url
@@ -293,6 +314,19 @@ class Settings(BaseSettings):
                 value = mask_url(value)
             out[name.upper()] = value
         return out
+
+
+def parse_shards(value: str) -> dict[str, str]:
+    """``QUEUE=URL;QUEUE=URL`` -> {queue: url}; a ValueError names an entry that is not one."""
+    shards: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in value.split(";"))):
+        queue, sep, url = (part.strip() for part in entry.partition("="))
+        if not sep or not queue or not url or queue.endswith(".DQ"):
+            raise ValueError(f"{entry!r} is not QUEUE=URL")
+        if queue in shards:
+            raise ValueError(f"queue {queue!r} is named twice")
+        shards[queue] = url
+    return shards
 
 
 def mask_url(url: str) -> str:

@@ -145,10 +145,10 @@ def test_a_redis_without_lpop_count_is_fetched_from_one_id_at_a_time(broker, red
     _enqueue(broker, 3)
     script = broker.reliable_scripts["fetch"]
 
-    def old_redis(args: list[Any]) -> Any:
+    def old_redis(args: list[Any], client: Any = None) -> Any:
         if args[-1] == "1":
             raise redis.ResponseError("ERR Error running script: wrong number of arguments for 'lpop' command")
-        return script(args=args)
+        return script(args=args, client=client)
 
     broker.reliable_scripts["fetch"] = old_redis
     assert len(broker.fetch("hot", 3)) == 6 and broker.pop_many is False

@@ -38,6 +38,23 @@ def test_bad_broker_scheme_is_refused(monkeypatch):
         load_settings()
 
 
+@pytest.mark.parametrize(("value", "error"), [
+    ("knowledge", "'knowledge' is not QUEUE=URL"), ("knowledge.DQ=redis://r/0", "is not QUEUE=URL"),
+    ("knowledge=http://r/0", "must be a redis://"), ("crm=redis://a/0;crm=redis://b/0", "named twice"),
+])
+def test_broker_shards_are_queue_equals_redis_url(monkeypatch, value, error):
+    monkeypatch.setenv("BROKER_SHARDS", value)
+    with pytest.raises(SettingsError, match="BROKER_SHARDS") as raised:
+        load_settings()
+    assert error in str(raised.value)
+    monkeypatch.setenv("BROKER_SHARDS", " knowledge = redis://r-2:6379/0 ; crm=rediss://r-3/1 ;")
+    assert load_settings().shard_urls == {"knowledge": "redis://r-2:6379/0", "crm": "rediss://r-3/1"}
+    monkeypatch.setenv("BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+    monkeypatch.setenv("RATELIMIT_REDIS_URL", "redis://127.0.0.1:6379/0")
+    with pytest.raises(SettingsError, match="BROKER_SHARDS needs a Redis BROKER_URL"):
+        load_settings()
+
+
 def test_plain_http_upstream_only_on_loopback(monkeypatch):
     monkeypatch.setenv("OPENROUTER_BASE_URL", "http://127.0.0.1:9999/api/v1")
     assert load_settings().openrouter_base_url.startswith("http://127.0.0.1")

@@ -15,7 +15,7 @@ from worker_service.brokers.redis import ReliableRedisBroker, make_connection_po
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["ReliableRabbitmqBroker", "ReliableRedisBroker", "build_broker", "make_redis_client"]
+__all__ = ["ReliableRabbitmqBroker", "ReliableRedisBroker", "build_broker", "make_redis_client", "make_shard_clients"]
 
 
 def make_redis_client(settings: Settings, url: str | None = None) -> redis.Redis:
@@ -30,6 +30,12 @@ def make_redis_client(settings: Settings, url: str | None = None) -> redis.Redis
         sentinel_password=settings.redis_sentinel_password,
         sentinel_timeout=settings.redis_sentinel_timeout_seconds,
     ))
+
+
+def make_shard_clients(settings: Settings) -> dict[str, redis.Redis]:
+    """BROKER_SHARDS: queue -> a client of its Redis (one client per distinct URL)."""
+    clients = {url: make_redis_client(settings, url) for url in set(settings.shard_urls.values())}
+    return {queue: clients[url] for queue, url in settings.shard_urls.items()}
 
 
 def build_broker(settings: Settings, middleware: Sequence[Middleware]) -> Broker:
@@ -54,4 +60,5 @@ def build_broker(settings: Settings, middleware: Sequence[Middleware]) -> Broker
         idle_poll_ms=settings.broker_idle_poll_ms,
         wait_replicas=settings.redis_wait_replicas,
         wait_timeout_ms=settings.redis_wait_timeout_ms,
+        shards=make_shard_clients(settings),
     )

@@ -31,6 +31,10 @@ What it changes, and why no middleware hook could do it:
   fetch again (middleware.queuepause puts back what was already prefetched).
 * ``heartbeat`` is sent by a thread, so a worker whose threads are all busy
   (full prefetch, no broker traffic) is not mistaken for a dead one.
+* Queues can live on Redis servers of their own (``shards``, BROKER_SHARDS):
+  every operation on a queue's messages goes to the client of its queue,
+  each shard keeps its own heartbeats, registry and recovery, and what is
+  fleet-wide (pauses, worker reports, leases) stays on ``client``.
 * The consumer never sleeps a growing backoff while work waits: an idle
   consumer (of a queue or a delay queue) blocks in Redis until a message
   arrives: ``BLMOVE`` of the queue onto its landing list hands each
@@ -50,7 +54,7 @@ import json
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
@@ -179,13 +183,17 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
       wait_replicas(int), wait_timeout_ms(int): REDIS_WAIT_REPLICAS / REDIS_WAIT_TIMEOUT_MS: enqueues, settles
         and the retry copies they carry wait (``WAIT``, on the connection that wrote them) until that many
         replicas have them, or the time-out (logged: the write stands, its copy is late).  0: off.
+      shards(Mapping[str, redis.Redis]): BROKER_SHARDS: queue name -> the client of the Redis holding it (its
+        delay queue too); queues not named live on ``client``.
       Everything else as :class:`RedisBroker`; ``maintenance_chance`` is forced to 0.
     """
 
     def __init__(self, *, crash_loop_limit: int = 3, idle_poll_ms: int = 1000, wait_replicas: int = 0,
-                 wait_timeout_ms: int = 1000, **kwargs: Any) -> None:
+                 wait_timeout_ms: int = 1000, shards: Mapping[str, redis.Redis] | None = None,
+                 **kwargs: Any) -> None:
         kwargs["maintenance_chance"] = 0
         super().__init__(**kwargs)
+        self.shards = dict(shards or {})
         self.crash_loop_limit = crash_loop_limit
         self.idle_poll_ms = idle_poll_ms
         self.wait_replicas = wait_replicas
@@ -211,13 +219,29 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
     def key(self, name: str) -> str:
         return f"{self.namespace}:{name}"
 
+    def client_for(self, queue_name: str) -> redis.Redis:
+        """The client of the Redis that holds ``queue_name`` (and its delay queue): its shard, or ``client``."""
+        return self.shards.get(queue_name.removesuffix(".DQ"), self.client) if self.shards else self.client
+
+    def queue_clients(self) -> list[redis.Redis]:
+        """``client`` and every shard's client, each once."""
+        return list({id(c): c for c in (self.client, *self.shards.values())}.values())
+
     # --- fleet maintenance --------------------------------------------------------
     def heartbeat(self) -> None:
-        self.client.zadd(self.key("__heartbeats__"), {self.broker_id: current_millis()})
+        """On every Redis holding queues: recovery on each reads the heartbeats kept there."""
+        for client in self.queue_clients():
+            client.zadd(self.key("__heartbeats__"), {self.broker_id: current_millis()})
 
     def register_queues(self) -> None:
-        if self.queues:
-            self.client.sadd(self.key("__queues__"), *self.queues)
+        """Every queue in ``client``'s registry (the dashboard lists them from it); a shard's queues in the
+        shard's too (its recovery walks them)."""
+        if not self.queues:
+            return
+        self.client.sadd(self.key("__queues__"), *self.queues)
+        for queue in self.queues:
+            if self.client_for(queue) is not self.client:
+                self.client_for(queue).sadd(self.key("__queues__"), queue)
 
     def report_worker(self, info: dict[str, Any]) -> None:
         """``<ns>:__workers__`` field ``broker_id``: this process's JSON (readers drop silent entries)."""
@@ -232,14 +256,14 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
 
     def backlog(self, queue_name: str) -> int:
         """Messages of ``queue_name`` anywhere: queued, delayed or held by a worker (payloads stay until the ack)."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client_for(queue_name).pipeline(transaction=False)
         pipe.hlen(self.key(f"{queue_name}.msgs"))
         pipe.hlen(self.key(f"{queue_name}.DQ.msgs"))
         return int(sum(pipe.execute()))
 
     def waiting_count(self, queue_name: str) -> int:
         """Messages a purge of ``queue_name`` would delete: waiting in it or in its delay queue."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client_for(queue_name).pipeline(transaction=False)
         pipe.llen(self.key(queue_name))
         pipe.llen(self.key(f"{queue_name}.DQ"))
         return int(sum(pipe.execute()))
@@ -247,7 +271,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
     def purge(self, queue_name: str) -> list[dict[str, Any]]:
         """Delete, atomically, what waits in ``queue_name`` and its delay queue (not what workers hold);
         returns the deleted messages, decoded (their records must be ended by the caller)."""
-        bodies = self.reliable_scripts["purge"](args=[self.namespace, queue_name])
+        bodies = self.reliable_scripts["purge"](args=[self.namespace, queue_name], client=self.client_for(queue_name))
         encoder = dramatiq.get_encoder()
         out = []
         for body in bodies:
@@ -270,22 +294,22 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         return 0  # the consumer dead-letters crash loops itself, at fetch
 
     def master_identity(self) -> str:
-        """The run id of the Redis this broker writes to: it changes when another node became the master (a
-        failover) or the server restarted."""
-        return str(self.client.info("server").get("run_id", ""))
+        """The run ids of the Redis servers this broker writes queues to (BROKER_URL's, then the shards'): they
+        change when another node became a master (a failover) or a server restarted."""
+        return ",".join(str(c.info("server").get("run_id", "")) for c in self.queue_clients())
 
     def reconcile_held(self) -> int:
         """After a master change: what this worker's acks sets say it holds, and no consumer of it holds, goes
         back to its queue (a settle that did not reach the new master would keep it held by a live worker
         forever); returns how many.  An id fetched during the check may run twice: at least once, as always."""
-        sets = [(name, self.key(f"__{kind}__.{self.broker_id}.{name}")) for queue in self.queues
-                for name, kind in ((queue, "acks"), (queue, "started"), (f"{queue}.DQ", "acks"))]
-        pipe = self.client.pipeline(transaction=False)
-        for _, key in sets:
-            pipe.smembers(key)
         recorded: dict[str, set[Any]] = {}
-        for (name, _), members in zip(sets, pipe.execute(), strict=True):
-            recorded.setdefault(name, set()).update(members)
+        for queue in self.queues:
+            pipe = self.client_for(queue).pipeline(transaction=False)
+            sets = ((queue, "acks"), (queue, "started"), (f"{queue}.DQ", "acks"))
+            for name, kind in sets:
+                pipe.smembers(self.key(f"__{kind}__.{self.broker_id}.{name}"))
+            for (name, _), members in zip(sets, pipe.execute(), strict=True):
+                recorded.setdefault(name, set()).update(members)
         held: dict[str, set[str]] = {}
         for consumer in list(self.live_consumers):
             held.setdefault(consumer.queue_name, set()).update(consumer.held_ids())
@@ -300,9 +324,12 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
     def recover_dead_workers(self) -> tuple[int, int]:
         """Requeue what dead workers held, and ids left on landing lists; returns (dead workers, messages
         requeued)."""
-        dead, requeued = self.reliable_scripts["recover"](
-            args=[self.namespace, current_millis(), self.heartbeat_timeout])
-        return int(dead), int(requeued) + self.unland_stale()
+        dead = requeued = 0
+        for client in self.queue_clients():
+            found, moved = self.reliable_scripts["recover"](
+                args=[self.namespace, current_millis(), self.heartbeat_timeout], client=client)
+            dead, requeued = max(dead, int(found)), requeued + int(moved)
+        return dead, requeued + self.unland_stale()
 
     def tracked_messages(self, queues: Iterable[str]) -> Iterator[dict[str, Any]]:
         """Every message stored for ``queues`` and their delay queues, decoded.
@@ -315,7 +342,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         encoder = dramatiq.get_encoder()
         for queue in queues:
             for name in (f"{queue}.DQ", queue):
-                for _, body in self.client.hscan_iter(self.key(f"{name}.msgs"), count=1000):
+                for _, body in self.client_for(queue).hscan_iter(self.key(f"{name}.msgs"), count=1000):
                     try:
                         data = encoder.decode(body)
                     except Exception:  # noqa: BLE001 - undecodable bodies are the consumer's to reject
@@ -362,19 +389,37 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         """Dramatiq's worker process calls this after ``Worker.stop``: write the detached settles first."""
         self.flush_settles()
         super().close()
+        for client in self.queue_clients()[1:]:
+            client.connection_pool.disconnect()
 
     def _run_batch(self, ops: list[_BatchOp]) -> list[int]:
-        """One round trip for the batch: lua/batch.lua when an operation enqueues a successor (it must be written
-        only while the message is held) or the batch is large; else plain commands, two per settle and one per
-        mark (a message at a time: no script call)."""
+        """The batch's operations, one round trip per Redis they touch (one without shards)."""
+        if not self.shards:
+            return self._run_batch_on(self.client, ops)
+        by_client: dict[int, tuple[redis.Redis, list[int]]] = {}
+        for at, op in enumerate(ops):
+            client = self.client_for(op[1])
+            by_client.setdefault(id(client), (client, []))[1].append(at)
+        results = [0] * len(ops)
+        for client, positions in by_client.values():
+            for at, result in zip(positions, self._run_batch_on(client, [ops[i] for i in positions]), strict=True):
+                results[at] = result
+        return results
+
+    def _run_batch_on(self, client: redis.Redis, ops: list[_BatchOp]) -> list[int]:
+        """One round trip: lua/batch.lua when an operation enqueues a successor (it must be written only while
+        the message is held) or the batch is large; else plain commands, two per settle and one per mark (a
+        message at a time: no script call).  A successor goes to its message's queue or delay queue, so to the
+        same Redis."""
         if len(ops) > PLAIN_BATCH_MAX or any(op[3] for op in ops):
             args: list[Any] = [self.namespace, self.broker_id, current_millis()]
             for op in ops:
                 args.extend(op)
             if not self.wait_replicas:
-                return self.reliable_scripts["batch"](args=args)
-            return self._replicated(lambda pipe: self.reliable_scripts["batch"](args=args, client=pipe), "settles")
-        pipe = self.client.pipeline(transaction=False)
+                return self.reliable_scripts["batch"](args=args, client=client)
+            return self._replicated(lambda pipe: self.reliable_scripts["batch"](args=args, client=pipe), "settles",
+                                    client)
+        pipe = client.pipeline(transaction=False)
         for kind, queue_name, redis_id, *_ in ops:
             acks, started = (self.key(f"__{name}__.{self.broker_id}.{queue_name}") for name in ("acks", "started"))
             if kind == "mark":
@@ -396,9 +441,10 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
             results.append(int(replies[at - 1]))
         return results
 
-    def _replicated(self, write: Any, what: str) -> Any:
-        """Run ``write(pipe)`` then WAIT on the same connection; returns what the write returned."""
-        pipe = self.client.pipeline(transaction=False)
+    def _replicated(self, write: Any, what: str, client: redis.Redis | None = None) -> Any:
+        """Run ``write(pipe)`` then WAIT on the same connection (of ``client``, default the broker's); returns
+        what the write returned."""
+        pipe = (client or self.client).pipeline(transaction=False)
         write(pipe)
         pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
         result, acked = pipe.execute()
@@ -418,7 +464,20 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         args = ["enqueue", current_millis(), queue_name, self.broker_id, self.heartbeat_timeout,
                 self.dead_message_ttl, 0, self._max_unpack_size(), redis_id, payload]  # Dramatiq's layout
         return self._replicated(lambda pipe: self.scripts["dispatch"](args=args, keys=[self.namespace], client=pipe),
-                                "an enqueue")
+                                "an enqueue", self.client_for(queue_name))
+
+    def _dispatch(self, command: str) -> Any:
+        """Dramatiq's dispatch script (enqueue, requeue, nack, purge, qsize), run on the Redis of the queue."""
+        if not self.shards:
+            return super()._dispatch(command)
+        dispatch, keys = self.scripts["dispatch"], [self.namespace]
+
+        def do_dispatch(queue_name: str, *args: Any) -> Any:
+            return dispatch(args=[command, current_millis(), queue_name, self.broker_id, self.heartbeat_timeout,
+                                  self.dead_message_ttl, 0, self._max_unpack_size(), *args],
+                            keys=keys, client=self.client_for(queue_name))
+
+        return do_dispatch
 
     def prepare_enqueue(self, message: Message, delay_ms: int | None) -> Message:
         """The exact copy ``enqueue`` would store: new Redis id, and an eta when delayed."""
@@ -454,7 +513,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         back meanwhile), then from the head of the queue (lua/fetch.lua); flat: id, payload."""
         args = [self.namespace, queue_name, self.broker_id, landed, count, "1" if self.pop_many else "0"]
         try:
-            return self.reliable_scripts["fetch"](args=args)
+            return self.reliable_scripts["fetch"](args=args, client=self.client_for(queue_name))
         except redis.ResponseError as exc:
             if not self.pop_many or "wrong number of arguments" not in str(exc).lower():
                 raise
@@ -477,8 +536,9 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         """
         if self.can_block:
             try:
-                moved = self.client.blmove(self.key(queue_name), self.landing_key(queue_name), timeout_s,  # type: ignore[arg-type]  # Redis takes a float
-                                           "LEFT", "RIGHT")
+                moved = self.client_for(queue_name).blmove(
+                    self.key(queue_name), self.landing_key(queue_name), timeout_s,  # type: ignore[arg-type]  # a float
+                    "LEFT", "RIGHT")
                 return moved.decode() if isinstance(moved, bytes) else moved
             except redis.ResponseError as exc:
                 if "unknown command" not in str(exc).lower():
@@ -494,7 +554,8 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         ids = list(ids)
         if not ids:
             return 0
-        return int(self.reliable_scripts["unland"](args=[self.namespace, queue_name, *ids]))
+        return int(self.reliable_scripts["unland"](args=[self.namespace, queue_name, *ids],
+                                                   client=self.client_for(queue_name)))
 
     def unland_stale(self) -> int:
         """One maintenance round: ids found on the landing list of a queue this process consumes in the previous
@@ -503,7 +564,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         back = 0
         for queue_name in sorted({consumer.queue_name for consumer in list(self.live_consumers)}):
             now = {i.decode() if isinstance(i, bytes) else str(i)
-                   for i in self.client.lrange(self.landing_key(queue_name), 0, -1)}
+                   for i in self.client_for(queue_name).lrange(self.landing_key(queue_name), 0, -1)}
             stale = now & self.landed_seen.get(queue_name, set())
             back += self.unland(queue_name, stale)
             self.landed_seen[queue_name] = now - stale

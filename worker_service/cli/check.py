@@ -97,6 +97,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         problems.append(f"broker {mask_url(settings.broker_url)} unreachable: {detail}")
     elif settings.broker_kind == "redis":
         _redis_durability(settings, warnings)
+        for queue, url in sorted(settings.shard_urls.items()):
+            common.out(f"shard: queue {queue} on {mask_url(url)}")
         sentinel = _sentinel_report(settings)
         if sentinel is not None:
             common.out(sentinel)

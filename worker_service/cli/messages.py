@@ -10,7 +10,14 @@ from worker_service.cli import common
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from worker_contracts import InvalidPayload, Sender, UnknownActor, build_message, validate_payload
+    from worker_contracts import (
+        CONTRACTS,
+        InvalidPayload,
+        Sender,
+        UnknownActor,
+        build_message,
+        validate_payload,
+    )
 
     settings = common.settings()
     try:
@@ -25,7 +32,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     if settings.broker_kind == "redis":
         from worker_service.brokers import make_redis_client
 
-        sender = Sender(make_redis_client(settings), wait_replicas=settings.redis_wait_replicas,
+        queue = CONTRACTS[args.actor][0]  # its Redis: BROKER_SHARDS' for the queue, else BROKER_URL's
+        sender = Sender(make_redis_client(settings, settings.shard_urls.get(queue)),
+                        wait_replicas=settings.redis_wait_replicas,
                         wait_timeout_ms=settings.redis_wait_timeout_ms)
         message_id = sender.send(args.actor, kwargs)
     else:

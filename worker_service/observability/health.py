@@ -11,14 +11,15 @@ from typing import Any
 from settings import Settings
 
 
-def redis_probe_client(settings: Settings, timeout_s: float) -> Any:
-    """A client of BROKER_URL (any Redis form, Sentinel included) that gives up after ``timeout_s``, no retry."""
+def redis_probe_client(settings: Settings, timeout_s: float, url: str | None = None) -> Any:
+    """A client of ``url`` or BROKER_URL (any Redis form, Sentinel included) that gives up after ``timeout_s``, no
+    retry."""
     import redis
 
     from worker_service.brokers.redis import make_connection_pool
 
     return redis.Redis(connection_pool=make_connection_pool(
-        settings.broker_url, socket_timeout=timeout_s, health_check_interval=0, connect_attempts=1,
+        url or settings.broker_url, socket_timeout=timeout_s, health_check_interval=0, connect_attempts=1,
         sentinel_password=settings.redis_sentinel_password,
         sentinel_timeout=min(settings.redis_sentinel_timeout_seconds, timeout_s)))
 
@@ -36,11 +37,17 @@ class HealthChecks:
     def broker_ok(self, timeout_s: float = 2) -> tuple[bool, str]:
         try:
             if self.settings.broker_kind == "redis":
-                client = redis_probe_client(self.settings, timeout_s)
-                try:
-                    client.ping()
-                finally:
-                    client.close()
+                # BROKER_URL's Redis and each of BROKER_SHARDS' (a worker enqueues onto queues of other shards)
+                for queue, url in [("", None), *sorted(self.settings.shard_urls.items())]:
+                    client = redis_probe_client(self.settings, timeout_s, url)
+                    try:
+                        client.ping()
+                    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+                        if not queue:
+                            raise
+                        return False, f"the Redis of queue {queue} (BROKER_SHARDS): {type(exc).__name__}: {exc}"[:300]
+                    finally:
+                        client.close()
             else:
                 import pika
 

@@ -25,7 +25,7 @@ class InsecureConfiguration(Exception):
 
 
 def make_app(settings: Settings, *, insecure_local: bool = False) -> Flask:
-    from worker_service.brokers import build_broker, make_redis_client
+    from worker_service.brokers import build_broker, make_redis_client, make_shard_clients
     from worker_service.observability.health import HealthChecks
     from worker_service.web.app import create_app
     from worker_service.web.auth import Authenticator
@@ -58,7 +58,8 @@ def make_app(settings: Settings, *, insecure_local: bool = False) -> Flask:
     registry = CollectorRegistry()
     registry.register(BrokerCollector(make_redis_client(settings) if settings.broker_kind == "redis" else None,
                                       spend_client=make_redis_client(settings, settings.ratelimit_url),
-                                      daily_budget_usd=settings.openrouter_daily_budget_usd))
+                                      daily_budget_usd=settings.openrouter_daily_budget_usd,
+                                      shards=make_shard_clients(settings)))
     return create_app(Services(broker=broker, auth=auth, health=HealthChecks(settings),
                                metrics_app=make_wsgi_app(registry)))
 

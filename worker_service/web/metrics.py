@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import peewee
@@ -38,25 +38,32 @@ def queue_names(client: Any, ns: str) -> list[str]:
     return sorted(n for n in names if not n.endswith(".DQ"))
 
 
-def queue_stats(client: Any, ns: str) -> list[dict[str, Any]]:
-    """Per queue: waiting, delayed, fetched and not settled, paused by an operator, age of the oldest waiting."""
+def queue_stats(client: Any, ns: str, shards: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Per queue: waiting, delayed, fetched and not settled, paused by an operator, age of the oldest waiting;
+    read from the queue's Redis (``shards``: BROKER_SHARDS' clients by queue, else ``client``)."""
     queues = queue_names(client, ns)
-    pipe = client.pipeline(transaction=False)
+    paused = {q.decode() for q in client.smembers(f"{ns}:__paused_queues__")}
+    counts: dict[str, list[Any]] = {}
+    by_client: dict[int, tuple[Any, list[str]]] = {}
     for q in queues:
-        pipe.llen(f"{ns}:{q}")
-        pipe.hlen(f"{ns}:{q}.msgs")
-        pipe.hlen(f"{ns}:{q}.DQ.msgs")
-        pipe.lindex(f"{ns}:{q}", 0)
-    pipe.smembers(f"{ns}:__paused_queues__")
-    results = pipe.execute()
-    paused = {q.decode() for q in results[-1]}
+        owner = (shards or {}).get(q, client)
+        by_client.setdefault(id(owner), (owner, []))[1].append(q)
+    for owner, names in by_client.values():
+        pipe = owner.pipeline(transaction=False)
+        for q in names:
+            pipe.llen(f"{ns}:{q}")
+            pipe.hlen(f"{ns}:{q}.msgs")
+            pipe.hlen(f"{ns}:{q}.DQ.msgs")
+            pipe.lindex(f"{ns}:{q}", 0)
+        results = pipe.execute()
+        counts.update({q: results[4 * i: 4 * i + 4] for i, q in enumerate(names)})
     now = time.time()
     rows = []
-    for i, q in enumerate(queues):
-        waiting, stored, in_delay, head = results[4 * i: 4 * i + 4]
+    for q in queues:
+        waiting, stored, in_delay, head = counts[q]
         age = 0.0
         if head is not None:
-            body = client.hget(f"{ns}:{q}.msgs", head)
+            body = (shards or {}).get(q, client).hget(f"{ns}:{q}.msgs", head)
             try:
                 age = max(0.0, now - json.loads(body)["message_timestamp"] / 1000) if body else 0.0
             except (ValueError, KeyError, TypeError):
@@ -68,11 +75,12 @@ def queue_stats(client: Any, ns: str) -> list[dict[str, Any]]:
 
 class BrokerCollector(Collector):
     """Parameters: redis client of the broker (None on RabbitMQ: queue gauges then come from RabbitMQ's own
-    exporter), namespace."""
+    exporter), namespace, BROKER_SHARDS' clients by queue."""
 
     def __init__(self, client: Any | None, namespace: str = "dramatiq", *, spend_client: Any | None = None,
-                 daily_budget_usd: float | None = None) -> None:
+                 daily_budget_usd: float | None = None, shards: Mapping[str, Any] | None = None) -> None:
         self.client = client
+        self.shards = dict(shards or {})
         self.ns = namespace
         self.spend_client = spend_client
         self.daily_budget_usd = daily_budget_usd
@@ -107,7 +115,7 @@ class BrokerCollector(Collector):
         queue_paused = GaugeMetricFamily("worker_queue_paused", "1 while an operator has paused the queue",
                                          labels=["queue"])
         if self.client is not None:
-            for row in queue_stats(self.client, self.ns):
+            for row in queue_stats(self.client, self.ns, self.shards):
                 queue_paused.add_metric([row["name"]], int(row["paused"]))
                 depth.add_metric([row["name"]], row["depth"])
                 delayed.add_metric([row["name"]], row["delayed"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -88,13 +89,15 @@ def throughput(client: Any, ns: str, minutes: int, bucket: int) -> dict[str, lis
     return {"labels": labels, "done": done, "failed": failed}
 
 
-def overview(broker_client: Any | None, limiter_client: Any, settings: Settings, ns: str = "dramatiq") -> dict[str, Any]:
-    """The pinned ``/api/overview`` document (DESIGN.md): ``queues`` and ``workers``, and more keys."""
+def overview(broker_client: Any | None, limiter_client: Any, settings: Settings, ns: str = "dramatiq", *,
+             shards: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The pinned ``/api/overview`` document (DESIGN.md): ``queues`` and ``workers``, and more keys; ``shards``:
+    BROKER_SHARDS' clients by queue."""
     from worker_service.outcome_events import lag
 
     pending, age = lag()
     return {
-        "queues": queue_stats(broker_client, ns) if broker_client is not None else [],
+        "queues": queue_stats(broker_client, ns, shards) if broker_client is not None else [],
         "workers": workers(broker_client, ns, settings.heartbeat_timeout_ms / 1000)
         if broker_client is not None else [],
         "upstreams": upstreams(limiter_client, ns, settings),

@@ -24,8 +24,9 @@ def overview_data() -> dict[str, Any]:
     from worker_service.web.overview import overview
 
     broker = services().broker
-    client = broker.client if isinstance(broker, ReliableRedisBroker) else None
-    return overview(client, services().limiter_client, get_settings())
+    if not isinstance(broker, ReliableRedisBroker):
+        return overview(None, services().limiter_client, get_settings())
+    return overview(broker.client, services().limiter_client, get_settings(), shards=broker.shards)
 
 
 @blueprint.get("/api/overview")
