@@ -51,6 +51,18 @@ def check_a_version_3_database_upgrades_keeping_its_rows(url: str) -> None:
     assert migrate() == []
 
 
+def insert_dead_letters(count: int) -> None:
+    """``count`` dead letters m0, m1, ...: queue by i % 2, actor by i % 3 (a, b, c), error type by i % 2, one in
+    ten requeued."""
+    from worker_service.database import DeadLetter, session
+
+    rows = [{"message_id": f"m{i}", "queue": ("assets", "crm")[i % 2], "actor": ("a", "b", "c")[i % 3],
+             "error_type": ("crash_loop", "permanent_error")[i % 2], "state": "dead" if i % 10 else "requeued"}
+            for i in range(count)]
+    with session(transaction=True):
+        DeadLetter.insert_many(rows).execute()
+
+
 def check_the_dead_letter_tally(url: str) -> None:
     """The tally (migration 12) is kept by triggers, not by the code that writes: rows written by any path (the
     sink, a bulk UPDATE, the retention purge, a DELETE or TRUNCATE by hand) are counted; a database upgraded to
@@ -59,15 +71,12 @@ def check_the_dead_letter_tally(url: str) -> None:
 
     init_database(url)
     migrate()
-    rows = [{"message_id": f"m{i}", "queue": ("assets", "crm")[i % 2], "actor": ("a", "b", "c")[i % 3],
-             "error_type": ("crash_loop", "permanent_error")[i % 2], "state": "dead" if i % 10 else "requeued"}
-            for i in range(300)]
-    with session(transaction=True):
-        DeadLetter.insert_many(rows).execute()
+    insert_dead_letters(300)
     _tally_matches_a_full_count()
     with session(transaction=True):
         DeadLetter.update(state="requeued").where(DeadLetter.actor == "a").execute()
-        DeadLetter.update(error_type="timeout").where(DeadLetter.message_id.in_([f"m{i}" for i in range(0, 300, 7)])).execute()
+        DeadLetter.update(error_type="timeout").where(
+            DeadLetter.message_id.in_([f"m{i}" for i in range(0, 300, 7)])).execute()
         DeadLetter.update(state_changed_by="someone").execute()  # no counted column changes
         DeadLetter.delete().where(DeadLetter.queue == "crm", DeadLetter.actor == "b").execute()
         DeadLetter.create(message_id="x", queue="knowledge", actor="d", args=[], error_type="memory")

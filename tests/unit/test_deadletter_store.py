@@ -7,8 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from tests.support.migrations import check_the_dead_letter_tally
-from worker_service.database import DeadLetter, init_database, migrate, session
+from tests.support.migrations import check_the_dead_letter_tally, insert_dead_letters
+from worker_service.database import init_database, migrate
 from worker_service.deadletters import DeadLetterStore, Filter
 
 
@@ -16,11 +16,7 @@ from worker_service.deadletters import DeadLetterStore, Filter
 def store(tmp_path) -> DeadLetterStore:
     init_database(f"sqlite:///{tmp_path}/dead.db")
     migrate()
-    rows = [{"message_id": f"m{i}", "queue": ("assets", "crm")[i % 2], "actor": ("a", "b", "c")[i % 3],
-             "error_type": ("crash_loop", "permanent_error")[i % 2], "state": "dead" if i % 10 else "requeued"}
-            for i in range(250)]
-    with session(transaction=True):
-        DeadLetter.insert_many(rows).execute()
+    insert_dead_letters(250)
     return DeadLetterStore(broker=None)  # type: ignore[arg-type]
 
 
