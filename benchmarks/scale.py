@@ -4,7 +4,8 @@
 Backlog: bulk send rate (worker_contracts.Sender.send_many), Redis memory per queued message, the drain of
 the whole backlog by the full stack (2 processes x 8 threads) with the Redis commands it took per message, and
 the recovery round that gives back what a worker killed -9 with a full prefetch held.
-Consumers: Redis commands and consumer CPU per message sent one by one at 100 msg/s (tests/support/commandcount).
+Consumers: Redis commands and consumer CPU per message sent one by one at 100 msg/s (tests/support/commandcount),
+and the commands a second of one idle worker process.
 Each figure is also given as a ratio to its smallest size.
 """
 
@@ -56,6 +57,28 @@ def _drain(client: redis.Redis, url: str, n: int, tmp: str) -> tuple[float, floa
     if client.hlen("dramatiq:bench.msgs"):
         raise RuntimeError(f"drain of {n}: {client.hlen('dramatiq:bench.msgs')} left\n{stderr.decode()[-2000:]}")
     return send_rate, per_message, n / elapsed, commands / n
+
+
+def _idle_process(client: redis.Redis, url: str, tmp: str) -> float:
+    """Redis commands a second of one idle worker process (1 x 8 threads on the bench queue and its delay queue,
+    the full middleware stack: heartbeats, recovery, leases, rate-limit and pause reads), over 10 s."""
+    client.flushall()
+    worker = subprocess.Popen([str(BIN / "dramatiq"), "tests.support.worker_actors", "--processes", "1",
+                               "--threads", "8", "--queues", "bench"], cwd=ROOT, env=worker_env(tmp, BROKER_URL=url),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not client.zcard("dramatiq:__heartbeats__") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(5)  # past its start: migrations, first rounds
+        client.config_resetstat()
+        started = time.monotonic()
+        time.sleep(10)
+        commands = sum(int(v["calls"]) for k, v in client.info("commandstats").items() if k != "cmdstat_info")
+        return commands / (time.monotonic() - started)
+    finally:
+        worker.terminate()
+        worker.wait(60)
 
 
 def _recovery(client: redis.Redis, url: str, n: int, tmp: str) -> tuple[int, float]:
@@ -155,6 +178,9 @@ def curves() -> list[dict[str, Any]]:
                 series.setdefault(key, []).append((consumers, value))
                 rows.append({"benchmark": "scale", "variant": f"{consumers:,} consumers: {name}",
                              "value": round(value, 2), "unit": unit, "ratio": round(value / series[key][0][1], 2)})
+        idle = _idle_process(client, url, tmp)
+        rows.append({"benchmark": "scale", "variant": "an idle worker process (1 x 8): Redis commands per second",
+                     "value": round(idle, 2), "unit": "cmds/s", "notes": "goal <= 5"})
         ours = series["Redis commands per message (by consumers)"][0][1]
         for variant, options in (("marked started before the ack, as a worker does", {"mark": True}),
                                  ("bare Dramatiq RedisBroker", {"bare": True})):
