@@ -81,3 +81,41 @@ def test_worker_send_and_check_reach_the_queue_s_own_redis(worker_env, redis_cli
     time.sleep(0.2)
     checked = run_cli(env, "check")
     assert checked.returncode == 1 and "the Redis of queue knowledge (BROKER_SHARDS)" in checked.stdout, checked.stdout
+
+
+def test_a_shard_that_is_down_holds_up_only_its_own_settles(redis_url, redis_client, shard):
+    """Each Redis has its own group committer: while the shard is cut off its settles are retried, and the
+    settles of BROKER_URL's queues go through meanwhile (with one committer they would fail in the same batches);
+    once it is back, its own are written."""
+    import dramatiq
+
+    from tests.support.tcpproxy import TcpProxy
+    from worker_service.brokers.redis import ReliableRedisBroker, make_connection_pool
+
+    def client(url: str) -> redis.Redis:
+        return redis.Redis(connection_pool=make_connection_pool(url, socket_timeout=2, health_check_interval=0,
+                                                                connect_attempts=1))
+
+    proxy = TcpProxy("127.0.0.1", shard.connection_pool.connection_kwargs["port"]).start()
+    broker = ReliableRedisBroker(client=client(redis_url), middleware=[],
+                                 shards={"far": client(f"redis://127.0.0.1:{proxy.port}/0")})
+    consumers = {}
+    for queue in ("hot", "far"):
+        broker.declare_queue(queue)
+        broker.enqueue(dramatiq.Message(queue_name=queue, actor_name="noop", args=(), kwargs={}, options={}))
+        consumers[queue] = broker.consume(queue, prefetch=1, timeout=1000)
+    got = {queue: next(consumer) for queue, consumer in consumers.items()}
+    assert shard.hlen("dramatiq:far.msgs") == 1 and redis_client.hlen("dramatiq:hot.msgs") == 1
+    try:
+        proxy.cut()
+        consumers["far"].ack(got["far"])  # cannot be written now: retried
+        consumers["hot"].ack(got["hot"])
+        assert broker.batches.flush(5) and redis_client.hlen("dramatiq:hot.msgs") == 0
+        assert not broker.batches_for("far").flush(1) and shard.hlen("dramatiq:far.msgs") == 1
+    finally:
+        proxy.start()  # back on the same port
+    assert broker.batches_for("far").flush(20) and shard.hlen("dramatiq:far.msgs") == 0
+    for consumer in consumers.values():
+        consumer.close()
+    broker.close()
+    proxy.cut()

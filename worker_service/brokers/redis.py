@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import json
 import threading
 import time
@@ -206,6 +207,11 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         self.orphans: dict[str, set[str]] = {}
         self.orphans_lock = threading.Lock()
         self.batches: GroupCommit[_BatchOp, int] = GroupCommit(self._run_batch, transient=_REDIS_ERRORS)
+        # One committer per shard: a shard's outage holds up its own settles and marks, not every queue's.
+        self.shard_batches: dict[int, GroupCommit[_BatchOp, int]] = {
+            id(client): GroupCommit(functools.partial(self._run_batch_on, client), name=f"group-commit-{i}",
+                                    transient=_REDIS_ERRORS)
+            for i, client in enumerate(self.queue_clients()[1:], 1)}
         self.pauses = PausedQueues(self.client, self.key("__paused_queues__"))
         self.landed_seen: dict[str, set[str]] = {}  # ids on each landing list at the last maintenance round
         self.started_ids: set[str] = set()  # Redis ids marked started (moved to a started set), until settled
@@ -356,16 +362,20 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
     def mark_started(self, message: MessageProxy) -> None:
         redis_id = message.options.get("redis_message_id")
         if redis_id and not message.queue_name.endswith(".DQ") and \
-                self.batches.submit(("mark", message.queue_name, redis_id, "", "", b"")):
+                self.batches_for(message.queue_name).submit(("mark", message.queue_name, redis_id, "", "", b"")):
             self.started_ids.add(redis_id)
 
     def settle(self, queue_name: str, redis_id: str, successor: Successor | None) -> bool:
         """Ack ``redis_id`` (and enqueue ``successor`` atomically); False if this worker no longer held it."""
-        return bool(self.batches.submit(self._settle_op(queue_name, redis_id, successor)))
+        return bool(self.batches_for(queue_name).submit(self._settle_op(queue_name, redis_id, successor)))
 
     def settle_later(self, queue_name: str, redis_id: str, successor: Successor | None) -> None:
         """``settle`` without waiting: the group committer writes it, retrying through Redis outages."""
-        self.batches.submit_detached(self._settle_op(queue_name, redis_id, successor))
+        self.batches_for(queue_name).submit_detached(self._settle_op(queue_name, redis_id, successor))
+
+    def batches_for(self, queue_name: str) -> GroupCommit[_BatchOp, int]:
+        """The group committer of the Redis holding ``queue_name``."""
+        return self.shard_batches.get(id(self.client_for(queue_name)), self.batches) if self.shards else self.batches
 
     def _settle_op(self, queue_name: str, redis_id: str, successor: Successor | None) -> _BatchOp:
         kind = "settle"
@@ -381,7 +391,9 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
     def flush_settles(self, timeout_s: float = 10.0) -> None:
         """Wait for detached settles to reach Redis (shutdown); a message whose settle never does is
         still in this worker's acks set and is redelivered once its heartbeat expires."""
-        if not self.batches.flush(timeout_s):
+        deadline = time.monotonic() + timeout_s
+        if not all([batches.flush(max(0.0, deadline - time.monotonic()))
+                    for batches in (self.batches, *self.shard_batches.values())]):
             self.logger.warning("Settles not written within %.0f s (Redis unreachable?); those messages will be "
                                 "redelivered after the heartbeat timeout.", timeout_s)
 
@@ -393,18 +405,8 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
             client.connection_pool.disconnect()
 
     def _run_batch(self, ops: list[_BatchOp]) -> list[int]:
-        """The batch's operations, one round trip per Redis they touch (one without shards)."""
-        if not self.shards:
-            return self._run_batch_on(self.client, ops)
-        by_client: dict[int, tuple[redis.Redis, list[int]]] = {}
-        for at, op in enumerate(ops):
-            client = self.client_for(op[1])
-            by_client.setdefault(id(client), (client, []))[1].append(at)
-        results = [0] * len(ops)
-        for client, positions in by_client.values():
-            for at, result in zip(positions, self._run_batch_on(client, [ops[i] for i in positions]), strict=True):
-                results[at] = result
-        return results
+        """A batch of the queues on ``client`` (each shard has a committer of its own)."""
+        return self._run_batch_on(self.client, ops)
 
     def _run_batch_on(self, client: redis.Redis, ops: list[_BatchOp]) -> list[int]:
         """One round trip: lua/batch.lua when an operation enqueues a successor (it must be written only while
