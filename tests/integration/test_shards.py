@@ -119,3 +119,46 @@ def test_a_shard_that_is_down_holds_up_only_its_own_settles(redis_url, redis_cli
         consumer.close()
     broker.close()
     proxy.cut()
+
+
+def test_a_shard_out_of_reach_stops_none_of_the_others_maintenance(redis_url, redis_client, shard):
+    """While a shard is cut off, heartbeats, the registry, the master check and recovery go on for BROKER_URL's
+    queues; once it is back after more than the heartbeat timeout, nobody is judged dead on it for one more
+    timeout (the live workers' heartbeats stopped reaching it too), then its dead worker's message comes back."""
+    from tests.support.tcpproxy import TcpProxy
+    from worker_service.brokers.redis import ReliableRedisBroker, make_connection_pool
+
+    def client(url: str) -> redis.Redis:
+        return redis.Redis(connection_pool=make_connection_pool(url, socket_timeout=2, health_check_interval=0,
+                                                                connect_attempts=1))
+
+    def dead_worker_holding_one(server: redis.Redis, queue: str) -> None:
+        server.zadd("dramatiq:__heartbeats__", {"dead-1": 1})
+        server.sadd("dramatiq:__queues__", queue)
+        server.hset(f"dramatiq:{queue}.msgs", "m", "{}")
+        server.sadd(f"dramatiq:__acks__.dead-1.{queue}", "m")
+
+    proxy = TcpProxy("127.0.0.1", shard.connection_pool.connection_kwargs["port"]).start()
+    broker = ReliableRedisBroker(client=client(redis_url), middleware=[], heartbeat_timeout=1000,
+                                 shards={"far": client(f"redis://127.0.0.1:{proxy.port}/0")})
+    for queue in ("hot", "far"):
+        broker.declare_queue(queue)
+    dead_worker_holding_one(redis_client, "hot")
+    dead_worker_holding_one(shard, "far")
+    try:
+        proxy.cut()
+        broker.heartbeat()
+        broker.register_queues()
+        assert broker.master_identity().endswith(",out of reach") and broker.reconcile_held() == 0
+        assert broker.recover_dead_workers() == (1, 1) and redis_client.lrange("dramatiq:hot", 0, -1) == [b"m"]
+        time.sleep(1.2)  # out of reach longer than the heartbeat timeout
+    finally:
+        proxy.start()
+    broker.heartbeat()
+    assert broker.recover_dead_workers() == (0, 0) and shard.llen("dramatiq:far") == 0
+    for _ in range(2):  # maintenance rounds more often than the heartbeat timeout, as in a worker
+        time.sleep(0.6)
+        broker.heartbeat()
+    assert broker.recover_dead_workers() == (1, 1) and shard.lrange("dramatiq:far", 0, -1) == [b"m"]
+    broker.close()
+    proxy.cut()

@@ -215,6 +215,10 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         self.pauses = PausedQueues(self.client, self.key("__paused_queues__"))
         self.landed_seen: dict[str, set[str]] = {}  # ids on each landing list at the last maintenance round
         self.started_ids: set[str] = set()  # Redis ids marked started (moved to a started set), until settled
+        # Each shard's last heartbeat written (from start: one out of reach since then counts as an outage), and
+        # when its dead may be judged again after an outage longer than the heartbeat timeout.
+        self.shard_reached = {id(client): time.monotonic() for client in self.queue_clients()[1:]}
+        self.shard_judge_after: dict[int, float] = {}
         self.pop_many = True  # LPOP with a count (Redis >= 6.2); off after the server refused it
         self.live_consumers: weakref.WeakSet[ReliableRedisConsumer] = weakref.WeakSet()
 
@@ -235,9 +239,27 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
 
     # --- fleet maintenance --------------------------------------------------------
     def heartbeat(self) -> None:
-        """On every Redis holding queues: recovery on each reads the heartbeats kept there."""
-        for client in self.queue_clients():
-            client.zadd(self.key("__heartbeats__"), {self.broker_id: current_millis()})
+        """On every Redis holding queues: recovery on each reads the heartbeats kept there.  ``client``'s errors
+        are raised (middleware.recovery handles that outage); a shard out of reach is logged and skipped, so it
+        stops none of the others' maintenance, and once back after more than the heartbeat timeout nobody is
+        judged dead on it for one more timeout (every live worker reports there again first)."""
+        self.client.zadd(self.key("__heartbeats__"), {self.broker_id: current_millis()})
+        for client in self.queue_clients()[1:]:
+            if self._on_shard(client, "heartbeat", lambda c: c.zadd(
+                    self.key("__heartbeats__"), {self.broker_id: current_millis()})) is None:
+                continue
+            now, timeout_s = time.monotonic(), self.heartbeat_timeout / 1000
+            if now - self.shard_reached[id(client)] > timeout_s:
+                self.shard_judge_after[id(client)] = now + timeout_s
+            self.shard_reached[id(client)] = now
+
+    def _on_shard(self, client: redis.Redis, what: str, action: Any) -> Any:
+        """``action(client)`` on a shard's client, or None when that Redis is out of reach (logged)."""
+        try:
+            return action(client)
+        except _REDIS_ERRORS as exc:
+            self.logger.warning("A BROKER_SHARDS Redis is out of reach (%s): %s", what, exc)
+            return None
 
     def register_queues(self) -> None:
         """Every queue in ``client``'s registry (the dashboard lists them from it); a shard's queues in the
@@ -247,7 +269,8 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         self.client.sadd(self.key("__queues__"), *self.queues)
         for queue in self.queues:
             if self.client_for(queue) is not self.client:
-                self.client_for(queue).sadd(self.key("__queues__"), queue)
+                self._on_shard(self.client_for(queue), "registry",
+                               lambda c, q=queue: c.sadd(self.key("__queues__"), q))
 
     def report_worker(self, info: dict[str, Any]) -> None:
         """``<ns>:__workers__`` field ``broker_id``: this process's JSON (readers drop silent entries)."""
@@ -302,7 +325,11 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
     def master_identity(self) -> str:
         """The run ids of the Redis servers this broker writes queues to (BROKER_URL's, then the shards'): they
         change when another node became a master (a failover) or a server restarted."""
-        return ",".join(str(c.info("server").get("run_id", "")) for c in self.queue_clients())
+        ids = [str(self.client.info("server").get("run_id", ""))]
+        for client in self.queue_clients()[1:]:
+            info = self._on_shard(client, "run id", lambda c: c.info("server"))
+            ids.append("out of reach" if info is None else str(info.get("run_id", "")))
+        return ",".join(ids)
 
     def reconcile_held(self) -> int:
         """After a master change: what this worker's acks sets say it holds, and no consumer of it holds, goes
@@ -310,11 +337,17 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         forever); returns how many.  An id fetched during the check may run twice: at least once, as always."""
         recorded: dict[str, set[Any]] = {}
         for queue in self.queues:
-            pipe = self.client_for(queue).pipeline(transaction=False)
             sets = ((queue, "acks"), (queue, "started"), (f"{queue}.DQ", "acks"))
-            for name, kind in sets:
-                pipe.smembers(self.key(f"__{kind}__.{self.broker_id}.{name}"))
-            for (name, _), members in zip(sets, pipe.execute(), strict=True):
+
+            def read(client: redis.Redis, sets: tuple[tuple[str, str], ...] = sets) -> list[Any]:
+                pipe = client.pipeline(transaction=False)
+                for name, kind in sets:
+                    pipe.smembers(self.key(f"__{kind}__.{self.broker_id}.{name}"))
+                return pipe.execute()
+
+            client = self.client_for(queue)
+            found = read(client) if client is self.client else self._on_shard(client, "held messages", read)
+            for (name, _), members in zip(sets, found or [set()] * len(sets), strict=True):
                 recorded.setdefault(name, set()).update(members)
         held: dict[str, set[str]] = {}
         for consumer in list(self.live_consumers):
@@ -330,11 +363,17 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
     def recover_dead_workers(self) -> tuple[int, int]:
         """Requeue what dead workers held, and ids left on landing lists; returns (dead workers, messages
         requeued)."""
-        dead = requeued = 0
-        for client in self.queue_clients():
+        def recover(client: redis.Redis) -> tuple[int, int]:
             found, moved = self.reliable_scripts["recover"](
                 args=[self.namespace, current_millis(), self.heartbeat_timeout], client=client)
-            dead, requeued = max(dead, int(found)), requeued + int(moved)
+            return int(found), int(moved)
+
+        dead, requeued = recover(self.client)
+        for client in self.queue_clients()[1:]:
+            if time.monotonic() < self.shard_judge_after.get(id(client), 0.0):
+                continue  # back from an outage: the live workers report there first
+            found, moved = self._on_shard(client, "recovery", recover) or (0, 0)
+            dead, requeued = max(dead, found), requeued + moved
         return dead, requeued + self.unland_stale()
 
     def tracked_messages(self, queues: Iterable[str]) -> Iterator[dict[str, Any]]:
@@ -565,11 +604,19 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         has consumers somewhere, and they look after its landing list."""
         back = 0
         for queue_name in sorted({consumer.queue_name for consumer in list(self.live_consumers)}):
-            now = {i.decode() if isinstance(i, bytes) else str(i)
-                   for i in self.client_for(queue_name).lrange(self.landing_key(queue_name), 0, -1)}
-            stale = now & self.landed_seen.get(queue_name, set())
-            back += self.unland(queue_name, stale)
-            self.landed_seen[queue_name] = now - stale
+            client = self.client_for(queue_name)
+            if client is self.client:
+                back += self._unland_stale_of(queue_name)
+            else:
+                back += self._on_shard(client, "landing list", lambda _, q=queue_name: self._unland_stale_of(q)) or 0
+        return back
+
+    def _unland_stale_of(self, queue_name: str) -> int:
+        now = {i.decode() if isinstance(i, bytes) else str(i)
+               for i in self.client_for(queue_name).lrange(self.landing_key(queue_name), 0, -1)}
+        stale = now & self.landed_seen.get(queue_name, set())
+        back = self.unland(queue_name, stale)
+        self.landed_seen[queue_name] = now - stale
         return back
 
     @property
