@@ -26,6 +26,14 @@ def _url(client: redis.Redis) -> str:
     return f"redis://127.0.0.1:{client.connection_pool.connection_kwargs['port']}/0"
 
 
+def _quick_client(url: str) -> redis.Redis:
+    """A client as the broker's (its pool), giving up quickly: the shard tests cut it off."""
+    from worker_service.brokers.redis import make_connection_pool
+
+    return redis.Redis(connection_pool=make_connection_pool(url, socket_timeout=2, health_check_interval=0,
+                                                            connect_attempts=1))
+
+
 def _keys(client: redis.Redis, pattern: str) -> set[str]:
     return {k.decode() for k in client.scan_iter(pattern)}
 
@@ -90,15 +98,11 @@ def test_a_shard_that_is_down_holds_up_only_its_own_settles(redis_url, redis_cli
     import dramatiq
 
     from tests.support.tcpproxy import TcpProxy
-    from worker_service.brokers.redis import ReliableRedisBroker, make_connection_pool
-
-    def client(url: str) -> redis.Redis:
-        return redis.Redis(connection_pool=make_connection_pool(url, socket_timeout=2, health_check_interval=0,
-                                                                connect_attempts=1))
+    from worker_service.brokers.redis import ReliableRedisBroker
 
     proxy = TcpProxy("127.0.0.1", shard.connection_pool.connection_kwargs["port"]).start()
-    broker = ReliableRedisBroker(client=client(redis_url), middleware=[],
-                                 shards={"far": client(f"redis://127.0.0.1:{proxy.port}/0")})
+    broker = ReliableRedisBroker(client=_quick_client(redis_url), middleware=[],
+                                 shards={"far": _quick_client(f"redis://127.0.0.1:{proxy.port}/0")})
     consumers = {}
     for queue in ("hot", "far"):
         broker.declare_queue(queue)
@@ -126,11 +130,7 @@ def test_a_shard_out_of_reach_stops_none_of_the_others_maintenance(redis_url, re
     queues; once it is back after more than the heartbeat timeout, nobody is judged dead on it for one more
     timeout (the live workers' heartbeats stopped reaching it too), then its dead worker's message comes back."""
     from tests.support.tcpproxy import TcpProxy
-    from worker_service.brokers.redis import ReliableRedisBroker, make_connection_pool
-
-    def client(url: str) -> redis.Redis:
-        return redis.Redis(connection_pool=make_connection_pool(url, socket_timeout=2, health_check_interval=0,
-                                                                connect_attempts=1))
+    from worker_service.brokers.redis import ReliableRedisBroker
 
     def dead_worker_holding_one(server: redis.Redis, queue: str) -> None:
         server.zadd("dramatiq:__heartbeats__", {"dead-1": 1})
@@ -139,8 +139,8 @@ def test_a_shard_out_of_reach_stops_none_of_the_others_maintenance(redis_url, re
         server.sadd(f"dramatiq:__acks__.dead-1.{queue}", "m")
 
     proxy = TcpProxy("127.0.0.1", shard.connection_pool.connection_kwargs["port"]).start()
-    broker = ReliableRedisBroker(client=client(redis_url), middleware=[], heartbeat_timeout=1000,
-                                 shards={"far": client(f"redis://127.0.0.1:{proxy.port}/0")})
+    broker = ReliableRedisBroker(client=_quick_client(redis_url), middleware=[], heartbeat_timeout=1000,
+                                 shards={"far": _quick_client(f"redis://127.0.0.1:{proxy.port}/0")})
     for queue in ("hot", "far"):
         broker.declare_queue(queue)
     dead_worker_holding_one(redis_client, "hot")
