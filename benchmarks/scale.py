@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from benchmarks.common import BIN, RESULTS, ROOT, enqueue_raw, worker_env
+from tests.support.commandcount import commands
 
 
 def _drain(client: redis.Redis, url: str, n: int, tmp: str) -> tuple[float, float, float, float]:
@@ -50,13 +51,13 @@ def _drain(client: redis.Redis, url: str, n: int, tmp: str) -> tuple[float, floa
         while client.hlen("dramatiq:bench.msgs") and time.monotonic() < deadline and worker.poll() is None:
             time.sleep(0.05)
         elapsed = time.monotonic() - started  # includes the workers' start (a second or two)
-        commands = sum(int(v["calls"]) for k, v in client.info("commandstats").items() if k != "cmdstat_info")
+        spent = commands(client)
     finally:
         worker.terminate()
         _, stderr = worker.communicate(timeout=60)
     if client.hlen("dramatiq:bench.msgs"):
         raise RuntimeError(f"drain of {n}: {client.hlen('dramatiq:bench.msgs')} left\n{stderr.decode()[-2000:]}")
-    return send_rate, per_message, n / elapsed, commands / n
+    return send_rate, per_message, n / elapsed, spent / n
 
 
 def _idle_process(client: redis.Redis, url: str, tmp: str) -> float:
@@ -74,8 +75,7 @@ def _idle_process(client: redis.Redis, url: str, tmp: str) -> float:
         client.config_resetstat()
         started = time.monotonic()
         time.sleep(10)
-        commands = sum(int(v["calls"]) for k, v in client.info("commandstats").items() if k != "cmdstat_info")
-        return commands / (time.monotonic() - started)
+        return commands(client) / (time.monotonic() - started)
     finally:
         worker.terminate()
         worker.wait(60)
@@ -159,11 +159,11 @@ def curves() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp, private_redis(Path(tmp)) as client:
         url = f"redis://127.0.0.1:{client.connection_pool.connection_kwargs['port']}/0"
         for n in sizes:
-            send, memory, drain, commands = _drain(client, url, n, tmp)
+            send, memory, drain, drained_cmds = _drain(client, url, n, tmp)
             recovered, recovery_ms = _recovery(client, url, n, tmp)
             for name, value, unit in (("bulk send", send, "msg/s"), ("Redis memory per queued message", memory, "B"),
                                       ("drain, full stack 2x8", drain, "msg/s"),
-                                      ("Redis commands per drained message", commands, "cmds"),
+                                      ("Redis commands per drained message", drained_cmds, "cmds"),
                                       (f"recovery round after kill -9 ({recovered} held)", recovery_ms, "ms")):
                 key = name.split(" (")[0]
                 series.setdefault(key, []).append((n, value))

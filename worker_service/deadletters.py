@@ -71,6 +71,11 @@ class Filter:
     since: datetime | None = None
     until: datetime | None = None
 
+    @property
+    def tallied(self) -> bool:
+        """Counted exactly from the tally (no time range: the tally has no times)."""
+        return self.since is None and self.until is None
+
     def where(self) -> peewee.Expression:
         expr = DeadLetter.id > 0
         if self.actor:
@@ -120,7 +125,7 @@ class DeadLetterStore:
     def count(self, flt: Filter, *, cap: int | None = None) -> int:
         """How many match: exact from the tally (migration 12) unless the filter has a time range; then counting
         stops past ``cap`` when given (returns ``cap + 1``: "more than cap")."""
-        if flt.since is None and flt.until is None:
+        if flt.tallied:
             with session():
                 return int(DeadLetterTally.select(peewee.fn.COALESCE(peewee.fn.SUM(DeadLetterTally.n), 0))
                            .where(_tally_where(flt)).scalar())
@@ -133,7 +138,7 @@ class DeadLetterStore:
         without a time range, else each count stops past ``cap`` when given."""
         if column not in TALLY_COLUMNS:
             raise ValueError(f"not a column of the dead-letter tally: {column}")
-        if flt.since is None and flt.until is None:
+        if flt.tallied:
             field = getattr(DeadLetterTally, column)
             with session():
                 rows = (DeadLetterTally.select(field, peewee.fn.SUM(DeadLetterTally.n)).where(_tally_where(flt))

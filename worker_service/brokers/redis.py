@@ -100,6 +100,19 @@ PLAIN_BATCH_MAX = 4
 CRASH_SUFFIX = "#crashes="
 
 
+@dataclasses.dataclass(eq=False)
+class _Shard:
+    """A Redis of BROKER_SHARDS: its client; its group committer (its outage holds up its own settles and marks,
+    no other queue's); when a heartbeat last got through (from start: one out of reach since then counts as an
+    outage), and before when nobody may be judged dead on it (after an outage longer than the heartbeat timeout,
+    every live worker reports there again first)."""
+
+    client: redis.Redis
+    batches: GroupCommit[_BatchOp, int]
+    reached: float
+    judge_after: float = 0.0
+
+
 def crash_count(redis_id: str) -> int:
     """Worker deaths ``redis_id`` has been running through (recover.lua counts them in the id)."""
     _, mark, count = redis_id.rpartition(CRASH_SUFFIX)
@@ -206,19 +219,17 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         # Ids a closing consumer could not give back (Redis unreachable), by queue; the next consumer retries.
         self.orphans: dict[str, set[str]] = {}
         self.orphans_lock = threading.Lock()
-        self.batches: GroupCommit[_BatchOp, int] = GroupCommit(self._run_batch, transient=_REDIS_ERRORS)
-        # One committer per shard: a shard's outage holds up its own settles and marks, not every queue's.
-        self.shard_batches: dict[int, GroupCommit[_BatchOp, int]] = {
-            id(client): GroupCommit(functools.partial(self._run_batch_on, client), name=f"group-commit-{i}",
-                                    transient=_REDIS_ERRORS)
-            for i, client in enumerate(self.queue_clients()[1:], 1)}
+        self.batches: GroupCommit[_BatchOp, int] = GroupCommit(functools.partial(self._run_batch, self.client),
+                                                               transient=_REDIS_ERRORS)
+        # by id of the client: the shards' clients are not hashable by value
+        self.shard_nodes = {id(client): _Shard(client, GroupCommit(functools.partial(self._run_batch, client),
+                                                                   name=f"group-commit-{i}", transient=_REDIS_ERRORS),
+                                               reached=time.monotonic())
+                            for i, client in enumerate({id(c): c for c in self.shards.values()}.values(), 1)
+                            if client is not self.client}
         self.pauses = PausedQueues(self.client, self.key("__paused_queues__"))
         self.landed_seen: dict[str, set[str]] = {}  # ids on each landing list at the last maintenance round
         self.started_ids: set[str] = set()  # Redis ids marked started (moved to a started set), until settled
-        # Each shard's last heartbeat written (from start: one out of reach since then counts as an outage), and
-        # when its dead may be judged again after an outage longer than the heartbeat timeout.
-        self.shard_reached = {id(client): time.monotonic() for client in self.queue_clients()[1:]}
-        self.shard_judge_after: dict[int, float] = {}
         self.pop_many = True  # LPOP with a count (Redis >= 6.2); off after the server refused it
         self.live_consumers: weakref.WeakSet[ReliableRedisConsumer] = weakref.WeakSet()
 
@@ -234,8 +245,8 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         return self.shards.get(queue_name.removesuffix(".DQ"), self.client) if self.shards else self.client
 
     def queue_clients(self) -> list[redis.Redis]:
-        """``client`` and every shard's client, each once."""
-        return list({id(c): c for c in (self.client, *self.shards.values())}.values())
+        """``client``, then every shard's client, each once."""
+        return [self.client, *(shard.client for shard in self.shard_nodes.values())]
 
     # --- fleet maintenance --------------------------------------------------------
     def heartbeat(self) -> None:
@@ -244,14 +255,14 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         stops none of the others' maintenance, and once back after more than the heartbeat timeout nobody is
         judged dead on it for one more timeout (every live worker reports there again first)."""
         self.client.zadd(self.key("__heartbeats__"), {self.broker_id: current_millis()})
-        for client in self.queue_clients()[1:]:
-            if self._on_shard(client, "heartbeat", lambda c: c.zadd(
+        for shard in self.shard_nodes.values():
+            if self._on_shard(shard.client, "heartbeat", lambda c: c.zadd(
                     self.key("__heartbeats__"), {self.broker_id: current_millis()})) is None:
                 continue
             now, timeout_s = time.monotonic(), self.heartbeat_timeout / 1000
-            if now - self.shard_reached[id(client)] > timeout_s:
-                self.shard_judge_after[id(client)] = now + timeout_s
-            self.shard_reached[id(client)] = now
+            if now - shard.reached > timeout_s:
+                shard.judge_after = now + timeout_s
+            shard.reached = now
 
     def _on_shard(self, client: redis.Redis, what: str, action: Any) -> Any:
         """``action(client)`` on a shard's client, or None when that Redis is out of reach (logged)."""
@@ -369,10 +380,10 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
             return int(found), int(moved)
 
         dead, requeued = recover(self.client)
-        for client in self.queue_clients()[1:]:
-            if time.monotonic() < self.shard_judge_after.get(id(client), 0.0):
+        for shard in self.shard_nodes.values():
+            if time.monotonic() < shard.judge_after:
                 continue  # back from an outage: the live workers report there first
-            found, moved = self._on_shard(client, "recovery", recover) or (0, 0)
+            found, moved = self._on_shard(shard.client, "recovery", recover) or (0, 0)
             dead, requeued = max(dead, found), requeued + moved
         return dead, requeued + self.unland_stale()
 
@@ -414,7 +425,8 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
 
     def batches_for(self, queue_name: str) -> GroupCommit[_BatchOp, int]:
         """The group committer of the Redis holding ``queue_name``."""
-        return self.shard_batches.get(id(self.client_for(queue_name)), self.batches) if self.shards else self.batches
+        shard = self.shard_nodes.get(id(self.client_for(queue_name))) if self.shards else None
+        return self.batches if shard is None else shard.batches
 
     def _settle_op(self, queue_name: str, redis_id: str, successor: Successor | None) -> _BatchOp:
         kind = "settle"
@@ -432,7 +444,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         still in this worker's acks set and is redelivered once its heartbeat expires."""
         deadline = time.monotonic() + timeout_s
         if not all([batches.flush(max(0.0, deadline - time.monotonic()))
-                    for batches in (self.batches, *self.shard_batches.values())]):
+                    for batches in (self.batches, *(shard.batches for shard in self.shard_nodes.values()))]):
             self.logger.warning("Settles not written within %.0f s (Redis unreachable?); those messages will be "
                                 "redelivered after the heartbeat timeout.", timeout_s)
 
@@ -443,11 +455,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         for client in self.queue_clients()[1:]:
             client.connection_pool.disconnect()
 
-    def _run_batch(self, ops: list[_BatchOp]) -> list[int]:
-        """A batch of the queues on ``client`` (each shard has a committer of its own)."""
-        return self._run_batch_on(self.client, ops)
-
-    def _run_batch_on(self, client: redis.Redis, ops: list[_BatchOp]) -> list[int]:
+    def _run_batch(self, client: redis.Redis, ops: list[_BatchOp]) -> list[int]:
         """One round trip: lua/batch.lua when an operation enqueues a successor (it must be written only while
         the message is held) or the batch is large; else plain commands, two per settle and one per mark (a
         message at a time: no script call).  A successor goes to its message's queue or delay queue, so to the

@@ -43,10 +43,10 @@ def queue_stats(client: Any, ns: str, shards: Mapping[str, Any] | None = None) -
     read from the queue's Redis (``shards``: BROKER_SHARDS' clients by queue, else ``client``)."""
     queues = queue_names(client, ns)
     paused = {q.decode() for q in client.smembers(f"{ns}:__paused_queues__")}
+    owners = {q: (shards or {}).get(q, client) for q in queues}
     counts: dict[str, list[Any]] = {}
     by_client: dict[int, tuple[Any, list[str]]] = {}
-    for q in queues:
-        owner = (shards or {}).get(q, client)
+    for q, owner in owners.items():
         by_client.setdefault(id(owner), (owner, []))[1].append(q)
     for owner, names in by_client.values():
         pipe = owner.pipeline(transaction=False)
@@ -63,7 +63,7 @@ def queue_stats(client: Any, ns: str, shards: Mapping[str, Any] | None = None) -
         waiting, stored, in_delay, head = counts[q]
         age = 0.0
         if head is not None:
-            body = (shards or {}).get(q, client).hget(f"{ns}:{q}.msgs", head)
+            body = owners[q].hget(f"{ns}:{q}.msgs", head)
             try:
                 age = max(0.0, now - json.loads(body)["message_timestamp"] / 1000) if body else 0.0
             except (ValueError, KeyError, TypeError):

@@ -69,16 +69,16 @@ def list_page() -> str:
         "dead_letters.html", nav="dlq", flt=flt, rows=[to_public(r) for r in rows[:PAGE_SIZE]],
         more=len(rows) > PAGE_SIZE, first_page=not before and page == 1,
         older=rows[PAGE_SIZE - 1].id if len(rows) > PAGE_SIZE else None,
-        total=_shown(total), by_type={k: _shown(n) for k, n in store.counts_by("error_type", flt, cap=COUNT_CAP).items()},
+        total=_shown(total, flt), by_type={k: _shown(n, flt)
+                                           for k, n in store.counts_by("error_type", flt, cap=COUNT_CAP).items()},
         actors=store.distinct("actor"), queues=store.distinct("queue"), error_types=ERROR_TYPES,
         since=request.args.get("since", ""), until=request.args.get("until", ""),
         qs=urlencode(values), query_items=sorted(values.items()), flash=request.args.get("flash"))
 
 
-def _shown(count: int) -> str:
-    """A count as the page shows it: past COUNT_CAP it was capped (a time range), so "10,000+"."""
-    return f"{COUNT_CAP:,}+" if count == COUNT_CAP + 1 and (request.args.get("since") or request.args.get("until")) \
-        else f"{count:,}"
+def _shown(count: int, flt: Filter) -> str:
+    """A count as the page shows it: one counted past COUNT_CAP (a time range) as "10,000+"."""
+    return f"{COUNT_CAP:,}+" if not flt.tallied and count > COUNT_CAP else f"{count:,}"
 
 
 @blueprint.get("/dead-letters/<int:ident>")
