@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from functools import lru_cache
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -144,6 +145,8 @@ class Settings(BaseSettings):
                                                                 "left out and the text says so")
     fetch_connect_timeout_seconds: float = Field(5.0, gt=0, description="https fetch connect timeout")
     fetch_read_timeout_seconds: float = Field(30.0, gt=0, description="https fetch read timeout")
+    fetch_deadline_seconds: float = Field(120.0, gt=0, description="a whole https download, redirects included; "
+                                                                   "past it the asset fails fetch_failed")
     fetch_allow_http: bool = Field(False, description="accept plain http:// sources")
     fetch_allowlist: str = Field("", description="comma-separated hosts/CIDRs exempt from the SSRF guard")
 
@@ -303,6 +306,21 @@ class Settings(BaseSettings):
     def broker_kind(self) -> Literal["redis", "rabbitmq"]:
         return "rabbitmq" if urlsplit(self.broker_url).scheme.startswith("amqp") else "redis"
 
+    def secret_values(self) -> tuple[str, ...]:
+        """The configured secrets (SECRET_FIELDS) and the passwords inside URL settings: what no log line, page
+        or error may show (worker_service.masking).  Values under 4 characters are left out: masking them
+        everywhere would mangle ordinary text."""
+        values = [str(getattr(self, name)) for name in SECRET_FIELDS if getattr(self, name, None)]
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, str) and "@" in value:
+                for url in value.replace(",", ";").split(";"):
+                    password = urlsplit(url.partition("=")[2] if name == "broker_shards" else url).password
+                    if password:
+                        values.append(unquote(password))
+                        values.append(password)
+        return tuple(sorted({v for v in values if len(v) >= 4}, key=len, reverse=True))
+
     def masked(self) -> dict[str, object]:
         """Every setting, with secrets and URL passwords masked (for `worker check` and logs)."""
         out: dict[str, object] = {}
@@ -345,7 +363,18 @@ def _describe(error: Any) -> str:
     value = error.get("input")
     secret = name.lower() in SECRET_FIELDS
     shown = f" (got {value!r})" if isinstance(value, str | int | float) and not secret else ""
-    return f"{name}: {message}{shown}"
+    return _without_credentials(f"{name}: {message}{shown}")
+
+
+_USERINFO = re.compile(r"(?<=[/=;,\s'(])[^/@\s;,'()]+@")
+
+
+def _without_credentials(text: str) -> str:
+    """A settings error as it may be printed: the masking rule, and any ``userinfo@`` of a URL too mistyped to
+    parse (``redis:/user:pw@host``, ``queue=:pw@host``) masked whole."""
+    from worker_service.masking import mask_text
+
+    return _USERINFO.sub("***@", mask_text(text))
 
 
 #: settings that no longer exist, and what replaced them: refused, so that no deployment keeps a value that

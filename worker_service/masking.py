@@ -1,8 +1,16 @@
-"""The one rule for hiding secrets from people: dead-letter pages and API, the mounted queue views, Sentry events.
+"""The one rule for hiding secrets from people, applied at every exit: log lines (observability.logs), asset
+records (CLI, pages, API), dead-letter pages and API, the mounted queue views, Sentry events, settings errors.
 
 A value is masked when its key looks like a secret (password, token, API key, cookie, DSN, refresh token...),
-when it is one of the configured secret values, and wherever a URL inside a string carries credentials
-(``scheme://user:password@host`` -> ``scheme://***@host``). Applied recursively to dicts, lists and tuples.
+when it is one of the configured secret values (``Settings.secret_values``), and inside any string:
+
+* a URL's credentials: ``scheme://user:password@host`` -> ``scheme://user:***@host``;
+* a query parameter or ``name=value`` pair whose name looks like a secret or a signature
+  (``?X-Amz-Signature=``, ``&sig=``, ``?token=``, ``access_token=``): presigned URLs carry their key there;
+* a quoted ``'name': 'value'`` / ``"name": "value"`` pair whose name looks like a secret: the ``repr`` of a
+  message's keyword arguments (Dramatiq's own log lines print it) and JSON text.
+
+Applied recursively to dicts, lists and tuples.
 """
 
 from __future__ import annotations
@@ -11,10 +19,18 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-SECRET_KEY = re.compile(
-    r"(pass(word|wd|phrase)?|secret|token|api[_-]?key|authori[sz]ation|cookie|refresh|dsn|credential|private[_-]?key)",
-    re.I)
+_SECRET_WORDS = (r"pass(word|wd|phrase)?|secret|token|api[_-]?key|authori[sz]ation|cookie|refresh|dsn|credential"
+                 r"|private[_-]?key")
+SECRET_KEY = re.compile(f"({_SECRET_WORDS})", re.I)
+#: names of query parameters and form fields that carry a key: the secret words plus the signatures of presigned
+#: URLs (S3 ``X-Amz-Signature`` / ``X-Amz-Credential``, GCS ``X-Goog-Signature``, Azure SAS ``sig``) and ``key``
+_SECRET_PARAMETER = f"[\\w.\\-]*?(?:{_SECRET_WORDS}|signature|\\bsig\\b|\\bkey\\b|x-amz-security-token)[\\w.\\-]*"
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.\-]*://)(?P<userinfo>[^/?#@\s\"']+)@", re.I)
+_PARAMETER = re.compile(f"(?P<name>(?:(?<=[?&;\\s,(])|^){_SECRET_PARAMETER})="
+                        f"(?P<value>(?P<vq>['\"])(?:\\\\.|(?!(?P=vq)).)*(?P=vq)|[^&#\\s\"'<>;,)]+)", re.I)
+_QUOTED_PAIR = re.compile(
+    f"(?P<head>(?P<q>['\"])[\\w.\\-]*?(?:{_SECRET_WORDS})[\\w.\\-]*(?P=q)\\s*:\\s*)(?P<vq>['\"])(?P<value>(?:\\\\.|(?!(?P=vq)).)*)(?P=vq)",
+    re.I)
 MASK = "***"
 
 
@@ -33,6 +49,24 @@ def mask_url_credentials(text: str, replacement: str = MASK) -> str:
     return _URL_CREDENTIALS.sub(masked, text)
 
 
+def mask_text(text: str, *, secrets: Iterable[str] = (), replacement: str = MASK) -> str:
+    """``text`` with every secret the module docstring lists replaced by ``replacement``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, replacement)
+    if "@" in text:
+        text = mask_url_credentials(text, replacement)
+    if "=" in text:
+        text = _PARAMETER.sub(lambda m: f"{m.group('name')}={_quoted(m.group('vq'), replacement)}", text)
+    if ":" in text:
+        text = _QUOTED_PAIR.sub(lambda m: f"{m.group('head')}{m.group('vq')}{replacement}{m.group('vq')}", text)
+    return text
+
+
+def _quoted(quote: str | None, replacement: str) -> str:
+    return f"{quote}{replacement}{quote}" if quote else replacement
+
+
 def mask(value: Any, key: str = "", *, secrets: Iterable[str] = (), replacement: str = MASK) -> Any:
     """``value`` with every secret replaced by ``replacement`` (see the module docstring)."""
     known = tuple(s for s in secrets if s)
@@ -47,7 +81,5 @@ def _mask(value: Any, key: str, secrets: tuple[str, ...], replacement: str) -> A
     if is_secret_key(key) and value not in (None, ""):
         return replacement
     if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, replacement)
-        return mask_url_credentials(value, replacement)
+        return mask_text(value, secrets=secrets, replacement=replacement)
     return value

@@ -112,3 +112,26 @@ def test_the_front_door_stays_short_and_points_at_docs_that_exist():
     assert len(readme.splitlines()) < 200
     for path in re.findall(r"``(docs/[a-z_]+\.rst)``", readme):
         assert (ROOT / path).exists(), path
+
+
+@pytest.mark.parametrize("name, value", [
+    ("BROKER_URL", "mysql://worker:s3cret-pw@10.0.0.5:3306/0"),
+    ("BROKER_URL", "redis+sentinel://:s3cret-pw@sentinel-1/mymaster"),
+    ("DATABASE_URL", "mysql://worker:s3cret-pw@db/worker"),
+    ("BROKER_SHARDS", "knowledge=http://:s3cret-pw@r2:6379/0"),
+    ("BROKER_SHARDS", "knowledge:redis://:s3cret-pw@r2:6379/0"),
+])
+def test_a_mistyped_url_setting_is_named_without_its_password(monkeypatch, name, value):
+    """Regression (second probe): the error printed the mistyped URL whole, password included."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert name in str(info.value) and "s3cret-pw" not in str(info.value)
+
+
+def test_secret_values_are_the_secrets_and_the_passwords_inside_url_settings(monkeypatch):
+    monkeypatch.setenv("BROKER_URL", "redis://:broker%2Fpw@127.0.0.1:6379/0")
+    monkeypatch.setenv("KOMMO_ACCESS_TOKEN", "kommo-token-1")
+    monkeypatch.setenv("BROKER_SHARDS", "crm=redis://:shard-pw-2@127.0.0.1:6380/0")
+    values = load_settings().secret_values()
+    assert {"broker/pw", "broker%2Fpw", "kommo-token-1", "shard-pw-2"} <= set(values)

@@ -4,13 +4,17 @@
 symlinks.  URLs: https only (plain http when ``FETCH_ALLOW_HTTP``), connect
 and read timeouts, a streamed byte cap, redirects followed by hand so that
 every hop's address is checked after DNS resolution: loopback, private,
-link-local (cloud metadata), multicast and reserved addresses are refused
+link-local (cloud metadata), IPv6 site-local (fec0::/10), multicast and reserved addresses are refused
 unless the host or address is in ``FETCH_ALLOWLIST``; IPv6 forms that carry an
 IPv4 address (IPv4-mapped, 6to4, NAT64, Teredo) are checked as that address.
 The host is resolved once per hop and the connection goes to the address that
 was checked (``Host``, TLS SNI and certificate verification keep the name), so a
 resolver that answers differently the second time (DNS rebinding) changes
 nothing.  5xx and timeouts are transient; other 4xx are permanent.
+
+A download has a total deadline (``FETCH_DEADLINE_SECONDS``) besides the per-read timeout: a source that
+sends one byte at a time never trips a read timeout, and would hold an assets thread for the whole time limit
+on every retry.  Past the deadline the fetch fails for good (``fetch_failed``): a retry would be held again.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import ipaddress
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +32,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from worker_service.errors import PermanentError, TransientError
@@ -50,6 +56,7 @@ class FetchPolicy:
     read_timeout: float
     allow_http: bool
     allowlist: tuple[str, ...]
+    deadline_s: float = 120.0  # the whole download, every redirect included (FETCH_DEADLINE_SECONDS)
 
 
 @contextmanager
@@ -115,7 +122,9 @@ def embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipa
 
 
 def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local or ip.is_loopback)
+    # Python's is_global still counts deprecated site-local IPv6 (fec0::/10, RFC 3879) as global
+    site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local or ip.is_loopback or site_local)
 
 
 def check_url(url: str, policy: FetchPolicy) -> list[str]:
@@ -174,13 +183,14 @@ def pinned_request(url: str, address: str) -> tuple[str, dict[str, str], request
 
 
 def download(url: str, out, policy: FetchPolicy) -> None:  # noqa: ANN001 - a binary file object
+    deadline = time.monotonic() + policy.deadline_s
     for _hop in range(MAX_REDIRECTS + 1):
         addresses = check_url(url, policy)
         for number, address in enumerate(addresses, start=1):
             target, headers, session = pinned_request(url, address)
             try:
                 with session:
-                    location = _get(session, target, headers, out, policy)
+                    location = _get(session, target, headers, out, policy, deadline)
                 break
             except _Unreachable as exc:  # as a browser does: the next checked address
                 if number == len(addresses):
@@ -195,12 +205,23 @@ class _Unreachable(Exception):
     """No answer from one address (the next one may answer)."""
 
 
-def _get(session: requests.Session, target: str, headers: dict[str, str], out, policy: FetchPolicy) -> str | None:  # noqa: ANN001
+def _past(policy: FetchPolicy) -> PermanentError:
+    return PermanentError(f"the download took longer than FETCH_DEADLINE_SECONDS ({policy.deadline_s:g} s)",
+                          error_code="fetch_failed")
+
+
+def _get(session: requests.Session, target: str, headers: dict[str, str], out, policy: FetchPolicy,  # noqa: ANN001
+         deadline: float) -> str | None:
     """One hop: the bytes written to ``out`` (None returned), or the redirect's Location."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _past(policy)
     try:
         response = session.get(target, headers=headers, stream=True, allow_redirects=False,
-                               timeout=(policy.connect_timeout, policy.read_timeout))
+                               timeout=(min(policy.connect_timeout, left), min(policy.read_timeout, left)))
     except (requests.ConnectionError, requests.Timeout) as exc:
+        if time.monotonic() > deadline:
+            raise _past(policy) from None
         raise _Unreachable(str(exc)) from None
     with response:
         if response.is_redirect:
@@ -215,11 +236,16 @@ def _get(session: requests.Session, target: str, headers: dict[str, str], out, p
                                  error_code="too_large")
         received = 0
         try:
-            for chunk in response.iter_content(CHUNK):
+            # read1: what has arrived, at most CHUNK (iter_content waits for a whole chunk, which a drip never fills)
+            while chunk := response.raw.read1(CHUNK, decode_content=True):
+                if time.monotonic() > deadline:
+                    raise _past(policy)
                 received += len(chunk)
                 if received > policy.max_bytes:
                     raise PermanentError(f"the source exceeds {policy.max_bytes} bytes", error_code="too_large")
                 out.write(chunk)
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
+            if time.monotonic() > deadline:
+                raise _past(policy) from None
             raise TransientError(f"fetch interrupted: {exc}", error_code="fetch_failed") from None
     return None

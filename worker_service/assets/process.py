@@ -29,7 +29,7 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
     return FetchPolicy(
         storage_root=settings.storage_root, max_bytes=settings.max_upload_mb * 1024 * 1024,
         connect_timeout=settings.fetch_connect_timeout_seconds, read_timeout=settings.fetch_read_timeout_seconds,
-        allow_http=settings.fetch_allow_http,
+        allow_http=settings.fetch_allow_http, deadline_s=settings.fetch_deadline_seconds,
         allowlist=tuple(x.strip() for x in settings.fetch_allowlist.split(",") if x.strip()),
     )
 

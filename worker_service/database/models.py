@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import peewee
 
 from worker_service.database.connection import database_proxy
+from worker_service.masking import mask
 
 
 def utcnow() -> datetime:
@@ -103,12 +104,14 @@ class Asset(BaseModel):
     )
 
     def to_public(self) -> dict[str, Any]:
+        """The record as people see it (CLI, pages, API), secrets masked by the one rule: a source URL's
+        password or presigned signature, and the same inside an error message."""
         out: dict[str, Any] = {}
         for name in self.PUBLIC_FIELDS + self.EXTRA_FIELDS:
             value = getattr(self, name)
             out[name] = iso(value) if isinstance(value, datetime) else value
         out["no_text"] = bool(self.no_text)
-        return out
+        return cast(dict[str, Any], mask(out))
 
 
 class AssetText(BaseModel):

@@ -5,6 +5,11 @@ Each record carries ``time``, ``level``, ``logger``, ``message`` and, while a
 message is being processed, the fields bound by :func:`set_message_context`
 (message_id, actor, queue, asset_id, trace_id, span_id).  Dramatiq's own
 loggers go through the same root handler.
+
+Every line passes worker_service.masking's rule on its way out (message, exception text and extra fields):
+Dramatiq's own lines print a message's arguments (a webhook token, a source URL's password, a presigned
+URL's signature), and the configured secrets must not appear anywhere. A message longer than
+``MAX_MESSAGE_CHARS`` is cut (a forged 5 MB webhook body is not logged whole).
 """
 
 from __future__ import annotations
@@ -19,7 +24,12 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from worker_service.masking import mask_text
+
 CONTEXT_FIELDS = ("message_id", "actor", "queue", "asset_id", "trace_id", "span_id")
+MAX_MESSAGE_CHARS = 4_000
+#: the attributes every LogRecord has: anything else on a record is an ``extra`` field, masked like the message
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _message_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("message_context",
                                                                                        default=_EMPTY)
@@ -42,6 +52,35 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+class MaskingFilter(logging.Filter):
+    """Masks secrets (worker_service.masking, plus the configured ``secrets``) in a record's message, exception
+    text and extra fields, and cuts a message past ``max_chars``.  Installed on the handler: it sees every
+    logger's records, Dramatiq's included."""
+
+    def __init__(self, secrets: tuple[str, ...] = (), max_chars: int = MAX_MESSAGE_CHARS) -> None:
+        super().__init__()
+        self.secrets = tuple(s for s in secrets if s)
+        self.max_chars = max_chars
+
+    def _clean(self, text: str) -> str:
+        if len(text) > self.max_chars:
+            text = f"{text[:self.max_chars]}... ({len(text) - self.max_chars} more characters not logged)"
+        return mask_text(text, secrets=self.secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self._clean(record.getMessage()), None
+        if record.exc_info:
+            # formatted here, masked, and kept as the text every formatter prints instead of the live exception
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text, secrets=self.secrets)
+        for key, value in list(vars(record).items()):
+            if key not in _RECORD_ATTRIBUTES and isinstance(value, str):
+                setattr(record, key, self._clean(value))
+        return True
+
+
 class _Json(JsonFormatter):
     def add_fields(self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict) -> None:
         super().add_fields(log_record, record, message_dict)
@@ -58,14 +97,17 @@ class _Text(logging.Formatter):
         return f"{base} [{extras}]" if extras else base
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None) -> None:
-    """Install the single root handler (replacing Dramatiq's basicConfig one)."""
+def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None,
+                      secrets: tuple[str, ...] = ()) -> None:
+    """Install the single root handler (replacing Dramatiq's basicConfig one); ``secrets``: values no line may
+    show (``Settings.secret_values()``)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     if fmt == "json":
         handler.setFormatter(_Json("%(message)s", json_ensure_ascii=False))
     else:
         handler.setFormatter(_Text("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(_ContextFilter())
+    handler.addFilter(MaskingFilter(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -73,7 +73,7 @@ def bootstrap_worker() -> dramatiq.Broker:
     from worker_service.observability.logs import configure_logging
     from worker_service.observability.telemetry import configure_telemetry
 
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values())
     configure_telemetry(settings)
     init_database(settings.database_url, statement_timeout_ms=settings.database_statement_timeout_ms)
     migrate_when_available()

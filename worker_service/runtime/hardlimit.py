@@ -16,6 +16,10 @@ and are recycled after ``MAX_TASKS_PER_CHILD`` calls.  No orphans: each child
 asks the kernel for SIGKILL when its parent (the fork server, which itself
 exits with the worker) dies, and exits when its pipe to the worker closes.
 The worker thread and process carry on with the next message.
+
+The children parse hostile PDFs, images and OOXML, so they get no secret: the fork server is started with an
+environment scrubbed down to ``CHILD_ENVIRONMENT`` (no Kommo token, API token, broker or database password,
+OpenRouter key), and every child inherits that one.  They read no settings: what they need comes as arguments.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ import logging
 import multiprocessing
 import os
 import queue
+import re
 import resource
 import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -43,6 +49,29 @@ MAX_TASKS_PER_CHILD = 200
 # Imported once by the fork server, so a new child starts with them (and with the extraction code) loaded.
 PRELOAD = ["pypdfium2", "docx2txt", "charset_normalizer", "worker_service.assets.extraction"]
 POLL_SLICE_S = 0.25
+#: the environment variables an extraction child keeps (locale, paths, Python, Tesseract and thread-count knobs,
+#: CA bundles); everything else, every secret among it, stays in the worker
+CHILD_ENVIRONMENT = re.compile(
+    r"(PATH|HOME|USER|LOGNAME|SHELL|LANG|LANGUAGE|LC_\w+|TZ|TMPDIR|TEMP|TMP|PYTHON\w*|VIRTUAL_ENV|LD_LIBRARY_PATH"
+    r"|TESSDATA_PREFIX|OMP_\w+|OPENBLAS_\w+|MKL_\w+|MALLOC_\w+|PROMETHEUS_MULTIPROC_DIR|SSL_CERT_FILE|SSL_CERT_DIR"
+    r"|REQUESTS_CA_BUNDLE|COVERAGE_\w+)")
+_environment_lock = threading.Lock()
+
+
+@contextmanager
+def scrubbed_environment() -> Iterator[None]:
+    """The process environment cut down to CHILD_ENVIRONMENT while the block runs (a process started inside
+    it, the fork server, inherits only that), then restored.  Other threads may see the cut-down environment
+    meanwhile: it lacks nothing but secrets and what no running code re-reads."""
+    with _environment_lock:
+        saved = dict(os.environ)
+        for name in saved:
+            if not CHILD_ENVIRONMENT.fullmatch(name):
+                del os.environ[name]
+        try:
+            yield
+        finally:
+            os.environ.update(saved)
 
 
 class RemoteError(Exception):
@@ -87,7 +116,8 @@ class _Child:
     def __init__(self, ctx: Any, memory_mb: int) -> None:
         self.conn, child_conn = ctx.Pipe()
         self.process = ctx.Process(target=_child_main, args=(child_conn, memory_mb, os.getpid()), daemon=True)
-        self.process.start()
+        with scrubbed_environment():  # a fork server (re)started here gets no secret, nor any child after it
+            self.process.start()
         child_conn.close()
         self.memory_mb = memory_mb
         self.tasks = 0

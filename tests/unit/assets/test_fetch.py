@@ -3,6 +3,7 @@ bytes capped."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,8 @@ def _policy(root: str, **overrides) -> FetchPolicy:
 
 @pytest.mark.parametrize("url", ["https://127.0.0.1/x", "https://localhost/x", "https://169.254.169.254/latest/",
                                  "https://10.1.2.3/x", "https://192.168.1.1/x", "https://[::1]/x",
-                                 "https://[::ffff:127.0.0.1]/x", "https://0.0.0.0/x"])
+                                 "https://[::ffff:127.0.0.1]/x", "https://0.0.0.0/x",
+                                 "https://[fec0::1]/x", "https://[feff:ffff::1]/x"])  # site-local (second probe)
 def test_ssrf_guard_refuses_internal_addresses(url, tmp_path):
     with pytest.raises(ForbiddenSource):
         check_url(url, _policy(str(tmp_path)))
@@ -57,6 +59,17 @@ class _Handler(QuietHandler):
         elif self.path == "/gone":
             self.send_response(404)
             self.end_headers()
+        elif self.path == "/drip":  # one byte at a time: no read ever waits long enough to time out
+            self.send_response(200)
+            self.send_header("Content-Length", "400")
+            self.end_headers()
+            for _ in range(400):
+                try:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.05)
         elif self.path == "/down":
             self.send_response(503)
             self.end_headers()
@@ -170,3 +183,14 @@ def test_the_pinned_connection_keeps_the_name_for_host_sni_and_certificate_check
     assert adapter.poolmanager.connection_pool_kw["assert_hostname"] == "files.example"
     target, headers, _ = pinned_request("https://files.example/x", "2606:2800:220:1::1")
     assert target == "https://[2606:2800:220:1::1]/x" and headers == {"Host": "files.example"}
+
+
+def test_a_source_that_drips_one_byte_at_a_time_fails_for_good_at_the_total_deadline(local_http, tmp_path):
+    """Regression (second probe): each byte came within the read timeout, so the download held its thread for the
+    whole time limit (300 s) and was then retried.  400 bytes at 20/s would take 20 s; the deadline is 1 s."""
+    policy = _policy(str(tmp_path), allow_http=True, allowlist=("localhost",), read_timeout=5, deadline_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(PermanentError, match="FETCH_DEADLINE_SECONDS") as info, fetched(f"{local_http}/drip", policy):
+        pass
+    assert info.value.error_code == "fetch_failed"
+    assert time.monotonic() - started < 5

@@ -1,0 +1,42 @@
+"""Every log line passes the masking rule: the message, Dramatiq's message reprs, exceptions and extra fields."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from worker_service.observability.logs import MAX_MESSAGE_CHARS, configure_logging
+
+SECRETS = ("kommo-long-lived-token", "sk-or-v1-abcdef", "api-token-123456")
+
+
+@pytest.fixture()
+def lines():
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream, secrets=SECRETS)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    configure_logging("INFO", "json")
+
+
+def test_no_configured_secret_url_password_or_signature_reaches_a_log_line(lines):
+    log = logging.getLogger("dramatiq.worker.WorkerThread")
+    log.error("Failed to process message %s with unhandled exception.",
+              "process_asset(asset_id='a1', source='https://bob:hunter2@files.example/a.pdf?X-Amz-Signature=f00d')")
+    log.warning("Kommo answered 401 for Bearer %s", "kommo-long-lived-token", extra={"detail": "key sk-or-v1-abcdef"})
+    try:
+        raise RuntimeError("token='api-token-123456' refused by https://u:pw-in-url@h/")
+    except RuntimeError:
+        log.exception("boom")
+    text = json.dumps(lines())
+    for secret in (*SECRETS, "hunter2", "f00d", "pw-in-url"):
+        assert secret not in text, secret
+    assert "RuntimeError" in lines()[-1]["exc_info"]  # the traceback is still there, masked
+
+
+def test_a_huge_message_is_cut(lines):
+    logging.getLogger("tests").warning("body %s", "x" * 5_000_000)
+    (line,) = lines()
+    assert len(line["message"]) < MAX_MESSAGE_CHARS + 100 and "more characters not logged" in line["message"]
