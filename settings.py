@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     reconcile_grace_seconds: float = Field(300.0, gt=0,
                                            description="a record under way whose lease expired this long ago, "
                                                        "with no message for it, is repaired")
+    metrics_host: str = Field("127.0.0.1", description="address of the worker's /metrics, /healthz, /readyz port "
+                                                     "(0.0.0.0 in a pod, for the kubelet and Prometheus)")
     metrics_port: int = Field(9191, ge=0, le=65535, description="worker /metrics, /healthz, /readyz port (0: off); "
                               "`worker run` of every group gives group i METRICS_PORT+i")
     metrics_dir: str = Field("var/metrics", description="prometheus-client multiprocess directory; each group uses "
@@ -213,11 +215,18 @@ class Settings(BaseSettings):
                                                           "key generated once and kept in Redis; `worker sessions rotate`)")
     web_session_hours: float = Field(12.0, gt=0, description="dashboard session lifetime")
     web_threads: int = Field(8, ge=1, le=64, description="dashboard server threads")
+    web_connection_limit: int = Field(1000, ge=10, le=100_000, description="dashboard connections open at once "
+                                                                         "(idle keep-alives included)")
+    web_channel_timeout_seconds: int = Field(30, ge=1, description="an idle dashboard connection is closed after this")
+    web_request_timeout_seconds: int = Field(20, ge=1, description="a whole request (headers and body) must arrive "
+                                                                   "within this, or its connection is closed")
+    web_login_concurrency: int = Field(2, ge=1, le=64, description="password checks (Argon2, up to 64 MiB each) "
+                                                                 "running at once; more logins answer 503 at once")
     web_proxy_user_header: str | None = Field(
         None, description="trust this header's user name (e.g. X-Forwarded-User of oauth2-proxy); unset: off")
     web_proxy_addresses: str = Field(
-        "127.0.0.1", description="comma-separated peer addresses (reverse proxies) whose WEB_PROXY_USER_HEADER, "
-                                 "X-Forwarded-For and X-Forwarded-Proto are believed")
+        "", description="comma-separated peer addresses (reverse proxies) whose WEB_PROXY_USER_HEADER, "
+                        "X-Forwarded-For, -Proto and -Host are believed (unset: nobody's)")
 
     @field_validator("log_level", mode="before")
     @classmethod

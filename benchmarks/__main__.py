@@ -658,7 +658,7 @@ def overview() -> list[dict[str, Any]]:
     get_settings.cache_clear()
     try:
         settings = get_settings()
-        auth = Authenticator(user="bench", password=None, api_token="bench", secret="bench", session_hours=1)
+        auth = Authenticator(user="bench", password=None, api_token="bench", secret="bench", session_hours=1, login_slots=2)
         app = create_app(Services(broker=build_broker(settings, []), auth=auth, health=HealthChecks(settings)))
         http = app.test_client()
 

@@ -16,7 +16,9 @@ The operator side (list, requeue, delete, purge) is worker_service/deadletters.p
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from typing import Any
 
 import dramatiq
 import peewee
@@ -31,6 +33,9 @@ from worker_service.outcome import PENDING_DEAD_LETTER, Dead, Successor
 
 logger = logging.getLogger(__name__)
 PENDING_RETRY_MS = 10_000
+#: a message refused as ``forbidden`` (a Kommo webhook with a wrong token) can be sent by anyone, at any size, and
+#: can never succeed on requeue: its string arguments are kept to this many characters, with their size and hash
+FORBIDDEN_KEEP_CHARS = 2_000
 
 
 class DeadLetters(Middleware):
@@ -61,10 +66,13 @@ class DeadLetters(Middleware):
         options.pop(PENDING_DEAD_LETTER, None)
         track = tracks.track_of(self.broker, message) if self.broker is not None else None
         error_type = dead.error_type if dead.error_type in ERROR_TYPES else "permanent_error"
+        args, kwargs = list(data.get("args") or []), data.get("kwargs") or {}
+        if error_type == "forbidden":
+            args, kwargs = [_cut(v) for v in args], {k: _cut(v) for k, v in kwargs.items()}
         with session(transaction=True) as db:
             DeadLetter.create(
                 message_id=data["message_id"], queue=data["queue_name"].removesuffix(".DQ"),
-                actor=data["actor_name"], args=list(data.get("args") or []), kwargs=data.get("kwargs") or {},
+                actor=data["actor_name"], args=args, kwargs=kwargs,
                 options=options, error_type=error_type, exception_type=dead.exception_type,
                 error_message=dead.error_message[:10_000], traceback=dead.traceback,
                 attempts=int(options.get("retries", 0)) + (0 if error_type == "crash_loop" else 1),
@@ -110,3 +118,11 @@ class DeadLetters(Middleware):
         return Successor(raw.copy(options={PENDING_DEAD_LETTER: dead.as_option()}), PENDING_RETRY_MS)
 
 
+
+
+def _cut(value: Any) -> Any:
+    if not isinstance(value, str) or len(value) <= FORBIDDEN_KEEP_CHARS:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()
+    return (f"{value[:FORBIDDEN_KEEP_CHARS]}... [{len(value)} characters, sha256 {digest}: a message refused as "
+            "forbidden is not kept whole]")

@@ -2,8 +2,8 @@
 
 Hooks: ``before_process_message``, ``after_process_message``,
 ``after_skip_message``; property ``forks`` (Dramatiq's CLI runs
-:func:`observability.serve` in one extra process: /metrics, /healthz,
-/readyz on METRICS_PORT).  The metric objects live in worker_service/observability/metrics.py.
+:func:`worker_service.runtime.probes.serve` in one extra process: /metrics,
+/healthz, /readyz on METRICS_HOST:METRICS_PORT).  The metric objects live in worker_service/observability/metrics.py.
 No actor options.
 """
 
@@ -16,8 +16,9 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from worker_service.observability.metrics import DURATION, IN_PROGRESS, MESSAGES, serve
+from worker_service.observability.metrics import DURATION, IN_PROGRESS, MESSAGES
 from worker_service.outcome import Dead, Deferred, Retrying, Skipped, Succeeded, outcome_of, state_of
+from worker_service.runtime.probes import serve
 
 _LABELS: dict[type, str] = {Succeeded: "done", Skipped: "skipped", Retrying: "retried", Deferred: "deferred",
                             Dead: "dead"}

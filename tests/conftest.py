@@ -150,7 +150,8 @@ def sender(redis_url: str) -> Callable[..., str]:
 @pytest.fixture()
 def start_web(worker_env: dict[str, str]) -> Iterator[Callable[..., tuple[str, dict[str, str]]]]:
     """Starts a real `worker web` on a free port, on the tests' database, with ``args`` and ``extra``
-    settings; returns (base URL, env).  Every one started is stopped at the end of the test."""
+    settings; returns (base URL, env).  Every one started is stopped at the end of the test; ``.processes``
+    lists them."""
     processes: list[subprocess.Popen] = []
 
     def start(*args: str, **extra: str) -> tuple[str, dict[str, str]]:
@@ -170,6 +171,7 @@ def start_web(worker_env: dict[str, str]) -> Iterator[Callable[..., tuple[str, d
         wait_for(up, 30, 0.2, "dashboard up")
         return base, env
 
+    start.processes = processes  # type: ignore[attr-defined]  # a test that measures the dashboard's memory
     yield start
     for process in processes:
         process.terminate()

@@ -52,6 +52,14 @@ def test_the_readme_receivers_accept_a_signed_event_and_refuse_a_changed_one(tmp
     assert parse_event(body, signature, SECRET).event == "asset.failed"
     with pytest.raises(InvalidSignature):
         parse_event(body, "sha256=00", SECRET)
+    # regression (second probe): a non-ASCII header raised TypeError, so a receiver answered 500, not 401
+    for hostile in ("sha256=ä" + signature[8:], "é"):
+        with pytest.raises(InvalidSignature):
+            parse_event(body, hostile, SECRET)
+        with pytest.raises(PermissionError):
+            namespace["outcome_event"](body, hostile, SECRET)
+    with pytest.raises(InvalidSignature):  # what a framework's surrogateescape'd header decodes to
+        parse_event(body, "sha256=\udcff", SECRET)
     node = shutil.which("node")
     if node is None:
         unavailable("node is not installed: the README's Node receiver was not run")

@@ -40,8 +40,12 @@ def sign(body: bytes, secret: str) -> str:
 
 
 def verify_signature(body: bytes, signature: str | None, secret: str) -> bool:
-    """Constant-time check of ``X-Worker-Signature`` against the raw body (before parsing it)."""
-    return bool(signature) and hmac.compare_digest(sign(body, secret), signature or "")
+    """Constant-time check of ``X-Worker-Signature`` against the raw body (before parsing it).  Any header is an
+    answer, never an exception: compared as bytes (a str with a non-ASCII character made ``compare_digest``
+    raise TypeError, so a receiver answered 500 instead of 401)."""
+    if not signature:
+        return False
+    return hmac.compare_digest(sign(body, secret).encode(), signature.encode("utf-8", "surrogateescape"))
 
 
 def parse_event(body: bytes, signature: str | None, secret: str) -> OutcomeEvent:

@@ -34,19 +34,39 @@ def parse_form(body: str) -> dict[str, Any]:
     return tree
 
 
+#: the integers the ledger's columns hold (BIGINT): Kommo's ids and unix times are far inside it
+INT64 = (-(2**63), 2**63 - 1)
+
+
 def _number(value: Any) -> int | None:
     """Kommo sends numbers as form strings, sometimes blank ("price=") or decorated ("22 500", "1.0"):
-    a value that is not a number is unknown (None), and never drops the event it belongs to."""
-    if value is None or isinstance(value, int):
-        return value
-    text = str(value).strip().replace(" ", "").replace("\u00a0", "")
-    try:
-        return int(float(text)) if text else None
-    except ValueError:
+    a value that is not a number, or not one the ledger can hold (``1e300``, ``inf``, 30 digits), is unknown
+    (None), and never drops the event it belongs to."""
+    if value is None or isinstance(value, bool):
         return None
+    if isinstance(value, int):
+        number = value
+    else:
+        text = str(value).strip().replace(" ", "").replace("\u00a0", "")
+        if not text or len(text) > 40:
+            return None
+        try:
+            number = int(text) if text.lstrip("+-").isdigit() else int(float(text))
+        except (ValueError, OverflowError):  # int(float("1e400")): OverflowError, not ValueError
+            return None
+    return number if INT64[0] <= number <= INT64[1] else None
+
+
+def _id(value: Any) -> int:
+    """A required id: a number the ledger can hold, or the item is malformed (skipped, the rest kept)."""
+    number = _number(value)
+    if number is None:
+        raise ValueError(f"not an id: {str(value)[:40]!r}")
+    return number
 
 
 Number = Annotated[int | None, BeforeValidator(_number)]
+Id = Annotated[int, BeforeValidator(_id)]
 
 
 class LeadStatusChanged(BaseModel):
@@ -57,8 +77,8 @@ class LeadStatusChanged(BaseModel):
     """
 
     model_config = ConfigDict(extra="allow")
-    id: int
-    status_id: int
+    id: Id
+    status_id: Id
     pipeline_id: Number = None
     old_status_id: Number = None
     old_pipeline_id: Number = None

@@ -45,12 +45,15 @@ def make_app(settings: Settings, *, insecure_local: bool = False) -> Flask:
 
         if settings.web_password is not None and len(settings.web_password) < MIN_PASSWORD_LENGTH:
             raise InsecureConfiguration(f"WEB_PASSWORD must have at least {MIN_PASSWORD_LENGTH} characters")
+        if settings.web_proxy_user_header and not settings.web_proxy_addresses.strip():
+            raise InsecureConfiguration("WEB_PROXY_USER_HEADER needs WEB_PROXY_ADDRESSES: the addresses of the proxies "
+                                        "whose header is believed (from anyone else it would log anyone in)")
         if settings.web_session_secret is not None and len(settings.web_session_secret) < MIN_SECRET_LENGTH:
             raise InsecureConfiguration(f"WEB_SESSION_SECRET must have at least {MIN_SECRET_LENGTH} characters "
                                         "(or leave it unset: a random key is generated and kept in Redis)")
         auth = Authenticator(user=settings.web_user, password=settings.web_password,
                              api_token=settings.web_api_token, secret=settings.web_session_secret,
-                             session_hours=settings.web_session_hours,
+                             session_hours=settings.web_session_hours, login_slots=settings.web_login_concurrency,
                              proxy_header=settings.web_proxy_user_header,
                              proxy_addresses=frozenset(a.strip() for a in settings.web_proxy_addresses.split(",")
                                                        if a.strip()))
@@ -65,12 +68,8 @@ def make_app(settings: Settings, *, insecure_local: bool = False) -> Flask:
 
 
 def serve(settings: Settings, *, insecure_local: bool = False) -> None:
-    import waitress
+    from worker_service.web.server import create_server
 
-    app = make_app(settings, insecure_local=insecure_local)
+    server = create_server(make_app(settings, insecure_local=insecure_local), settings)
     logger.info("dashboard on http://%s:%d/", settings.web_host, settings.web_port)
-    # X-Forwarded-For / -Proto reach the app untouched: it believes them only from WEB_PROXY_ADDRESSES (the
-    # client's address for the login throttle, https for the cookie's Secure flag), which can be several
-    # addresses where waitress's own trusted_proxy takes one
-    waitress.serve(app, host=settings.web_host, port=settings.web_port, threads=settings.web_threads,
-                   ident="worker-dashboard", clear_untrusted_proxy_headers=False)
+    server.run()

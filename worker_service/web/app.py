@@ -7,6 +7,11 @@ token (Flask-WTF; form field ``csrf`` or header ``X-CSRF-Token``); bearer calls 
 other site can make them.  A viewer gets 403 on every state change.  The pages are the blueprints of
 web.views; dramatiq-dashboard is mounted read-only at ``/queues/`` inside our header (its own
 requeue/delete would bypass the dead-letter store and the audit log).
+
+The login form carries a CSRF token too (a cross-site post must not log a browser into the attacker's
+account), and a login runs its password check only when web.throttle's HashGate has a slot (503 at once
+otherwise).  No page has inline script: the Content-Security-Policy allows scripts from this site only
+(``/static/``), so a string that escapes somewhere still cannot run.
 """
 
 from __future__ import annotations
@@ -28,21 +33,32 @@ from worker_service.web.services import Services, WSGIApp
 from worker_service.web.sessions import DashboardSessions, SessionSecret
 from worker_service.web.throttle import Refusal
 from worker_service.web.users import account_of
-from worker_service.web.views import assets, failed, fleet, json_response, outcome_events, see_other, text
+from worker_service.web.views import (
+    IdConverter,
+    assets,
+    failed,
+    fleet,
+    json_response,
+    outcome_events,
+    see_other,
+    text,
+)
 
 logger = logging.getLogger(__name__)
-PUBLIC = {"live", "ready", "metrics", "login"}  # endpoints that need no login
+PUBLIC = {"live", "ready", "metrics", "login", "static"}  # endpoints that need no login
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
-                               "frame-ancestors 'none'",
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                               "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
 }
+#: dramatiq-dashboard's CSRF cookie: it writes the value into its pages unescaped, and /queues/ is read-only here
+_QUEUES_CSRF_COOKIE = "__dd_csrf"
 
 
 def create_app(services: Services) -> Flask:
     """The dashboard for ``services``, a WSGI app (web.serve runs it under waitress)."""
-    app = Flask(__name__, static_folder=None)
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
     auth = services.auth
     app.config.update(
         SECRET_KEY=secrets.token_bytes(32),  # replaced on each request by the sessions' key (web.sessions)
@@ -54,9 +70,10 @@ def create_app(services: Services) -> Flask:
         WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_FIELD_NAME="csrf", WTF_CSRF_TIME_LIMIT=None,
     )
     app.extensions["worker"] = services
+    app.url_map.converters["id"] = IdConverter
     session_secret = SessionSecret(auth.secret if auth else None, lambda: services.limiter_client)
     if auth is not None:
-        app.session_interface = DashboardSessions(session_secret, auth.proxy_addresses)
+        app.session_interface = DashboardSessions(session_secret, auth)
     csrf = CSRFProtect(app)
     for blueprint in (fleet.blueprint, failed.blueprint, assets.blueprint, outcome_events.blueprint):
         app.register_blueprint(blueprint)
@@ -111,13 +128,19 @@ def create_app(services: Services) -> Flask:
                 csrf.protect()
             except CSRFError:
                 return refuse(api, "missing or wrong CSRF token")
-            # the cookie rides along on a request another site makes: where the browser says it came from,
-            # that must be here (Django's rule; a missing header leaves the decision to the token)
-            if not same_origin(request.headers.get("Origin") or request.headers.get("Referer"), request.host_url):
+            if not from_this_site():
                 return refuse(api, "the request came from another site")
         if not principal.can_change and request.endpoint != "logout":
             return refuse(api, f"{principal.name} is a viewer: reading only")
         return None
+
+    def from_this_site() -> bool:
+        """The cookie rides along on a request another site makes: where the browser says it came from, that
+        must be here (Django's rule; a missing header leaves the decision to the token).  Behind a proxy that
+        terminates TLS, "here" is the https origin the proxy serves."""
+        ours = auth.public_origin(request.remote_addr or "-", request.headers, request.host_url, request.is_secure) \
+            if auth else request.host_url
+        return same_origin(request.headers.get("Origin") or request.headers.get("Referer"), ours)
 
     def too_many(api: bool, refusal: Refusal) -> Response:
         response = json_response({"error": refusal.reason}, 429) if api else text(f"{refusal.reason}.", 429)
@@ -168,22 +191,40 @@ def create_app(services: Services) -> Flask:
         return wsgi(services.metrics_app, request.environ)
 
     @app.route("/login", methods=["GET", "POST"], endpoint="login")
-    def login() -> Response | str | tuple[str, int]:
+    def login() -> Response:
         target = local_path(request.values.get("next"))  # never off this site, however a browser reads it
+
+        def page(error: str | None, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+            body = render_template("login.html", error=error, user=request.form.get("user", ""), next=target,
+                                   csrf=generate_csrf())
+            return Response(body, status, headers)
+
         if request.method == "GET" or auth is None:
-            return render_template("login.html", error=None, user="", next=target)
+            return page(None)
+        try:  # login CSRF: another site must not log this browser into an account of its choosing
+            csrf.protect()
+        except CSRFError:
+            return page("The form expired or came from another site: log in again.", 403)
+        if not from_this_site():
+            return page("The form came from another site.", 403)
         user, password = request.form.get("user", ""), request.form.get("password", "")
         address = auth.client_address(request.remote_addr or "-", request.headers)
-        refusal = services.throttle.attempt("login", user, address)
-        if refusal is not None:  # answered at once: a sleeping request thread would stall every other user
-            logger.warning("dashboard login for %r from %s refused: %s", user[:50], address, refusal.reason)
-            page = render_template("login.html", error=f"Too many failed logins: try again in "
-                                                       f"{refusal.retry_after_s} s.", user=user, next=target)
-            return Response(page, 429, {"Retry-After": str(refusal.retry_after_s)})
-        role = auth.check_password(user, password)
+        if not auth.hash_gate.enter(address):  # answered at once and not counted: the server is busy, not wrong
+            logger.warning("dashboard login for %r from %s refused: password checks busy", user[:50], address)
+            return page("The server is busy checking other logins: try again in a second.", 503,
+                        {"Retry-After": "1"})
+        try:
+            refusal = services.throttle.attempt("login", user, address)
+            if refusal is not None:  # answered at once: a sleeping request thread would stall every other user
+                logger.warning("dashboard login for %r from %s refused: %s", user[:50], address, refusal.reason)
+                return page(f"Too many failed logins: try again in {refusal.retry_after_s} s.", 429,
+                            {"Retry-After": str(refusal.retry_after_s)})
+            role = auth.check_password(user, password)
+        finally:
+            auth.hash_gate.leave(address)
         if role is None:
             logger.warning("failed dashboard login for %r from %s", user[:50], address)
-            return render_template("login.html", error="Wrong user or password.", user=user, next=target), 401
+            return page("Wrong user or password.", 401)
         services.throttle.succeeded("login", user, address)
         session.clear()  # a new session (and CSRF token) for each login: nothing fixed before it survives
         session.permanent = True
@@ -208,8 +249,12 @@ def create_app(services: Services) -> Flask:
             return text("Live queues need the Redis broker.", 404)
         if request.method != "GET":
             return text("The queue views are read-only; use the failed-messages pages.", 403)
-        # dramatiq-dashboard routes relative to its mount point and builds its links with the prefix
-        inner = wsgi(services.queues_app, {**request.environ, "PATH_INFO": "/" + path})
+        # dramatiq-dashboard routes relative to its mount point and builds its links with the prefix; it never
+        # sees its CSRF cookie (whoever can plant one on the host could put script into its pages) and sets none
+        environ = {**request.environ, "PATH_INFO": "/" + path,
+                   "HTTP_COOKIE": _without_cookie(request.environ.get("HTTP_COOKIE", ""), _QUEUES_CSRF_COOKIE)}
+        inner = wsgi(services.queues_app, environ)
+        inner.headers.remove("Set-Cookie")
         if inner.mimetype == "text/html":
             body = inner.get_data()
             at = body.find(b">", body.find(b"<body")) + 1 if b"<body" in body else 0
@@ -217,6 +262,10 @@ def create_app(services: Services) -> Flask:
         return inner
 
     return app
+
+
+def _without_cookie(header: str, name: str) -> str:
+    return "; ".join(part for part in header.split(";") if part.strip().partition("=")[0].strip() != name)
 
 
 def wsgi(inner: WSGIApp, environ: dict) -> Response:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from werkzeug.datastructures import Headers
 
+from worker_service.web.throttle import HashGate
+
 COOKIE = "worker_session"  # the session cookie's name
 
 
@@ -45,10 +47,11 @@ class Principal:
 
 class Authenticator:
     """Parameters: user, password, api_token, secret (WEB_SESSION_SECRET; None: generated, see web.sessions),
-    session_hours, proxy_header (None: off) and proxy_addresses (the peers whose proxy_header is believed)."""
+    session_hours, login_slots (password checks at once, web.throttle.HashGate), proxy_header (None: off) and
+    proxy_addresses (the peers whose proxy_header and X-Forwarded-* headers are believed)."""
 
     def __init__(self, *, user: str, password: str | None, api_token: str | None, secret: str | None,
-                 session_hours: float, proxy_header: str | None = None,
+                 session_hours: float, login_slots: int, proxy_header: str | None = None,
                  proxy_addresses: frozenset[str] = frozenset()) -> None:
         self.user = user
         self.password = password
@@ -57,6 +60,7 @@ class Authenticator:
         self.session_seconds = int(session_hours * 3600)
         self.proxy_header = proxy_header
         self.proxy_addresses = proxy_addresses
+        self.hash_gate = HashGate(login_slots)
 
     def bearer(self, header: str | None, remote: str) -> Principal | None:
         if not self.api_token or not header or not header.startswith("Bearer "):
@@ -84,6 +88,22 @@ class Authenticator:
             if forwarded and len(forwarded) <= 64 and forwarded.isprintable():
                 return forwarded
         return remote
+
+    def served_over_https(self, remote: str, headers: Headers, is_secure: bool) -> bool:
+        """True when the browser speaks HTTPS to us: directly, or to a trusted proxy that says so."""
+        forwarded = headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        return is_secure or (remote in self.proxy_addresses and forwarded == "https")
+
+    def public_origin(self, remote: str, headers: Headers, host_url: str, is_secure: bool) -> str:
+        """This site's origin as the browser sees it (what its ``Origin`` header names): behind a trusted proxy
+        that terminates TLS it is ``https://`` and, when the proxy rewrites Host, its ``X-Forwarded-Host``."""
+        scheme, _, rest = host_url.partition("://")
+        host = rest.split("/", 1)[0]
+        if remote in self.proxy_addresses:
+            forwarded_host = headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+            if forwarded_host and len(forwarded_host) <= 255 and forwarded_host.isprintable():
+                host = forwarded_host
+        return f"{'https' if self.served_over_https(remote, headers, is_secure) else scheme}://{host}"
 
     def stamp(self, user: str, key: bytes, password_hash: str | None) -> str | None:
         """What the session keeps of the credential ``user`` logs in with (an HMAC under the session key, so

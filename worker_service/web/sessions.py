@@ -17,11 +17,14 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, request
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
+
+if TYPE_CHECKING:
+    from worker_service.web.auth import Authenticator
 
 logger = logging.getLogger(__name__)
 SECRET_KEY = "worker:web:session-secret"
@@ -67,11 +70,12 @@ def rotate_session_secret(client: Any) -> None:
 
 
 class DashboardSessions(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions with the key of ``secret`` and ``Secure`` on HTTPS requests."""
+    """Flask's signed-cookie sessions with the key of ``secret`` and ``Secure`` on HTTPS requests (per ``auth``,
+    which knows the trusted proxies)."""
 
-    def __init__(self, secret: SessionSecret, proxy_addresses: frozenset[str]) -> None:
+    def __init__(self, secret: SessionSecret, auth: Authenticator) -> None:
         self.secret = secret
-        self.proxy_addresses = proxy_addresses
+        self.auth = auth
 
     def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
         # the CSRF tokens (Flask-WTF) are signed with app.secret_key too, within this same request
@@ -79,7 +83,4 @@ class DashboardSessions(SecureCookieSessionInterface):
         return super().get_signing_serializer(app)
 
     def get_cookie_secure(self, app: Flask) -> bool:
-        if request.is_secure:
-            return True
-        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-        return request.remote_addr in self.proxy_addresses and forwarded == "https"
+        return self.auth.served_over_https(request.remote_addr or "-", request.headers, request.is_secure)

@@ -20,8 +20,9 @@ ROLES: tuple[Role, ...] = ("viewer", "operator")
 #: for named users and WEB_PASSWORD alike (refused at `worker users add` / at `worker web`'s start)
 MIN_PASSWORD_LENGTH = 12
 _HASHER = PasswordHasher()
-# verified against when the user does not exist, so an unknown name costs the same time as a wrong password
-_DUMMY_HASH = _HASHER.hash("no such user")
+# verified against when the user does not exist, so an unknown name costs the same time (and memory) as a wrong
+# password; a literal with the hasher's parameters, so importing this module hashes nothing (64 MiB at start-up)
+_DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$IPnDKyHg3rhjmcQp+wCNmQ$yOL+0moWJbFHngxLtQI3KlkVIIMvJ8DpD3N2tnGuits"
 
 
 def add_user(name: str, password: str, role: Role) -> bool:

@@ -43,3 +43,22 @@ def test_a_dead_letter_the_database_cannot_take_travels_with_its_message(sink):
     sink.record(successor.message, dead)
     with session():
         assert PENDING_DEAD_LETTER not in DeadLetter.get().options
+
+
+def test_a_forbidden_message_is_kept_cut_and_a_list_reads_no_payload(sink):
+    """Regression (second probe): Kommo webhooks with a wrong token were stored whole (any size), and the
+    failed-messages list loaded every payload: 50 forged 5 MB bodies took the dashboard to 340 MiB."""
+    from worker_service.deadletters import ERROR_PREVIEW_CHARS, DeadLetterStore, Filter
+    from worker_service.errors import Forbidden
+
+    body = "leads%5Bstatus%5D%5B0%5D%5Bid%5D=1&" + "x" * 5_000_000
+    sink.record(proxy("crm_handle_webhook", kwargs={"body": body, "token": "wrong"}),
+                Dead.of("forbidden", Forbidden("webhook token does not match KOMMO_WEBHOOK_TOKEN")))
+    sink.record(proxy("noop", kwargs={"blob": "y" * 100_000}), Dead.of("retries_exhausted", RuntimeError("z" * 50_000)))
+    with session():
+        forbidden, kept = DeadLetter.select().order_by(DeadLetter.id)
+    assert len(forbidden.kwargs["body"]) < 3_000 and "5000035 characters, sha256" in forbidden.kwargs["body"]
+    assert kept.kwargs["blob"] == "y" * 100_000  # any other dead letter keeps its payload whole, for requeue
+    listed = DeadLetterStore(broker=None).list(Filter(state=None))
+    assert [row.kwargs for row in listed] == [None, None]  # never read for a list
+    assert len(listed[0].error_message) == ERROR_PREVIEW_CHARS

@@ -12,9 +12,20 @@ import json
 from typing import Any
 
 from flask import Response, current_app, g
+from werkzeug.routing import IntegerConverter
 
 from worker_service.web.auth import Principal
 from worker_service.web.services import Services
+
+#: the largest row id the database holds (BIGINT); a larger one in a URL or a form is no row, never a 500
+MAX_ID = 2**63 - 1
+
+
+class IdConverter(IntegerConverter):
+    """``<id:name>`` in a route: a row id, 1 to MAX_ID; anything else does not match (404)."""
+
+    def __init__(self, map: Any) -> None:  # noqa: A002 - werkzeug's parameter name
+        super().__init__(map, min=1, max=MAX_ID)
 
 
 def services() -> Services:

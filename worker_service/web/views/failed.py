@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, abort, render_template, request
+from flask import Blueprint, Response, abort, flash, render_template, request
 
 from worker_service.deadletters import ERROR_TYPES, Filter, to_public
-from worker_service.web.views import found, json_response, principal, see_other, services, text
+from worker_service.web.views import MAX_ID, found, json_response, principal, see_other, services, text
 
 blueprint = Blueprint("failed", __name__)
 PAGE_SIZE = 50
@@ -24,7 +24,7 @@ def make_filter(values: Mapping[str, str]) -> Filter:
         raw = values.get(name) or ""
         try:
             return datetime.fromisoformat(raw).replace(tzinfo=None) + timedelta(days=plus) if raw else None
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: 9999-12-31 plus a day
             return None
 
     state = values.get("state", "dead")
@@ -73,7 +73,7 @@ def list_page() -> str:
                                            for k, n in store.counts_by("error_type", flt, cap=COUNT_CAP).items()},
         actors=store.distinct("actor"), queues=store.distinct("queue"), error_types=ERROR_TYPES,
         since=request.args.get("since", ""), until=request.args.get("until", ""),
-        qs=urlencode(values), query_items=sorted(values.items()), flash=request.args.get("flash"))
+        qs=urlencode(values), query_items=sorted(values.items()))
 
 
 def _shown(count: int, flt: Filter) -> str:
@@ -81,7 +81,7 @@ def _shown(count: int, flt: Filter) -> str:
     return f"{COUNT_CAP:,}+" if not flt.tallied and count > COUNT_CAP else f"{count:,}"
 
 
-@blueprint.get("/dead-letters/<int:ident>")
+@blueprint.get("/dead-letters/<id:ident>")
 def detail_page(ident: int) -> Response | str:
     row = services().store.get(ident)
     if row is None:
@@ -90,20 +90,20 @@ def detail_page(ident: int) -> Response | str:
     payload = {"args": record["args"], "kwargs": record["kwargs"], "options": record["options"]}
     for item in record.get("history") or []:
         item["at_iso"] = datetime.fromtimestamp(item.get("at", 0) / 1000, UTC).isoformat(timespec="seconds")
-    return render_template("dead_letter.html", nav="dlq", r=record, flash=request.args.get("flash"),
+    return render_template("dead_letter.html", nav="dlq", r=record,
                            payload=json.dumps(payload, indent=2, ensure_ascii=False, default=str))
 
 
-@blueprint.post("/dead-letters/<int:ident>/<any(requeue, delete):action>")
+@blueprint.post("/dead-letters/<id:ident>/<any(requeue, delete):action>")
 def act_one(ident: int, action: str) -> Response:
     store, who = services().store, principal().audit_name
     if action == "requeue":
         done = bool(store.requeue([ident], who))
-        flash = f"Requeued dead letter {ident}." if done else f"Dead letter {ident} was not dead any more."
+        flash(f"Requeued dead letter {ident}." if done else f"Dead letter {ident} was not dead any more.")
     else:
         done = bool(store.delete([ident], who))
-        flash = f"Deleted dead letter {ident}." if done else f"Dead letter {ident} was not dead any more."
-    return see_other(f"/dead-letters/{ident}?" + urlencode({"flash": flash}))
+        flash(f"Deleted dead letter {ident}." if done else f"Dead letter {ident} was not dead any more.")
+    return see_other(f"/dead-letters/{ident}")
 
 
 @blueprint.post("/dead-letters/bulk")
@@ -113,11 +113,13 @@ def act_bulk() -> Response | str:
     values = {k[2:]: v for k, v in request.form.items() if k.startswith("f_")}  # the list's filter, carried along
     back = "/dead-letters?" + urlencode(filter_values(values))
     if action in ("requeue", "delete"):
-        ids = [int(i) for i in request.form.getlist("ids") if i.isdigit()]
+        ids = [int(i) for i in request.form.getlist("ids") if i.isascii() and i.isdigit() and int(i) <= MAX_ID]
         if not ids:
-            return see_other(back + "&" + urlencode({"flash": "Nothing selected."}))
+            flash("Nothing selected.")
+            return see_other(back)
         n = len(store.requeue(ids, who)) if action == "requeue" else store.delete(ids, who)
-        return see_other(back + "&" + urlencode({"flash": f"{action.capitalize()}d {n} of {len(ids)} selected."}))
+        flash(f"{action.capitalize()}d {n} of {len(ids)} selected.")
+        return see_other(back)
     if action in ("requeue-all", "delete-all"):
         flt = make_filter({**values, "state": "dead"})
         verb = action.split("-")[0]
@@ -127,7 +129,8 @@ def act_bulk() -> Response | str:
                                    qs=urlencode(filter_values(values)),
                                    description=json.dumps({k: v for k, v in values.items() if v}))
         n = len(store.requeue_matching(flt, who)) if verb == "requeue" else store.delete_matching(flt, who)
-        return see_other(back + "&" + urlencode({"flash": f"{verb.capitalize()}d {n} matching dead letters."}))
+        flash(f"{verb.capitalize()}d {n} matching dead letters.")
+        return see_other(back)
     return text("Unknown action", 400)
 
 
@@ -154,13 +157,13 @@ def api_list() -> Response:
                           "next_cursor": found[limit - 1].id if len(found) > limit else None})
 
 
-@blueprint.get("/api/dead-letters/<int:ident>")
+@blueprint.get("/api/dead-letters/<id:ident>")
 def api_show(ident: int) -> Response:
     row = services().store.get(ident)
     return found(to_public(row, full=True) if row else None, "not found")
 
 
-@blueprint.post("/api/dead-letters/<int:ident>/requeue")
+@blueprint.post("/api/dead-letters/<id:ident>/requeue")
 def api_requeue(ident: int) -> Response:
     store = services().store
     done = store.requeue([ident], principal().audit_name)

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, flash, render_template, request
 
 from worker_service.web.views import json_response, principal, see_other, services, text
 
@@ -50,13 +50,14 @@ def overview_page() -> Response | str:
                                        title="messages per 30 minutes, last day")}
     if request.args.get("partial"):  # the page's own refresh: the body only
         return render_template("overview_body.html", **context)
-    return render_template("overview.html", nav="overview", flash=request.args.get("flash"), **context)
+    return render_template("overview.html", nav="overview", **context)
 
 
 @blueprint.post("/overview/queues/<queue>/<any(pause, resume):action>")
 def pause_page(queue: str, action: str) -> Response:
     _status, body = set_paused(queue, action)
-    return see_other("/?" + urlencode({"flash": body.get("error") or f"Queue {queue}: {action}d."}))
+    flash(body.get("error") or f"Queue {queue}: {action}d.")
+    return see_other("/")
 
 
 @blueprint.post("/api/queues/<queue>/<any(pause, resume):action>")
@@ -76,7 +77,8 @@ def purge_confirm(queue: str) -> Response | str:
 @blueprint.post("/overview/queues/<queue>/purge")
 def purge_page(queue: str) -> Response:
     _status, body = purge(queue, request.form.get("confirm"))
-    return see_other("/?" + urlencode({"flash": body.get("error") or f"Purged {body['purged']} message(s) from {queue}."}))
+    flash(body.get("error") or f"Purged {body['purged']} message(s) from {queue}.")
+    return see_other("/")
 
 
 @blueprint.post("/api/queues/<queue>/purge")

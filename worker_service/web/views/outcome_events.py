@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, flash, render_template, request
 
 from worker_service.outcome_events import lag, recent, resend
 from worker_service.web.views import json_response, principal, see_other
@@ -23,14 +21,14 @@ def page() -> str:
 
     pending, age = lag()
     return render_template("events.html", nav="events", rows=recent(state_asked()), pending=pending, lag=round(age),
-                           configured=bool(get_settings().events_webhook_url), flash=request.args.get("flash"))
+                           configured=bool(get_settings().events_webhook_url))
 
 
-@blueprint.post("/events/<int:event_id>/resend")
+@blueprint.post("/events/<id:event_id>/resend")
 def resend_page(event_id: int) -> Response:
     n = resend([event_id], principal().audit_name)
-    return see_other("/events?" + urlencode({"flash": f"Event {event_id} will be sent again." if n else
-                                             f"No event {event_id}."}))
+    flash(f"Event {event_id} will be sent again." if n else f"No event {event_id}.")
+    return see_other("/events")
 
 
 @blueprint.get("/api/events")
@@ -39,7 +37,7 @@ def api_list() -> Response:
     return json_response({"pending": pending, "oldest_pending_seconds": round(age, 1), "items": recent(state_asked())})
 
 
-@blueprint.post("/api/events/<int:event_id>/resend")
+@blueprint.post("/api/events/<id:event_id>/resend")
 def api_resend(event_id: int) -> Response:
     n = resend([event_id], principal().audit_name)
     return json_response({"resent": n}) if n else json_response({"error": "not found"}, 404)
