@@ -72,6 +72,7 @@ class Candidate:
     filename: str | None = None
     content_type: str | None = None
     crm_lead_id: int | None = None
+    workspace: str | None = None
     asset_status: str | None = None
 
     @property
@@ -93,7 +94,7 @@ def rebuild_kwargs(candidate: Candidate) -> dict[str, Any] | None:
     if not candidate.source:
         return None
     kwargs: dict[str, Any] = {"asset_id": candidate.asset_id, "source": candidate.source}
-    for name in ("filename", "content_type", "crm_lead_id"):
+    for name in ("filename", "content_type", "crm_lead_id", "workspace"):
         if getattr(candidate, name) is not None:
             kwargs[name] = getattr(candidate, name)
     actor_name = ACTORS[candidate.track][0]
@@ -154,7 +155,7 @@ def load_candidates(track: Track, grace_s: float, limit: int = CANDIDATE_LIMIT) 
             track=track.name, asset_id=row.asset_id, status=getattr(row, f"{track.prefix}status"),
             generation=(int(getattr(row, f"{track.prefix}gen_ts") or 0), str(getattr(row, f"{track.prefix}gen_id") or "")),
             source=row.source, filename=row.filename, content_type=row.content_type, crm_lead_id=row.crm_lead_id,
-            asset_status=row.status) for row in rows]
+            workspace=row.workspace, asset_status=row.status) for row in rows]
 
 
 class Reconciler:

@@ -33,6 +33,8 @@ class ProcessAsset(Payload):
     filename: Annotated[StrictStr, Field(max_length=1000)] | None = None
     content_type: Annotated[StrictStr, Field(max_length=200)] | None = None
     crm_lead_id: StrictInt | None = None
+    #: whose knowledge graph the asset feeds (1.2); entities never merge across workspaces
+    workspace: Identifier | None = None
 
     @field_validator("source")
     @classmethod
@@ -84,7 +86,9 @@ class CrmHandleWebhook(Payload):
 
 #: MAJOR.MINOR of the wire contract, sent in every message's options (``contract_version``).  A minor
 #: version adds optional fields or actors only; a major version breaks compatibility.
-CONTRACT_VERSION = "1.1"
+CONTRACT_VERSION = "1.2"
+#: the workspace of a ``process_asset`` that names none
+DEFAULT_WORKSPACE = "default"
 
 #: actor name -> (queue, payload model).  The single registry for senders and actors.
 CONTRACTS: dict[str, tuple[str, type[Payload]]] = {

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from worker_service.database import Asset, AssetText, session, utcnow
+from worker_service.knowledge.graphstore import remove_contribution
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,9 @@ def store_result(asset_id: str, generation: tuple[int, str], *, result: dict[str
     """Replace the asset's text and facts in one transaction; False if a newer generation owns the asset.
 
     New content invalidates the previous knowledge graph, so the knowledge
-    state goes back to ``pending`` in the same transaction.
+    state goes back to ``pending`` and the asset's contribution to its workspace
+    graph is removed, in the same transaction: a re-upload whose knowledge then
+    fails, is skipped or runs out of budget leaves nothing of the old content.
     """
     text = result["text"]
     gen_ts, gen_id = generation
@@ -39,11 +42,13 @@ def store_result(asset_id: str, generation: tuple[int, str], *, result: dict[str
                                 no_text_reason="ocr_unavailable" if no_text and result.get("ocr_unavailable") else None,
                                 extract_seconds=round(seconds, 4), updated_at=utcnow(),
                                 knowledge_status="pending", knowledge_error_code=None, knowledge_error_message=None,
+                                knowledge_entities=None, knowledge_relations=None,
                                 knowledge_lease_at=utcnow())
                    .where(Asset.asset_id == asset_id, Asset.gen_ts == gen_ts, Asset.gen_id == gen_id).execute())
         if not changed:
             logger.info("Not storing results of %s: a newer generation owns the asset.", asset_id)
             return False
+        remove_contribution(asset_id)
         (AssetText.insert(asset=asset_id, sha256=sha256, text=text, updated_at=utcnow())
          .on_conflict(conflict_target=[AssetText.asset],
                       update={AssetText.sha256: sha256, AssetText.text: text, AssetText.updated_at: utcnow()})

@@ -8,15 +8,15 @@ from __future__ import annotations
 import argparse
 
 from settings import SettingsError
-from worker_service.cli import check, common, crm, dlq, messages, run, web
+from worker_service.cli import check, common, crm, dlq, graph, messages, run, web
 from worker_service.database.connection import DatabaseUnavailable
 
-COMMAND_GROUPS = (run, check, web, messages, crm, dlq)
+COMMAND_GROUPS = (run, check, web, messages, crm, dlq, graph)
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="worker", description="The worker service: run, check, migrate, send, "
-                                                                "asset, crm, users, dlq, web.")
+                                                                "asset, graph, crm, users, dlq, web.")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.register(sub)

@@ -53,7 +53,16 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_asset(args: argparse.Namespace) -> int:
     from worker_service.database.queries import asset_record
 
-    common.init(common.settings())
+    settings = common.settings()
+    common.init(settings)
+    if args.asset_id == "delete" and args.target:
+        from worker_service.assets.deletion import delete_asset
+
+        if not delete_asset(args.target, common.operator(), settings):
+            common.err(f"unknown asset {args.target}")
+            return 1
+        common.out(f"deleted {args.target}: its record, text and every contribution to the knowledge graph")
+        return 0
     record = asset_record(args.asset_id)
     if record is None:
         common.err(f"unknown asset {args.asset_id}")
@@ -71,7 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("actor")
     p.add_argument("payload", help="the kwargs as a JSON object")
     p.set_defaults(func=cmd_send)
-    p = sub.add_parser("asset", help="show an asset record")
-    p.add_argument("asset_id")
+    p = sub.add_parser("asset", help="show an asset record; `worker asset delete ID` deletes one for good",
+                       description="worker asset ID [--json]: the record.  worker asset delete ID: the record, its "
+                                   "text and its whole contribution to the knowledge graph are deleted (audited, "
+                                   "an asset.deleted event is sent).")
+    p.add_argument("asset_id", help="the asset's id (or `delete`)")
+    p.add_argument("target", nargs="?", help="with `delete`: the asset to delete")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_asset)

@@ -14,17 +14,19 @@ from collections.abc import Callable
 import peewee
 
 from worker_service.database.connection import DatabaseUnavailable, database_proxy, is_sqlite, session
+from worker_service.database.graph_models import GRAPH_MODELS
 from worker_service.database.models import (
     Asset,
     AssetText,
     AuditEntry,
+    BaseModel,
     CrmEvent,
     CrmLink,
     DashboardUser,
     DeadLetter,
     DeadLetterTally,
-    KnowledgeEntity,
-    KnowledgeRelation,
+    DeletedAsset,
+    JSONField,
     KommoToken,
     LlmChunk,
     LlmUsage,
@@ -34,6 +36,40 @@ from worker_service.database.models import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+class _KnowledgeEntity(BaseModel):
+    """Retired in migration 13 (the workspace graph of mentions replaced the per-asset graph): kept here only so
+    that migrations 2 and 9 still build a database of their version."""
+
+    asset = peewee.ForeignKeyField(Asset, on_delete="CASCADE", column_name="asset_id", index=True)
+    key = peewee.CharField()
+    name = peewee.TextField()
+    type = peewee.CharField()
+    descriptions = JSONField(default="[]")
+    mentions = peewee.IntegerField(default=1)
+    pages = JSONField(default="[]")  # pages (sheets, slides) of the chunks it came from
+
+    class Meta:
+        table_name = "knowledge_entity"
+        indexes = ((("asset", "key"), True),)
+
+
+class _KnowledgeRelation(BaseModel):
+    """Retired in migration 13, with _KnowledgeEntity."""
+
+    asset = peewee.ForeignKeyField(Asset, on_delete="CASCADE", column_name="asset_id", index=True)
+    source = peewee.TextField()
+    target = peewee.TextField()
+    type = peewee.CharField()
+    descriptions = JSONField(default="[]")
+    weight = peewee.FloatField(default=1.0)
+    pages = JSONField(default="[]")
+
+    class Meta:
+        table_name = "knowledge_relation"
+
+
 _ADVISORY_LOCK_KEY = 0x57_4B_52_4D  # "WKRM"
 
 
@@ -42,7 +78,7 @@ def _v1_base(db: peewee.Database) -> None:
 
 
 def _v2_knowledge(db: peewee.Database) -> None:
-    db.create_tables([KnowledgeEntity, KnowledgeRelation, LlmUsage], safe=True)
+    db.create_tables([_KnowledgeEntity, _KnowledgeRelation, LlmUsage], safe=True)
 
 
 def _v3_crm(db: peewee.Database) -> None:
@@ -89,8 +125,8 @@ def _v8_users(db: peewee.Database) -> None:
 
 def _v9_documents(db: peewee.Database) -> None:
     _add_missing_columns(db, Asset, ["ocr_pages", "ocr_languages", "no_text_reason"])
-    _add_missing_columns(db, KnowledgeEntity, ["pages"])
-    _add_missing_columns(db, KnowledgeRelation, ["pages"])
+    _add_missing_columns(db, _KnowledgeEntity, ["pages"])
+    _add_missing_columns(db, _KnowledgeRelation, ["pages"])
 
 
 def _v10_leases(db: peewee.Database) -> None:
@@ -177,6 +213,15 @@ def _v12_dead_letter_tally(db: peewee.Database) -> None:
                    f"GROUP BY {_TALLY_KEY}")
 
 
+def _v13_workspace_graph(db: peewee.Database) -> None:
+    _add_missing_columns(db, Asset, ["workspace", "knowledge_entities", "knowledge_relations"])
+    _add_missing_columns(db, OutboxEvent, ["details"])
+    db.create_tables([*GRAPH_MODELS, DeletedAsset], safe=True)
+    # the per-asset graphs give way to the workspace graph of mentions: `worker graph rebuild` derives every
+    # asset's mentions again from the stored chunk results (llm_chunk), with no LLM call
+    db.drop_tables([_KnowledgeRelation, _KnowledgeEntity], safe=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "base: assets, asset texts, dead letters, audit log", _v1_base),
     (2, "knowledge graph entities, relations, LLM usage", _v2_knowledge),
@@ -194,6 +239,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
      _v11_dead_letter_pages),
     (12, "dead letters: a tally per state, queue, actor and error type, kept by triggers (exact counts at any size)",
      _v12_dead_letter_tally),
+    (13, "one knowledge graph per workspace: mentions, aliases, entities, relation mentions, curation decisions; "
+         "assets' workspace; tombstones of deleted assets; the per-asset graph tables dropped", _v13_workspace_graph),
 ]
 
 

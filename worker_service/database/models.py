@@ -52,6 +52,7 @@ class Asset(BaseModel):
     filename = peewee.TextField(null=True)
     content_type = peewee.CharField(null=True)
     crm_lead_id = peewee.BigIntegerField(null=True)
+    workspace = peewee.CharField(max_length=200, default="default")  # whose knowledge graph it feeds
     gen_ts = peewee.BigIntegerField(default=0)
     gen_id = peewee.CharField(default="")
     status = peewee.CharField(default="received", index=True)
@@ -75,6 +76,8 @@ class Asset(BaseModel):
     knowledge_attempts = peewee.IntegerField(default=0)
     knowledge_next_attempt_at = peewee.DateTimeField(null=True)
     knowledge_last_error = peewee.TextField(null=True)
+    knowledge_entities = peewee.IntegerField(null=True)  # the asset's entities and relations in its workspace graph
+    knowledge_relations = peewee.IntegerField(null=True)
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
     started_at = peewee.DateTimeField(null=True)
@@ -95,7 +98,7 @@ class Asset(BaseModel):
         "asset_id", "status", "error_code", "error_message", "attempts", "pages", "chars", "size",
         "sha256", "detected_type", "no_text", "knowledge_status", "knowledge_error_code",
         "knowledge_error_message", "created_at", "updated_at", "knowledge_chunks", "knowledge_chunks_failed",
-        "ocr_pages", "ocr_languages",
+        "ocr_pages", "ocr_languages", "workspace", "knowledge_entities", "knowledge_relations",
     )
     EXTRA_FIELDS = (
         "source", "filename", "content_type", "crm_lead_id", "next_attempt_at", "last_error",
@@ -112,6 +115,15 @@ class Asset(BaseModel):
             out[name] = iso(value) if isinstance(value, datetime) else value
         out["no_text"] = bool(self.no_text)
         return cast(dict[str, Any], mask(out))
+
+
+class DeletedAsset(BaseModel):
+    """An asset an operator deleted, and when: a message of a generation older than that (one that was running or
+    queued at the time) finds no record and writes nothing back; a newer one (an upload after it) starts afresh."""
+
+    asset_id = peewee.CharField(primary_key=True, max_length=200)
+    deleted_at_ms = peewee.BigIntegerField()
+    deleted_by = peewee.CharField()
 
 
 class AssetText(BaseModel):
@@ -176,33 +188,6 @@ class AuditEntry(BaseModel):
     target = peewee.TextField(null=True)
     count = peewee.IntegerField(default=0)
     detail = JSONField(null=True)
-
-
-class KnowledgeEntity(BaseModel):
-    """An entity of an asset's knowledge graph, merged across chunks by normalised (name, type)."""
-
-    asset = peewee.ForeignKeyField(Asset, on_delete="CASCADE", column_name="asset_id", index=True)
-    key = peewee.CharField()
-    name = peewee.TextField()
-    type = peewee.CharField()
-    descriptions = JSONField(default="[]")
-    mentions = peewee.IntegerField(default=1)
-    pages = JSONField(default="[]")  # pages (sheets, slides) of the chunks it came from
-
-    class Meta:
-        indexes = ((("asset", "key"), True),)
-
-
-class KnowledgeRelation(BaseModel):
-    """A relation between two entities of one asset; weights summed over chunks."""
-
-    asset = peewee.ForeignKeyField(Asset, on_delete="CASCADE", column_name="asset_id", index=True)
-    source = peewee.TextField()
-    target = peewee.TextField()
-    type = peewee.CharField()
-    descriptions = JSONField(default="[]")
-    weight = peewee.FloatField(default=1.0)
-    pages = JSONField(default="[]")
 
 
 class LlmUsage(BaseModel):
@@ -331,17 +316,17 @@ class OutboxEvent(BaseModel):
     next_attempt_at = peewee.DateTimeField(null=True)
     delivered_at = peewee.DateTimeField(null=True)
     last_error = peewee.TextField(null=True)
+    details = JSONField(null=True)  # keys a minor contract version added: knowledge.done's entities, relations
 
     class Meta:
         indexes = ((("state", "id"), False),)
 
     def body(self) -> dict[str, Any]:
-        """The pinned JSON body (DESIGN.md, "Outcome events")."""
+        """The pinned JSON body (DESIGN.md, "Outcome events"), and the keys minor versions added."""
         return {"event_id": self.event_id, "event": self.event, "asset_id": self.asset_id, "status": self.status,
-                "error_code": self.error_code, "occurred_at": iso(self.occurred_at)}
+                "error_code": self.error_code, "occurred_at": iso(self.occurred_at), **(self.details or {})}
 
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Asset, AssetText, DeadLetter, DeadLetterTally, AuditEntry,
-                                           KnowledgeEntity,
-                                           KnowledgeRelation, LlmUsage, LlmChunk, KommoToken, CrmLink, CrmEvent,
+                                           DeletedAsset, LlmUsage, LlmChunk, KommoToken, CrmLink, CrmEvent,
                                            OutboxEvent, StatusChange, DashboardUser)

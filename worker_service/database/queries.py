@@ -11,8 +11,6 @@ from worker_service.database.models import (
     AssetText,
     CrmLink,
     DeadLetter,
-    KnowledgeEntity,
-    KnowledgeRelation,
     LlmUsage,
     StatusChange,
     iso,
@@ -31,24 +29,13 @@ def asset_text(asset_id: str) -> dict[str, Any] | None:
     return None if row is None else {"asset_id": asset_id, "sha256": row.sha256, "text": row.text}
 
 
-def asset_graph(asset_id: str) -> dict[str, Any] | None:
+def asset_usage(asset_id: str) -> dict[str, Any] | None:
+    """What the LLM calls of the asset's knowledge cost (its current generation), or None."""
     with session():
-        if not Asset.select().where(Asset.asset_id == asset_id).exists():
-            return None
-        entities = [{"name": e.name, "type": e.type, "descriptions": e.descriptions, "mentions": e.mentions,
-                     "pages": e.pages}
-                    for e in KnowledgeEntity.select().where(KnowledgeEntity.asset == asset_id)
-                    .order_by(KnowledgeEntity.mentions.desc(), KnowledgeEntity.name)]
-        relations = [{"source": r.source, "target": r.target, "type": r.type, "descriptions": r.descriptions,
-                      "weight": r.weight, "pages": r.pages}
-                     for r in KnowledgeRelation.select().where(KnowledgeRelation.asset == asset_id)
-                     .order_by(KnowledgeRelation.weight.desc())]
         usage = LlmUsage.get_or_none(LlmUsage.asset == asset_id)
-    return {"asset_id": asset_id, "entities": entities, "relations": relations,
-            "usage": None if usage is None else {"model": usage.model, "requests": usage.requests,
-                                                 "prompt_tokens": usage.prompt_tokens,
-                                                 "completion_tokens": usage.completion_tokens,
-                                                 "cost_usd": usage.cost_usd}}
+    return None if usage is None else {"model": usage.model, "requests": usage.requests,
+                                       "prompt_tokens": usage.prompt_tokens,
+                                       "completion_tokens": usage.completion_tokens, "cost_usd": usage.cost_usd}
 
 
 def asset_history(asset_id: str, limit: int = 1000) -> list[dict[str, Any]] | None:

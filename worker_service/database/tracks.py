@@ -32,10 +32,10 @@ from typing import Any
 
 import peewee
 from pydantic import TypeAdapter, ValidationError
-from worker_contracts.payloads import Identifier
+from worker_contracts.payloads import DEFAULT_WORKSPACE, Identifier
 
 from worker_service.database import outbox
-from worker_service.database.models import Asset, StatusChange, utcnow
+from worker_service.database.models import Asset, DeletedAsset, StatusChange, utcnow
 
 Generation = tuple[int, str]
 _ASSET_ID: TypeAdapter[str] = TypeAdapter(Identifier)
@@ -114,14 +114,19 @@ def track_of(broker: Any, message: Any) -> Track | None:
 def source_fields(kwargs: dict[str, Any]) -> dict[str, Any]:
     """What a ``process_asset`` message carries that the record keeps, so a lost message can be rebuilt."""
     lead = kwargs.get("crm_lead_id")
+    workspace = kwargs.get("workspace")
     return {"source": kwargs.get("source") if isinstance(kwargs.get("source"), str) else None,
+            "workspace": workspace if isinstance(workspace, str) and workspace else DEFAULT_WORKSPACE,
             "filename": kwargs.get("filename") if isinstance(kwargs.get("filename"), str) else None,
             "content_type": kwargs.get("content_type") if isinstance(kwargs.get("content_type"), str) else None,
             "crm_lead_id": lead if isinstance(lead, int) and not isinstance(lead, bool) else None}
 
 
 def _ensure_record(track: Track, asset_id: str, kwargs: dict[str, Any], generation: Generation) -> None:
-    if track.creates_record:
+    """Create the record a message of ``generation`` starts, unless the asset was deleted after that generation
+    began (a message running or queued at the deletion writes nothing back; an upload after it starts afresh)."""
+    if track.creates_record and not DeletedAsset.select().where(DeletedAsset.asset_id == asset_id,
+                                                                  DeletedAsset.deleted_at_ms >= generation[0]).exists():
         (Asset.insert(asset_id=asset_id, gen_ts=generation[0], gen_id=generation[1], status=track.initial,
                       **source_fields(kwargs))
          .on_conflict_ignore().execute())

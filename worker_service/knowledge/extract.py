@@ -13,8 +13,10 @@ budgets.py).  A delivery that has worked half its time limit yields
 200-chunk document cannot starve small ones.  A chunk whose output is
 still invalid after one repair is left out and counted
 (``knowledge_chunks_failed``); if every chunk is, the asset fails
-``invalid_llm_output``.  The graph is merged (normalised name + type;
-relation weights summed) and replaces the previous one in one transaction.
+``invalid_llm_output``.  The chunks' results become mentions with their pages
+and identifiers (knowledge.mentions), which replace the asset's previous
+contribution to its workspace graph and are resolved there in one
+transaction (knowledge.graphstore).
 No OPENROUTER_API_KEY: the status is ``skipped`` and no graph is invented.
 When the asset has a ``crm_lead_id``, a ``crm_add_note`` with a summary
 follows, idempotency key ``knowledge:{asset_id}:{sha256}``.
@@ -35,14 +37,15 @@ from settings import Settings
 from worker_service.database.tracks import Generation
 from worker_service.errors import Continue, PermanentError, SkipWork
 from worker_service.knowledge.budgets import AssetBudget, DailyBudget
-from worker_service.knowledge.graph import SCHEMA, Graph, chunk_key, chunk_pages, chunk_spans, extract_chunk
+from worker_service.knowledge.graph import SCHEMA, chunk_key, chunk_spans, extract_chunk
+from worker_service.knowledge.mentions import NewMention, mentions_of
 from worker_service.knowledge.openrouter import UPSTREAM, OpenRouterClient, Usage
 from worker_service.knowledge.store import (
     extracted_asset,
     load_asset,
-    replace_graph,
     spent_usd,
     store_chunk,
+    store_contribution,
     stored_chunks,
 )
 from worker_service.ratelimit import limiter_of
@@ -90,6 +93,16 @@ class PaidCalls:
         return usage
 
 
+def summary(mentions: list[NewMention], counts: tuple[int, int], limit: int = 10) -> str:
+    """One line for the CRM note: the numbers, and the most mentioned names."""
+    seen: dict[str, int] = {}
+    for mention in mentions:
+        seen[mention.surface] = seen.get(mention.surface, 0) + 1
+    top = sorted(seen, key=lambda s: (-seen[s], s))[:limit]
+    return (f"Knowledge graph: {counts[0]} entities, {counts[1]} relations."
+            + (f" Main entities: {', '.join(top)}." if top else ""))
+
+
 _note_lock = threading.Lock()
 
 
@@ -104,6 +117,30 @@ def _note_no_key() -> None:
         _log_no_key()
 
 
+def rebuild_contribution(asset_id: str, settings: Settings) -> bool:
+    """Derive the asset's mentions again from its stored text and the stored chunk results of the model that built
+    it, with no LLM call, and store them (``worker graph rebuild``); False when a chunk's result is not stored."""
+    from worker_service.database import Asset, AssetText, LlmUsage, session
+
+    with session():
+        asset = Asset.get_or_none(Asset.asset_id == asset_id)
+        text = AssetText.get_or_none(AssetText.asset == asset_id)
+        usage = LlmUsage.get_or_none(LlmUsage.asset == asset_id)
+    if asset is None or text is None:
+        return False
+    model = usage.model if usage is not None and usage.model else settings.openrouter_model
+    spans = chunk_spans(text.text, settings.knowledge_chunk_chars, settings.knowledge_chunk_overlap)
+    keys = [chunk_key(model, text.text[start:end].strip()) for start, end in spans]
+    results = stored_chunks(set(keys))
+    if any(key not in results for key in keys):
+        return False
+    extractions = [results[key].extraction for key in keys]
+    mentions, relations = mentions_of(text.text, spans, extractions)
+    generation = (int(asset.knowledge_gen_ts), str(asset.knowledge_gen_id))
+    return store_contribution(asset_id, generation, mentions, relations, model, chunks=len(keys),
+                              failed_chunks=sum(e is None for e in extractions)) is not None
+
+
 def build_knowledge_graph(asset_id: str, *, generation: Generation, settings: Settings) -> None:
     """Chunk the asset's stored text, extract each chunk once (resuming and reusing stored chunks), merge and
     replace the graph of ``generation``; then send the CRM note when the asset has a lead."""
@@ -115,7 +152,6 @@ def build_knowledge_graph(asset_id: str, *, generation: Generation, settings: Se
     client = _client(settings)
     spans = chunk_spans(text, settings.knowledge_chunk_chars, settings.knowledge_chunk_overlap)
     chunks = [text[start:end].strip() for start, end in spans]
-    pages = chunk_pages(text, spans)
     budget = AssetBudget(settings.knowledge_max_chunks, settings.knowledge_max_cost_usd,
                          spent_usd(asset_id, generation))
     budget.check_chunks(len(chunks))
@@ -132,25 +168,22 @@ def build_knowledge_graph(asset_id: str, *, generation: Generation, settings: Se
         result = extract_chunk(calls.chat, chunk)
         store_chunk(asset_id, generation, key, client.model, result, calls.take_usage())
         results[key] = result
-    graph = Graph()
-    failed = 0
-    for key, chunk_pages_ in zip(keys, pages, strict=True):
-        extraction = results[key].extraction
-        if extraction is None:
-            failed += 1
-        else:
-            graph.add(extraction, chunk_pages_)
+    extractions = [results[key].extraction for key in keys]
+    failed = sum(e is None for e in extractions)
     if chunks and failed == len(chunks):
         raise PermanentError(f"every chunk's output was invalid after one repair attempt: {results[keys[0]].error}",
                              error_code="invalid_llm_output")
-    if not replace_graph(asset_id, generation, graph, client.model, chunks=len(chunks), failed_chunks=failed):
-        logger.info("Graph of %s not stored: a newer generation owns it.", asset_id)
+    mentions, relations = mentions_of(text, spans, extractions)
+    counts = store_contribution(asset_id, generation, mentions, relations, client.model, chunks=len(chunks),
+                                failed_chunks=failed)
+    if counts is None:
+        logger.info("Graph of %s not stored: a newer generation owns it (or it was deleted).", asset_id)
         return
-    logger.info("Knowledge graph of %s: %d chunks (%d already stored, %d invalid), %d entities, %d relations, "
-                "$%.5f paid by this asset.", asset_id, len(chunks), resumed, failed, len(graph.entities),
-                len(graph.relations), budget.spent_usd)
+    logger.info("Knowledge graph of %s: %d chunks (%d already stored, %d invalid), %d mentions of %d entities, "
+                "%d relations, $%.5f paid by this asset.", asset_id, len(chunks), resumed, failed, len(mentions),
+                counts[0], counts[1], budget.spent_usd)
     if asset.crm_lead_id:
         note = build_message("crm_add_note", {"entity": "leads", "entity_id": asset.crm_lead_id,
-                                              "text": f"{asset.filename or asset_id}: {graph.summary()}",
+                                              "text": f"{asset.filename or asset_id}: {summary(mentions, counts)}",
                                               "idempotency_key": f"knowledge:{asset_id}:{asset.sha256}"})
         dramatiq.get_broker().enqueue(Message(**{**note, "args": ()}))

@@ -1,12 +1,11 @@
-"""Chunking, the extraction schema, validation with one repair, and the cross-chunk merge."""
+"""Chunking, the extraction schema and validation with one repair (what becomes of the results: knowledge.mentions)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -60,9 +59,6 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-_PAGE_MARKER = re.compile(r"<!-- (?:page|sheet|slide) (\d+)(?::[^\n]*)? -->")
-
-
 def chunk_spans(text: str, size: int, overlap: int) -> list[tuple[int, int]]:
     """Where the chunks of ``text`` start and end: at most ``size`` characters each, cut at a line end where
     there is one in the second half of the window (a Markdown table row is a line: never split across
@@ -90,17 +86,6 @@ def chunk_spans(text: str, size: int, overlap: int) -> list[tuple[int, int]]:
 def chunk_text(text: str, size: int, overlap: int) -> list[str]:
     """The chunks of ``text`` (see chunk_spans), whitespace stripped."""
     return [text[s:e].strip() for s, e in chunk_spans(text, size, overlap)]
-
-
-def chunk_pages(text: str, spans: list[tuple[int, int]]) -> list[list[int]]:
-    """The pages (or sheets, or slides: their ``<!-- page N -->`` markers) each span of ``text`` covers."""
-    markers = [(m.start(), int(m.group(1))) for m in _PAGE_MARKER.finditer(text)]
-    pages = []
-    for start, end in spans:
-        before = [page for at, page in markers if at <= start]
-        inside = [page for at, page in markers if start < at < end]
-        pages.append(sorted(set(before[-1:] + inside)))
-    return pages
 
 
 def parse_extraction(content: str) -> Extraction:
@@ -171,72 +156,3 @@ def extract_chunk(chat: Any, chunk: str) -> ChunkResult:
             return ChunkResult(parse_extraction(chat(repair)))
         except ValueError as second:
             return ChunkResult(None, f"LLM output invalid after one repair attempt: {second}"[:2000])
-
-
-def normalise(name: str) -> str:
-    folded = unicodedata.normalize("NFKC", name).casefold()
-    folded = re.sub(r"[\s\u00a0]+", " ", folded)
-    return folded.strip(" .,;:!?\"'«»()[]")
-
-
-@dataclass
-class MergedEntity:
-    name: str
-    type: str
-    descriptions: list[str] = field(default_factory=list)
-    mentions: int = 0
-    pages: set[int] = field(default_factory=set)  # of the chunks it came from (page, sheet or slide numbers)
-
-
-@dataclass
-class MergedRelation:
-    source: str
-    target: str
-    type: str
-    descriptions: list[str] = field(default_factory=list)
-    weight: float = 0.0
-    pages: set[int] = field(default_factory=set)
-
-
-@dataclass
-class Graph:
-    entities: dict[str, MergedEntity] = field(default_factory=dict)
-    relations: dict[tuple[str, str, str], MergedRelation] = field(default_factory=dict)
-    _by_name: dict[str, str] = field(default_factory=dict)
-
-    def add(self, extraction: Extraction, pages: list[int] | None = None) -> None:
-        """Merge one chunk (from ``pages``): same normalised name+type is one entity; relations keyed by
-        endpoints+type; each remembers the pages it came from."""
-        for entity in extraction.entities:
-            etype = entity.type.strip().upper().replace(" ", "_")
-            key = f"{normalise(entity.name)}|{etype}"
-            merged = self.entities.setdefault(key, MergedEntity(entity.name.strip(), etype))
-            merged.mentions += 1
-            merged.pages.update(pages or ())
-            if len(entity.name.strip()) > len(merged.name):
-                merged.name = entity.name.strip()  # keep the most complete spelling
-            if entity.description and entity.description not in merged.descriptions:
-                merged.descriptions.append(entity.description)
-            self._by_name.setdefault(normalise(entity.name), key)
-        for relation in extraction.relations:
-            source, target = self._endpoint(relation.source), self._endpoint(relation.target)
-            rtype = relation.type.strip().upper().replace(" ", "_")
-            merged_rel = self.relations.setdefault((source, target, rtype), MergedRelation(source, target, rtype))
-            merged_rel.weight += relation.weight
-            merged_rel.pages.update(pages or ())
-            if relation.description and relation.description not in merged_rel.descriptions:
-                merged_rel.descriptions.append(relation.description)
-
-    def _endpoint(self, name: str) -> str:
-        key = self._by_name.get(normalise(name))
-        if key is None:  # a relation to an entity the model did not list: keep it as a placeholder node
-            key = f"{normalise(name)}|UNKNOWN"
-            self.entities.setdefault(key, MergedEntity(name.strip(), "UNKNOWN"))
-            self._by_name[normalise(name)] = key
-        return key
-
-    def summary(self, limit: int = 10) -> str:
-        top = sorted(self.entities.values(), key=lambda e: -e.mentions)[:limit]
-        names = ", ".join(f"{e.name} ({e.type.lower()})" for e in top)
-        return (f"Knowledge graph: {len(self.entities)} entities, {len(self.relations)} relations."
-                + (f" Main entities: {names}." if names else ""))

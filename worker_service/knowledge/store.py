@@ -1,4 +1,5 @@
-"""Reading an asset's text, the chunk checkpoints (and cache), per-asset LLM spend, and replacing a graph."""
+"""Reading an asset's text, the chunk checkpoints (and cache), per-asset LLM spend, and storing its contribution to
+the workspace graph."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ import peewee
 from worker_service.database import (
     Asset,
     AssetText,
-    KnowledgeEntity,
-    KnowledgeRelation,
     LlmChunk,
     LlmUsage,
     session,
     utcnow,
 )
 from worker_service.errors import PermanentError, TransientError
-from worker_service.knowledge.graph import PROMPT_VERSION, ChunkResult, Graph
+from worker_service.knowledge.graph import PROMPT_VERSION, ChunkResult
+from worker_service.knowledge.graphstore import replace_contribution
+from worker_service.knowledge.mentions import NewMention, NewRelation
 from worker_service.knowledge.openrouter import Usage
 
 
@@ -98,27 +99,22 @@ def spent_usd(asset_id: str, generation: tuple[int, str]) -> float:
     return float(row.cost_usd) if row is not None and (row.gen_ts, row.gen_id) == generation else 0.0
 
 
-def replace_graph(asset_id: str, generation: tuple[int, str], graph: Graph, model: str, *, chunks: int,
-                  failed_chunks: int) -> bool:
-    """Replace the asset's entities and relations in one transaction; False if superseded."""
+def store_contribution(asset_id: str, generation: tuple[int, str], mentions: list[NewMention],
+                       relations: list[NewRelation], model: str, *, chunks: int,
+                       failed_chunks: int) -> tuple[int, int] | None:
+    """Make the asset's contribution to its workspace graph exactly these mentions and relations, in one
+    transaction with the chunk counts; (entities, relations) of the asset, or None if superseded (a newer
+    generation, or the asset was deleted meanwhile: nothing is written)."""
     gen_ts, gen_id = generation
     with session(transaction=True):
         owned = (Asset.update(knowledge_chunks=chunks, knowledge_chunks_failed=failed_chunks)
                  .where(Asset.asset_id == asset_id, Asset.knowledge_gen_ts == gen_ts,
                         Asset.knowledge_gen_id == gen_id).execute())
         if not owned:
-            return False
-        KnowledgeRelation.delete().where(KnowledgeRelation.asset == asset_id).execute()
-        KnowledgeEntity.delete().where(KnowledgeEntity.asset == asset_id).execute()
-        names = {key: entity.name for key, entity in graph.entities.items()}
-        rows = [{"asset": asset_id, "key": key, "name": e.name, "type": e.type, "descriptions": e.descriptions,
-                 "mentions": e.mentions, "pages": sorted(e.pages)} for key, e in graph.entities.items()]
-        for start in range(0, len(rows), 200):
-            KnowledgeEntity.insert_many(rows[start:start + 200]).execute()
-        rels = [{"asset": asset_id, "source": names[r.source], "target": names[r.target], "type": r.type,
-                 "descriptions": r.descriptions, "weight": r.weight, "pages": sorted(r.pages)}
-                for r in graph.relations.values()]
-        for start in range(0, len(rels), 200):
-            KnowledgeRelation.insert_many(rels[start:start + 200]).execute()
+            return None
+        workspace = Asset.get(Asset.asset_id == asset_id).workspace
+        counts = replace_contribution(asset_id, workspace, mentions, relations)
+        Asset.update(knowledge_entities=counts[0], knowledge_relations=counts[1]).where(
+            Asset.asset_id == asset_id).execute()
         _add_usage(asset_id, generation, model, Usage())  # every chunk was cached: this generation paid 0
-    return True
+    return counts

@@ -38,6 +38,7 @@ from worker_service.web.views import (
     assets,
     failed,
     fleet,
+    graph,
     json_response,
     outcome_events,
     see_other,
@@ -75,7 +76,7 @@ def create_app(services: Services) -> Flask:
     if auth is not None:
         app.session_interface = DashboardSessions(session_secret, auth)
     csrf = CSRFProtect(app)
-    for blueprint in (fleet.blueprint, failed.blueprint, assets.blueprint, outcome_events.blueprint):
+    for blueprint in (fleet.blueprint, failed.blueprint, assets.blueprint, outcome_events.blueprint, graph.blueprint):
         app.register_blueprint(blueprint)
 
     def identify() -> Principal | Refusal | None:

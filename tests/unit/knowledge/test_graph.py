@@ -1,11 +1,9 @@
-"""worker_service.knowledge.graph: chunk keys (text, model, prompt version) and the cross-chunk merge."""
+"""worker_service.knowledge.graph: chunk keys (text, model, prompt version) and chunking."""
 
 from __future__ import annotations
 
 from worker_service.knowledge.graph import (
     PROMPT_VERSION,
-    Extraction,
-    Graph,
     chunk_key,
     chunk_text,
     prompt_version,
@@ -36,22 +34,13 @@ def test_changing_the_prompt_changes_every_key():
         .isdisjoint({chunk_key("m1", "Alice met Bob.")})
 
 
-def test_merge_normalises_names_and_sums_weights():
-    graph = Graph()
-    graph.add(Extraction.model_validate({"entities": [{"name": "Alice ", "type": "person"}],
-                                         "relations": [{"source": "alice", "target": "Bob", "type": "knows",
-                                                        "weight": 2}]}))
-    graph.add(Extraction.model_validate({"entities": [{"name": "ALICE", "type": "Person", "description": "x"}],
-                                         "relations": [{"source": "Alice", "target": "bob", "type": "KNOWS",
-                                                        "weight": 3}]}))
-    assert len(graph.entities) == 2  # Alice (PERSON) and the placeholder for Bob
-    assert [r.weight for r in graph.relations.values()] == [5]
+def test_long_text_is_cut_into_overlapping_chunks():
     assert chunk_text("a " * 1000, 300, 50)[1].startswith("a")
 
 
-def test_chunks_never_split_a_table_row_and_know_their_pages():
+def test_chunks_never_split_a_table_row():
     from worker_service.assets import markdown as md
-    from worker_service.knowledge.graph import chunk_pages, chunk_spans
+    from worker_service.knowledge.graph import chunk_spans
 
     rows = [["Артикул", "Наименование", "Цена"]] + [[f"ЦНС-{i}", f"Насос номер {i}", f"{1000 + i}"] for i in range(60)]
     text = md.join([md.marker("page", 1), "# Прайс", md.table(rows[:30]), md.marker("page", 2),
@@ -64,16 +53,3 @@ def test_chunks_never_split_a_table_row_and_know_their_pages():
     for chunk in chunks:
         for line in chunk.strip().splitlines():
             assert not line.startswith("| ") or line.endswith(" |"), line
-    pages = chunk_pages(text, spans)
-    assert pages[0] == [1] and pages[-1][-1] == 3 and any(p == [1, 2] or p == [2] for p in pages)
-    assert all(p == sorted(p) and p for p in pages)
-
-
-def test_the_graph_records_the_pages_its_entities_and_relations_came_from():
-    graph = Graph()
-    extraction = {"entities": [{"name": "Acme", "type": "org"}, {"name": "Bob", "type": "person"}],
-                  "relations": [{"source": "Bob", "target": "Acme", "type": "works_at", "weight": 1}]}
-    graph.add(Extraction.model_validate(extraction), [2])
-    graph.add(Extraction.model_validate(extraction), [5, 6])
-    assert graph.entities["acme|ORG"].pages == {2, 5, 6}
-    assert next(iter(graph.relations.values())).pages == {2, 5, 6}

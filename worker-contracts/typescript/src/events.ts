@@ -4,7 +4,8 @@
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 
-export type EventName = "asset.extracted" | "asset.failed" | "knowledge.done" | "knowledge.failed" | "knowledge.skipped";
+export type EventName =
+  | "asset.extracted" | "asset.failed" | "asset.deleted" | "knowledge.done" | "knowledge.failed" | "knowledge.skipped";
 
 export interface OutcomeEvent {
   event_id: string;
@@ -13,6 +14,9 @@ export interface OutcomeEvent {
   status: string;
   error_code: string | null;
   occurred_at: string;
+  /** knowledge.done (contract 1.2): the asset's entities and relations in its workspace graph */
+  entities?: number;
+  relations?: number;
 }
 
 /** The body was not signed with this secret (or was changed on the way). */

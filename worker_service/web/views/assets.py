@@ -8,12 +8,13 @@ from flask import Blueprint, Response, render_template, request
 
 from worker_service.database.queries import (
     asset_dead_letters,
-    asset_graph,
     asset_history,
     asset_record,
     asset_text,
+    asset_usage,
     lead_link,
 )
+from worker_service.knowledge import graphread
 from worker_service.web.views import found, see_other, text
 
 blueprint = Blueprint("assets", __name__)
@@ -60,9 +61,27 @@ def api_text(asset_id: str) -> Response:
     return found(asset_text(asset_id), "no text")
 
 
+def asset_graph(asset_id: str) -> dict | None:
+    """The asset's part of its workspace graph (each entity and relation with its graph ids) and its LLM usage."""
+    graph = graphread.asset_graph(asset_id)
+    return None if graph is None else {**graph, "usage": asset_usage(asset_id)}
+
+
 @blueprint.get("/api/assets/<asset_id>/graph")
 def api_graph(asset_id: str) -> Response:
     return found(asset_graph(asset_id), "unknown asset")
+
+
+@blueprint.delete("/api/assets/<asset_id>")
+def api_delete(asset_id: str) -> Response:
+    """Delete the asset for good (an operator; audited; CSRF for sessions): worker_service.assets.deletion."""
+    from settings import get_settings
+    from worker_service.assets.deletion import delete_asset
+    from worker_service.web.views import json_response, principal
+
+    if not delete_asset(asset_id, principal().audit_name, get_settings()):
+        return json_response({"error": "unknown asset"}, 404)
+    return json_response({"deleted": asset_id})
 
 
 @blueprint.get("/api/assets/<asset_id>/history")
