@@ -233,9 +233,11 @@ class Sender:
 
     # --- typed helpers, one per actor -----------------------------------------
     def process_asset(self, asset_id: str, source: str, *, filename: str | None = None,
-                      content_type: str | None = None, crm_lead_id: int | None = None) -> str:
+                      content_type: str | None = None, crm_lead_id: int | None = None,
+                      workspace: str | None = None) -> str:
         return self.send("process_asset", {"asset_id": asset_id, "source": source, "filename": filename,
-                                           "content_type": content_type, "crm_lead_id": crm_lead_id})
+                                           "content_type": content_type, "crm_lead_id": crm_lead_id,
+                                           "workspace": workspace})
 
     def extract_knowledge(self, asset_id: str) -> str:
         return self.send("extract_knowledge", {"asset_id": asset_id})

@@ -44,7 +44,7 @@ def merge(entity_ids: list[int], who: str) -> int:
 
 def split(entity_id: int, surfaces: list[str], who: str) -> list[int]:
     """Take the aliases whose mentions read ``surfaces`` off ``entity_id`` into an entity of their own; the ids
-    of the entities afterwards (the remaining one first)."""
+    of the entities afterwards, the one that kept the other aliases first (ids go to the larger cluster)."""
     wanted = {s.strip() for s in surfaces if s.strip()}
     with session(transaction=True):
         entity = KgEntity.get_or_none(KgEntity.id == entity_id)
@@ -59,8 +59,9 @@ def split(entity_id: int, surfaces: list[str], who: str) -> list[int]:
         others = sorted(aliases[a] for a in aliases.keys() - moving)
         KgDecision.create(workspace=entity.workspace, kind="split", keys=keys, others=others, decided_by=who)
         resolve_block(entity.workspace, set(aliases))
-        after = sorted({e for (e,) in KgAlias.select(KgAlias.entity).where(KgAlias.id.in_(sorted(aliases))).tuples()},
-                       key=lambda e: (e != entity_id, e))
+        entity_of = dict(KgAlias.select(KgAlias.id, KgAlias.entity).where(KgAlias.id.in_(sorted(aliases))).tuples())
+        after = list(dict.fromkeys([entity_of[a] for a in sorted(aliases.keys() - moving)]
+                                   + [entity_of[a] for a in sorted(moving)]))
         AuditEntry.create(who=who, action="entity-split", target=str(entity_id), count=len(moving),
                           detail={"workspace": entity.workspace, "aliases": sorted(wanted), "entities": after})
     return [int(e) for e in after]

@@ -111,7 +111,8 @@ def _aliases(workspace: str, profiles: dict[str, Profile]) -> dict[str, int]:
 
 
 def decisions_of(workspace: str) -> Decisions:
-    return Decisions.of((d.kind, d.keys, d.others) for d in KgDecision.select().where(KgDecision.workspace == workspace))
+    return Decisions.of((d.kind, d.keys, d.others) for d in KgDecision.select()
+                        .where(KgDecision.workspace == workspace).order_by(KgDecision.id))
 
 
 def block_of(workspace: str, seeds: set[int], decisions: Decisions) -> set[int]:

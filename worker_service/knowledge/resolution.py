@@ -33,15 +33,21 @@ class Decisions:
 
     @classmethod
     def of(cls, rows: Iterable[tuple[str, list[str], list[str]]]) -> Decisions:
-        """From stored decisions: (kind, keys, others)."""
-        merges: list[frozenset[str]] = []
+        """From stored decisions (kind, keys, others), oldest first: a later decision overrides what an earlier
+        one said about the same profiles (a split takes its profiles out of earlier merges; a merge lifts
+        earlier splits between its profiles)."""
+        merges: list[set[str]] = []
         apart: set[frozenset[str]] = set()
         for kind, keys, others in rows:
             if kind == "merge":
-                merges.append(frozenset(keys))
+                group = set(keys)
+                apart = {pair for pair in apart if not pair <= group}
+                merges.append(group)
             elif kind == "split":
-                apart.update(frozenset((a, b)) for a in keys for b in others if a != b)
-        return cls(tuple(merges), frozenset(apart))
+                moving, staying = set(keys), set(others)
+                merges = [group - moving if group & moving and group & staying else group for group in merges]
+                apart.update(frozenset((a, b)) for a in moving for b in staying if a != b)
+        return cls(tuple(frozenset(g) for g in merges if len(g) > 1), frozenset(apart))
 
     def keys(self) -> set[str]:
         return {key for group in self.merges for key in group} | {key for pair in self.apart for key in pair}

@@ -189,3 +189,29 @@ def test_regression_a_mention_has_the_page_of_its_own_surface_not_the_chunks_ran
         pages = {s: p for s, p in KgMention.select(KgMention.surface, KgMention.page).tuples()}
     assert pages["Romashka"] == 1 and pages["Ivan Ivanov"] == 2 and pages["Vasilek JSC"] == 3
     assert "<!-- page 3 -->" in text
+
+
+def test_an_operators_merge_and_split_survive_deletions_rebuilds_and_later_uploads(db):
+    from worker_service.knowledge.curation import merge, split
+    from worker_service.knowledge.graphstore import remove_contribution
+
+    _all(["contract-15", "invoice-117", "pricelist-2024"])
+
+    def entity_of(surface: str) -> int:
+        with session():
+            return KgAlias.select(KgAlias.entity).join(KgMention).where(KgMention.surface == surface).get().entity_id
+
+    merged = merge([entity_of("ООО «Лютик»"), entity_of("Чай мятный")], "op")
+    remaining, moved = split(entity_of("Romashka LLC"), ["Romashka LLC"], "op")
+    assert entity_of("Чай мятный") == entity_of("Lyutik Ltd") == merged
+    assert entity_of("Romashka LLC") == moved != remaining == entity_of("ООО «Ромашка»")
+    with session(transaction=True):  # deletions and re-uploads resolve the blocks again: the decisions hold
+        remove_contribution("asset-pricelist-2024")
+    ingest("asset-pricelist-2024", "default", DOCUMENTS["pricelist-2024"])
+    ingest("asset-invoice-117", "default", DOCUMENTS["invoice-117"])
+    ingest("later", "default", DOCUMENTS["invoice-45"])
+    assert entity_of("Чай мятный") == entity_of("ООО «Лютик»")
+    assert entity_of("Romashka LLC") != entity_of("ООО «Ромашка»")
+    # a later merge lifts the split
+    merge([entity_of("Romashka LLC"), entity_of("ООО «Ромашка»")], "op")
+    assert entity_of("Romashka LLC") == entity_of("ООО «Ромашка»")

@@ -1,0 +1,103 @@
+"""The workspace knowledge graph end to end: real workers and the fake OpenRouter build it, the dashboard's API
+and the CLI read, curate, export and delete (issue 39)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import requests
+from worker_contracts import Sender
+
+from tests.support.helpers import BIN, ROOT, WEB_TOKEN, db_query, run_cli, wait_for
+from tests.support.knowledge import asset_record
+
+BEARER = {"Authorization": f"Bearer {WEB_TOKEN}"}
+
+
+def _send(env: dict[str, str], client, asset_id: str, text: str, workspace: str) -> None:
+    from pathlib import Path
+
+    Path(env["STORAGE_ROOT"], f"{asset_id}.txt").write_text(text)
+    Sender(client).process_asset(asset_id, f"file:{asset_id}.txt", workspace=workspace)
+
+
+def _done(env: dict[str, str], *assets: str) -> None:
+    wait_for(lambda: all(asset_record(env, a).get("knowledge_status") == "done" for a in assets), 90, 0.5,
+             f"knowledge of {assets} done")
+
+
+def _entities(base: str, workspace: str, **params: str) -> list[dict]:
+    answer = requests.get(f"{base}/api/entities", params={"workspace": workspace, **params}, headers=BEARER)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["entities"]
+
+
+def test_workspaces_search_export_curation_and_exact_deletion(knowledge_env, start_worker, start_web, redis_client):
+    import networkx
+
+    start_worker(env=knowledge_env, threads=4)
+    _send(knowledge_env, redis_client, "g1", "Romashka met Lyutik in Moscow about Vasilek.", "w1")
+    _send(knowledge_env, redis_client, "g2", "Romashka and Kaluga signed with Vasilek.", "w1")
+    _send(knowledge_env, redis_client, "g3", "Romashka met Lyutik in Moscow about Vasilek.", "w2")
+    _done(knowledge_env, "g1", "g2", "g3")
+    base, env = start_web()
+    assert asset_record(env, "g1")["workspace"] == "w1" and asset_record(env, "g1")["knowledge_entities"] == 4
+
+    # one graph per workspace: the same names in w2 are other entities
+    w1, w2 = _entities(base, "w1"), _entities(base, "w2")
+    romashka = next(e for e in w1 if e["name"] == "Romashka")
+    assert romashka["assets"] == 2 and romashka["mentions"] == 2
+    assert {e["id"] for e in w1}.isdisjoint({e["id"] for e in w2})
+    # search by any alias, case- and ё-insensitively, through a transliteration or a case form
+    for q in ("romashka", "РОМАШКА", "ромашки", "omash"):
+        assert [e["name"] for e in _entities(base, "w1", q=q)] == ["Romashka"], q
+    one = requests.get(f"{base}/api/entities/{romashka['id']}", headers=BEARER).json()
+    assert sorted(m["asset_id"] for m in one["mentions"]) == ["g1", "g2"] and all(m["page"] is None
+                                                                                   for m in one["mentions"])
+    assert {r["type"] for r in one["relations"]} and all(romashka["id"] in (r["source"], r["target"])
+                                                         for r in one["relations"])
+    asset_graph = requests.get(f"{base}/api/assets/g1/graph", headers=BEARER).json()
+    assert {e["name"] for e in asset_graph["entities"]} == {"Romashka", "Lyutik", "Moscow", "Vasilek"}
+    assert all("id" in e for e in asset_graph["entities"]) and all("source_id" in r for r in asset_graph["relations"])
+
+    # exports: JSON, GraphML that networkx reads, an idempotent Cypher script; the CLI prints the same
+    graph = requests.get(f"{base}/api/graph", params={"workspace": "w1"}, headers=BEARER).json()
+    assert len(graph["nodes"]) == 5 and graph["edges"]
+    graphml = requests.get(f"{base}/api/graph", params={"workspace": "w1", "format": "graphml"}, headers=BEARER)
+    parsed = networkx.parse_graphml(graphml.text)
+    assert parsed.number_of_nodes() == 5 and parsed.number_of_edges() == len(graph["edges"])
+    assert {d["name"] for _n, d in parsed.nodes(data=True)} == {n["name"] for n in graph["nodes"]}
+    cypher = requests.get(f"{base}/api/graph", params={"workspace": "w1", "format": "cypher"}, headers=BEARER).text
+    assert cypher.count("MERGE (e:Entity") == 5 and "CREATE " not in cypher.replace("CREATE CONSTRAINT", "")
+    cli = run_cli(env, "graph", "export", "--workspace", "w1", "--format", "graphml")
+    assert cli.returncode == 0 and networkx.parse_graphml(cli.stdout).number_of_nodes() == 5
+
+    # curation: merge two entities; the decision survives a rebuild from the stored chunks (no LLM call)
+    ids = {e["name"]: e["id"] for e in w1}
+    merged = requests.post(f"{base}/api/entities/merge", json={"ids": [ids["Lyutik"], ids["Kaluga"]]}, headers=BEARER)
+    assert merged.status_code == 200 and sorted(merged.json()["aliases"]) == ["Kaluga", "Lyutik"]
+    assert run_cli(env, "graph", "rebuild").returncode == 0
+    assert sorted(next(e for e in _entities(base, "w1", q="kaluga"))["aliases"]) == ["Kaluga", "Lyutik"]
+    split = requests.post(f"{base}/api/entities/{merged.json()['id']}/split", json={"aliases": ["Kaluga"]},
+                          headers=BEARER)
+    assert split.status_code == 200 and len(split.json()["entities"]) == 2
+    audit = [a["action"] for a in requests.get(f"{base}/api/audit", headers=BEARER).json()]
+    assert "entity-merge" in audit and "entity-split" in audit
+
+    # deletion: g2 alone mentioned Kaluga; afterwards the graph is w1 as g1 alone builds it
+    viewer = subprocess.run([str(BIN / "worker"), "users", "add", "vera", "--role", "viewer"], cwd=ROOT, env=env,
+                            input="viewer-password-1\n", capture_output=True, text=True, timeout=60)
+    assert viewer.returncode == 0
+    deleted = requests.delete(f"{base}/api/assets/g2", headers=BEARER)
+    assert deleted.status_code == 200 and deleted.json() == {"deleted": "g2"}
+    assert run_cli(env, "asset", "g2").returncode == 1
+    after = {e["name"]: e for e in _entities(base, "w1")}
+    assert set(after) == {"Romashka", "Lyutik", "Moscow", "Vasilek"} and after["Romashka"]["assets"] == 1
+    assert db_query(env, "select count(*) from kg_mention where asset_id = 'g2'") == [(0,)]
+    assert db_query(env, "select count(*) from asset_text where asset_id = 'g2'") == [(0,)]
+    assert requests.delete(f"{base}/api/assets/g2", headers=BEARER).status_code == 404
+    assert "asset-delete" in [a["action"] for a in requests.get(f"{base}/api/audit", headers=BEARER).json()]
+    assert run_cli(env, "asset", "delete", "g1").returncode == 0
+    assert _entities(base, "w1") == [] and len(_entities(base, "w2")) == 4  # another workspace is untouched
+    json.dumps(after)
