@@ -868,6 +868,7 @@ def main(names: list[str]) -> int:
 
 # in modules of their own: RabbitMQ queue types, the reconciler at scale
 from benchmarks import deadletters as _deadletters  # noqa: E402
+from benchmarks import knowledge_graph as _knowledge_graph  # noqa: E402
 from benchmarks import rabbitmq as _rabbitmq  # noqa: E402
 from benchmarks import reconciler as _reconciler  # noqa: E402
 from benchmarks import scale as _scale  # noqa: E402
@@ -876,6 +877,7 @@ BENCHMARKS["rabbitmq"] = _rabbitmq.drain_by_queue_type
 BENCHMARKS["reconciler"] = _reconciler.round_times
 BENCHMARKS["dashboard"] = _deadletters.dashboard_at_scale
 BENCHMARKS["scale"] = _scale.curves
+BENCHMARKS["knowledge_graph"] = _knowledge_graph.growth
 
 
 if __name__ == "__main__":

@@ -101,3 +101,37 @@ def test_workspaces_search_export_curation_and_exact_deletion(knowledge_env, sta
     assert run_cli(env, "asset", "delete", "g1").returncode == 0
     assert _entities(base, "w1") == [] and len(_entities(base, "w2")) == 4  # another workspace is untouched
     json.dumps(after)
+
+
+def test_the_gold_set_and_the_sequence_property_hold_on_postgresql(pg_url):
+    """The same resolution and store on PostgreSQL (required for more than one host): the gold set's bars, and a
+    sequence of uploads, re-uploads and deletions equal to a build from scratch."""
+    import random
+
+    from tests.support.gold import DOCUMENTS, ingest, score, snapshot
+    from tests.support.helpers import pg_schema_url
+    from worker_service.database import init_database, migrate, session
+    from worker_service.knowledge.graphstore import remove_contribution
+
+    init_database(pg_schema_url(pg_url, "graph_gold"))
+    migrate()
+    for doc_id, doc in DOCUMENTS.items():
+        ingest(f"asset-{doc_id}", doc["workspace"], doc)
+    result = score({d: f"asset-{d}" for d in DOCUMENTS})
+    assert result.pairwise_f1 >= 0.95 and result.over_merges == [] and result.page_accuracy == 1.0
+    rng, contents = random.Random(7), {f"asset-{d}": d for d in DOCUMENTS}
+    for _ in range(25):
+        asset = rng.choice(sorted(contents) + ["x1", "x2"])
+        if rng.random() < 0.6:
+            contents[asset] = rng.choice(list(DOCUMENTS))
+            ingest(asset, DOCUMENTS[contents[asset]]["workspace"], DOCUMENTS[contents[asset]])
+        elif asset in contents:
+            with session(transaction=True):
+                remove_contribution(asset)
+            del contents[asset]
+    stepped = snapshot()
+    init_database(pg_schema_url(pg_url, "graph_scratch"))
+    migrate()
+    for asset, doc_id in sorted(contents.items()):
+        ingest(asset, DOCUMENTS[doc_id]["workspace"], DOCUMENTS[doc_id])
+    assert snapshot() == stepped

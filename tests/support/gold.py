@@ -132,3 +132,27 @@ def score(asset_of_doc: dict[str, str]) -> Score:
                  under_merges=sorted(g for g, es in entities_of.items() if len(es) > 1),
                  relation_recall=len(gold_edges & found_edges) / len(gold_edges) if gold_edges else 1.0,
                  page_accuracy=sum(pages_right) / len(pages_right) if pages_right else 1.0, entities=entities)
+
+
+def snapshot(workspace: str | None = None) -> set[tuple]:
+    """The graph by what it says, not by ids: each entity as (type, aliases, identifiers, mentions), each relation
+    as (source entity, target entity, type, assets, weight)."""
+    from worker_service.database import session
+    from worker_service.database.graph_models import KgEntity
+    from worker_service.knowledge.graphread import relations, workspace_graph
+
+    out: set[tuple] = set()
+    with session():
+        workspaces = [workspace] if workspace else [w for (w,) in KgEntity.select(KgEntity.workspace).distinct().tuples()]
+    for ws in workspaces:
+        graph = workspace_graph(ws)
+        describe = {}
+        for node in graph["nodes"]:
+            mentions = tuple(sorted((m["asset_id"], m["surface"], m["page"] or 0) for m in node["mentions"]))
+            describe[node["id"]] = (ws, node["type"], tuple(node["aliases"]),
+                                    tuple(sorted((k, tuple(v)) for k, v in node["identifiers"].items())), mentions)
+            out.add(("entity", *describe[node["id"]]))
+        for edge in relations(ws):
+            out.add(("relation", describe[edge["source"]][4], describe[edge["target"]][4], edge["type"],
+                     tuple(edge["assets"]), edge["weight"]))
+    return out

@@ -40,6 +40,7 @@ import dramatiq
 import redis
 
 from settings import Settings
+from worker_service import identifiers
 from worker_service.crm.kommo import KommoClient, OAuthApp
 from worker_service.crm.webhooks import store_and_dispatch
 from worker_service.database import CrmLink, session, utcnow
@@ -177,6 +178,8 @@ def _upsert_contact(external_id: str, name: str, emails: list[str], phones: list
         client.request("PATCH", f"/api/v4/contacts/{kommo_id}", update)
         logger.info("Kommo contact %s updated for %s", kommo_id, external_id)
     _remember("contact", external_id, kommo_id)
+    for key in sorted({f"email:{identifiers.email(e)}" for e in emails} | {f"phone:{identifiers.phone(p)}" for p in phones}):
+        _remember(identifiers.CONTACT_IDENTIFIER, key, kommo_id)  # what the knowledge graph links its entities by
 
 
 def create_lead(external_id: str, name: str, price: int | None, contact_external_id: str | None, *,

@@ -20,7 +20,6 @@ class KgEntity(BaseModel):
     workspace = peewee.CharField(max_length=200, index=True)
     name = peewee.TextField()
     type = peewee.CharField()
-    kommo_id = peewee.BigIntegerField(null=True)  # a Kommo contact/company the CRM ledger knows by an identifier
     updated_at = peewee.DateTimeField(default=utcnow)
 
 

@@ -46,10 +46,29 @@ def entities_json(entities: list[KgEntity], *, with_mentions: bool = False) -> l
             counts[entity] += 1
             if with_mentions:
                 listed[entity].append({"asset_id": asset, "surface": surface, "page": page})
+    kommo = _kommo_ids({e.id: identifiers[e.id] for e in entities if e.type in ("PERSON", "ORGANIZATION")})
     return [{"id": e.id, "workspace": e.workspace, "name": e.name, "type": e.type, "aliases": sorted(aliases[e.id]),
              "identifiers": {k: sorted(v) for k, v in sorted(identifiers[e.id].items())},
              "assets": len(assets[e.id]), "mentions": listed[e.id] if with_mentions else counts[e.id],
-             "kommo_id": e.kommo_id} for e in entities]
+             "kommo_id": kommo.get(e.id)} for e in entities]
+
+
+def _kommo_ids(identifiers: dict[int, dict[str, set[str]]]) -> dict[int, int]:
+    """The Kommo contact the CRM ledger knows by one of an entity's e-mail addresses or phones (the graph only
+    reads the ledger: nothing is created in Kommo by this)."""
+    from worker_service.database import CrmLink
+    from worker_service.identifiers import CONTACT_IDENTIFIER
+
+    wanted = {f"{kind}:{value}": entity for entity, kinds in identifiers.items() for kind in ("email", "phone")
+              for value in kinds.get(kind, ())}
+    found: dict[int, int] = {}
+    keys = sorted(wanted)
+    for start in range(0, len(keys), BATCH):
+        for key, kommo_id in (CrmLink.select(CrmLink.key, CrmLink.kommo_id)
+                              .where(CrmLink.kind == CONTACT_IDENTIFIER, CrmLink.key.in_(keys[start:start + BATCH]))
+                              .order_by(CrmLink.key).tuples()):
+            found.setdefault(wanted[key], kommo_id)
+    return found
 
 
 def list_entities(workspace: str, *, q: str = "", type_: str = "", limit: int = 50,

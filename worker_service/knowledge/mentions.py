@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from worker_service import identifiers
 from worker_service.knowledge.graph import Extraction
 from worker_service.knowledge.names import Profile, canonical_type, linked, profile
 
@@ -53,39 +54,12 @@ class NewRelation:
     page: int | None
 
 
-def inn_valid(digits: str) -> bool:
-    def check(weights: list[int]) -> int:
-        return sum(w * int(d) for w, d in zip(weights, digits, strict=False)) % 11 % 10
-
-    if len(digits) == 10:
-        return check([2, 4, 10, 3, 5, 9, 4, 6, 8]) == int(digits[9])
-    if len(digits) == 12:
-        return check([7, 2, 4, 10, 3, 5, 9, 4, 6, 8]) == int(digits[10]) and \
-            check([3, 7, 2, 4, 10, 3, 5, 9, 4, 6, 8]) == int(digits[11])
-    return False
-
-
-def ogrn_valid(digits: str) -> bool:
-    if len(digits) == 13:
-        return int(digits[:12]) % 11 % 10 == int(digits[12])
-    if len(digits) == 15:
-        return int(digits[:14]) % 13 % 10 == int(digits[14])
-    return False
-
-
-def _phone(raw: str) -> str:
-    digits = re.sub(r"\D", "", raw)
-    if len(digits) == 11 and digits[0] == "8":
-        digits = "7" + digits[1:]
-    return "+" + digits
-
-
 def identifiers_in(text: str) -> list[tuple[int, str, str]]:
     """(offset, kind, value) of every identifier in ``text``."""
-    found = [(m.start(), "inn", m.group(1)) for m in _INN.finditer(text) if inn_valid(m.group(1))]
-    found += [(m.start(), "ogrn", m.group(1)) for m in _OGRN.finditer(text) if ogrn_valid(m.group(1))]
-    found += [(m.start(), "email", m.group(0).lower()) for m in _EMAIL.finditer(text)]
-    found += [(m.start(), "phone", _phone(m.group(0))) for m in _PHONE.finditer(text)]
+    found = [(m.start(), "inn", m.group(1)) for m in _INN.finditer(text) if identifiers.inn_valid(m.group(1))]
+    found += [(m.start(), "ogrn", m.group(1)) for m in _OGRN.finditer(text) if identifiers.ogrn_valid(m.group(1))]
+    found += [(m.start(), "email", identifiers.email(m.group(0))) for m in _EMAIL.finditer(text)]
+    found += [(m.start(), "phone", identifiers.phone(m.group(0))) for m in _PHONE.finditer(text)]
     return sorted(found)
 
 

@@ -258,42 +258,45 @@ def _person(tokens: list[str], kind: str) -> PersonName | None:
             words.append(token.rstrip("."))
     if not words:
         return None
-    surname = first = patronymic = ""
-    rest: list[str] = []
-    tagged = False
-    for word in words:
-        folded = fold(word)
-        if _cyrillic(folded):
-            parses = _parses(folded)
-            best = {g for _, grams in parses for g in grams}
-            if any("Patr" in grams for _, grams in parses):
-                patronymic = patronymic or next(n for n, g in parses if "Patr" in g)
-                gender = gender or ("f" if "femn" in next(g for n, g in parses if "Patr" in g) else "m")
-                tagged = True
-                continue
-            if any("Name" in grams for _, grams in parses) and not first and len(words) > 1 and \
-                    not (parses[0][1] >= {"Surn"}):
-                name_parse = next((n, g) for n, g in parses if "Name" in g)
-                first = name_parse[0]
-                gender = gender or ("f" if "femn" in name_parse[1] and "masc" not in best - name_parse[1] else
-                                    "m" if "masc" in name_parse[1] else "")
-                tagged = True
-                continue
-            if any("Surn" in grams for _, grams in parses):
-                tagged = True
-            rest.append(next((n for n, g in parses if "Surn" in g), parses[0][0]))
-        else:
-            rest.append(folded)
+    latin = all(not _cyrillic(fold(w)) for w in words)
+    parsed = [_parses(fold(w)) if _cyrillic(fold(w)) else () for w in words]
+
+    def has(index: int, grammeme: str) -> bool:
+        return any(grammeme in grams for _, grams in parsed[index])
+
+    def form(index: int, grammeme: str) -> tuple[str, frozenset[str]]:
+        found = [(n, g) for n, g in parsed[index] if grammeme in g]
+        return found[0] if found else (parsed[index][0] if parsed[index] else (fold(words[index]), frozenset()))
+
+    # Russian order is "Surname First Patronymic" or "First Patronymic Surname": the patronymic, when there
+    # is one, says which word is which; else a word whose best reading is a first name is the first name
+    first_at = patronymic_at = surname_at = -1
+    patronymics = [i for i in range(len(words)) if has(i, "Patr")]
+    if patronymics:
+        patronymic_at = patronymics[-1]
+        first_at = patronymic_at - 1
+        surname_at = patronymic_at + 1 if patronymic_at + 1 < len(words) else patronymic_at - 2
+    elif latin and len(words) >= 2 and not initials:
+        first_at, surname_at = 0, len(words) - 1  # "Ivan Ivanov"
+    elif len(words) >= 2:
+        names = [i for i in range(len(words)) if parsed[i] and "Name" in parsed[i][0][1]] or \
+            [i for i in range(len(words)) if has(i, "Name") and not has(i, "Surn")]
+        first_at = names[0] if names else -1
+        others = [i for i in range(len(words)) if i != first_at]
+        surname_at = others[0] if others else -1
+    else:
+        surname_at = 0
+    tagged = patronymic_at >= 0 or any(has(i, "Surn") or has(i, "Name") for i in range(len(words)))
     if kind != "PERSON" and not tagged and not initials:
         return None
-    latin = all(not _cyrillic(fold(w)) for w in words)
-    if latin and not first and len(rest) >= 2 and not initials:
-        first, rest = rest[0], rest[1:]  # "Ivan Ivanov": the first name first
-    if not rest:
-        if not first:
-            return None
-        rest, first = [first], ""  # a lone first name is all there is: keep it as the name
-    surname = rest[-1] if latin else rest[0]
+    if surname_at < 0:
+        return None
+    surname = form(surname_at, "Surn")[0]
+    first, first_grams = form(first_at, "Name") if first_at >= 0 else ("", frozenset())
+    patronymic, patronymic_grams = form(patronymic_at, "Patr") if patronymic_at >= 0 else ("", frozenset())
+    if not gender:
+        gender = ("f" if "femn" in patronymic_grams else "m") if patronymic else \
+            ("f" if "femn" in first_grams and "masc" not in first_grams else "m" if "masc" in first_grams else "")
     if latin:
         for ending, masculine in _FEMININE_LATIN:
             if surname.endswith(ending) and len(surname) > len(ending) + 2:

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from tests.support.gold import DOCUMENTS, ingest, score, text_and_spans
+from tests.support.gold import DOCUMENTS, ingest, score, snapshot, text_and_spans
 from worker_service.database import Asset, init_database, migrate, session
 from worker_service.database.graph_models import KgAlias, KgEntity, KgMention
 from worker_service.knowledge.graph import Entity, Extraction, Relation
@@ -39,28 +39,6 @@ def test_the_gold_set_resolves_above_the_bars(db):
     assert result.pairwise_f1 >= 0.95
     assert result.page_accuracy == 1.0
     assert result.relation_recall >= 0.9
-
-
-def snapshot(workspace: str | None = None) -> set[tuple]:
-    """The graph by what it says, not by ids: each entity as (type, aliases, identifiers, mentions), each relation
-    as (source entity, target entity, type, assets, weight)."""
-    from worker_service.knowledge.graphread import relations, workspace_graph
-
-    out: set[tuple] = set()
-    with session():
-        workspaces = [workspace] if workspace else [w for (w,) in KgEntity.select(KgEntity.workspace).distinct().tuples()]
-    for ws in workspaces:
-        graph = workspace_graph(ws)
-        describe = {}
-        for node in graph["nodes"]:
-            mentions = tuple(sorted((m["asset_id"], m["surface"], m["page"] or 0) for m in node["mentions"]))
-            describe[node["id"]] = (ws, node["type"], tuple(node["aliases"]),
-                                    tuple(sorted((k, tuple(v)) for k, v in node["identifiers"].items())), mentions)
-            out.add(("entity", *describe[node["id"]]))
-        for edge in relations(ws):
-            out.add(("relation", describe[edge["source"]][4], describe[edge["target"]][4], edge["type"],
-                     tuple(edge["assets"]), edge["weight"]))
-    return out
 
 
 def _from_scratch(tmp_path, contents: dict[str, str], name: str) -> set[tuple]:
