@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -182,6 +183,18 @@ def start_web(worker_env: dict[str, str]) -> Iterator[Callable[..., tuple[str, d
 def web(start_web: Callable[..., tuple[str, dict[str, str]]]) -> tuple[str, dict[str, str]]:
     """A real `worker web` with the tests' password and API token; (base URL, env)."""
     return start_web()
+
+
+@pytest.fixture()
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        unavailable("Debian chromium is not installed (apt-get install chromium); .ci/run installs it")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        unavailable("playwright (python) is not installed")
+    return path
 
 
 # Tests that need real services or start processes are integration tests (tests/integration/, and any test using

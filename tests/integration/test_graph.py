@@ -135,3 +135,44 @@ def test_the_gold_set_and_the_sequence_property_hold_on_postgresql(pg_url):
     for asset, doc_id in sorted(contents.items()):
         ingest(asset, DOCUMENTS[doc_id]["workspace"], DOCUMENTS[doc_id])
     assert snapshot() == stepped
+
+
+def test_browser_entities_page_finds_by_any_spelling_shows_pages_and_a_merge_survives_a_rebuild(start_web,
+                                                                                               chromium_path):
+    """Chromium as an operator: the Entities page finds Ромашка by ``romashka`` and by ``ромашки``, shows its
+    aliases and the pages of its mentions; a merge made on the page is still there after ``worker graph rebuild``
+    (which derives every asset again from the stored chunk results)."""
+    from tests.support.browser import ARTIFACTS
+    from tests.support.browser import browser_page as _browser_page
+    from tests.support.gold import DOCUMENTS, store_as_extracted
+    from tests.support.helpers import WEB_PASSWORD
+    from worker_service.database import init_database, migrate
+
+    base, env = start_web()
+    init_database(env["DATABASE_URL"])
+    migrate()
+    for doc_id in ("annual-report", "letter-delay", "contract-15"):
+        store_as_extracted(doc_id, "default", DOCUMENTS[doc_id], "openai/gpt-4o-mini")
+    with _browser_page(chromium_path, f"{base}/entities", "admin", WEB_PASSWORD, 1100) as page:
+        for query in ("romashka", "ромашки"):
+            page.fill("#entity-q", query)
+            page.click("#entity-search")
+            rows = page.locator("#entities tbody tr")
+            assert rows.count() == 1 and "Romashka" in rows.inner_text(), query
+        page.click("#entities tbody tr a")
+        aliases = page.inner_text("#aliases")
+        assert all(a in aliases for a in ("Romashka", "Ромашки", "ООО «Ромашка»"))
+        mentions = page.inner_text("#mentions")
+        assert "annual-report\tRomashka\t1" in mentions and "letter-delay\tРомашки\t—" in mentions
+        page.screenshot(path=str(ARTIFACTS / "entity.png"), full_page=True)
+        romashka = page.url.rsplit("/", 1)[1]
+        lyutik = requests.get(f"{base}/api/entities", params={"q": "лютик"}, headers=BEARER).json()["entities"][0]
+        page.fill("#merge-other", str(lyutik["id"]))
+        page.click("#merge")
+        page.wait_for_selector("#flash")
+        assert "ООО «Лютик»" in page.inner_text("#aliases")
+        assert run_cli(env, "graph", "rebuild").returncode == 0
+        page.goto(f"{base}/entities?q=romashka")
+        page.click("#entities tbody tr a")
+        assert "ООО «Лютик»" in page.inner_text("#aliases") and "Romashka" in page.inner_text("#aliases")
+        assert romashka

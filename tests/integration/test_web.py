@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 from dramatiq.message import Message
 
-from tests.support.helpers import ROOT, db_query, free_port, post_login, run_cli, unavailable, wait_for
+from tests.support.browser import ARTIFACTS
+from tests.support.browser import browser_login as _browser_login
+from tests.support.browser import browser_page as _browser_page
+from tests.support.helpers import ROOT, db_query, free_port, post_login, run_cli, wait_for
 from tests.support.helpers import WEB_PASSWORD as PASSWORD
 from tests.support.helpers import WEB_TOKEN as TOKEN
-
-ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
 def _dead_letter(env: dict[str, str], actor: str = "noop", error: str = "boom", **kwargs) -> int:
@@ -35,32 +32,6 @@ def _dead_letter(env: dict[str, str], actor: str = "noop", error: str = "boom", 
     DeadLetters().record(message, Dead.of("retries_exhausted", RuntimeError(error)))
     with session():
         return DeadLetter.select().order_by(DeadLetter.id.desc()).get().id
-
-
-@contextmanager
-def _browser_page(chromium_path: str, url: str, user: str, password: str, height: int) -> Iterator[Any]:
-    """A page of Debian's chromium (headless, through Playwright: no browser download), logged in as ``user``
-    at ``url``; the browser is closed however the test ends."""
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": height})
-            _browser_login(page, url, user, password)
-            yield page
-        finally:
-            browser.close()
-
-
-def _browser_login(page: Any, url: str, user: str, password: str) -> None:
-    page.goto(url)  # the login page, which comes back to ``url``
-    page.fill("input[name=user]", user)
-    page.fill("input[name=password]", password)
-    page.click("#login")
 
 
 def _login(base: str) -> tuple[requests.Session, str]:
@@ -256,16 +227,6 @@ def test_insecure_local_needs_no_login_but_still_the_csrf_token(start_web):
     assert json.loads(run_cli(env, "dlq", "audit", "--json").stdout)[0]["who"] == "local@127.0.0.1"
 
 
-@pytest.fixture()
-def chromium_path() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        unavailable("Debian chromium is not installed (apt-get install chromium); .ci/run installs it")
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        unavailable("playwright (python) is not installed")
-    return path
 
 
 def test_browser_login_requeue_bulk_delete_and_screenshots(web, chromium_path, start_worker, redis_client):
@@ -410,9 +371,12 @@ def test_an_assets_page_shows_its_knowledge_graph_as_tables_and_a_picture(start_
     names = {e["name"] for e in graph["entities"]}
     assert {"Alice", "Bob", "Paris"} <= names and graph["relations"]
     page = requests.get(f"{base}/assets/kg", headers=headers).text
-    assert "<svg" in page and all(f"<td>{name}</td>" in page for name in names)  # the picture and the table
+    ids = {e["name"]: e["id"] for e in graph["entities"]}
+    assert "<svg" in page and all(f'<a href="/entities/{ids[name]}">{name}</a>' in page for name in names)
+    assert f"The picture shows {min(12, len(names))} of\n{len(names)} entities" in page
     relation = graph["relations"][0]
-    assert f"<td>{relation['source']}</td><td>{relation['type']}</td><td>{relation['target']}</td>" in page
+    assert f'<a href="/entities/{relation["source_id"]}">{relation["source"]}</a></td>\n<td>{relation["type"]}</td>' \
+        in page
     download = requests.get(f"{base}/assets/kg/text", headers=headers)
     assert download.text.startswith("Alice met Bob") and "attachment" in download.headers["Content-Disposition"]
 

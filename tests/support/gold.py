@@ -156,3 +156,21 @@ def snapshot(workspace: str | None = None) -> set[tuple]:
             out.add(("relation", describe[edge["source"]][4], describe[edge["target"]][4], edge["type"],
                      tuple(edge["assets"]), edge["weight"]))
     return out
+
+
+def store_as_extracted(asset_id: str, workspace: str, doc: dict[str, Any], model: str) -> None:
+    """A single-chunk gold document as a finished ``extract_knowledge`` leaves it: the asset's text, its chunk
+    result in the cache (so ``worker graph rebuild`` derives it again, no LLM call), its usage and its
+    contribution to the graph."""
+    from worker_service.database import Asset, AssetText, LlmChunk, LlmUsage, session
+    from worker_service.knowledge.graph import PROMPT_VERSION, chunk_key
+
+    text, _spans = text_and_spans(doc)
+    (extraction,) = extractions(doc)
+    with session(transaction=True):
+        Asset.insert(asset_id=asset_id, status="extracted", workspace=workspace, knowledge_status="done").execute()
+        AssetText.insert(asset=asset_id, sha256="gold", text=text).execute()
+        LlmChunk.insert(key=chunk_key(model, text.strip()), model=model, prompt_version=PROMPT_VERSION, valid=True,
+                        result=extraction.model_dump_json()).on_conflict_ignore().execute()
+        LlmUsage.insert(asset=asset_id, model=model).execute()
+    ingest(asset_id, workspace, doc)

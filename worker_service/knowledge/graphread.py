@@ -110,6 +110,12 @@ def entity(entity_id: int) -> dict[str, Any] | None:
     return out
 
 
+def names_of(entity_ids: set[int]) -> dict[int, str]:
+    with session():
+        return dict(KgEntity.select(KgEntity.id, KgEntity.name).where(KgEntity.id.in_(sorted(entity_ids))).tuples()) \
+            if entity_ids else {}
+
+
 def relations(workspace: str, *, entity_id: int | None = None, asset_id: str | None = None) -> list[dict[str, Any]]:
     """Relations grouped by (source entity, target entity, type): the assets that state them, weights summed."""
     source, target = KgAlias.alias(), KgAlias.alias()

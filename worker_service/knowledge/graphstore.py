@@ -30,7 +30,7 @@ from worker_service.database.graph_models import (
     KgRelation,
 )
 from worker_service.knowledge.mentions import NewMention, NewRelation
-from worker_service.knowledge.names import Profile
+from worker_service.knowledge.names import Profile, in_dictionary_form
 from worker_service.knowledge.resolution import Decisions, cluster
 
 BATCH = 400
@@ -194,8 +194,9 @@ def _drop_empty_entities(entities: set[int]) -> None:
 
 
 def _describe_entities(entities: set[int]) -> None:
-    """Each entity's display name (its most frequent surface form; then the longest) and type (the majority of
-    its mentions' labels; UNKNOWN when no chunk gave one)."""
+    """Each entity's display name (its most frequent surface form; then one in the dictionary form, ``Иванов Иван``
+    rather than ``Иванова Ивана``; then the longest) and type (the majority of its mentions' labels; UNKNOWN when
+    no chunk gave one)."""
     from peewee import fn
 
     surfaces: dict[int, Counter[str]] = {}
@@ -213,7 +214,8 @@ def _describe_entities(entities: set[int]) -> None:
         named, typed = [], []
         for entity in batch:
             names = surfaces.get(entity, Counter())
-            named.append((entity, min(names, key=lambda s: (-names[s], -len(s), s)) if names else ""))
+            named.append((entity, min(names, key=lambda s: (-names[s], not in_dictionary_form(s), -len(s), s))
+                          if names else ""))
             votes = labels.get(entity, Counter())
             typed.append((entity, min(votes, key=lambda t: (-votes[t], t)) if votes else "UNKNOWN"))
         KgEntity.update(name=Case(KgEntity.id, named), type=Case(KgEntity.id, typed), updated_at=now).where(

@@ -129,6 +129,11 @@ def lemma(word: str) -> str:
 _NUMBER_SIGN = re.compile(r"(?:#|\bno\.?|\bnr\.?|\bn\.?)\s*(?=\d)")
 
 
+def in_dictionary_form(text: str) -> bool:
+    """Every Cyrillic word of ``text`` is its own dictionary form (a nominative: ``Ромашка``, not ``Ромашки``)."""
+    return all(lemma(word) == word for word in re.findall(r"[а-яё]+", fold(text)))
+
+
 def fold(text: str) -> str:
     """NFKC, case folded, ``ё`` -> ``е``, quotes removed anywhere, dashes as ``-``, a number sign in any spelling
     (``№15``, ``№ 15``, ``No. 15``, ``#15``) as ``# 15``."""

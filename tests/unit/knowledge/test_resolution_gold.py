@@ -193,3 +193,22 @@ def test_an_operators_merge_and_split_survive_deletions_rebuilds_and_later_uploa
     # a later merge lifts the split
     merge([entity_of("Romashka LLC"), entity_of("ООО «Ромашка»")], "op")
     assert entity_of("Romashka LLC") == entity_of("ООО «Ромашка»")
+
+
+def test_an_entity_whose_email_the_crm_ledger_knows_names_that_kommo_contact_and_creates_nothing(db):
+    from worker_service.database import CrmLink
+    from worker_service.identifiers import CONTACT_IDENTIFIER
+    from worker_service.knowledge.graphread import list_entities
+
+    with session():
+        CrmLink.create(kind=CONTACT_IDENTIFIER, key="email:i.ivanov@romashka.ru", kommo_id=77)
+        before = CrmLink.select().count()
+    _all(["invoice-117", "contract-15"])
+    found = {e["name"]: e for e in list_entities("default", limit=100)["entities"]}
+    ivanov = next(e for e in found.values() if "Ivan Ivanov" in e["aliases"])
+    assert ivanov["kommo_id"] == 77 and ivanov["identifiers"] == {"email": ["i.ivanov@romashka.ru"],
+                                                                 "phone": ["+74951234567"]}
+    assert "Иванова Ивана Ивановича" in ivanov["aliases"]  # one person across the two documents
+    assert all(e["kommo_id"] is None for e in found.values() if e is not ivanov)
+    with session():
+        assert CrmLink.select().count() == before

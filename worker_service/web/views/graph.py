@@ -4,13 +4,14 @@ operators' merge and split (audited). Viewers may read; changes need an operator
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, flash, render_template, request
 
 from worker_service.knowledge import graphread
 from worker_service.knowledge.curation import CurationError, merge, split
 from worker_service.knowledge.export import FORMATS, render
-from worker_service.web.views import MAX_ID, found, json_response, principal
+from worker_service.web.views import MAX_ID, found, json_response, principal, see_other, text
 
 blueprint = Blueprint("graph", __name__)
 
@@ -79,3 +80,48 @@ def api_split(ident: int) -> Response:
     except CurationError as exc:
         return json_response({"error": str(exc)}, 400)
     return json_response({"entities": [graphread.entity(e) for e in entities]})
+
+
+@blueprint.get("/entities")
+def page_entities() -> Response | str:
+    workspace, q, type_ = _workspace(), request.args.get("q", "")[:200], request.args.get("type", "")[:100]
+    cursor = _number("cursor", 0, MAX_ID)
+    found_ = graphread.list_entities(workspace, q=q, type_=type_, limit=50, cursor=cursor or 0)
+    more = urlencode({"workspace": workspace, "q": q, "type": type_, "cursor": found_["next_cursor"] or ""})
+    return render_template("entities.html", nav="entities", workspace=workspace, q=q, type_=type_,
+                           entities=found_["entities"], next_cursor=found_["next_cursor"], more=more)
+
+
+@blueprint.get("/entities/<id:ident>")
+def page_entity(ident: int) -> Response | str:
+    one = graphread.entity(ident)
+    if one is None:
+        return text(f"No entity {ident}.", 404)
+    others = {r["source"] for r in one["relations"]} | {r["target"] for r in one["relations"]}
+    return render_template("entity.html", nav="entities", e=one, names=graphread.names_of(others))
+
+
+@blueprint.post("/entities/<id:ident>/merge")
+def page_merge(ident: int) -> Response:
+    other = request.form.get("other", "").strip().lstrip("#")
+    if not other.isascii() or not other.isdigit() or not 0 < int(other) <= MAX_ID:
+        flash("Name the other entity by its number.")
+        return see_other(f"/entities/{ident}")
+    try:
+        merged = merge([ident, int(other)], principal().audit_name)
+    except CurationError as exc:
+        flash(f"Not merged: {exc}.")
+        return see_other(f"/entities/{ident}")
+    flash(f"Merged entities {ident} and {other}.")
+    return see_other(f"/entities/{merged}")
+
+
+@blueprint.post("/entities/<id:ident>/split")
+def page_split(ident: int) -> Response:
+    try:
+        entities = split(ident, request.form.getlist("aliases"), principal().audit_name)
+    except CurationError as exc:
+        flash(f"Not split: {exc}.")
+        return see_other(f"/entities/{ident}")
+    flash(f"Split into entities {', '.join(map(str, entities))}.")
+    return see_other(f"/entities/{entities[0]}")
