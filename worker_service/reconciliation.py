@@ -224,11 +224,15 @@ class Reconciler:
 
     def reconcile(self, track: Track) -> list[Repair]:
         suspects_key = f"{self.suspects_key}.{track.name}"
+        queue = ACTORS[track.name][1]
+        # What the broker itself dead-lettered first (RabbitMQ's delivery limit: a crash loop): its record ends
+        # failed/crash_loop now, instead of looking lost and being sent again with a fresh delivery count, which
+        # let a poison message loop forever when every consumer of its queue was down (issue 44)
+        self.broker.drain_dead_lettered([queue])
         candidates = load_candidates(track, self.grace_s)
         if not candidates:
             self.client.delete(suspects_key)
             return []
-        queue = ACTORS[track.name][1]
         backlog = self.broker.backlog(queue)
         present: set[tuple[str, str]] | None = set()
         if backlog > SCAN_LIMIT:

@@ -168,10 +168,17 @@ def test_pause_unsubscribes_within_two_seconds_and_resume_processes_everything(r
     wait_for(lambda: records(redis_client, "done") == ["before"], 30, 0.2, "the worker up")
     base, _ = start_web(**{k: v for k, v in rabbit_env.items() if k.startswith(("BROKER_", "RATELIMIT_", "RABBITMQ_"))})
     headers = {"Authorization": f"Bearer {WEB_TOKEN}"}
+    started = time.monotonic()
+    assert queue_rows(rabbit_node, rabbit_env)["tests"]["consumers"] > 0
+    one_look = time.monotonic() - started  # what one look costs on this host now (rabbitmqctl), not the pause
+    paused_at = time.monotonic()
     paused = requests.post(f"{base}/api/queues/tests/pause", headers=headers, timeout=10)
     assert paused.status_code == 200 and paused.json()["paused"] is True, paused.text
-    time.sleep(2.0)
-    assert queue_rows(rabbit_node, rabbit_env)["tests"]["consumers"] == 0
+    # regression (issue 44): it slept 2 s, then looked once, and failed on a loaded host; now it looks until the
+    # consumers are gone, and the 2 s is the bound tested (plus what the last look itself took)
+    wait_for(lambda: queue_rows(rabbit_node, rabbit_env)["tests"]["consumers"] == 0, 2.0 + one_look, 0.1,
+             "no consumer of a paused queue within 2 s")
+    assert time.monotonic() - paused_at <= 2.0 + 2 * one_look
     for i in range(20):
         send(broker, "noop", tag=f"p{i}")
     time.sleep(3.0)
@@ -303,3 +310,52 @@ def test_the_reconciler_repairs_what_a_purge_lost_and_leaves_slow_and_delayed_wo
         rabbit_node.set_consumer_timeout(CONSUMER_TIMEOUT_MS)
         origin.close()
         broker.close()
+
+
+def test_a_poison_asset_ends_crash_loop_even_when_the_reconciler_runs_while_every_consumer_is_down(
+        rabbit_env, start_worker, redis_client):
+    """Regression (issue 44): a process_asset whose fetch kills its worker, with the reconciler every second and a
+    3 s grace. Its consumers stay down longer than the grace after each death (a crash-looping pod in back-off),
+    while another worker group (consuming `tests` only) runs the reconciler. RabbitMQ dead-letters the message into
+    assets.XQ at its fourth delivery; the reconciler used to see an expired lease and an empty queue and send the
+    asset again with a fresh delivery count (8 deliveries and still `processing`). Now it drains assets.XQ
+    first: at most CRASH_LOOP_LIMIT + 1 deliveries, one crash_loop dead letter, the record failed/crash_loop."""
+    from tests.support.gatedorigin import GatedOrigin
+    from tests.support.helpers import BIN
+
+    origin = GatedOrigin()
+    env = {**rabbit_env, "RECONCILE_INTERVAL_SECONDS": "1", "RECONCILE_GRACE_SECONDS": "3", "FETCH_ALLOW_HTTP": "true",
+           "FETCH_ALLOWLIST": "127.0.0.1", "CRASH_LOOP_LIMIT": "3"}
+    try:
+        origin.hold("poison")
+        start_worker(env=env, command=[str(BIN / "dramatiq"), "actors", "tests.support.worker_actors", "--queues",
+                                       "tests", "--processes", "1", "--threads", "1"])  # the reconciler's home
+        broker = broker_for(env)
+        message = Message(queue_name="assets", actor_name="process_asset", args=(),
+                          kwargs={"asset_id": "poison", "source": f"{origin.url}/poison"}, options={},
+                          message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000))
+        broker.enqueue(message)
+
+        def record() -> dict:
+            shown = run_cli(env, "asset", "poison", "--json")
+            return json.loads(shown.stdout) if shown.returncode == 0 else {}
+
+        for kills in range(8):
+            consumer = start_worker(env=env, command=[str(BIN / "dramatiq"), "actors", "tests.support.worker_actors",
+                                                      "--queues", "assets", "--processes", "1", "--threads", "1"])
+            wait_for(lambda: origin.hits["poison"] > kills or record().get("status") == "failed",  # noqa: B023
+                     60, 0.2, "the poison fetched again or failed")
+            if record().get("status") == "failed":
+                consumer.stop()
+                break
+            consumer.kill_tree()  # its fetch kills it
+            time.sleep(4.5)  # every consumer of `assets` down for longer than the 3 s grace (the condition itself)
+        final = record()
+        assert (final["status"], final["error_code"]) == ("failed", "crash_loop"), final
+        assert origin.hits["poison"] <= 4  # CRASH_LOOP_LIMIT + 1 deliveries, whatever the reconciler's timing
+        dead = [r for r in dead_letters(env) if r["error_type"] == "crash_loop"]
+        assert len(dead) == 1
+        broker.close()
+    finally:
+        origin.release("poison")
+        origin.close()

@@ -222,16 +222,19 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
         for consumer in list(self.live_consumers):
             consumer.stopping = True
 
-    def drain_dead_lettered(self) -> int:
+    def drain_dead_lettered(self, queues: Iterable[str] | None = None) -> int:
         """What RabbitMQ dead-lettered into the ``.XQ`` queues (a delivery limit exceeded: a crash loop) becomes a
         dead letter in the database, and its record ends failed, as on Redis; returns how many.  A message is
-        acked only once stored; if the database cannot take it, it stays for the next round."""
+        acked only once stored; if the database cannot take it, it stays for the next round.  ``queues``: these
+        (the reconciler's, which this process may not consume), else the ones this process declared."""
         sink = self.dead_letter_sink
         if sink is None:
             return 0
         drained = 0
         settled = time.monotonic() - QUEUE_START_S
-        for queue_name in sorted(q for q, at in list(self.declared_at.items()) if at <= settled):
+        names = sorted(queues) if queues is not None else \
+            sorted(q for q, at in list(self.declared_at.items()) if at <= settled)
+        for queue_name in names:
             while True:
                 try:
                     method, properties, body = self.channel.basic_get(xq_name(queue_name))

@@ -330,7 +330,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
     def stop_deliveries(self) -> None:
         return None  # consumers fetch only what a thread will take
 
-    def drain_dead_lettered(self) -> int:
+    def drain_dead_lettered(self, queues: Iterable[str] | None = None) -> int:
         return 0  # the consumer dead-letters crash loops itself, at fetch
 
     def master_identity(self) -> str:

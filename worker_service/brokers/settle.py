@@ -80,8 +80,9 @@ class ReliableBroker(Protocol):
     def stop_deliveries(self) -> None:
         """A graceful shutdown begins: stop taking deliveries that would only be handed back."""
 
-    def drain_dead_lettered(self) -> int:
-        """Turn what the broker itself dead-lettered (RabbitMQ's delivery limit) into dead letters; how many."""
+    def drain_dead_lettered(self, queues: Iterable[str] | None = None) -> int:
+        """Turn what the broker itself dead-lettered (RabbitMQ's delivery limit) into dead letters; how many.
+        ``queues``: these (None: the ones this process declared)."""
 
     def reconcile_held(self) -> int:
         """After a master change: requeue what the broker says this process holds and it does not."""
