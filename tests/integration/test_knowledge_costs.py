@@ -199,3 +199,24 @@ def test_ten_documents_sharing_two_requests_per_second_all_finish_paying_each_ch
     assert set(paid.values()) == {1} and len(paid) == sum(_chunks(t) for t in texts.values())
     assert _dead_letters(env) == []
     assert [r for r in fake.chat_requests() if r["over_rate"]] == []  # 16 threads never outran 2 requests/s
+
+
+def test_knowledge_delivered_twice_at_once_pays_each_chunk_once(knowledge_env, start_worker, redis_client, fake):
+    """Regression (issue 44): a lost acknowledgement after a node kill ran one asset's knowledge twice at the same
+    time; the generation fencing kept one status and one event, but both runs paid the LLM. A second delivery
+    while the first is paying (its calls take 1 s each) now waits for the per-asset lease, without spending an
+    attempt, and finds every chunk in the cache."""
+    from worker_contracts import Sender
+
+    fake.slow_seconds = 1.0
+    fake.mode = "slow"
+    text = document("twice", paragraphs=20)
+    start_worker(env=knowledge_env, threads=4)
+    send_document(knowledge_env, redis_client, "twice", text)
+    wait_for(lambda: fake.chat_requests(), 60, 0.1, "the first delivery paying")
+    Sender(redis_client).extract_knowledge("twice")  # a second delivery of the same work, at once
+    wait_for(lambda: _knowledge(knowledge_env, "twice") == "done", 120, 0.3, "knowledge done")
+    paid = fake.paid_calls_by_chunk()
+    assert len(paid) == _chunks(text) and set(paid.values()) == {1}, paid  # every chunk paid exactly once
+    assert _dead_letters(knowledge_env) == []
+    assert asset_record(knowledge_env, "twice")["knowledge_attempts"] <= 2  # the wait spent no attempt

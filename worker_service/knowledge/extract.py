@@ -18,6 +18,11 @@ and identifiers (knowledge.mentions), which replace the asset's previous
 contribution to its workspace graph and are resolved there in one
 transaction (knowledge.graphstore).
 No OPENROUTER_API_KEY: the status is ``skipped`` and no graph is invented.
+Two deliveries of one asset's knowledge never pay at once (a lost acknowledgement
+redelivers a message that is still running; a new message arrives while the old
+one runs): the paid part holds a fleet-wide per-asset lease, renewed after each
+chunk; a delivery that finds it taken waits and comes back without spending an
+attempt, to find the chunks already paid in the cache.
 When the asset has a ``crm_lead_id``, a ``crm_add_note`` with a summary
 follows, idempotency key ``knowledge:{asset_id}:{sha256}``.
 """
@@ -28,14 +33,17 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dramatiq
+import redis
 from dramatiq.message import Message
 from worker_contracts import build_message
 
 from settings import Settings
 from worker_service.database.tracks import Generation
-from worker_service.errors import Continue, PermanentError, SkipWork
+from worker_service.errors import Continue, PermanentError, SkipWork, TransientError
 from worker_service.knowledge.budgets import AssetBudget, DailyBudget
 from worker_service.knowledge.graph import SCHEMA, chunk_key, chunk_spans, extract_chunk
 from worker_service.knowledge.mentions import NewMention, mentions_of
@@ -141,6 +149,42 @@ def rebuild_contribution(asset_id: str, settings: Settings) -> bool:
                               failed_chunks=sum(e is None for e in extractions)) is not None
 
 
+#: how long the paying lease outlives its holder's last renewal (a killed worker frees the asset after this)
+PAYING_LEASE_S = 30.0
+
+
+@contextmanager
+def paying_alone(asset_id: str) -> Iterator[None]:
+    """The fleet-wide lease on ``asset_id``'s paid calls, renewed every third of PAYING_LEASE_S from a thread
+    while the calls run (a killed worker stops renewing: the asset is free again within PAYING_LEASE_S); a
+    delivery that finds another holding it is deferred without spending an attempt."""
+    lock = limiter_of(dramatiq.get_broker()).client.lock(f"worker:knowledge:paying:{asset_id}",
+                                                          timeout=PAYING_LEASE_S, blocking=False)
+    if not lock.acquire():
+        raise TransientError(f"another delivery of {asset_id}'s knowledge is paying for its chunks now",
+                             error_code="knowledge_running", retry_after_ms=5_000, spends_attempt=False)
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(PAYING_LEASE_S / 3):
+            try:
+                lock.reacquire()
+            except (redis.exceptions.RedisError, redis.exceptions.LockError):
+                logger.warning("Could not renew the paying lease of %s; another delivery may pay too.", asset_id)
+                return
+
+    renewer = threading.Thread(target=renew, name=f"lease-{asset_id}"[:60], daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        try:
+            lock.release()
+        except redis.exceptions.LockError:  # expired meanwhile: nothing of ours to release
+            pass
+
+
 def build_knowledge_graph(asset_id: str, *, generation: Generation, settings: Settings) -> None:
     """Chunk the asset's stored text, extract each chunk once (resuming and reusing stored chunks), merge and
     replace the graph of ``generation``; then send the CRM note when the asset has a lead."""
@@ -160,14 +204,17 @@ def build_knowledge_graph(asset_id: str, *, generation: Generation, settings: Se
     results = stored_chunks(set(keys))
     resumed = len(results)
     yield_at = time.monotonic() + settings.knowledge_time_limit_seconds / 2
-    for number, (chunk, key) in enumerate(zip(chunks, keys, strict=True), start=1):
-        if key in results:
-            continue
-        if time.monotonic() > yield_at:
-            raise Continue(f"{number - 1} of {len(chunks)} chunks done; the rest continues behind other work")
-        result = extract_chunk(calls.chat, chunk)
-        store_chunk(asset_id, generation, key, client.model, result, calls.take_usage())
-        results[key] = result
+    if len(results) < len(set(keys)):  # something to pay for: one delivery at a time
+        with paying_alone(asset_id):
+            results.update(stored_chunks(set(keys) - results.keys()))  # paid by the holder we waited for
+            for number, (chunk, key) in enumerate(zip(chunks, keys, strict=True), start=1):
+                if key in results:
+                    continue
+                if time.monotonic() > yield_at:
+                    raise Continue(f"{number - 1} of {len(chunks)} chunks done; the rest continues behind other work")
+                result = extract_chunk(calls.chat, chunk)
+                store_chunk(asset_id, generation, key, client.model, result, calls.take_usage())
+                results[key] = result
     extractions = [results[key].extraction for key in keys]
     failed = sum(e is None for e in extractions)
     if chunks and failed == len(chunks):
