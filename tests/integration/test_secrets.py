@@ -15,7 +15,7 @@ from worker_contracts import Sender
 
 from tests.support.fake_kommo import WEBHOOK, FakeKommo
 from tests.support.fake_openrouter import FakeOpenRouter
-from tests.support.helpers import BIN, ROOT, free_port, post_login, run_cli, wait_for
+from tests.support.helpers import BIN, ROOT, answers_ok, free_port, post_login, run_cli, wait_for
 from tests.support.httpserver import QuietHandler, serve, stop
 
 SECRETS = {
@@ -67,7 +67,7 @@ def test_no_secret_appears_in_any_log_line_record_page_or_error(worker_env, star
             web = subprocess.Popen([str(BIN / "worker"), "web"], cwd=ROOT, env=web_env, stdout=out,
                                    stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _ok(f"{base}/healthz"), 30, 0.2, "dashboard up")
+        wait_for(lambda: answers_ok(f"{base}/healthz"), 30, 0.2, "dashboard up")
 
         def record(asset_id: str) -> dict:
             shown = run_cli(env, "asset", asset_id, "--json")
@@ -117,12 +117,5 @@ def test_no_secret_appears_in_any_log_line_record_page_or_error(worker_env, star
         stop(files)
         kommo.close()
         llm.close()
-
-
-def _ok(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 

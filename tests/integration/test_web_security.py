@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.support.helpers import WEB_PASSWORD as PASSWORD
-from tests.support.helpers import post_login, run_cli, wait_for
+from tests.support.helpers import answers_ok, post_login, run_cli, wait_for
 
 #: deploy/k8s/dashboard.yaml's memory limit
 K8S_LIMIT_BYTES = 256 * 1024 * 1024
@@ -274,24 +274,17 @@ def test_the_worker_probe_port_binds_its_setting_and_survives_idle_sockets(worke
 
     port = free_port()
     start_worker(env={**worker_env, "METRICS_PORT": str(port), "METRICS_HOST": "127.0.0.1"})
-    wait_for(lambda: _answers(f"http://127.0.0.1:{port}/metrics"), 60, 0.3, "probe port up")
+    wait_for(lambda: answers_ok(f"http://127.0.0.1:{port}/metrics"), 60, 0.3, "probe port up")
     listening = Path("/proc/net/tcp").read_text()
     assert f"0100007F:{port:04X}" in listening and f"00000000:{port:04X}" not in listening  # loopback only
     idle = _open_idle(port, 60)  # more than it serves at once
     try:
         started = time.monotonic()
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/metrics"), 15, 0.2, "probe answers despite idle sockets")
+        wait_for(lambda: answers_ok(f"http://127.0.0.1:{port}/metrics"), 15, 0.2, "probe answers despite idle sockets")
         assert time.monotonic() - started < 10  # the idle ones were dropped within their time-out
     finally:
         for s in idle:
             s.close()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_other_out_of_range_numbers_answer_4xx_never_500(web):

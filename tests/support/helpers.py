@@ -226,6 +226,16 @@ def db_query(env: dict[str, str], sql: str) -> list[tuple]:
         return conn.execute(sql).fetchall()
 
 
+def answers_ok(url: str, timeout: float = 2.0) -> bool:
+    """``url`` answers 200 now (a refused or timed-out connection is a no, not an error)."""
+    import requests
+
+    try:
+        return requests.get(url, timeout=timeout).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 def post_login(base: str, user: str, password: str, *, session: Any = None, headers: dict[str, str] | None = None,
                next_path: str | None = None) -> Any:
     """A dashboard login as a browser makes it: the form first (its CSRF token and cookie), then the post; the
