@@ -279,3 +279,40 @@ def test_worker_over_its_memory_cap_is_replaced_without_losing_a_message(worker_
     assert sorted({x.decode() for x in redis_client.lrange("wtest:done", 0, -1)}) == [f"m{i}" for i in range(4)]
     recycles = [r for r in worker.logs() if r.get("message", "").startswith("Recycling worker processes: RSS")]
     assert recycles
+
+
+def test_expected_outcomes_write_no_error_line_and_no_traceback_and_a_crash_still_does(worker_env, start_worker,
+                                                                                      sender, redis_client):
+    """Issue 41: an encrypted and a corrupt PDF, a missing file and a name that does not resolve end as the service
+    classified them, each in one INFO/WARNING line with its code; Dramatiq's ERROR line with a traceback is kept
+    for the unexpected only (a KeyError in an actor)."""
+    import shutil as _shutil
+    from pathlib import Path
+
+    from worker_contracts import Sender
+
+    corpus = Path(__file__).resolve().parents[1] / "corpus"
+    storage = Path(worker_env["STORAGE_ROOT"])
+    _shutil.copy(corpus / "pdf" / "pypdf__r6-user-password.pdf", storage / "locked.pdf")
+    (storage / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 2 0 R >>\n" + b"\x00garbage" * 50)
+    env = {**worker_env, "ASSETS_MAX_ATTEMPTS": "1"}
+    worker = start_worker(env=env, threads=2)
+    client = Sender(redis_client)
+    client.process_asset("locked", "file:locked.pdf")
+    client.process_asset("broken", "file:broken.pdf")
+    client.process_asset("missing", "file:not-there.pdf")
+    client.process_asset("nodns", "https://no-such-host.invalid/a.pdf")
+    sender("unexpected", tag="bug")
+
+    def ended() -> bool:
+        return all(json.loads(run_cli(env, "asset", a, "--json").stdout or "{}").get("status") == "failed"
+                   for a in ("locked", "broken", "missing", "nodns"))
+
+    wait_for(ended, 60, 0.5, "the four assets failed")
+    wait_for(lambda: any("KeyError" in str(r.get("exc_info", "")) for r in worker.logs()), 30, 0.3, "the crash")
+    errors = [r for r in worker.logs() if r.get("level") in ("ERROR", "CRITICAL")]
+    assert [r.get("actor") for r in errors] == ["unexpected"], errors  # the bug, and only the bug
+    assert all("exc_info" not in r for r in worker.logs() if r.get("actor") == "process_asset")
+    codes = {a: json.loads(run_cli(env, "asset", a, "--json").stdout)["error_code"]
+             for a in ("locked", "broken", "missing", "nodns")}
+    assert codes == {"locked": "encrypted", "broken": "corrupt", "missing": "fetch_failed", "nodns": "fetch_failed"}

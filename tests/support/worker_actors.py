@@ -174,3 +174,10 @@ def leaky(token: str) -> None:
 @dramatiq.actor(queue_name="bench")
 def latency_probe(sent_ms: float) -> None:
     _client.rpush("bench:latency", time.time() * 1000 - sent_ms)
+
+
+@dramatiq.actor(queue_name="tests", max_attempts=1, retry_hours=1)
+def unexpected(tag: str) -> None:
+    """A bug: an exception the service does not classify (logged at ERROR with its traceback)."""
+    record("attempt", tag)
+    raise KeyError(tag)

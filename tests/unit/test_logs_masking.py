@@ -40,3 +40,21 @@ def test_a_huge_message_is_cut(lines):
     logging.getLogger("tests").warning("body %s", "x" * 5_000_000)
     (line,) = lines()
     assert len(line["message"]) < MAX_MESSAGE_CHARS + 100 and "more characters not logged" in line["message"]
+
+
+def test_an_expected_outcome_is_not_logged_again_by_dramatiq_and_an_unexpected_one_keeps_its_traceback(lines):
+    from worker_service.errors import PermanentError, SkipWork, TransientError
+
+    log = logging.getLogger("dramatiq.worker.WorkerThread")
+    for exc in (PermanentError("encrypted", error_code="encrypted"), TransientError("cannot resolve x.invalid")):
+        try:
+            raise exc
+        except Exception:
+            log.error("Failed to process message %s with unhandled exception.", "process_asset(...)", exc_info=True)
+    log.info("Failed to process message %s with expected exception %s.", "extract_knowledge(...)", SkipWork.__name__)
+    try:
+        raise KeyError("a bug")
+    except KeyError:
+        log.error("Failed to process message %s with unhandled exception.", "process_asset(...)", exc_info=True)
+    (line,) = lines()
+    assert line["level"] == "ERROR" and "KeyError" in line["exc_info"]

@@ -6,6 +6,12 @@ message is being processed, the fields bound by :func:`set_message_context`
 (message_id, actor, queue, asset_id, trace_id, span_id).  Dramatiq's own
 loggers go through the same root handler.
 
+An outcome the service classified (a permanent error with its code, a transient one that is retried, a skip,
+a deferral, a hard time-out or memory cap) is logged once, by the middleware that decides it, as one INFO or
+WARNING line with its code: Dramatiq's own "Failed to process message ... with unhandled exception" line and
+its traceback are dropped for those (``ExpectedOutcomes``); an unexpected exception keeps its ERROR line and
+traceback.
+
 Every line passes worker_service.masking's rule on its way out (message, exception text and extra fields):
 Dramatiq's own lines print a message's arguments (a webhook token, a source URL's password, a presigned
 URL's signature), and the configured secrets must not appear anywhere. A message longer than
@@ -24,6 +30,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from worker_service.errors import HardTimeout, MemoryLimitExceeded, PermanentError, SkipWork, TransientError
 from worker_service.masking import mask_text
 
 CONTEXT_FIELDS = ("message_id", "actor", "queue", "asset_id", "trace_id", "span_id")
@@ -50,6 +57,22 @@ class _ContextFilter(logging.Filter):
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True
+
+
+#: the exceptions that are outcomes the service classified (worker_service.errors): middleware logs each once
+EXPECTED_OUTCOMES = (PermanentError, TransientError, SkipWork, HardTimeout, MemoryLimitExceeded)
+
+
+class ExpectedOutcomes(logging.Filter):
+    """Drops Dramatiq's worker-thread line about a message that ended in an outcome the service classified: the
+    retries, dead-letter and status middleware already logged it once, with its code and no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "dramatiq.worker.WorkerThread" or not str(record.msg).startswith("Failed to process"):
+            return True
+        if "with expected exception" in str(record.msg):  # an actor's ``throws``: SkipWork and the like
+            return False
+        return not (record.exc_info and isinstance(record.exc_info[1], EXPECTED_OUTCOMES))
 
 
 class MaskingFilter(logging.Filter):
@@ -107,6 +130,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None
     else:
         handler.setFormatter(_Text("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(_ContextFilter())
+    handler.addFilter(ExpectedOutcomes())  # before the masking filter, which turns exceptions into text
     handler.addFilter(MaskingFilter(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):
