@@ -128,3 +128,5 @@ def test_cli_check_unreachable_broker_exits_1_quickly(tmp_path: Path):
     assert result.returncode == 1
     assert "PROBLEM broker redis://127.0.0.1:1/0 unreachable" in result.stdout
     assert "Traceback" not in result.stderr + result.stdout
+    # issue 41: knowledge off is said, not left for an operator to discover from "skipped" records
+    assert "WARN knowledge extraction is off: OPENROUTER_API_KEY is not set" in result.stdout
