@@ -3,7 +3,6 @@ and the CLI read, curate, export and delete (issue 39)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 
 import requests
@@ -100,7 +99,6 @@ def test_workspaces_search_export_curation_and_exact_deletion(knowledge_env, sta
     assert "asset-delete" in [a["action"] for a in requests.get(f"{base}/api/audit", headers=BEARER).json()]
     assert run_cli(env, "asset", "delete", "g1").returncode == 0
     assert _entities(base, "w1") == [] and len(_entities(base, "w2")) == 4  # another workspace is untouched
-    json.dumps(after)
 
 
 def test_the_gold_set_and_the_sequence_property_hold_on_postgresql(pg_url):
