@@ -62,7 +62,10 @@ def ingest(asset_id: str, workspace: str, doc: dict[str, Any]) -> None:
     with session(transaction=True):
         Asset.insert(asset_id=asset_id, status="extracted", workspace=workspace).on_conflict(
             conflict_target=[Asset.asset_id], update={Asset.workspace: workspace}).execute()
-        replace_contribution(asset_id, workspace, mentions, relations)
+        entities, relations_ = replace_contribution(asset_id, workspace, mentions, relations)
+        # what knowledge.store.store_contribution records with it (the asset page and knowledge.done read them)
+        Asset.update(knowledge_entities=entities, knowledge_relations=relations_).where(
+            Asset.asset_id == asset_id).execute()
 
 
 @dataclass

@@ -26,7 +26,7 @@ import functools
 import json
 import re
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 KINDS = ("PERSON", "ORGANIZATION", "PLACE", "DOCUMENT")
@@ -164,7 +164,6 @@ class Profile:
     identifiers: tuple[tuple[str, str], ...] = ()
     person: PersonName | None = None
     label: str = ""  # the model's type label, canonical (ORGANIZATION for COMPANY), "" when unknown
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def key(self) -> str:
@@ -192,7 +191,6 @@ class Profile:
 
     def to_json(self) -> str:
         data = asdict(self)
-        data.pop("extra")
         return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
     @classmethod
