@@ -73,7 +73,8 @@ class DeadLetters(Middleware):
             DeadLetter.create(
                 message_id=data["message_id"], queue=data["queue_name"].removesuffix(".DQ"),
                 actor=data["actor_name"], args=args, kwargs=kwargs,
-                options=options, error_type=error_type, exception_type=dead.exception_type,
+                options=options, error_type=error_type, error_code=dead.error_code[:255] or error_type,
+                asset_id=_named_asset(kwargs), exception_type=dead.exception_type,
                 error_message=dead.error_message[:10_000], traceback=dead.traceback,
                 attempts=int(options.get("retries", 0)) + (0 if error_type == "crash_loop" else 1),
                 history=options.get("attempt_history"),
@@ -109,6 +110,7 @@ class DeadLetters(Middleware):
         with session(transaction=True):
             DeadLetter.create(message_id="", queue=queue.removesuffix(".DQ"), actor="", args=[], kwargs={},
                               options={}, raw_body=encode_raw_body(body)[:1_000_000], error_type=error_type,
+                              error_code=error_type,
                               exception_type="DecodeError", error_message=error_message[:10_000], attempts=0)
         logger.warning("Dead-lettered an undecodable message on %s: %s", queue, error_message)
 
@@ -118,6 +120,12 @@ class DeadLetters(Middleware):
         return Successor(raw.copy(options={PENDING_DEAD_LETTER: dead.as_option()}), PENDING_RETRY_MS)
 
 
+
+
+def _named_asset(kwargs: Any) -> str | None:
+    """The asset a message's kwargs name (``asset_id``), when it is a plausible id."""
+    asset_id = kwargs.get("asset_id") if isinstance(kwargs, dict) else None
+    return asset_id if isinstance(asset_id, str) and 0 < len(asset_id) <= 200 else None
 
 
 def _cut(value: Any) -> Any:

@@ -37,6 +37,9 @@ REQUEUE_BATCH = 500
 TALLY_COLUMNS = ("actor", "queue", "error_type", "state")
 ERROR_TYPES = ("invalid_payload", "unknown_actor", "undecodable", "retries_exhausted", "permanent_error",
                "timeout", "memory", "age_limit", "crash_loop", "forbidden")
+#: domain codes that a requeue cannot cure: the same input fails the same way (the operator fixes the source first)
+PERMANENT_CODES = frozenset({"corrupt", "encrypted", "unsupported_type", "too_large", "too_many_pages", "empty",
+                             "forbidden_source", "invalid_payload", "undecodable", "unknown_actor", "forbidden"})
 #: options that belong to one delivery or one generation and must not survive a requeue
 _RESET_OPTIONS = ("retries", "infra_retries", "budget_started_at", "attempt_history", "last_error", "hard_timeouts",
                   "deferrals", "last_deferral", PENDING_DEAD_LETTER, "eta", "redis_message_id", "traceback",
@@ -46,6 +49,7 @@ _RESET_OPTIONS = ("retries", "infra_retries", "budget_started_at", "attempt_hist
 #: what a list row reads (never the payload, traceback or history: 50 forged 5 MB webhooks on one page took the
 #: dashboard to 340 MiB), with the final error cut to ERROR_PREVIEW_CHARS; ``get`` reads the whole row
 SUMMARY_COLUMNS = (DeadLetter.id, DeadLetter.message_id, DeadLetter.queue, DeadLetter.actor, DeadLetter.error_type,
+                   DeadLetter.error_code, DeadLetter.asset_id,
                    DeadLetter.exception_type, DeadLetter.attempts, DeadLetter.first_enqueued_at, DeadLetter.failed_at,
                    DeadLetter.state, DeadLetter.state_changed_at, DeadLetter.state_changed_by)
 ERROR_PREVIEW_CHARS = 1_000
@@ -61,7 +65,10 @@ def to_public(row: DeadLetter, *, full: bool = False) -> dict[str, Any]:
     the stored row keeps the original for requeue."""
     out: dict[str, Any] = {
         "id": row.id, "message_id": row.message_id, "queue": row.queue, "actor": row.actor,
-        "error_type": row.error_type, "exception_type": row.exception_type, "error_message": mask(row.error_message),
+        "asset_id": row.asset_id, "error_type": row.error_type,
+        # older rows (before migration 14) have no domain code: their type stands in
+        "error_code": row.error_code or row.error_type, "permanent": (row.error_code or row.error_type) in PERMANENT_CODES,
+        "exception_type": row.exception_type, "error_message": mask(row.error_message),
         "attempts": row.attempts, "first_enqueued_at": iso(row.first_enqueued_at), "failed_at": iso(row.failed_at),
         "state": row.state, "state_changed_at": iso(row.state_changed_at), "state_changed_by": row.state_changed_by,
     }
@@ -73,17 +80,25 @@ def to_public(row: DeadLetter, *, full: bool = False) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Filter:
+    """Which dead letters: ``error_type`` is a type (ERROR_TYPES) or a domain code (``corrupt``, matched against
+    ``error_code``); ``asset_id`` those naming one asset."""
+
     actor: str | None = None
     queue: str | None = None
     error_type: str | None = None
     state: str | None = "dead"
     since: datetime | None = None
     until: datetime | None = None
+    asset_id: str | None = None
+
+    @property
+    def by_code(self) -> bool:
+        return bool(self.error_type) and self.error_type not in ERROR_TYPES
 
     @property
     def tallied(self) -> bool:
-        """Counted exactly from the tally (no time range: the tally has no times)."""
-        return self.since is None and self.until is None
+        """Counted exactly from the tally (no time range, asset or domain code: the tally has none of those)."""
+        return self.since is None and self.until is None and self.asset_id is None and not self.by_code
 
     def where(self) -> peewee.Expression:
         expr = DeadLetter.id > 0
@@ -91,8 +106,12 @@ class Filter:
             expr &= DeadLetter.actor == self.actor
         if self.queue:
             expr &= DeadLetter.queue == self.queue
-        if self.error_type:
+        if self.by_code:
+            expr &= DeadLetter.error_code == self.error_type
+        elif self.error_type:
             expr &= DeadLetter.error_type == self.error_type
+        if self.asset_id:
+            expr &= DeadLetter.asset_id == self.asset_id
         if self.state:
             expr &= DeadLetter.state == self.state
         if self.since:
@@ -168,6 +187,17 @@ class DeadLetterStore:
         with session():
             return [str(value) for value, in DeadLetterTally.select(field).where(DeadLetterTally.n > 0)
                     .distinct().order_by(field).tuples()]
+
+    def recent_codes(self, *, sample: int = 1000) -> dict[str, int]:
+        """The domain codes among the newest ``sample`` dead letters, with how many each (what a filter that
+        matched nothing can point to; one index range, whatever the table's size)."""
+        newest = DeadLetter.select(DeadLetter.error_code, DeadLetter.error_type).where(DeadLetter.state == "dead") \
+            .order_by(DeadLetter.id.desc()).limit(sample)
+        counts: dict[str, int] = {}
+        with session():
+            for code, error_type in newest.tuples():
+                counts[code or error_type] = counts.get(code or error_type, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
     def get(self, dead_letter_id: int) -> DeadLetter | None:
         with session():

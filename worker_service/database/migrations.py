@@ -129,10 +129,15 @@ def _v9_documents(db: peewee.Database) -> None:
     _add_missing_columns(db, _KnowledgeRelation, ["pages"])
 
 
+def _create_indexes(db: peewee.Database, table: str, *indexes: tuple[str, ...]) -> None:
+    """Each index on ``table`` unless there: named as peewee names those of a fresh database (model Meta)."""
+    for columns in indexes:
+        db.execute_sql(f"CREATE INDEX IF NOT EXISTS {table}_{'_'.join(columns)} ON {table} ({', '.join(columns)})")
+
+
 def _v10_leases(db: peewee.Database) -> None:
     _add_missing_columns(db, Asset, ["lease_at", "knowledge_lease_at"])
-    for column in ("lease_at", "knowledge_lease_at"):  # the names peewee gives the indexes of a fresh database
-        db.execute_sql(f"CREATE INDEX IF NOT EXISTS asset_{column} ON asset ({column})")
+    _create_indexes(db, "asset", ("lease_at",), ("knowledge_lease_at",))
     # the records under way get a lease from their last change; finished ones have none
     db.execute_sql("UPDATE asset SET lease_at = updated_at WHERE status IN ('received', 'processing', 'retrying')")
     db.execute_sql("UPDATE asset SET lease_at = NULL WHERE status NOT IN ('received', 'processing', 'retrying')")
@@ -141,9 +146,8 @@ def _v10_leases(db: peewee.Database) -> None:
 
 
 def _v11_dead_letter_pages(db: peewee.Database) -> None:
-    for columns in (("state", "id"), ("state", "error_type", "id"), ("state", "actor", "id"), ("state", "queue", "id")):
-        # the names peewee gives the indexes of a fresh database
-        db.execute_sql(f"CREATE INDEX IF NOT EXISTS dead_letter_{'_'.join(columns)} ON dead_letter ({', '.join(columns)})")
+    _create_indexes(db, "dead_letter", ("state", "id"), ("state", "error_type", "id"), ("state", "actor", "id"),
+                    ("state", "queue", "id"))
 
 
 _TALLY_KEY = "state, queue, actor, error_type"
@@ -222,6 +226,27 @@ def _v13_workspace_graph(db: peewee.Database) -> None:
     db.drop_tables([_KnowledgeRelation, _KnowledgeEntity], safe=True)
 
 
+def _v14_operator_pages(db: peewee.Database) -> None:
+    _create_indexes(db, "asset", ("created_at", "asset_id"), ("status", "created_at", "asset_id"),
+                    ("knowledge_status", "created_at", "asset_id"))
+    _add_missing_columns(db, DeadLetter, ["error_code", "asset_id"])
+    _create_indexes(db, "dead_letter", ("state", "error_code", "id"), ("asset_id", "id"))
+    # the asset each older dead letter names, read from its kwargs (its domain code was never stored: NULL, shown
+    # as its error type)
+    last = 0
+    while True:
+        rows = list(DeadLetter.select(DeadLetter.id, DeadLetter.kwargs)
+                    .where(DeadLetter.id > last, DeadLetter.kwargs.contains('"asset_id"'))
+                    .order_by(DeadLetter.id).limit(1000))
+        if not rows:
+            return
+        for row in rows:
+            asset_id = (row.kwargs or {}).get("asset_id") if isinstance(row.kwargs, dict) else None
+            if isinstance(asset_id, str) and 0 < len(asset_id) <= 200:
+                DeadLetter.update(asset_id=asset_id).where(DeadLetter.id == row.id).execute()
+        last = rows[-1].id
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "base: assets, asset texts, dead letters, audit log", _v1_base),
     (2, "knowledge graph entities, relations, LLM usage", _v2_knowledge),
@@ -241,6 +266,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
      _v12_dead_letter_tally),
     (13, "one knowledge graph per workspace: mentions, aliases, entities, relation mentions, curation decisions; "
          "assets' workspace; tombstones of deleted assets; the per-asset graph tables dropped", _v13_workspace_graph),
+    (14, "operator pages: assets newest first by state; dead letters' asset and the domain code its record got",
+     _v14_operator_pages),
 ]
 
 

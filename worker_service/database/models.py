@@ -94,6 +94,11 @@ class Asset(BaseModel):
     lease_at = peewee.DateTimeField(null=True, default=utcnow, index=True)
     knowledge_lease_at = peewee.DateTimeField(null=True, index=True)
 
+    class Meta:
+        # the assets list (database.browse): newest first, alone or within a state, an index range a page
+        indexes = ((("created_at", "asset_id"), False), (("status", "created_at", "asset_id"), False),
+                   (("knowledge_status", "created_at", "asset_id"), False))
+
     PUBLIC_FIELDS = (
         "asset_id", "status", "error_code", "error_message", "attempts", "pages", "chars", "size",
         "sha256", "detected_type", "no_text", "knowledge_status", "knowledge_error_code",
@@ -146,6 +151,8 @@ class DeadLetter(BaseModel):
     options = JSONField(null=True)
     raw_body = peewee.TextField(null=True)
     error_type = peewee.CharField(index=True)
+    error_code = peewee.CharField(null=True)  # the domain code its record got (``corrupt``); NULL before migration 14
+    asset_id = peewee.CharField(null=True, max_length=200)  # the asset the message names, if any
     exception_type = peewee.CharField(null=True)
     error_message = peewee.TextField(null=True)
     traceback = peewee.TextField(null=True)
@@ -160,7 +167,8 @@ class DeadLetter(BaseModel):
     class Meta:
         # the list pages newest first within a state, alone or filtered by one column: an index range each
         indexes = ((("state", "id"), False), (("state", "error_type", "id"), False),
-                   (("state", "actor", "id"), False), (("state", "queue", "id"), False))
+                   (("state", "actor", "id"), False), (("state", "queue", "id"), False),
+                   (("state", "error_code", "id"), False), (("asset_id", "id"), False))
 
 
 class DeadLetterTally(BaseModel):

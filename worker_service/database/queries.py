@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from worker_service.database.connection import session
@@ -15,6 +14,7 @@ from worker_service.database.models import (
     StatusChange,
     iso,
 )
+from worker_service.masking import mask
 
 
 def asset_record(asset_id: str) -> dict[str, Any] | None:
@@ -49,13 +49,13 @@ def asset_history(asset_id: str, limit: int = 1000) -> list[dict[str, Any]] | No
 
 def asset_dead_letters(asset_id: str, limit: int = 50) -> list[dict[str, Any]]:
     """The dead letters of the asset's messages (process_asset, extract_knowledge), newest first."""
-    needle = f'"asset_id": {json.dumps(asset_id)}'
     with session():
-        rows = (DeadLetter.select().where(DeadLetter.actor.in_(("process_asset", "extract_knowledge")),
-                                          DeadLetter.kwargs.contains(needle))
-                .order_by(DeadLetter.id.desc()).limit(limit))
-        return [{"id": r.id, "actor": r.actor, "error_type": r.error_type, "error_message": r.error_message,
-                 "state": r.state, "failed_at": iso(r.failed_at)} for r in rows]
+        rows = (DeadLetter.select(DeadLetter.id, DeadLetter.actor, DeadLetter.error_type, DeadLetter.error_code,
+                                  DeadLetter.error_message, DeadLetter.state, DeadLetter.failed_at)
+                .where(DeadLetter.asset_id == asset_id).order_by(DeadLetter.id.desc()).limit(limit))
+        return [{"id": r.id, "actor": r.actor, "error_type": r.error_type, "error_code": r.error_code or r.error_type,
+                 "error_message": mask(r.error_message), "state": r.state, "failed_at": iso(r.failed_at)}
+                for r in rows]
 
 
 def lead_link(kommo_lead_id: int | None) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from flask import Flask, Response, g, render_template, request, session
 from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 from werkzeug.exceptions import HTTPException
 
+from worker_service.web import formatting
 from worker_service.web.auth import COOKIE, Principal
 from worker_service.web.redirects import local_path, same_origin
 from worker_service.web.services import Services, WSGIApp
@@ -72,6 +73,7 @@ def create_app(services: Services) -> Flask:
     )
     app.extensions["worker"] = services
     app.url_map.converters["id"] = IdConverter
+    formatting.register(app)
     session_secret = SessionSecret(auth.secret if auth else None, lambda: services.limiter_client)
     if auth is not None:
         app.session_interface = DashboardSessions(session_secret, auth)

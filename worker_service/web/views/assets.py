@@ -1,11 +1,13 @@
-"""One asset's whole story: record, status history, dead letters, text (preview and download), graph, CRM."""
+"""Assets: the list by state (page and ``GET /api/assets``), and one asset's whole story: record with the reasons
+for its state, status history, dead letters, text (preview and download), graph, CRM."""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, abort, render_template, request
 
+from worker_service.database import browse
 from worker_service.database.queries import (
     asset_dead_letters,
     asset_history,
@@ -15,15 +17,58 @@ from worker_service.database.queries import (
     lead_link,
 )
 from worker_service.knowledge import graphread
-from worker_service.web.views import found, see_other, text
+from worker_service.web.views import found, json_response, see_other, text
 
 blueprint = Blueprint("assets", __name__)
+PAGE_SIZE = 50
+FILTER_KEYS = ("status", "knowledge_status", "type", "q", "since")
+
+
+def _query() -> browse.AssetQuery:
+    try:
+        return browse.AssetQuery.parse(request.args)
+    except browse.BadQuery as exc:
+        abort(400, description=str(exc))
+
+
+def _limit(default: int, most: int = 500) -> int:
+    raw = request.args.get("limit", "")
+    if not raw:
+        return default
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= most:
+        abort(400, description=f"limit must be a whole number from 1 to {most}")
+    return int(raw)
+
+
+def _page(query: browse.AssetQuery, limit: int) -> tuple[list[dict], str | None]:
+    try:
+        return browse.page(query, limit=limit, cursor=request.args.get("cursor") or None)
+    except browse.BadQuery as exc:
+        abort(400, description=str(exc))
 
 
 @blueprint.get("/assets")
-def search() -> Response:
+def list_page() -> Response | str:
+    """The assets newest first, by state (tabs with counts), type, time or a search; ``?id=`` jumps to one."""
     asset_id = request.args.get("id", "").strip()
-    return see_other(f"/assets/{quote(asset_id, safe='')}" if asset_id else "/")
+    if asset_id:
+        return see_other(f"/assets/{quote(asset_id, safe='')}")
+    query = _query()
+    rows, next_cursor = _page(query, PAGE_SIZE)
+    values = {k: request.args[k] for k in FILTER_KEYS if request.args.get(k)}
+    return render_template("assets.html", nav="assets", rows=rows, next_cursor=next_cursor, query=query,
+                           counts=browse.counts(query), values=values, statuses=browse.STATUSES,
+                           knowledge_statuses=browse.KNOWLEDGE_STATUSES, first_page=not request.args.get("cursor"))
+
+
+@blueprint.get("/api/assets")
+def api_list() -> Response:
+    """``{"assets": [ASSET, ...], "next_cursor", "counts": {status: n}, "knowledge_counts": {status: n}}``."""
+    query = _query()
+    rows, next_cursor = _page(query, _limit(100))
+    counts = browse.counts(query)
+    return json_response({"assets": rows, "next_cursor": next_cursor, "counts": counts["status"],
+                          "knowledge_counts": counts["knowledge_status"]})
 
 
 @blueprint.get("/assets/<asset_id>")
@@ -32,7 +77,7 @@ def page(asset_id: str) -> Response | str:
 
     record = asset_record(asset_id)
     if record is None:
-        return text(f"No asset {asset_id}.", 404)
+        return Response(render_template("asset_missing.html", nav="assets", asset_id=asset_id), 404)
     graph = asset_graph(asset_id)
     picture = graph_picture([e["name"] for e in graph["entities"]],
                             [(r["source"], r["target"]) for r in graph["relations"]]) if graph else ""

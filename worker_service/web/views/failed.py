@@ -15,7 +15,7 @@ from worker_service.web.views import MAX_ID, found, json_response, principal, se
 
 blueprint = Blueprint("failed", __name__)
 PAGE_SIZE = 50
-FILTER_KEYS = ("actor", "queue", "error_type", "state", "since", "until")
+FILTER_KEYS = ("actor", "queue", "error_type", "state", "since", "until", "asset_id")
 
 
 def make_filter(values: Mapping[str, str]) -> Filter:
@@ -30,7 +30,7 @@ def make_filter(values: Mapping[str, str]) -> Filter:
     state = values.get("state", "dead")
     return Filter(actor=values.get("actor") or None, queue=values.get("queue") or None,
                   error_type=values.get("error_type") or None, state=state or None, since=day("since"),
-                  until=day("until", plus=1))
+                  until=day("until", plus=1), asset_id=values.get("asset_id") or None)
 
 
 def filter_values(values: Mapping[str, str]) -> dict[str, str]:
@@ -72,6 +72,7 @@ def list_page() -> str:
         total=_shown(total, flt), by_type={k: _shown(n, flt)
                                            for k, n in store.counts_by("error_type", flt, cap=COUNT_CAP).items()},
         actors=store.distinct("actor"), queues=store.distinct("queue"), error_types=ERROR_TYPES,
+        codes=store.recent_codes(),
         since=request.args.get("since", ""), until=request.args.get("until", ""),
         qs=urlencode(values), query_items=sorted(values.items()))
 
@@ -95,8 +96,13 @@ def detail_page(ident: int) -> Response | str:
 
 
 @blueprint.post("/dead-letters/<id:ident>/<any(requeue, delete):action>")
-def act_one(ident: int, action: str) -> Response:
+def act_one(ident: int, action: str) -> Response | str:
     store, who = services().store, principal().audit_name
+    if action == "requeue" and request.form.get("confirm") != "yes":
+        row = store.get(ident)
+        record = to_public(row) if row is not None else None
+        if record is not None and record["permanent"] and row.state == "dead":
+            return render_template("confirm_requeue.html", nav="dlq", r=record)
     if action == "requeue":
         done = bool(store.requeue([ident], who))
         flash(f"Requeued dead letter {ident}." if done else f"Dead letter {ident} was not dead any more.")
