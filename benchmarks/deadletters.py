@@ -1,4 +1,5 @@
-"""The dashboard and its API with 10^6 dead letters on PostgreSQL: the pages people open, timed over HTTP."""
+"""The dashboard and its API with 10^6 dead letters and 10^6 assets on PostgreSQL: the pages people open, timed
+over HTTP."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from benchmarks.common import BIN, PG_URL, REDIS_URL, ROOT, postgres_skipped, ps
 
 TOKEN = "bench-api-token-0123456789"
 TYPES = ("retries_exhausted", "permanent_error", "crash_loop", "invalid_payload", "time_limit")
+CODES = ("corrupt", "encrypted", "fetch_failed", "timeout")
 ACTORS = ("process_asset", "extract_knowledge", "crm_upsert_contact", "crm_create_lead", "crm_add_note")
 
 
@@ -24,17 +26,46 @@ def _fill(url: str, total: int) -> float:
     conn = psycopg2_connection(url)
     types = "ARRAY[" + ",".join(f"'{t}'" for t in TYPES) + "]"
     actors = "ARRAY[" + ",".join(f"'{a}'" for a in ACTORS) + "]"
+    codes, statuses, knowledge, kinds = (
+        "ARRAY[" + ",".join(f"'{v}'" for v in values) + "]"
+        for values in (CODES, ("received", "processing", "retrying", "extracted", "failed"),
+                       ("pending", "processing", "retrying", "done", "skipped", "failed"), ("pdf", "docx", "xlsx", "image")))
     with conn.cursor() as cur:
         cur.execute(f"""
-            INSERT INTO dead_letter (message_id, queue, actor, args, kwargs, options, error_type, error_message,
-                                     attempts, failed_at, state)
+            INSERT INTO dead_letter (message_id, queue, actor, args, kwargs, options, error_type, error_code,
+                                     asset_id, error_message, attempts, failed_at, state)
             SELECT md5(g::text), 'assets', ({actors})[1 + g % 5], '[]', '{{"asset_id": "a-' || g || '"}}', '{{}}',
-                   ({types})[1 + (g / 7) % 5], 'boom ' || g, 3,
+                   ({types})[1 + (g / 7) % 5], ({codes})[1 + (g / 3) % 4], 'a-' || g, 'boom ' || g, 3,
                    now() AT TIME ZONE 'UTC' - (g || ' seconds')::interval, 'dead'
             FROM generate_series(1, {total}) AS g""")
+        # as many asset records, in every state, a month of upload times
+        cur.execute(f"""
+            INSERT INTO asset (asset_id, filename, workspace, status, knowledge_status, detected_type, error_code,
+                               size, gen_ts, gen_id, attempts, no_text, knowledge_gen_ts, knowledge_gen_id, knowledge_attempts,
+                               created_at, updated_at)
+            SELECT 'a-' || g, 'file-' || g || '.pdf', 'default', ({statuses})[1 + g % 5],
+                   ({knowledge})[1 + (g / 5) % 6], ({kinds})[1 + g % 4], ({codes})[1 + (g / 3) % 4], g, g, '', 1, false, 0, '', 0,
+                   now() AT TIME ZONE 'UTC' - (g || ' seconds')::interval,
+                   now() AT TIME ZONE 'UTC' - (g || ' seconds')::interval
+            FROM generate_series(1, {total}) AS g""")
         cur.execute("ANALYZE dead_letter")
+        cur.execute("ANALYZE asset")
     conn.close()
     return time.perf_counter() - started
+
+
+def _deep_cursor(url: str) -> str:
+    """The cursor after the asset half way down the list (a page as deep as 10^6 records get)."""
+    conn = psycopg2_connection(url)
+    with conn.cursor() as cur:
+        cur.execute("SELECT created_at, asset_id FROM asset ORDER BY created_at DESC, asset_id DESC "
+                    "OFFSET (SELECT count(*) / 2 FROM asset) LIMIT 1")
+        created, asset_id = cur.fetchone()
+    conn.close()
+    from worker_service.database.browse import encode_cursor
+    from worker_service.database.models import Asset
+
+    return encode_cursor(Asset(created_at=created, asset_id=asset_id))
 
 
 def _timed(base: str, path: str, runs: int = 5) -> float:
@@ -52,6 +83,8 @@ def _timed(base: str, path: str, runs: int = 5) -> float:
     return statistics.median(times)
 
 
+#: the cursor of the asset 500,000 seconds old (as browse.encode_cursor writes it; the time is filled in at run time)
+DEEP_CURSOR = "{deep}"
 PAGES = {
     "GET /dead-letters (first page)": "/dead-letters",
     "GET /dead-letters, a deep page (offset)": "/dead-letters?page=2000",
@@ -60,7 +93,14 @@ PAGES = {
     "GET /api/dead-letters?limit=100": "/api/dead-letters?limit=100",
     "GET /api/dead-letters, deep (offset)": "/api/dead-letters?limit=100&offset=200000",
     "GET /api/dead-letters, deep (cursor)": "/api/dead-letters?limit=100&cursor=100000",
+    "GET /dead-letters?error_type=corrupt (a domain code)": "/dead-letters?error_type=corrupt",
     "GET /api/overview": "/api/overview",
+    "GET /assets (first page, counts)": "/assets",
+    "GET /assets?status=failed": "/assets?status=failed",
+    "GET /api/assets?limit=100": "/api/assets?limit=100",
+    "GET /api/assets?knowledge_status=skipped&type=pdf": "/api/assets?knowledge_status=skipped&type=pdf",
+    "GET /api/assets, deep (cursor)": "/api/assets?limit=100&cursor=" + DEEP_CURSOR,
+    "GET /api/assets?q=file-99999 (file name)": "/api/assets?q=file-99999",
 }
 
 
@@ -95,7 +135,7 @@ def dashboard_at_scale() -> list[dict[str, Any]]:
                 except requests.ConnectionError:
                     time.sleep(0.2)
             for name, path in PAGES.items():
-                seconds = _timed(base, path)
+                seconds = _timed(base, path.replace("{deep}", _deep_cursor(url)) if "{deep}" in path else path)
                 ratio = seconds / first.setdefault(name, seconds)
                 rows.append({"benchmark": "dashboard", "variant": f"{total:,} dead letters: {name}",
                              "value": round(seconds * 1000, 1), "unit": "ms", "ratio": round(ratio, 2),

@@ -168,3 +168,105 @@ def test_a_settle_lost_in_the_switch_is_redelivered_not_held_forever(cluster, se
     cluster.wait_for_new_master(old)
     wait_for(lambda: redis_client.lrange("wtest:done", 0, -1) == [b"lost-settle"], 30, 0.2,
              "the message given back after the switch, and run")
+
+
+def _split_brain(cluster: SentinelCluster) -> tuple[int, int]:
+    """SIGSTOP the master past down-after, wait for the promotion, SIGCONT it: (old, new).  The old master says
+    "master" until the sentinels demote it (the window of issue 44); asserted, so the test provokes it."""
+    old = cluster.freeze_master()
+    new = cluster.wait_for_new_master(old)
+    cluster.thaw(old)
+    assert cluster.node(old).role()[0] == b"master"  # resumed, and not demoted yet
+    return old, new
+
+
+def test_a_send_that_lands_on_a_demoted_master_is_sent_again_to_the_new_one(cluster, caplog):
+    """A sender's pooled connection still reaches the old master when it resumes: the chunk lands there, WAIT
+    falls short, the sentinels name another master, and the chunk is sent again there; once the old master is
+    demoted (and has discarded its copy on resync) the new master has every message."""
+    from worker_contracts import Sender
+
+    sender = Sender(url=cluster.url, wait_replicas=1, wait_timeout_ms=300)
+    sender.extract_knowledge("before")  # a connection to the master, kept in the sender's pool
+    old, new = _split_brain(cluster)
+    with caplog.at_level("WARNING", logger="worker_contracts.sender"):
+        sender.send_many("extract_knowledge", [{"asset_id": f"window-{i}"} for i in range(20)])
+    wait_for(lambda: cluster.node(old).info("replication").get("master_link_status") == "up", 60, 0.2,
+             "the old master demoted and in sync with the new one")
+    queued = {json.loads(body)["kwargs"]["asset_id"] for body in cluster.node(new).hvals("dramatiq:knowledge.msgs")}
+    assert queued == {"before", *(f"window-{i}" for i in range(20))}
+    assert "no longer the master" in caplog.text and f"the sentinels name 127.0.0.1:{new}" in caplog.text
+
+
+def test_a_worker_leaves_a_resumed_old_master_before_the_sentinels_demote_it(cluster, sentinel_env, start_worker,
+                                                                             redis_client):
+    """The worker's consumers block in BLMOVE on the master; it is frozen through a failover and resumes: within
+    a few maintenance rounds (0.5 s here) no consumer of the worker waits on it any more, while it still says
+    "master"; every asset sent through the sentinels in the window goes through both steps."""
+    from worker_contracts import Sender
+
+    def blocked_on(port: int) -> int:
+        return sum(1 for client in cluster.node(port).client_list() if client.get("cmd") == "blmove")
+
+    start_worker(env=sentinel_env, threads=2)
+    master = cluster.master_port()
+    wait_for(lambda: blocked_on(master) >= 1, 60, 0.2, "the worker's consumers waiting on the master")
+    old, new = _split_brain(cluster)
+    wait_for(lambda: blocked_on(old) == 0, 10, 0.1, "the worker's consumers off the old master")
+    assert cluster.node(old).role()[0] == b"master"  # left inside the window, not because it was demoted
+    wait_for(lambda: blocked_on(new) >= 1, 30, 0.1, "the worker's consumers waiting on the new master")
+    storage = Path(sentinel_env["STORAGE_ROOT"])
+    sender = Sender(url=cluster.url)
+    for i in range(5):
+        (storage / f"w{i}.txt").write_text(f"written in the window, number {i}")
+        sender.process_asset(f"w{i}", f"file:w{i}.txt")
+
+    def status(asset_id: str) -> str | None:
+        out = run_cli(sentinel_env, "asset", asset_id, "--json")
+        return json.loads(out.stdout).get("knowledge_status") if out.returncode == 0 else None
+
+    wait_for(lambda: all(status(f"w{i}") == "skipped" for i in range(5)), 60, 0.3,
+             "every asset sent in the window through both steps")
+
+
+def test_min_replicas_to_write_closes_the_window_and_a_send_is_refused_or_kept(tmp_path):
+    """The shipped setting (min-replicas-to-write 1, min-replicas-max-lag 10): the resumed old master refuses
+    writes (NOREPLICAS) instead of taking what it will discard, and a send either raises (the caller knows;
+    nothing written) or lands on the master that stays."""
+    import time
+
+    import redis
+    from worker_contracts import Sender
+
+    cluster = SentinelCluster(tmp_path / "sentinel", min_replicas_to_write=1)
+    try:
+        sender = Sender(url=cluster.url)
+        sender.extract_knowledge("before")  # a connection to the master, kept in the sender's pool
+        old, new = _split_brain(cluster)
+
+        def refuses_writes() -> bool:
+            try:
+                cluster.node(old).set("probe", 1)
+                return False
+            except redis.ResponseError as exc:
+                return "NOREPLICAS" in str(exc)
+
+        wait_for(refuses_writes, 3, 0.05, "the resumed old master to refuse writes")
+        assert cluster.node(old).role()[0] == b"master"
+        sent, refused = [], 0
+        deadline = time.monotonic() + 60
+        while len(sent) < 10 and time.monotonic() < deadline:
+            try:
+                sender.extract_knowledge(f"window-{len(sent)}")
+                sent.append(f"window-{len(sent)}")
+            except redis.ResponseError as exc:  # the new master has no replica yet either: refused, not lost
+                assert "NOREPLICAS" in str(exc) or "READONLY" in str(exc), exc
+                refused += 1
+                time.sleep(0.5)
+        assert len(sent) == 10, f"sent {len(sent)}, refused {refused} times"
+        wait_for(lambda: cluster.node(old).info("replication").get("master_link_status") == "up", 60, 0.2,
+                 "the old master demoted and in sync")
+        queued = {json.loads(b)["kwargs"]["asset_id"] for b in cluster.node(new).hvals("dramatiq:knowledge.msgs")}
+        assert queued == {"before", *sent}
+    finally:
+        cluster.close()

@@ -76,6 +76,7 @@ def test_the_assets_api_filters_by_each_state_type_search_and_time_with_counts_a
     assert _ids(everything) == [s[0] for s in reversed(SEEDED)]  # newest first
     assert everything["counts"] == {"received": 1, "processing": 1, "retrying": 1, "extracted": 3, "failed": 1}
     assert everything["knowledge_counts"]["skipped"] == 1 and everything["next_cursor"] is None
+    assert everything["counts_capped"] == {"status": [], "knowledge_status": []}  # exact below 10,000
     for status in ("received", "processing", "retrying", "extracted", "failed"):
         answer = requests.get(f"{base}/api/assets", params={"status": status}, headers=API).json()
         assert _ids(answer) == [s[0] for s in reversed(SEEDED) if s[1] == status], status

@@ -21,12 +21,14 @@ MASTER_NAME = "mymaster"
 
 
 class SentinelCluster:
-    """Parameters: directory (for configs and logs), down_after_ms (how long before a master is called down)."""
+    """Parameters: directory (for configs and logs), down_after_ms (how long before a master is called down),
+    min_replicas_to_write (the nodes' ``min-replicas-to-write``, with ``min-replicas-max-lag 10``; 0: off)."""
 
-    def __init__(self, directory: Path, *, down_after_ms: int = 1000) -> None:
+    def __init__(self, directory: Path, *, down_after_ms: int = 1000, min_replicas_to_write: int = 0) -> None:
         if not shutil.which("redis-server"):
             unavailable("redis-server is not installed (Debian: redis-server)")
         self.directory = directory
+        self.min_replicas_to_write = min_replicas_to_write
         directory.mkdir(parents=True, exist_ok=True)
         self.processes: dict[int, subprocess.Popen[bytes]] = {}  # port -> process
         self.redis_ports = [free_port(), free_port()]
@@ -62,7 +64,8 @@ class SentinelCluster:
 
     def _start_redis(self, port: int, master: int | None) -> None:
         argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.directory), "--dbfilename", f"dump-{port}.rdb"]
+                "--dir", str(self.directory), "--dbfilename", f"dump-{port}.rdb",
+                "--min-replicas-to-write", str(self.min_replicas_to_write), "--min-replicas-max-lag", "10"]
         if master is not None:
             argv += ["--replicaof", "127.0.0.1", str(master)]
         self._spawn(port, argv)

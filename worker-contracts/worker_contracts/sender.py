@@ -143,6 +143,10 @@ def _send_span(queue: str, actor: str, count: int, options: dict[str, Any]) -> I
         yield
 
 
+#: how many times one chunk is sent again after it landed on a demoted master (Sender, ``wait_replicas``)
+DEMOTED_RESENDS = 2
+
+
 class Sender:
     """Validated sends to the worker's Redis broker.
 
@@ -151,9 +155,12 @@ class Sender:
         deployment's ``redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]``).
       namespace: the Dramatiq key namespace (``dramatiq``).
       wait_replicas: after each chunk, ``WAIT`` on the connection that wrote it until this many replicas have it
-        (the worker's REDIS_WAIT_REPLICAS; 0, the default: asynchronous replication, no wait).  The messages are
-        enqueued either way: when fewer replicas confirm within ``wait_timeout_ms`` the send still succeeds and
-        a warning is logged (re-sending would duplicate them), and ``last_replicas`` says how many confirmed.
+        (the worker's REDIS_WAIT_REPLICAS; 0, the default: asynchronous replication, no wait).  When fewer
+        replicas confirm within ``wait_timeout_ms``, the server is asked whether it is still the master (``ROLE``,
+        and the sentinels of a ``redis+sentinel://`` URL): a server demoted meanwhile discards the chunk when it
+        resyncs, so the chunk is sent again to the new master (receivers deduplicate by asset; at most
+        DEMOTED_RESENDS times); on a master that is still one the send succeeds with a warning (re-sending
+        would only duplicate), and ``last_replicas`` says how many confirmed.
       wait_timeout_ms: how long ``WAIT`` may block (the worker's REDIS_WAIT_TIMEOUT_MS).
     """
 
@@ -205,31 +212,66 @@ class Sender:
             for message, redis_id in zip(chunk, uuid4_strings(len(chunk)), strict=True):
                 message["options"] = {**message["options"], "redis_message_id": redis_id}
                 payloads[redis_id] = encode(message)
-            if not self.wait_replicas:
-                pipe = self.client.pipeline(transaction=True)
-                pipe.hset(f"{self.namespace}:{queue}.msgs", mapping=payloads)
-                pipe.rpush(f"{self.namespace}:{queue}", *payloads)
-                pipe.execute()
-            else:
-                self._push_replicated(queue, payloads)
+            self._push_chunk(queue, payloads)
             ids.extend(m["message_id"] for m in chunk)
         return ids
 
+    def _push_chunk(self, queue: str, payloads: dict[Any, Any]) -> None:
+        """One chunk.  A refusal (``NOREPLICAS`` from a master short of ``min-replicas-to-write`` replicas) is
+        raised: nothing was written, the caller sends again; ``READONLY`` from a demoted master makes redis-py's
+        Sentinel connection ask the sentinels again and retry."""
+        if self.wait_replicas:
+            self._push_replicated(queue, payloads)
+            return
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(f"{self.namespace}:{queue}.msgs", mapping=payloads)
+        pipe.rpush(f"{self.namespace}:{queue}", *payloads)
+        pipe.execute()
+
     def _push_replicated(self, queue: str, payloads: dict[Any, Any]) -> None:
+        for resends in range(DEMOTED_RESENDS + 1):
+            acked, role = self._write_and_wait(queue, payloads)
+            self.last_replicas = acked
+            if acked >= self.wait_replicas:
+                return
+            demoted = self._demoted(role)
+            if not demoted or resends == DEMOTED_RESENDS:
+                break
+            logger.warning("%d message(s) for %s reached %d of %d replica(s) on a Redis that is no longer the master "
+                           "(%s): it discards them when it resyncs; sending them again to the new master",
+                           len(payloads), queue, acked, self.wait_replicas, demoted)
+        logger.warning("%d message(s) for %s reached %d of %d replica(s) within %d ms: enqueued on the master, "
+                       "at risk if it fails now", len(payloads), queue, self.last_replicas, self.wait_replicas,
+                       self.wait_timeout_ms)
+
+    def _write_and_wait(self, queue: str, payloads: dict[Any, Any]) -> tuple[int, Any]:
+        """The chunk in MULTI/EXEC, then WAIT and ROLE on the same connection: (replicas that have it, role)."""
         pipe = self.client.pipeline(transaction=False)
         pipe.execute_command("MULTI")
         pipe.execute_command("HSET", f"{self.namespace}:{queue}.msgs", *(x for kv in payloads.items() for x in kv))
         pipe.execute_command("RPUSH", f"{self.namespace}:{queue}", *payloads)
         pipe.execute_command("EXEC")
         pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-        *_, executed, acked = pipe.execute()
+        pipe.execute_command("ROLE")
+        *_, executed, acked, role = pipe.execute()
         if executed is None:  # a discarded transaction
             raise redis.exceptions.ExecAbortError("the transaction was discarded; nothing was enqueued")
-        self.last_replicas = int(acked)
-        if self.last_replicas < self.wait_replicas:
-            logger.warning("%d message(s) for %s reached %d of %d replica(s) within %d ms: enqueued on the master, "
-                           "at risk if it fails now", len(payloads), queue, self.last_replicas, self.wait_replicas,
-                           self.wait_timeout_ms)
+        return int(acked), role
+
+    def _demoted(self, role: Any) -> str:
+        """Why the server that took the last chunk is no longer the master ('' when it still is): its own ROLE,
+        or, behind Sentinel, the sentinels naming another master (an old master that was frozen through a failover
+        says "master" for seconds after it resumes; idle connections to it are dropped by the pool then)."""
+        name = role[0].decode() if role and isinstance(role[0], bytes) else str(role[0] if role else "")
+        if name != "master":
+            self.client.connection_pool.disconnect()
+            return f"it says it is a {name}"
+        proxy = getattr(self.client.connection_pool, "proxy", None)  # a SentinelConnectionPool's
+        if proxy is None:
+            return ""
+        before = proxy.master_address
+        now = self.client.connection_pool.get_master_address()  # asks the sentinels; drops idle connections
+        return f"the sentinels name {now[0]}:{now[1]}" if before is not None and now != before else ""
 
     # --- typed helpers, one per actor -----------------------------------------
     def process_asset(self, asset_id: str, source: str, *, filename: str | None = None,

@@ -254,6 +254,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         are raised (middleware.recovery handles that outage); a shard out of reach is logged and skipped, so it
         stops none of the others' maintenance, and once back after more than the heartbeat timeout nobody is
         judged dead on it for one more timeout (every live worker reports there again first)."""
+        self.follow_master()
         self.client.zadd(self.key("__heartbeats__"), {self.broker_id: current_millis()})
         for shard in self.shard_nodes.values():
             if self._on_shard(shard.client, "heartbeat", lambda c: c.zadd(
@@ -263,6 +264,28 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
             if now - shard.reached > timeout_s:
                 shard.judge_after = now + timeout_s
             shard.reached = now
+
+    def follow_master(self) -> bool:
+        """Behind Sentinel, ask the sentinels which node is the master (each maintenance round); when another
+        node is named, drop every connection to the old one, in use or idle: an old master frozen through a
+        failover says "master" for seconds after it resumes, and what is written there is discarded when it
+        resyncs, while a blocked consumer would go on taking messages from it.  True when it moved."""
+        pool = self.client.connection_pool
+        proxy = getattr(pool, "proxy", None)  # a SentinelConnectionPool's
+        if proxy is None:
+            return False
+        before = proxy.master_address
+        try:
+            now = pool.get_master_address()  # drops the idle connections when the address changed
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # MasterNotFoundError is one
+            self.logger.warning("No sentinel named the master this round: %s", exc)
+            return False
+        if before is None or now == before:
+            return False
+        self.logger.warning("The sentinels name a new master, %s:%s (was %s:%s): leaving the old one",
+                            now[0], now[1], before[0], before[1])
+        pool.disconnect(inuse_connections=True)  # a blocked BLMOVE there ends with an error and is retried here
+        return True
 
     def _on_shard(self, client: redis.Redis, what: str, action: Any) -> Any:
         """``action(client)`` on a shard's client, or None when that Redis is out of reach (logged)."""

@@ -24,6 +24,10 @@ STATUSES = ("received", "processing", "retrying", "extracted", "failed")
 KNOWLEDGE_STATUSES = ("pending", "processing", "retrying", "done", "skipped", "failed")
 
 
+#: counts per state stop past this many (the page shows "10,000+"; the API says which with ``counts_capped``)
+COUNT_CAP = 10_000
+
+
 class BadQuery(ValueError):
     """A filter or cursor the caller got wrong (the API answers 400 with its text)."""
 
@@ -104,14 +108,25 @@ def page(query: AssetQuery, *, limit: int, cursor: str | None = None) -> tuple[l
     return [row.to_public() for row in rows[:limit]], encode_cursor(rows[limit - 1]) if more else None
 
 
-def counts(query: AssetQuery) -> dict[str, dict[str, int]]:
+def counts(query: AssetQuery, *, cap: int = COUNT_CAP) -> dict[str, dict[str, int]]:
     """How many records per status and per knowledge status match the query's other filters (a tab's count does
-    not depend on which tab is open)."""
-    out: dict[str, dict[str, int]] = {}
+    not depend on which tab is open), each counted up to ``cap + 1`` ("more than cap"): one statement of capped
+    index ranges, so the answer costs the same at 10^6 records as at 10^3 (an exact GROUP BY over 10^6 took
+    250 ms; `make bench`, dashboard)."""
+    parts: list[peewee.SelectQuery] = []
     for name, column, states in (("status", Asset.status, STATUSES),
                                  ("knowledge_status", Asset.knowledge_status, KNOWLEDGE_STATUSES)):
         others = replace(query, **{name: None}).where()
-        with session():
-            found = dict(Asset.select(column, peewee.fn.COUNT(Asset.asset_id)).where(others).group_by(column).tuples())
-        out[name] = {state: int(found.get(state, 0)) for state in states}
+        for state in states:
+            capped = Asset.select(Asset.asset_id).where(others & (column == state)).limit(cap + 1)
+            parts.append(Asset.select(peewee.Value(f"{name} {state}"), peewee.fn.COUNT(peewee.SQL("*")))
+                         .from_(capped.alias("c")))
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.union_all(part)
+    out: dict[str, dict[str, int]] = {"status": {}, "knowledge_status": {}}
+    with session():
+        for label, n in union.tuples():
+            name, state = label.split(" ")
+            out[name][state] = int(n)
     return out

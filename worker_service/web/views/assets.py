@@ -57,18 +57,24 @@ def list_page() -> Response | str:
     rows, next_cursor = _page(query, PAGE_SIZE)
     values = {k: request.args[k] for k in FILTER_KEYS if request.args.get(k)}
     return render_template("assets.html", nav="assets", rows=rows, next_cursor=next_cursor, query=query,
-                           counts=browse.counts(query), values=values, statuses=browse.STATUSES,
+                           counts={name: {state: f"{browse.COUNT_CAP:,}+" if n > browse.COUNT_CAP else f"{n:,}"
+                                          for state, n in group.items()}
+                                   for name, group in browse.counts(query).items()},
+                           values=values, statuses=browse.STATUSES,
                            knowledge_statuses=browse.KNOWLEDGE_STATUSES, first_page=not request.args.get("cursor"))
 
 
 @blueprint.get("/api/assets")
 def api_list() -> Response:
-    """``{"assets": [ASSET, ...], "next_cursor", "counts": {status: n}, "knowledge_counts": {status: n}}``."""
+    """``{"assets": [ASSET, ...], "next_cursor", "counts": {status: n}, "knowledge_counts": {status: n},
+    "counts_capped": {"status": [...], "knowledge_status": [...]}}``: a state named in ``counts_capped`` has more
+    than browse.COUNT_CAP (its n is the cap + 1); the others are exact."""
     query = _query()
     rows, next_cursor = _page(query, _limit(100))
     counts = browse.counts(query)
+    capped = {name: [state for state, n in group.items() if n > browse.COUNT_CAP] for name, group in counts.items()}
     return json_response({"assets": rows, "next_cursor": next_cursor, "counts": counts["status"],
-                          "knowledge_counts": counts["knowledge_status"]})
+                          "knowledge_counts": counts["knowledge_status"], "counts_capped": capped})
 
 
 @blueprint.get("/assets/<asset_id>")
