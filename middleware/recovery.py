@@ -137,7 +137,8 @@ class Recovery(Middleware):
         running = sorted(list(self.running.items()), key=lambda item: item[1][1])  # one copy: threads add/pop
         reliable(broker).report_worker({
             "host": socket.gethostname(), "pid": os.getpid(), "threads": self.threads, "busy": len(running),
-            "queues": self.queues, "rss_bytes": rss_bytes(), "heartbeat_at": now,
+            "queues": self.queues, "paused": sorted(reliable(broker).paused_queues()), "rss_bytes": rss_bytes(),
+            "heartbeat_at": now,
             "current": [{"message_id": mid, "actor": actor, "seconds": round(now - since, 1)}
                         for mid, (actor, since) in running[:10]]})
 

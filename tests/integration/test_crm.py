@@ -10,7 +10,7 @@ import pytest
 from worker_contracts import Sender
 
 from tests.support.fake_kommo import WEBHOOK
-from tests.support.helpers import run_cli, wait_for
+from tests.support.helpers import run_cli, wait_for, wait_settled
 
 
 def _dead(env: dict[str, str]) -> list[dict]:
@@ -35,7 +35,7 @@ def test_contacts_leads_and_notes_are_created_once_even_when_redelivered(crm_env
     sender.crm_add_note("leads", lead_id, "first note", "note-1")
     sender.crm_add_note("leads", lead_id, "first note", "note-1")
     wait_for(lambda: _ledger(crm_env, "note", "note-1"), 30, 0.3, "note synced")
-    time.sleep(1.5)
+    wait_settled(redis_client, "crm")  # the duplicates have run too
     assert len(kommo.store["contacts"]) == 1 and len(kommo.store["leads"]) == 1 and len(kommo.store["notes"]) == 1
     lead = kommo.store["leads"][lead_id]
     assert lead["_embedded"]["contacts"] == [{"id": _ledger(crm_env, "contact", "u-1")["kommo_id"]}]
@@ -113,7 +113,7 @@ def test_webhook_with_a_wrong_token_is_refused_and_a_right_one_produces_its_even
                                                                        "--by-kommo-id")).returncode == 0 else None),
                     30, 0.3, "the lead link")
     assert (link["status_id"], link["pipeline_id"], link["price"]) == (142, 555, 22500)
-    time.sleep(1)
+    wait_settled(redis_client, "crm")  # the redelivered webhook has run too
     events = json.loads(run_cli(crm_env, "crm", "events").stdout)
     assert sorted((e["entity"], e["action"]) for e in events) == [("contacts", "update"), ("leads", "status")]
 
@@ -182,7 +182,7 @@ def test_rejected_credentials_pause_the_fleet_and_every_note_arrives_once_afterw
              "the credentials pause")
     assert _dead(env) == []
     wait_for(lambda: len(kommo.store["notes"]) == 10, 90, 0.5, "all ten notes after the token works again")
-    time.sleep(1)
+    wait_settled(redis_client, "crm")
     texts = sorted(n["params"]["text"].split("\n")[0] for n in kommo.store["notes"].values())
     assert texts == sorted(f"note {i}" for i in range(10)) and _dead(env) == []
     critical = [r for r in worker.logs() if r["level"] == "CRITICAL"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support.helpers import db_query, pg_schema_url, run_cli, wait_for
+from tests.support.helpers import db_query, pg_schema_url, run_cli, wait_for, wait_settled
 
 
 def dead_letters(env: dict[str, str], *extra: str) -> list[dict]:
@@ -165,7 +165,7 @@ def test_requeued_dead_letter_is_processed_and_a_concurrent_double_requeue_runs_
     outputs = sorted(r.stdout.strip() for r in results)
     assert outputs == ["requeued 0", f"requeued 1: {row['id']}"], outputs
     wait_for(lambda: redis_client.lrange("wtest:done", 0, -1) == [b"fl"], 30, what="the requeued message")
-    time.sleep(1)
+    wait_settled(redis_client, "tests")  # a second copy, had there been one, has run by now
     assert redis_client.lrange("wtest:done", 0, -1) == [b"fl"]  # once
     assert dead_letters(worker_env) == []
     requeued = dead_letters(worker_env, "--state", "requeued")
@@ -314,7 +314,7 @@ def test_database_down_at_dead_lettering_stores_one_row_later_and_never_reruns_t
         assert int(redis_client.get("wtest:runs:pd")) == 1
         proxy.start()
         wait_for(lambda: len(dead_letters(env)) == 1, 60, 0.5, "the dead letter stored")
-        time.sleep(2)
+        wait_settled(redis_client, "tests")  # its pending copy settled: no second dead letter can come
         rows = dead_letters(env)
         assert [(r["actor"], r["error_type"], r["error_message"]) for r in rows] == \
             [("fail_after_cut", "permanent_error", "this can never work")]

@@ -51,8 +51,9 @@ def test_a_receiver_failing_for_10_s_gets_every_event_afterwards_signed_and_in_o
     start_worker(env=events_env, threads=4)
     names = [f"ev{i}" for i in range(5)] + ["missing-1"]
     _send_assets(events_env, redis_client, names)
-    time.sleep(10)
-    assert receiver.events() == [] and receiver.refused > 0
+    wait_for(lambda: receiver.refused > 0, 30, 0.2, "deliveries refused")
+    time.sleep(10)  # the receiver's outage (the scenario), not a wait for a state
+    assert receiver.events() == []
     receiver.status = 200
     # no OPENROUTER_API_KEY: each extracted asset's knowledge is skipped; the missing file fails the asset
     expected = {f"ev{i}": ["asset.extracted", "knowledge.skipped"] for i in range(5)} | {"missing-1": ["asset.failed"]}

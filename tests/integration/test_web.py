@@ -15,7 +15,15 @@ from dramatiq.message import Message
 from tests.support.browser import ARTIFACTS
 from tests.support.browser import browser_login as _browser_login
 from tests.support.browser import browser_page as _browser_page
-from tests.support.helpers import ROOT, db_query, free_port, post_login, run_cli, wait_for
+from tests.support.helpers import (
+    ROOT,
+    db_query,
+    free_port,
+    post_login,
+    run_cli,
+    wait_for,
+    wait_paused_everywhere,
+)
 from tests.support.helpers import WEB_PASSWORD as PASSWORD
 from tests.support.helpers import WEB_TOKEN as TOKEN
 
@@ -271,7 +279,7 @@ def test_a_paused_queue_starts_nothing_loses_nothing_and_resume_picks_everything
     wait_for(lambda: redis_client.lrange("wtest:done", 0, -1) == [b"before"], 30, 0.1, "the worker consuming")
     paused = requests.post(f"{base}/api/queues/tests/pause", headers=headers)
     assert paused.status_code == 200 and paused.json() == {"queue": "tests", "paused": True, "changed": True}
-    time.sleep(2.5)  # a pause reaches every consumer within about 2 s
+    wait_paused_everywhere(redis_client, "tests")  # a pause reaches every consumer within about 2 s
     for i in range(10):
         sender("noop", tag=f"p{i}")
     time.sleep(3)
@@ -293,9 +301,10 @@ def test_messages_prefetched_before_a_pause_are_put_back_not_started(web, start_
     sender("sleepy", tag="long", seconds=4)
     wait_for(lambda: redis_client.llen("dramatiq:tests") == 0 and redis_client.hlen("dramatiq:tests.msgs") == 1, 30,
              0.1, "the long message running")
-    for i in range(3):  # fetched by the consumer while the only thread is busy
+    for i in range(3):
         sender("noop", tag=f"q{i}")
-    time.sleep(1)
+    # one thread, a prefetch of two: the consumer takes q0 while the thread is busy, q1 and q2 wait in the queue
+    wait_for(lambda: redis_client.llen("dramatiq:tests") == 2, 30, 0.1, "q0 prefetched")
     assert requests.post(f"{base}/api/queues/tests/pause", headers=headers).json()["changed"] is True
     wait_for(lambda: b"long" in redis_client.lrange("wtest:done", 0, -1), 30, 0.2, "the running message finished")
     time.sleep(4)
@@ -474,7 +483,7 @@ def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(web, chr
         page.wait_for_selector("#queues")
         page.click("#pause-tests")
         page.wait_for_selector("#resume-tests")
-        time.sleep(2.5)
+        wait_paused_everywhere(redis_client, "tests")
         for i in range(5):
             sender("noop", tag=f"b{i}")
         # the page refreshes itself: the paused queue's 5 messages show up without a reload

@@ -43,6 +43,33 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def wait_settled(client: Any, *queues: str, timeout: float = 60, namespace: str = "dramatiq") -> None:
+    """Until every message of ``queues`` (waiting, delayed or running) is settled: their payload hashes, which
+    hold a message until its ack, are empty.  What a test waits for before asserting that something happened
+    only once (instead of sleeping and hoping a duplicate would have shown up by then)."""
+    wait_for(lambda: all(client.hlen(f"{namespace}:{queue}.msgs") == 0 and client.hlen(f"{namespace}:{queue}.DQ.msgs")
+                         == 0 for queue in queues), timeout, 0.1, f"every message of {', '.join(queues)} settled")
+
+
+def wait_paused_everywhere(client: Any, queue: str, *, bound_s: float = 2.0, timeout: float = 30,
+                           namespace: str = "dramatiq") -> float:
+    """Until every live worker process reports ``queue`` paused (its report, each maintenance round, says what its
+    consumers and its pause check see), then to at least ``bound_s`` after the call (the documented time a pause
+    takes to reach everyone): a test sends its messages after this, however loaded the host.  Returns the
+    seconds the reports took."""
+    started = time.monotonic()
+
+    def everywhere() -> bool:
+        reports = [json.loads(raw) for raw in client.hvals(f"{namespace}:__workers__")]
+        live = [r for r in reports if time.time() - float(r.get("heartbeat_at", 0)) < 10 and queue in r.get("queues", [])]
+        return bool(live) and all(queue in r.get("paused", []) for r in live)
+
+    wait_for(everywhere, timeout, 0.1, f"every worker to report {queue} paused")
+    took = time.monotonic() - started
+    time.sleep(max(0.0, bound_s - took))
+    return took
+
+
 _GIVEN: set[int] = set()
 
 
