@@ -541,6 +541,22 @@ def test_purging_a_queue_needs_its_count_confirmed_and_ends_the_records_it_drops
     assert "0 messages will be deleted" in page
 
 
+def test_the_purge_confirmation_names_the_delayed_retries_workers_hold(web, start_worker, sender, redis_client):
+    """Issue 41: two retries due in a minute, held by a worker: the confirmation says they exist, that a purge
+    cannot reach them now and what to do, instead of a bare "0 messages will be deleted"."""
+    base, env = web
+    start_worker(env=env)
+    due = int(time.time() * 1000) + 60_000
+    for i in range(2):
+        sender("noop", queue="tests.DQ", options={"eta": due}, tag=f"later{i}")
+    wait_for(lambda: redis_client.llen("dramatiq:tests.DQ") == 0, 30, 0.1, "the worker holding the delayed two")
+    session, _csrf = _login(base)
+    page = session.get(f"{base}/overview/queues/tests/purge").text
+    assert "0 messages will be deleted" in page and "2 delayed messages (retries and deferrals)" in page
+    refused = requests.post(f"{base}/api/queues/tests/purge?confirm=2", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert refused.status_code == 409 and refused.json()["held_delayed"] == 2
+
+
 HOSTILE_NEXT = ["/\t/evil.example", "/%09/evil.example", "/\n/evil.example", "//evil.example", "/\\evil.example",
                 "/%5C/evil.example", "/%2F/evil.example", "https://evil.example/", "javascript:alert(1)",
                 "\\\\evil.example", " //evil.example"]

@@ -331,6 +331,15 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         pipe.llen(self.key(f"{queue_name}.DQ"))
         return int(sum(pipe.execute()))
 
+    def held_delayed_count(self, queue_name: str) -> int:
+        """Delayed messages of ``queue_name`` (retries, deferrals) that workers hold in memory until they are due: a
+        purge cannot reach them; when due they go to the queue (where a purge of a paused queue takes them)."""
+        pipe = self.client_for(queue_name).pipeline(transaction=False)
+        pipe.hlen(self.key(f"{queue_name}.DQ.msgs"))
+        pipe.llen(self.key(f"{queue_name}.DQ"))
+        delayed, waiting = pipe.execute()
+        return max(0, int(delayed) - int(waiting))
+
     def purge(self, queue_name: str) -> list[dict[str, Any]]:
         """Delete, atomically, what waits in ``queue_name`` and its delay queue (not what workers hold);
         returns the deleted messages, decoded (their records must be ended by the caller)."""

@@ -71,7 +71,8 @@ def purge_confirm(queue: str) -> Response | str:
     broker = services().redis_broker(queue)
     if broker is None:
         return text(f"No queue {queue} to purge (or not a Redis broker).", 404)
-    return render_template("purge.html", nav="overview", queue=queue, count=broker.waiting_count(queue))
+    return render_template("purge.html", nav="overview", queue=queue, count=broker.waiting_count(queue),
+                           held=broker.held_delayed_count(queue))
 
 
 @blueprint.post("/overview/queues/<queue>/purge")
@@ -111,7 +112,8 @@ def purge(queue: str, confirm: str | None) -> tuple[int, dict[str, Any]]:
         return 404, {"error": f"no queue {queue} to purge (or not a Redis broker)"}
     count = broker.waiting_count(queue)
     if confirm != str(count):
-        return 409, {"error": f"confirm with the number of messages that go: {count}", "waiting": count}
+        return 409, {"error": f"confirm with the number of messages that go: {count}", "waiting": count,
+                     "held_delayed": broker.held_delayed_count(queue)}
     purged = broker.purge(queue)
     who = principal().audit_name
     ended = 0
