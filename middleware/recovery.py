@@ -116,6 +116,10 @@ class Recovery(Middleware):
         self.stop_event.set()
         if self.thread is not None:  # its round ends before the broker closes the connections it uses
             self.thread.join(10)
+        try:  # a graceful stop: off the overview's list at once, not "live" for a heartbeat timeout
+            reliable(broker).withdraw_worker()
+        except Exception as exc:  # noqa: BLE001 - the report then ages out as "lost"
+            logger.warning("Could not withdraw this worker's report: %s", exc)
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self.running[message.message_id] = (message.actor_name, time.time())

@@ -302,6 +302,9 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
     def report_worker(self, info: dict[str, Any]) -> None:
         return None  # the overview lists Redis fleets only (README, Known limits)
 
+    def withdraw_worker(self) -> None:
+        return None
+
     def tracked_messages(self, queues: Iterable[str]) -> None:
         """RabbitMQ cannot list a queue without consuming it (the reconciler then waits for an empty queue)."""
         return None

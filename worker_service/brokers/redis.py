@@ -310,6 +310,11 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         """``<ns>:__workers__`` field ``broker_id``: this process's JSON (readers drop silent entries)."""
         self.client.hset(self.key("__workers__"), self.broker_id, json.dumps(info, separators=(",", ":")))
 
+    def withdraw_worker(self) -> None:
+        """Remove this process's report (a graceful stop); its heartbeat stays, so whatever it could not give
+        back is still recovered by the others."""
+        self.client.hdel(self.key("__workers__"), self.broker_id)
+
     def paused_queues(self) -> frozenset[str]:
         """The queues paused fleet-wide (brokers.pausing)."""
         return self.pauses.current()

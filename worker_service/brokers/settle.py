@@ -107,6 +107,9 @@ class ReliableBroker(Protocol):
     def report_worker(self, info: dict[str, Any]) -> None:
         """Publish what this worker process is doing (the dashboard's overview lists the fleet)."""
 
+    def withdraw_worker(self) -> None:
+        """Remove this process's report: it stopped gracefully (the overview lists it no more)."""
+
     def paused_queues(self) -> frozenset[str]:
         """Queues an operator paused fleet-wide (read at most every second): their messages are not started."""
 

@@ -18,11 +18,17 @@ from settings import Settings
 from worker_service.database import DeadLetter, session, utcnow
 from worker_service.web.metrics import UPSTREAMS, queue_stats
 
+#: how long a worker lost (silent past the heartbeat timeout) stays on the list, marked lost
+LOST_SHOWN_S = 600.0
 
-def workers(client: Any, ns: str, silent_after_s: float) -> list[dict[str, Any]]:
-    """The worker processes that reported within ``silent_after_s``; older reports are removed."""
+
+def workers(client: Any, ns: str, silent_after_s: float, late_after_s: float) -> list[dict[str, Any]]:
+    """The worker processes that reported, each with its ``state``: ``live`` (a report within ``late_after_s``),
+    ``late`` (silent longer, not yet past the heartbeat timeout ``silent_after_s``) or ``lost`` (past it: its
+    messages are recovered by the others); a lost one is listed for LOST_SHOWN_S, then its report removed.  A
+    worker that stops gracefully withdraws its report at once (middleware.recovery)."""
     now = time.time()
-    alive, gone = [], []
+    found, gone = [], []
     for field, raw in client.hgetall(f"{ns}:__workers__").items():
         try:
             info = json.loads(raw)
@@ -30,16 +36,18 @@ def workers(client: Any, ns: str, silent_after_s: float) -> list[dict[str, Any]]
         except (ValueError, KeyError, TypeError):
             gone.append(field)
             continue
-        if age > silent_after_s:
+        if age > silent_after_s + LOST_SHOWN_S:
             gone.append(field)
             continue
-        alive.append({"host": info.get("host"), "pid": info.get("pid"), "threads": info.get("threads"),
-                      "busy": info.get("busy"), "heartbeat_age_seconds": round(max(0.0, age), 1),
+        state = "live" if age <= late_after_s else "late" if age <= silent_after_s else "lost"
+        found.append({"host": info.get("host"), "pid": info.get("pid"), "state": state, "threads": info.get("threads"),
+                      "busy": info.get("busy") if state == "live" else 0,
+                      "heartbeat_age_seconds": round(max(0.0, age), 1),
                       "rss_bytes": info.get("rss_bytes"), "queues": info.get("queues", []),
-                      "current": info.get("current", [])})
+                      "paused": info.get("paused", []), "current": info.get("current", []) if state == "live" else []})
     if gone:
         client.hdel(f"{ns}:__workers__", *gone)
-    return sorted(alive, key=lambda w: (str(w["host"]), int(w["pid"] or 0)))
+    return sorted(found, key=lambda w: (w["state"] != "live", str(w["host"]), int(w["pid"] or 0)))
 
 
 def upstreams(client: Any, ns: str, settings: Settings) -> dict[str, dict[str, Any]]:
@@ -98,7 +106,8 @@ def overview(broker_client: Any | None, limiter_client: Any, settings: Settings,
     pending, age = lag()
     return {
         "queues": queue_stats(broker_client, ns, shards) if broker_client is not None else [],
-        "workers": workers(broker_client, ns, settings.heartbeat_timeout_ms / 1000)
+        "workers": workers(broker_client, ns, settings.heartbeat_timeout_ms / 1000,
+                           late_after_s=3 * settings.maintenance_interval_ms / 1000)
         if broker_client is not None else [],
         "upstreams": upstreams(limiter_client, ns, settings),
         "dead_letters_last_hour": dead_letters_last_hour(),

@@ -39,6 +39,12 @@ class FakeBroker:
         self.calls.append("report")
         self.reported = info
 
+    def paused_queues(self) -> frozenset[str]:
+        return frozenset({"tests"})
+
+    def withdraw_worker(self) -> None:
+        self.calls.append("withdraw")
+
 
 def test_a_round_heartbeats_registers_and_recovers():
     broker = FakeBroker()
@@ -65,6 +71,13 @@ def test_each_round_reports_what_the_process_is_running():
     assert (info["pid"], info["busy"]) == (os.getpid(), 1)
     assert [(c["message_id"], c["actor"]) for c in info["current"]] == [(running.message_id, "slow_actor")]
     assert info["rss_bytes"] > 0 and info["heartbeat_at"] > 0
+    assert info["paused"] == ["tests"]  # what its pause check sees (tests wait for it instead of sleeping)
+
+
+def test_a_graceful_stop_withdraws_the_report():
+    broker = FakeBroker()
+    Recovery(interval_ms=100).after_worker_shutdown(broker, None)  # type: ignore[arg-type]
+    assert broker.calls == ["withdraw"]
 
 
 def test_a_message_is_marked_started_and_a_broker_error_does_not_stop_it():

@@ -1,0 +1,51 @@
+"""The overview's worker list (issue 41): a worker that stops gracefully leaves it at once, one silent past the
+heartbeat timeout is shown lost, not live; in Chromium and over the API."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import requests
+
+from tests.support.browser import ARTIFACTS
+from tests.support.browser import browser_page as _browser_page
+from tests.support.helpers import WEB_PASSWORD as PASSWORD
+from tests.support.helpers import WEB_TOKEN as TOKEN
+from tests.support.helpers import wait_for
+
+API = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _workers(base: str) -> list[dict]:
+    return requests.get(f"{base}/api/overview", headers=API).json()["workers"]
+
+
+def test_a_worker_silent_past_the_heartbeat_timeout_is_listed_lost_then_dropped(web, redis_client):
+    base, _env = web
+    now = time.time()
+    for pid, age in ((101, 1), (102, 20), (103, 75), (104, 60 + 600 + 5)):  # heartbeat timeout: 60 s
+        redis_client.hset("dramatiq:__workers__", f"b-{pid}", json.dumps(
+            {"host": "h", "pid": pid, "threads": 2, "busy": 1, "queues": ["tests"], "heartbeat_at": now - age,
+             "current": [{"message_id": "m", "actor": "noop", "seconds": 1}]}))
+    listed = {w["pid"]: w for w in _workers(base)}
+    assert {pid: w["state"] for pid, w in listed.items()} == {101: "live", 102: "late", 103: "lost"}
+    assert listed[103]["busy"] == 0 and listed[103]["current"] == []  # a lost worker runs nothing we know of
+    assert not redis_client.hexists("dramatiq:__workers__", "b-104")  # past the lost time: its report removed
+
+
+def test_browser_a_gracefully_stopped_worker_leaves_the_list(web, chromium_path, start_worker, redis_client):
+    base, env = web
+    staying, stopping = start_worker(env=env), start_worker(env=env)
+    wait_for(lambda: len([w for w in _workers(base) if w["state"] == "live"]) == 2, 60, 0.3, "two live workers")
+    with _browser_page(chromium_path, f"{base}/", "admin", PASSWORD, height=900) as page:
+        page.wait_for_selector("#workers tr.worker-live")
+        assert page.locator("#workers tr.worker-live").count() == 2
+        stopping.terminate()
+        assert stopping.process.wait(60) == 0
+        assert len(_workers(base)) == 1  # at once, not after the heartbeat timeout
+        # the page refreshes itself: the stopped worker's row goes without a reload
+        page.wait_for_function("() => document.querySelectorAll('#workers tbody tr').length === 1", timeout=20_000)
+        assert page.locator("#workers tr.worker-live").count() == 1
+        page.screenshot(path=str(ARTIFACTS / "overview-worker-stopped.png"), full_page=True)
+    assert staying.process.poll() is None
