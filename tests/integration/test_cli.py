@@ -127,6 +127,56 @@ def test_cli_check_unreachable_broker_exits_1_quickly(tmp_path: Path):
     assert time.monotonic() - started < 10
     assert result.returncode == 1
     assert "PROBLEM broker redis://127.0.0.1:1/0 unreachable" in result.stdout
+    assert result.stdout.splitlines()[0].startswith("1 problem(s)")  # the verdict first
+    assert "BROKER_URL=" not in result.stdout  # the hundred settings only with --verbose
     assert "Traceback" not in result.stderr + result.stdout
     # issue 41: knowledge off is said, not left for an operator to discover from "skipped" records
     assert "WARN knowledge extraction is off: OPENROUTER_API_KEY is not set" in result.stdout
+
+
+def test_send_lists_the_actors_with_examples_and_refuses_a_source_outside_storage(tmp_path: Path):
+    """Issue 41: `worker send --help` names every actor and shows an example; a file: source that can never be
+    read (absolute, or with ..) is refused before anything is sent."""
+    from worker_contracts import CONTRACTS
+
+    env = {"PATH": "/usr/bin:/bin", "BROKER_URL": "redis://127.0.0.1:1/0", "DATABASE_URL": f"sqlite:///{tmp_path}/w.db"}
+    shown = run_cli(env, "send", "--help").stdout
+    assert all(actor in shown for actor in CONTRACTS) and "worker send process_asset '{" in shown
+    for source in ("file:../secrets.pdf", "file:/etc/passwd", "file:a/../../b.pdf"):
+        refused = run_cli(env, "send", "process_asset", json.dumps({"asset_id": "a", "source": source}))
+        assert refused.returncode == 1 and "inside STORAGE_ROOT" in refused.stderr, source
+        assert "cannot reach the broker" not in refused.stderr  # refused before any connection
+
+
+def test_an_unreachable_broker_is_one_line_naming_its_url_masked(tmp_path: Path):
+    env = {"PATH": "/usr/bin:/bin", "BROKER_URL": "redis://user:s3cret-pass@127.0.0.1:1/0",
+           "DATABASE_URL": f"sqlite:///{tmp_path}/w.db"}
+    result = run_cli(env, "send", "extract_knowledge", '{"asset_id": "a-1"}', timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("worker: cannot reach the broker at redis://user:***@127.0.0.1:1/0")
+    assert "worker check" in lines[0] and "s3cret-pass" not in result.stderr
+
+
+def test_every_command_and_option_has_help_and_the_main_ones_an_example():
+    import argparse
+
+    from worker_service.cli.main import make_parser
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> list[str]:
+        missing = [f"{name} {a.dest}" for a in parser._actions
+                   if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction) and not a.help]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helped = {choice.dest for choice in action._choices_actions if choice.help}
+                missing += [f"{name} {sub} (no help)" for sub in action.choices if sub not in helped]
+                for sub, child in action.choices.items():
+                    missing += walk(child, f"{name} {sub}")
+        return missing
+
+    parser = make_parser()
+    assert walk(parser, "worker") == []
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for command in ("send", "dlq", "check"):
+        assert "example" in (commands[command].epilog or ""), command

@@ -59,7 +59,7 @@ def _redis_durability(settings: Settings, warnings: list[str]) -> None:
                         "messages (set maxmemory-policy noeviction)")
 
 
-def _rabbitmq_queues(settings: Settings, problems: list[str]) -> None:
+def _rabbitmq_queues(settings: Settings, problems: list[str], facts: list[str]) -> None:
     """Declare the contracts' queues as the workers will (a vhost of classic queues refuses quorum)."""
     from worker_contracts import CONTRACTS
 
@@ -73,7 +73,7 @@ def _rabbitmq_queues(settings: Settings, problems: list[str]) -> None:
             broker.declare_queue(queue, ensure=True)
         nodes = len(settings.broker_url.split(";"))
         limit = f", delivery limit {settings.crash_loop_limit}" if settings.rabbitmq_queue_type == "quorum" else ""
-        common.out(f"rabbitmq: {nodes} node(s) in BROKER_URL; {settings.rabbitmq_queue_type} queues{limit}")
+        facts.append(f"rabbitmq: {nodes} node(s) in BROKER_URL; {settings.rabbitmq_queue_type} queues{limit}")
     except QueueTypeMismatch as exc:
         problems.append(str(exc))
     finally:
@@ -88,9 +88,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     problems: list[str] = []
     warnings: list[str] = []
-    common.out("effective configuration (secrets masked):")
-    for key, value in settings.masked().items():
-        common.out(f"  {key}={'' if value is None else value}")
+    facts: list[str] = []  # what was found, printed after the verdict
     checks = HealthChecks(settings)  # the same checks as the readiness probes
     reachable, detail = checks.broker_ok(timeout_s=3)
     if not reachable:
@@ -98,12 +96,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     elif settings.broker_kind == "redis":
         _redis_durability(settings, warnings)
         for queue, url in sorted(settings.shard_urls.items()):
-            common.out(f"shard: queue {queue} on {mask_url(url)}")
+            facts.append(f"shard: queue {queue} on {mask_url(url)}")
         sentinel = _sentinel_report(settings)
         if sentinel is not None:
-            common.out(sentinel)
+            facts.append(sentinel)
     else:
-        _rabbitmq_queues(settings, problems)
+        _rabbitmq_queues(settings, problems, facts)
     broker_host = urlsplit(settings.broker_url).hostname
     if settings.database_url.startswith("sqlite") and not is_loopback_host(broker_host):
         warnings.append("SQLite with a non-loopback broker: workers on several hosts need PostgreSQL "
@@ -128,11 +126,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not settings.openrouter_api_key:
         warnings.append("knowledge extraction is off: OPENROUTER_API_KEY is not set, so every asset's knowledge "
                         "ends skipped and no graph is built")
-    for line in warnings:
-        common.out(f"WARN {line}")
+    # the verdict first, then what it rests on; the settings only when asked (there are over a hundred)
+    verdict = f"{len(problems)} problem(s)" if problems else "OK"
+    common.out(verdict + (f", {len(warnings)} warning(s)" if warnings else ""))
     for line in problems:
         common.out(f"PROBLEM {line}")
-    common.out("OK" if not problems else f"{len(problems)} problem(s)")
+    for line in warnings:
+        common.out(f"WARN {line}")
+    for line in facts:
+        common.out(line)
+    if args.verbose:
+        common.out("effective configuration (secrets masked):")
+        for key, value in settings.masked().items():
+            common.out(f"  {key}={'' if value is None else value}")
+    elif not problems:
+        common.out("(worker check --verbose prints the effective settings, secrets masked)")
     return 1 if problems else 0
 
 
@@ -146,5 +154,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("check", help="check configuration, broker and database").set_defaults(func=cmd_check)
+    check = sub.add_parser("check", help="check configuration, broker, database and tools; the verdict first",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description="Checks the settings, reaches the broker and the database as the workers "
+                                       "would, and names what is missing (OCR, the OpenRouter key).  Exit 1 on a "
+                                       "PROBLEM; WARN lines do not fail it.",
+                           epilog="examples:\n  worker check\n  worker check --verbose   (and every effective "
+                                  "setting, secrets masked)")
+    check.add_argument("-v", "--verbose", action="store_true", help="print the effective settings too")
+    check.set_defaults(func=cmd_check)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)

@@ -45,12 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     crm = sub.add_parser("crm", help="the local CRM ledger and webhook events (JSON)").add_subparsers(
         dest="crm_command", required=True)
     p = crm.add_parser("link", help="one ledger row: our key (or --by-kommo-id) -> Kommo id and lead state")
-    p.add_argument("kind", choices=["contact", "lead", "note"])
-    p.add_argument("key")
-    p.add_argument("--by-kommo-id", action="store_true")
+    p.add_argument("kind", choices=["contact", "lead", "note"], help="what the key names")
+    p.add_argument("key", help="our external id (e.g. u-1), or Kommo's id with --by-kommo-id")
+    p.add_argument("--by-kommo-id", action="store_true", help="KEY is Kommo's id, e.g. worker crm link lead 10701093 "
+                                                               "--by-kommo-id")
     p = crm.add_parser("events", help="the latest typed webhook events")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50, help="at most this many, newest first (default 50)")
     p = crm.add_parser("purge", help="delete webhook events older than DAYS (default CRM_EVENTS_RETENTION_DAYS)")
-    p.add_argument("--older-than", type=float, metavar="DAYS")
+    p.add_argument("--older-than", type=float, metavar="DAYS", help="age in days, e.g. --older-than 30")
     for p in crm.choices.values():
         p.set_defaults(func=cmd_crm)

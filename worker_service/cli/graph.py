@@ -49,8 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                          description="Print a workspace's whole knowledge graph: JSON (nodes, edges), GraphML (any "
                                      "GraphML reader opens it) or an idempotent Cypher MERGE script for Neo4j. "
                                      "Example: worker graph export --workspace default --format graphml > g.graphml")
-    p.add_argument("--workspace", default="default")
-    p.add_argument("--format", choices=["json", "graphml", "cypher"], default="json")
+    p.add_argument("--workspace", default="default", help="whose graph (default: default)")
+    p.add_argument("--format", choices=["json", "graphml", "cypher"], default="json",
+                   help="json (the API's), graphml (any GraphML reader) or cypher (an idempotent MERGE script); "
+                        "e.g. worker graph export --format graphml > graph.graphml")
     p.set_defaults(func=cmd_export)
     p = graph.add_parser("rebuild", help="derive every asset's contribution again from stored chunk results",
                          description="Derive the mentions of every asset whose knowledge is done again from the "

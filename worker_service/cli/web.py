@@ -68,11 +68,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_web)
     users = sub.add_parser("users", help="named dashboard users").add_subparsers(dest="users_command", required=True)
     p = users.add_parser("add", help="add (or update) a user; the password is read from standard input")
-    p.add_argument("name")
-    p.add_argument("--role", choices=["viewer", "operator"], required=True)
+    p.add_argument("name", help="the login name, e.g. worker users add alice --role operator")
+    p.add_argument("--role", choices=["viewer", "operator"], required=True,
+                   help="viewers read everything and change nothing; operators act (audited)")
     users.add_parser("list", help="the users and their roles (JSON)")
-    p = users.add_parser("remove")
-    p.add_argument("name")
+    p = users.add_parser("remove", help="remove a user: their open sessions end at their next request")
+    p.add_argument("name", help="the login name")
     for p in users.choices.values():
         p.set_defaults(func=cmd_users)
     sessions = sub.add_parser("sessions", help="dashboard sessions").add_subparsers(dest="sessions_command",

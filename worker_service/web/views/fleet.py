@@ -53,6 +53,23 @@ def overview_page() -> Response | str:
     return render_template("overview.html", nav="overview", **context)
 
 
+def effective_settings() -> dict[str, Any]:
+    """Every setting as this dashboard process has it, secrets masked (what ``worker check --verbose`` prints)."""
+    from settings import get_settings
+
+    return get_settings().masked()
+
+
+@blueprint.get("/config")
+def config_page() -> str:
+    return render_template("config.html", nav="config", settings=effective_settings())
+
+
+@blueprint.get("/api/config")
+def api_config() -> Response:
+    return json_response(effective_settings())
+
+
 @blueprint.post("/overview/queues/<queue>/<any(pause, resume):action>")
 def pause_page(queue: str, action: str) -> Response:
     _status, body = set_paused(queue, action)
