@@ -16,7 +16,7 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from worker_service.observability.metrics import DURATION, IN_PROGRESS, MESSAGES
+from worker_service.observability.metrics import DURATION, FAILURES, IN_PROGRESS, MESSAGES
 from worker_service.outcome import Dead, Deferred, Retrying, Skipped, Succeeded, outcome_of, state_of
 from worker_service.runtime.probes import serve
 
@@ -67,6 +67,9 @@ class Metrics(Middleware):
                 self._child(DURATION, message.actor_name, message.queue_name).observe(time.monotonic() - started)
         label = _outcome_label(message, exception, skipped)
         self._child(MESSAGES, message.actor_name, message.queue_name, label).inc()
+        outcome = outcome_of(message)
+        if isinstance(outcome, Dead):
+            self._child(FAILURES, message.actor_name, outcome.error_code).inc()
 
     def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
                               exception: BaseException | None = None) -> None:

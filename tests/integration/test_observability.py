@@ -148,6 +148,9 @@ def test_real_prometheus_scrapes_and_a_dead_letter_turns_the_alert_pending(worke
         wait_for(lambda: any(s["metric"].get("outcome") == "dead" for s in
                              _get(f"{api}/query?query=worker_messages_total").json()["data"]["result"]),
                  30, 0.5, "the dead outcome counted")
+        failures = wait_for(lambda: _get(f"{api}/query?query=worker_failures_total").json()["data"]["result"], 30,
+                            0.5, "the failure counted by its code (Grafana's errors by code)")
+        assert failures[0]["metric"]["actor"] == "permanent" and failures[0]["metric"]["error_code"]
     finally:
         prom.terminate()
         web.terminate()

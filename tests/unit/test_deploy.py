@@ -113,3 +113,55 @@ def test_the_sentinel_configmap_differs_from_the_main_one_only_in_the_broker():
     assert {k: v for k, v in sentinel["data"].items() if k not in broker_keys} == \
         {k: v for k, v in main["data"].items() if k not in broker_keys}
     assert sentinel["data"]["BROKER_URL"].startswith("redis+sentinel://") and sentinel["metadata"] == main["metadata"]
+
+
+def _exported_metric_names() -> set[str]:
+    """Every series name the service exports: the workers' metric objects and the dashboard's collector, with the
+    suffixes Prometheus adds (counters' _total, histograms' _bucket/_sum/_count)."""
+    import re
+
+    names: set[str] = set()
+    worker = (ROOT / "worker_service/observability/metrics.py").read_text()
+    for kind, name in re.findall(r'\b(Counter|Gauge|Histogram)\("(worker_[a-z_]+)"', worker):
+        if kind == "Counter":
+            names.add(name if name.endswith("_total") else f"{name}_total")
+        elif kind == "Histogram":
+            names.update({f"{name}_bucket", f"{name}_sum", f"{name}_count"})
+        else:
+            names.add(name)
+    names.update(re.findall(r'GaugeMetricFamily\(\s*"(worker_[a-z_]+)"', (ROOT / "worker_service/web/metrics.py").read_text()))
+    return names
+
+
+def test_the_grafana_dashboard_imports_and_queries_only_metrics_the_service_exports(tmp_path):
+    """deploy/grafana/worker-service.json: Grafana's import format (a datasource input, unique panel ids, a place
+    on the grid, refIds), every expression valid PromQL (promtool, as a recording rule) and naming only series
+    the workers or the dashboard export."""
+    import json
+    import re
+    import shutil
+
+    board = json.loads((DEPLOY / "grafana" / "worker-service.json").read_text())
+    assert board["uid"] and board["title"] and board["schemaVersion"] >= 36
+    assert [i["name"] for i in board["__inputs"]] == ["DS_PROMETHEUS"]
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids)) >= 10
+    exported, expressions = _exported_metric_names(), []
+    for panel in board["panels"]:
+        assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}" and set(panel["gridPos"]) == {"h", "w", "x", "y"}
+        assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"]) >= 1
+        for target in panel["targets"]:
+            unknown = set(re.findall(r"\bworker_[a-z_]+\b", target["expr"])) - exported
+            assert not unknown, (panel["title"], unknown)
+            expressions.append(target["expr"])
+    for needed in ("worker_queue_depth", "worker_messages_total", "worker_failures_total",
+                   "worker_message_duration_seconds_bucket", "worker_llm_cost_usd_total"):
+        assert any(needed in e for e in expressions), needed  # queues, rates, errors by code, latency, spend
+    promtool = shutil.which("promtool")
+    if not promtool:
+        unavailable("promtool is not installed (Debian package prometheus; .ci/run installs it)")
+    rules = {"groups": [{"name": "grafana", "rules": [{"record": f"grafana:panel_{i}", "expr": e}
+                                                      for i, e in enumerate(expressions)]}]}
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
+    checked = subprocess.run([promtool, "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

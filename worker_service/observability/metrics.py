@@ -9,6 +9,7 @@ only, so nothing is counted twice when several worker hosts are scraped.
 
 =======================================================  ==========================================
 worker_messages_total{actor,queue,outcome}               done, retried, dead, skipped, deferred
+worker_failures_total{actor,error_code}                  failed for good, by the domain code (corrupt, timeout...)
 worker_message_duration_seconds{actor,queue}             histogram
 worker_messages_in_progress{actor,queue}                 gauge (sum over processes)
 worker_hard_limit_kills_total{reason}                    timeout, memory
@@ -34,6 +35,8 @@ from prometheus_client import Counter, Gauge, Histogram
 logger = logging.getLogger(__name__)
 
 MESSAGES = Counter("worker_messages_total", "Messages by outcome", ["actor", "queue", "outcome"])
+FAILURES = Counter("worker_failures_total", "Messages that failed for good, by the domain code their record got",
+                   ["actor", "error_code"])
 DURATION = Histogram("worker_message_duration_seconds", "Processing time", ["actor", "queue"],
                      buckets=(0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900))
 IN_PROGRESS = Gauge("worker_messages_in_progress", "Messages being processed", ["actor", "queue"],
