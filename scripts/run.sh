@@ -23,7 +23,7 @@ cleanup() {
   stop "$redis_pid" "Redis"  # last: the others write to it until they are gone
 }
 trap cleanup EXIT
-trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 0' INT  # Ctrl-C is how `make run` is meant to end: a success, not "Error 130"
 trap 'cleanup; exit 143' TERM
 
 if [[ -z "${BROKER_URL:-}" ]] && ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
@@ -39,15 +39,26 @@ if [[ -z "${BROKER_URL:-}" ]] && ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null
   redis_pid=$!
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
 fi
+# People read this terminal: one line a record, not JSON (LOG_FORMAT=json keeps JSON; it is the default elsewhere).
+export LOG_FORMAT="${LOG_FORMAT:-text}"
 .venv/bin/worker migrate
+banner="dashboard: http://127.0.0.1:${WEB_PORT:-8080}/"
 if [[ -z "${WEB_PASSWORD:-}" && -z "${WEB_API_TOKEN:-}" ]]; then
   WEB_PASSWORD="$($PY -c 'import secrets; print(secrets.token_urlsafe(12))')"
   export WEB_PASSWORD WEB_HOST=127.0.0.1
-  echo "dashboard: http://127.0.0.1:${WEB_PORT:-8080}/  user ${WEB_USER:-admin}  password $WEB_PASSWORD (generated)" >&2
+  banner="$banner  user ${WEB_USER:-admin}  password $WEB_PASSWORD (generated)"
 fi
+echo "$banner" >&2
 # Own sessions: a terminal's Ctrl-C reaches only this script, which stops them one after the other.
 setsid .venv/bin/worker web &
 web_pid=$!
 setsid .venv/bin/worker run &
 worker_pid=$!
+# Said again once both answer, below the start-up lines that scrolled it away
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/${WEB_PORT:-8080}") 2>/dev/null && break
+  sleep 0.2
+done
+sleep 1
+echo "make run: ready. $banner. Send a document: worker send --help; stop: Ctrl-C" >&2
 wait "$worker_pid"

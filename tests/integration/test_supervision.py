@@ -202,6 +202,12 @@ def test_make_run_in_a_fresh_network_namespace_processes_an_asset_and_stops_in_o
     assert "CRITICAL" not in output, output[-3000:]
     order = [line for line in output.splitlines() if line.startswith("make run: stopped")]
     assert order == ["make run: stopped the worker", "make run: stopped the dashboard", "make run: stopped Redis"]
+    # issue 41: readable lines, the address and password again once up, and a Ctrl-C that is not an error
+    assert not [line for line in output.splitlines() if line.startswith('{"message"')], output[-2000:]
+    ready = [line for line in output.splitlines() if line.startswith("make run: ready.")]
+    assert len(ready) == 1 and "password" in ready[0] and "http://127.0.0.1:" in ready[0]
+    assert "Error 130" not in output and "*** [" not in output, output[-500:]  # make reports no failed recipe
+    assert run.returncode in (0, -signal.SIGINT)  # make, on Ctrl-C, ends by the signal it got, as shells expect
     leftovers = [p for p in descendants(1) if str(var) in _cmdline(p)]
     assert leftovers == []
 
