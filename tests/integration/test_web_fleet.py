@@ -49,3 +49,24 @@ def test_browser_a_gracefully_stopped_worker_leaves_the_list(web, chromium_path,
         assert page.locator("#workers tr.worker-live").count() == 1
         page.screenshot(path=str(ARTIFACTS / "overview-worker-stopped.png"), full_page=True)
     assert staying.process.poll() is None
+
+
+def test_per_actor_numbers_count_what_ran_with_run_time_percentiles(web, start_worker, sender, redis_client):
+    """Issue 41 (Flower's tasks by type): /api/actors over the last hour and day, from the workers' own counts."""
+    base, env = web
+    start_worker(env=env, threads=2)
+    for i in range(4):
+        sender("sleepy", tag=f"s{i}", seconds=0.3)
+    sender("permanent", tag="bad")
+
+    def rows() -> dict[str, dict]:
+        return {r["actor"]: r for r in requests.get(f"{base}/api/actors", headers=API).json()["last_hour"]}
+
+    wait_for(lambda: rows().get("sleepy", {}).get("done") == 4 and rows().get("permanent", {}).get("failed") == 1,
+             60, 0.5, "the counts flushed (every 5 s)")
+    sleepy, permanent = rows()["sleepy"], rows()["permanent"]
+    assert sleepy["processed"] == 4 and sleepy["failed"] == 0
+    assert 0.25 <= sleepy["p50_seconds"] <= 0.5 and sleepy["p95_seconds"] <= 0.5  # the 0.1-0.5 s bucket
+    assert permanent["processed"] == 1 and permanent["done"] == 0
+    day = {r["actor"]: r for r in requests.get(f"{base}/api/actors", headers=API).json()["last_day"]}
+    assert day["sleepy"]["done"] == 4

@@ -97,6 +97,32 @@ def throughput(client: Any, ns: str, minutes: int, bucket: int) -> dict[str, lis
     return {"labels": labels, "done": done, "failed": failed}
 
 
+def actor_stats(client: Any, ns: str, minutes: int) -> list[dict[str, Any]]:
+    """Per actor over the last ``minutes``: messages processed (done + failed + retried attempts), done, failed for
+    good, retried, and p50/p95 run time in seconds (middleware.throughput's per-minute counts), busiest first."""
+    from worker_service.observability.runtimes import quantile
+
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    pipe = client.pipeline(transaction=False)
+    for m in range(minutes):
+        pipe.hgetall(f"{ns}:__actors__.{now - timedelta(minutes=m):%Y%m%d%H%M}")
+    totals: dict[str, dict[str, int]] = {}
+    for counts in pipe.execute():
+        for field, value in counts.items():
+            actor, _, name = field.decode().rpartition(":")
+            row = totals.setdefault(actor, {})
+            row[name] = row.get(name, 0) + int(value)
+    out = []
+    for actor, row in totals.items():
+        buckets = {int(k[2:]): n for k, n in row.items() if k.startswith("le") and k[2:].isdigit()}
+        p50, p95 = quantile(0.5, buckets), quantile(0.95, buckets)
+        done, failed, retried = row.get("done", 0), row.get("failed", 0), row.get("retried", 0)
+        out.append({"actor": actor, "processed": done + failed + retried, "done": done, "failed": failed,
+                    "retried": retried, "p50_seconds": None if p50 is None else round(p50, 3),
+                    "p95_seconds": None if p95 is None else round(p95, 3)})
+    return sorted(out, key=lambda r: (-r["processed"], r["actor"]))
+
+
 def overview(broker_client: Any | None, limiter_client: Any, settings: Settings, ns: str = "dramatiq", *,
              shards: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The pinned ``/api/overview`` document (DESIGN.md): ``queues`` and ``workers``, and more keys; ``shards``:

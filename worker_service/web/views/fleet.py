@@ -53,6 +53,25 @@ def overview_page() -> Response | str:
     return render_template("overview.html", nav="overview", **context)
 
 
+def actors_data() -> dict[str, Any]:
+    from worker_service.web.overview import actor_stats
+
+    client = services().limiter_client  # middleware.throughput writes to the rate limiter's Redis
+    return {"last_hour": actor_stats(client, "dramatiq", 60), "last_day": actor_stats(client, "dramatiq", 1440)}
+
+
+@blueprint.get("/actors")
+def actors_page() -> str:
+    return render_template("actors.html", nav="actors", stats=actors_data())
+
+
+@blueprint.get("/api/actors")
+def api_actors() -> Response:
+    """``{"last_hour": [ROW, ...], "last_day": [...]}``, ROW: actor, processed, done, failed, retried, p50_seconds,
+    p95_seconds (Flower's "tasks by type")."""
+    return json_response(actors_data())
+
+
 def effective_settings() -> dict[str, Any]:
     """Every setting as this dashboard process has it, secrets masked (what ``worker check --verbose`` prints)."""
     from settings import get_settings
