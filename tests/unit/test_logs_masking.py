@@ -58,3 +58,26 @@ def test_an_expected_outcome_is_not_logged_again_by_dramatiq_and_an_unexpected_o
         log.error("Failed to process message %s with unhandled exception.", "process_asset(...)", exc_info=True)
     (line,) = lines()
     assert line["level"] == "ERROR" and "KeyError" in line["exc_info"]
+
+
+def test_a_broker_outage_is_one_warning_naming_the_broker_not_a_critical_line_per_consumer_every_3_s():
+    """Issue 41: Dramatiq's consumers say CRITICAL "Consumer encountered a connection error" and INFO "Restarting
+    consumer" every 3 s each; the operator gets one WARNING naming BROKER_URL (masked) and `worker check`."""
+    import io
+    import json
+    import logging
+
+    from worker_service.observability.logs import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream, broker_url="redis://u:***@10.0.0.5:6379/0")
+    for queue in ("assets", "knowledge", "crm") * 5:
+        consumer = logging.getLogger(f"dramatiq.worker.ConsumerThread({queue})")
+        consumer.critical("Consumer encountered a connection error: %s", "Error 111 connecting to 10.0.0.5:6379.")
+        consumer.info("Restarting consumer in %0.2f seconds.", 3)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 1 and lines[0]["level"] == "WARNING"
+    assert "Cannot reach the broker at redis://u:***@10.0.0.5:6379/0: Error 111" in lines[0]["message"]
+    assert "worker check" in lines[0]["message"]
+    logging.getLogger("dramatiq.worker.ConsumerThread(assets)").info("Consumer is paused.")  # others pass
+    assert "Consumer is paused." in stream.getvalue()

@@ -23,6 +23,8 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -75,6 +77,44 @@ class ExpectedOutcomes(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], EXPECTED_OUTCOMES))
 
 
+class BrokerOutage(logging.Filter):
+    """Dramatiq's consumers log CRITICAL "Consumer encountered a connection error" and INFO "Restarting consumer"
+    every 3 s each while the broker is out of reach: a wall of lines that never names the broker.  This turns
+    the first of an outage into one WARNING naming the broker's URL (password masked) and ``worker check``, says
+    it again at most every ``every_s`` with how many attempts failed meanwhile, and drops the rest.
+
+    Parameters: broker_url (masked by the caller), every_s."""
+
+    def __init__(self, broker_url: str = "", every_s: float = 60.0) -> None:
+        super().__init__()
+        self.broker_url = broker_url or "BROKER_URL"
+        self.every_s = every_s
+        self.said_at = float("-inf")
+        self.failed_since = 0
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("dramatiq.worker.ConsumerThread"):
+            return True
+        text = str(record.msg)
+        if text.startswith("Restarting consumer"):
+            return time.monotonic() - self.said_at > self.every_s  # quiet during an outage
+        if not text.startswith("Consumer encountered a connection error"):
+            return True
+        with self.lock:
+            self.failed_since += 1
+            now = time.monotonic()
+            if now - self.said_at < self.every_s:
+                return False
+            failed, self.failed_since, self.said_at = self.failed_since, 0, now
+        reason = record.getMessage().removeprefix("Consumer encountered a connection error: ")[:300]
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg, record.args = (f"Cannot reach the broker at {self.broker_url}: {reason}; the consumers retry "
+                                   f"every few seconds ({failed} attempt(s) failed since this was last said; said "
+                                   f"at most every {self.every_s:.0f} s).  `worker check` says more."), None
+        return True
+
+
 class MaskingFilter(logging.Filter):
     """Masks secrets (worker_service.masking, plus the configured ``secrets``) in a record's message, exception
     text and extra fields, and cuts a message past ``max_chars``.  Installed on the handler: it sees every
@@ -121,9 +161,9 @@ class _Text(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None,
-                      secrets: tuple[str, ...] = ()) -> None:
+                      secrets: tuple[str, ...] = (), broker_url: str = "") -> None:
     """Install the single root handler (replacing Dramatiq's basicConfig one); ``secrets``: values no line may
-    show (``Settings.secret_values()``)."""
+    show (``Settings.secret_values()``); ``broker_url``: the broker an outage line names (masked)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     if fmt == "json":
         handler.setFormatter(_Json("%(message)s", json_ensure_ascii=False))
@@ -131,6 +171,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None
         handler.setFormatter(_Text("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(_ContextFilter())
     handler.addFilter(ExpectedOutcomes())  # before the masking filter, which turns exceptions into text
+    handler.addFilter(BrokerOutage(broker_url))
     handler.addFilter(MaskingFilter(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -50,7 +50,7 @@ def bootstrap_worker() -> dramatiq.Broker:
         sys.stderr.write(f"worker: refusing to start: {', '.join(shadowed)} shadows the worker's own module; "
                          "start the worker from another directory\n")
         raise SystemExit(2)
-    from settings import SettingsError, get_settings
+    from settings import SettingsError, get_settings, mask_url
 
     try:
         settings = get_settings()
@@ -73,7 +73,8 @@ def bootstrap_worker() -> dramatiq.Broker:
     from worker_service.observability.logs import configure_logging
     from worker_service.observability.telemetry import configure_telemetry
 
-    configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values())
+    configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values(),
+                      broker_url=mask_url(settings.broker_url))
     configure_telemetry(settings)
     init_database(settings.database_url, statement_timeout_ms=settings.database_statement_timeout_ms)
     migrate_when_available()
