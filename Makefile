@@ -9,14 +9,11 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml requirements-dashboard.txt worker-contracts/pyproject.toml
+$(STAMP): setup.cfg pyproject.toml worker-contracts/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ./worker-contracts
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	# dramatiq-dashboard 0.4.0 pins dramatiq<2 and redis<5 but runs on 2.x (tests prove it):
-	# installed without its stale pins, its real dependency (jinja2) comes from setup.cfg.
-	$(BIN)/python -m pip install --quiet --no-deps -r requirements-dashboard.txt
 	@touch $(STAMP)
 
 run: $(STAMP)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -92,21 +91,6 @@ def test_worker_send_invalid_payload_exits_1_with_reason(worker_env, redis_clien
 def test_worker_asset_unknown_exits_1_with_nothing_on_stdout(worker_env):
     result = run_cli(worker_env, "asset", "nope", "--json")
     assert result.returncode == 1 and result.stdout == ""
-
-
-def test_dramatiq_dashboard_runs_on_our_dramatiq(redis_url: str):
-    from dramatiq.brokers.redis import RedisBroker
-    from dramatiq_dashboard import DashboardApp
-
-    broker = RedisBroker(url=redis_url)
-    broker.declare_queue("assets")
-    app = DashboardApp(broker=broker, prefix="")
-    status: list[str] = []
-    body = b"".join(app({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "QUERY_STRING": "", "SERVER_NAME": "x",
-                         "SERVER_PORT": "80", "wsgi.url_scheme": "http", "HTTP_HOST": "x",
-                         "wsgi.input": io.BytesIO()},
-                        lambda s, h: status.append(s)))
-    assert status[0].startswith("200") and b"assets" in body
 
 
 def test_cli_check_invalid_value_exits_1_without_traceback(tmp_path: Path):

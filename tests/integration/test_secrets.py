@@ -91,7 +91,7 @@ def test_no_secret_appears_in_any_log_line_record_page_or_error(worker_env, star
         assert post_login(base, "vera", "viewer-password-1", session=viewer).status_code == 303
         for path in ("/", "/assets/leaky", "/assets/fine", "/dead-letters", "/audit", "/events", "/queues/", "/config",
                      "/api/config", "/assets",
-                     "/queues/queues/assets", *(f"/dead-letters/{d['id']}" for d in dead)):
+                     "/queues/assets", "/api/queues/assets", *(f"/dead-letters/{d['id']}" for d in dead)):
             exits[f"page {path}"] = viewer.get(f"{base}{path}", timeout=10).text
         for args in (("asset", "leaky"), ("asset", "leaky", "--json"), ("dlq", "list", "--json"),
                      *(("dlq", "show", str(d["id"])) for d in dead), ("check", "--verbose")):

@@ -210,7 +210,7 @@ def test_health_metrics_queues_and_asset_api(web, redis_client):
     queues_page = session.get(f"{base}/queues/")
     assert queues_page.status_code == 200
     assert 'href="/dead-letters"' in queues_page.text and "Log out" in queues_page.text  # the same header everywhere
-    assert session.post(f"{base}/queues/assets/requeue", data={"csrf": csrf}).status_code == 403  # read-only
+    assert session.post(f"{base}/queues/assets/requeue", data={"csrf": csrf}).status_code in (404, 405)  # read-only
     headers = {"Authorization": f"Bearer {TOKEN}"}
     assert requests.get(f"{base}/api/assets/nope", headers=headers).status_code == 404
 
@@ -681,16 +681,13 @@ def test_a_secret_in_a_queued_message_appears_on_no_page_a_viewer_can_open(web, 
     assert set(redis_ids.values()) == set(ids)
     _add_user(env, "vera", "viewer", "viewer-password-1")
     viewer, _ = _login_as(base, "vera", "viewer-password-1")
-    pages = ["/", "/api/overview", "/queues/", "/queues/queues/crm", "/queues/queues/assets", "/dead-letters",
-             "/api/dead-letters", "/events", "/audit"]
-    for queue, key in (("crm", "crm"), ("assets", "assets")):
-        for redis_id in redis_client.hkeys(f"dramatiq:{key}.msgs"):
-            pages.append(f"/queues/queues/{queue}/standard/{redis_id.decode()}")
+    pages = ["/", "/api/overview", "/queues/", "/queues/crm", "/queues/assets", "/api/queues/crm",
+             "/api/queues/assets", "/queues/queues/crm", "/dead-letters", "/api/dead-letters", "/events", "/audit"]
     seen = {}
     for path in pages:
         response = viewer.get(f"{base}{path}")
         assert response.status_code == 200, path
         seen[path] = response.text
         assert token not in response.text and password not in response.text, path
-    message_pages = [p for p in pages if "/standard/" in p]
-    assert len(message_pages) == 2 and all(re.search(r"\*\*\*", seen[p]) for p in message_pages)  # shown, masked
+    message_pages = ["/queues/crm", "/queues/assets", "/api/queues/crm", "/api/queues/assets"]
+    assert all(re.search(r"\*\*\*", seen[p]) for p in message_pages)  # the messages are shown, masked

@@ -70,3 +70,54 @@ def test_per_actor_numbers_count_what_ran_with_run_time_percentiles(web, start_w
     assert permanent["processed"] == 1 and permanent["done"] == 0
     day = {r["actor"]: r for r in requests.get(f"{base}/api/actors", headers=API).json()["last_day"]}
     assert day["sleepy"]["done"] == 4
+
+
+def test_browser_queue_pages_count_failures_as_the_failed_page_does_and_link_messages_to_assets(
+        web, chromium_path, sender, start_worker, redis_client):
+    """Issue 41 (one dashboard): /queues/ is this dashboard's page: failed counts from the dead letters, each
+    message's asset linked, masked arguments, and the workers holding messages named as on the overview."""
+    import uuid
+
+    from dramatiq.message import Message
+
+    from middleware.deadletters import DeadLetters
+    from worker_service.database import init_database, migrate
+    from worker_service.errors import PermanentError
+    from worker_service.outcome import Dead
+
+    base, env = web
+    for asset_id in ("w-1", "w-2"):
+        sender("process_asset", queue="assets", asset_id=asset_id, source=f"file:{asset_id}.pdf")
+    sender("process_asset", queue="assets.DQ", options={"eta": int(time.time() * 1000) + 600_000}, asset_id="d-1",
+           source="https://user:hunter2@files.example/d.pdf")
+    init_database(env["DATABASE_URL"])
+    migrate()
+    DeadLetters().record(Message(queue_name="assets", actor_name="process_asset", args=(),
+                                 kwargs={"asset_id": "bad-1", "source": "file:x.pdf"}, options={},
+                                 message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000)),
+                         Dead.of("permanent_error", PermanentError("corrupt", error_code="corrupt"), error_code="corrupt"))
+    with _browser_page(chromium_path, f"{base}/queues/", "admin", PASSWORD, height=900) as page:
+        page.wait_for_selector("#queue-list")
+        row = page.locator("#queue-list tr", has=page.locator("#queue-assets")).inner_text().split("\t")
+        assert row[:5] == ["assets", "2", "1", "0", "1"], row  # waiting, delayed, fetched, failed
+        page.click("#queue-assets")
+        page.wait_for_selector("#waiting")
+        assert [a.inner_text() for a in page.locator("#waiting a.asset-link").all()] == ["w-1", "w-2"]
+        assert page.locator("#delayed a.asset-link").inner_text() == "d-1"
+        assert "hunter2" not in page.content() and "***" in page.inner_text("#delayed")
+        page.screenshot(path=str(ARTIFACTS / "queue-assets.png"), full_page=True)
+        page.click("text=1 failed")
+        page.wait_for_selector("#bulk")
+        assert page.locator("a.asset-link[href='/assets/bad-1']").count() == 1  # the same one failure
+    start_worker(env=env, threads=1)
+    sender("sleepy", tag="held", seconds=5)
+    wait_for(lambda: requests.get(f"{base}/api/queues/tests", headers=API).status_code == 200 and
+             requests.get(f"{base}/api/queues/tests", headers=API).json()["fetched"]["total"] == 1, 30, 0.2,
+             "the worker holding the sleepy message")
+    held = requests.get(f"{base}/api/queues/tests", headers=API).json()["fetched"]["messages"][0]
+    holder = held["worker"]
+    assert held["running"] is True
+    live = [w for w in _workers(base) if w["state"] == "live"]
+    assert holder in {f"{w['host']} pid {w['pid']}" for w in live}  # the overview's name for it
+    assert requests.get(f"{base}/queues/queues/assets", headers=API, allow_redirects=False).headers["Location"] \
+        == "/queues/assets"  # dramatiq-dashboard's links of old

@@ -233,15 +233,16 @@ def test_a_64_mib_body_is_refused_413_before_2_mib_are_read(web):
 
 
 def test_queues_pages_never_echo_a_planted_csrf_cookie_and_no_page_has_inline_script(web, sender):
-    """Regression (second probe): the mounted dramatiq-dashboard wrote its __dd_csrf cookie's value into the page
-    unescaped, and the CSP allowed inline scripts: a cookie planted by a sibling subdomain ran script."""
+    """Regression (second probe): the mounted dramatiq-dashboard (replaced by our own queue pages since) wrote its
+    __dd_csrf cookie's value into the page unescaped, and the CSP allowed inline scripts: a cookie planted by a
+    sibling subdomain ran script."""
     base, _ = web
-    sender("noop", queue="tests", tag="queued")  # a queue page lists it with its (read-only) action forms
+    sender("process_asset", queue="assets", asset_id="queued", source="file:q.pdf")  # a queue page lists it
     http = requests.Session()
     assert post_login(base, "admin", PASSWORD, session=http).status_code == 303
     planted = '"><img src=x onerror=alert(document.domain)>'
     cookie = f"worker_session={http.cookies['worker_session']}; __dd_csrf={planted}"
-    page = requests.get(f"{base}/queues/queues/tests", headers={"Cookie": cookie})
+    page = requests.get(f"{base}/queues/assets", headers={"Cookie": cookie})
     assert page.status_code == 200 and "queued" in page.text
     assert planted not in page.text and "onerror=" not in page.text
     assert "__dd_csrf" not in page.headers.get("Set-Cookie", "")

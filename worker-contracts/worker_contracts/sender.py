@@ -270,7 +270,7 @@ class Sender:
         if proxy is None:
             return ""
         before = proxy.master_address
-        now = self.client.connection_pool.get_master_address()  # asks the sentinels; drops idle connections
+        now = proxy.get_master_address()  # asks the sentinels; drops idle connections when it changed
         return f"the sentinels name {now[0]}:{now[1]}" if before is not None and now != before else ""
 
     # --- typed helpers, one per actor -----------------------------------------

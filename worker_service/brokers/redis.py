@@ -276,7 +276,7 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
             return False
         before = proxy.master_address
         try:
-            now = pool.get_master_address()  # drops the idle connections when the address changed
+            now = proxy.get_master_address()  # drops the idle connections when the address changed
         except (redis.ConnectionError, redis.TimeoutError) as exc:  # MasterNotFoundError is one
             self.logger.warning("No sentinel named the master this round: %s", exc)
             return False

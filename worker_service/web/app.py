@@ -1,12 +1,12 @@
-"""The dashboard's Flask app: login, who may do what, security headers, health, metrics, live queues.
+"""The dashboard's Flask app: login, who may do what, security headers, health, metrics.
 
 Pages need a login; the API also takes ``Authorization: Bearer WEB_API_TOKEN``.  The session is
 Flask's signed cookie ``worker_session`` (HttpOnly, SameSite=Strict, signed with the Authenticator's
 key so every replica accepts it).  Every state-changing request made with the cookie needs the CSRF
 token (Flask-WTF; form field ``csrf`` or header ``X-CSRF-Token``); bearer calls carry no cookie, so no
 other site can make them.  A viewer gets 403 on every state change.  The pages are the blueprints of
-web.views; dramatiq-dashboard is mounted read-only at ``/queues/`` inside our header (its own
-requeue/delete would bypass the dead-letter store and the audit log).
+web.views (the live queues are web.views.queues: dramatiq-dashboard, mounted there until the fourth round,
+counted failures its own way and named workers by ids nothing else showed).
 
 The login form carries a CSRF token too (a cross-site post must not log a browser into the attacker's
 account), and a login runs its password check only when web.throttle's HashGate has a slot (503 at once
@@ -42,6 +42,7 @@ from worker_service.web.views import (
     graph,
     json_response,
     outcome_events,
+    queues,
     see_other,
     text,
 )
@@ -54,8 +55,6 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
                                "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
 }
-#: dramatiq-dashboard's CSRF cookie: it writes the value into its pages unescaped, and /queues/ is read-only here
-_QUEUES_CSRF_COOKIE = "__dd_csrf"
 
 
 def create_app(services: Services) -> Flask:
@@ -78,7 +77,8 @@ def create_app(services: Services) -> Flask:
     if auth is not None:
         app.session_interface = DashboardSessions(session_secret, auth)
     csrf = CSRFProtect(app)
-    for blueprint in (fleet.blueprint, failed.blueprint, assets.blueprint, outcome_events.blueprint, graph.blueprint):
+    for blueprint in (fleet.blueprint, failed.blueprint, assets.blueprint, outcome_events.blueprint, graph.blueprint,
+                      queues.blueprint):
         app.register_blueprint(blueprint)
 
     def identify() -> Principal | Refusal | None:
@@ -244,31 +244,7 @@ def create_app(services: Services) -> Flask:
         session.clear()
         return see_other("/login")
 
-    @app.route("/queues/", defaults={"path": ""}, methods=["GET", "POST"])
-    @app.route("/queues/<path:path>", methods=["GET", "POST"])
-    def queues(path: str) -> Response:
-        """dramatiq-dashboard's view inside this dashboard's header and navigation (one layout everywhere)."""
-        if services.queues_app is None:
-            return text("Live queues need the Redis broker.", 404)
-        if request.method != "GET":
-            return text("The queue views are read-only; use the failed-messages pages.", 403)
-        # dramatiq-dashboard routes relative to its mount point and builds its links with the prefix; it never
-        # sees its CSRF cookie (whoever can plant one on the host could put script into its pages) and sets none
-        environ = {**request.environ, "PATH_INFO": "/" + path,
-                   "HTTP_COOKIE": _without_cookie(request.environ.get("HTTP_COOKIE", ""), _QUEUES_CSRF_COOKIE)}
-        inner = wsgi(services.queues_app, environ)
-        inner.headers.remove("Set-Cookie")
-        if inner.mimetype == "text/html":
-            body = inner.get_data()
-            at = body.find(b">", body.find(b"<body")) + 1 if b"<body" in body else 0
-            inner.set_data(body[:at] + render_template("nav.html", nav="queues").encode() + body[at:])
-        return inner
-
     return app
-
-
-def _without_cookie(header: str, name: str) -> str:
-    return "; ".join(part for part in header.split(";") if part.strip().partition("=")[0].strip() != name)
 
 
 def wsgi(inner: WSGIApp, environ: dict) -> Response:

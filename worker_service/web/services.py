@@ -9,7 +9,6 @@ from typing import Any
 import dramatiq
 
 from worker_service.deadletters import DeadLetterStore
-from worker_service.masking import mask
 from worker_service.observability.health import HealthChecks
 from worker_service.web.auth import Authenticator
 from worker_service.web.throttle import Throttle
@@ -33,26 +32,8 @@ class Services:
         self.auth = auth
         self.health = health
         self.metrics_app = metrics_app
-        self.queues_app = self._mount_queues(broker)
         # made on first use when not given: a dashboard may start before the limiter's Redis
         self._limiter_client: Any = limiter_client
-
-    @staticmethod
-    def _mount_queues(broker: dramatiq.Broker) -> WSGIApp | None:
-        """dramatiq-dashboard's WSGI app for the live queue views, if installed and the broker is Redis."""
-        try:
-            from dramatiq.brokers.redis import RedisBroker
-            from dramatiq_dashboard import DashboardApp as QueuesApp
-            from worker_contracts import CONTRACTS
-        except ImportError:
-            return None
-        if not isinstance(broker, RedisBroker):
-            return None  # dramatiq-dashboard only knows the Redis broker
-        for queue, _model in CONTRACTS.values():
-            broker.declare_queue(queue)
-        app = QueuesApp(broker=broker, prefix="/queues")
-        app.iface = _masked_interface(app.iface)  # its pages show messages: the dead-letter pages' masking rule
-        return app
 
     @property
     def limiter_client(self) -> Any:
@@ -106,27 +87,3 @@ class Services:
         registered = broker.client.smembers(broker.key("__queues__"))  # every queue a worker consumes
         known = {q for q, _ in CONTRACTS.values()} | {q.decode() if isinstance(q, bytes) else str(q) for q in registered}
         return broker if queue in known else None
-
-
-def _masked_interface(iface: Any) -> Any:
-    """dramatiq-dashboard's Redis interface with every message it reads masked (worker_service.masking), so no
-    page of the mounted /queues/ views shows a token, a password or a URL's credentials."""
-    from dramatiq_dashboard.interface import Job
-
-    def masked(job: Any) -> Any:
-        message = job.message
-        return Job.from_message(message.copy(args=tuple(mask(list(message.args))), kwargs=mask(message.kwargs),
-                                             options=mask(message.options)))
-
-    get_jobs, get_job = iface.get_jobs, iface.get_job
-
-    def get_jobs_masked(queue_name: str, cursor: int = 0) -> tuple[Any, list[Any]]:
-        next_cursor, jobs = get_jobs(queue_name, cursor)
-        return next_cursor, [masked(job) for job in jobs]
-
-    def get_job_masked(queue_name: str, message_id: str) -> Any:
-        job = get_job(queue_name, message_id)
-        return masked(job) if job else job
-
-    iface.get_jobs, iface.get_job = get_jobs_masked, get_job_masked
-    return iface

@@ -101,7 +101,7 @@ def act_one(ident: int, action: str) -> Response | str:
     if action == "requeue" and request.form.get("confirm") != "yes":
         row = store.get(ident)
         record = to_public(row) if row is not None else None
-        if record is not None and record["permanent"] and row.state == "dead":
+        if row is not None and record is not None and record["permanent"] and row.state == "dead":
             return render_template("confirm_requeue.html", nav="dlq", r=record)
     if action == "requeue":
         done = bool(store.requeue([ident], who))
