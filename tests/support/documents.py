@@ -335,3 +335,34 @@ def write_all(directory: Path) -> dict[str, Path]:
 if __name__ == "__main__":
     for name, path in write_all(Path(sys.argv[1] if len(sys.argv) > 1 else "ocr-testset")).items():
         sys.stdout.write(f"{name}\t{path}\n")
+
+
+def odd_pptx_file(path: Path) -> Path:
+    """A slide python-pptx cannot fully read, as real decks have: an autoshape without a geometry (its shape_type
+    raises NotImplementedError), a table whose graphic frame lost its table (reading it raises), and ordinary
+    text around them."""
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    deck = Presentation()
+    slide = deck.slides.add_slide(deck.slide_layouts[5])
+    slide.shapes.title.text = "Итоги"
+    odd = slide.shapes.add_shape(1, Inches(1), Inches(1), Inches(2), Inches(1))
+    odd.text_frame.text = "в фигуре без геометрии"
+    odd._element.spPr.remove(odd._element.spPr.find("{http://schemas.openxmlformats.org/drawingml/2006/main}prstGeom"))
+    broken = slide.shapes.add_table(1, 1, Inches(1), Inches(3), Inches(2), Inches(1))
+    broken._element.graphic.graphicData.remove(broken._element.graphic.graphicData.tbl)
+    slide.shapes.add_textbox(Inches(5), Inches(1), Inches(2), Inches(1)).text_frame.text = "остальное на месте"
+    deck.save(str(path))
+    return path
+
+
+#: a saved page as people keep them: a comment in the body, <br> inside inline elements, cells spanning rows and
+#: columns, a table nested in a cell
+HTML_PAGE = """<!DOCTYPE html><html><head><title>Отчёт</title></head><body><!-- saved by a browser -->
+<p>Итог<span>ООО «Ромашка»<br>ИНН 7707083893</span></p><?php echo 1; ?>
+<table><tr><th>Имя</th><th colspan="2">Контакт</th></tr>
+<tr><td rowspan="2">Анна</td><td>телефон</td><td>+7 900 000-00-00</td></tr>
+<tr><td>почта</td><td>anna@example.ru</td></tr>
+<tr><td>Борис</td><td>см.<table><tr><td>вложенная</td><td>таблица</td></tr></table></td><td>—</td></tr></table>
+</body></html>"""

@@ -178,26 +178,44 @@ def extract_pptx(path: str, limits: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001
         raise PermanentError(f"not a readable PPTX: {type(exc).__name__}: {exc}", error_code="corrupt") from None
     blocks: list[str] = []
+    skipped = 0
     slides = list(presentation.slides)
     for number, slide in enumerate(slides, start=1):
         blocks.append(md.marker("slide", number))
-        title = slide.shapes.title
-        if title is not None and title.has_text_frame and title.text_frame.text.strip():
-            blocks.append(md.heading(title.text_frame.text, 2))
+        try:
+            title = slide.shapes.title
+            title_id = title.shape_id if title is not None else None
+            if title is not None and title.has_text_frame and title.text_frame.text.strip():
+                blocks.append(md.heading(title.text_frame.text, 2))
+        except Exception as exc:  # noqa: BLE001 - python-pptx raises NotImplementedError and more on odd shapes
+            title_id, skipped = None, skipped + 1
+            blocks.append(md.skipped("a slide title", f"{type(exc).__name__}: {exc}"))
         for shape in _shapes(slide.shapes):
-            if title is not None and shape.shape_id == title.shape_id:
+            if title_id is not None and shape.shape_id == title_id:
                 continue
-            blocks.append(_pptx_shape(shape))
-        if slide.has_notes_slide and slide.notes_slide.notes_text_frame is not None:
-            notes = slide.notes_slide.notes_text_frame.text.strip()
-            if notes:
-                blocks.append(f"Notes: {notes}")
-    return _result(blocks, len(slides))
+            try:
+                blocks.append(_pptx_shape(shape))
+            except Exception as exc:  # noqa: BLE001 - one shape python-pptx cannot read; the rest is kept
+                skipped += 1
+                blocks.append(md.skipped("a shape", f"{type(exc).__name__}: {exc}"))
+        try:
+            if slide.has_notes_slide and slide.notes_slide.notes_text_frame is not None:
+                notes = slide.notes_slide.notes_text_frame.text.strip()
+                if notes:
+                    blocks.append(f"Notes: {notes}")
+        except Exception as exc:  # noqa: BLE001
+            skipped += 1
+            blocks.append(md.skipped("the slide's notes", f"{type(exc).__name__}: {exc}"))
+    return {**_result(blocks, len(slides)), "parts_skipped": skipped}
 
 
 def _shapes(shapes: Any) -> Iterator[Any]:
     for shape in shapes:
-        if getattr(shape, "shape_type", None) is not None and shape.shape_type == 6:  # MSO_SHAPE_TYPE.GROUP
+        try:
+            group = shape.shape_type == 6  # MSO_SHAPE_TYPE.GROUP
+        except Exception:  # noqa: BLE001 - an unrecognised shape has no type (NotImplementedError): not a group
+            group = False
+        if group:
             yield from _shapes(shape.shapes)
         else:
             yield shape
@@ -367,6 +385,10 @@ def extract_html(path: str, decode: Any) -> dict[str, Any]:
         raise PermanentError(f"not readable HTML: {exc}", error_code="corrupt") from None
     for element in root.xpath("|".join(f"//{tag}" for tag in _CHROME) + "|//*[@role='navigation']|//*[@hidden]"):
         element.drop_tree()
+    for other in root.xpath("//comment()|//processing-instruction()"):  # not text; lxml cannot read their content
+        other.drop_tree()
+    for br in root.iter("br"):  # a line break separates words wherever it sits, inside inline elements too
+        br.tail = "\n" + (br.tail or "")
     main = root.xpath("//main") or root.xpath("//article") or root.xpath("//body") or [root]
     title = root.xpath("string(//title)").strip()
     blocks = _html_blocks(main[0])
@@ -396,8 +418,7 @@ def _html_blocks(element: Any) -> list[str]:
             blocks.append("\n".join(_html_list(child, 0)))
         elif tag == "table":
             flush()
-            blocks.append(md.table([c.text_content() for c in row.xpath("./th|./td")]
-                                   for row in child.xpath(".//tr")))
+            blocks += _html_table(child)
         elif tag == "pre":
             flush()
             blocks.append("```\n" + child.text_content().strip("\n") + "\n```")
@@ -412,6 +433,36 @@ def _html_blocks(element: Any) -> list[str]:
         inline.append(child.tail or "")
     flush()
     return blocks
+
+
+def _html_table(table: Any) -> list[str]:
+    """The table as Markdown, every cell in the column its rowspan and colspan put it in (a spanned place is left
+    empty), then each table nested in a cell as a table of its own (its text kept out of the cell)."""
+    nested: list[str] = []
+    grid: dict[tuple[int, int], str] = {}
+    rows = table.xpath("./tr|./thead/tr|./tbody/tr|./tfoot/tr")
+    for r, row in enumerate(rows):
+        c = 0
+        for cell in row.xpath("./th|./td"):
+            for inner in [t for t in cell.iter("table") if next(t.iterancestors("table"), None) is table]:
+                nested += _html_table(inner)  # its own nested tables come out of this call
+                inner.drop_tree()
+            while (r, c) in grid:
+                c += 1
+            rowspan, colspan = _span(cell.get("rowspan")), _span(cell.get("colspan"))
+            for dr in range(rowspan):
+                for dc in range(colspan):
+                    grid[(r + dr, c + dc)] = "" if dr or dc else re.sub(r"\s+", " ", cell.text_content()).strip()
+            c += colspan
+    if not grid:
+        return nested
+    height, width = max(r for r, _ in grid) + 1, max(c for _, c in grid) + 1
+    return [md.table([grid.get((r, c), "") for c in range(width)] for r in range(height)), *nested]
+
+
+def _span(value: str | None) -> int:
+    """A rowspan or colspan attribute as a count (1 when absent or absurd: a page may say colspan=10000)."""
+    return int(value) if value and value.strip().isdigit() and 1 <= int(value) <= 100 else 1
 
 
 def _html_list(element: Any, level: int) -> list[str]:

@@ -21,7 +21,7 @@ from pathlib import PurePosixPath
 from typing import Any
 from xml.etree import ElementTree
 
-from worker_service.errors import PermanentError
+from worker_service.errors import PermanentError, TransientError
 
 #: below this many non-whitespace characters per page a PDF has no usable text layer
 NO_TEXT_CHARS_PER_PAGE = 10
@@ -29,6 +29,20 @@ _W_NS_LOCAL_TEXT = {"t", "delText"}
 
 
 def extract(path: str, detected_type: str, limits: dict[str, Any]) -> dict[str, Any]:
+    """The document's text and facts (runs in the hard-limited child).  A parser library's own exception is the
+    document's fault, a permanent ``corrupt`` with the library's reason, never a transient retry: the same bytes
+    fail the same way.  OSError (the disk, the temporary file) stays what it is."""
+    try:
+        return _extract(path, detected_type, limits)
+    except (PermanentError, TransientError, OSError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - every parser library raises its own types (and ValueError, KeyError...)
+        library = (type(exc).__module__ or "").split(".")[0] or "builtins"
+        raise PermanentError(f"not a readable {detected_type}: {library}: {type(exc).__name__}: {str(exc)[:500]}",
+                             error_code="corrupt") from None
+
+
+def _extract(path: str, detected_type: str, limits: dict[str, Any]) -> dict[str, Any]:
     from worker_service.assets import documents
 
     if detected_type == "pdf":

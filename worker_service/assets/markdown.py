@@ -52,6 +52,12 @@ def marker(kind: str, number: int, name: str | None = None) -> str:
     return f"<!-- {label} -->"
 
 
+def skipped(what: str, reason: str) -> str:
+    """Where a part that could not be read was left out: the text says so, and the record counts it."""
+    clean = _SPACES.sub(" ", reason.replace("--", "- -").replace("\n", " ")).strip()[:200]
+    return f"<!-- skipped: {what} that could not be read ({clean}) -->"
+
+
 def join(blocks: Iterable[str]) -> str:
     """Blocks separated by one blank line, empty ones dropped."""
     return "\n\n".join(block.strip("\n") for block in blocks if block and block.strip())

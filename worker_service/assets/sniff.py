@@ -30,6 +30,9 @@ _OOXML_MAIN = {
 _ODF = {"application/vnd.oasis.opendocument.text": "odt", "application/vnd.oasis.opendocument.spreadsheet": "ods",
         "application/vnd.oasis.opendocument.presentation": "odp"}
 _HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)[\s>]", re.I | re.S)
+#: a saved fragment (no <html>/<body>) that opens with an element only HTML has
+_HTML_FRAGMENT = re.compile(rb"^\s*(<!--.*?-->\s*)*<(p|div|table|h[1-6]|section|article|main|ul|ol|span|a|meta|title|"
+                            rb"link|style|script|br|img|form|header|nav|blockquote|pre)[\s>/]", re.I | re.S)
 
 
 def sniff(path: str, *, filename: str | None, content_type: str | None) -> str:
@@ -53,10 +56,13 @@ def sniff(path: str, *, filename: str | None, content_type: str | None) -> str:
     if head.lstrip().startswith(b"{\\rtf"):
         return "rtf"
     if _looks_like_text(head):
-        if _HTML_START.match(head.lstrip(b"\xef\xbb\xbf")):
-            return "html"
         name = (filename or "").lower()
         kind = (content_type or "").lower()
+        start = head.lstrip(b"\xef\xbb\xbf")
+        if _HTML_START.match(start) or _HTML_FRAGMENT.match(start) or (
+                (name.endswith((".html", ".htm", ".xhtml")) or kind.startswith(("text/html", "application/xhtml")))
+                and start.lstrip().startswith(b"<")):
+            return "html"
         if name.endswith((".md", ".markdown")) or kind.startswith("text/markdown"):
             return "markdown"
         if _looks_like_csv(head, name, kind):

@@ -89,6 +89,7 @@ class Asset(BaseModel):
     ocr_pages = peewee.IntegerField(null=True)  # pages (or images) read by OCR in the last extraction
     ocr_languages = peewee.CharField(null=True)  # OCR_LANGUAGES of that extraction, when it OCRed anything
     no_text_reason = peewee.CharField(null=True)  # why no_text: "ocr_unavailable" when OCR was needed and missing
+    parts_skipped = peewee.IntegerField(null=True)  # parts of the document that could not be read (marked in the text)
     # Each track's lease (reconciliation): while not terminal, its message is presumed alive until
     # RECONCILE_GRACE_SECONDS past this; renewed at each transition and while it runs, cleared when terminal.
     lease_at = peewee.DateTimeField(null=True, default=utcnow, index=True)
@@ -103,7 +104,7 @@ class Asset(BaseModel):
         "asset_id", "status", "error_code", "error_message", "attempts", "pages", "chars", "size",
         "sha256", "detected_type", "no_text", "knowledge_status", "knowledge_error_code",
         "knowledge_error_message", "created_at", "updated_at", "knowledge_chunks", "knowledge_chunks_failed",
-        "ocr_pages", "ocr_languages", "workspace", "knowledge_entities", "knowledge_relations",
+        "ocr_pages", "ocr_languages", "workspace", "knowledge_entities", "knowledge_relations", "parts_skipped",
     )
     EXTRA_FIELDS = (
         "source", "filename", "content_type", "crm_lead_id", "next_attempt_at", "last_error",

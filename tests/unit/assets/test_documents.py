@@ -104,3 +104,47 @@ def test_a_package_that_expands_past_the_cap_is_too_large(tmp_path, kind):
     with pytest.raises(PermanentError) as refused:
         extract(str(path), kind, {**LIMITS, "docx_max_ratio": 50})
     assert refused.value.error_code == "too_large"
+
+
+def test_a_pptx_with_shapes_its_library_cannot_read_keeps_the_rest_and_counts_what_it_skipped(tmp_path):
+    """Issue 42: an unrecognised shape failed the whole deck (NotImplementedError, retried as transient)."""
+    result = _text(docs.odd_pptx_file(tmp_path / "odd.pptx"), "pptx")
+    text = result["text"]
+    assert "## Итоги" in text and "в фигуре без геометрии" in text and "остальное на месте" in text
+    assert result["parts_skipped"] == 1 and "<!-- skipped: a shape that could not be read (AttributeError" in text
+
+
+def test_a_parser_librarys_own_exception_is_a_permanent_corrupt_with_its_reason(tmp_path, monkeypatch):
+    from worker_service.assets import documents
+    from worker_service.errors import PermanentError
+
+    def crash(path: str, limits: dict) -> dict:
+        raise KeyError("word/styles.xml")  # as openpyxl or python-pptx raise on a damaged package
+
+    monkeypatch.setattr(documents, "extract_xlsx", crash)
+    with pytest.raises(PermanentError) as raised:
+        _text(tmp_path / "x.xlsx", "xlsx")
+    assert raised.value.error_code == "corrupt" and "KeyError" in str(raised.value)
+
+
+def test_html_with_comments_breaks_and_spanning_or_nested_cells(tmp_path):
+    """Issue 42: a comment in the body crashed extraction; <br> glued words; spans shifted cells; nested tables
+    were flattened into their cell."""
+    path = tmp_path / "page.html"
+    path.write_text(docs.HTML_PAGE, encoding="utf-8")
+    text = _text(path, "html")["text"]
+    assert "ООО «Ромашка» ИНН 7707083893" in text  # the <br> inside the span separates them
+    assert "| Имя | Контакт |  |" in text
+    assert "| Анна | телефон | +7 900 000-00-00 |" in text and "|  | почта | anna@example.ru |" in text
+    assert "| Борис | см. | — |" in text and "| вложенная | таблица |" in text
+    assert "saved by a browser" not in text and "php" not in text
+
+
+def test_an_html_fragment_without_html_or_body_is_read_as_html(tmp_path):
+    from worker_service.assets.sniff import sniff
+
+    path = tmp_path / "fragment.txt"
+    path.write_text("<p>Привет, <b>мир</b></p>\n<table><tr><td>a</td><td>b</td></tr></table>", encoding="utf-8")
+    assert sniff(str(path), filename="fragment.txt", content_type=None) == "html"
+    text = _text(path, "html")["text"]
+    assert "Привет, мир" in text and "| a | b |" in text and "<b>" not in text
