@@ -54,6 +54,35 @@ def test_ocr_character_error_rate_and_exact_numbers(tesseract, testset, name, la
     assert result["ocr_pages"] == 1 and result["ocr_languages"] == "rus+eng" and result["no_text"] is False
 
 
+@pytest.mark.parametrize("angle", [90, 180, 270])
+def test_a_scan_turned_on_its_side_or_upside_down_reads_as_well_as_upright(tesseract, tmp_path, angle):
+    """Issue 42: a scan fed in at 90, 180 or 270 degrees came out as garbage stored as text."""
+    from worker_service.assets.extraction import extract
+
+    upright = tmp_path / "upright.png"
+    docs.page(docs.RUSSIAN).save(upright, dpi=(300, 300))
+    turned = tmp_path / f"turned-{angle}.png"
+    docs.page(docs.RUSSIAN).rotate(angle, expand=True).save(turned, dpi=(300, 300))
+    reference = docs.reference("ru")
+    straight = docs.cer(reference, extract(str(upright), "image", LIMITS)["text"])
+    result = extract(str(turned), "image", LIMITS)
+    rate = docs.cer(reference, result["text"])
+    print(f"\nturned {angle}: CER {rate * 100:.2f} % (upright {straight * 100:.2f} %), rotated {result['ocr_rotated_pages']}")
+    assert rate <= max(straight, 0.005) and result["ocr_low_confidence_pages"] == []
+
+
+def test_a_page_ocr_reads_with_low_confidence_is_flagged_not_passed_on_silently(tesseract, tmp_path):
+    from worker_service.assets.extraction import extract
+
+    coarse = tmp_path / "coarse.png"
+    docs.unreadable_scan(docs.RUSSIAN).save(coarse, dpi=(300, 300))
+    result = extract(str(coarse), "image", LIMITS)
+    assert result["text"].strip() and result["ocr_low_confidence_pages"] == [1]
+    good = tmp_path / "good.png"
+    docs.page(docs.RUSSIAN).save(good, dpi=(300, 300))
+    assert extract(str(good), "image", LIMITS)["ocr_low_confidence_pages"] == []
+
+
 def _record(env: dict[str, str], asset_id: str) -> dict[str, Any]:
     out = run_cli(env, "asset", asset_id, "--json")
     return json.loads(out.stdout) if out.returncode == 0 else {}
@@ -125,6 +154,8 @@ def test_every_format_and_every_bad_input_ends_as_it_should_and_the_worker_goes_
         OOXMLFile(plain).encrypt("secret", locked)
     (storage / "locked.xlsx").write_bytes(locked.getvalue())
     _png_bomb(storage / "bomb.png")
+    docs.unreadable_scan(docs.RUSSIAN).save(storage / "coarse.png", dpi=(300, 300))
+    docs.odd_pptx_file(storage / "odd.pptx")
     start_worker(env={**worker_env, "EXTRACT_MEMORY_MB": "1024"}, threads=2)
     sender = Sender(redis_client)
     for kind, path in made.items():
@@ -134,6 +165,8 @@ def test_every_format_and_every_bad_input_ends_as_it_should_and_the_worker_goes_
     sender.process_asset("phone", "file:phone.jpg")
     sender.process_asset("locked", "file:locked.xlsx")
     sender.process_asset("bomb", "file:bomb.png")
+    sender.process_asset("coarse", "file:coarse.png")
+    sender.process_asset("odd", "file:odd.pptx")
     for kind in made:
         record = _terminal(worker_env, f"f-{kind}")
         assert (record["status"], record["detected_type"], record["no_text"]) == ("extracted", kind, False), record
@@ -147,6 +180,11 @@ def test_every_format_and_every_bad_input_ends_as_it_should_and_the_worker_goes_
         "failed", "encrypted")
     bomb = _terminal(worker_env, "bomb")
     assert (bomb["status"], bomb["error_code"]) == ("failed", "too_large")
+    coarse = _terminal(worker_env, "coarse")  # read, and flagged in the record (issue 42)
+    assert (coarse["status"], coarse["ocr_low_confidence_pages"]) == ("extracted", "1")
+    odd = _terminal(worker_env, "odd")  # a deck with a shape its library cannot read: the rest kept, the skip counted
+    assert (odd["status"], odd["parts_skipped"]) == ("extracted", 1) and "остальное на месте" in _text(worker_env, "odd")
+    assert fax["ocr_low_confidence_pages"] is None
     (storage / "after.txt").write_text("the worker goes on")
     sender.process_asset("after", "file:after.txt")
     assert _terminal(worker_env, "after")["status"] == "extracted"

@@ -80,10 +80,12 @@ class _Ocr:
         self.languages = str(limits.get("ocr_languages") or "rus+eng")
         self.page_timeout_s = float(limits.get("ocr_page_timeout_seconds") or 60)
         self.pages = 0
+        self.low_confidence: list[int] = []  # pages whose reading stayed doubtful
+        self.rotated: list[int] = []  # pages turned upright before reading
         self.unavailable: str | None = None
         self.checked = False
 
-    def __call__(self, image: Any, dpi: float | None = None) -> str:
+    def __call__(self, image: Any, dpi: float | None = None, *, page: int = 1) -> str:
         from worker_service.assets import ocr
 
         if not self.checked:  # once per document, when a page first needs OCR (Tesseract runs anyway on a
@@ -92,15 +94,20 @@ class _Ocr:
         if self.unavailable is not None:
             return ""
         try:
-            text = ocr.recognise(image, languages=self.languages, page_timeout_s=self.page_timeout_s, dpi=dpi)
+            reading = ocr.recognise(image, languages=self.languages, page_timeout_s=self.page_timeout_s, dpi=dpi)
         except ocr.OcrUnavailable as exc:
             self.unavailable = str(exc)
             return ""
         self.pages += 1
-        return text
+        if reading.doubtful:
+            self.low_confidence.append(page)
+        if reading.rotated:
+            self.rotated.append(page)
+        return reading.text
 
     def facts(self) -> dict[str, Any]:
         return {"ocr_pages": self.pages, "ocr_languages": self.languages if self.pages else None,
+                "ocr_low_confidence_pages": self.low_confidence, "ocr_rotated_pages": self.rotated,
                 **({"ocr_unavailable": self.unavailable} if self.unavailable else {})}
 
 
@@ -126,7 +133,7 @@ def extract_image(path: str, ocr: _Ocr, *, max_pixels: int) -> dict[str, Any]:
     try:
         pages = ocr_module.frames(image)
         dpi = image.info.get("dpi", (None,))[0]
-        texts = [ocr(page, float(dpi) if dpi else None) for page in pages]
+        texts = [ocr(page, float(dpi) if dpi else None, page=n) for n, page in enumerate(pages, start=1)]
     finally:
         image.close()
     if len(pages) == 1:
@@ -166,7 +173,7 @@ def extract_pdf(path: str, *, max_pages: int, tables: bool = False, ocr: _Ocr | 
                 page_text = ""
                 unreadable += 1
             if ocr is not None and not usable_text_layer(page_text) and _has_images(pdf, index):
-                recognised = ocr(_render(pdf, index), TARGET_RENDER_DPI)
+                recognised = ocr(_render(pdf, index), TARGET_RENDER_DPI, page=index + 1)
                 page_text = recognised if usable_text_layer(recognised) or not page_text.strip() else page_text
             parts.append(page_text)
         if pages and unreadable == pages:

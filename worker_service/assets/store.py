@@ -40,6 +40,8 @@ def store_result(asset_id: str, generation: tuple[int, str], *, result: dict[str
                                 ocr_pages=int(result.get("ocr_pages") or 0),
                                 ocr_languages=result.get("ocr_languages"),
                                 parts_skipped=int(result.get("parts_skipped") or 0),
+                                ocr_low_confidence_pages=",".join(map(str, result.get("ocr_low_confidence_pages") or []))
+                                or None,
                                 no_text_reason="ocr_unavailable" if no_text and result.get("ocr_unavailable") else None,
                                 extract_seconds=round(seconds, 4), updated_at=utcnow(),
                                 knowledge_status="pending", knowledge_error_code=None, knowledge_error_message=None,

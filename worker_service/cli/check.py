@@ -123,6 +123,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if ocr_problem:
         warnings.append(f"OCR unavailable: {ocr_problem}; scanned pages and images end extracted with no_text "
                         "(no_text_reason ocr_unavailable)")
+    elif unavailable_reason("osd"):
+        warnings.append("Tesseract's orientation data (osd) is missing: scans fed in sideways or upside down are "
+                        "read as they lie (Debian: apt-get install tesseract-ocr-osd)")
     if not settings.openrouter_api_key:
         warnings.append("knowledge extraction is off: OPENROUTER_API_KEY is not set, so every asset's knowledge "
                         "ends skipped and no graph is built")
