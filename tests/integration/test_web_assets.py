@@ -4,6 +4,7 @@ page, dead letters tied to their asset by its domain code, the styled not-found 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -171,3 +172,51 @@ def test_browser_assets_by_state_reasons_dead_letter_links_permanent_requeue_and
         page.press("#missing-q", "Enter")
         page.wait_for_selector("#assets")
         assert page.locator("#assets tbody tr").count() == 2
+
+
+def test_browser_retry_now_sends_a_retrying_assets_work_again_at_once(web, chromium_path, start_worker):
+    """Issue 41: a retrying asset shows its error and next attempt, and an operator's "Retry now" runs it at once
+    (a new generation; the waiting retry is skipped when due), audited."""
+    import redis
+    from worker_contracts import Sender
+
+    from tests.support.helpers import wait_for
+    from tests.support.httpserver import QuietHandler, serve, stop
+
+    answers = {"status": 503}
+
+    class Flaky(QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = b"the upstream is back"
+            self.send_response(answers["status"])
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = serve(Flaky)
+    base, env = web
+    try:
+        start_worker(env={**env, "FETCH_ALLOW_HTTP": "true", "FETCH_ALLOWLIST": "127.0.0.1",
+                          "RETRY_BACKOFF_BASE_MS": "600000", "RETRY_BACKOFF_MAX_MS": "600000"})
+        Sender(redis.Redis.from_url(env["BROKER_URL"])).process_asset(
+            "flaky", f"http://127.0.0.1:{server.server_port}/doc.txt", filename="doc.txt")
+
+        def record() -> dict:
+            return requests.get(f"{base}/api/assets/flaky", headers=API).json()
+
+        wait_for(lambda: record().get("status") == "retrying", 60, 0.3, "the asset retrying (HTTP 503)")
+        answers["status"] = 200
+        with _browser_page(chromium_path, f"{base}/assets/flaky", "admin", PASSWORD, height=900) as page:
+            why = page.inner_text("#why")
+            assert "Retrying after attempt 1" in why and "HTTP 503" in why and re.search(r"\(in \d+ min", why)
+            page.click("#retry-now")
+            page.wait_for_selector("#flash")
+            assert "again now" in page.inner_text("#flash")
+        wait_for(lambda: record().get("status") == "extracted", 30, 0.3, "extracted at once, not in 10 minutes")
+        audit = requests.get(f"{base}/api/audit", headers=API).json()
+        assert (audit[0]["action"], audit[0]["target"]) == ("asset-retry-now", "flaky")
+        refused = requests.post(f"{base}/api/assets/flaky/retry", headers=API)
+        assert refused.status_code == 409  # nothing is retrying any more
+    finally:
+        stop(server)

@@ -135,6 +135,32 @@ def api_delete(asset_id: str) -> Response:
     return json_response({"deleted": asset_id})
 
 
+def _retry_now(asset_id: str) -> str | None:
+    from worker_service.assets.retrynow import retry_now
+    from worker_service.web.views import principal, services
+
+    return retry_now(asset_id, services().broker, principal().audit_name)
+
+
+@blueprint.post("/assets/<asset_id>/retry")
+def retry_page(asset_id: str) -> Response:
+    """Operators: the retrying work of the asset is sent again now (a new generation; audited)."""
+    from flask import flash
+
+    track = _retry_now(asset_id)
+    flash(f"Sent the asset's {'extraction' if track == 'asset' else 'knowledge'} again now." if track
+          else "Nothing of this asset is waiting for a retry.")
+    return see_other(f"/assets/{quote(asset_id, safe='')}")
+
+
+@blueprint.post("/api/assets/<asset_id>/retry")
+def api_retry(asset_id: str) -> Response:
+    """``{"retried": "asset"|"knowledge"}``, or 409 when nothing of the asset is retrying."""
+    track = _retry_now(asset_id)
+    return json_response({"retried": track}) if track else json_response(
+        {"error": "nothing of this asset is waiting for a retry"}, 409)
+
+
 @blueprint.get("/api/assets/<asset_id>/history")
 def api_history(asset_id: str) -> Response:
     return found(asset_history(asset_id), "unknown asset")
