@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 import requests
 
 from tests.support.browser import ARTIFACTS
@@ -121,3 +122,34 @@ def test_browser_queue_pages_count_failures_as_the_failed_page_does_and_link_mes
     assert holder in {f"{w['host']} pid {w['pid']}" for w in live}  # the overview's name for it
     assert requests.get(f"{base}/queues/queues/assets", headers=API, allow_redirects=False).headers["Location"] \
         == "/queues/assets"  # dramatiq-dashboard's links of old
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_charts_count_every_dead_letter_the_failed_page_lists(start_web, worker_env, database, request):
+    """Issue 41: the charts said "failed 6" beside 8 dead letters of the last hour: undecodable and unknown-actor
+    messages are dead-lettered by the consumer and never reached the counting middleware."""
+    import uuid
+
+    from dramatiq.message import Message
+
+    from middleware.deadletters import DeadLetters
+    from tests.support.helpers import pg_schema_url
+    from worker_service.database import init_database, migrate
+    from worker_service.outcome import Dead
+
+    url = worker_env["DATABASE_URL"] if database == "sqlite" else \
+        pg_schema_url(request.getfixturevalue("pg_url"), f"charts_{uuid.uuid4().hex[:8]}")
+    base, _env = start_web(DATABASE_URL=url)
+    init_database(url)
+    migrate()
+    sink = DeadLetters()
+    sink.record_raw("assets", b"\xff not json", "undecodable", "cannot decode")
+    sink.record(Message(queue_name="crm", actor_name="no_such_actor", args=(), kwargs={}, options={},
+                        message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000)),
+                Dead.of("unknown_actor", KeyError("no_such_actor")))
+    sink.record(Message(queue_name="tests", actor_name="noop", args=(), kwargs={}, options={},
+                        message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000)),
+                Dead.of("retries_exhausted", RuntimeError("boom")))
+    overview = requests.get(f"{base}/api/overview", headers=API).json()
+    assert sum(overview["dead_letters_last_hour"].values()) == 3
+    assert sum(overview["throughput"]["last_hour"]["failed"]) == 3 == sum(overview["throughput"]["last_day"]["failed"])

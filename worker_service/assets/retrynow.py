@@ -37,9 +37,9 @@ def retry_now(asset_id: str, broker: Any, who: str) -> str | None:
         return None
     actor_name, queue = ACTORS[track]
     now = int(time.time() * 1000)
-    message = Message(queue_name=queue, actor_name=actor_name, args=(), kwargs=kwargs, message_id=str(uuid.uuid4()),
-                      message_timestamp=now, options={"generation": now, "budget_started_at": now,
-                                                      "retried_now_by": who})
+    message: Message[Any] = Message(queue_name=queue, actor_name=actor_name, args=(), kwargs=kwargs,
+                                    message_id=str(uuid.uuid4()), message_timestamp=now,
+                                    options={"generation": now, "budget_started_at": now, "retried_now_by": who})
     broker.enqueue(message)
     with session(transaction=True):
         AuditEntry.create(who=who, action="asset-retry-now", target=asset_id, count=1,

@@ -76,8 +76,24 @@ def dead_letters_last_hour() -> dict[str, int]:
         return {error_type: int(count) for error_type, count in rows}
 
 
-def throughput(client: Any, ns: str, minutes: int, bucket: int) -> dict[str, list[Any]]:
-    """Messages done and failed per ``bucket`` minutes over the last ``minutes`` (middleware.throughput)."""
+def dead_letters_per_minute(minutes: int) -> dict[str, int]:
+    """Dead letters per minute ("YYYYmmddHHMM", UTC) over the last ``minutes``: every way a message failed for good,
+    the undecodable and unknown-actor ones the consumer dead-letters included (what the failed-messages page
+    lists; the workers' per-minute counts see only messages that reached an actor)."""
+    from worker_service.database.connection import is_sqlite
+
+    minute = (peewee.fn.strftime("%Y%m%d%H%M", DeadLetter.failed_at) if is_sqlite()
+              else peewee.fn.to_char(peewee.fn.date_trunc("minute", DeadLetter.failed_at), "YYYYMMDDHH24MI"))
+    with session():
+        rows = (DeadLetter.select(minute, peewee.fn.COUNT(DeadLetter.id))
+                .where(DeadLetter.failed_at >= utcnow() - timedelta(minutes=minutes)).group_by(minute).tuples())
+        return {str(stamp): int(n) for stamp, n in rows}
+
+
+def throughput(client: Any, ns: str, minutes: int, bucket: int,
+               failed: dict[str, int] | None = None) -> dict[str, list[Any]]:
+    """Messages done and failed per ``bucket`` minutes over the last ``minutes`` (middleware.throughput);
+    ``failed``: per minute, in place of the workers' own failed counts (dead_letters_per_minute)."""
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     stamps = [now - timedelta(minutes=m) for m in range(minutes - 1, -1, -1)]
     pipe = client.pipeline(transaction=False)
@@ -85,16 +101,21 @@ def throughput(client: Any, ns: str, minutes: int, bucket: int) -> dict[str, lis
         pipe.hgetall(f"{ns}:__stats__.{stamp:%Y%m%d%H%M}")
     labels: list[str] = []
     done: list[int] = []
-    failed: list[int] = []
+    fails: list[int] = []
     for i, (stamp, counts) in enumerate(zip(stamps, pipe.execute(), strict=True)):
         if i % bucket == 0:
             labels.append(f"{stamp:%H:%M}" if minutes <= 60 else f"{stamp:%d.%m %H:%M}")
             done.append(0)
-            failed.append(0)
+            fails.append(0)
         for field, value in counts.items():
             outcome = field.decode().rsplit(":", 1)[-1]
-            (failed if outcome == "failed" else done)[-1] += int(value)
-    return {"labels": labels, "done": done, "failed": failed}
+            if outcome != "failed":
+                done[-1] += int(value)
+            elif failed is None:
+                fails[-1] += int(value)
+        if failed is not None:
+            fails[-1] += failed.get(f"{stamp:%Y%m%d%H%M}", 0)
+    return {"labels": labels, "done": done, "failed": fails}
 
 
 def actor_stats(client: Any, ns: str, minutes: int) -> list[dict[str, Any]]:
@@ -130,6 +151,7 @@ def overview(broker_client: Any | None, limiter_client: Any, settings: Settings,
     from worker_service.outcome_events import lag
 
     pending, age = lag()
+    failed = dead_letters_per_minute(1440)
     return {
         "queues": queue_stats(broker_client, ns, shards) if broker_client is not None else [],
         "workers": workers(broker_client, ns, settings.heartbeat_timeout_ms / 1000,
@@ -138,7 +160,7 @@ def overview(broker_client: Any | None, limiter_client: Any, settings: Settings,
         "upstreams": upstreams(limiter_client, ns, settings),
         "dead_letters_last_hour": dead_letters_last_hour(),
         "events": {"pending": pending, "oldest_pending_seconds": round(age, 1)},
-        "throughput": {"last_hour": throughput(limiter_client, ns, 60, 1),
-                       "last_day": throughput(limiter_client, ns, 1440, 30)},
+        "throughput": {"last_hour": throughput(limiter_client, ns, 60, 1, failed=failed),
+                       "last_day": throughput(limiter_client, ns, 1440, 30, failed=failed)},
         "at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     }
