@@ -83,6 +83,17 @@ def test_a_page_ocr_reads_with_low_confidence_is_flagged_not_passed_on_silently(
     assert extract(str(good), "image", LIMITS)["ocr_low_confidence_pages"] == []
 
 
+def test_a_multi_page_scan_reports_each_page_it_reads_for_the_progress_line(tesseract, tmp_path):
+    from worker_service.assets.extraction import extract
+
+    frames = [docs.page(docs.ENGLISH[:3]), docs.page(docs.RUSSIAN[:3])]
+    scan = tmp_path / "fax.tiff"
+    frames[0].save(scan, save_all=True, append_images=frames[1:], dpi=(300, 300))
+    progress = tmp_path / "progress"
+    extract(str(scan), "image", {**LIMITS, "progress_path": str(progress)})
+    assert progress.read_text() == "2 2"  # the worker's ProgressWatch turns it into "OCR: page 2 of 2"
+
+
 def _record(env: dict[str, str], asset_id: str) -> dict[str, Any]:
     out = run_cli(env, "asset", asset_id, "--json")
     return json.loads(out.stdout) if out.returncode == 0 else {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import os
 import re
 import zipfile
 from pathlib import PurePosixPath
@@ -79,13 +80,14 @@ class _Ocr:
     def __init__(self, limits: dict[str, Any]) -> None:
         self.languages = str(limits.get("ocr_languages") or "rus+eng")
         self.page_timeout_s = float(limits.get("ocr_page_timeout_seconds") or 60)
+        self.progress_path = limits.get("progress_path")
         self.pages = 0
         self.low_confidence: list[int] = []  # pages whose reading stayed doubtful
         self.rotated: list[int] = []  # pages turned upright before reading
         self.unavailable: str | None = None
         self.checked = False
 
-    def __call__(self, image: Any, dpi: float | None = None, *, page: int = 1) -> str:
+    def __call__(self, image: Any, dpi: float | None = None, *, page: int = 1, of: int = 1) -> str:
         from worker_service.assets import ocr
 
         if not self.checked:  # once per document, when a page first needs OCR (Tesseract runs anyway on a
@@ -99,6 +101,7 @@ class _Ocr:
             self.unavailable = str(exc)
             return ""
         self.pages += 1
+        report_progress(self.progress_path, page, of)
         if reading.doubtful:
             self.low_confidence.append(page)
         if reading.rotated:
@@ -109,6 +112,19 @@ class _Ocr:
         return {"ocr_pages": self.pages, "ocr_languages": self.languages if self.pages else None,
                 "ocr_low_confidence_pages": self.low_confidence, "ocr_rotated_pages": self.rotated,
                 **({"ocr_unavailable": self.unavailable} if self.unavailable else {})}
+
+
+def report_progress(path: str | None, done: int, total: int) -> None:
+    """``done total`` pages into the file the worker's ProgressWatch reads (worker_service.assets.progress),
+    replaced atomically; a failure only loses the line."""
+    if not path:
+        return
+    try:
+        with open(f"{path}.part", "w") as fh:
+            fh.write(f"{done} {total}")
+        os.replace(f"{path}.part", path)
+    except OSError:
+        pass
 
 
 #: what a text layer without a usable font encoding yields: U+FFFD, private-use and control characters
@@ -133,7 +149,7 @@ def extract_image(path: str, ocr: _Ocr, *, max_pixels: int) -> dict[str, Any]:
     try:
         pages = ocr_module.frames(image)
         dpi = image.info.get("dpi", (None,))[0]
-        texts = [ocr(page, float(dpi) if dpi else None, page=n) for n, page in enumerate(pages, start=1)]
+        texts = [ocr(page, float(dpi) if dpi else None, page=n, of=len(pages)) for n, page in enumerate(pages, start=1)]
     finally:
         image.close()
     if len(pages) == 1:
@@ -173,7 +189,7 @@ def extract_pdf(path: str, *, max_pages: int, tables: bool = False, ocr: _Ocr | 
                 page_text = ""
                 unreadable += 1
             if ocr is not None and not usable_text_layer(page_text) and _has_images(pdf, index):
-                recognised = ocr(_render(pdf, index), TARGET_RENDER_DPI, page=index + 1)
+                recognised = ocr(_render(pdf, index), TARGET_RENDER_DPI, page=index + 1, of=pages)
                 page_text = recognised if usable_text_layer(recognised) or not page_text.strip() else page_text
             parts.append(page_text)
         if pages and unreadable == pages:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
+from pathlib import Path
 
 import dramatiq
 from dramatiq.message import Message
@@ -17,6 +19,7 @@ from worker_contracts import build_message
 
 from settings import Settings
 from worker_service.assets.fetch import FetchPolicy, fetched
+from worker_service.assets.progress import ProgressWatch
 from worker_service.assets.sniff import sniff
 from worker_service.assets.store import store_result, unchanged
 from worker_service.database.tracks import Generation
@@ -76,10 +79,15 @@ def process_asset_source(asset_id: str, source: str, *, filename: str | None, co
             return
         detected = sniff(path, filename=filename, content_type=content_type)
         started = time.monotonic()
-        result = run_hard_limited(
-            "worker_service.assets.extraction:extract", path, detected, extraction_limits(settings),
-            timeout_s=settings.ocr_timeout_seconds if detected in MAY_OCR else settings.extract_timeout_seconds,
-            memory_mb=settings.extract_memory_mb)
+        progress_dir = Path(settings.storage_root) / ".tmp"
+        progress_dir.mkdir(parents=True, exist_ok=True)
+        progress = progress_dir / f"progress-{uuid.uuid4().hex}"
+        with ProgressWatch(asset_id, generation, progress):
+            result = run_hard_limited(
+                "worker_service.assets.extraction:extract", path, detected,
+                {**extraction_limits(settings), "progress_path": str(progress)},
+                timeout_s=settings.ocr_timeout_seconds if detected in MAY_OCR else settings.extract_timeout_seconds,
+                memory_mb=settings.extract_memory_mb)
         seconds = time.monotonic() - started
     stored = store_result(asset_id, generation, result=result, sha256=sha256, size=size,
                           detected_type=detected, seconds=seconds)

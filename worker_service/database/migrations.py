@@ -229,7 +229,7 @@ def _v13_workspace_graph(db: peewee.Database) -> None:
 def _v14_operator_pages(db: peewee.Database) -> None:
     _create_indexes(db, "asset", ("created_at", "asset_id"), ("status", "created_at", "asset_id"),
                     ("knowledge_status", "created_at", "asset_id"))
-    _add_missing_columns(db, Asset, ["parts_skipped", "ocr_low_confidence_pages"])
+    _add_missing_columns(db, Asset, ["parts_skipped", "ocr_low_confidence_pages", "progress"])
     _add_missing_columns(db, DeadLetter, ["error_code", "asset_id"])
     _create_indexes(db, "dead_letter", ("state", "error_code", "id"), ("asset_id", "id"))
     # the asset each older dead letter names, read from its kwargs (its domain code was never stored: NULL, shown
@@ -268,7 +268,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (13, "one knowledge graph per workspace: mentions, aliases, entities, relation mentions, curation decisions; "
          "assets' workspace; tombstones of deleted assets; the per-asset graph tables dropped", _v13_workspace_graph),
     (14, "operator pages: assets newest first by state; dead letters' asset and the domain code its record got; "
-         "the parts of a document that could not be read; the pages whose OCR stayed doubtful",
+         "the parts of a document that could not be read; the pages whose OCR stayed doubtful; progress",
      _v14_operator_pages),
 ]
 

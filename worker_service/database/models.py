@@ -92,6 +92,7 @@ class Asset(BaseModel):
     parts_skipped = peewee.IntegerField(null=True)  # parts of the document that could not be read (marked in the text)
     # pages whose OCR stayed doubtful (mean word confidence below assets.ocr.LOW_CONFIDENCE), as "3,7"
     ocr_low_confidence_pages = peewee.CharField(null=True)
+    progress = peewee.CharField(null=True)  # while a long extraction runs: "OCR: page 3 of 20" (assets.progress)
     # Each track's lease (reconciliation): while not terminal, its message is presumed alive until
     # RECONCILE_GRACE_SECONDS past this; renewed at each transition and while it runs, cleared when terminal.
     lease_at = peewee.DateTimeField(null=True, default=utcnow, index=True)
@@ -107,7 +108,7 @@ class Asset(BaseModel):
         "sha256", "detected_type", "no_text", "knowledge_status", "knowledge_error_code",
         "knowledge_error_message", "created_at", "updated_at", "knowledge_chunks", "knowledge_chunks_failed",
         "ocr_pages", "ocr_languages", "workspace", "knowledge_entities", "knowledge_relations", "parts_skipped",
-        "ocr_low_confidence_pages",
+        "ocr_low_confidence_pages", "progress",
     )
     EXTRA_FIELDS = (
         "source", "filename", "content_type", "crm_lead_id", "next_attempt_at", "last_error",
