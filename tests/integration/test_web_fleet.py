@@ -153,3 +153,16 @@ def test_the_charts_count_every_dead_letter_the_failed_page_lists(start_web, wor
     overview = requests.get(f"{base}/api/overview", headers=API).json()
     assert sum(overview["dead_letters_last_hour"].values()) == 3
     assert sum(overview["throughput"]["last_hour"]["failed"]) == 3 == sum(overview["throughput"]["last_day"]["failed"])
+
+
+def test_the_overview_says_knowledge_is_off_without_the_key(web):
+    """Issue 41: without OPENROUTER_API_KEY every asset showed "knowledge skipped" while the OpenRouter row
+    looked healthy."""
+    base, _env = web
+    upstreams = requests.get(f"{base}/api/overview", headers=API).json()["upstreams"]
+    assert upstreams["openrouter"]["off_reason"] == "OPENROUTER_API_KEY is not set"
+    from tests.support.helpers import post_login
+
+    session = requests.Session()
+    post_login(base, "admin", PASSWORD, session=session)
+    assert 'id="off-openrouter"' in session.get(f"{base}/").text

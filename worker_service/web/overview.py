@@ -65,6 +65,11 @@ def upstreams(client: Any, ns: str, settings: Settings) -> dict[str, dict[str, A
                               "daily_budget_usd": settings.openrouter_daily_budget_usd,
                               "rate_limit_rps": settings.openrouter_rps})
     out["kommo"]["rate_limit_rps"] = settings.kommo_rps
+    # what is switched off says so: without a key every asset's knowledge ends skipped
+    out["openrouter"]["off_reason"] = None if settings.openrouter_api_key else "OPENROUTER_API_KEY is not set"
+    out["kommo"]["off_reason"] = None if (settings.kommo_base_url and (settings.kommo_access_token or
+                                                                       settings.kommo_refresh_token)) \
+        else "KOMMO_BASE_URL and a token are not set"
     return out
 
 
