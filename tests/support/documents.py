@@ -371,6 +371,52 @@ def unreadable_scan(lines: list[str]) -> Any:
     return clean.resize((clean.width // 9, clean.height // 9)).resize(clean.size)
 
 
+_W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+_DOCX_NAMESPACES = (f'xmlns:w="{_W_NS}" xmlns:w14="http://schemas.microsoft.com/office/word/2010/wordml" '
+                    'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006" '
+                    'xmlns:wps="http://schemas.microsoft.com/office/word/2010/wordprocessingShape" '
+                    'xmlns:v="urn:schemas-microsoft-com:vml" '
+                    'xmlns:m="http://schemas.openxmlformats.org/officeDocument/2006/math"')
+
+
+def docx_hidden_content_file(path: Path) -> Path:
+    """Content Word shows that a plain paragraph-and-table reader misses, as real forms and contracts have it:
+    a table and a paragraph inside a content control, a text box (with the VML fallback copy Word writes beside
+    it), a table nested in a cell, an equation, a checked and an unchecked checkbox, and a tracked deletion."""
+    import docx
+    from docx.oxml import parse_xml
+
+    document = docx.Document()
+    document.add_heading("Заявка на поставку", 1)
+    body = document.element.body
+
+    def add(xml: str) -> None:
+        body.insert(len(body) - 1, parse_xml(xml))  # before the section properties
+
+    add(f"""<w:sdt {_DOCX_NAMESPACES}><w:sdtPr><w:alias w:val="Позиции"/></w:sdtPr><w:sdtContent>
+        <w:p><w:r><w:t>Позиции в поле формы:</w:t></w:r></w:p>
+        <w:tbl><w:tblGrid><w:gridCol/><w:gridCol/></w:tblGrid>
+          <w:tr><w:tc><w:p><w:r><w:t>ЦНС-38</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>184350</w:t></w:r></w:p></w:tc></w:tr>
+        </w:tbl></w:sdtContent></w:sdt>""")
+    add(f"""<w:p {_DOCX_NAMESPACES}><w:r><w:t>Адрес доставки: </w:t></w:r><w:r><mc:AlternateContent>
+        <mc:Choice Requires="wps"><w:drawing><wps:txbx><w:txbxContent><w:p><w:r><w:t>Ярославль, ул. Свободы, 1</w:t></w:r></w:p>
+        </w:txbxContent></wps:txbx></w:drawing></mc:Choice>
+        <mc:Fallback><w:pict><v:textbox><w:txbxContent><w:p><w:r><w:t>Ярославль, ул. Свободы, 1</w:t></w:r></w:p>
+        </w:txbxContent></v:textbox></w:pict></mc:Fallback></mc:AlternateContent></w:r></w:p>""")
+    outer = document.add_table(rows=1, cols=2)
+    outer.cell(0, 0).text = "Условия"
+    inner = outer.cell(0, 1).add_table(rows=1, cols=2)
+    inner.cell(0, 0).text = "Отсрочка"
+    inner.cell(0, 1).text = "30 дней"
+    add(f"""<w:p {_DOCX_NAMESPACES}><w:r><w:t xml:space="preserve">Сумма: </w:t></w:r><m:oMath><m:r><m:t>S=2×184350</m:t></m:r></m:oMath></w:p>""")
+    for label, checked, glyph in (("Доставка", "1", "\u2612"), ("Самовывоз", "0", "\u2610")):
+        add(f"""<w:p {_DOCX_NAMESPACES}><w:sdt><w:sdtPr><w14:checkbox><w14:checked w14:val="{checked}"/></w14:checkbox>
+            </w:sdtPr><w:sdtContent><w:r><w:t>{glyph}</w:t></w:r></w:sdtContent></w:sdt><w:r><w:t xml:space="preserve"> {label}</w:t></w:r></w:p>""")
+    add(f"""<w:p {_DOCX_NAMESPACES}><w:r><w:t xml:space="preserve">Цена окончательная</w:t></w:r><w:del w:id="1" w:author="x">
+        <w:r><w:delText> и обсуждению не подлежит</w:delText></w:r></w:del><w:r><w:t>.</w:t></w:r></w:p>""")
+    document.save(str(path))
+    return path
+
 if __name__ == "__main__":
     for name, path in write_all(Path(sys.argv[1] if len(sys.argv) > 1 else "ocr-testset")).items():
         sys.stdout.write(f"{name}\t{path}\n")

@@ -62,26 +62,121 @@ def _opened(path: str, kind: str, limits: dict[str, Any]) -> None:
 
 
 # --- DOCX ------------------------------------------------------------------------------------------
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_M = "{http://schemas.openxmlformats.org/officeDocument/2006/math}"
+_W14 = "{http://schemas.microsoft.com/office/word/2010/wordml}"
+_MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
+#: the glyphs Word draws for a checkbox content control (its state is read from the control instead)
+_BOX_GLYPHS = str.maketrans("", "", "\u2610\u2611\u2612")
+
+
 def docx_markdown(path: str) -> str | None:
-    """The body of a (transitional) DOCX as Markdown; None when python-docx cannot read it."""
+    """The body of a (transitional) DOCX as Markdown; None when python-docx cannot read it.  Everything Word shows
+    is read: paragraphs and tables inside content controls, text boxes (once: their VML fallback copy is
+    skipped), tables nested in cells (each its own table after the outer one), equations' text, checkbox states
+    (``[x]``/``[ ]``); deleted text of tracked changes is not."""
     import docx
-    from docx.oxml.ns import qn
-    from docx.table import Table
-    from docx.text.paragraph import Paragraph
 
     try:
         document = docx.Document(path)
     except Exception:  # noqa: BLE001 - strict OOXML, renamed main part...: the caller reads the runs itself
         return None
-    blocks: list[str] = []
-    for child in document.element.body.iterchildren():
-        if child.tag == qn("w:p"):
-            blocks.append(_docx_paragraph(Paragraph(child, document)))
-        elif child.tag == qn("w:tbl"):
-            table = Table(child, document)
-            blocks.append(md.table([cell.text for cell in _unique_cells(row.cells)] for row in table.rows))
+    blocks = _docx_blocks(document.element.body, document)
     # consecutive list items belong to one list: no blank line between them
     return re.sub(r"(?m)^(\s*(?:-|1\.) .*)\n\n(?=\s*(?:-|1\.) )", r"\1\n", md.join(blocks))
+
+
+def _docx_blocks(container: Any, document: Any) -> list[str]:
+    """Markdown blocks of a body, a content control's content, a text box or a table cell, in order."""
+    from docx.text.paragraph import Paragraph
+
+    blocks: list[str] = []
+    for child in container.iterchildren():
+        tag = child.tag if isinstance(child.tag, str) else ""
+        if tag == f"{_W}p":
+            boxes: list[Any] = []
+            blocks.append(_docx_paragraph(Paragraph(child, document), _inline_text(child, boxes)))
+            for box in boxes:  # a text box anchored in the paragraph: its own paragraphs, after it
+                blocks += _docx_blocks(box, document)
+        elif tag == f"{_W}tbl":
+            blocks += _docx_table(child, document)
+        elif tag == f"{_W}sdt":
+            content = child.find(f"{_W}sdtContent")
+            if content is not None:
+                blocks += _docx_blocks(content, document)
+        elif tag in (f"{_W}customXml", f"{_W}smartTag"):
+            blocks += _docx_blocks(child, document)
+    return blocks
+
+
+def _inline_text(element: Any, boxes: list[Any]) -> str:
+    """The text of a paragraph as Word shows it: runs, inline content controls, hyperlinks, fields' results,
+    equations, symbols, checkbox states; text boxes are collected into ``boxes`` instead (read after)."""
+    parts: list[str] = []
+
+    def walk(node: Any) -> None:
+        for child in node:
+            tag = child.tag if isinstance(child.tag, str) else ""
+            if tag == _MC_FALLBACK or tag == f"{_W}delText" or tag == f"{_W}instrText":
+                continue  # a second copy of a text box; deleted text; a field's code (its result is read)
+            if tag == f"{_W}txbxContent":
+                boxes.append(child)
+            elif tag in (f"{_W}t", f"{_M}t"):
+                parts.append(child.text or "")
+            elif tag == f"{_W}tab":
+                parts.append("\t")
+            elif tag in (f"{_W}br", f"{_W}cr"):
+                parts.append("\n")
+            elif tag == f"{_W}sym":
+                parts.append(_symbol(child.get(f"{_W}char") or ""))
+            elif tag == f"{_W}sdt" and (state := _checkbox(child)) is not None:
+                inner: list[str] = []
+                content = child.find(f"{_W}sdtContent")
+                if content is not None:
+                    inner.append(_inline_text(content, boxes).translate(_BOX_GLYPHS))
+                parts.append(" ".join(x for x in (state, "".join(inner).strip()) if x))
+            else:
+                walk(child)
+
+    walk(element)
+    return "".join(parts)
+
+
+def _symbol(code: str) -> str:
+    """A ``w:sym`` character: Unicode when it is one (checkbox glyphs included), else nothing (a symbol font's
+    private code has no meaning as text)."""
+    try:
+        value = int(code, 16)
+    except ValueError:
+        return ""
+    return "" if 0xE000 <= value <= 0xF8FF else chr(value)
+
+
+def _checkbox(sdt: Any) -> str | None:
+    """``[x]``/``[ ]`` for a checkbox content control, None for any other control."""
+    properties = sdt.find(f"{_W}sdtPr")
+    box = properties.find(f"{_W14}checkbox") if properties is not None else None
+    if box is None:
+        return None
+    checked = box.find(f"{_W14}checked")
+    return "[x]" if checked is not None and checked.get(f"{_W14}val") in ("1", "true") else "[ ]"
+
+
+def _docx_table(element: Any, document: Any) -> list[str]:
+    """The table (one row a line, a merged cell once), then each table nested in its cells as its own."""
+    from docx.table import Table
+
+    nested: list[str] = []
+    rows = []
+    for row in Table(element, document).rows:
+        cells = []
+        for cell in _unique_cells(row.cells):
+            texts = []
+            for block in _docx_blocks(cell._tc, document):
+                (nested if block.startswith("|") else texts).append(block)
+            cells.append(" ".join(texts))
+        rows.append(cells)
+    return [md.table(rows), *nested]
 
 
 def _unique_cells(cells: Any) -> list[Any]:
@@ -93,8 +188,7 @@ def _unique_cells(cells: Any) -> list[Any]:
     return seen
 
 
-def _docx_paragraph(paragraph: Any) -> str:
-    text = paragraph.text
+def _docx_paragraph(paragraph: Any, text: str) -> str:
     if not text.strip():
         return ""
     style = (paragraph.style.name if paragraph.style is not None else "") or ""

@@ -148,3 +148,15 @@ def test_an_html_fragment_without_html_or_body_is_read_as_html(tmp_path):
     assert sniff(str(path), filename="fragment.txt", content_type=None) == "html"
     text = _text(path, "html")["text"]
     assert "Привет, мир" in text and "| a | b |" in text and "<b>" not in text
+
+
+def test_docx_content_word_shows_is_read_once_and_deleted_text_is_not(tmp_path):
+    """Issue 42: tables inside content controls, text boxes (read twice by the fallback), nested tables, equations
+    and checkbox states were lost."""
+    text = _text(docs.docx_hidden_content_file(tmp_path / "form.docx"), "docx")["text"]
+    assert "Позиции в поле формы:" in text and "| ЦНС-38 | 184350 |" in text
+    assert text.count("Ярославль, ул. Свободы, 1") == 1
+    assert "| Условия |  |" in text and "| Отсрочка | 30 дней |" in text
+    assert "Сумма: S=2×184350" in text
+    assert "[x] Доставка" in text and "[ ] Самовывоз" in text and "☒" not in text
+    assert "Цена окончательная." in text and "не подлежит" not in text
