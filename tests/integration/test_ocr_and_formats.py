@@ -159,7 +159,7 @@ def test_every_format_and_every_bad_input_ends_as_it_should_and_the_worker_goes_
             "pptx": docs.pptx_file(storage / "deck.pptx"), "odt": docs.odt_file(storage / "minutes.odt"),
             "ods": docs.ods_file(storage / "prices.ods"), "odp": docs.odp_file(storage / "deck.odp"),
             "rtf": docs.rtf_file(storage / "invoice.rtf"), "html": docs.html_file(storage / "page.html"),
-            "csv": docs.csv_file(storage / "prices.csv")}
+            "csv": docs.csv_file(storage / "prices.csv"), "epub": docs.epub_file(storage / "book.epub")}
     locked = io.BytesIO()
     with open(made["xlsx"], "rb") as plain:
         OOXMLFile(plain).encrypt("secret", locked)

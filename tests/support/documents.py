@@ -417,6 +417,23 @@ def docx_hidden_content_file(path: Path) -> Path:
     document.save(str(path))
     return path
 
+def epub_file(path: Path) -> Path:
+    """An EPUB 3 book of two chapters whose spine order differs from their file names' order."""
+    chapter = ('<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml"><head><title>{t}</title>'
+               '</head><body><h1>{t}</h1><p>{p}</p></body></html>')
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip")  # first and stored, as the format asks
+        zf.writestr("META-INF/container.xml", '<?xml version="1.0"?><container version="1.0" '
+                    'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles><rootfile '
+                    'full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/></rootfiles></container>')
+        zf.writestr("OEBPS/content.opf", '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" '
+                    'version="3.0"><manifest><item id="b" href="text/b.xhtml" media-type="application/xhtml+xml"/>'
+                    '<item id="a" href="text/a.xhtml" media-type="application/xhtml+xml"/></manifest>'
+                    '<spine><itemref idref="b"/><itemref idref="a"/></spine></package>')
+        zf.writestr("OEBPS/text/b.xhtml", chapter.format(t="Глава первая", p="ООО «Ромашка» поставляет насосы."))
+        zf.writestr("OEBPS/text/a.xhtml", chapter.format(t="Глава вторая", p="Договор № 15 подписан."))
+    return path
+
 if __name__ == "__main__":
     for name, path in write_all(Path(sys.argv[1] if len(sys.argv) > 1 else "ocr-testset")).items():
         sys.stdout.write(f"{name}\t{path}\n")

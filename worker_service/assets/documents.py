@@ -22,6 +22,7 @@ import io
 import re
 import zipfile
 from collections.abc import Iterator
+from pathlib import PurePosixPath
 from typing import Any
 from xml.etree import ElementTree
 
@@ -477,6 +478,15 @@ def extract_html(path: str, decode: Any) -> dict[str, Any]:
         root = lxml.html.document_fromstring(text)
     except Exception as exc:  # noqa: BLE001 - lxml's parser errors
         raise PermanentError(f"not readable HTML: {exc}", error_code="corrupt") from None
+    blocks = _html_page_blocks(root)
+    title = root.xpath("string(//title)").strip()
+    if title and not any(b.startswith("# ") for b in blocks):
+        blocks.insert(0, md.heading(title, 1))
+    return _result(blocks)
+
+
+def _html_page_blocks(root: Any) -> list[str]:
+    """A parsed page's readable content as Markdown blocks: chrome, comments and scripts dropped."""
     for element in root.xpath("|".join(f"//{tag}" for tag in _CHROME) + "|//*[@role='navigation']|//*[@hidden]"):
         element.drop_tree()
     for other in root.xpath("//comment()|//processing-instruction()"):  # not text; lxml cannot read their content
@@ -484,11 +494,7 @@ def extract_html(path: str, decode: Any) -> dict[str, Any]:
     for br in root.iter("br"):  # a line break separates words wherever it sits, inside inline elements too
         br.tail = "\n" + (br.tail or "")
     main = root.xpath("//main") or root.xpath("//article") or root.xpath("//body") or [root]
-    title = root.xpath("string(//title)").strip()
-    blocks = _html_blocks(main[0])
-    if title and not any(b.startswith("# ") for b in blocks):
-        blocks.insert(0, md.heading(title, 1))
-    return _result(blocks)
+    return _html_blocks(main[0])
 
 
 def _html_blocks(element: Any) -> list[str]:
@@ -570,6 +576,40 @@ def _html_list(element: Any, level: int) -> list[str]:
         for sub in nested:
             items += _html_list(sub, level + 1)
     return [i for i in items if i]
+
+
+# --- EPUB ----------------------------------------------------------------------------------------
+_OPF = "{http://www.idpf.org/2007/opf}"
+
+
+def extract_epub(path: str, decode: Any, limits: dict[str, Any]) -> dict[str, Any]:
+    """An EPUB book: its chapters (XHTML) in reading order (the package's spine), each read as HTML, each after a
+    ``<!-- chapter N -->`` marker; the same package limits as Office files."""
+    import lxml.html
+    from lxml import etree
+
+    _opened(path, "EPUB", limits)
+    blocks: list[str] = []
+    with zipfile.ZipFile(path) as zf:
+        container = etree.fromstring(zf.read("META-INF/container.xml"))
+        rootfile = container.find(".//{urn:oasis:names:tc:opendocument:xmlns:container}rootfile")
+        if rootfile is None or not rootfile.get("full-path"):
+            raise PermanentError("the EPUB names no package document", error_code="corrupt")
+        opf_name = rootfile.get("full-path", "")
+        package = etree.fromstring(zf.read(opf_name))
+        folder = str(PurePosixPath(opf_name).parent)
+        items = {item.get("id"): item.get("href") for item in package.iter(f"{_OPF}item")}
+        chapters = [items.get(ref.get("idref")) for ref in package.iter(f"{_OPF}itemref")]
+        names = set(zf.namelist())
+        for number, href in enumerate((h for h in chapters if h), start=1):
+            name = str(PurePosixPath(folder) / href) if folder not in ("", ".") else href
+            if name not in names:
+                continue
+            text = decode(zf.read(name))
+            root = lxml.html.document_fromstring(re.sub(r"^\s*<\?xml[^>]*\?>", "", text))
+            blocks.append(md.marker("chapter", number))
+            blocks += _html_page_blocks(root)
+    return _result(blocks, len(chapters))
 
 
 # --- CSV / TSV ------------------------------------------------------------------------------------

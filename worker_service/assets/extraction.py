@@ -38,9 +38,22 @@ def extract(path: str, detected_type: str, limits: dict[str, Any]) -> dict[str, 
     except (PermanentError, TransientError, OSError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - every parser library raises its own types (and ValueError, KeyError...)
+        if _raised_here(exc):
+            raise  # a bug of this service's own code, not the document's fault: it must show as one
         library = (type(exc).__module__ or "").split(".")[0] or "builtins"
         raise PermanentError(f"not a readable {detected_type}: {library}: {type(exc).__name__}: {str(exc)[:500]}",
                              error_code="corrupt") from None
+
+
+def _raised_here(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc`` is this service's code (worker_service/), not a library's."""
+    import os.path
+
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return frame is not None and os.path.abspath(frame.tb_frame.f_code.co_filename).startswith(here + os.sep)
 
 
 def _extract(path: str, detected_type: str, limits: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +78,8 @@ def _extract(path: str, detected_type: str, limits: dict[str, Any]) -> dict[str,
         return documents.extract_rtf(path)
     if detected_type == "html":
         return documents.extract_html(path, decode_text)
+    if detected_type == "epub":
+        return documents.extract_epub(path, decode_text, limits)
     if detected_type == "csv":
         return documents.extract_csv(path, decode_text, limits)
     if detected_type in ("text", "markdown"):

@@ -1,6 +1,6 @@
 """Type detection by content, never by name (Markdown is text, told apart by filename or content_type).
 
-Types: ``pdf``, ``docx``, ``xlsx`` (and XLSM), ``pptx``, ``odt``, ``ods``, ``odp``, ``rtf``, ``html``,
+Types: ``pdf``, ``docx``, ``xlsx`` (and XLSM), ``pptx``, ``odt``, ``ods``, ``odp``, ``epub``, ``rtf``, ``html``,
 ``csv`` (and TSV), ``image`` (JPEG, PNG, TIFF, WebP, BMP: OCR), ``text``, ``markdown``.  An OOXML package
 is told apart by its main part in ``[Content_Types].xml`` (XLSX and PPTX are ZIP packages with that file too:
 sniffed as DOCX they gave no text at all); an ODF package by its ``mimetype`` entry.  Legacy binary Office
@@ -79,6 +79,8 @@ def _sniff_zip(path: str) -> str:
                 mimetype = zf.read("mimetype")[:200].decode("ascii", "replace").strip()
                 if mimetype in _ODF:
                     return _ODF[mimetype]
+                if mimetype == "application/epub+zip":
+                    return "epub"
             content_types = zf.read("[Content_Types].xml")[:200_000] if "[Content_Types].xml" in names else b""
     except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
         raise PermanentError(f"a damaged ZIP/Office container: {exc}", error_code="corrupt") from None

@@ -160,3 +160,25 @@ def test_docx_content_word_shows_is_read_once_and_deleted_text_is_not(tmp_path):
     assert "Сумма: S=2×184350" in text
     assert "[x] Доставка" in text and "[ ] Самовывоз" in text and "☒" not in text
     assert "Цена окончательная." in text and "не подлежит" not in text
+
+
+def test_an_epub_reads_its_chapters_in_spine_order(tmp_path):
+    """Issue 42: EPUB was refused as unsupported."""
+    from worker_service.assets.sniff import sniff
+
+    path = docs.epub_file(tmp_path / "book.epub")
+    assert sniff(str(path), filename="book.epub", content_type=None) == "epub"
+    result = _text(path, "epub")
+    text = result["text"]
+    assert result["pages"] == 2 and text.index("<!-- chapter 1 -->") < text.index("# Глава первая") \
+        < text.index("<!-- chapter 2 -->") < text.index("# Глава вторая")
+    assert "ООО «Ромашка» поставляет насосы." in text and "Договор № 15 подписан." in text
+
+
+def test_a_bug_in_this_services_own_code_is_not_blamed_on_the_document(tmp_path):
+    """The corrupt mapping is for the parser libraries' exceptions; one raised by worker_service's own code (here
+    a limit it looks up and was not given) stays what it is, so it shows as the bug it is."""
+    path = docs.xlsx_file(tmp_path / "p.xlsx")
+    limits = {k: v for k, v in LIMITS.items() if k != "max_cells"}
+    with pytest.raises(KeyError):
+        extract(str(path), "xlsx", limits)
