@@ -172,7 +172,7 @@ def _docx_table(element: Any, document: Any) -> list[str]:
     for row in Table(element, document).rows:
         cells = []
         for cell in _unique_cells(row.cells):
-            texts = []
+            texts: list[str] = []
             for block in _docx_blocks(cell._tc, document):
                 (nested if block.startswith("|") else texts).append(block)
             cells.append(" ".join(texts))
