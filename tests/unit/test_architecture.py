@@ -3,7 +3,7 @@
 * The wheel's top-level import names are exactly ``actors``, ``middleware``, ``settings`` and ``worker_service``.
 * ``middleware/`` holds middleware classes only; ``actors/`` holds actors only.
 * Only the composition roots (``actors``, ``worker_service.runtime.bootstrap``) import ``middleware``.
-* No import cycles at module level.
+* No import cycles at module level, and none between packages counting the imports inside functions too.
 * Importing any module of ``worker_service`` has no side effects (fresh interpreter, no settings, no services).
 * The code a hard-limited extraction child runs imports none of the service's machinery.
 * ``worker_contracts`` (its own distribution) imports nothing of the worker.
@@ -135,6 +135,63 @@ def test_no_import_cycles_at_module_level():
         if node not in state:
             visit(node, [node])
     assert cycles == []
+
+
+def _package(module: str) -> str:
+    """The package a module belongs to for the layering rule: ``worker_service.X`` (a module directly under
+    worker_service is its own), else the top-level name."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "worker_service" and len(parts) > 1 else parts[0]
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """Project modules imported anywhere in ``path`` (inside functions too), except under ``if TYPE_CHECKING``."""
+    tree = ast.parse(path.read_text())
+    type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                 for n in ast.walk(node)}
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return {n for n in names if n in MODULES or n.rsplit(".", 1)[0] in MODULES}
+
+
+def package_cycles() -> list[list[str]]:
+    """Cycles in the graph of packages (worker_service.X, settings, middleware), imports inside functions
+    included, the composition roots left out (they import everything by design)."""
+    graph: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        if name in COMPOSITION_ROOTS or name.split(".")[0] in ("actors", "worker_contracts"):
+            continue
+        source = _package(name)
+        targets = {_package(t) for t in _runtime_imports(path)} - {source, "actors", "worker_contracts"}
+        graph.setdefault(source, set()).update(targets)
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                cycles.append(stack[stack.index(target):] + [target])
+            elif target not in state:
+                visit(target, [*stack, target])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return cycles
+
+
+def test_no_import_cycles_between_packages_counting_imports_inside_functions():
+    """Issue 43: the module-level test could not see the 146 imports inside functions; a knot between packages
+    (observability <-> runtime, health -> a broker) hid there."""
+    assert package_cycles() == []
 
 
 _PURITY_PROBE = r"""
