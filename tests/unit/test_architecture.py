@@ -119,12 +119,17 @@ def test_no_import_cycles_at_module_level():
             # "package.name" may be a module or a name inside a package: keep the longest module
             targets.add(imported if imported in MODULES else imported.rsplit(".", 1)[0])
         graph[name] = {t for t in targets if t != name and not name.startswith(t + ".")}
-    cycles = []
+    assert _cycles(graph) == []
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle a depth-first walk of ``graph`` (node -> the nodes it imports) runs into."""
+    cycles: list[list[str]] = []
     state: dict[str, int] = {}
 
     def visit(node: str, stack: list[str]) -> None:
         state[node] = 1
-        for target in graph.get(node, ()):
+        for target in sorted(graph.get(node, ())):
             if state.get(target) == 1:
                 cycles.append(stack[stack.index(target):] + [target])
             elif target not in state:
@@ -134,7 +139,7 @@ def test_no_import_cycles_at_module_level():
     for node in sorted(graph):
         if node not in state:
             visit(node, [node])
-    assert cycles == []
+    return cycles
 
 
 def _package(module: str) -> str:
@@ -170,22 +175,7 @@ def package_cycles() -> list[list[str]]:
         source = _package(name)
         targets = {_package(t) for t in _runtime_imports(path)} - {source, "actors", "worker_contracts"}
         graph.setdefault(source, set()).update(targets)
-    cycles: list[list[str]] = []
-    state: dict[str, int] = {}
-
-    def visit(node: str, stack: list[str]) -> None:
-        state[node] = 1
-        for target in sorted(graph.get(node, ())):
-            if state.get(target) == 1:
-                cycles.append(stack[stack.index(target):] + [target])
-            elif target not in state:
-                visit(target, [*stack, target])
-        state[node] = 2
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node, [node])
-    return cycles
+    return _cycles(graph)
 
 
 def test_no_import_cycles_between_packages_counting_imports_inside_functions():

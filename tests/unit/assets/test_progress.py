@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from worker_service.assets.extraction import report_progress
 from worker_service.assets.progress import ProgressWatch
 from worker_service.database import Asset, init_database, migrate, session
 
 
-def test_the_childs_page_count_reaches_the_record_while_it_runs_and_is_cleared_after(tmp_path):
+@pytest.fixture()
+def processing(tmp_path):
+    """A record processing in generation (5, "g")."""
     init_database(f"sqlite:///{tmp_path}/p.db")
     migrate()
     with session():
         Asset.create(asset_id="scan", status="processing", gen_ts=5, gen_id="g")
+
+
+def test_the_childs_page_count_reaches_the_record_while_it_runs_and_is_cleared_after(tmp_path, processing):
     progress = tmp_path / "progress-1"
 
     def shown() -> str | None:
@@ -29,13 +36,9 @@ def test_the_childs_page_count_reaches_the_record_while_it_runs_and_is_cleared_a
     assert shown() is None and not progress.exists()
 
 
-def test_a_newer_generation_is_not_written_by_an_older_extraction(tmp_path):
-    init_database(f"sqlite:///{tmp_path}/p.db")
-    migrate()
-    with session():
-        Asset.create(asset_id="scan", status="processing", gen_ts=9, gen_id="newer")
+def test_a_newer_generation_is_not_written_by_an_older_extraction(tmp_path, processing):
     progress = tmp_path / "progress-2"
-    with ProgressWatch("scan", (5, "older"), progress, every_s=0.05):
+    with ProgressWatch("scan", (4, "older"), progress, every_s=0.05):
         report_progress(str(progress), 1, 2)
         time.sleep(0.3)
     with session():
