@@ -94,6 +94,83 @@ def test_a_multi_page_scan_reports_each_page_it_reads_for_the_progress_line(tess
     assert progress.read_text() == "2 2"  # the worker's ProgressWatch turns it into "OCR: page 2 of 2"
 
 
+def _most_tesseracts_at_once(action: Any) -> tuple[Any, int]:
+    """Run ``action()`` while counting this process's ``tesseract`` children every 20 ms: (its result, the most
+    seen at once)."""
+    import os
+    import threading
+
+    me, most, stop = str(os.getpid()), [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            count = 0
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    try:
+                        stat = (entry / "stat").read_text()
+                    except OSError:
+                        continue
+                    name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+                    count += name == "tesseract" and rest[1] == me
+            most[0] = max(most[0], count)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        return action(), most[0]
+    finally:
+        stop.set()
+        sampler.join(5)
+
+
+def _four_page_scan(tmp_path: Path) -> Path:
+    frames = [docs.page((docs.ENGLISH if n % 2 else docs.RUSSIAN)[:4]) for n in range(4)]
+    scan = tmp_path / "four.tiff"
+    frames[0].save(scan, save_all=True, append_images=frames[1:], dpi=(300, 300))
+    return scan
+
+
+def test_a_multi_page_scan_reads_pages_side_by_side_on_free_slots_in_page_order(tesseract, tmp_path):
+    """Issue 42: with fewer documents than the group's threads, a long scan uses the idle ones (two slots here:
+    two Tesseracts at once), and its pages come out in order."""
+    from worker_service.assets.extraction import extract
+
+    scan = _four_page_scan(tmp_path)
+    limits = {**LIMITS, "ocr_slots": 2, "ocr_slots_dir": str(tmp_path / "slots")}
+    result, most = _most_tesseracts_at_once(lambda: extract(str(scan), "image", limits))
+    assert most == 2
+    text = result["text"]
+    assert [text.index(f"<!-- page {n} -->") for n in range(1, 5)] == sorted(text.index(f"<!-- page {n} -->")
+                                                                          for n in range(1, 5))
+    first, second = text.split("<!-- page 2 -->")[0], text.split("<!-- page 2 -->")[1].split("<!-- page 3 -->")[0]
+    assert "ДОГОВОР" in first and "INVOICE" in second
+    assert result["ocr_pages"] == 4
+
+
+def test_a_scan_reads_one_page_at_a_time_when_the_other_threads_are_busy(tesseract, tmp_path):
+    import fcntl
+    import os
+
+    from worker_service.assets.extraction import extract
+
+    slots = tmp_path / "slots"
+    slots.mkdir()
+    held = []
+    for index in range(2):  # both slots taken by the group's other documents
+        fd = os.open(slots / f"slot-{index}", os.O_CREAT | os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held.append(fd)
+    try:
+        limits = {**LIMITS, "ocr_slots": 2, "ocr_slots_dir": str(slots)}
+        result, most = _most_tesseracts_at_once(lambda: extract(str(_four_page_scan(tmp_path)), "image", limits))
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert most == 1 and result["ocr_pages"] == 4
+
+
 def _record(env: dict[str, str], asset_id: str) -> dict[str, Any]:
     out = run_cli(env, "asset", asset_id, "--json")
     return json.loads(out.stdout) if out.returncode == 0 else {}

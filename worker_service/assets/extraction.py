@@ -14,10 +14,12 @@ worker_service.assets.documents; OCR is worker_service.assets.ocr.
 from __future__ import annotations
 
 import codecs
+import functools
 import io
 import os
 import re
 import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import PurePosixPath
 from typing import Any
 from xml.etree import ElementTree
@@ -89,39 +91,123 @@ def _extract(path: str, detected_type: str, limits: dict[str, Any]) -> dict[str,
     raise PermanentError(f"no extractor for {detected_type}", error_code="unsupported_type")
 
 
+class OcrSlots:
+    """Host-wide tokens for running Tesseract beside a document's own thread: a multi-page scan reads pages in
+    parallel on the assets group's idle threads, and as many documents as threads read one page each.
+
+    A token is an exclusive ``flock`` on one of ``count`` files in ``directory`` (the kernel drops it when a
+    process dies, a hard-limit kill included).  A document reading pages takes a token for its first page when
+    one is free (it reads anyway when none is: it is one of the group's threads) and one more for each further
+    page it reads at the same time, never waiting for one.
+
+    Parameters: count (the assets group's threads on this host), directory.
+    """
+
+    def __init__(self, count: int, directory: str | None = None) -> None:
+        import tempfile
+
+        self.count = max(1, count)
+        self.directory = directory or os.path.join(tempfile.gettempdir(), f"worker-ocr-slots-{os.getuid()}")
+
+    def take(self) -> int | None:
+        """A held token (a file descriptor), or None when every one is taken."""
+        import fcntl
+
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+        except OSError:
+            return None
+        for index in range(self.count):
+            try:
+                fd = os.open(os.path.join(self.directory, f"slot-{index}"), os.O_CREAT | os.O_RDWR, 0o600)
+            except OSError:
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except OSError:
+                os.close(fd)
+        return None
+
+    @staticmethod
+    def give(token: int | None) -> None:
+        if token is not None:
+            os.close(token)
+
+
 class _Ocr:
     """OCR for the pages that need it, counting them; remembers why it could not run (once per document)."""
 
     def __init__(self, limits: dict[str, Any]) -> None:
+        import threading
+
         self.languages = str(limits.get("ocr_languages") or "rus+eng")
         self.page_timeout_s = float(limits.get("ocr_page_timeout_seconds") or 60)
         self.progress_path = limits.get("progress_path")
+        self.slots = OcrSlots(int(limits.get("ocr_slots") or 1), limits.get("ocr_slots_dir"))
+        self.lock = threading.Lock()
         self.pages = 0
         self.low_confidence: list[int] = []  # pages whose reading stayed doubtful
         self.rotated: list[int] = []  # pages turned upright before reading
         self.unavailable: str | None = None
         self.checked = False
 
-    def __call__(self, image: Any, dpi: float | None = None, *, page: int = 1, of: int = 1) -> str:
+    def available(self) -> bool:
         from worker_service.assets import ocr
 
         if not self.checked:  # once per document, when a page first needs OCR (Tesseract runs anyway on a
             self.checked = True  # missing language, with the others: a silently worse reading)
             self.unavailable = ocr.unavailable_reason(self.languages)
-        if self.unavailable is not None:
+        return self.unavailable is None
+
+    def __call__(self, image: Any, dpi: float | None = None, *, page: int = 1, of: int = 1) -> str:
+        from worker_service.assets import ocr
+
+        if not self.available():
             return ""
         try:
             reading = ocr.recognise(image, languages=self.languages, page_timeout_s=self.page_timeout_s, dpi=dpi)
         except ocr.OcrUnavailable as exc:
             self.unavailable = str(exc)
             return ""
-        self.pages += 1
-        report_progress(self.progress_path, page, of)
-        if reading.doubtful:
-            self.low_confidence.append(page)
-        if reading.rotated:
-            self.rotated.append(page)
+        with self.lock:
+            self.pages += 1
+            report_progress(self.progress_path, self.pages, of)
+            if reading.doubtful:
+                self.low_confidence.append(page)
+            if reading.rotated:
+                self.rotated.append(page)
         return reading.text
+
+    def many(self, pages: Iterable[tuple[int, Callable[[], Any], float | None]], of: int) -> dict[int, str]:
+        """The text of each ``(page number, image maker, dpi)``, pages read side by side on free slots (the
+        images made here, one by one, only when a slot can take them: at most as many in memory as read)."""
+        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+        if not self.available():
+            return {}
+        texts: dict[int, str] = {}
+        running: dict[Future[str], tuple[int, int | None]] = {}
+
+        def settle(done: Iterable[Future[str]]) -> None:
+            for future in done:
+                number, token = running.pop(future)
+                self.slots.give(token)
+                texts[number] = future.result()
+
+        with ThreadPoolExecutor(max_workers=self.slots.count) as pool:
+            try:
+                for number, make, dpi in pages:
+                    token = self.slots.take()
+                    while running and token is None:  # beside the first page only on a free slot
+                        settle(wait(running, return_when=FIRST_COMPLETED)[0])
+                        token = self.slots.take()
+                    running[pool.submit(self, make(), dpi, page=number, of=of)] = (number, token)
+                settle(list(running))
+            finally:
+                for _number, token in running.values():
+                    self.slots.give(token)
+        return texts
 
     def facts(self) -> dict[str, Any]:
         return {"ocr_pages": self.pages, "ocr_languages": self.languages if self.pages else None,
@@ -155,6 +241,10 @@ def usable_text_layer(text: str) -> bool:
     return len(_JUNK.findall(text)) <= 0.3 * visible
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 # --- images -------------------------------------------------------------------------------------
 def extract_image(path: str, ocr: _Ocr, *, max_pixels: int) -> dict[str, Any]:
     from worker_service.assets import markdown as md
@@ -164,7 +254,10 @@ def extract_image(path: str, ocr: _Ocr, *, max_pixels: int) -> dict[str, Any]:
     try:
         pages = ocr_module.frames(image)
         dpi = image.info.get("dpi", (None,))[0]
-        texts = [ocr(page, float(dpi) if dpi else None, page=n, of=len(pages)) for n, page in enumerate(pages, start=1)]
+        resolution = float(dpi) if dpi else None
+        read = ocr.many(((n, functools.partial(_same, page), resolution) for n, page in enumerate(pages, start=1)),
+                        of=len(pages))
+        texts = [read.get(n, "") for n in range(1, len(pages) + 1)]
     finally:
         image.close()
     if len(pages) == 1:
@@ -197,6 +290,7 @@ def extract_pdf(path: str, *, max_pages: int, tables: bool = False, ocr: _Ocr | 
             raise PermanentError(f"the PDF has {pages} pages; the limit is {max_pages}", error_code="too_many_pages")
         parts: list[str] = []
         unreadable = 0
+        scanned: list[int] = []  # pages without a usable text layer that draw an image: OCR reads them
         for index in range(pages):
             try:
                 page_text = _page_text(pdf, index).replace("\r\n", "\n").replace("\r", "\n")
@@ -204,9 +298,16 @@ def extract_pdf(path: str, *, max_pages: int, tables: bool = False, ocr: _Ocr | 
                 page_text = ""
                 unreadable += 1
             if ocr is not None and not usable_text_layer(page_text) and _has_images(pdf, index):
-                recognised = ocr(_render(pdf, index), TARGET_RENDER_DPI, page=index + 1, of=pages)
-                page_text = recognised if usable_text_layer(recognised) or not page_text.strip() else page_text
+                scanned.append(index)
             parts.append(page_text)
+        if ocr is not None and scanned:
+            # rendered here, one by one as slots free up (PDFium is not thread-safe; Tesseract runs beside)
+            read = ocr.many(((i + 1, functools.partial(_render, pdf, i), TARGET_RENDER_DPI) for i in scanned),
+                            of=len(scanned))
+            for index in scanned:
+                recognised = read.get(index + 1, "")
+                if usable_text_layer(recognised) or not parts[index].strip():
+                    parts[index] = recognised
         if pages and unreadable == pages:
             raise PermanentError("no page of the PDF could be read", error_code="corrupt")
     finally:

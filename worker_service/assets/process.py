@@ -24,6 +24,7 @@ from worker_service.assets.sniff import sniff
 from worker_service.assets.store import store_result, unchanged
 from worker_service.database.tracks import Generation
 from worker_service.runtime.hardlimit import run_hard_limited
+from worker_service.runtime.worker_groups import usable_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,9 @@ def extraction_limits(settings: Settings) -> dict[str, object]:
             "docx_max_uncompressed_mb": settings.docx_max_uncompressed_mb,
             "docx_max_ratio": settings.docx_max_ratio, "max_cells": settings.spreadsheet_max_cells,
             "max_image_pixels": settings.max_image_pixels, "ocr_languages": settings.ocr_languages,
-            "ocr_page_timeout_seconds": settings.ocr_page_timeout_seconds}
+            "ocr_page_timeout_seconds": settings.ocr_page_timeout_seconds,
+            # the assets group's threads on this host: a multi-page scan reads pages on the idle ones
+            "ocr_slots": settings.assets_processes * (settings.assets_threads or usable_cpus())}
 
 
 #: types whose extraction may OCR pages, and so gets OCR_TIMEOUT_SECONDS instead of EXTRACT_TIMEOUT_SECONDS
