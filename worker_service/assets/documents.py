@@ -216,17 +216,44 @@ def extract_xlsx(path: str, limits: dict[str, Any]) -> dict[str, Any]:
         raise PermanentError(f"not a readable XLSX: {type(exc).__name__}: {exc}", error_code="corrupt") from None
     budget = _CellBudget(limits["max_cells"])
     blocks: list[str] = []
+    # a formula saved without its value (openpyxl and some generators do that) would come out empty: say so
+    formulas = openpyxl.load_workbook(path, read_only=True, data_only=False) if _uncached_formulas(path) else None
     try:
         for number, sheet in enumerate(workbook.worksheets, start=1):
             blocks += [md.marker("sheet", number, sheet.title), md.heading(sheet.title, 2)]
-            blocks.append(md.table(budget.rows(sheet.iter_rows(values_only=True))))
+            rows = sheet.iter_rows(values_only=True)
+            if formulas is not None:
+                rows = _marked(rows, formulas.worksheets[number - 1].iter_rows(values_only=True))
+            blocks.append(md.table(budget.rows(rows)))
             if budget.exhausted:
                 blocks.append(budget.note())
                 break
         sheets = len(workbook.worksheets)
     finally:
         workbook.close()
+        if formulas is not None:
+            formulas.close()
     return {**_result(blocks, sheets), "truncated": budget.exhausted}
+
+
+_UNCACHED_FORMULA = re.compile(rb"<f>[^<]*</f>\s*(?:<v\s*/>|<v>\s*</v>)?\s*</c>")
+
+
+def _uncached_formulas(path: str) -> bool:
+    """Whether a worksheet has a formula cell with no value saved (read from the XML; cheap next to a parse)."""
+    with zipfile.ZipFile(path) as zf:
+        return any(_UNCACHED_FORMULA.search(zf.read(name)) for name in zf.namelist()
+                   if name.startswith("xl/worksheets/") and name.endswith(".xml"))
+
+
+def _marked(cached: Iterator[tuple[Any, ...]], formulas: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    """The cached values, a formula with none shown as ``[=C2*D2: no saved value]`` instead of an empty cell."""
+    from itertools import zip_longest
+
+    for values, sources in zip_longest(cached, formulas, fillvalue=()):
+        yield tuple(f"[{source}: no saved value]" if value is None and isinstance(source, str) and
+                    source.startswith("=") else value
+                    for value, source in zip_longest(values, sources))
 
 
 class _CellBudget:

@@ -182,3 +182,11 @@ def test_a_bug_in_this_services_own_code_is_not_blamed_on_the_document(tmp_path)
     limits = {k: v for k, v in LIMITS.items() if k != "max_cells"}
     with pytest.raises(KeyError):
         extract(str(path), "xlsx", limits)
+
+
+def test_a_formula_saved_without_its_value_says_so_instead_of_an_empty_cell(tmp_path):
+    """Issue 42: an XLSX formula cell with no cached value came out empty with no marker."""
+    text = _text(docs.xlsx_file(tmp_path / "raw.xlsx"), "xlsx")["text"]  # openpyxl saves no values
+    assert "| ЦНС-38 | Насос центробежный | 184350 | 12 | [=C2*D2: no saved value] |" in text
+    cached = _text(docs.with_cached_values(docs.xlsx_file(tmp_path / "saved.xlsx")), "xlsx")["text"]
+    assert "no saved value" not in cached and "| 2212200 |" in cached
