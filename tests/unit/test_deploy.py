@@ -122,7 +122,7 @@ def _exported_metric_names() -> set[str]:
 
     names: set[str] = set()
     worker = (ROOT / "worker_service/observability/metrics.py").read_text()
-    for kind, name in re.findall(r'\b(Counter|Gauge|Histogram)\("(worker_[a-z_]+)"', worker):
+    for kind, name in re.findall(r'\b(Counter|Gauge|Histogram)\(\s*"(worker_[a-z_]+)"', worker):
         if kind == "Counter":
             names.add(name if name.endswith("_total") else f"{name}_total")
         elif kind == "Histogram":
