@@ -19,10 +19,27 @@ from worker_service.database.tracks import generation_of
 _settings = get_settings()
 
 
-@dramatiq.actor(queue_name="assets", status_track="asset", max_attempts=_settings.assets_max_attempts,
-                retry_hours=_settings.assets_retry_hours, time_limit=_settings.assets_time_limit_seconds * 1000)
-def process_asset(asset_id: str, source: str, filename: str | None = None, content_type: str | None = None,
-                  crm_lead_id: int | None = None, workspace: str | None = None) -> None:
+@dramatiq.actor(
+    queue_name="assets",
+    status_track="asset",
+    max_attempts=_settings.assets_max_attempts,
+    retry_hours=_settings.assets_retry_hours,
+    time_limit=_settings.assets_time_limit_seconds * 1000,
+)
+def process_asset(
+    asset_id: str,
+    source: str,
+    filename: str | None = None,
+    content_type: str | None = None,
+    crm_lead_id: int | None = None,
+    workspace: str | None = None,
+) -> None:
     # crm_lead_id and workspace are kept in the record by the status middleware (database.tracks.source_fields)
-    process_asset_source(asset_id, source, filename=filename, content_type=content_type,
-                         generation=generation_of(CurrentMessage.get_current_message()), settings=_settings)
+    process_asset_source(
+        asset_id,
+        source,
+        filename=filename,
+        content_type=content_type,
+        generation=generation_of(CurrentMessage.get_current_message()),
+        settings=_settings,
+    )

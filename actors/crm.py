@@ -16,20 +16,25 @@ from settings import get_settings
 from worker_service.crm import sync
 
 _settings = get_settings()
-_OPTIONS: dict[str, Any] = {"queue_name": "crm", "max_attempts": _settings.crm_max_attempts,
-                            "retry_hours": _settings.crm_retry_hours,
-                            "time_limit": _settings.crm_time_limit_seconds * 1000}
+_OPTIONS: dict[str, Any] = {
+    "queue_name": "crm",
+    "max_attempts": _settings.crm_max_attempts,
+    "retry_hours": _settings.crm_retry_hours,
+    "time_limit": _settings.crm_time_limit_seconds * 1000,
+}
 
 
 @dramatiq.actor(rate_limit="kommo", **_OPTIONS)
-def crm_upsert_contact(external_id: str, name: str, emails: list[str] | None = None,
-                       phones: list[str] | None = None) -> None:
+def crm_upsert_contact(
+    external_id: str, name: str, emails: list[str] | None = None, phones: list[str] | None = None
+) -> None:
     sync.upsert_contact(external_id, name, emails or [], phones or [], settings=_settings)
 
 
 @dramatiq.actor(rate_limit="kommo", **_OPTIONS)
-def crm_create_lead(external_id: str, name: str, price: int | None = None,
-                    contact_external_id: str | None = None) -> None:
+def crm_create_lead(
+    external_id: str, name: str, price: int | None = None, contact_external_id: str | None = None
+) -> None:
     sync.create_lead(external_id, name, price, contact_external_id, settings=_settings)
 
 

@@ -21,9 +21,16 @@ from worker_service.knowledge.extract import build_knowledge_graph
 _settings = get_settings()
 
 
-@dramatiq.actor(queue_name="knowledge", status_track="knowledge", rate_limit="openrouter", throws=(SkipWork,),
-                max_attempts=_settings.knowledge_max_attempts, retry_hours=_settings.knowledge_retry_hours,
-                time_limit=_settings.knowledge_time_limit_seconds * 1000)
+@dramatiq.actor(
+    queue_name="knowledge",
+    status_track="knowledge",
+    rate_limit="openrouter",
+    throws=(SkipWork,),
+    max_attempts=_settings.knowledge_max_attempts,
+    retry_hours=_settings.knowledge_retry_hours,
+    time_limit=_settings.knowledge_time_limit_seconds * 1000,
+)
 def extract_knowledge(asset_id: str) -> None:
-    build_knowledge_graph(asset_id, generation=generation_of(CurrentMessage.get_current_message()),
-                          settings=_settings)
+    build_knowledge_graph(
+        asset_id, generation=generation_of(CurrentMessage.get_current_message()), settings=_settings
+    )

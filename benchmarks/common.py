@@ -25,8 +25,15 @@ def postgres_skipped(benchmark: str) -> list[dict[str, Any]] | None:
     try:
         psycopg2.connect(PG_URL).close()
     except psycopg2.OperationalError as exc:
-        return [{"benchmark": benchmark, "variant": "skipped", "value": 0, "unit": "",
-                 "notes": f"PostgreSQL unreachable: {exc}".splitlines()[0]}]
+        return [
+            {
+                "benchmark": benchmark,
+                "variant": "skipped",
+                "value": 0,
+                "unit": "",
+                "notes": f"PostgreSQL unreachable: {exc}".splitlines()[0],
+            }
+        ]
     return None
 
 
@@ -34,7 +41,9 @@ def psycopg2_connection(schema_url: str) -> Any:
     """An autocommit connection to the schema a ``pg_schema_url`` URL names."""
     import psycopg2
 
-    conn = psycopg2.connect(schema_url.split("?")[0], options=f"-csearch_path={schema_url.rsplit('%3D', 1)[1]}")
+    conn = psycopg2.connect(
+        schema_url.split("?")[0], options=f"-csearch_path={schema_url.rsplit('%3D', 1)[1]}"
+    )
     conn.autocommit = True
     return conn
 
@@ -42,9 +51,18 @@ def psycopg2_connection(schema_url: str) -> Any:
 def worker_env(tmp: str, **extra: str) -> dict[str, str]:
     """Environment of a benchmark worker: db 12, SQLite and storage in ``tmp``, no metrics port."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("dramatiq_", "WORKER_"))}
-    env.update({"BROKER_URL": REDIS_URL, "DATABASE_URL": f"sqlite:///{tmp}/bench.db", "STORAGE_ROOT": tmp,
-                "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), "TEST_PREFIX": "bench", "METRICS_PORT": "0",
-                "METRICS_DIR": f"{tmp}/metrics"})
+    env.update(
+        {
+            "BROKER_URL": REDIS_URL,
+            "DATABASE_URL": f"sqlite:///{tmp}/bench.db",
+            "STORAGE_ROOT": tmp,
+            "LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+            "TEST_PREFIX": "bench",
+            "METRICS_PORT": "0",
+            "METRICS_DIR": f"{tmp}/metrics",
+        }
+    )
     env.update(extra)
     return env
 
@@ -55,12 +73,23 @@ def enqueue_raw(client: redis.Redis, actor: str, queue: str, payloads: list[dict
 
     for start in range(0, len(payloads), 2000):
         pipe = client.pipeline(transaction=False)
-        for kwargs in payloads[start:start + 2000]:
+        for kwargs in payloads[start : start + 2000]:
             rid = str(uuid.uuid4())
-            pipe.hset(f"dramatiq:{queue}.msgs", rid, encode({
-                "queue_name": queue, "actor_name": actor, "args": [], "kwargs": kwargs,
-                "options": {"redis_message_id": rid}, "message_id": str(uuid.uuid4()),
-                "message_timestamp": int(time.time() * 1000)}))
+            pipe.hset(
+                f"dramatiq:{queue}.msgs",
+                rid,
+                encode(
+                    {
+                        "queue_name": queue,
+                        "actor_name": actor,
+                        "args": [],
+                        "kwargs": kwargs,
+                        "options": {"redis_message_id": rid},
+                        "message_id": str(uuid.uuid4()),
+                        "message_timestamp": int(time.time() * 1000),
+                    }
+                ),
+            )
             pipe.rpush(f"dramatiq:{queue}", rid)
         pipe.execute()
 
@@ -73,8 +102,14 @@ class WorkerRun:
         import subprocess
         import threading
 
-        self.process = subprocess.Popen([str(BIN / "worker"), "run"], cwd=ROOT, env=env, start_new_session=True,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [str(BIN / "worker"), "run"],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.peak_rss_mb: dict[str, float] = {}  # group -> largest worker process RSS seen
         self._stopped = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
@@ -109,7 +144,11 @@ def _stat(pid: int) -> list[str]:
 
 
 def _descendants(root: int) -> set[int]:
-    parents = {int(p.name): int(f[1]) for p in Path("/proc").iterdir() if p.name.isdigit() and (f := _stat(int(p.name)))}
+    parents = {
+        int(p.name): int(f[1])
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and (f := _stat(int(p.name)))
+    }
     found, todo = set(), [root]
     while todo:
         parent = todo.pop()
@@ -131,8 +170,11 @@ def worker_rss_mb(supervisor: int) -> dict[str, float]:
                 continue
             argv = Path(f"/proc/{main}/cmdline").read_bytes().split(b"\0")
             group = argv[argv.index(b"--group") + 1].decode()
-            rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                          if line.startswith("VmRSS:"))
+            rss_kb = next(
+                int(line.split()[1])
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("VmRSS:")
+            )
         except (OSError, IndexError, ValueError, StopIteration):
             continue  # gone meanwhile
         out[group] = max(out.get(group, 0.0), rss_kb / 1024)

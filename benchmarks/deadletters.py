@@ -28,8 +28,13 @@ def _fill(url: str, total: int) -> float:
     actors = "ARRAY[" + ",".join(f"'{a}'" for a in ACTORS) + "]"
     codes, statuses, knowledge, kinds = (
         "ARRAY[" + ",".join(f"'{v}'" for v in values) + "]"
-        for values in (CODES, ("received", "processing", "retrying", "extracted", "failed"),
-                       ("pending", "processing", "retrying", "done", "skipped", "failed"), ("pdf", "docx", "xlsx", "image")))
+        for values in (
+            CODES,
+            ("received", "processing", "retrying", "extracted", "failed"),
+            ("pending", "processing", "retrying", "done", "skipped", "failed"),
+            ("pdf", "docx", "xlsx", "image"),
+        )
+    )
     with conn.cursor() as cur:
         cur.execute(f"""
             INSERT INTO dead_letter (message_id, queue, actor, args, kwargs, options, error_type, error_code,
@@ -58,8 +63,10 @@ def _deep_cursor(url: str) -> str:
     """The cursor after the asset half way down the list (a page as deep as 10^6 records get)."""
     conn = psycopg2_connection(url)
     with conn.cursor() as cur:
-        cur.execute("SELECT created_at, asset_id FROM asset ORDER BY created_at DESC, asset_id DESC "
-                    "OFFSET (SELECT count(*) / 2 FROM asset) LIMIT 1")
+        cur.execute(
+            "SELECT created_at, asset_id FROM asset ORDER BY created_at DESC, asset_id DESC "
+            "OFFSET (SELECT count(*) / 2 FROM asset) LIMIT 1"
+        )
         created, asset_id = cur.fetchone()
     conn.close()
     from worker_service.database.browse import encode_cursor
@@ -117,14 +124,30 @@ def dashboard_at_scale() -> list[dict[str, Any]]:
     for total in (10_000, 1_000_000):
         url = pg_schema_url(PG_URL, "bench_dashboard")
         port = free_port()
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "WEB_"))},
-               "DATABASE_URL": url, "BROKER_URL": REDIS_URL, "WEB_PORT": str(port), "WEB_API_TOKEN": TOKEN,
-               "WEB_PASSWORD": "bench-password-0123", "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
-        assert subprocess.run([str(BIN / "worker"), "migrate"], env=env, cwd=ROOT,
-                              capture_output=True).returncode == 0
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "WEB_"))},
+            "DATABASE_URL": url,
+            "BROKER_URL": REDIS_URL,
+            "WEB_PORT": str(port),
+            "WEB_API_TOKEN": TOKEN,
+            "WEB_PASSWORD": "bench-password-0123",
+            "LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+        }
+        assert (
+            subprocess.run(
+                [str(BIN / "worker"), "migrate"], env=env, cwd=ROOT, capture_output=True
+            ).returncode
+            == 0
+        )
         filled = _fill(url, total)
-        web = subprocess.Popen([str(BIN / "worker"), "web"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+        web = subprocess.Popen(
+            [str(BIN / "worker"), "web"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 30
@@ -135,12 +158,22 @@ def dashboard_at_scale() -> list[dict[str, Any]]:
                 except requests.ConnectionError:
                     time.sleep(0.2)
             for name, path in PAGES.items():
-                seconds = _timed(base, path.replace("{deep}", _deep_cursor(url)) if "{deep}" in path else path)
+                seconds = _timed(
+                    base, path.replace("{deep}", _deep_cursor(url)) if "{deep}" in path else path
+                )
                 ratio = seconds / first.setdefault(name, seconds)
-                rows.append({"benchmark": "dashboard", "variant": f"{total:,} dead letters: {name}",
-                             "value": round(seconds * 1000, 1), "unit": "ms", "ratio": round(ratio, 2),
-                             "notes": f"filled in {filled:.0f} s; goal < 200 ms" if name.endswith("(first page)")
-                             else "goal < 200 ms"})
+                rows.append(
+                    {
+                        "benchmark": "dashboard",
+                        "variant": f"{total:,} dead letters: {name}",
+                        "value": round(seconds * 1000, 1),
+                        "unit": "ms",
+                        "ratio": round(ratio, 2),
+                        "notes": f"filled in {filled:.0f} s; goal < 200 ms"
+                        if name.endswith("(first page)")
+                        else "goal < 200 ms",
+                    }
+                )
         finally:
             web.terminate()
             web.wait(10)
@@ -169,7 +202,19 @@ def _bulk_actions(url: str) -> list[dict[str, Any]]:
     deleted = store.delete_matching(Filter(actor="extract_knowledge", error_type="crash_loop"), "bench")
     delete_s = time.perf_counter() - started
     client.flushdb()
-    return [{"benchmark": "dashboard", "variant": "requeue 100,000 of 10^6 dead letters", "value": round(requeue_s, 1),
-             "unit": "s", "notes": f"{100_000 / requeue_s:,.0f} per second, batches of 500"},
-            {"benchmark": "dashboard", "variant": f"delete {deleted:,} of 10^6 dead letters", "value": round(delete_s, 1),
-             "unit": "s", "notes": "one UPDATE"}]
+    return [
+        {
+            "benchmark": "dashboard",
+            "variant": "requeue 100,000 of 10^6 dead letters",
+            "value": round(requeue_s, 1),
+            "unit": "s",
+            "notes": f"{100_000 / requeue_s:,.0f} per second, batches of 500",
+        },
+        {
+            "benchmark": "dashboard",
+            "variant": f"delete {deleted:,} of 10^6 dead letters",
+            "value": round(delete_s, 1),
+            "unit": "s",
+            "notes": "one UPDATE",
+        },
+    ]

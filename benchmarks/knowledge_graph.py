@@ -19,7 +19,26 @@ from typing import Any
 
 from benchmarks.common import PG_URL, postgres_skipped
 
-SYLLABLES = ["ка", "ро", "ми", "ла", "то", "ве", "ни", "за", "бо", "лу", "ре", "со", "ти", "па", "ду", "ге", "мо", "ши"]
+SYLLABLES = [
+    "ка",
+    "ро",
+    "ми",
+    "ла",
+    "то",
+    "ве",
+    "ни",
+    "за",
+    "бо",
+    "лу",
+    "ре",
+    "со",
+    "ти",
+    "па",
+    "ду",
+    "ге",
+    "мо",
+    "ши",
+]
 FIRST = ["Иван", "Пётр", "Анна", "Мария", "Олег", "Ольга", "Сергей", "Елена", "Дмитрий", "Наталья"]
 PATRONYMIC = ["Иванович", "Петрович", "Сергеевич", "Олегович", "Андреевич"]
 PLACES = ["Москва", "Санкт-Петербург", "Казань", "Новосибирск", "Екатеринбург", "Самара", "Омск", "Пермь"]
@@ -71,29 +90,60 @@ def _bulk_load(documents: int, vocabulary: Vocabulary) -> tuple[list[str], list[
             p = profile(name, "CITY")
             entity = KgEntity.create(workspace="bench", name=name, type="PLACE")
             alias = KgAlias.create(workspace="bench", profile_key=p.key, profile=p.to_json(), entity=entity)
-            KgAliasKey.insert_many([{"alias": alias.id, "workspace": "bench", "key": k} for k in p.keys()]).execute()
+            KgAliasKey.insert_many(
+                [{"alias": alias.id, "workspace": "bench", "key": k} for k in p.keys()]
+            ).execute()
             place_alias[name] = alias.id
         for number in range(documents):
             asset_id = f"doc-{number}"
             Asset.insert(asset_id=asset_id, status="extracted", workspace="bench").execute()
-            names = [(vocabulary.person(), "PERSON") for _ in range(4)] + \
-                [(vocabulary.organisation(), "ORGANIZATION") for _ in range(3)] + \
-                [(vocabulary.fresh(3) + " " + vocabulary.fresh(2), "PRODUCT") for _ in range(2)]
+            names = (
+                [(vocabulary.person(), "PERSON") for _ in range(4)]
+                + [(vocabulary.organisation(), "ORGANIZATION") for _ in range(3)]
+                + [(vocabulary.fresh(3) + " " + vocabulary.fresh(2), "PRODUCT") for _ in range(2)]
+            )
             mentions = []
             for name, label in names:
                 p = profile(name, label)
-                if p.key not in aliases:  # two words may share a dictionary form: one alias, as resolution makes
+                if (
+                    p.key not in aliases
+                ):  # two words may share a dictionary form: one alias, as resolution makes
                     entity = KgEntity.create(workspace="bench", name=name, type=label)
-                    alias = KgAlias.create(workspace="bench", profile_key=p.key, profile=p.to_json(), entity=entity)
-                    KgAliasKey.insert_many([{"alias": alias.id, "workspace": "bench", "key": k}
-                                            for k in sorted(p.keys())]).execute()
+                    alias = KgAlias.create(
+                        workspace="bench", profile_key=p.key, profile=p.to_json(), entity=entity
+                    )
+                    KgAliasKey.insert_many(
+                        [{"alias": alias.id, "workspace": "bench", "key": k} for k in sorted(p.keys())]
+                    ).execute()
                     aliases[p.key] = alias.id
-                mentions.append({"asset": asset_id, "alias": aliases[p.key], "workspace": "bench", "chunk": 0,
-                                 "surface": name, "folded": name.lower(), "type": label, "page": None})
-                (people if label == "PERSON" else organisations if label == "ORGANIZATION" else []).append(name)
+                mentions.append(
+                    {
+                        "asset": asset_id,
+                        "alias": aliases[p.key],
+                        "workspace": "bench",
+                        "chunk": 0,
+                        "surface": name,
+                        "folded": name.lower(),
+                        "type": label,
+                        "page": None,
+                    }
+                )
+                (people if label == "PERSON" else organisations if label == "ORGANIZATION" else []).append(
+                    name
+                )
             place = vocabulary.rng.choice(list(places))
-            mentions.append({"asset": asset_id, "alias": place_alias[place], "workspace": "bench", "chunk": 0,
-                             "surface": place, "folded": place.lower(), "type": "PLACE", "page": None})
+            mentions.append(
+                {
+                    "asset": asset_id,
+                    "alias": place_alias[place],
+                    "workspace": "bench",
+                    "chunk": 0,
+                    "surface": place,
+                    "folded": place.lower(),
+                    "type": "PLACE",
+                    "page": None,
+                }
+            )
             KgMention.insert_many(mentions).execute()
     return people, organisations
 
@@ -102,14 +152,22 @@ def _document(vocabulary: Vocabulary, people: list[str], organisations: list[str
     from worker_service.knowledge.graph import Entity, Extraction, Relation
 
     rng = vocabulary.rng
-    named = [(rng.choice(people), "PERSON"), (rng.choice(people), "PERSON"), (rng.choice(organisations), "COMPANY"),
-             (rng.choice(PLACES), "CITY")]
+    named = [
+        (rng.choice(people), "PERSON"),
+        (rng.choice(people), "PERSON"),
+        (rng.choice(organisations), "COMPANY"),
+        (rng.choice(PLACES), "CITY"),
+    ]
     named += [(vocabulary.person(), "PERSON"), (vocabulary.organisation(), "ORGANIZATION")]
     named += [(vocabulary.fresh(3) + " " + vocabulary.fresh(2), "PRODUCT") for _ in range(4)]
     text = ". ".join(f"{name} упомянут здесь" for name, _label in named)
-    extraction = Extraction(entities=[Entity(name=n, type=t) for n, t in named],
-                            relations=[Relation(source=named[0][0], target=named[2][0], type="WORKS_FOR"),
-                                       Relation(source=named[2][0], target=named[3][0], type="LOCATED_IN")])
+    extraction = Extraction(
+        entities=[Entity(name=n, type=t) for n, t in named],
+        relations=[
+            Relation(source=named[0][0], target=named[2][0], type="WORKS_FOR"),
+            Relation(source=named[2][0], target=named[3][0], type="LOCATED_IN"),
+        ],
+    )
     return text, extraction
 
 
@@ -142,8 +200,14 @@ def _measure(url: str, documents: int) -> dict[str, float]:
         from worker_service.database.graph_models import KgEntity
 
         entities = KgEntity.select().where(KgEntity.workspace == "bench").count()
-    return {"add_p50": _pct(added, 50), "add_p99": _pct(added, 99), "delete_p50": _pct(deleted, 50),
-            "delete_p99": _pct(deleted, 99), "rss_growth_mb": rss_growth, "entities": entities}
+    return {
+        "add_p50": _pct(added, 50),
+        "add_p99": _pct(added, 99),
+        "delete_p50": _pct(deleted, 50),
+        "delete_p99": _pct(deleted, 99),
+        "rss_growth_mb": rss_growth,
+        "entities": entities,
+    }
 
 
 def _pct(values: list[float], q: int) -> float:
@@ -169,13 +233,25 @@ def growth() -> list[dict[str, Any]]:
             small, large = results[SIZES[0]], results[SIZES[-1]]
             for n, result in results.items():
                 for what in ("add", "delete"):
-                    rows.append({"benchmark": "knowledge_graph", "variant": f"{backend} {what} one document, {n:,} docs",
-                                 "value": round(result[f"{what}_p50"], 1), "unit": "ms p50",
-                                 "notes": f"p99 {result[f'{what}_p99']:.1f} ms; {result['entities']:,} entities; "
-                                          f"peak RSS +{result['rss_growth_mb']:.0f} MB over {OPERATIONS * 2} ops"})
+                    rows.append(
+                        {
+                            "benchmark": "knowledge_graph",
+                            "variant": f"{backend} {what} one document, {n:,} docs",
+                            "value": round(result[f"{what}_p50"], 1),
+                            "unit": "ms p50",
+                            "notes": f"p99 {result[f'{what}_p99']:.1f} ms; {result['entities']:,} entities; "
+                            f"peak RSS +{result['rss_growth_mb']:.0f} MB over {OPERATIONS * 2} ops",
+                        }
+                    )
             for what in ("add", "delete"):
-                rows.append({"benchmark": "knowledge_graph", "variant": f"{backend} {what}: 10^4 / 10^3 docs",
-                             "value": round(large[f"{what}_p50"] / small[f"{what}_p50"], 2), "unit": "x p50",
-                             "notes": f"p99 {large[f'{what}_p99'] / small[f'{what}_p99']:.2f}x (goal: within 1.5x, "
-                                      f"p99 under 100 ms)"})
+                rows.append(
+                    {
+                        "benchmark": "knowledge_graph",
+                        "variant": f"{backend} {what}: 10^4 / 10^3 docs",
+                        "value": round(large[f"{what}_p50"] / small[f"{what}_p50"], 2),
+                        "unit": "x p50",
+                        "notes": f"p99 {large[f'{what}_p99'] / small[f'{what}_p99']:.2f}x (goal: within 1.5x, "
+                        f"p99 under 100 ms)",
+                    }
+                )
     return rows

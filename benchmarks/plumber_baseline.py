@@ -23,8 +23,15 @@ def main(paths: list[str]) -> None:
                     pages += 1
         except Exception:  # noqa: BLE001 - damaged or encrypted files count as zero pages, as for us
             continue
-    sys.stdout.write(json.dumps({"pages": pages, "seconds": time.monotonic() - started,
-                                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    sys.stdout.write(
+        json.dumps(
+            {
+                "pages": pages,
+                "seconds": time.monotonic() - started,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -65,16 +65,38 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     output = RESULTS / f"profile-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.txt"
     with tempfile.TemporaryDirectory() as tmp:
-        worker = subprocess.Popen([str(BIN / "dramatiq"), args.module, "--processes", "2", "--threads", "8"],
-                                  cwd=ROOT, env=worker_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen(
+            [str(BIN / "dramatiq"), args.module, "--processes", "2", "--threads", "8"],
+            cwd=ROOT,
+            env=worker_env(tmp),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 120
             while client.llen("dramatiq:bench") >= args.messages and time.monotonic() < deadline:
                 time.sleep(0.005)
             left_before, started = client.hlen("dramatiq:bench.msgs"), time.monotonic()
-            subprocess.run([py_spy, "record", "--pid", str(worker.pid), "--subprocesses", "--rate", "200",
-                            "--nonblocking", "--format", "raw", "--duration", str(args.seconds),
-                            "--output", str(output)], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(worker.pid),
+                    "--subprocesses",
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "--duration",
+                    str(args.seconds),
+                    "--output",
+                    str(output),
+                ],
+                check=True,
+                capture_output=True,
+            )
             drained = left_before - client.hlen("dramatiq:bench.msgs")
             rate = drained / (time.monotonic() - started)
         finally:
@@ -84,8 +106,11 @@ def main() -> int:
     if drained >= left_before:
         sys.stderr.write("warning: the queue ran dry while sampling; raise --messages\n")
     samples, frames = summarize(output, args.top)
-    lines = [f"{args.module}: {rate:,.0f} msg/s while sampled; {samples} samples of Dramatiq worker and "
-             "consumer threads (2 processes x 8 threads)", "share  frame (inclusive)"]
+    lines = [
+        f"{args.module}: {rate:,.0f} msg/s while sampled; {samples} samples of Dramatiq worker and "
+        "consumer threads (2 processes x 8 threads)",
+        "share  frame (inclusive)",
+    ]
     lines += [f"{share * 100:5.1f}% {frame}" for share, frame in frames]
     sys.stdout.write("\n".join(lines) + f"\n\nsaved {output}\n")
     return 0

@@ -23,8 +23,17 @@ def _send(broker: Any, count: int, start: int = 0) -> None:
     from dramatiq.message import Message
 
     for i in range(start, start + count):
-        broker.enqueue(Message(queue_name="tests", actor_name="noop", args=(), kwargs={"tag": f"b{i}"}, options={},
-                               message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000)))
+        broker.enqueue(
+            Message(
+                queue_name="tests",
+                actor_name="noop",
+                args=(),
+                kwargs={"tag": f"b{i}"},
+                options={},
+                message_id=str(uuid.uuid4()),
+                message_timestamp=int(time.time() * 1000),
+            )
+        )
 
 
 def _drain(url: str, queue_type: str, tmp: str) -> tuple[float, float]:
@@ -33,11 +42,29 @@ def _drain(url: str, queue_type: str, tmp: str) -> tuple[float, float]:
     resume to the last."""
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
-    env = worker_env(tmp, BROKER_URL=url, RABBITMQ_QUEUE_TYPE=queue_type, RATELIMIT_REDIS_URL=REDIS_URL,
-                     TEST_RECORD_URL=REDIS_URL)
-    worker = subprocess.Popen([str(BIN / "dramatiq"), "tests.support.worker_actors", "--processes", "1",
-                               "--threads", "8", "--queues", "tests"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = worker_env(
+        tmp,
+        BROKER_URL=url,
+        RABBITMQ_QUEUE_TYPE=queue_type,
+        RATELIMIT_REDIS_URL=REDIS_URL,
+        TEST_RECORD_URL=REDIS_URL,
+    )
+    worker = subprocess.Popen(
+        [
+            str(BIN / "dramatiq"),
+            "tests.support.worker_actors",
+            "--processes",
+            "1",
+            "--threads",
+            "8",
+            "--queues",
+            "tests",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     broker = broker_for(env)
     try:
         deadline = time.monotonic() + 300
@@ -64,8 +91,10 @@ def _drain(url: str, queue_type: str, tmp: str) -> tuple[float, float]:
         worker.terminate()
         _, stderr = worker.communicate(timeout=60)
     if client.llen("bench:done") < N:
-        raise RuntimeError(f"{queue_type}: {client.llen('bench:done')} of {N} done\n"
-                           f"{stderr.decode(errors='replace')[-3000:]}")
+        raise RuntimeError(
+            f"{queue_type}: {client.llen('bench:done')} of {N} done\n"
+            f"{stderr.decode(errors='replace')[-3000:]}"
+        )
     return (N - 1) / elapsed, N / published
 
 
@@ -89,10 +118,21 @@ def drain_by_queue_type() -> list[dict[str, Any]]:
             node.close()
     quorum, classic = statistics.median(rates["quorum"]), statistics.median(rates["classic"])
     return [
-        {"benchmark": "rabbitmq", "variant": "consume, classic queues", "value": round(classic), "unit": "msg/s",
-         "runs": [round(r) for r in rates["classic"]],
-         "notes": f"publish {round(statistics.median(publish['classic']))} msg/s"},
-        {"benchmark": "rabbitmq", "variant": "consume, quorum queues", "value": round(quorum), "unit": "msg/s",
-         "runs": [round(r) for r in rates["quorum"]], "ratio": round(quorum / classic, 3),
-         "notes": f"publish {round(statistics.median(publish['quorum']))} msg/s"},
+        {
+            "benchmark": "rabbitmq",
+            "variant": "consume, classic queues",
+            "value": round(classic),
+            "unit": "msg/s",
+            "runs": [round(r) for r in rates["classic"]],
+            "notes": f"publish {round(statistics.median(publish['classic']))} msg/s",
+        },
+        {
+            "benchmark": "rabbitmq",
+            "variant": "consume, quorum queues",
+            "value": round(quorum),
+            "unit": "msg/s",
+            "runs": [round(r) for r in rates["quorum"]],
+            "ratio": round(quorum / classic, 3),
+            "notes": f"publish {round(statistics.median(publish['quorum']))} msg/s",
+        },
     ]

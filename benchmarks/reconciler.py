@@ -49,10 +49,15 @@ def _fill(url: str, total: int) -> None:
 
     from worker_service.database import Asset
 
-    fixed = {"asset_id": "'a' || g", "status": "'processing'", "source": "'file:' || g || '.txt'",
-             "lease_at": f"CASE WHEN g <= {EXPIRED} THEN now() AT TIME ZONE 'UTC' - interval '1 hour' "
-                         "ELSE now() AT TIME ZONE 'UTC' END",
-             "gen_ts": "g", "gen_id": "'gen-' || g"}
+    fixed = {
+        "asset_id": "'a' || g",
+        "status": "'processing'",
+        "source": "'file:' || g || '.txt'",
+        "lease_at": f"CASE WHEN g <= {EXPIRED} THEN now() AT TIME ZONE 'UTC' - interval '1 hour' "
+        "ELSE now() AT TIME ZONE 'UTC' END",
+        "gen_ts": "g",
+        "gen_id": "'gen-' || g",
+    }
     columns, values = [], []
     for field in Asset._meta.sorted_fields:
         if field.name in fixed:
@@ -63,8 +68,10 @@ def _fill(url: str, total: int) -> None:
             values.append(_literal(field))
     conn = psycopg2_connection(url)
     with conn.cursor() as cur:
-        cur.execute(f"INSERT INTO asset ({', '.join(columns)}) SELECT {', '.join(values)} "
-                    f"FROM generate_series(1, {total}) AS g")
+        cur.execute(
+            f"INSERT INTO asset ({', '.join(columns)}) SELECT {', '.join(values)} "
+            f"FROM generate_series(1, {total}) AS g"
+        )
         cur.execute("ANALYZE asset")
     conn.close()
 
@@ -78,9 +85,15 @@ def _query_by_updated_at(url: str) -> float:
 
     started = time.perf_counter()
     with session():
-        list(Asset.select().where(Asset.status.in_(("received", "processing", "retrying")),
-                                  Asset.updated_at < utcnow() - timedelta(seconds=300))
-             .order_by(Asset.updated_at).limit(1000))
+        list(
+            Asset.select()
+            .where(
+                Asset.status.in_(("received", "processing", "retrying")),
+                Asset.updated_at < utcnow() - timedelta(seconds=300),
+            )
+            .order_by(Asset.updated_at)
+            .limit(1000)
+        )
     return time.perf_counter() - started
 
 
@@ -119,8 +132,17 @@ def round_times() -> list[dict[str, Any]]:
         timings["before: candidates by updated_at"] = _query_by_updated_at(url)
         for name, seconds in timings.items():
             base = first.setdefault(name, seconds)
-            rows.append({"benchmark": "reconciler", "variant": f"{total:,} under way, round: {name}",
-                         "value": round(seconds * 1000, 1), "unit": "ms", "ratio": round(seconds / base, 2),
-                         "notes": {"suspects": f"{EXPIRED} expired; filled in {filled:.0f} s",
-                                   "repairs": "goal: flat, < 1 s at 10^6"}.get(name, "")})
+            rows.append(
+                {
+                    "benchmark": "reconciler",
+                    "variant": f"{total:,} under way, round: {name}",
+                    "value": round(seconds * 1000, 1),
+                    "unit": "ms",
+                    "ratio": round(seconds / base, 2),
+                    "notes": {
+                        "suspects": f"{EXPIRED} expired; filled in {filled:.0f} s",
+                        "repairs": "goal: flat, < 1 s at 10^6",
+                    }.get(name, ""),
+                }
+            )
     return rows

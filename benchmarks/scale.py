@@ -33,7 +33,9 @@ def _drain(client: redis.Redis, url: str, n: int, tmp: str) -> tuple[float, floa
     sender = Sender(client)
     started = time.monotonic()
     for start in range(0, n, 10_000):
-        sender.send_many("extract_knowledge", [{"asset_id": f"s{i}"} for i in range(start, min(n, start + 10_000))])
+        sender.send_many(
+            "extract_knowledge", [{"asset_id": f"s{i}"} for i in range(start, min(n, start + 10_000))]
+        )
     send_rate = n / (time.monotonic() - started)
     per_message = (int(client.info("memory")["used_memory"]) - base) / n
     # the knowledge actor needs its records: drain the same backlog through a no-op actor of the bench queue
@@ -42,9 +44,22 @@ def _drain(client: redis.Redis, url: str, n: int, tmp: str) -> tuple[float, floa
         enqueue_raw(client, "bench_noop", "bench", [{"n": i} for i in range(start, min(n, start + 10_000))])
     client.config_resetstat()
     env = worker_env(tmp, BROKER_URL=url)
-    worker = subprocess.Popen([str(BIN / "dramatiq"), "tests.support.worker_actors", "--processes", "2",
-                               "--threads", "8", "--queues", "bench"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    worker = subprocess.Popen(
+        [
+            str(BIN / "dramatiq"),
+            "tests.support.worker_actors",
+            "--processes",
+            "2",
+            "--threads",
+            "8",
+            "--queues",
+            "bench",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         started = time.monotonic()
         deadline = started + 3600
@@ -56,7 +71,9 @@ def _drain(client: redis.Redis, url: str, n: int, tmp: str) -> tuple[float, floa
         worker.terminate()
         _, stderr = worker.communicate(timeout=60)
     if client.hlen("dramatiq:bench.msgs"):
-        raise RuntimeError(f"drain of {n}: {client.hlen('dramatiq:bench.msgs')} left\n{stderr.decode()[-2000:]}")
+        raise RuntimeError(
+            f"drain of {n}: {client.hlen('dramatiq:bench.msgs')} left\n{stderr.decode()[-2000:]}"
+        )
     return send_rate, per_message, n / elapsed, spent / n
 
 
@@ -64,9 +81,22 @@ def _idle_process(client: redis.Redis, url: str, tmp: str) -> float:
     """Redis commands a second of one idle worker process (1 x 8 threads on the bench queue and its delay queue,
     the full middleware stack: heartbeats, recovery, leases, rate-limit and pause reads), over 10 s."""
     client.flushall()
-    worker = subprocess.Popen([str(BIN / "dramatiq"), "tests.support.worker_actors", "--processes", "1",
-                               "--threads", "8", "--queues", "bench"], cwd=ROOT, env=worker_env(tmp, BROKER_URL=url),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [
+            str(BIN / "dramatiq"),
+            "tests.support.worker_actors",
+            "--processes",
+            "1",
+            "--threads",
+            "8",
+            "--queues",
+            "bench",
+        ],
+        cwd=ROOT,
+        env=worker_env(tmp, BROKER_URL=url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while not client.zcard("dramatiq:__heartbeats__") and time.monotonic() < deadline:
@@ -93,9 +123,23 @@ def _recovery(client: redis.Redis, url: str, n: int, tmp: str) -> tuple[int, flo
     for start in range(0, n, 10_000):
         enqueue_raw(client, "hold", "tests", [{"tag": f"h{i}"} for i in range(start, min(n, start + 10_000))])
     env = worker_env(tmp, BROKER_URL=url, HEARTBEAT_TIMEOUT_MS="2000", MAINTENANCE_INTERVAL_MS="500")
-    worker = subprocess.Popen([str(BIN / "dramatiq"), "tests.support.worker_actors", "--processes", "1",
-                               "--threads", "8", "--queues", "tests"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    worker = subprocess.Popen(
+        [
+            str(BIN / "dramatiq"),
+            "tests.support.worker_actors",
+            "--processes",
+            "1",
+            "--threads",
+            "8",
+            "--queues",
+            "tests",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while client.llen("bench:started") < 8 and time.monotonic() < deadline:
@@ -118,8 +162,10 @@ def _svg(series: dict[str, list[tuple[float, float]]], path: Path) -> None:
     import math
 
     width, height, pad = 260, 170, 34
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width * len(series)}" height="{height}" '
-             'font-family="sans-serif" font-size="10">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width * len(series)}" height="{height}" '
+        'font-family="sans-serif" font-size="10">'
+    ]
     for index, (name, points) in enumerate(series.items()):
         left = index * width
         base = points[0][1] or 1.0
@@ -128,18 +174,31 @@ def _svg(series: dict[str, list[tuple[float, float]]], path: Path) -> None:
         xs = [math.log10(x) for x, _ in ratios]
         span = (max(xs) - min(xs)) or 1.0
 
-        def at(x: float, r: float, *, xs_min: float = min(xs), span: float = span, top: float = top,
-               left: int = left) -> tuple[float, float]:
-            return (left + pad + (math.log10(x) - xs_min) / span * (width - 2 * pad),
-                    height - pad - r / top * (height - 2 * pad))
+        def at(
+            x: float,
+            r: float,
+            *,
+            xs_min: float = min(xs),
+            span: float = span,
+            top: float = top,
+            left: int = left,
+        ) -> tuple[float, float]:
+            return (
+                left + pad + (math.log10(x) - xs_min) / span * (width - 2 * pad),
+                height - pad - r / top * (height - 2 * pad),
+            )
 
         line = " ".join(f"{px:.1f},{py:.1f}" for px, py in (at(x, r) for x, r in ratios))
         parts.append(f'<text x="{left + pad}" y="14">{name}</text>')
-        parts.append(f'<line x1="{left + pad}" y1="{height - pad}" x2="{left + width - pad}" y2="{height - pad}" '
-                     'stroke="#999"/>')
+        parts.append(
+            f'<line x1="{left + pad}" y1="{height - pad}" x2="{left + width - pad}" y2="{height - pad}" '
+            'stroke="#999"/>'
+        )
         one = at(ratios[0][0], 1.0)[1]
-        parts.append(f'<line x1="{left + pad}" y1="{one:.1f}" x2="{left + width - pad}" y2="{one:.1f}" '
-                     'stroke="#ccc" stroke-dasharray="3"/>')
+        parts.append(
+            f'<line x1="{left + pad}" y1="{one:.1f}" x2="{left + width - pad}" y2="{one:.1f}" '
+            'stroke="#ccc" stroke-dasharray="3"/>'
+        )
         parts.append(f'<polyline fill="none" stroke="#36c" stroke-width="2" points="{line}"/>')
         for (x, r), (px, py) in zip(ratios, (at(x, r) for x, r in ratios), strict=True):
             parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="#36c"/>')
@@ -161,33 +220,68 @@ def curves() -> list[dict[str, Any]]:
         for n in sizes:
             send, memory, drain, drained_cmds = _drain(client, url, n, tmp)
             recovered, recovery_ms = _recovery(client, url, n, tmp)
-            for name, value, unit in (("bulk send", send, "msg/s"), ("Redis memory per queued message", memory, "B"),
-                                      ("drain, full stack 2x8", drain, "msg/s"),
-                                      ("Redis commands per drained message", drained_cmds, "cmds"),
-                                      (f"recovery round after kill -9 ({recovered} held)", recovery_ms, "ms")):
+            for name, value, unit in (
+                ("bulk send", send, "msg/s"),
+                ("Redis memory per queued message", memory, "B"),
+                ("drain, full stack 2x8", drain, "msg/s"),
+                ("Redis commands per drained message", drained_cmds, "cmds"),
+                (f"recovery round after kill -9 ({recovered} held)", recovery_ms, "ms"),
+            ):
                 key = name.split(" (")[0]
                 series.setdefault(key, []).append((n, value))
-                rows.append({"benchmark": "scale", "variant": f"{n:,} queued: {name}", "value": round(value, 1),
-                             "unit": unit, "ratio": round(value / series[key][0][1], 2)})
+                rows.append(
+                    {
+                        "benchmark": "scale",
+                        "variant": f"{n:,} queued: {name}",
+                        "value": round(value, 1),
+                        "unit": unit,
+                        "ratio": round(value / series[key][0][1], 2),
+                    }
+                )
         for consumers in (10, 100, 1000):
             counts = measure(client, consumers)
-            for name, value, unit in (("Redis commands per message", counts.per_message, "cmds"),
-                                      ("idle Redis commands per consumer per s", counts.idle_per_consumer_s, "cmds"),
-                                      ("consumer CPU per message", counts.cpu_ms_per_message, "ms")):
+            for name, value, unit in (
+                ("Redis commands per message", counts.per_message, "cmds"),
+                ("idle Redis commands per consumer per s", counts.idle_per_consumer_s, "cmds"),
+                ("consumer CPU per message", counts.cpu_ms_per_message, "ms"),
+            ):
                 key = f"{name} (by consumers)"
                 series.setdefault(key, []).append((consumers, value))
-                rows.append({"benchmark": "scale", "variant": f"{consumers:,} consumers: {name}",
-                             "value": round(value, 2), "unit": unit, "ratio": round(value / series[key][0][1], 2)})
+                rows.append(
+                    {
+                        "benchmark": "scale",
+                        "variant": f"{consumers:,} consumers: {name}",
+                        "value": round(value, 2),
+                        "unit": unit,
+                        "ratio": round(value / series[key][0][1], 2),
+                    }
+                )
         idle = _idle_process(client, url, tmp)
-        rows.append({"benchmark": "scale", "variant": "an idle worker process (1 x 8): Redis commands per second",
-                     "value": round(idle, 2), "unit": "cmds/s", "notes": "goal <= 5"})
+        rows.append(
+            {
+                "benchmark": "scale",
+                "variant": "an idle worker process (1 x 8): Redis commands per second",
+                "value": round(idle, 2),
+                "unit": "cmds/s",
+                "notes": "goal <= 5",
+            }
+        )
         ours = series["Redis commands per message (by consumers)"][0][1]
-        for variant, options in (("marked started before the ack, as a worker does", {"mark": True}),
-                                 ("bare Dramatiq RedisBroker", {"bare": True})):
+        for variant, options in (
+            ("marked started before the ack, as a worker does", {"mark": True}),
+            ("bare Dramatiq RedisBroker", {"bare": True}),
+        ):
             value = measure(client, 10, **options).per_message
-            rows.append({"benchmark": "scale", "variant": f"10 consumers, {variant}: Redis commands per message",
-                         "value": round(value, 2), "unit": "cmds", "ratio": round(value / ours, 2),
-                         "notes": "ratio to this service's broker without the mark; goal <= 12"})
+            rows.append(
+                {
+                    "benchmark": "scale",
+                    "variant": f"10 consumers, {variant}: Redis commands per message",
+                    "value": round(value, 2),
+                    "unit": "cmds",
+                    "ratio": round(value / ours, 2),
+                    "notes": "ratio to this service's broker without the mark; goal <= 12",
+                }
+            )
     RESULTS.mkdir(parents=True, exist_ok=True)
     _svg(series, RESULTS / "scale.svg")
     return rows

@@ -52,32 +52,59 @@ def build_stack(settings: Settings) -> list[Middleware]:
         CurrentMessage(),
         Validation(),
         QueuePause(),
-        RateLimit(RateLimiter(redis_client, {
-            # An LLM call takes seconds: waiting up to 30 s for a slot is in proportion, and spares the message
-            # a trip behind the queue (measured: 83 of 93 deliveries put back at 5 s, with 10 documents on 2 req/s).
-            "openrouter": Limit(settings.openrouter_rps * settings.ratelimit_safety_factor, settings.openrouter_burst,
-                                max_wait_ms=30_000),
-            "kommo": Limit(settings.kommo_rps * settings.ratelimit_safety_factor, settings.kommo_burst),
-        })),
+        RateLimit(
+            RateLimiter(
+                redis_client,
+                {
+                    # An LLM call takes seconds: waiting up to 30 s for a slot is in proportion, and spares the message
+                    # a trip behind the queue (measured: 83 of 93 deliveries put back at 5 s, with 10 documents on 2 req/s).
+                    "openrouter": Limit(
+                        settings.openrouter_rps * settings.ratelimit_safety_factor,
+                        settings.openrouter_burst,
+                        max_wait_ms=30_000,
+                    ),
+                    "kommo": Limit(
+                        settings.kommo_rps * settings.ratelimit_safety_factor, settings.kommo_burst
+                    ),
+                },
+            )
+        ),
         StatusTracking(),
         # renewed three times per grace: a slow message is never taken for a lost one
         Leases(interval_s=max(1.0, min(settings.reconcile_grace_seconds / 3, 60.0))),
         TimeLimit(time_limit=settings.assets_time_limit_seconds * 1000, interval=1000),
-        Retries(max_attempts=settings.assets_max_attempts, retry_hours=settings.assets_retry_hours,
-                backoff_base_ms=settings.retry_backoff_base_ms, backoff_max_ms=settings.retry_backoff_max_ms,
-                hard_timeout_retries=settings.hard_timeout_retries,
-                max_age_ms=int(settings.message_max_age_hours * 3_600_000)),
+        Retries(
+            max_attempts=settings.assets_max_attempts,
+            retry_hours=settings.assets_retry_hours,
+            backoff_base_ms=settings.retry_backoff_base_ms,
+            backoff_max_ms=settings.retry_backoff_max_ms,
+            hard_timeout_retries=settings.hard_timeout_retries,
+            max_age_ms=int(settings.message_max_age_hours * 3_600_000),
+        ),
         DeadLetters(),
         Recovery(interval_ms=settings.maintenance_interval_ms),
-        Liveness(interval_ms=settings.maintenance_interval_ms,
-                 default_time_limit_ms=settings.assets_time_limit_seconds * 1000,
-                 wedge_grace_s=settings.liveness_wedge_grace_seconds),
-        Reconciliation(redis_client, interval_s=settings.reconcile_interval_seconds,
-                       grace_s=settings.reconcile_grace_seconds, chunk_retention_days=settings.knowledge_cache_days,
-                       event_retention_days=settings.crm_events_retention_days,
-                       outbox_retention_days=settings.events_retention_days),
+        Liveness(
+            interval_ms=settings.maintenance_interval_ms,
+            default_time_limit_ms=settings.assets_time_limit_seconds * 1000,
+            wedge_grace_s=settings.liveness_wedge_grace_seconds,
+        ),
+        Reconciliation(
+            redis_client,
+            interval_s=settings.reconcile_interval_seconds,
+            grace_s=settings.reconcile_grace_seconds,
+            chunk_retention_days=settings.knowledge_cache_days,
+            event_retention_days=settings.crm_events_retention_days,
+            outbox_retention_days=settings.events_retention_days,
+        ),
         Recycling(max_rss_mb=settings.worker_max_rss_mb, max_messages=settings.worker_max_messages),
         PrewarmChildren(queues=frozenset({"assets"}), memory_mb=settings.extract_memory_mb),
-        *([EventDelivery(redis_client, url=settings.events_webhook_url, secret=settings.events_webhook_secret)]
-          if settings.events_webhook_url and settings.events_webhook_secret else []),
+        *(
+            [
+                EventDelivery(
+                    redis_client, url=settings.events_webhook_url, secret=settings.events_webhook_secret
+                )
+            ]
+            if settings.events_webhook_url and settings.events_webhook_secret
+            else []
+        ),
     ]

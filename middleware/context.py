@@ -24,8 +24,11 @@ class LogContext(Middleware):
         kwargs = message.kwargs if isinstance(message.kwargs, dict) else {}
         asset_id = kwargs.get("asset_id")
         state_of(message).log_token = set_message_context(
-            message_id=message.message_id, actor=message.actor_name, queue=message.queue_name,
-            asset_id=asset_id if isinstance(asset_id, str) else None)
+            message_id=message.message_id,
+            actor=message.actor_name,
+            queue=message.queue_name,
+            asset_id=asset_id if isinstance(asset_id, str) else None,
+        )
 
     def _reset(self, message: MessageProxy) -> None:
         state = state_of(message)
@@ -33,8 +36,14 @@ class LogContext(Middleware):
         if token is not None:
             reset_message_context(token)
 
-    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
-                              exception: BaseException | None = None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         self._reset(message)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:

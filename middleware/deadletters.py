@@ -71,55 +71,95 @@ class DeadLetters(Middleware):
             args, kwargs = [_cut(v) for v in args], {k: _cut(v) for k, v in kwargs.items()}
         with session(transaction=True) as db:
             DeadLetter.create(
-                message_id=data["message_id"], queue=data["queue_name"].removesuffix(".DQ"),
-                actor=data["actor_name"], args=args, kwargs=kwargs,
-                options=options, error_type=error_type, error_code=dead.error_code[:255] or error_type,
-                asset_id=_named_asset(kwargs), exception_type=dead.exception_type,
-                error_message=dead.error_message[:10_000], traceback=dead.traceback,
+                message_id=data["message_id"],
+                queue=data["queue_name"].removesuffix(".DQ"),
+                actor=data["actor_name"],
+                args=args,
+                kwargs=kwargs,
+                options=options,
+                error_type=error_type,
+                error_code=dead.error_code[:255] or error_type,
+                asset_id=_named_asset(kwargs),
+                exception_type=dead.exception_type,
+                error_message=dead.error_message[:10_000],
+                traceback=dead.traceback,
                 attempts=int(options.get("retries", 0)) + (0 if error_type == "crash_loop" else 1),
                 history=options.get("attempt_history"),
-                first_enqueued_at=ms_to_dt(int(options.get("budget_started_at") or data["message_timestamp"])),
+                first_enqueued_at=ms_to_dt(
+                    int(options.get("budget_started_at") or data["message_timestamp"])
+                ),
             )
             finished = track is not None and self._fail_record(db, track, message, dead)
         # Logged from the consumer's settle step, after the message's own log context is gone: name it.
-        logger.warning("Dead-lettered message %s of %s: %s: %s%s", data["message_id"], data["actor_name"], error_type,
-                       dead.error_message, f" ({track.name} record failed)" if finished and track else "",
-                       extra={"message_id": data["message_id"], "actor": data["actor_name"],
-                              "queue": data["queue_name"], "error_type": error_type,
-                              "asset_id": message.kwargs.get("asset_id") if track else None})
+        logger.warning(
+            "Dead-lettered message %s of %s: %s: %s%s",
+            data["message_id"],
+            data["actor_name"],
+            error_type,
+            dead.error_message,
+            f" ({track.name} record failed)" if finished and track else "",
+            extra={
+                "message_id": data["message_id"],
+                "actor": data["actor_name"],
+                "queue": data["queue_name"],
+                "error_type": error_type,
+                "asset_id": message.kwargs.get("asset_id") if track else None,
+            },
+        )
 
     @staticmethod
-    def _fail_record(db: peewee.Database, track: tracks.Track, message: MessageProxy | Message, dead: Dead) -> bool:
+    def _fail_record(
+        db: peewee.Database, track: tracks.Track, message: MessageProxy | Message, dead: Dead
+    ) -> bool:
         """Fail the tracked record inside the dead letter's transaction.  A record the database refuses (a
         constraint, a value it cannot take) is logged and skipped in a savepoint: it must not cost the dead
         letter itself, nor send it round as pending forever.  An outage still aborts both."""
         try:
             with db.atomic():
-                return tracks.fail(track, message.kwargs["asset_id"], message.kwargs, tracks.generation_of(message),
-                                   dead.error_code, f"{dead.exception_type}: {dead.error_message}"
-                                   if dead.exception_type else dead.error_message,
-                                   attempt=int(message.options.get("retries", 0)) + 1)
+                return tracks.fail(
+                    track,
+                    message.kwargs["asset_id"],
+                    message.kwargs,
+                    tracks.generation_of(message),
+                    dead.error_code,
+                    f"{dead.exception_type}: {dead.error_message}"
+                    if dead.exception_type
+                    else dead.error_message,
+                    attempt=int(message.options.get("retries", 0)) + 1,
+                )
         except (peewee.IntegrityError, peewee.DataError, peewee.ProgrammingError) as exc:
-            logger.error("Dead letter of %s stored, but its %s record could not be failed: %s", message.message_id,
-                         track.name, exc)
+            logger.error(
+                "Dead letter of %s stored, but its %s record could not be failed: %s",
+                message.message_id,
+                track.name,
+                exc,
+            )
             return False
 
     def record_raw(self, queue: str, body: bytes, error_type: str, error_message: str) -> None:
         from worker_service.brokers.redis import encode_raw_body
 
         with session(transaction=True):
-            DeadLetter.create(message_id="", queue=queue.removesuffix(".DQ"), actor="", args=[], kwargs={},
-                              options={}, raw_body=encode_raw_body(body)[:1_000_000], error_type=error_type,
-                              error_code=error_type,
-                              exception_type="DecodeError", error_message=error_message[:10_000], attempts=0)
+            DeadLetter.create(
+                message_id="",
+                queue=queue.removesuffix(".DQ"),
+                actor="",
+                args=[],
+                kwargs={},
+                options={},
+                raw_body=encode_raw_body(body)[:1_000_000],
+                error_type=error_type,
+                error_code=error_type,
+                exception_type="DecodeError",
+                error_message=error_message[:10_000],
+                attempts=0,
+            )
         logger.warning("Dead-lettered an undecodable message on %s: %s", queue, error_message)
 
     def pending_successor(self, message: MessageProxy | Message, dead: Dead) -> Successor:
         """The copy that carries ``dead`` until the database takes it (the consumer stores it, never runs it)."""
         raw = message if isinstance(message, Message) else message._message
         return Successor(raw.copy(options={PENDING_DEAD_LETTER: dead.as_option()}), PENDING_RETRY_MS)
-
-
 
 
 def _named_asset(kwargs: Any) -> str | None:
@@ -132,5 +172,7 @@ def _cut(value: Any) -> Any:
     if not isinstance(value, str) or len(value) <= FORBIDDEN_KEEP_CHARS:
         return value
     digest = hashlib.sha256(value.encode()).hexdigest()
-    return (f"{value[:FORBIDDEN_KEEP_CHARS]}... [{len(value)} characters, sha256 {digest}: a message refused as "
-            "forbidden is not kept whole]")
+    return (
+        f"{value[:FORBIDDEN_KEEP_CHARS]}... [{len(value)} characters, sha256 {digest}: a message refused as "
+        "forbidden is not kept whole]"
+    )

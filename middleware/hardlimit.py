@@ -33,8 +33,9 @@ class PrewarmChildren(Middleware):
         consumed: set[str] | None = worker.consumer_whitelist or None
         if consumed is not None and not consumed & self.queues:
             return
-        self.warming = threading.Thread(target=self._warm, args=(worker.worker_threads,), name="prewarm-children",
-                                        daemon=True)
+        self.warming = threading.Thread(
+            target=self._warm, args=(worker.worker_threads,), name="prewarm-children", daemon=True
+        )
         self.warming.start()
 
     def _warm(self, children: int) -> None:

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 class Leases(Middleware):
     """Parameters:
-      interval_s(float): how often the leases of running records are renewed (well under RECONCILE_GRACE_SECONDS).
+    interval_s(float): how often the leases of running records are renewed (well under RECONCILE_GRACE_SECONDS).
     """
 
     def __init__(self, *, interval_s: float) -> None:
@@ -44,8 +44,14 @@ class Leases(Middleware):
         if track is not None:
             self.running[message.message_id] = (track.name, message.kwargs["asset_id"])
 
-    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
-                              exception: BaseException | None = None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         self.running.pop(message.message_id, None)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
@@ -80,8 +86,9 @@ class Leases(Middleware):
         if not running and not held:
             return 0
         with session(transaction=True):
-            return (sum(tracks.renew_leases(tracks.TRACKS[name], ids) for name, ids in running.items())
-                    + sum(tracks.renew_leases(tracks.TRACKS[name], ids, status=None) for name, ids in held.items()))
+            return sum(tracks.renew_leases(tracks.TRACKS[name], ids) for name, ids in running.items()) + sum(
+                tracks.renew_leases(tracks.TRACKS[name], ids, status=None) for name, ids in held.items()
+            )
 
     def _loop(self) -> None:
         while not self.stop_event.wait(self.interval_s):

@@ -35,9 +35,9 @@ logger = logging.getLogger(__name__)
 
 class Liveness(Middleware):
     """Parameters:
-      interval_ms(int): how often the process checks itself (MAINTENANCE_INTERVAL_MS).
-      default_time_limit_ms(int): the time limit of actors that declare none.
-      wedge_grace_s(float): how long past its time limit a message may run before the process is wedged.
+    interval_ms(int): how often the process checks itself (MAINTENANCE_INTERVAL_MS).
+    default_time_limit_ms(int): the time limit of actors that declare none.
+    wedge_grace_s(float): how long past its time limit a message may run before the process is wedged.
     """
 
     def __init__(self, *, interval_ms: int, default_time_limit_ms: int, wedge_grace_s: float) -> None:
@@ -60,14 +60,22 @@ class Liveness(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         try:
-            limit_ms = broker.get_actor(message.actor_name).options.get("time_limit") or self.default_time_limit_ms
+            limit_ms = (
+                broker.get_actor(message.actor_name).options.get("time_limit") or self.default_time_limit_ms
+            )
         except Exception:  # noqa: BLE001 - unknown actor: it does not run
             return
         deadline = time.monotonic() + limit_ms / 1000 + self.wedge_grace_s
         self.running[threading.get_ident()] = (message.message_id, message.actor_name, deadline)
 
-    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
-                              exception: BaseException | None = None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         self.running.pop(threading.get_ident(), None)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
@@ -81,7 +89,8 @@ class Liveness(Middleware):
             if now > deadline:
                 found[f"message {message_id} of {actor}"] = (
                     f"runs {now - deadline + self.wedge_grace_s:.0f} s past its time limit "
-                    "(stuck in native code or a blocking call?)")
+                    "(stuck in native code or a blocking call?)"
+                )
         return found
 
     def check(self) -> bool:
@@ -92,8 +101,10 @@ class Liveness(Middleware):
             return True
         new = {what: why for what, why in problems.items() if what not in self.reported}
         if new:  # once per stuck thread or message, not every interval
-            logger.error("Worker process cannot make progress: %s; /healthz reports it.",
-                         "; ".join(f"{what} {why}" for what, why in new.items()))
+            logger.error(
+                "Worker process cannot make progress: %s; /healthz reports it.",
+                "; ".join(f"{what} {why}" for what, why in new.items()),
+            )
             self.reported.update(new)
         return False
 

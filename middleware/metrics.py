@@ -20,8 +20,13 @@ from worker_service.observability.metrics import DURATION, FAILURES, IN_PROGRESS
 from worker_service.outcome import Dead, Deferred, Retrying, Skipped, Succeeded, outcome_of, state_of
 from worker_service.runtime.probes import serve
 
-_LABELS: dict[type, str] = {Succeeded: "done", Skipped: "skipped", Retrying: "retried", Deferred: "deferred",
-                            Dead: "dead"}
+_LABELS: dict[type, str] = {
+    Succeeded: "done",
+    Skipped: "skipped",
+    Retrying: "retried",
+    Deferred: "deferred",
+    Dead: "dead",
+}
 
 
 def _outcome_label(message: MessageProxy, exception: BaseException | None, skipped: bool) -> str:
@@ -64,15 +69,23 @@ class Metrics(Middleware):
         if started is not None:
             self._child(IN_PROGRESS, message.actor_name, message.queue_name).dec()
             if not skipped:
-                self._child(DURATION, message.actor_name, message.queue_name).observe(time.monotonic() - started)
+                self._child(DURATION, message.actor_name, message.queue_name).observe(
+                    time.monotonic() - started
+                )
         label = _outcome_label(message, exception, skipped)
         self._child(MESSAGES, message.actor_name, message.queue_name, label).inc()
         outcome = outcome_of(message)
         if isinstance(outcome, Dead):
             self._child(FAILURES, message.actor_name, outcome.error_code).inc()
 
-    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
-                              exception: BaseException | None = None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         self._finish(message, exception, skipped=False)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:

@@ -31,8 +31,16 @@ class EventDelivery(Middleware):
     """Parameters: client (Redis, for the lease), url (EVENTS_WEBHOOK_URL), secret (EVENTS_WEBHOOK_SECRET),
     interval_s, lease_s, namespace."""
 
-    def __init__(self, client: Any, *, url: str, secret: str, interval_s: float = 0.5, lease_s: float = 10.0,
-                 namespace: str = "dramatiq") -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        url: str,
+        secret: str,
+        interval_s: float = 0.5,
+        lease_s: float = 10.0,
+        namespace: str = "dramatiq",
+    ) -> None:
         self.client = client
         self.lease_key = f"{namespace}:__lease__.events"
         self.url = url
@@ -47,7 +55,9 @@ class EventDelivery(Middleware):
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         dispatcher = EventDispatcher(self.url, self.secret, timeout_s=min(5.0, self.lease_s / 6))
         lease = self.client.register_script(SCRIPTS["lease"])  # the brokers' take-or-renew lease
-        threading.Thread(target=self._loop, args=(lease, dispatcher), name="worker-events", daemon=True).start()
+        threading.Thread(
+            target=self._loop, args=(lease, dispatcher), name="worker-events", daemon=True
+        ).start()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.stop_event.set()

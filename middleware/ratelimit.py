@@ -66,9 +66,19 @@ class RateLimit(Middleware):
         if upstream:
             paused = self.limiter.paused_for(upstream)
             if paused:
-                logger.info("Deferring %s: upstream %s paused for %d ms (%s).", message.message_id, upstream, paused,
-                            self.limiter.pause_reason(upstream))
-                defer(message, paused + random.randint(0, 1000), f"upstream {upstream} paused", charge_window=False)
+                logger.info(
+                    "Deferring %s: upstream %s paused for %d ms (%s).",
+                    message.message_id,
+                    upstream,
+                    paused,
+                    self.limiter.pause_reason(upstream),
+                )
+                defer(
+                    message,
+                    paused + random.randint(0, 1000),
+                    f"upstream {upstream} paused",
+                    charge_window=False,
+                )
                 raise SkipMessage(f"upstream {upstream} paused")
         limit = actor.options.get("concurrency_limit")
         if limit:
@@ -88,8 +98,14 @@ class RateLimit(Middleware):
             except redis.RedisError:  # the lease expires by itself
                 logger.warning("Could not release concurrency lease %s; it will expire.", held[1])
 
-    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
-                              exception: BaseException | None = None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         self._release(message)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:

@@ -28,17 +28,24 @@ logger = logging.getLogger(__name__)
 
 class Reconciliation(Middleware):
     """Parameters:
-      client: Redis client for the reconciler's state between rounds.
-      interval_s(float): RECONCILE_INTERVAL_SECONDS.
-      grace_s(float): RECONCILE_GRACE_SECONDS.
-      chunk_retention_days(float): KNOWLEDGE_CACHE_DAYS, event_retention_days(float): CRM_EVENTS_RETENTION_DAYS
-        (the lease holder also purges older LLM chunk results and Kommo webhook events, hourly), and
-        outbox_retention_days(float): EVENTS_RETENTION_DAYS (delivered outcome events).
+    client: Redis client for the reconciler's state between rounds.
+    interval_s(float): RECONCILE_INTERVAL_SECONDS.
+    grace_s(float): RECONCILE_GRACE_SECONDS.
+    chunk_retention_days(float): KNOWLEDGE_CACHE_DAYS, event_retention_days(float): CRM_EVENTS_RETENTION_DAYS
+      (the lease holder also purges older LLM chunk results and Kommo webhook events, hourly), and
+      outbox_retention_days(float): EVENTS_RETENTION_DAYS (delivered outcome events).
     """
 
-    def __init__(self, client: Any, *, interval_s: float, grace_s: float,
-                 chunk_retention_days: float | None = None, event_retention_days: float | None = None,
-                 outbox_retention_days: float | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        interval_s: float,
+        grace_s: float,
+        chunk_retention_days: float | None = None,
+        event_retention_days: float | None = None,
+        outbox_retention_days: float | None = None,
+    ) -> None:
         self.client = client
         self.interval_s = interval_s
         self.grace_s = grace_s
@@ -52,13 +59,19 @@ class Reconciliation(Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.stop_event.clear()
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        reconciler = Reconciler(broker, self.client, grace_s=self.grace_s, interval_s=self.interval_s,
-                                namespace=getattr(broker, "namespace", "dramatiq"),
-                                chunk_retention_days=self.chunk_retention_days,
-                                event_retention_days=self.event_retention_days,
-                                outbox_retention_days=self.outbox_retention_days)
-        self.thread = threading.Thread(target=self._loop, args=(broker, reconciler), name="worker-reconciler",
-                                       daemon=True)
+        reconciler = Reconciler(
+            broker,
+            self.client,
+            grace_s=self.grace_s,
+            interval_s=self.interval_s,
+            namespace=getattr(broker, "namespace", "dramatiq"),
+            chunk_retention_days=self.chunk_retention_days,
+            event_retention_days=self.event_retention_days,
+            outbox_retention_days=self.outbox_retention_days,
+        )
+        self.thread = threading.Thread(
+            target=self._loop, args=(broker, reconciler), name="worker-reconciler", daemon=True
+        )
         self.thread.start()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:

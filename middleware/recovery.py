@@ -66,7 +66,7 @@ logger = logging.getLogger(__name__)
 
 class Recovery(Middleware):
     """Parameters:
-      interval_ms(int): maintenance period.
+    interval_ms(int): maintenance period.
     """
 
     def __init__(self, *, interval_ms: int) -> None:
@@ -103,10 +103,16 @@ class Recovery(Middleware):
         threads = sum(1 for t in threading.enumerate() if isinstance(t, WorkerThread) and t.is_alive())
         queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
         self.threads, self.queues = threads, queues
-        logger.info("Worker process ready: %d worker threads, queues %s.", threads, queues,
-                    extra={"worker_threads": threads, "queues": queues})
+        logger.info(
+            "Worker process ready: %d worker threads, queues %s.",
+            threads,
+            queues,
+            extra={"worker_threads": threads, "queues": queues},
+        )
         self.stop_event.clear()
-        self.thread = threading.Thread(target=self._loop, args=(broker,), name="worker-maintenance", daemon=True)
+        self.thread = threading.Thread(
+            target=self._loop, args=(broker,), name="worker-maintenance", daemon=True
+        )
         self.thread.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
@@ -128,8 +134,14 @@ class Recovery(Middleware):
         except Exception as exc:  # noqa: BLE001 - crash accounting is best effort; the ack path is not
             logger.warning("Could not mark message %s as started: %s", message.message_id, exc)
 
-    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
-                              exception: BaseException | None = None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         self.running.pop(message.message_id, None)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
@@ -139,12 +151,22 @@ class Recovery(Middleware):
         """What this process is doing, for the dashboard's overview (published with each heartbeat)."""
         now = time.time()
         running = sorted(list(self.running.items()), key=lambda item: item[1][1])  # one copy: threads add/pop
-        reliable(broker).report_worker({
-            "host": socket.gethostname(), "pid": os.getpid(), "threads": self.threads, "busy": len(running),
-            "queues": self.queues, "paused": sorted(reliable(broker).paused_queues()), "rss_bytes": rss_bytes(),
-            "heartbeat_at": now,
-            "current": [{"message_id": mid, "actor": actor, "seconds": round(now - since, 1)}
-                        for mid, (actor, since) in running[:10]]})
+        reliable(broker).report_worker(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "threads": self.threads,
+                "busy": len(running),
+                "queues": self.queues,
+                "paused": sorted(reliable(broker).paused_queues()),
+                "rss_bytes": rss_bytes(),
+                "heartbeat_at": now,
+                "current": [
+                    {"message_id": mid, "actor": actor, "seconds": round(now - since, 1)}
+                    for mid, (actor, since) in running[:10]
+                ],
+            }
+        )
 
     def run_once(self, broker: dramatiq.Broker) -> tuple[int, int]:
         reliable(broker).heartbeat()
@@ -152,9 +174,12 @@ class Recovery(Middleware):
         timeout_s = float(getattr(broker, "heartbeat_timeout", 60_000)) / 1000
         if self.last_ok is not None and now - self.last_ok > timeout_s:
             self.judge_after = now + 2 * self.interval
-            logger.warning("Redis was out of reach for %.0f s (longer than the heartbeat timeout): no worker is "
-                           "declared dead for %.1f s, while the others report again.", now - self.last_ok,
-                           2 * self.interval)
+            logger.warning(
+                "Redis was out of reach for %.0f s (longer than the heartbeat timeout): no worker is "
+                "declared dead for %.1f s, while the others report again.",
+                now - self.last_ok,
+                2 * self.interval,
+            )
         self.last_ok = now
         self._check_master(broker)
         reliable(broker).register_queues()
@@ -164,7 +189,9 @@ class Recovery(Middleware):
             logger.warning("Could not report this worker's state: %s", exc)
         drained = reliable(broker).drain_dead_lettered()
         if drained:
-            logger.warning("Stored %d message(s) RabbitMQ dead-lettered (delivery limit: crash loops).", drained)
+            logger.warning(
+                "Stored %d message(s) RabbitMQ dead-lettered (delivery limit: crash loops).", drained
+            )
         if now < self.judge_after:
             return 0, 0
         dead, requeued = reliable(broker).recover_dead_workers()
@@ -183,8 +210,12 @@ class Recovery(Middleware):
         self.master = master
         if changed:
             requeued = reliable(broker).reconcile_held()
-            logger.warning("The Redis master changed (run id %s): %d message(s) this process no longer holds went "
-                           "back to their queues.", master[:12], requeued)
+            logger.warning(
+                "The Redis master changed (run id %s): %d message(s) this process no longer holds went "
+                "back to their queues.",
+                master[:12],
+                requeued,
+            )
 
     def _loop(self, broker: dramatiq.Broker) -> None:
         while not self.stop_event.is_set():

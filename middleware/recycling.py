@@ -65,8 +65,14 @@ class Recycling(Middleware):
         logger.warning("Recycling worker processes: %s; asking the master for a graceful reload.", reason)
         os.kill(os.getppid(), signal.SIGHUP)
 
-    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
-                              exception: BaseException | None = None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         self._check()
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:

@@ -63,7 +63,7 @@ HISTORY_LIMIT = 10
 
 def _compute_delay(retries: int, base_ms: int, max_ms: int) -> int:
     exponent = min(retries, 30)
-    return int(min(max_ms, base_ms * (2 ** exponent) * random.uniform(1.0, 2.0)))
+    return int(min(max_ms, base_ms * (2**exponent) * random.uniform(1.0, 2.0)))
 
 
 class Retries(Middleware):
@@ -77,8 +77,16 @@ class Retries(Middleware):
       max_age_ms(int): a first attempt that starts later than this after sending dies as ``age_limit``.
     """
 
-    def __init__(self, *, max_attempts: int, retry_hours: float, backoff_base_ms: int, backoff_max_ms: int,
-                 hard_timeout_retries: int, max_age_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_attempts: int,
+        retry_hours: float,
+        backoff_base_ms: int,
+        backoff_max_ms: int,
+        hard_timeout_retries: int,
+        max_age_ms: int | None = None,
+    ) -> None:
         self.logger = get_logger(__name__, type(self))
         self.max_attempts = max_attempts
         self.retry_hours = retry_hours
@@ -102,14 +110,23 @@ class Retries(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         """Age limit: a message whose generation is older than ``max_age_ms`` dies unprocessed."""
-        if self.max_age_ms and message.options.get("retries", 0) == 0 and \
-                now_ms() - budget_start(message) > self.max_age_ms:
+        if (
+            self.max_age_ms
+            and message.options.get("retries", 0) == 0
+            and now_ms() - budget_start(message) > self.max_age_ms
+        ):
             error = f"message is older than {self.max_age_ms / 3_600_000:g} h and was never started"
             kill(message, Dead.of("age_limit", TimeoutError(error)))
             raise SkipMessage(error)
 
-    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
-                              exception: BaseException | None = None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         if message.failed:
             return
         if exception is None:
@@ -127,7 +144,10 @@ class Retries(Middleware):
 
         if verdict.kind == "permanent":
             return self._fail(message, verdict.error_type, verdict, exception)
-        if isinstance(exception, HardTimeout) and int(message.options.get("hard_timeouts", 0)) >= self.hard_timeout_retries:
+        if (
+            isinstance(exception, HardTimeout)
+            and int(message.options.get("hard_timeouts", 0)) >= self.hard_timeout_retries
+        ):
             return self._fail(message, "timeout", verdict, exception)
 
         spends_attempt = verdict.kind != "wait"
@@ -137,24 +157,43 @@ class Retries(Middleware):
         infra = int(message.options.get("infra_retries", 0)) + (0 if spends_attempt else 1)
         delay = verdict.retry_after_ms
         if delay is None:
-            delay = _compute_delay(next_retries - 1 if spends_attempt else infra - 1,
-                                  self.backoff_base_ms, self.backoff_max_ms)
+            delay = _compute_delay(
+                next_retries - 1 if spends_attempt else infra - 1, self.backoff_base_ms, self.backoff_max_ms
+            )
         started = budget_start(message)
         if not verdict.charges_window:
             started += delay  # the wait is not the message's: its budget resumes after it
         elif now_ms() + delay - started > window_ms:
             return self._fail(message, verdict.error_type, verdict, exception)
-        self.schedule_retry(message, delay, exception, retries=next_retries, infra_retries=infra,
-                            extra={"hard_timeouts": int(message.options.get("hard_timeouts", 0))
-                                   + (1 if isinstance(exception, HardTimeout) else 0),
-                                   "budget_started_at": started})
+        self.schedule_retry(
+            message,
+            delay,
+            exception,
+            retries=next_retries,
+            infra_retries=infra,
+            extra={
+                "hard_timeouts": int(message.options.get("hard_timeouts", 0))
+                + (1 if isinstance(exception, HardTimeout) else 0),
+                "budget_started_at": started,
+            },
+        )
 
-    def schedule_retry(self, message: MessageProxy, delay_ms: int, exception: BaseException | None, *,
-                       retries: int, infra_retries: int, extra: dict[str, Any] | None = None) -> None:
+    def schedule_retry(
+        self,
+        message: MessageProxy,
+        delay_ms: int,
+        exception: BaseException | None,
+        *,
+        retries: int,
+        infra_retries: int,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         error = f"{type(exception).__name__}: {exception}"[:2000] if exception else None
         history = list(message.options.get("attempt_history") or [])
         if error:
-            history = (history + [{"attempt": attempt_number(message), "at": now_ms(), "error": error}])[-HISTORY_LIMIT:]
+            history = (history + [{"attempt": attempt_number(message), "at": now_ms(), "error": error}])[
+                -HISTORY_LIMIT:
+            ]
         options = {
             "retries": retries,
             "infra_retries": infra_retries,
@@ -163,12 +202,27 @@ class Retries(Middleware):
             "last_error": error,
             **(extra or {}),
         }
-        conclude(message, Retrying(now_ms() + delay_ms, error),
-                 Successor(message._message.copy(options=options), delay_ms))
-        self.logger.info("Retrying message %s in %d ms (attempt %d failed: %s).", message.message_id, delay_ms,
-                         attempt_number(message), error)
+        conclude(
+            message,
+            Retrying(now_ms() + delay_ms, error),
+            Successor(message._message.copy(options=options), delay_ms),
+        )
+        self.logger.info(
+            "Retrying message %s in %d ms (attempt %d failed: %s).",
+            message.message_id,
+            delay_ms,
+            attempt_number(message),
+            error,
+        )
 
-    def _fail(self, message: MessageProxy, error_type: str, verdict: Verdict, exception: BaseException) -> None:
+    def _fail(
+        self, message: MessageProxy, error_type: str, verdict: Verdict, exception: BaseException
+    ) -> None:
         kill(message, Dead.of(error_type, exception, error_code=verdict.error_code))
-        self.logger.warning("Message %s failed for good after %d attempt(s): %s (%s).", message.message_id,
-                            attempt_number(message), error_type, exception)
+        self.logger.warning(
+            "Message %s failed for good after %d attempt(s): %s (%s).",
+            message.message_id,
+            attempt_number(message),
+            error_type,
+            exception,
+        )

@@ -57,8 +57,13 @@ class StatusTracking(Middleware):
             return
         try:
             with session(transaction=True):
-                started = tracks.start(track, message.kwargs["asset_id"], message.kwargs,
-                                       tracks.generation_of(message), attempt_number(message))
+                started = tracks.start(
+                    track,
+                    message.kwargs["asset_id"],
+                    message.kwargs,
+                    tracks.generation_of(message),
+                    attempt_number(message),
+                )
         except DatabaseUnavailable as exc:
             logger.warning("Status store unavailable (%s); deferring message %s.", exc, message.message_id)
             defer(message, DB_RETRY_MS, "database_unavailable")
@@ -68,8 +73,14 @@ class StatusTracking(Middleware):
             raise SkipMessage("stale or duplicate message")
         state_of(message).record_started = started == "started"
 
-    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
-                              exception: BaseException | None = None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         state = state_of(message)
         if not state.record_started:
             return
@@ -83,7 +94,9 @@ class StatusTracking(Middleware):
         elif isinstance(outcome, Skipped):
             values = track.values(status="skipped", finished_at=now, error_message=outcome.reason[:4000])
         elif isinstance(outcome, Retrying):
-            values = track.values(status="retrying", next_attempt_at=_from_ms(outcome.at_ms), last_error=outcome.error)
+            values = track.values(
+                status="retrying", next_attempt_at=_from_ms(outcome.at_ms), last_error=outcome.error
+            )
         else:  # Dead: the dead-letter sink fails the record with the dead letter; Deferred: stays as it is
             return
         self._finish(message, track, values)
@@ -91,14 +104,22 @@ class StatusTracking(Middleware):
     def _finish(self, message: MessageProxy, track: Track, values: dict[Any, Any]) -> None:
         try:
             with session(transaction=True):
-                changed = tracks.finish(track, message.kwargs["asset_id"], tracks.generation_of(message), values,
-                                        attempt=attempt_number(message))
+                changed = tracks.finish(
+                    track,
+                    message.kwargs["asset_id"],
+                    tracks.generation_of(message),
+                    values,
+                    attempt=attempt_number(message),
+                )
         except DatabaseUnavailable:
             self._keep_for_later(message)
             return
         if not changed:
-            logger.info("Status of %s not changed by %s: a newer generation owns it.", message.kwargs["asset_id"],
-                        message.message_id)
+            logger.info(
+                "Status of %s not changed by %s: a newer generation owns it.",
+                message.kwargs["asset_id"],
+                message.message_id,
+            )
 
     def _keep_for_later(self, message: MessageProxy) -> None:
         """The outcome could not be recorded: run this attempt again later instead of acking it."""

@@ -61,13 +61,21 @@ class Throughput(Middleware):
                 self.counts[(minute, message.queue_name.removesuffix(".DQ"), outcome)] += 1
             self.actor_counts[(minute, message.actor_name, outcome)] += 1
             if started is not None:
-                self.actor_counts[(minute, message.actor_name, f"le{bucket_of(time.monotonic() - started)}")] += 1
+                self.actor_counts[
+                    (minute, message.actor_name, f"le{bucket_of(time.monotonic() - started)}")
+                ] += 1
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self.started[message.message_id] = time.monotonic()
 
-    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
-                              exception: BaseException | None = None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         self._count(message, "failed" if message.failed else "done" if exception is None else "retried")
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:

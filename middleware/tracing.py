@@ -38,10 +38,18 @@ class Tracing(Middleware):
 
     def before_enqueue(self, broker: dramatiq.Broker, message: Message, delay: int | None) -> None:
         queue = message.queue_name.removesuffix(".DQ")
-        span = tracer.start_span(f"send {queue}", kind=SpanKind.PRODUCER, attributes={
-            "messaging.system": "dramatiq", "messaging.operation.name": "send", "messaging.operation.type": "send",
-            "messaging.destination.name": queue, "messaging.message.id": message.message_id,
-            "dramatiq.actor": message.actor_name})
+        span = tracer.start_span(
+            f"send {queue}",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "dramatiq",
+                "messaging.operation.name": "send",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": queue,
+                "messaging.message.id": message.message_id,
+                "dramatiq.actor": message.actor_name,
+            },
+        )
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
         message.options[OPTION] = carrier
@@ -55,14 +63,25 @@ class Tracing(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         parent = propagate.extract(message.options.get(OPTION) or {})
         queue = message.queue_name.removesuffix(".DQ")
-        span = tracer.start_span(f"process {queue}", context=parent, kind=SpanKind.CONSUMER, attributes={
-            "messaging.system": "dramatiq", "messaging.operation.name": "process",
-            "messaging.operation.type": "process", "messaging.destination.name": queue,
-            "messaging.message.id": message.message_id, "dramatiq.actor": message.actor_name,
-            "dramatiq.attempt": int(message.options.get("retries", 0)) + 1})
+        span = tracer.start_span(
+            f"process {queue}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "dramatiq",
+                "messaging.operation.name": "process",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": queue,
+                "messaging.message.id": message.message_id,
+                "dramatiq.actor": message.actor_name,
+                "dramatiq.attempt": int(message.options.get("retries", 0)) + 1,
+            },
+        )
         token = context.attach(trace.set_span_in_context(span))
         ctx = span.get_span_context()
-        log_token = set_message_context(trace_id=format(ctx.trace_id, "032x"), span_id=format(ctx.span_id, "016x"))
+        log_token = set_message_context(
+            trace_id=format(ctx.trace_id, "032x"), span_id=format(ctx.span_id, "016x")
+        )
         state_of(message).trace = (span, token, log_token)
 
     def _finish(self, message: MessageProxy, exception: BaseException | None, skipped: bool) -> None:
@@ -83,8 +102,14 @@ class Tracing(Middleware):
         reset_message_context(log_token)
         context.detach(token)
 
-    def after_process_message(self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
-                              exception: BaseException | None = None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         self._finish(message, exception, skipped=False)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:

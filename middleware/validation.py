@@ -42,8 +42,15 @@ class Validation(Middleware):
             kill(message, Dead.of("invalid_payload", InvalidPayload(exc.reason)))
             raise SkipMessage(exc.reason) from None
         newer = sorted(k for k in message.kwargs if k not in CONTRACTS[message.actor_name][1].model_fields)
-        if newer:  # optional fields of a newer minor version: this worker does not know them, the actor neither
+        if (
+            newer
+        ):  # optional fields of a newer minor version: this worker does not know them, the actor neither
             for name in newer:
                 del message.kwargs[name]
-            logger.info("Message %s (contract %s) carries %s, unknown to contract %s: left out.", message.message_id,
-                        version, ", ".join(newer), CONTRACT_VERSION)
+            logger.info(
+                "Message %s (contract %s) carries %s, unknown to contract %s: left out.",
+                message.message_id,
+                version,
+                ", ".join(newer),
+                CONTRACT_VERSION,
+            )

@@ -38,8 +38,9 @@ from tests.support.helpers import (
 os.environ.setdefault("DATABASE_URL", f"sqlite:///{tempfile.mkdtemp(prefix='worker-tests-')}/import.db")
 # Each pytest-xdist worker (gw0, gw1, ...) gets a Redis database of its own: 11, 12, ...; never db 0.
 TEST_DB = 11 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-os.environ.setdefault("BROKER_URL", os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-                      + f"/{TEST_DB}")
+os.environ.setdefault(
+    "BROKER_URL", os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/") + f"/{TEST_DB}"
+)
 REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 RABBIT_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -89,30 +90,36 @@ def rabbit_url() -> str:
 def worker_env(tmp_path: Path, redis_url: str, redis_client: redis.Redis) -> dict[str, str]:
     storage = tmp_path / "storage"
     storage.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("dramatiq_", "WORKER_", "BROKER_", "PROMETHEUS_", "OTEL_", "SENTRY_"))}
-    env.update({
-        "BROKER_URL": redis_url,
-        "DATABASE_URL": f"sqlite:///{tmp_path}/worker.db",
-        "STORAGE_ROOT": str(storage),
-        "RETRY_BACKOFF_BASE_MS": "100",
-        "RETRY_BACKOFF_MAX_MS": "1000",
-        "HEARTBEAT_TIMEOUT_MS": "60000",
-        "MAINTENANCE_INTERVAL_MS": "500",
-        "METRICS_PORT": "0",  # tests run several workers at once; the metrics test picks its own port
-        "METRICS_DIR": str(tmp_path / "metrics"),
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "INFO",
-        "TEST_PREFIX": "wtest",
-        "PYTHONPATH": str(ROOT),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("dramatiq_", "WORKER_", "BROKER_", "PROMETHEUS_", "OTEL_", "SENTRY_"))
+    }
+    env.update(
+        {
+            "BROKER_URL": redis_url,
+            "DATABASE_URL": f"sqlite:///{tmp_path}/worker.db",
+            "STORAGE_ROOT": str(storage),
+            "RETRY_BACKOFF_BASE_MS": "100",
+            "RETRY_BACKOFF_MAX_MS": "1000",
+            "HEARTBEAT_TIMEOUT_MS": "60000",
+            "MAINTENANCE_INTERVAL_MS": "500",
+            "METRICS_PORT": "0",  # tests run several workers at once; the metrics test picks its own port
+            "METRICS_DIR": str(tmp_path / "metrics"),
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "INFO",
+            "TEST_PREFIX": "wtest",
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
 @pytest.fixture()
-def start_worker(worker_env: dict[str, str], tmp_path: Path,
-                 request: pytest.FixtureRequest) -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(
+    worker_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
     failed_before = request.session.testsfailed
 
@@ -136,9 +143,15 @@ def sender(redis_url: str) -> Callable[..., str]:
     def send(actor: str, queue: str = "tests", options: dict | None = None, **kwargs: Any) -> str:
         message_id = str(uuid.uuid4())
         redis_id = str(uuid.uuid4())
-        body = {"queue_name": queue, "actor_name": actor, "args": [], "kwargs": kwargs,
-                "options": {**(options or {}), "redis_message_id": redis_id}, "message_id": message_id,
-                "message_timestamp": int(time.time() * 1000)}
+        body = {
+            "queue_name": queue,
+            "actor_name": actor,
+            "args": [],
+            "kwargs": kwargs,
+            "options": {**(options or {}), "redis_message_id": redis_id},
+            "message_id": message_id,
+            "message_timestamp": int(time.time() * 1000),
+        }
         pipe = client.pipeline()
         pipe.hset(f"dramatiq:{queue}.msgs", redis_id, json.dumps(body, separators=(",", ":")))
         pipe.rpush(f"dramatiq:{queue}", redis_id)
@@ -157,10 +170,23 @@ def start_web(worker_env: dict[str, str]) -> Iterator[Callable[..., tuple[str, d
 
     def start(*args: str, **extra: str) -> tuple[str, dict[str, str]]:
         port = free_port()
-        env = {**worker_env, "WEB_PASSWORD": WEB_PASSWORD, "WEB_API_TOKEN": WEB_TOKEN, "WEB_PORT": str(port), **extra}
+        env = {
+            **worker_env,
+            "WEB_PASSWORD": WEB_PASSWORD,
+            "WEB_API_TOKEN": WEB_TOKEN,
+            "WEB_PORT": str(port),
+            **extra,
+        }
         assert run_cli(env, "migrate").returncode == 0
-        processes.append(subprocess.Popen([str(BIN / "worker"), "web", *args], cwd=ROOT, env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        processes.append(
+            subprocess.Popen(
+                [str(BIN / "worker"), "web", *args],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         base = f"http://127.0.0.1:{port}"
 
         def up() -> bool:
@@ -199,8 +225,17 @@ def chromium_path() -> str:
 
 # Tests that need real services or start processes are integration tests (tests/integration/, and any test using
 # one of these fixtures anywhere); `make test-fast` runs the rest.
-_INTEGRATION_FIXTURES = {"redis_url", "redis_client", "pg_url", "rabbit_url", "worker_env", "start_worker", "sender",
-                         "web", "start_web"}
+_INTEGRATION_FIXTURES = {
+    "redis_url",
+    "redis_client",
+    "pg_url",
+    "rabbit_url",
+    "worker_env",
+    "start_worker",
+    "sender",
+    "web",
+    "start_web",
+}
 
 
 _INTEGRATION_DIR = Path(__file__).parent / "integration"
@@ -208,8 +243,11 @@ _INTEGRATION_DIR = Path(__file__).parent / "integration"
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if (_INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("processes")
-                or _INTEGRATION_DIR in Path(str(item.path)).parents):
+        if (
+            _INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or item.get_closest_marker("processes")
+            or _INTEGRATION_DIR in Path(str(item.path)).parents
+        ):
             item.add_marker(pytest.mark.integration)
 
 
@@ -223,9 +261,16 @@ def fake() -> Iterator[FakeOpenRouter]:
 
 @pytest.fixture()
 def knowledge_env(worker_env: dict[str, str], fake: FakeOpenRouter) -> dict[str, str]:
-    return {**worker_env, "OPENROUTER_API_KEY": fake.key, "OPENROUTER_BASE_URL": fake.base_url,
-            "OPENROUTER_RPS": "20", "OPENROUTER_BURST": "2", "KNOWLEDGE_CHUNK_CHARS": "800",
-            "KNOWLEDGE_CHUNK_OVERLAP": "80", "OPENROUTER_PAYMENT_PAUSE_SECONDS": "3"}
+    return {
+        **worker_env,
+        "OPENROUTER_API_KEY": fake.key,
+        "OPENROUTER_BASE_URL": fake.base_url,
+        "OPENROUTER_RPS": "20",
+        "OPENROUTER_BURST": "2",
+        "KNOWLEDGE_CHUNK_CHARS": "800",
+        "KNOWLEDGE_CHUNK_OVERLAP": "80",
+        "OPENROUTER_PAYMENT_PAUSE_SECONDS": "3",
+    }
 
 
 @pytest.fixture()
@@ -238,5 +283,11 @@ def kommo() -> Iterator[FakeKommo]:
 
 @pytest.fixture()
 def crm_env(worker_env: dict[str, str], kommo: FakeKommo) -> dict[str, str]:
-    return {**worker_env, "KOMMO_BASE_URL": kommo.base_url, "KOMMO_ACCESS_TOKEN": "llt-1",
-            "KOMMO_WEBHOOK_TOKEN": "hook-secret", "KOMMO_RPS": "7", "KOMMO_BURST": "1"}
+    return {
+        **worker_env,
+        "KOMMO_BASE_URL": kommo.base_url,
+        "KOMMO_ACCESS_TOKEN": "llt-1",
+        "KOMMO_WEBHOOK_TOKEN": "hook-secret",
+        "KOMMO_RPS": "7",
+        "KOMMO_BURST": "1",
+    }

@@ -37,8 +37,15 @@ class TransientError(Exception):
     upstream pause or a fair share of a rate limit says nothing about the message.
     """
 
-    def __init__(self, message: str, *, error_code: str = "transient", retry_after_ms: int | None = None,
-                 spends_attempt: bool = True, charges_window: bool = True) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_code: str = "transient",
+        retry_after_ms: int | None = None,
+        spends_attempt: bool = True,
+        charges_window: bool = True,
+    ) -> None:
         super().__init__(message)
         self.error_code = error_code
         self.retry_after_ms = retry_after_ms
@@ -51,8 +58,9 @@ class Continue(TransientError):  # noqa: N818 - it is a signal, not an error
     meanwhile (a long document yields its thread so that small ones are not starved).  Spends no attempt."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, error_code="continued", retry_after_ms=0, spends_attempt=False,
-                         charges_window=False)
+        super().__init__(
+            message, error_code="continued", retry_after_ms=0, spends_attempt=False, charges_window=False
+        )
 
 
 class InvalidPayload(PermanentError):
@@ -107,8 +115,13 @@ def classify(exc: BaseException) -> Verdict:
         return Verdict("permanent", exc.error_code, exc.error_type)
     if isinstance(exc, TransientError):
         kind: Kind = "transient" if getattr(exc, "spends_attempt", True) else "wait"
-        return Verdict(kind, exc.error_code, "retries_exhausted", exc.retry_after_ms,
-                       getattr(exc, "charges_window", True))
+        return Verdict(
+            kind,
+            exc.error_code,
+            "retries_exhausted",
+            exc.retry_after_ms,
+            getattr(exc, "charges_window", True),
+        )
     if isinstance(exc, HardTimeout):
         return Verdict("transient", "timeout", "timeout")
     if isinstance(exc, MemoryLimitExceeded | MemoryError):

@@ -18,8 +18,9 @@ def inn_valid(digits: str) -> bool:
     if len(digits) == 10 and digits.isdigit():
         return check([2, 4, 10, 3, 5, 9, 4, 6, 8]) == int(digits[9])
     if len(digits) == 12 and digits.isdigit():
-        return check([7, 2, 4, 10, 3, 5, 9, 4, 6, 8]) == int(digits[10]) and \
-            check([3, 7, 2, 4, 10, 3, 5, 9, 4, 6, 8]) == int(digits[11])
+        return check([7, 2, 4, 10, 3, 5, 9, 4, 6, 8]) == int(digits[10]) and check(
+            [3, 7, 2, 4, 10, 3, 5, 9, 4, 6, 8]
+        ) == int(digits[11])
     return False
 
 

@@ -19,18 +19,26 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-_SECRET_WORDS = (r"pass(word|wd|phrase)?|secret|token|api[_-]?key|authori[sz]ation|cookie|refresh|dsn|credential"
-                 r"|private[_-]?key")
+_SECRET_WORDS = (
+    r"pass(word|wd|phrase)?|secret|token|api[_-]?key|authori[sz]ation|cookie|refresh|dsn|credential"
+    r"|private[_-]?key"
+)
 SECRET_KEY = re.compile(f"({_SECRET_WORDS})", re.I)
 #: names of query parameters and form fields that carry a key: the secret words plus the signatures of presigned
 #: URLs (S3 ``X-Amz-Signature`` / ``X-Amz-Credential``, GCS ``X-Goog-Signature``, Azure SAS ``sig``) and ``key``
-_SECRET_PARAMETER = f"[\\w.\\-]*?(?:{_SECRET_WORDS}|signature|\\bsig\\b|\\bkey\\b|x-amz-security-token)[\\w.\\-]*"
+_SECRET_PARAMETER = (
+    f"[\\w.\\-]*?(?:{_SECRET_WORDS}|signature|\\bsig\\b|\\bkey\\b|x-amz-security-token)[\\w.\\-]*"
+)
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.\-]*://)(?P<userinfo>[^/?#@\s\"']+)@", re.I)
-_PARAMETER = re.compile(f"(?P<name>(?:(?<=[?&;\\s,(])|^){_SECRET_PARAMETER})="
-                        f"(?P<value>(?P<vq>['\"])(?:\\\\.|(?!(?P=vq)).)*(?P=vq)|[^&#\\s\"'<>;,)]+)", re.I)
+_PARAMETER = re.compile(
+    f"(?P<name>(?:(?<=[?&;\\s,(])|^){_SECRET_PARAMETER})="
+    f"(?P<value>(?P<vq>['\"])(?:\\\\.|(?!(?P=vq)).)*(?P=vq)|[^&#\\s\"'<>;,)]+)",
+    re.I,
+)
 _QUOTED_PAIR = re.compile(
     f"(?P<head>(?P<q>['\"])[\\w.\\-]*?(?:{_SECRET_WORDS})[\\w.\\-]*(?P=q)\\s*:\\s*)(?P<vq>['\"])(?P<value>(?:\\\\.|(?!(?P=vq)).)*)(?P=vq)",
-    re.I)
+    re.I,
+)
 MASK = "***"
 
 
@@ -59,7 +67,9 @@ def mask_text(text: str, *, secrets: Iterable[str] = (), replacement: str = MASK
     if "=" in text:
         text = _PARAMETER.sub(lambda m: f"{m.group('name')}={_quoted(m.group('vq'), replacement)}", text)
     if ":" in text:
-        text = _QUOTED_PAIR.sub(lambda m: f"{m.group('head')}{m.group('vq')}{replacement}{m.group('vq')}", text)
+        text = _QUOTED_PAIR.sub(
+            lambda m: f"{m.group('head')}{m.group('vq')}{replacement}{m.group('vq')}", text
+        )
     return text
 
 

@@ -72,28 +72,48 @@ class Dead:
     traceback: str | None = None
 
     @classmethod
-    def of(cls, error_type: str, exception: BaseException | None, *, error_code: str | None = None,
-           error_message: str | None = None, traceback: str | None = None) -> Dead:
+    def of(
+        cls,
+        error_type: str,
+        exception: BaseException | None,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        traceback: str | None = None,
+    ) -> Dead:
         if traceback is None and exception is not None and exception.__traceback__ is not None:
             traceback = "".join(tb.format_exception(type(exception), exception, exception.__traceback__))
         if error_message is None:
             error_message = str(exception) if exception is not None else ""
-        return cls(error_type=error_type, error_code=error_code or error_type, error_message=error_message[:10_000],
-                   exception_type=type(exception).__name__ if exception is not None else None,
-                   traceback=traceback[-20_000:] if traceback else None)
+        return cls(
+            error_type=error_type,
+            error_code=error_code or error_type,
+            error_message=error_message[:10_000],
+            exception_type=type(exception).__name__ if exception is not None else None,
+            traceback=traceback[-20_000:] if traceback else None,
+        )
 
     def as_option(self) -> dict[str, Any]:
         """The JSON form carried in ``options[PENDING_DEAD_LETTER]``."""
-        return {"error_type": self.error_type, "error_code": self.error_code, "error_message": self.error_message,
-                "exception_type": self.exception_type, "traceback": self.traceback}
+        return {
+            "error_type": self.error_type,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "exception_type": self.exception_type,
+            "traceback": self.traceback,
+        }
 
     @classmethod
     def from_option(cls, value: Any) -> Dead:
         value = value if isinstance(value, dict) else {}
         error_type = str(value.get("error_type") or "permanent_error")
-        return cls(error_type=error_type, error_code=str(value.get("error_code") or error_type),
-                   error_message=str(value.get("error_message") or ""), exception_type=value.get("exception_type"),
-                   traceback=value.get("traceback"))
+        return cls(
+            error_type=error_type,
+            error_code=str(value.get("error_code") or error_type),
+            error_message=str(value.get("error_message") or ""),
+            exception_type=value.get("exception_type"),
+            traceback=value.get("traceback"),
+        )
 
 
 Outcome = Succeeded | Skipped | Retrying | Deferred | Dead
@@ -182,7 +202,14 @@ def defer(message: Any, delay_ms: int, reason: str, *, charge_window: bool = Tru
     """
     if successor_of(message) is not None:
         return
-    options: dict[str, Any] = {"deferrals": int(message.options.get("deferrals", 0)) + 1, "last_deferral": reason}
+    options: dict[str, Any] = {
+        "deferrals": int(message.options.get("deferrals", 0)) + 1,
+        "last_deferral": reason,
+    }
     if not charge_window:
         options["budget_started_at"] = budget_start(message) + delay_ms
-    conclude(message, Deferred(now_ms() + delay_ms, reason), Successor(message._message.copy(options=options), delay_ms))
+    conclude(
+        message,
+        Deferred(now_ms() + delay_ms, reason),
+        Successor(message._message.copy(options=options), delay_ms),
+    )

@@ -41,8 +41,15 @@ class EventDispatcher:
     """Parameters: url (EVENTS_WEBHOOK_URL), secret (EVENTS_WEBHOOK_SECRET), timeout_s, batch (events per
     round), session (requests)."""
 
-    def __init__(self, url: str, secret: str, *, timeout_s: float = 5.0, batch: int = 500,
-                 http: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        *,
+        timeout_s: float = 5.0,
+        batch: int = 500,
+        http: requests.Session | None = None,
+    ) -> None:
         self.url = url
         self.secret = secret
         self.timeout_s = timeout_s
@@ -52,10 +59,16 @@ class EventDispatcher:
     def deliver(self, event: OutboxEvent) -> str | None:
         """POST one event; None when the receiver took it, else why not."""
         body = encode(event.body())
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, self.secret),
-                   "X-Worker-Event-Id": event.event_id, "User-Agent": "worker-service-events/1"}
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(body, self.secret),
+            "X-Worker-Event-Id": event.event_id,
+            "User-Agent": "worker-service-events/1",
+        }
         try:
-            response = self.http.post(self.url, data=body, headers=headers, timeout=(self.timeout_s, self.timeout_s))
+            response = self.http.post(
+                self.url, data=body, headers=headers, timeout=(self.timeout_s, self.timeout_s)
+            )
         except requests.RequestException as exc:
             return f"{type(exc).__name__}: {exc}"[:2000]
         if 200 <= response.status_code < 300:
@@ -75,8 +88,12 @@ class EventDispatcher:
         ends = time.monotonic() + max_seconds
         now = utcnow()
         with session():
-            pending = list(OutboxEvent.select().where(OutboxEvent.state == "pending")
-                           .order_by(OutboxEvent.id).limit(self.batch))
+            pending = list(
+                OutboxEvent.select()
+                .where(OutboxEvent.state == "pending")
+                .order_by(OutboxEvent.id)
+                .limit(self.batch)
+            )
         held: set[str] = set()  # assets whose earlier event is not through: their later events wait
         counts = {"delivered": 0, "failed": 0}
         for event in pending:
@@ -90,14 +107,27 @@ class EventDispatcher:
             error = self.deliver(event)
             with session(transaction=True):
                 if error is None:
-                    (OutboxEvent.update(state="delivered", delivered_at=utcnow(), attempts=OutboxEvent.attempts + 1,
-                                        last_error=None)
-                     .where(OutboxEvent.id == event.id, OutboxEvent.state == "pending").execute())
+                    (
+                        OutboxEvent.update(
+                            state="delivered",
+                            delivered_at=utcnow(),
+                            attempts=OutboxEvent.attempts + 1,
+                            last_error=None,
+                        )
+                        .where(OutboxEvent.id == event.id, OutboxEvent.state == "pending")
+                        .execute()
+                    )
                 else:
                     delay = timedelta(seconds=backoff(event.attempts))
-                    (OutboxEvent.update(attempts=OutboxEvent.attempts + 1, next_attempt_at=utcnow() + delay,
-                                        last_error=error)
-                     .where(OutboxEvent.id == event.id).execute())
+                    (
+                        OutboxEvent.update(
+                            attempts=OutboxEvent.attempts + 1,
+                            next_attempt_at=utcnow() + delay,
+                            last_error=error,
+                        )
+                        .where(OutboxEvent.id == event.id)
+                        .execute()
+                    )
             if error is None:
                 counts["delivered"] += 1
                 EVENTS.labels("delivered").inc()
@@ -105,8 +135,14 @@ class EventDispatcher:
                 counts["failed"] += 1
                 EVENTS.labels("failed").inc()
                 held.add(event.asset_id)
-                logger.warning("Event %s (%s of %s) not delivered, attempt %d: %s", event.event_id, event.event,
-                               event.asset_id, event.attempts + 1, error)
+                logger.warning(
+                    "Event %s (%s of %s) not delivered, attempt %d: %s",
+                    event.event_id,
+                    event.event,
+                    event.asset_id,
+                    event.attempts + 1,
+                    error,
+                )
                 if not error.startswith("HTTP "):  # unreachable: the next ones would wait for a timeout too
                     break
         return counts
@@ -117,9 +153,14 @@ def resend(event_ids: list[int], who: str) -> int:
     from worker_service.database import AuditEntry
 
     with session(transaction=True):
-        count = int(OutboxEvent.update(state="pending", next_attempt_at=None)
-                    .where(OutboxEvent.id.in_(event_ids)).execute())
-        AuditEntry.create(who=who, action="event-resend", target=",".join(map(str, event_ids))[:2000], count=count)
+        count = int(
+            OutboxEvent.update(state="pending", next_attempt_at=None)
+            .where(OutboxEvent.id.in_(event_ids))
+            .execute()
+        )
+        AuditEntry.create(
+            who=who, action="event-resend", target=",".join(map(str, event_ids))[:2000], count=count
+        )
     return count
 
 
@@ -131,16 +172,29 @@ def recent(state: str | None = None, limit: int = 200) -> list[dict[str, object]
         query = OutboxEvent.select().order_by(OutboxEvent.id.desc()).limit(limit)
         if state:
             query = query.where(OutboxEvent.state == state)
-        return [{**event.body(), "id": event.id, "state": event.state, "attempts": event.attempts,
-                 "next_attempt_at": iso(event.next_attempt_at), "delivered_at": iso(event.delivered_at),
-                 "last_error": event.last_error} for event in query]
+        return [
+            {
+                **event.body(),
+                "id": event.id,
+                "state": event.state,
+                "attempts": event.attempts,
+                "next_attempt_at": iso(event.next_attempt_at),
+                "delivered_at": iso(event.delivered_at),
+                "last_error": event.last_error,
+            }
+            for event in query
+        ]
 
 
 def lag() -> tuple[int, float]:
     """(pending events, age in seconds of the oldest pending one)."""
     with session():
-        count, oldest = (OutboxEvent.select(peewee.fn.COUNT(OutboxEvent.id), peewee.fn.MIN(OutboxEvent.occurred_at))
-                         .where(OutboxEvent.state == "pending").tuples().get())
+        count, oldest = (
+            OutboxEvent.select(peewee.fn.COUNT(OutboxEvent.id), peewee.fn.MIN(OutboxEvent.occurred_at))
+            .where(OutboxEvent.state == "pending")
+            .tuples()
+            .get()
+        )
     if isinstance(oldest, str):  # SQLite aggregates come back as text
         from datetime import datetime
 

@@ -73,11 +73,23 @@ class RateLimited(TransientError):
     messages wait for a fix, but not forever; a rate limit or a spending cap does not).
     """
 
-    def __init__(self, upstream: str, wait_ms: int, *, paused: bool = False, charges_window: bool = False,
-                 error_code: str = "rate_limited") -> None:
+    def __init__(
+        self,
+        upstream: str,
+        wait_ms: int,
+        *,
+        paused: bool = False,
+        charges_window: bool = False,
+        error_code: str = "rate_limited",
+    ) -> None:
         what = "paused" if paused else "rate-limited"
-        super().__init__(f"upstream {upstream} {what}; next slot in {wait_ms} ms", error_code=error_code,
-                         retry_after_ms=wait_ms, spends_attempt=False, charges_window=charges_window)
+        super().__init__(
+            f"upstream {upstream} {what}; next slot in {wait_ms} ms",
+            error_code=error_code,
+            retry_after_ms=wait_ms,
+            spends_attempt=False,
+            charges_window=charges_window,
+        )
         self.upstream = upstream
         self.paused = paused
 
@@ -102,8 +114,14 @@ class RateLimiter:
       max_wait_ms: how long ``slot`` may block before it raises RateLimited.
     """
 
-    def __init__(self, client: redis.Redis, limits: dict[str, Limit], *, namespace: str = "dramatiq",
-                 max_wait_ms: int = 5_000) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        limits: dict[str, Limit],
+        *,
+        namespace: str = "dramatiq",
+        max_wait_ms: int = 5_000,
+    ) -> None:
         self.client = client
         self.limits = limits
         self.namespace = namespace
@@ -113,19 +131,29 @@ class RateLimiter:
 
     def _keys(self, upstream: str) -> list[str]:
         """The GCRA state, the fleet pause, and the prefix of the granted-per-10-s counters of ``upstream``."""
-        return [f"{self.namespace}:__ratelimit__.{upstream}", f"{self.namespace}:__pause__.{upstream}",
-                f"{self.namespace}:__granted__.{upstream}"]
+        return [
+            f"{self.namespace}:__ratelimit__.{upstream}",
+            f"{self.namespace}:__pause__.{upstream}",
+            f"{self.namespace}:__granted__.{upstream}",
+        ]
 
     def try_acquire(self, upstream: str) -> tuple[bool, int, bool]:
         limit = self.limits[upstream]
-        allowed, wait_ms, paused = self._gcra(keys=self._keys(upstream),
-                                              args=[1000.0 / limit.rate, limit.burst])
+        allowed, wait_ms, paused = self._gcra(
+            keys=self._keys(upstream), args=[1000.0 / limit.rate, limit.burst]
+        )
         return bool(allowed), int(wait_ms), bool(paused)
 
     def slot(self, upstream: str, max_wait_ms: int | None = None) -> float:
         """Take one request slot, waiting up to ``max_wait_ms``; returns the seconds waited."""
         limit_wait = self.limits[upstream].max_wait_ms
-        bound = max_wait_ms if max_wait_ms is not None else limit_wait if limit_wait is not None else self.max_wait_ms
+        bound = (
+            max_wait_ms
+            if max_wait_ms is not None
+            else limit_wait
+            if limit_wait is not None
+            else self.max_wait_ms
+        )
         started = time.monotonic()
         while True:
             allowed, wait_ms, paused = self.try_acquire(upstream)
@@ -176,7 +204,9 @@ class RateLimiter:
 
     # --- concurrency leases ------------------------------------------------------------
     def lease(self, name: str, holder: str, limit: int, lease_ms: int) -> bool:
-        return bool(self._lease(keys=[f"{self.namespace}:__concurrency__.{name}"], args=[holder, limit, lease_ms]))
+        return bool(
+            self._lease(keys=[f"{self.namespace}:__concurrency__.{name}"], args=[holder, limit, lease_ms])
+        )
 
     def release(self, name: str, holder: str) -> None:
         self.client.zrem(f"{self.namespace}:__concurrency__.{name}", holder)

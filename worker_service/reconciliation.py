@@ -105,8 +105,13 @@ def rebuild_kwargs(candidate: Candidate) -> dict[str, Any] | None:
     return kwargs
 
 
-def decide(candidates: Iterable[Candidate], present: set[tuple[str, str]], suspects: Mapping[str, int],
-           rebuilds: Mapping[str, int], now_ms: int) -> tuple[list[Repair], dict[str, int]]:
+def decide(
+    candidates: Iterable[Candidate],
+    present: set[tuple[str, str]],
+    suspects: Mapping[str, int],
+    rebuilds: Mapping[str, int],
+    now_ms: int,
+) -> tuple[list[Repair], dict[str, int]]:
     """Which candidates to repair, and the suspects to remember for the next round.
 
     ``present``: (track, asset_id) of every message found now.  ``suspects``: key -> when a previous
@@ -125,7 +130,9 @@ def decide(candidates: Iterable[Candidate], present: set[tuple[str, str]], suspe
         if rebuilds.get(candidate.key, 0) >= MAX_REBUILDS:
             repairs.append(Repair(candidate, "failed", f"its message was lost {MAX_REBUILDS} times"))
         elif rebuild_kwargs(candidate) is None:
-            repairs.append(Repair(candidate, "failed", "its message was lost and the record cannot rebuild it"))
+            repairs.append(
+                Repair(candidate, "failed", "its message was lost and the record cannot rebuild it")
+            )
         else:
             repairs.append(Repair(candidate, "requeued", "no message anywhere: rebuilt from the record"))
     return repairs, next_suspects
@@ -140,22 +147,45 @@ def rebuild_message(candidate: Candidate, rebuilds: int) -> Message:
     gen_ts, gen_id = candidate.generation
     if not gen_id or candidate.status == TRACKS[candidate.track].initial:
         gen_ts, gen_id = now, str(uuid.uuid4())  # never started: a generation of its own
-    return Message(queue_name=queue, actor_name=actor_name, args=(), kwargs=kwargs, message_id=gen_id,
-                   message_timestamp=gen_ts,
-                   options={"generation": gen_ts, "budget_started_at": now, "reconciled": rebuilds + 1})
+    return Message(
+        queue_name=queue,
+        actor_name=actor_name,
+        args=(),
+        kwargs=kwargs,
+        message_id=gen_id,
+        message_timestamp=gen_ts,
+        options={"generation": gen_ts, "budget_started_at": now, "reconciled": rebuilds + 1},
+    )
 
 
 def load_candidates(track: Track, grace_s: float, limit: int = CANDIDATE_LIMIT) -> list[Candidate]:
     """The records of ``track`` under way whose lease expired ``grace_s`` ago, oldest first (an index range)."""
     cutoff = utcnow() - timedelta(seconds=grace_s)
     with session():
-        rows = (Asset.select().where(track.col("lease_at") < cutoff, track.col("status").in_(track.active))
-                .order_by(track.col("lease_at")).limit(limit))
-        return [Candidate(
-            track=track.name, asset_id=row.asset_id, status=getattr(row, f"{track.prefix}status"),
-            generation=(int(getattr(row, f"{track.prefix}gen_ts") or 0), str(getattr(row, f"{track.prefix}gen_id") or "")),
-            source=row.source, filename=row.filename, content_type=row.content_type, crm_lead_id=row.crm_lead_id,
-            workspace=row.workspace, asset_status=row.status) for row in rows]
+        rows = (
+            Asset.select()
+            .where(track.col("lease_at") < cutoff, track.col("status").in_(track.active))
+            .order_by(track.col("lease_at"))
+            .limit(limit)
+        )
+        return [
+            Candidate(
+                track=track.name,
+                asset_id=row.asset_id,
+                status=getattr(row, f"{track.prefix}status"),
+                generation=(
+                    int(getattr(row, f"{track.prefix}gen_ts") or 0),
+                    str(getattr(row, f"{track.prefix}gen_id") or ""),
+                ),
+                source=row.source,
+                filename=row.filename,
+                content_type=row.content_type,
+                crm_lead_id=row.crm_lead_id,
+                workspace=row.workspace,
+                asset_status=row.status,
+            )
+            for row in rows
+        ]
 
 
 class Reconciler:
@@ -169,9 +199,18 @@ class Reconciler:
       interval_s(float): RECONCILE_INTERVAL_SECONDS (the state expires after a few rounds without one).
     """
 
-    def __init__(self, broker: Any, client: Any, *, grace_s: float, interval_s: float,
-                 namespace: str = "dramatiq", chunk_retention_days: float | None = None,
-                 event_retention_days: float | None = None, outbox_retention_days: float | None = None) -> None:
+    def __init__(
+        self,
+        broker: Any,
+        client: Any,
+        *,
+        grace_s: float,
+        interval_s: float,
+        namespace: str = "dramatiq",
+        chunk_retention_days: float | None = None,
+        event_retention_days: float | None = None,
+        outbox_retention_days: float | None = None,
+    ) -> None:
         self.broker = broker
         self.client = client
         self.grace_s = grace_s
@@ -185,8 +224,11 @@ class Reconciler:
 
     def present(self, queue: str) -> set[tuple[str, str]] | None:
         """(track, asset id) of every tracked message in ``queue``; None when the broker cannot list it."""
-        tracked = {name: actor.options.get("status_track") for name, actor in self.broker.actors.items()
-                   if actor.options.get("status_track")}
+        tracked = {
+            name: actor.options.get("status_track")
+            for name, actor in self.broker.actors.items()
+            if actor.options.get("status_track")
+        }
         messages = self.broker.tracked_messages([queue])
         if messages is None:
             return None
@@ -205,13 +247,20 @@ class Reconciler:
             return {}
         from worker_service.database.retention import Retention, purge_expired
 
-        purged = purge_expired(Retention(chunk_days=self.chunk_retention_days,
-                                         crm_event_days=self.event_retention_days,
-                                         outbox_days=self.outbox_retention_days))
+        purged = purge_expired(
+            Retention(
+                chunk_days=self.chunk_retention_days,
+                crm_event_days=self.event_retention_days,
+                outbox_days=self.outbox_retention_days,
+            )
+        )
         self.purged_at = time.monotonic()
         if any(purged.values()):
-            logger.info("Purged expired rows: %s.", ", ".join(f"{n} {t}" for t, n in purged.items()),
-                        extra={"purged": purged})
+            logger.info(
+                "Purged expired rows: %s.",
+                ", ".join(f"{n} {t}" for t, n in purged.items()),
+                extra={"purged": purged},
+            )
         return purged
 
     def run_once(self) -> list[Repair]:
@@ -240,8 +289,14 @@ class Reconciler:
         elif backlog:
             present = self.present(queue)
         if present is None:
-            logger.info("%d %s record(s) past their lease; %s holds %d message(s) that may include theirs: "
-                        "looked at again next round.", len(candidates), track.name, queue, backlog)
+            logger.info(
+                "%d %s record(s) past their lease; %s holds %d message(s) that may include theirs: "
+                "looked at again next round.",
+                len(candidates),
+                track.name,
+                queue,
+                backlog,
+            )
             return []
         suspects = {k.decode(): int(v) for k, v in self.client.hgetall(suspects_key).items()}
         rebuilds = {k.decode(): int(v) for k, v in self.client.hgetall(self.rebuilds_key).items()}
@@ -268,24 +323,46 @@ class Reconciler:
             self.client.expire(self.rebuilds_key, 7 * 86_400)
             with session(transaction=True):
                 # A new lease: not picked again before its grace passes, unless the rebuilt message is lost too.
-                (Asset.update({track.col("lease_at"): utcnow()})
-                 .where(Asset.asset_id == candidate.asset_id, track.col("status").in_(track.active)).execute())
+                (
+                    Asset.update({track.col("lease_at"): utcnow()})
+                    .where(Asset.asset_id == candidate.asset_id, track.col("status").in_(track.active))
+                    .execute()
+                )
                 self._audit(repair, message.message_id)
         else:
             with session(transaction=True):
-                if not mark_lost(track, candidate.asset_id, candidate.generation, repair.reason,
-                                 utcnow() - timedelta(seconds=self.grace_s)):
+                if not mark_lost(
+                    track,
+                    candidate.asset_id,
+                    candidate.generation,
+                    repair.reason,
+                    utcnow() - timedelta(seconds=self.grace_s),
+                ):
                     return  # it moved meanwhile: nothing to repair
                 self._audit(repair, None)
         RECONCILED.labels(candidate.track, repair.action).inc()
-        logger.warning("Reconciled %s record of asset %s (%s, %s): %s.", candidate.track, candidate.asset_id,
-                       candidate.status, repair.action, repair.reason,
-                       extra={"asset_id": candidate.asset_id, "track": candidate.track, "action": repair.action})
+        logger.warning(
+            "Reconciled %s record of asset %s (%s, %s): %s.",
+            candidate.track,
+            candidate.asset_id,
+            candidate.status,
+            repair.action,
+            repair.reason,
+            extra={"asset_id": candidate.asset_id, "track": candidate.track, "action": repair.action},
+        )
 
     @staticmethod
     def _audit(repair: Repair, message_id: str | None) -> None:
         candidate = repair.candidate
-        AuditEntry.create(who="reconciler", action=f"reconcile-{repair.action}", target=candidate.asset_id, count=1,
-                          detail={"track": candidate.track, "status": candidate.status, "reason": repair.reason,
-                                  "message_id": message_id})
-
+        AuditEntry.create(
+            who="reconciler",
+            action=f"reconcile-{repair.action}",
+            target=candidate.asset_id,
+            count=1,
+            detail={
+                "track": candidate.track,
+                "status": candidate.status,
+                "reason": repair.reason,
+                "message_id": message_id,
+            },
+        )

@@ -23,8 +23,19 @@ CORPUS = Path(os.environ.get("TEST_CORPUS") or ROOT / "tests" / "corpus")
 TERMINAL = {"extracted", "failed"}
 
 
-SPECIFIC_CODES = {"unsupported_type", "empty", "too_large", "too_many_pages", "encrypted", "corrupt", "timeout",
-                  "memory", "fetch_failed", "forbidden_source", "invalid_payload"}
+SPECIFIC_CODES = {
+    "unsupported_type",
+    "empty",
+    "too_large",
+    "too_many_pages",
+    "encrypted",
+    "corrupt",
+    "timeout",
+    "memory",
+    "fetch_failed",
+    "forbidden_source",
+    "invalid_payload",
+}
 
 
 CYRILLIC = "Критичные проблемы: пять. Серьёзные замечания по обработке документов и статусам заданий."
@@ -38,7 +49,9 @@ def _assets(env: dict[str, str]) -> dict[str, dict]:
     try:
         with _db(env) as conn:
             conn.row_factory = sqlite3.Row
-            rows = conn.execute("select a.*, t.text from asset a left join asset_text t on t.asset_id = a.asset_id")
+            rows = conn.execute(
+                "select a.*, t.text from asset a left join asset_text t on t.asset_id = a.asset_id"
+            )
             return {r["asset_id"]: dict(r) for r in rows}
     except sqlite3.OperationalError:
         return {}
@@ -78,12 +91,18 @@ def corpus_storage(worker_env) -> tuple[Path, list[str]]:
     (storage / "cyrillic" / "note-koi8r.txt").write_bytes(CYRILLIC.encode("koi8_r"))
     (storage / "cyrillic" / "note-utf16.txt").write_bytes(CYRILLIC.encode("utf-16"))
     (storage / "cyrillic" / "readme.md").write_text("# Заголовок\n\n" + CYRILLIC, encoding="utf-8")
-    names += ["cyrillic/note-cp1251.txt", "cyrillic/note-koi8r.txt", "cyrillic/note-utf16.txt", "cyrillic/readme.md"]
+    names += [
+        "cyrillic/note-cp1251.txt",
+        "cyrillic/note-koi8r.txt",
+        "cyrillic/note-utf16.txt",
+        "cyrillic/readme.md",
+    ]
     return storage, names
 
 
-def test_every_corpus_file_ends_terminal_with_trustworthy_text(worker_env, start_worker, redis_client,
-                                                               corpus_storage):
+def test_every_corpus_file_ends_terminal_with_trustworthy_text(
+    worker_env, start_worker, redis_client, corpus_storage
+):
     import docx2txt
     import pypdfium2
 
@@ -111,7 +130,10 @@ def test_every_corpus_file_ends_terminal_with_trustworthy_text(worker_env, start
         row = rows[asset_id]
         folder = name.split("/")[0]
         if folder == "bad":
-            assert row["status"] == "extracted" or row["error_code"] in SPECIFIC_CODES, (name, row["error_code"])
+            assert row["status"] == "extracted" or row["error_code"] in SPECIFIC_CODES, (
+                name,
+                row["error_code"],
+            )
             continue
         if row["status"] == "failed":
             assert row["error_code"] == "encrypted", (name, row["error_code"], row["error_message"])
@@ -145,15 +167,18 @@ def test_every_corpus_file_ends_terminal_with_trustworthy_text(worker_env, start
     assert by_name["bad/plumber__empty.pdf"]["error_code"] == "empty"
     assert by_name["pdf/pdfminer__pdf-with-jbig2.pdf"]["no_text"] == 1
     median = statistics.median(ratios)
-    print(f"\ncorpus: {len(ids)} files, {sum(r['status'] == 'extracted' for r in rows.values())} extracted; "
-          f"median char-count ratio vs direct pypdfium2/docx2txt over {len(ratios)} files: {median:.3f}; "
-          f"peak worker-process RSS {peak_rss:.0f} MB")
+    print(
+        f"\ncorpus: {len(ids)} files, {sum(r['status'] == 'extracted' for r in rows.values())} extracted; "
+        f"median char-count ratio vs direct pypdfium2/docx2txt over {len(ratios)} files: {median:.3f}; "
+        f"peak worker-process RSS {peak_rss:.0f} MB"
+    )
     assert 0.95 <= median <= 1.05
     assert peak_rss < 300
 
 
-def test_adversarial_files_fail_fast_with_the_right_code_and_the_worker_goes_on(worker_env, start_worker,
-                                                                                redis_client):
+def test_adversarial_files_fail_fast_with_the_right_code_and_the_worker_goes_on(
+    worker_env, start_worker, redis_client
+):
     storage = Path(worker_env["STORAGE_ROOT"])
     made = {
         "docx-bomb.docx": adv.docx_bomb(storage / "docx-bomb.docx", 1100),  # document.xml expands past 1 GB
@@ -165,11 +190,18 @@ def test_adversarial_files_fail_fast_with_the_right_code_and_the_worker_goes_on(
     }
     made["zero.pdf"].write_bytes(b"")
     # a real document cut in half
-    made["truncated.pdf"] = adv.truncated(ROOT / "tests" / "corpus" / "pdf" / "pdfminer__naacl06-shinyama.pdf",
-                                          storage / "truncated.pdf")
-    expected = {"docx-bomb.docx": "too_large", "flate-bomb.pdf": "memory", "pages.pdf": "too_many_pages",
-                "truncated.pdf": "corrupt", "image.pdf": None, "archive.docx": "unsupported_type",
-                "zero.pdf": "empty"}
+    made["truncated.pdf"] = adv.truncated(
+        ROOT / "tests" / "corpus" / "pdf" / "pdfminer__naacl06-shinyama.pdf", storage / "truncated.pdf"
+    )
+    expected = {
+        "docx-bomb.docx": "too_large",
+        "flate-bomb.pdf": "memory",
+        "pages.pdf": "too_many_pages",
+        "truncated.pdf": "corrupt",
+        "image.pdf": None,
+        "archive.docx": "unsupported_type",
+        "zero.pdf": "empty",
+    }
     env = {**worker_env, "EXTRACT_MEMORY_MB": "400", "EXTRACT_TIMEOUT_SECONDS": "30"}
     start_worker(env=env, threads=2)
     sender = Sender(redis_client)
@@ -178,8 +210,14 @@ def test_adversarial_files_fail_fast_with_the_right_code_and_the_worker_goes_on(
         sender.process_asset(name, f"file:{name}", filename=name)
     (storage / "fine.txt").write_text("still working")
     sender.process_asset("fine", "file:fine.txt")
-    wait_for(lambda: len(_assets(env)) == len(made) + 1 and
-             all(r["status"] in TERMINAL for r in _assets(env).values()), 120, 0.5, "all terminal")
+    wait_for(
+        lambda: (
+            len(_assets(env)) == len(made) + 1 and all(r["status"] in TERMINAL for r in _assets(env).values())
+        ),
+        120,
+        0.5,
+        "all terminal",
+    )
     rows = _assets(env)
     assert {k: rows[k]["error_code"] for k in made} == {k: v for k, v in expected.items() if k in made}
     assert rows["fine"]["status"] == "extracted" and rows["fine"]["text"] == "still working"
@@ -199,8 +237,14 @@ def test_same_content_is_a_noop_and_new_content_replaces_atomically(worker_env, 
     wait_for(lambda: _assets(worker_env)["same"]["knowledge_status"] == "skipped", 30, what="knowledge step")
     sender.process_asset("same", "file:doc.txt")
     # The second run passes through "processing" (a new updated_at too): wait until it ends.
-    wait_for(lambda: (_assets(worker_env)["same"]["updated_at"] != first["updated_at"]
-                      and _assets(worker_env)["same"]["status"] in TERMINAL), 30, what="second run")
+    wait_for(
+        lambda: (
+            _assets(worker_env)["same"]["updated_at"] != first["updated_at"]
+            and _assets(worker_env)["same"]["status"] in TERMINAL
+        ),
+        30,
+        what="second run",
+    )
     second = _assets(worker_env)["same"]
     assert second["status"] == "extracted" and second["sha256"] == first["sha256"]
     assert second["extract_seconds"] == first["extract_seconds"]  # nothing was extracted again
@@ -210,13 +254,33 @@ def test_same_content_is_a_noop_and_new_content_replaces_atomically(worker_env, 
     wait_for(lambda: _assets(worker_env)["same"]["text"] == "second version, longer", 30, what="new content")
     # extract_knowledge runs again for the new content; until the asset's own status is written it waits as
     # `retrying` (not_ready, no attempt spent), then ends `skipped` (no OPENROUTER_API_KEY: no graph invented).
-    wait_for(lambda: ((row := _assets(worker_env)["same"])["knowledge_status"] == "skipped"
-                      and (row["knowledge_gen_ts"], row["knowledge_gen_id"]) != knowledge_before),
-             30, what="knowledge step of the new content")
+    wait_for(
+        lambda: (
+            (row := _assets(worker_env)["same"])["knowledge_status"] == "skipped"
+            and (row["knowledge_gen_ts"], row["knowledge_gen_id"]) != knowledge_before
+        ),
+        30,
+        what="knowledge step of the new content",
+    )
     record = json.loads(run_cli(worker_env, "asset", "same", "--json").stdout)
-    pinned = {"asset_id", "status", "error_code", "error_message", "attempts", "pages", "chars", "size", "sha256",
-              "detected_type", "no_text", "knowledge_status", "knowledge_error_code", "knowledge_error_message",
-              "created_at", "updated_at"}
+    pinned = {
+        "asset_id",
+        "status",
+        "error_code",
+        "error_message",
+        "attempts",
+        "pages",
+        "chars",
+        "size",
+        "sha256",
+        "detected_type",
+        "no_text",
+        "knowledge_status",
+        "knowledge_error_code",
+        "knowledge_error_message",
+        "created_at",
+        "updated_at",
+    }
     assert pinned <= set(record)
     assert record["chars"] == len("second version, longer") and record["no_text"] is False
     assert record["knowledge_status"] == "skipped" and record["updated_at"].endswith("Z")
@@ -226,8 +290,13 @@ def test_ssrf_attempt_through_the_worker_fails_forbidden_source(worker_env, star
     start_worker()
     Sender(redis_client).process_asset("ssrf", "https://169.254.169.254/latest/meta-data/")
     Sender(redis_client).process_asset("trav", "file:../../etc/passwd")
-    wait_for(lambda: {a: r["status"] for a, r in _assets(worker_env).items()} == {"ssrf": "failed", "trav": "failed"},
-             30, what="both refused")
+    wait_for(
+        lambda: (
+            {a: r["status"] for a, r in _assets(worker_env).items()} == {"ssrf": "failed", "trav": "failed"}
+        ),
+        30,
+        what="both refused",
+    )
     rows = _assets(worker_env)
     assert rows["ssrf"]["error_code"] == rows["trav"]["error_code"] == "forbidden_source"
     assert rows["ssrf"]["attempts"] == 1

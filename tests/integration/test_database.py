@@ -21,14 +21,54 @@ def tls_redis(tmp_path: Path):
     if not shutil.which("redis-server") or not shutil.which("openssl"):
         unavailable("redis-server or openssl not installed")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
-                               "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients",
-                               "no", "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(cert),
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--bind",
+            "127.0.0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
     import redis
 
@@ -56,24 +96,39 @@ def test_worker_over_tls_redis(tls_redis: str, worker_env, start_worker, tmp_pat
     from worker_contracts.sender import encode
 
     redis_id = str(uuid.uuid4())
-    body = {"queue_name": "tests", "actor_name": "noop", "args": [], "kwargs": {"tag": "tls"},
-            "options": {"redis_message_id": redis_id}, "message_id": str(uuid.uuid4()),
-            "message_timestamp": int(time.time() * 1000)}
+    body = {
+        "queue_name": "tests",
+        "actor_name": "noop",
+        "args": [],
+        "kwargs": {"tag": "tls"},
+        "options": {"redis_message_id": redis_id},
+        "message_id": str(uuid.uuid4()),
+        "message_timestamp": int(time.time() * 1000),
+    }
     client.hset("dramatiq:tests.msgs", redis_id, encode(body))
     client.rpush("dramatiq:tests", redis_id)
     wait_for(lambda: client.lrange("wtest:done", 0, -1) == [b"tls"], 30, what="the message over TLS")
 
 
 def test_worker_run_starts_each_group_sized_from_settings_and_ctrl_c_reaches_each_once(worker_env, tmp_path):
-    env = {**worker_env, "ASSETS_THREADS": "3", "KNOWLEDGE_THREADS": "5", "CRM_THREADS": "2", "CRM_PROCESSES": "2",
-           "SHUTDOWN_GRACE_SECONDS": "5"}
+    env = {
+        **worker_env,
+        "ASSETS_THREADS": "3",
+        "KNOWLEDGE_THREADS": "5",
+        "CRM_THREADS": "2",
+        "CRM_PROCESSES": "2",
+        "SHUTDOWN_GRACE_SECONDS": "5",
+    }
     worker = WorkerProcess(env, tmp_path / "run.log", command=[str(BIN / "worker"), "run"])
     try:
+
         def ready() -> list[dict]:
             found = [r for r in worker.logs() if r.get("message", "").startswith("Worker process ready")]
             return found if len(found) >= 4 else []
 
-        consumed = sorted((r["worker_threads"], r["queues"]) for r in wait_for(ready, 90, 0.2, "4 worker processes"))
+        consumed = sorted(
+            (r["worker_threads"], r["queues"]) for r in wait_for(ready, 90, 0.2, "4 worker processes")
+        )
         assert consumed == [(2, ["crm"]), (2, ["crm"]), (3, ["assets"]), (5, ["knowledge"])]
         started = sorted(r["message"] for r in worker.logs() if r.get("message", "").startswith("starting: "))
         assert started == [
@@ -82,7 +137,8 @@ def test_worker_run_starts_each_group_sized_from_settings_and_ctrl_c_reaches_eac
             "starting: dramatiq actors --queues crm --processes 2 --threads 2 --worker-shutdown-timeout 5000 "
             "--skip-logging",
             "starting: dramatiq actors --queues knowledge --processes 1 --threads 5 --worker-shutdown-timeout 5000 "
-            "--skip-logging"]
+            "--skip-logging",
+        ]
         # Ctrl-C in a terminal signals the whole foreground group; each Dramatiq main must get it once,
         # or it takes the second signal as "kill now" (regression: it used to get it twice).
         os.killpg(worker.process.pid, signal.SIGINT)
@@ -133,12 +189,24 @@ def test_postgres_dead_letter_store_roundtrip(pg_url):
 
     init_database(pg_schema_url(pg_url, "wtest_dlq"))
     migrate()
-    message = Message(queue_name="assets", actor_name="process_asset", args=(), kwargs={"asset_id": "x"},
-                      options={"retries": 2}, message_id="m-1", message_timestamp=int(time.time() * 1000))
+    message = Message(
+        queue_name="assets",
+        actor_name="process_asset",
+        args=(),
+        kwargs={"asset_id": "x"},
+        options={"retries": 2},
+        message_id="m-1",
+        message_timestamp=int(time.time() * 1000),
+    )
     DeadLetters().record(message, Dead.of("retries_exhausted", RuntimeError("final")))
     with session():
         row = DeadLetter.get()
-    assert (row.message_id, row.error_type, row.error_message, row.attempts) == ("m-1", "retries_exhausted", "final", 3)
+    assert (row.message_id, row.error_type, row.error_message, row.attempts) == (
+        "m-1",
+        "retries_exhausted",
+        "final",
+        3,
+    )
 
 
 def test_postgres_sessions_get_the_statement_timeout_from_settings(pg_url):

@@ -22,8 +22,12 @@ def _send(env: dict[str, str], client, asset_id: str, text: str, workspace: str)
 
 
 def _done(env: dict[str, str], *assets: str) -> None:
-    wait_for(lambda: all(asset_record(env, a).get("knowledge_status") == "done" for a in assets), 90, 0.5,
-             f"knowledge of {assets} done")
+    wait_for(
+        lambda: all(asset_record(env, a).get("knowledge_status") == "done" for a in assets),
+        90,
+        0.5,
+        f"knowledge of {assets} done",
+    )
 
 
 def _entities(base: str, workspace: str, **params: str) -> list[dict]:
@@ -32,7 +36,9 @@ def _entities(base: str, workspace: str, **params: str) -> list[dict]:
     return answer.json()["entities"]
 
 
-def test_workspaces_search_export_curation_and_exact_deletion(knowledge_env, start_worker, start_web, redis_client):
+def test_workspaces_search_export_curation_and_exact_deletion(
+    knowledge_env, start_worker, start_web, redis_client
+):
     import networkx
 
     start_worker(env=knowledge_env, threads=4)
@@ -52,41 +58,59 @@ def test_workspaces_search_export_curation_and_exact_deletion(knowledge_env, sta
     for q in ("romashka", "РОМАШКА", "ромашки", "omash"):
         assert [e["name"] for e in _entities(base, "w1", q=q)] == ["Romashka"], q
     one = requests.get(f"{base}/api/entities/{romashka['id']}", headers=BEARER).json()
-    assert sorted(m["asset_id"] for m in one["mentions"]) == ["g1", "g2"] and all(m["page"] is None
-                                                                                   for m in one["mentions"])
-    assert {r["type"] for r in one["relations"]} and all(romashka["id"] in (r["source"], r["target"])
-                                                         for r in one["relations"])
+    assert sorted(m["asset_id"] for m in one["mentions"]) == ["g1", "g2"] and all(
+        m["page"] is None for m in one["mentions"]
+    )
+    assert {r["type"] for r in one["relations"]} and all(
+        romashka["id"] in (r["source"], r["target"]) for r in one["relations"]
+    )
     asset_graph = requests.get(f"{base}/api/assets/g1/graph", headers=BEARER).json()
     assert {e["name"] for e in asset_graph["entities"]} == {"Romashka", "Lyutik", "Moscow", "Vasilek"}
-    assert all("id" in e for e in asset_graph["entities"]) and all("source_id" in r for r in asset_graph["relations"])
+    assert all("id" in e for e in asset_graph["entities"]) and all(
+        "source_id" in r for r in asset_graph["relations"]
+    )
 
     # exports: JSON, GraphML that networkx reads, an idempotent Cypher script; the CLI prints the same
     graph = requests.get(f"{base}/api/graph", params={"workspace": "w1"}, headers=BEARER).json()
     assert len(graph["nodes"]) == 5 and graph["edges"]
-    graphml = requests.get(f"{base}/api/graph", params={"workspace": "w1", "format": "graphml"}, headers=BEARER)
+    graphml = requests.get(
+        f"{base}/api/graph", params={"workspace": "w1", "format": "graphml"}, headers=BEARER
+    )
     parsed = networkx.parse_graphml(graphml.text)
     assert parsed.number_of_nodes() == 5 and parsed.number_of_edges() == len(graph["edges"])
     assert {d["name"] for _n, d in parsed.nodes(data=True)} == {n["name"] for n in graph["nodes"]}
-    cypher = requests.get(f"{base}/api/graph", params={"workspace": "w1", "format": "cypher"}, headers=BEARER).text
+    cypher = requests.get(
+        f"{base}/api/graph", params={"workspace": "w1", "format": "cypher"}, headers=BEARER
+    ).text
     assert cypher.count("MERGE (e:Entity") == 5 and "CREATE " not in cypher.replace("CREATE CONSTRAINT", "")
     cli = run_cli(env, "graph", "export", "--workspace", "w1", "--format", "graphml")
     assert cli.returncode == 0 and networkx.parse_graphml(cli.stdout).number_of_nodes() == 5
 
     # curation: merge two entities; the decision survives a rebuild from the stored chunks (no LLM call)
     ids = {e["name"]: e["id"] for e in w1}
-    merged = requests.post(f"{base}/api/entities/merge", json={"ids": [ids["Lyutik"], ids["Kaluga"]]}, headers=BEARER)
+    merged = requests.post(
+        f"{base}/api/entities/merge", json={"ids": [ids["Lyutik"], ids["Kaluga"]]}, headers=BEARER
+    )
     assert merged.status_code == 200 and sorted(merged.json()["aliases"]) == ["Kaluga", "Lyutik"]
     assert run_cli(env, "graph", "rebuild").returncode == 0
     assert sorted(next(e for e in _entities(base, "w1", q="kaluga"))["aliases"]) == ["Kaluga", "Lyutik"]
-    split = requests.post(f"{base}/api/entities/{merged.json()['id']}/split", json={"aliases": ["Kaluga"]},
-                          headers=BEARER)
+    split = requests.post(
+        f"{base}/api/entities/{merged.json()['id']}/split", json={"aliases": ["Kaluga"]}, headers=BEARER
+    )
     assert split.status_code == 200 and len(split.json()["entities"]) == 2
     audit = [a["action"] for a in requests.get(f"{base}/api/audit", headers=BEARER).json()]
     assert "entity-merge" in audit and "entity-split" in audit
 
     # deletion: g2 alone mentioned Kaluga; afterwards the graph is w1 as g1 alone builds it
-    viewer = subprocess.run([str(BIN / "worker"), "users", "add", "vera", "--role", "viewer"], cwd=ROOT, env=env,
-                            input="viewer-password-1\n", capture_output=True, text=True, timeout=60)
+    viewer = subprocess.run(
+        [str(BIN / "worker"), "users", "add", "vera", "--role", "viewer"],
+        cwd=ROOT,
+        env=env,
+        input="viewer-password-1\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert viewer.returncode == 0
     deleted = requests.delete(f"{base}/api/assets/g2", headers=BEARER)
     assert deleted.status_code == 200 and deleted.json() == {"deleted": "g2"}
@@ -135,8 +159,9 @@ def test_the_gold_set_and_the_sequence_property_hold_on_postgresql(pg_url):
     assert snapshot() == stepped
 
 
-def test_browser_entities_page_finds_by_any_spelling_shows_pages_and_a_merge_survives_a_rebuild(start_web,
-                                                                                               chromium_path):
+def test_browser_entities_page_finds_by_any_spelling_shows_pages_and_a_merge_survives_a_rebuild(
+    start_web, chromium_path
+):
     """Chromium as an operator: the Entities page finds Ромашка by ``romashka`` and by ``ромашки``, shows its
     aliases and the pages of its mentions; a merge made on the page is still there after ``worker graph rebuild``
     (which derives every asset again from the stored chunk results)."""
@@ -164,7 +189,9 @@ def test_browser_entities_page_finds_by_any_spelling_shows_pages_and_a_merge_sur
         assert "annual-report\tRomashka\t1" in mentions and "letter-delay\tРомашки\t—" in mentions
         page.screenshot(path=str(ARTIFACTS / "entity.png"), full_page=True)
         romashka = page.url.rsplit("/", 1)[1]
-        lyutik = requests.get(f"{base}/api/entities", params={"q": "лютик"}, headers=BEARER).json()["entities"][0]
+        lyutik = requests.get(f"{base}/api/entities", params={"q": "лютик"}, headers=BEARER).json()[
+            "entities"
+        ][0]
         page.fill("#merge-other", str(lyutik["id"]))
         page.click("#merge")
         page.wait_for_selector("#flash")

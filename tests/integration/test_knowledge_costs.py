@@ -27,8 +27,12 @@ def test_the_daily_budget_pauses_the_fleet_until_midnight_utc_and_says_it_once(r
     for _ in range(3):  # three threads of the fleet reach it
         with pytest.raises(RateLimited) as raised:
             daily.check(now)
-        assert raised.value.paused and raised.value.charges_window is False and not raised.value.spends_attempt
-    assert 7_100_000 < limiter.paused_for("openrouter") <= 7_200_000  # two hours to 00:00 UTC (real clock aside)
+        assert (
+            raised.value.paused and raised.value.charges_window is False and not raised.value.spends_attempt
+        )
+    assert (
+        7_100_000 < limiter.paused_for("openrouter") <= 7_200_000
+    )  # two hours to 00:00 UTC (real clock aside)
     assert limiter.pause_reason("openrouter").startswith("daily_budget: spent $0.0300")
     assert sum(r.levelname == "CRITICAL" for r in caplog.records) == 1
     tomorrow = datetime(2026, 12, 2, 0, 0, 1, tzinfo=UTC)
@@ -82,7 +86,9 @@ def test_kill_9_mid_document_resumes_from_its_checkpoint(knowledge_env, start_wo
     print(f"\nkill -9 after {paid_before_kill} of {chunks} chunks: {fake.paid_calls()} paid calls in all")
 
 
-def test_a_429_storm_and_a_5xx_burst_mid_document_pay_no_chunk_twice(knowledge_env, start_worker, redis_client, fake):
+def test_a_429_storm_and_a_5xx_burst_mid_document_pay_no_chunk_twice(
+    knowledge_env, start_worker, redis_client, fake
+):
     fake.script.extend(["ok"] * 3 + ["429"] * 3 + ["ok"] * 2 + ["500"] * 2 + ["ok"] + ["typed_error"])
     text = document("storm")
     start_worker(env=knowledge_env, threads=2)
@@ -94,8 +100,9 @@ def test_a_429_storm_and_a_5xx_burst_mid_document_pay_no_chunk_twice(knowledge_e
     assert _dead_letters(knowledge_env) == []
 
 
-def test_budgets_per_asset_end_it_budget_exceeded_with_at_most_one_call_over(knowledge_env, start_worker,
-                                                                              redis_client, fake):
+def test_budgets_per_asset_end_it_budget_exceeded_with_at_most_one_call_over(
+    knowledge_env, start_worker, redis_client, fake
+):
     fake.cost_per_call = 0.01
     env = {**knowledge_env, "KNOWLEDGE_MAX_COST_USD": "0.05", "KNOWLEDGE_MAX_CHUNKS": "10"}
     start_worker(env=env, threads=2)
@@ -105,8 +112,10 @@ def test_budgets_per_asset_end_it_budget_exceeded_with_at_most_one_call_over(kno
     wait_for(lambda: _knowledge(env, "b1") == "failed", 60, 0.3, "b1 over its cost cap")
     assert fake.paid_calls() <= 6
     record = asset_record(env, "b1")
-    assert record["knowledge_error_code"] == "budget_exceeded" and "KNOWLEDGE_MAX_COST_USD" in \
-        record["knowledge_error_message"]
+    assert (
+        record["knowledge_error_code"] == "budget_exceeded"
+        and "KNOWLEDGE_MAX_COST_USD" in record["knowledge_error_message"]
+    )
     paid = fake.paid_calls()
     long_text = document("long", 200)
     assert _chunks(long_text) > 10
@@ -117,8 +126,9 @@ def test_budgets_per_asset_end_it_budget_exceeded_with_at_most_one_call_over(kno
     assert sorted(r["error_type"] for r in _dead_letters(env)) == ["permanent_error", "permanent_error"]
 
 
-def test_the_daily_budget_pauses_openrouter_for_the_fleet_and_dead_letters_nothing(knowledge_env, start_worker,
-                                                                                    redis_client, fake):
+def test_the_daily_budget_pauses_openrouter_for_the_fleet_and_dead_letters_nothing(
+    knowledge_env, start_worker, redis_client, fake
+):
     from worker_service.web.metrics import BrokerCollector
 
     fake.cost_per_call = 0.01
@@ -135,19 +145,25 @@ def test_the_daily_budget_pauses_openrouter_for_the_fleet_and_dead_letters_nothi
     time.sleep(2)  # whatever was in flight ends
     assert fake.paid_calls() <= 4  # 3 reach the cap; each of the 2 threads checks before its call
     now = datetime.now(UTC)
-    to_midnight = (datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1) - now).total_seconds()
+    to_midnight = (
+        datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1) - now
+    ).total_seconds()
     assert redis_client.pttl("dramatiq:__pause__.openrouter") / 1000 == pytest.approx(to_midnight, abs=15)
     assert {_knowledge(env, name) for name in ("d1", "d2")} <= {"pending", "processing", "retrying"}
     assert _dead_letters(env) == []
     critical = [r for r in worker.logs() if r["level"] == "CRITICAL"]
     assert len(critical) == 1 and "daily budget reached" in critical[0]["message"]
-    gauges = {m.name: m.samples[0].value for m in BrokerCollector(None, spend_client=redis_client,
-                                                                  daily_budget_usd=0.03).collect() if m.samples}
+    gauges = {
+        m.name: m.samples[0].value
+        for m in BrokerCollector(None, spend_client=redis_client, daily_budget_usd=0.03).collect()
+        if m.samples
+    }
     assert gauges["worker_llm_spend_today_usd"] >= 0.03 and gauges["worker_llm_daily_budget_usd"] == 0.03
 
 
-def test_a_chunk_still_invalid_after_its_repair_is_left_out_and_counted(knowledge_env, start_worker, redis_client,
-                                                                        fake):
+def test_a_chunk_still_invalid_after_its_repair_is_left_out_and_counted(
+    knowledge_env, start_worker, redis_client, fake
+):
     text = document("partial")
     fake.invalid_markers = ("Paragraph partial-30:",)
     start_worker(env=knowledge_env, threads=2)
@@ -155,19 +171,27 @@ def test_a_chunk_still_invalid_after_its_repair_is_left_out_and_counted(knowledg
     wait_for(lambda: _knowledge(knowledge_env, "p1") == "done", 60, 0.3, "p1 done")
     record = asset_record(knowledge_env, "p1")
     failed = record["knowledge_chunks_failed"]
-    assert record["knowledge_chunks"] == _chunks(text) and failed in (1, 2)  # the overlap may repeat the marker
+    assert record["knowledge_chunks"] == _chunks(text) and failed in (
+        1,
+        2,
+    )  # the overlap may repeat the marker
     entities = {e[0] for e in graph_rows(knowledge_env, "p1")[0]}
     assert {"Alice", "Bob", "Carol"} <= entities
     repairs = [r for r in fake.chat_requests() if r["repair"]]
     assert len(repairs) == failed  # one repair per invalid chunk, no more
     paid = fake.paid_calls()
-    send_document(knowledge_env, redis_client, "p2", text)  # the same text again: the failed chunk is not re-paid
+    send_document(
+        knowledge_env, redis_client, "p2", text
+    )  # the same text again: the failed chunk is not re-paid
     wait_for(lambda: _knowledge(knowledge_env, "p2") == "done", 60, 0.3, "p2 done")
-    assert fake.paid_calls() == paid and asset_record(knowledge_env, "p2")["knowledge_chunks_failed"] == failed
+    assert (
+        fake.paid_calls() == paid and asset_record(knowledge_env, "p2")["knowledge_chunks_failed"] == failed
+    )
 
 
-def test_a_long_document_yields_to_short_ones_and_pays_each_chunk_once(knowledge_env, start_worker, redis_client,
-                                                                       fake):
+def test_a_long_document_yields_to_short_ones_and_pays_each_chunk_once(
+    knowledge_env, start_worker, redis_client, fake
+):
     fake.mode, fake.slow_seconds = "slow", 0.25
     env = {**knowledge_env, "KNOWLEDGE_TIME_LIMIT_SECONDS": "4"}  # a delivery yields after 2 s of work
     start_worker(env=env, threads=1)
@@ -185,11 +209,14 @@ def test_a_long_document_yields_to_short_ones_and_pays_each_chunk_once(knowledge
     assert _dead_letters(env) == []
 
 
-def test_ten_documents_sharing_two_requests_per_second_all_finish_paying_each_chunk_once(knowledge_env, start_worker,
-                                                                                         redis_client, fake):
+def test_ten_documents_sharing_two_requests_per_second_all_finish_paying_each_chunk_once(
+    knowledge_env, start_worker, redis_client, fake
+):
     """The livelock this replaced: documents waiting for slots timed out, retried from chunk 0 and paid again."""
     env = {**knowledge_env, "OPENROUTER_RPS": "2", "OPENROUTER_BURST": "1"}
-    fake.rate_limit = 3  # the fake answers 429 to a 4th request within a second: twice the pacing's 2/s, minus lag
+    fake.rate_limit = (
+        3  # the fake answers 429 to a 4th request within a second: twice the pacing's 2/s, minus lag
+    )
     start_worker(env=env, threads=16)
     texts = {f"f{i}": document(f"f{i}", 40) for i in range(10)}
     for name, text in texts.items():
@@ -201,7 +228,9 @@ def test_ten_documents_sharing_two_requests_per_second_all_finish_paying_each_ch
     assert [r for r in fake.chat_requests() if r["over_rate"]] == []  # 16 threads never outran 2 requests/s
 
 
-def test_knowledge_delivered_twice_at_once_pays_each_chunk_once(knowledge_env, start_worker, redis_client, fake):
+def test_knowledge_delivered_twice_at_once_pays_each_chunk_once(
+    knowledge_env, start_worker, redis_client, fake
+):
     """Regression (issue 44): a lost acknowledgement after a node kill ran one asset's knowledge twice at the same
     time; the generation fencing kept one status and one event, but both runs paid the LLM. A second delivery
     while the first is paying (its calls take 1 s each) now waits for the per-asset lease, without spending an

@@ -34,7 +34,9 @@ def test_worker_serves_metrics_health_and_readiness(worker_env, start_worker, se
     sender("permanent", tag="m2")
     # a scrape that finds no answer is tried again, as Prometheus would (seen once in a full run: one refused
     # connection while both worker processes were starting under the load of the other xdist worker)
-    wait_for(lambda: (r := _get(f"{base}/metrics")) is not None and 'outcome="dead"' in r.text, 30, 0.3, "metrics")
+    wait_for(
+        lambda: (r := _get(f"{base}/metrics")) is not None and 'outcome="dead"' in r.text, 30, 0.3, "metrics"
+    )
     text = _get(f"{base}/metrics").text
     assert 'worker_messages_total{actor="noop",outcome="done",queue="tests"} 1.0' in text
     assert 'worker_messages_total{actor="permanent",outcome="dead",queue="tests"} 1.0' in text
@@ -46,8 +48,15 @@ def test_worker_serves_metrics_health_and_readiness(worker_env, start_worker, se
 def test_log_lines_inside_a_message_are_json_with_its_context(worker_env, start_worker, sender, redis_client):
     worker = start_worker()
     message_id = sender("poison", tag="log")
-    wait_for(lambda: any(r.get("message_id") == message_id and r.get("logger") == "middleware.deadletters"
-                         for r in worker.logs()), 30, 0.3, "the dead-letter log line")
+    wait_for(
+        lambda: any(
+            r.get("message_id") == message_id and r.get("logger") == "middleware.deadletters"
+            for r in worker.logs()
+        ),
+        30,
+        0.3,
+        "the dead-letter log line",
+    )
     lines = [r for r in worker.logs() if r.get("message_id") == message_id]
     assert lines and all(r["actor"] == "poison" and r["queue"] in ("tests", "tests.DQ") for r in lines)
     assert all({"time", "level", "logger", "message"} <= set(r) for r in lines)
@@ -57,8 +66,22 @@ def test_probes_flip_when_redis_stops(worker_env, start_worker, tmp_path):
     if not shutil.which("redis-server"):
         unavailable("redis-server not installed")
     redis_port, metrics_port = free_port(), free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         url = f"redis://127.0.0.1:{redis_port}/0"
         wait_for(lambda: _ping(url), 10, what="redis")
@@ -69,8 +92,12 @@ def test_probes_flip_when_redis_stops(worker_env, start_worker, tmp_path):
         server.terminate()
         server.wait(10)
         # (a Response is falsy for a 503, so compare the body)
-        body = wait_for(lambda: (r := _get(f"{base}/readyz")) is not None and r.status_code == 503 and r.json(), 30,
-                        0.3, "not ready")
+        body = wait_for(
+            lambda: (r := _get(f"{base}/readyz")) is not None and r.status_code == 503 and r.json(),
+            30,
+            0.3,
+            "not ready",
+        )
         assert body["ready"] is False and "Error" in body["broker"]
     finally:
         if server.poll() is None:
@@ -84,8 +111,9 @@ def _ping(url: str) -> bool:
         return False
 
 
-def test_worker_past_its_message_limit_is_replaced_without_losing_a_message(worker_env, start_worker, sender,
-                                                                             redis_client):
+def test_worker_past_its_message_limit_is_replaced_without_losing_a_message(
+    worker_env, start_worker, sender, redis_client
+):
     env = {**worker_env, "WORKER_MAX_MESSAGES": "10"}
     worker = start_worker(env=env, threads=2)
     for i in range(30):
@@ -104,52 +132,95 @@ def test_alert_rules_pass_their_promtool_unit_tests():
     if not promtool:
         unavailable("promtool not installed (Debian package prometheus; .ci/run installs it)")
     subprocess.run([promtool, "check", "rules", str(RULES / "alerts.yml")], check=True, capture_output=True)
-    result = subprocess.run([promtool, "test", "rules", str(RULES / "alerts_test.yml")], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [promtool, "test", "rules", str(RULES / "alerts_test.yml")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_real_prometheus_scrapes_and_a_dead_letter_turns_the_alert_pending(worker_env, start_worker, sender,
-                                                                          tmp_path, redis_client):
+def test_real_prometheus_scrapes_and_a_dead_letter_turns_the_alert_pending(
+    worker_env, start_worker, sender, tmp_path, redis_client
+):
     prometheus = shutil.which("prometheus")
     if not prometheus:
         unavailable("prometheus not installed (Debian package prometheus; .ci/run installs it)")
     worker_port, web_port, prom_port = free_port(), free_port(), free_port()
     env = {**worker_env, "METRICS_PORT": str(worker_port), "WEB_PORT": str(web_port), "WEB_API_TOKEN": "t"}
     start_worker(env=env)
-    web = subprocess.Popen([str(BIN / "worker"), "web"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+    web = subprocess.Popen(
+        [str(BIN / "worker"), "web"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     rules = tmp_path / "alerts.yml"
     rules.write_text((RULES / "alerts.yml").read_text())
     config = tmp_path / "prometheus.yml"
-    config.write_text(json.dumps({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "rule_files": [str(rules)],
-        "scrape_configs": [{"job_name": "worker", "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}]},
-                           {"job_name": "dashboard", "static_configs": [{"targets": [f"127.0.0.1:{web_port}"]}]}]}))
-    prom = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{prom_port}"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    config.write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(rules)],
+                "scrape_configs": [
+                    {"job_name": "worker", "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}]},
+                    {"job_name": "dashboard", "static_configs": [{"targets": [f"127.0.0.1:{web_port}"]}]},
+                ],
+            }
+        )
+    )
+    prom = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     api = f"http://127.0.0.1:{prom_port}/api/v1"
     try:
-        wait_for(lambda: (r := _get(f"{api}/targets")) is not None and
-                 sum(t["health"] == "up" for t in r.json()["data"]["activeTargets"]) == 2, 60, 0.5, "both targets up")
+        wait_for(
+            lambda: (
+                (r := _get(f"{api}/targets")) is not None
+                and sum(t["health"] == "up" for t in r.json()["data"]["activeTargets"]) == 2
+            ),
+            60,
+            0.5,
+            "both targets up",
+        )
         sender("permanent", tag="alert")
         query = f"{api}/query?query=worker_dead_letters"
-        wait_for(lambda: (r := _get(query)) is not None and r.json()["data"]["result"], 60, 0.5, "dead-letter gauge")
+        wait_for(
+            lambda: (r := _get(query)) is not None and r.json()["data"]["result"],
+            60,
+            0.5,
+            "dead-letter gauge",
+        )
 
         def pending() -> list:
             r = _get(f"{api}/alerts")
-            return [a for a in (r.json()["data"]["alerts"] if r else [])
-                    if a["labels"]["alertname"] == "WorkerDeadLetters" and a["state"] == "pending"]
+            return [
+                a
+                for a in (r.json()["data"]["alerts"] if r else [])
+                if a["labels"]["alertname"] == "WorkerDeadLetters" and a["state"] == "pending"
+            ]
 
         alert = wait_for(pending, 60, 0.5, "WorkerDeadLetters pending")[0]
         assert alert["labels"]["actor"] == "permanent"
         # the worker's counter and the dashboard's gauge are scraped apart: the alert can come first
-        wait_for(lambda: any(s["metric"].get("outcome") == "dead" for s in
-                             _get(f"{api}/query?query=worker_messages_total").json()["data"]["result"]),
-                 30, 0.5, "the dead outcome counted")
-        failures = wait_for(lambda: _get(f"{api}/query?query=worker_failures_total").json()["data"]["result"], 30,
-                            0.5, "the failure counted by its code (Grafana's errors by code)")
+        wait_for(
+            lambda: any(
+                s["metric"].get("outcome") == "dead"
+                for s in _get(f"{api}/query?query=worker_messages_total").json()["data"]["result"]
+            ),
+            30,
+            0.5,
+            "the dead outcome counted",
+        )
+        failures = wait_for(
+            lambda: _get(f"{api}/query?query=worker_failures_total").json()["data"]["result"],
+            30,
+            0.5,
+            "the failure counted by its code (Grafana's errors by code)",
+        )
         assert failures[0]["metric"]["actor"] == "permanent" and failures[0]["metric"]["error_code"]
     finally:
         prom.terminate()
@@ -162,9 +233,24 @@ def test_check_warns_about_a_redis_that_would_evict_queued_work(worker_env, tmp_
     if not shutil.which("redis-server"):
         unavailable("redis-server not installed")
     port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--maxmemory-policy", "allkeys-lru", "--dir", str(tmp_path)],
-                              stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "allkeys-lru",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         url = f"redis://127.0.0.1:{port}/0"
         wait_for(lambda: _ping(url), 10, what="redis")
@@ -191,29 +277,51 @@ def _rotel_spans(log: str) -> list[dict[str, str]]:
     return spans
 
 
-def test_otlp_receiver_gets_send_and_process_spans_of_one_trace_from_two_processes(worker_env, start_worker,
-                                                                                  redis_client, tmp_path):
+def test_otlp_receiver_gets_send_and_process_spans_of_one_trace_from_two_processes(
+    worker_env, start_worker, redis_client, tmp_path
+):
     agent = Path(__import__("rotel").__file__).parent / "rotel-agent"
     if not agent.exists():
         unavailable("rotel (PyPI) is not installed")
     http_port, grpc_port = free_port(), free_port()
     log = tmp_path / "rotel.log"
-    rotel = subprocess.Popen([str(agent), "start", "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
-                              "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}", "--exporter", "blackhole",
-                              "--debug-log", "traces", "--debug-log-verbosity", "detailed"],
-                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    rotel = subprocess.Popen(
+        [
+            str(agent),
+            "start",
+            "--otlp-http-endpoint",
+            f"127.0.0.1:{http_port}",
+            "--otlp-grpc-endpoint",
+            f"127.0.0.1:{grpc_port}",
+            "--exporter",
+            "blackhole",
+            "--debug-log",
+            "traces",
+            "--debug-log-verbosity",
+            "detailed",
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{http_port}"}
         storage = Path(worker_env["STORAGE_ROOT"])
         (storage / "t.txt").write_text("traced")
         worker = start_worker(env={**worker_env, **otel, "OTEL_SERVICE_NAME": "worker"})
-        sender_code = ("from settings import load_settings; from worker_service.observability.telemetry import configure_telemetry; "
-                       "configure_telemetry(load_settings(), 'product-web'); import redis; "
-                       "from worker_contracts import Sender; from opentelemetry import trace; "
-                       f"print(Sender(redis.Redis.from_url('{worker_env['BROKER_URL']}')).process_asset('tr1', "
-                       "'file:t.txt')); trace.get_tracer_provider().shutdown()")
-        subprocess.run([str(BIN / "python"), "-c", sender_code], cwd=ROOT, check=True, capture_output=True,
-                       env={**worker_env, **otel, "OTEL_SERVICE_NAME": "product-web"})
+        sender_code = (
+            "from settings import load_settings; from worker_service.observability.telemetry import configure_telemetry; "
+            "configure_telemetry(load_settings(), 'product-web'); import redis; "
+            "from worker_contracts import Sender; from opentelemetry import trace; "
+            f"print(Sender(redis.Redis.from_url('{worker_env['BROKER_URL']}')).process_asset('tr1', "
+            "'file:t.txt')); trace.get_tracer_provider().shutdown()"
+        )
+        subprocess.run(
+            [str(BIN / "python"), "-c", sender_code],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            env={**worker_env, **otel, "OTEL_SERVICE_NAME": "product-web"},
+        )
 
         def trace_spans() -> list[dict[str, str]]:
             spans = _rotel_spans(log.read_text(errors="replace"))
@@ -229,7 +337,9 @@ def test_otlp_receiver_gets_send_and_process_spans_of_one_trace_from_two_process
         assert send["Kind"] == "SPAN_KIND_PRODUCER" and process["Kind"] == "SPAN_KIND_CONSUMER"
         assert process["Parent ID"] == send["ID"] and process["service"] == "worker"
         # the worker's own enqueue (extract_knowledge) continues the same trace
-        wait_for(lambda: any(s.get("Name") == "send knowledge" for s in trace_spans()), 30, 0.5, "the next hop")
+        wait_for(
+            lambda: any(s.get("Name") == "send knowledge" for s in trace_spans()), 30, 0.5, "the next hop"
+        )
         lines = [r for r in worker.logs() if r.get("asset_id") == "tr1" and r.get("trace_id")]
         assert lines and all(r["trace_id"] == send["Trace ID"] for r in lines)
     finally:
@@ -259,12 +369,17 @@ def test_sentry_envelope_reaches_a_fake_dsn_without_secrets(worker_env, start_wo
 
     server = serve(Handler)
     secret = "kommo-hook-secret-XYZ"
-    env = {**worker_env, "SENTRY_DSN": f"http://publickey@127.0.0.1:{server.server_port}/1",
-           "KOMMO_WEBHOOK_TOKEN": secret}
+    env = {
+        **worker_env,
+        "SENTRY_DSN": f"http://publickey@127.0.0.1:{server.server_port}/1",
+        "KOMMO_WEBHOOK_TOKEN": secret,
+    }
     try:
         start_worker(env=env)
         sender("leaky", token=secret)
-        wait_for(lambda: any(b"upstream refused credentials" in r for r in received), 30, 0.3, "a Sentry envelope")
+        wait_for(
+            lambda: any(b"upstream refused credentials" in r for r in received), 30, 0.3, "a Sentry envelope"
+        )
         envelope = b"".join(received)
         assert secret.encode() not in envelope
         assert b"[Filtered]" in envelope
@@ -272,20 +387,29 @@ def test_sentry_envelope_reaches_a_fake_dsn_without_secrets(worker_env, start_wo
         stop(server)
 
 
-def test_worker_over_its_memory_cap_is_replaced_without_losing_a_message(worker_env, start_worker, sender,
-                                                                         redis_client):
-    env = {**worker_env, "WORKER_MAX_RSS_MB": "40"}  # a worker process is ~60 MB: over the cap after each message
+def test_worker_over_its_memory_cap_is_replaced_without_losing_a_message(
+    worker_env, start_worker, sender, redis_client
+):
+    env = {
+        **worker_env,
+        "WORKER_MAX_RSS_MB": "40",
+    }  # a worker process is ~60 MB: over the cap after each message
     worker = start_worker(env=env, threads=1)
     for i in range(4):
         sender("sleepy", tag=f"m{i}", seconds=0.1)
     wait_for(lambda: len(set(redis_client.lrange("wtest:done", 0, -1))) == 4, 120, 0.3, "all 4 messages")
-    assert sorted({x.decode() for x in redis_client.lrange("wtest:done", 0, -1)}) == [f"m{i}" for i in range(4)]
-    recycles = [r for r in worker.logs() if r.get("message", "").startswith("Recycling worker processes: RSS")]
+    assert sorted({x.decode() for x in redis_client.lrange("wtest:done", 0, -1)}) == [
+        f"m{i}" for i in range(4)
+    ]
+    recycles = [
+        r for r in worker.logs() if r.get("message", "").startswith("Recycling worker processes: RSS")
+    ]
     assert recycles
 
 
-def test_expected_outcomes_write_no_error_line_and_no_traceback_and_a_crash_still_does(worker_env, start_worker,
-                                                                                      sender, redis_client):
+def test_expected_outcomes_write_no_error_line_and_no_traceback_and_a_crash_still_does(
+    worker_env, start_worker, sender, redis_client
+):
     """Issue 41: an encrypted and a corrupt PDF, a missing file and a name that does not resolve end as the service
     classified them, each in one INFO/WARNING line with its code; Dramatiq's ERROR line with a traceback is kept
     for the unexpected only (a KeyError in an actor)."""
@@ -297,7 +421,9 @@ def test_expected_outcomes_write_no_error_line_and_no_traceback_and_a_crash_stil
     corpus = Path(__file__).resolve().parents[1] / "corpus"
     storage = Path(worker_env["STORAGE_ROOT"])
     _shutil.copy(corpus / "pdf" / "pypdf__r6-user-password.pdf", storage / "locked.pdf")
-    (storage / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 2 0 R >>\n" + b"\x00garbage" * 50)
+    (storage / "broken.pdf").write_bytes(
+        b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 2 0 R >>\n" + b"\x00garbage" * 50
+    )
     env = {**worker_env, "ASSETS_MAX_ATTEMPTS": "1"}
     worker = start_worker(env=env, threads=2)
     client = Sender(redis_client)
@@ -308,14 +434,25 @@ def test_expected_outcomes_write_no_error_line_and_no_traceback_and_a_crash_stil
     sender("unexpected", tag="bug")
 
     def ended() -> bool:
-        return all(json.loads(run_cli(env, "asset", a, "--json").stdout or "{}").get("status") == "failed"
-                   for a in ("locked", "broken", "missing", "nodns"))
+        return all(
+            json.loads(run_cli(env, "asset", a, "--json").stdout or "{}").get("status") == "failed"
+            for a in ("locked", "broken", "missing", "nodns")
+        )
 
     wait_for(ended, 60, 0.5, "the four assets failed")
-    wait_for(lambda: any("KeyError" in str(r.get("exc_info", "")) for r in worker.logs()), 30, 0.3, "the crash")
+    wait_for(
+        lambda: any("KeyError" in str(r.get("exc_info", "")) for r in worker.logs()), 30, 0.3, "the crash"
+    )
     errors = [r for r in worker.logs() if r.get("level") in ("ERROR", "CRITICAL")]
     assert [r.get("actor") for r in errors] == ["unexpected"], errors  # the bug, and only the bug
     assert all("exc_info" not in r for r in worker.logs() if r.get("actor") == "process_asset")
-    codes = {a: json.loads(run_cli(env, "asset", a, "--json").stdout)["error_code"]
-             for a in ("locked", "broken", "missing", "nodns")}
-    assert codes == {"locked": "encrypted", "broken": "corrupt", "missing": "fetch_failed", "nodns": "fetch_failed"}
+    codes = {
+        a: json.loads(run_cli(env, "asset", a, "--json").stdout)["error_code"]
+        for a in ("locked", "broken", "missing", "nodns")
+    }
+    assert codes == {
+        "locked": "encrypted",
+        "broken": "corrupt",
+        "missing": "fetch_failed",
+        "nodns": "fetch_failed",
+    }

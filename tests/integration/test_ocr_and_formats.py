@@ -18,9 +18,17 @@ import pytest
 from tests.support import documents as docs
 from tests.support.helpers import run_cli, unavailable, wait_for
 
-LIMITS: dict[str, Any] = {"max_pdf_pages": 2000, "pdf_tables": False, "docx_max_entries": 1000,
-                          "docx_max_uncompressed_mb": 100, "docx_max_ratio": 100, "max_cells": 500_000,
-                          "max_image_pixels": 100_000_000, "ocr_languages": "rus+eng", "ocr_page_timeout_seconds": 60}
+LIMITS: dict[str, Any] = {
+    "max_pdf_pages": 2000,
+    "pdf_tables": False,
+    "docx_max_entries": 1000,
+    "docx_max_uncompressed_mb": 100,
+    "docx_max_ratio": 100,
+    "max_cells": 500_000,
+    "max_image_pixels": 100_000_000,
+    "ocr_languages": "rus+eng",
+    "ocr_page_timeout_seconds": 60,
+}
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +46,17 @@ def testset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.processes
-@pytest.mark.parametrize(("name", "language", "ceiling"), [
-    ("scan-ru-300dpi.pdf", "ru", 0.005), ("scan-en-300dpi.pdf", "en", 0.005),
-    ("photocopy-ru-200dpi.pdf", "ru", 0.010), ("photocopy-en-200dpi.pdf", "en", 0.010),
-    ("photo-ru.png", "ru", 0.005), ("photo-en.png", "en", 0.005),
-])
+@pytest.mark.parametrize(
+    ("name", "language", "ceiling"),
+    [
+        ("scan-ru-300dpi.pdf", "ru", 0.005),
+        ("scan-en-300dpi.pdf", "en", 0.005),
+        ("photocopy-ru-200dpi.pdf", "ru", 0.010),
+        ("photocopy-en-200dpi.pdf", "en", 0.010),
+        ("photo-ru.png", "ru", 0.005),
+        ("photo-en.png", "en", 0.005),
+    ],
+)
 def test_ocr_character_error_rate_and_exact_numbers(tesseract, testset, name, language, ceiling):
     from worker_service.assets.extraction import extract
 
@@ -67,7 +81,9 @@ def test_a_scan_turned_on_its_side_or_upside_down_reads_as_well_as_upright(tesse
     straight = docs.cer(reference, extract(str(upright), "image", LIMITS)["text"])
     result = extract(str(turned), "image", LIMITS)
     rate = docs.cer(reference, result["text"])
-    print(f"\nturned {angle}: CER {rate * 100:.2f} % (upright {straight * 100:.2f} %), rotated {result['ocr_rotated_pages']}")
+    print(
+        f"\nturned {angle}: CER {rate * 100:.2f} % (upright {straight * 100:.2f} %), rotated {result['ocr_rotated_pages']}"
+    )
     assert rate <= max(straight, 0.005) and result["ocr_low_confidence_pages"] == []
 
 
@@ -111,7 +127,10 @@ def _most_tesseracts_at_once(action: Any) -> tuple[Any, int]:
                         stat = (entry / "stat").read_text()
                     except OSError:
                         continue
-                    name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+                    name, rest = (
+                        stat[stat.index("(") + 1 : stat.rindex(")")],
+                        stat[stat.rindex(")") + 2 :].split(),
+                    )
                     count += name == "tesseract" and rest[1] == me
             most[0] = max(most[0], count)
             time.sleep(0.02)
@@ -142,9 +161,13 @@ def test_a_multi_page_scan_reads_pages_side_by_side_on_free_slots_in_page_order(
     result, most = _most_tesseracts_at_once(lambda: extract(str(scan), "image", limits))
     assert most == 2
     text = result["text"]
-    assert [text.index(f"<!-- page {n} -->") for n in range(1, 5)] == sorted(text.index(f"<!-- page {n} -->")
-                                                                          for n in range(1, 5))
-    first, second = text.split("<!-- page 2 -->")[0], text.split("<!-- page 2 -->")[1].split("<!-- page 3 -->")[0]
+    assert [text.index(f"<!-- page {n} -->") for n in range(1, 5)] == sorted(
+        text.index(f"<!-- page {n} -->") for n in range(1, 5)
+    )
+    first, second = (
+        text.split("<!-- page 2 -->")[0],
+        text.split("<!-- page 2 -->")[1].split("<!-- page 3 -->")[0],
+    )
     assert "ДОГОВОР" in first and "INVOICE" in second
     assert result["ocr_pages"] == 4
 
@@ -164,7 +187,9 @@ def test_a_scan_reads_one_page_at_a_time_when_the_other_threads_are_busy(tessera
         held.append(fd)
     try:
         limits = {**LIMITS, "ocr_slots": 2, "ocr_slots_dir": str(slots)}
-        result, most = _most_tesseracts_at_once(lambda: extract(str(_four_page_scan(tmp_path)), "image", limits))
+        result, most = _most_tesseracts_at_once(
+            lambda: extract(str(_four_page_scan(tmp_path)), "image", limits)
+        )
     finally:
         for fd in held:
             os.close(fd)
@@ -177,8 +202,12 @@ def _record(env: dict[str, str], asset_id: str) -> dict[str, Any]:
 
 
 def _terminal(env: dict[str, str], asset_id: str, timeout: float = 120) -> dict[str, Any]:
-    return wait_for(lambda: (r := _record(env, asset_id)).get("status") in ("extracted", "failed") and r, timeout,
-                    0.3, f"{asset_id} terminal")
+    return wait_for(
+        lambda: (r := _record(env, asset_id)).get("status") in ("extracted", "failed") and r,
+        timeout,
+        0.3,
+        f"{asset_id} terminal",
+    )
 
 
 def _text(env: dict[str, str], asset_id: str) -> str:
@@ -192,35 +221,52 @@ def _text(env: dict[str, str], asset_id: str) -> str:
 
 def _png_bomb(path: Path, side: int = 30_000) -> Path:
     """A PNG whose header declares side x side pixels (900 megapixels) in a few hundred bytes."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     rows = zlib.compress(b"\x00" + b"\xff" * 64)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", rows)
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
 def test_a_digital_pdf_with_a_scanned_page_gets_both_texts_in_order_and_ocrs_only_that_page(
-        tesseract, worker_env, start_worker, redis_client, tmp_path):
+    tesseract, worker_env, start_worker, redis_client, tmp_path
+):
     from worker_contracts import Sender
 
     storage = Path(worker_env["STORAGE_ROOT"])
-    digital = docs.text_pdf(["Quarterly report of Northwind Traders.", "Revenue grew by twelve percent."],
-                            tmp_path / "digital.pdf")
+    digital = docs.text_pdf(
+        ["Quarterly report of Northwind Traders.", "Revenue grew by twelve percent."],
+        tmp_path / "digital.pdf",
+    )
     docs.append_scan(digital, docs.page(docs.ENGLISH), storage / "mixed.pdf")
     start_worker(env=worker_env)
     Sender(redis_client).process_asset("mixed", "file:mixed.pdf")
     record = _terminal(worker_env, "mixed")
     assert (record["status"], record["pages"], record["ocr_pages"], record["ocr_languages"]) == (
-        "extracted", 2, 1, "rus+eng")
+        "extracted",
+        2,
+        1,
+        "rus+eng",
+    )
     text = _text(worker_env, "mixed")
-    assert text.index("<!-- page 1 -->") < text.index("Quarterly report of Northwind Traders.") \
-        < text.index("<!-- page 2 -->") < text.index("$26,800.54")
+    assert (
+        text.index("<!-- page 1 -->")
+        < text.index("Quarterly report of Northwind Traders.")
+        < text.index("<!-- page 2 -->")
+        < text.index("$26,800.54")
+    )
 
 
 def test_every_format_and_every_bad_input_ends_as_it_should_and_the_worker_goes_on(
-        tesseract, worker_env, start_worker, redis_client, testset):
+    tesseract, worker_env, start_worker, redis_client, testset
+):
     from msoffcrypto.format.ooxml import OOXMLFile
     from worker_contracts import Sender
 
@@ -232,11 +278,18 @@ def test_every_format_and_every_bad_input_ends_as_it_should_and_the_worker_goes_
     frames[0].save(storage / "fax.tiff", save_all=True, append_images=frames[1:], dpi=(300, 300))
     with Image.open(testset["photo-en.png"]) as photo:
         photo.convert("RGB").save(storage / "phone.jpg", format="JPEG", quality=85, dpi=(300, 300))
-    made = {"docx": docs.docx_file(storage / "minutes.docx"), "xlsx": docs.xlsx_file(storage / "prices.xlsx"),
-            "pptx": docs.pptx_file(storage / "deck.pptx"), "odt": docs.odt_file(storage / "minutes.odt"),
-            "ods": docs.ods_file(storage / "prices.ods"), "odp": docs.odp_file(storage / "deck.odp"),
-            "rtf": docs.rtf_file(storage / "invoice.rtf"), "html": docs.html_file(storage / "page.html"),
-            "csv": docs.csv_file(storage / "prices.csv"), "epub": docs.epub_file(storage / "book.epub")}
+    made = {
+        "docx": docs.docx_file(storage / "minutes.docx"),
+        "xlsx": docs.xlsx_file(storage / "prices.xlsx"),
+        "pptx": docs.pptx_file(storage / "deck.pptx"),
+        "odt": docs.odt_file(storage / "minutes.odt"),
+        "ods": docs.ods_file(storage / "prices.ods"),
+        "odp": docs.odp_file(storage / "deck.odp"),
+        "rtf": docs.rtf_file(storage / "invoice.rtf"),
+        "html": docs.html_file(storage / "page.html"),
+        "csv": docs.csv_file(storage / "prices.csv"),
+        "epub": docs.epub_file(storage / "book.epub"),
+    }
     locked = io.BytesIO()
     with open(made["xlsx"], "rb") as plain:
         OOXMLFile(plain).encrypt("secret", locked)
@@ -257,7 +310,9 @@ def test_every_format_and_every_bad_input_ends_as_it_should_and_the_worker_goes_
     sender.process_asset("odd", "file:odd.pptx")
     for kind in made:
         record = _terminal(worker_env, f"f-{kind}")
-        assert (record["status"], record["detected_type"], record["no_text"]) == ("extracted", kind, False), record
+        assert (record["status"], record["detected_type"], record["no_text"]) == ("extracted", kind, False), (
+            record
+        )
     photo = _terminal(worker_env, "photo")
     assert (photo["detected_type"], photo["ocr_pages"]) == ("image", 1)
     assert "7707083893" in _text(worker_env, "photo")
@@ -265,13 +320,19 @@ def test_every_format_and_every_bad_input_ends_as_it_should_and_the_worker_goes_
     assert (fax["pages"], fax["ocr_pages"]) == (2, 2) and "<!-- page 2 -->" in _text(worker_env, "fax")
     assert _terminal(worker_env, "phone")["ocr_pages"] == 1 and "$22,146.00" in _text(worker_env, "phone")
     assert (_terminal(worker_env, "locked")["status"], _record(worker_env, "locked")["error_code"]) == (
-        "failed", "encrypted")
+        "failed",
+        "encrypted",
+    )
     bomb = _terminal(worker_env, "bomb")
     assert (bomb["status"], bomb["error_code"]) == ("failed", "too_large")
     coarse = _terminal(worker_env, "coarse")  # read, and flagged in the record (issue 42)
     assert (coarse["status"], coarse["ocr_low_confidence_pages"]) == ("extracted", "1")
-    odd = _terminal(worker_env, "odd")  # a deck with a shape its library cannot read: the rest kept, the skip counted
-    assert (odd["status"], odd["parts_skipped"]) == ("extracted", 1) and "остальное на месте" in _text(worker_env, "odd")
+    odd = _terminal(
+        worker_env, "odd"
+    )  # a deck with a shape its library cannot read: the rest kept, the skip counted
+    assert (odd["status"], odd["parts_skipped"]) == ("extracted", 1) and "остальное на месте" in _text(
+        worker_env, "odd"
+    )
     assert fax["ocr_low_confidence_pages"] is None
     (storage / "after.txt").write_text("the worker goes on")
     sender.process_asset("after", "file:after.txt")
@@ -279,7 +340,8 @@ def test_every_format_and_every_bad_input_ends_as_it_should_and_the_worker_goes_
 
 
 def test_without_the_ocr_language_a_scan_ends_no_text_with_the_reason_and_check_warns(
-        tesseract, worker_env, start_worker, redis_client, testset):
+    tesseract, worker_env, start_worker, redis_client, testset
+):
     from worker_contracts import Sender
 
     env = {**worker_env, "OCR_LANGUAGES": "rus+eng+xyz"}  # a language with no tessdata here
@@ -290,7 +352,11 @@ def test_without_the_ocr_language_a_scan_ends_no_text_with_the_reason_and_check_
     Sender(redis_client).process_asset("scan", "file:scan.pdf")
     record = _terminal(env, "scan")
     assert (record["status"], record["no_text"], record["no_text_reason"], record["ocr_pages"]) == (
-        "extracted", True, "ocr_unavailable", 0)
+        "extracted",
+        True,
+        "ocr_unavailable",
+        0,
+    )
     assert json.loads(run_cli(env, "dlq", "list", "--json").stdout) == []
 
 
@@ -315,8 +381,14 @@ def test_a_hard_limit_during_ocr_kills_tesseract_with_the_child(tesseract, tmp_p
     pool = HardLimitPool()
     try:
         with pytest.raises(HardTimeout):
-            pool.run("worker_service.assets.extraction:extract", str(scan), "pdf", LIMITS, timeout_s=1.5,
-                     memory_mb=1024)
+            pool.run(
+                "worker_service.assets.extraction:extract",
+                str(scan),
+                "pdf",
+                LIMITS,
+                timeout_s=1.5,
+                memory_mb=1024,
+            )
     finally:
         pool.shutdown()
 

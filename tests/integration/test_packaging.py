@@ -33,9 +33,23 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             (tree / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, tree / name)
     for source in (tree, tree / "worker-contracts"):
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                        "--disable-pip-version-check", "-w", str(out), str(source)], check=True, capture_output=True,
-                       timeout=300)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-w",
+                str(out),
+                str(source),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     found = {p.name.split("-")[0]: p for p in out.glob("*.whl")}
     assert set(found) == {"worker_service", "worker_contracts"}, found
     return found
@@ -52,7 +66,9 @@ def test_the_wheel_has_exactly_four_top_level_names(wheels):
     assert _top_level(wheels["worker_contracts"]) == {"worker_contracts"}
     with zipfile.ZipFile(wheels["worker_service"]) as archive:  # the package data travels with it
         files = set(archive.namelist())
-    assert "worker_service/brokers/lua/fetch.lua" in files and "worker_service/web/templates/base.html" in files
+    assert (
+        "worker_service/brokers/lua/fetch.lua" in files and "worker_service/web/templates/base.html" in files
+    )
 
 
 @pytest.fixture()
@@ -62,10 +78,27 @@ def installed(wheels, tmp_path: Path) -> Iterator[Path]:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
     python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
-                    *map(str, wheels.values())], check=True, capture_output=True, timeout=300)
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+    subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--disable-pip-version-check",
+            *map(str, wheels.values()),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     Path(purelib, "zz_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     yield venv
 
@@ -75,7 +108,8 @@ def _decoy_directory(tmp_path: Path) -> Path:
     here.mkdir()
     for name in DECOYS:
         (here / f"{name}.py").write_text(
-            f"open({str(here / ('IMPORTED-' + name))!r}, 'w').close()\nraise SystemExit('decoy {name} imported')\n")
+            f"open({str(here / ('IMPORTED-' + name))!r}, 'w').close()\nraise SystemExit('decoy {name} imported')\n"
+        )
     return here
 
 
@@ -88,30 +122,59 @@ def _env(worker_env: dict[str, str], venv: Path) -> dict[str, str]:
 def test_the_installed_worker_ignores_decoy_modules_in_its_working_directory(installed, worker_env, tmp_path):
     here = _decoy_directory(tmp_path)
     env = _env(worker_env, installed)
-    where = subprocess.run([str(installed / "bin" / "python"), "-c",
-                            "import worker_service, actors; print(worker_service.__file__, actors.__file__)"],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+    where = subprocess.run(
+        [
+            str(installed / "bin" / "python"),
+            "-c",
+            "import worker_service, actors; print(worker_service.__file__, actors.__file__)",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert str(ROOT) not in where and str(installed) in where  # really the installed copy
-    check = subprocess.run([str(installed / "bin" / "worker"), "check"], cwd=here, env=env, capture_output=True,
-                           text=True, timeout=60)
+    check = subprocess.run(
+        [str(installed / "bin" / "worker"), "check"],
+        cwd=here,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     Path(worker_env["STORAGE_ROOT"], "hello.txt").write_text("hello from an installed worker\n")
     # `dramatiq actors`, exactly as the design card runs it, from the directory full of decoys
     log = (tmp_path / "dramatiq.log").open("wb")
-    worker = subprocess.Popen([str(installed / "bin" / "python"), "-m", "dramatiq", "actors", "--processes", "1",
-                               "--threads", "1"], cwd=here, env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    worker = subprocess.Popen(
+        [str(installed / "bin" / "python"), "-m", "dramatiq", "actors", "--processes", "1", "--threads", "1"],
+        cwd=here,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        send = ("import sys; from worker_contracts import Sender; "
-                "print(Sender(url=sys.argv[1]).process_asset('installed', 'file:hello.txt'))")
-        subprocess.run([str(installed / "bin" / "python"), "-c", send, env["BROKER_URL"]], cwd=tmp_path, env=env,
-                       check=True, capture_output=True)
+        send = (
+            "import sys; from worker_contracts import Sender; "
+            "print(Sender(url=sys.argv[1]).process_asset('installed', 'file:hello.txt'))"
+        )
+        subprocess.run(
+            [str(installed / "bin" / "python"), "-c", send, env["BROKER_URL"]],
+            cwd=tmp_path,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         database = env["DATABASE_URL"].removeprefix("sqlite:///")
 
         def status() -> str | None:
             if worker.poll() is not None:
-                raise AssertionError(f"dramatiq actors exited {worker.returncode}: "
-                                     f"{(tmp_path / 'dramatiq.log').read_text()[-3000:]}")
+                raise AssertionError(
+                    f"dramatiq actors exited {worker.returncode}: "
+                    f"{(tmp_path / 'dramatiq.log').read_text()[-3000:]}"
+                )
             try:
                 with sqlite3.connect(database, timeout=5) as conn:
                     row = conn.execute("select status from asset where asset_id='installed'").fetchone()
@@ -133,14 +196,24 @@ def test_the_installed_worker_ignores_decoy_modules_in_its_working_directory(ins
     assert sorted(p.name for p in here.glob("IMPORTED-*")) == []
 
 
-def test_a_settings_module_in_the_working_directory_is_refused_with_the_reason(installed, worker_env, tmp_path):
+def test_a_settings_module_in_the_working_directory_is_refused_with_the_reason(
+    installed, worker_env, tmp_path
+):
     """``settings`` is a pinned top-level name, so a ``settings.py`` where the operator starts (a Django project)
     would shadow ours: the worker refuses to start and says which file, instead of running on the wrong one."""
     here = tmp_path / "django-project"
     here.mkdir()
     (here / "settings.py").write_text("DEBUG = True\n")
-    started = subprocess.run([str(installed / "bin" / "python"), "-m", "dramatiq", "actors", "--processes", "1",
-                              "--threads", "1"], cwd=here, env=_env(worker_env, installed), capture_output=True,
-                             text=True, timeout=120)
+    started = subprocess.run(
+        [str(installed / "bin" / "python"), "-m", "dramatiq", "actors", "--processes", "1", "--threads", "1"],
+        cwd=here,
+        env=_env(worker_env, installed),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert started.returncode != 0
-    assert f"settings ({here / 'settings.py'}) shadows the worker's own module" in started.stdout + started.stderr
+    assert (
+        f"settings ({here / 'settings.py'}) shadows the worker's own module"
+        in started.stdout + started.stderr
+    )

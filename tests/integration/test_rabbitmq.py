@@ -35,14 +35,26 @@ def rabbit_env(worker_env: dict[str, str], rabbit_node: RabbitCluster, redis_url
     """The worker on a fresh vhost of the private node (quorum queues by default)."""
     vhost = f"t-{uuid.uuid4().hex[:8]}"
     rabbit_node.add_vhost(vhost)
-    return {**worker_env, "BROKER_URL": rabbit_node.url(vhost=vhost), "RATELIMIT_REDIS_URL": redis_url,
-            "TEST_RECORD_URL": redis_url, "RABBITMQ_CONSUMER_TIMEOUT_MS": str(CONSUMER_TIMEOUT_MS),
-            "MAINTENANCE_INTERVAL_MS": "300"}
+    return {
+        **worker_env,
+        "BROKER_URL": rabbit_node.url(vhost=vhost),
+        "RATELIMIT_REDIS_URL": redis_url,
+        "TEST_RECORD_URL": redis_url,
+        "RABBITMQ_CONSUMER_TIMEOUT_MS": str(CONSUMER_TIMEOUT_MS),
+        "MAINTENANCE_INTERVAL_MS": "300",
+    }
 
 
 def send(broker: Any, actor: str, *, delay: int | None = None, **kwargs: Any) -> str:
-    message = Message(queue_name="tests", actor_name=actor, args=(), kwargs=kwargs, options={},
-                      message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000))
+    message = Message(
+        queue_name="tests",
+        actor_name=actor,
+        args=(),
+        kwargs=kwargs,
+        options={},
+        message_id=str(uuid.uuid4()),
+        message_timestamp=int(time.time() * 1000),
+    )
     broker.enqueue(message, delay=delay)
     return message.message_id
 
@@ -61,16 +73,28 @@ def queue_rows(node: RabbitCluster, env: dict[str, str]) -> dict[str, dict]:
     from urllib.parse import unquote, urlsplit
 
     vhost = unquote(urlsplit(env["BROKER_URL"]).path[1:])
-    out = node.rabbitmqctl(node.ports[0], "list_queues", "-p", vhost, "name", "type", "arguments", "messages",
-                           "consumers", "--formatter", "json")
+    out = node.rabbitmqctl(
+        node.ports[0],
+        "list_queues",
+        "-p",
+        vhost,
+        "name",
+        "type",
+        "arguments",
+        "messages",
+        "consumers",
+        "--formatter",
+        "json",
+    )
     rows = {row["name"]: row for row in json.loads(out)}
     for row in rows.values():
         row["arguments"] = {name: value for name, _type, value in row["arguments"]}
     return rows
 
 
-def test_queues_are_quorum_with_the_delivery_limit_and_a_classic_vhost_is_refused_clearly(rabbit_node,
-                                                                                          rabbit_env):
+def test_queues_are_quorum_with_the_delivery_limit_and_a_classic_vhost_is_refused_clearly(
+    rabbit_node, rabbit_env
+):
     check = run_cli(rabbit_env, "check")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "rabbitmq: 1 node(s) in BROKER_URL; quorum queues, delivery limit 3" in check.stdout
@@ -78,7 +102,9 @@ def test_queues_are_quorum_with_the_delivery_limit_and_a_classic_vhost_is_refuse
     assert rows["assets"]["type"] == "quorum"
     arguments = rows["assets"]["arguments"]
     assert arguments["x-delivery-limit"] == 3 and arguments["x-dead-letter-routing-key"] == "assets.XQ"
-    assert arguments["x-dead-letter-strategy"] == "at-least-once" and arguments["x-overflow"] == "reject-publish"
+    assert (
+        arguments["x-dead-letter-strategy"] == "at-least-once" and arguments["x-overflow"] == "reject-publish"
+    )
     assert "x-delivery-limit" not in rows["assets.DQ"]["arguments"]  # a delayed message is not a crash
     assert {rows[name]["type"] for name in ("assets.DQ", "assets.XQ", "assets.PQ")} == {"quorum"}
     assert rows["assets.PQ"]["arguments"]["x-message-ttl"] == CONSUMER_TIMEOUT_MS // 2
@@ -88,8 +114,11 @@ def test_queues_are_quorum_with_the_delivery_limit_and_a_classic_vhost_is_refuse
     rabbit_node.add_vhost(vhost)
     classic = {**rabbit_env, "BROKER_URL": rabbit_node.url(vhost=vhost)}
     connection = pika.BlockingConnection(pika.URLParameters(classic["BROKER_URL"]))
-    connection.channel().queue_declare("assets", durable=True, arguments={
-        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "assets.XQ"})
+    connection.channel().queue_declare(
+        "assets",
+        durable=True,
+        arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "assets.XQ"},
+    )
     connection.close()
     refused = run_cli(classic, "check")
     assert refused.returncode == 1
@@ -99,7 +128,8 @@ def test_queues_are_quorum_with_the_delivery_limit_and_a_classic_vhost_is_refuse
 
 
 def test_a_message_that_kills_its_worker_ends_crash_loop_after_at_most_the_limit_plus_one_deaths(
-        rabbit_env, start_worker, redis_client):
+    rabbit_env, start_worker, redis_client
+):
     """tracked_hold runs until killed, every time: RabbitMQ's delivery limit (CRASH_LOOP_LIMIT 3) stops it after
     4 deliveries, the drainer stores exactly one crash_loop dead letter and the record ends failed."""
     broker = broker_for(rabbit_env)
@@ -132,7 +162,9 @@ def queue_rows_messages(broker: Any, queue: str) -> int:
     return int(broker.channel.queue_declare(queue, passive=True).method.message_count)
 
 
-def test_a_graceful_restart_spends_no_delivery_of_what_it_had_prefetched(rabbit_env, start_worker, redis_client):
+def test_a_graceful_restart_spends_no_delivery_of_what_it_had_prefetched(
+    rabbit_env, start_worker, redis_client
+):
     """SIGTERM with messages prefetched and not started: they go back as fresh copies (x-delivery-count 0), so
     restarts never push a healthy message toward the crash-loop limit."""
     broker = broker_for(rabbit_env)
@@ -159,14 +191,16 @@ def test_a_graceful_restart_spends_no_delivery_of_what_it_had_prefetched(rabbit_
     broker.close()
 
 
-def test_pause_unsubscribes_within_two_seconds_and_resume_processes_everything(rabbit_node, rabbit_env,
-                                                                               start_worker, start_web,
-                                                                               redis_client):
+def test_pause_unsubscribes_within_two_seconds_and_resume_processes_everything(
+    rabbit_node, rabbit_env, start_worker, start_web, redis_client
+):
     broker = broker_for(rabbit_env)
     start_worker(env=rabbit_env, threads=2)
     send(broker, "noop", tag="before")
     wait_for(lambda: records(redis_client, "done") == ["before"], 30, 0.2, "the worker up")
-    base, _ = start_web(**{k: v for k, v in rabbit_env.items() if k.startswith(("BROKER_", "RATELIMIT_", "RABBITMQ_"))})
+    base, _ = start_web(
+        **{k: v for k, v in rabbit_env.items() if k.startswith(("BROKER_", "RATELIMIT_", "RABBITMQ_"))}
+    )
     headers = {"Authorization": f"Bearer {WEB_TOKEN}"}
     started = time.monotonic()
     queue_rows(rabbit_node, rabbit_env)
@@ -184,7 +218,9 @@ def test_pause_unsubscribes_within_two_seconds_and_resume_processes_everything(r
         return zeros[-2:] == [True, True]
 
     wait_for(gone, 2.0 + 2 * one_look, 0.05, "no consumer of a paused queue within 2 s")
-    time.sleep(max(0.0, paused_at + 2.0 - time.monotonic()))  # what follows relies on the 2 s promise having passed
+    time.sleep(
+        max(0.0, paused_at + 2.0 - time.monotonic())
+    )  # what follows relies on the 2 s promise having passed
     for i in range(20):
         send(broker, "noop", tag=f"p{i}")
     time.sleep(3.0)
@@ -198,8 +234,9 @@ def test_pause_unsubscribes_within_two_seconds_and_resume_processes_everything(r
     broker.close()
 
 
-def test_a_message_delayed_past_the_consumer_timeout_runs_once_and_is_not_dead_lettered(rabbit_env, start_worker,
-                                                                                        redis_client):
+def test_a_message_delayed_past_the_consumer_timeout_runs_once_and_is_not_dead_lettered(
+    rabbit_env, start_worker, redis_client
+):
     """Held unacknowledged for its whole 12 s delay, RabbitMQ (consumer_timeout 5 s) would close the channel and
     redeliver it: it is parked instead, and comes back to run once when due."""
     broker = broker_for(rabbit_env)
@@ -216,16 +253,21 @@ def test_a_message_delayed_past_the_consumer_timeout_runs_once_and_is_not_dead_l
 
 
 @pytest.mark.processes
-def test_a_three_node_cluster_loses_the_leader_of_the_queue_and_loses_nothing(tmp_path: Path, worker_env,
-                                                                              start_worker, redis_url,
-                                                                              redis_client):
+def test_a_three_node_cluster_loses_the_leader_of_the_queue_and_loses_nothing(
+    tmp_path: Path, worker_env, start_worker, redis_url, redis_client
+):
     """500 confirmed messages on a quorum queue; kill -9 of the node that leads it while they are processed:
     every one runs, duplicates stay within what the dead node had delivered unacknowledged, and processing
     resumes within 15 s."""
     cluster = RabbitCluster(tmp_path / "cluster", nodes=3, consumer_timeout_ms=CONSUMER_TIMEOUT_MS)
     try:
-        env = {**worker_env, "BROKER_URL": cluster.urls(), "RATELIMIT_REDIS_URL": redis_url,
-               "TEST_RECORD_URL": redis_url, "RABBITMQ_CONSUMER_TIMEOUT_MS": str(CONSUMER_TIMEOUT_MS)}
+        env = {
+            **worker_env,
+            "BROKER_URL": cluster.urls(),
+            "RATELIMIT_REDIS_URL": redis_url,
+            "TEST_RECORD_URL": redis_url,
+            "RABBITMQ_CONSUMER_TIMEOUT_MS": str(CONSUMER_TIMEOUT_MS),
+        }
         broker = broker_for(env)
         tags = [f"m{i}" for i in range(500)]
         for tag in tags:
@@ -238,22 +280,29 @@ def test_a_three_node_cluster_loses_the_leader_of_the_queue_and_loses_nothing(tm
         cluster.kill(leader)
         killed_at = time.monotonic()
         done_at_kill = len(records(redis_client, "done"))
-        wait_for(lambda: len(records(redis_client, "done")) > done_at_kill + threads * 2, 60, 0.05,
-                 "processing after the kill")
+        wait_for(
+            lambda: len(records(redis_client, "done")) > done_at_kill + threads * 2,
+            60,
+            0.05,
+            "processing after the kill",
+        )
         resumed = time.monotonic() - killed_at
         wait_for(lambda: set(records(redis_client, "done")) >= set(tags), 120, 0.3, "every message")
         done = records(redis_client, "done")
         duplicates = len(done) - len(set(done))
-        print(f"\ncluster: leader {leader} killed; processing resumed {resumed:.1f} s later; "
-              f"{duplicates} duplicate(s); all 500 done")
+        print(
+            f"\ncluster: leader {leader} killed; processing resumed {resumed:.1f} s later; "
+            f"{duplicates} duplicate(s); all 500 done"
+        )
         assert resumed < 15
         assert duplicates <= threads * 2  # at most what the worker held unacknowledged (its prefetch)
     finally:
         cluster.close()
 
 
-def test_the_reconciler_repairs_what_a_purge_lost_and_leaves_slow_and_delayed_work_alone(rabbit_node, rabbit_env,
-                                                                                        start_worker):
+def test_the_reconciler_repairs_what_a_purge_lost_and_leaves_slow_and_delayed_work_alone(
+    rabbit_node, rabbit_env, start_worker
+):
     """Two assets mid-run when their worker dies, then their queue purged behind the fleet's back, and a record
     whose message never arrived: each is rebuilt from its record once its lease has expired in two rounds.  A
     slow message in flight (its lease renewed by its worker) and a delayed retry (leased to its next attempt)
@@ -274,9 +323,16 @@ def test_the_reconciler_repairs_what_a_purge_lost_and_leaves_slow_and_delayed_wo
         broker.enqueue(Message(**{**build_message("process_asset", kwargs), "args": ()}))
 
     origin = GatedOrigin()
-    env = {**rabbit_env, "FETCH_ALLOW_HTTP": "true", "FETCH_ALLOWLIST": "127.0.0.1",
-           "FETCH_READ_TIMEOUT_SECONDS": "120", "RECONCILE_INTERVAL_SECONDS": "1", "RECONCILE_GRACE_SECONDS": "3",
-           "RETRY_BACKOFF_BASE_MS": "300000", "RETRY_BACKOFF_MAX_MS": "600000"}
+    env = {
+        **rabbit_env,
+        "FETCH_ALLOW_HTTP": "true",
+        "FETCH_ALLOWLIST": "127.0.0.1",
+        "FETCH_READ_TIMEOUT_SECONDS": "120",
+        "RECONCILE_INTERVAL_SECONDS": "1",
+        "RECONCILE_GRACE_SECONDS": "3",
+        "RETRY_BACKOFF_BASE_MS": "300000",
+        "RETRY_BACKOFF_MAX_MS": "600000",
+    }
     assert run_cli(env, "migrate").returncode == 0
     broker = broker_for(env)
     # the slow message runs past this node's 5 s consumer_timeout, which would redeliver it (docs/operations.rst)
@@ -286,11 +342,15 @@ def test_the_reconciler_repairs_what_a_purge_lost_and_leaves_slow_and_delayed_wo
         first = start_worker(env=env, threads=4)
         for name in ("p0", "p1"):
             send_asset(name)
-        wait_for(lambda: [s for s, _ in statuses().values()].count("processing") == 2, 30, 0.2, "2 processing")
+        wait_for(
+            lambda: [s for s, _ in statuses().values()].count("processing") == 2, 30, 0.2, "2 processing"
+        )
         first.kill_tree()  # RabbitMQ puts both back in the queue...
         wait_for(lambda: queue_rows_messages(broker, "assets") == 2, 30, 0.2, "both back in the queue")
         vhost = env["BROKER_URL"].rsplit("/", 1)[1]
-        rabbit_node.rabbitmqctl(rabbit_node.ports[0], "purge_queue", "-p", vhost, "assets")  # ... and loses them
+        rabbit_node.rabbitmqctl(
+            rabbit_node.ports[0], "purge_queue", "-p", vhost, "assets"
+        )  # ... and loses them
         init_database(env["DATABASE_URL"])
         with session():
             Path(env["STORAGE_ROOT"], "r0.txt").write_text("received document r0\n" * 10)
@@ -302,8 +362,12 @@ def test_the_reconciler_repairs_what_a_purge_lost_and_leaves_slow_and_delayed_wo
         send_asset("slow")
         send_asset("retry")
         lost = ("p0", "p1", "r0")
-        wait_for(lambda: all(statuses().get(a, ("",))[0] == "extracted" for a in lost), 60, 0.5,
-                 "every lost record extracted")
+        wait_for(
+            lambda: all(statuses().get(a, ("",))[0] == "extracted" for a in lost),
+            60,
+            0.5,
+            "every lost record extracted",
+        )
         time.sleep(6)  # several more rounds, each past the 3 s grace of the slow and the delayed record
         now = statuses()
         assert now["slow"] == ("processing", None) and now["retry"][0] == "retrying"
@@ -319,7 +383,8 @@ def test_the_reconciler_repairs_what_a_purge_lost_and_leaves_slow_and_delayed_wo
 
 
 def test_a_poison_asset_ends_crash_loop_even_when_the_reconciler_runs_while_every_consumer_is_down(
-        rabbit_env, start_worker, redis_client):
+    rabbit_env, start_worker, redis_client
+):
     """Regression (issue 44): a process_asset whose fetch kills its worker, with the reconciler every second and a
     3 s grace. Its consumers stay down longer than the grace after each death (a crash-looping pod in back-off),
     while another worker group (consuming `tests` only) runs the reconciler. RabbitMQ dead-letters the message into
@@ -330,16 +395,40 @@ def test_a_poison_asset_ends_crash_loop_even_when_the_reconciler_runs_while_ever
     from tests.support.helpers import BIN
 
     origin = GatedOrigin()
-    env = {**rabbit_env, "RECONCILE_INTERVAL_SECONDS": "1", "RECONCILE_GRACE_SECONDS": "3", "FETCH_ALLOW_HTTP": "true",
-           "FETCH_ALLOWLIST": "127.0.0.1", "CRASH_LOOP_LIMIT": "3"}
+    env = {
+        **rabbit_env,
+        "RECONCILE_INTERVAL_SECONDS": "1",
+        "RECONCILE_GRACE_SECONDS": "3",
+        "FETCH_ALLOW_HTTP": "true",
+        "FETCH_ALLOWLIST": "127.0.0.1",
+        "CRASH_LOOP_LIMIT": "3",
+    }
     try:
         origin.hold("poison")
-        start_worker(env=env, command=[str(BIN / "dramatiq"), "actors", "tests.support.worker_actors", "--queues",
-                                       "tests", "--processes", "1", "--threads", "1"])  # the reconciler's home
+        start_worker(
+            env=env,
+            command=[
+                str(BIN / "dramatiq"),
+                "actors",
+                "tests.support.worker_actors",
+                "--queues",
+                "tests",
+                "--processes",
+                "1",
+                "--threads",
+                "1",
+            ],
+        )  # the reconciler's home
         broker = broker_for(env)
-        message = Message(queue_name="assets", actor_name="process_asset", args=(),
-                          kwargs={"asset_id": "poison", "source": f"{origin.url}/poison"}, options={},
-                          message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000))
+        message = Message(
+            queue_name="assets",
+            actor_name="process_asset",
+            args=(),
+            kwargs={"asset_id": "poison", "source": f"{origin.url}/poison"},
+            options={},
+            message_id=str(uuid.uuid4()),
+            message_timestamp=int(time.time() * 1000),
+        )
         broker.enqueue(message)
 
         def record() -> dict:
@@ -347,15 +436,33 @@ def test_a_poison_asset_ends_crash_loop_even_when_the_reconciler_runs_while_ever
             return json.loads(shown.stdout) if shown.returncode == 0 else {}
 
         for kills in range(8):
-            consumer = start_worker(env=env, command=[str(BIN / "dramatiq"), "actors", "tests.support.worker_actors",
-                                                      "--queues", "assets", "--processes", "1", "--threads", "1"])
-            wait_for(lambda: origin.hits["poison"] > kills or record().get("status") == "failed",  # noqa: B023
-                     60, 0.2, "the poison fetched again or failed")
+            consumer = start_worker(
+                env=env,
+                command=[
+                    str(BIN / "dramatiq"),
+                    "actors",
+                    "tests.support.worker_actors",
+                    "--queues",
+                    "assets",
+                    "--processes",
+                    "1",
+                    "--threads",
+                    "1",
+                ],
+            )
+            wait_for(
+                lambda: origin.hits["poison"] > kills or record().get("status") == "failed",  # noqa: B023
+                60,
+                0.2,
+                "the poison fetched again or failed",
+            )
             if record().get("status") == "failed":
                 consumer.stop()
                 break
             consumer.kill_tree()  # its fetch kills it
-            time.sleep(4.5)  # every consumer of `assets` down for longer than the 3 s grace (the condition itself)
+            time.sleep(
+                4.5
+            )  # every consumer of `assets` down for longer than the 3 s grace (the condition itself)
         final = record()
         assert (final["status"], final["error_code"]) == ("failed", "crash_loop"), final
         assert origin.hits["poison"] <= 4  # CRASH_LOOP_LIMIT + 1 deliveries, whatever the reconciler's timing

@@ -14,8 +14,12 @@ from worker_service.ratelimit import Limit, RateLimited, RateLimiter
 
 @pytest.fixture()
 def limiter(redis_client: redis.Redis) -> RateLimiter:
-    return RateLimiter(redis_client, {"up": Limit(rate=50, burst=1), "burst": Limit(rate=5, burst=3)},
-                       namespace="wtest", max_wait_ms=2000)
+    return RateLimiter(
+        redis_client,
+        {"up": Limit(rate=50, burst=1), "burst": Limit(rate=5, burst=3)},
+        namespace="wtest",
+        max_wait_ms=2000,
+    )
 
 
 def test_slots_are_never_faster_than_the_rate_across_threads(limiter: RateLimiter):
@@ -34,8 +38,9 @@ def test_burst_then_spacing(limiter: RateLimiter):
     assert grants == [True, True, True, False, False]
 
 
-def test_the_rate_used_counts_every_grant_of_the_last_minute_and_no_refusal(limiter: RateLimiter,
-                                                                           redis_client: redis.Redis):
+def test_the_rate_used_counts_every_grant_of_the_last_minute_and_no_refusal(
+    limiter: RateLimiter, redis_client: redis.Redis
+):
     assert sum(limiter.try_acquire("burst")[0] for _ in range(5)) == 3  # the burst of 3 granted, two refused
     for _ in range(9):
         limiter.slot("up")  # granted, waiting for its turn when it must (or RateLimited)
@@ -48,8 +53,9 @@ def test_the_rate_used_counts_every_grant_of_the_last_minute_and_no_refusal(limi
 
 
 def test_pause_is_fleet_wide_and_raises_without_waiting(limiter: RateLimiter, redis_client: redis.Redis):
-    other_process_view = RateLimiter(redis.Redis(connection_pool=redis_client.connection_pool),
-                                     limiter.limits, namespace="wtest")
+    other_process_view = RateLimiter(
+        redis.Redis(connection_pool=redis_client.connection_pool), limiter.limits, namespace="wtest"
+    )
     limiter.pause("up", 1500, "429 Retry-After: 1.5")
     with pytest.raises(RateLimited) as info:
         other_process_view.slot("up")
@@ -60,12 +66,16 @@ def test_pause_is_fleet_wide_and_raises_without_waiting(limiter: RateLimiter, re
 
 def test_killed_concurrency_holder_slot_comes_back_after_its_lease(limiter: RateLimiter):
     assert limiter.lease("job", "holder-killed", limit=1, lease_ms=500)
-    assert not limiter.lease("job", "holder-2", limit=1, lease_ms=500)  # full; the first holder never releases
+    assert not limiter.lease(
+        "job", "holder-2", limit=1, lease_ms=500
+    )  # full; the first holder never releases
     time.sleep(0.6)
     assert limiter.lease("job", "holder-2", limit=1, lease_ms=500)
 
 
-def test_paused_upstream_defers_messages_without_spending_attempts(worker_env, start_worker, sender, redis_client):
+def test_paused_upstream_defers_messages_without_spending_attempts(
+    worker_env, start_worker, sender, redis_client
+):
     """Messages of a paused upstream wait (deferred, put back) and run after the pause with no attempt spent
     (limited_call allows 2: deferrals that spent attempts would dead-letter them)."""
     import json
@@ -95,8 +105,15 @@ def test_the_metrics_say_which_upstream_is_paused_and_which_for_its_credentials(
     limiter = RateLimiter(redis_client, {}, namespace="wtest")
     limiter.pause("kommo", 5000, "401: the long-lived token was rejected", quiet=True)
     limiter.pause("openrouter", 5000, "429 Retry-After: 5", quiet=True)
-    gauges = {(m.name, s.labels["upstream"]): s.value
-              for m in BrokerCollector(None, "wtest", spend_client=redis_client).collect()
-              if m.name in ("worker_upstream_paused", "worker_upstream_auth_failed") for s in m.samples}
-    assert gauges == {("worker_upstream_paused", "openrouter"): 1, ("worker_upstream_paused", "kommo"): 1,
-                      ("worker_upstream_auth_failed", "openrouter"): 0, ("worker_upstream_auth_failed", "kommo"): 1}
+    gauges = {
+        (m.name, s.labels["upstream"]): s.value
+        for m in BrokerCollector(None, "wtest", spend_client=redis_client).collect()
+        if m.name in ("worker_upstream_paused", "worker_upstream_auth_failed")
+        for s in m.samples
+    }
+    assert gauges == {
+        ("worker_upstream_paused", "openrouter"): 1,
+        ("worker_upstream_paused", "kommo"): 1,
+        ("worker_upstream_auth_failed", "openrouter"): 0,
+        ("worker_upstream_auth_failed", "kommo"): 1,
+    }

@@ -15,7 +15,8 @@ def _statuses(env: dict[str, str]) -> dict[str, tuple[str, str | None]]:
 
 
 def test_flushed_broker_every_stuck_record_is_rebuilt_and_delayed_or_slow_work_is_left_alone(
-        worker_env, start_worker, redis_client):
+    worker_env, start_worker, redis_client
+):
     from worker_contracts import Sender
 
     from tests.support.gatedorigin import GatedOrigin
@@ -23,10 +24,17 @@ def test_flushed_broker_every_stuck_record_is_rebuilt_and_delayed_or_slow_work_i
     from worker_service.database import Asset, init_database, session, utcnow
 
     origin = GatedOrigin()
-    env = {**worker_env, "FETCH_ALLOW_HTTP": "true", "FETCH_ALLOWLIST": "127.0.0.1", "FETCH_READ_TIMEOUT_SECONDS": "120",
-           "RECONCILE_INTERVAL_SECONDS": "1", "RECONCILE_GRACE_SECONDS": "3",
-           # the delayed retry below must still be waiting when the test ends
-           "RETRY_BACKOFF_BASE_MS": "300000", "RETRY_BACKOFF_MAX_MS": "600000"}
+    env = {
+        **worker_env,
+        "FETCH_ALLOW_HTTP": "true",
+        "FETCH_ALLOWLIST": "127.0.0.1",
+        "FETCH_READ_TIMEOUT_SECONDS": "120",
+        "RECONCILE_INTERVAL_SECONDS": "1",
+        "RECONCILE_GRACE_SECONDS": "3",
+        # the delayed retry below must still be waiting when the test ends
+        "RETRY_BACKOFF_BASE_MS": "300000",
+        "RETRY_BACKOFF_MAX_MS": "600000",
+    }
     storage = Path(env["STORAGE_ROOT"])
     sender = Sender(redis_client)
     assert run_cli(env, "migrate").returncode == 0
@@ -36,7 +44,9 @@ def test_flushed_broker_every_stuck_record_is_rebuilt_and_delayed_or_slow_work_i
         first = start_worker(env=env, threads=4)
         for name in ("p0", "p1", "p2"):
             sender.process_asset(name, f"{origin.url}/{name}")
-        wait_for(lambda: [s for s, _ in _statuses(env).values()].count("processing") == 3, 30, 0.2, "3 processing")
+        wait_for(
+            lambda: [s for s, _ in _statuses(env).values()].count("processing") == 3, 30, 0.2, "3 processing"
+        )
         first.kill_tree()
         # 2. two records the product wrote as `received` whose messages never arrived
         init_database(env["DATABASE_URL"])
@@ -54,8 +64,12 @@ def test_flushed_broker_every_stuck_record_is_rebuilt_and_delayed_or_slow_work_i
         sender.process_asset("slow", f"{origin.url}/slow")
         sender.process_asset("retry", f"{origin.url}/retry")
         lost = ("p0", "p1", "p2", "r0", "r1")
-        wait_for(lambda: all(_statuses(env).get(a, ("",))[0] == "extracted" for a in lost), 90, 0.5,
-                 "every lost record extracted")
+        wait_for(
+            lambda: all(_statuses(env).get(a, ("",))[0] == "extracted" for a in lost),
+            90,
+            0.5,
+            "every lost record extracted",
+        )
         time.sleep(6)  # several more rounds, each past the 3 s grace of the slow and the delayed record
         statuses = _statuses(env)
         assert statuses["slow"] == ("processing", None) and statuses["retry"][0] == "retrying"

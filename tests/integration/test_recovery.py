@@ -18,8 +18,9 @@ class NoRoundsYet(Recovery):
         return None
 
 
-def test_a_queue_is_registered_before_a_process_can_hold_one_of_its_messages(redis_url: str,
-                                                                             redis_client: redis.Redis):
+def test_a_queue_is_registered_before_a_process_can_hold_one_of_its_messages(
+    redis_url: str, redis_client: redis.Redis
+):
     # Regression: queues were registered by the first maintenance round only, which a busy CI host ran after the
     # consumers had fetched (the dashboard answered 404 to pausing the queue; recovery would have skipped it).
     broker = ReliableRedisBroker(url=redis_url, middleware=[NoRoundsYet(interval_ms=60_000)])

@@ -27,8 +27,11 @@ from worker_service.brokers.settle import Successor
 @pytest.fixture()
 def broker(redis_url: str, redis_client: redis.Redis) -> Iterator[ReliableRedisBroker]:
     # The 12 s socket timeout lets an idle consumer block for 5 s (half of it, capped by its timeout).
-    client = redis.Redis(connection_pool=make_connection_pool(redis_url, socket_timeout=12, health_check_interval=0,
-                                                              connect_attempts=1))
+    client = redis.Redis(
+        connection_pool=make_connection_pool(
+            redis_url, socket_timeout=12, health_check_interval=0, connect_attempts=1
+        )
+    )
     broker = ReliableRedisBroker(client=client, middleware=[])
     broker.declare_queue("hot")
     yield broker
@@ -36,8 +39,12 @@ def broker(redis_url: str, redis_client: redis.Redis) -> Iterator[ReliableRedisB
 
 
 def _enqueue(broker: ReliableRedisBroker, n: int) -> list[dramatiq.Message]:
-    return [broker.enqueue(dramatiq.Message(queue_name="hot", actor_name="noop", args=(i,), kwargs={},
-                                            options={})) for i in range(n)]
+    return [
+        broker.enqueue(
+            dramatiq.Message(queue_name="hot", actor_name="noop", args=(i,), kwargs={}, options={})
+        )
+        for i in range(n)
+    ]
 
 
 def test_marks_and_settles_from_many_threads_leave_nothing_held(broker, redis_client):
@@ -86,7 +93,7 @@ def test_broker_close_writes_the_settles_still_waiting_for_the_committer(broker,
 
 
 def test_settle_with_successor_enqueues_it_only_while_the_message_is_held(broker, redis_client):
-    original, = _enqueue(broker, 1)
+    (original,) = _enqueue(broker, 1)
     consumer = broker.consume("hot", prefetch=1, timeout=1000)
     proxy = next(consumer)
     retry = original.copy(options={"retries": 1})
@@ -101,13 +108,16 @@ def test_settle_with_successor_enqueues_it_only_while_the_message_is_held(broker
 def test_a_mark_whose_reply_was_lost_still_lets_its_settle_enqueue_the_successor(broker, redis_client):
     """The mark moves the id from the acks set to the started set; when its reply is lost the process does not
     know it moved, and the settle must find it there anyway, or the retry would be dropped."""
-    original, = _enqueue(broker, 1)
+    (original,) = _enqueue(broker, 1)
     consumer = broker.consume("hot", prefetch=1, timeout=1000)
     redis_id = next(consumer).options["redis_message_id"]
     started = f"dramatiq:__started__.{broker.broker_id}.hot"
     assert redis_client.smove(f"dramatiq:__acks__.{broker.broker_id}.hot", started, redis_id)
     assert redis_id not in broker.started_ids
-    assert broker.settle("hot", redis_id, Successor(original.copy(options={"retries": 1}), delay_ms=None)) is True
+    assert (
+        broker.settle("hot", redis_id, Successor(original.copy(options={"retries": 1}), delay_ms=None))
+        is True
+    )
     assert redis_client.llen("dramatiq:hot") == 1 and redis_client.scard(started) == 0
     consumer.close()
 
@@ -126,7 +136,9 @@ def test_a_worker_death_renames_what_it_was_running_with_its_crash_count(broker,
         assert broker.recover_dead_workers()[0] == 1
         queued = [i.decode() for i in redis_client.lrange("dramatiq:hot", 0, -1)]
         # the first time, the one it had only fetched is back too (the second time it holds nothing else)
-        assert queued == [f"{first}#crashes={crashes}"] + [waiting.options["redis_message_id"]] * (crashes == 1)
+        assert queued == [f"{first}#crashes={crashes}"] + [waiting.options["redis_message_id"]] * (
+            crashes == 1
+        )
         assert redis_client.hexists("dramatiq:hot.msgs", f"{first}#crashes={crashes}")
         assert not redis_client.hexists("dramatiq:hot.msgs", first)
         broker.started_ids.clear()
@@ -147,7 +159,9 @@ def test_a_redis_without_lpop_count_is_fetched_from_one_id_at_a_time(broker, red
 
     def old_redis(args: list[Any], client: Any = None) -> Any:
         if args[-1] == "1":
-            raise redis.ResponseError("ERR Error running script: wrong number of arguments for 'lpop' command")
+            raise redis.ResponseError(
+                "ERR Error running script: wrong number of arguments for 'lpop' command"
+            )
         return script(args=args, client=client)
 
     broker.reliable_scripts["fetch"] = old_redis
@@ -189,7 +203,9 @@ def test_more_than_a_hundred_threads_can_wait_at_once(broker):
     assert errors == []
 
 
-def test_an_id_left_on_a_landing_list_goes_back_after_two_maintenance_rounds_whoever_left_it(broker, redis_client):
+def test_an_id_left_on_a_landing_list_goes_back_after_two_maintenance_rounds_whoever_left_it(
+    broker, redis_client
+):
     """A worker killed between its wait and its fetch, even one whose heartbeat is gone (a flushed or failed-over
     Redis): any live process's maintenance puts the id back; one a fetch takes meanwhile is never put back."""
     consumer = broker.consume("hot", prefetch=2, timeout=1000)  # this process consumes the queue
@@ -226,7 +242,7 @@ def test_idle_consumer_blocks_in_redis_and_wakes_when_a_message_arrives(broker, 
     else:
         pytest.fail("the idle consumer is not blocked in Redis")
     sent_at = time.monotonic()
-    message, = _enqueue(broker, 1)
+    (message,) = _enqueue(broker, 1)
     thread.join(5)
     assert received, "the blocked consumer did not wake"
     # A sleeping consumer would have slept out its 5 s block; waking takes a round trip or two.
@@ -239,9 +255,24 @@ def test_redis_without_blmove_is_polled_instead(tmp_path):
     if not shutil.which("redis-server"):
         unavailable("redis-server not installed")
     port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--rename-command", "BLMOVE", ""],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--rename-command",
+            "BLMOVE",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"redis://127.0.0.1:{port}/0"
         wait_for(lambda: _pings(url), 10, what="redis-server without BLMOVE")
@@ -249,7 +280,7 @@ def test_redis_without_blmove_is_polled_instead(tmp_path):
         broker.declare_queue("hot")
         consumer = broker.consume("hot", prefetch=8, timeout=1000)
         assert next(consumer) is None and broker.can_block is False
-        message, = _enqueue(broker, 1)
+        (message,) = _enqueue(broker, 1)
         got = wait_for(lambda: next(consumer), 5, interval=0, what="the polled message")
         assert got.message_id == message.message_id
         consumer.close()
@@ -312,8 +343,10 @@ def test_closing_delay_queue_consumer_gives_back_delayed_messages_still_held(bro
     # Dramatiq's consumer thread drops its in-memory delay queue on a connection error and restarts
     # the consumer; without a give-back those messages stay held by this live worker until it dies.
     for i in range(3):
-        broker.enqueue(dramatiq.Message(queue_name="hot", actor_name="noop", args=(i,), kwargs={}, options={}),
-                       delay=3_600_000)
+        broker.enqueue(
+            dramatiq.Message(queue_name="hot", actor_name="noop", args=(i,), kwargs={}, options={}),
+            delay=3_600_000,
+        )
     consumer = broker.consume("hot.DQ", prefetch=100, timeout=1000)
     held = [next(consumer) for _ in range(3)]
     assert all(h is not None for h in held)
@@ -322,7 +355,8 @@ def test_closing_delay_queue_consumer_gives_back_delayed_messages_still_held(bro
     assert broker.batches.flush(10)  # the ack is written by the committer
     assert redis_client.scard(f"dramatiq:__acks__.{broker.broker_id}.hot.DQ") == 0
     assert sorted(redis_client.lrange("dramatiq:hot.DQ", 0, -1)) == sorted(
-        h.options["redis_message_id"].encode() for h in held[1:])
+        h.options["redis_message_id"].encode() for h in held[1:]
+    )
 
 
 def test_give_back_during_a_broker_outage_is_retried_by_the_next_consumer(redis_url, redis_client):
@@ -332,8 +366,14 @@ def test_give_back_during_a_broker_outage_is_retried_by_the_next_consumer(redis_
 
     parts = urlsplit(redis_url)
     proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 6379).start()
-    client = redis.Redis(connection_pool=make_connection_pool(
-        f"redis://127.0.0.1:{proxy.port}{parts.path}", socket_timeout=2, health_check_interval=0, connect_attempts=1))
+    client = redis.Redis(
+        connection_pool=make_connection_pool(
+            f"redis://127.0.0.1:{proxy.port}{parts.path}",
+            socket_timeout=2,
+            health_check_interval=0,
+            connect_attempts=1,
+        )
+    )
     broker = ReliableRedisBroker(client=client, middleware=[])
     broker.declare_queue("hot")
     try:

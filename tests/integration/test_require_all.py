@@ -20,8 +20,20 @@ def _in_empty_namespace(require_all: bool) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "REQUIRE_ALL_TESTS"))}
     if require_all:
         env["REQUIRE_ALL_TESTS"] = "1"
-    command = ["unshare", "-n", sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs", "-o",
-               "addopts=", PG_TESTS]
+    command = [
+        "unshare",
+        "-n",
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-rs",
+        "-o",
+        "addopts=",
+        PG_TESTS,
+    ]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -31,7 +43,7 @@ def test_a_missing_service_fails_under_require_all_tests_and_skips_without_it():
         unavailable("needs root and unshare for a network namespace")
     required = _in_empty_namespace(require_all=True)
     assert required.returncode == 1, required.stdout[-2000:]
-    assert ("1 failed" in required.stdout or "1 error" in required.stdout)  # a fixture fails as an error
+    assert "1 failed" in required.stdout or "1 error" in required.stdout  # a fixture fails as an error
     assert "PostgreSQL is not reachable" in required.stdout
     assert "REQUIRE_ALL_TESTS=1" in required.stdout
     relaxed = _in_empty_namespace(require_all=False)

@@ -25,9 +25,11 @@ def test_fifty_idle_consumers_cost_no_more_per_message_than_one(redis_of_its_own
     fetch after a wait that blocked stopped looking for more (12 before that last step)."""
     one, fifty = measure(redis_of_its_own, 1), measure(redis_of_its_own, 50)
     marked = measure(redis_of_its_own, 1, mark=True)
-    print(f"\nRedis commands per message (sender's included): 1 consumer {one.per_message:.1f}, 50 consumers "
-          f"{fifty.per_message:.1f}, 1 consumer marking each started {marked.per_message:.1f}; idle per consumer "
-          f"per second: {one.idle_per_consumer_s:.2f}, {fifty.idle_per_consumer_s:.2f}")
+    print(
+        f"\nRedis commands per message (sender's included): 1 consumer {one.per_message:.1f}, 50 consumers "
+        f"{fifty.per_message:.1f}, 1 consumer marking each started {marked.per_message:.1f}; idle per consumer "
+        f"per second: {one.idle_per_consumer_s:.2f}, {fifty.idle_per_consumer_s:.2f}"
+    )
     assert fifty.per_message <= one.per_message * 1.3 + 1, (one, fifty)
     # sender 4 (MULTI HSET RPUSH EXEC) + wait 1 (BLMOVE) + fetch 4 (EVALSHA LREM SADD HMGET: after a wait that
     # blocked, no LPOP) + settle 2 (HDEL SREM), with a tenth of slack for a message that found its consumer busy

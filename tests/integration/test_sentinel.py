@@ -23,7 +23,12 @@ def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
 @pytest.fixture()
 def sentinel_env(worker_env: dict[str, str], cluster: SentinelCluster, redis_url: str) -> dict[str, str]:
     # the test actors record what they did in the test Redis, which no failover touches
-    return {**worker_env, "BROKER_URL": cluster.url, "TEST_RECORD_URL": redis_url, "REDIS_SENTINEL_TIMEOUT_SECONDS": "0.3"}
+    return {
+        **worker_env,
+        "BROKER_URL": cluster.url,
+        "TEST_RECORD_URL": redis_url,
+        "REDIS_SENTINEL_TIMEOUT_SECONDS": "0.3",
+    }
 
 
 @pytest.mark.processes
@@ -32,14 +37,18 @@ def test_the_url_form_reaches_the_master_and_check_reports_the_sentinels(cluster
 
     check = run_cli(sentinel_env, "check")
     assert check.returncode == 0, check.stdout + check.stderr
-    assert (f"sentinel: master mymaster at 127.0.0.1:{cluster.master_port()}; 3/3 sentinels answered; 1 replica(s)"
-            in check.stdout)
+    assert (
+        f"sentinel: master mymaster at 127.0.0.1:{cluster.master_port()}; 3/3 sentinels answered; 1 replica(s)"
+        in check.stdout
+    )
     Sender(url=cluster.url).extract_knowledge("s-1")
     assert cluster.node(cluster.master_port()).llen("dramatiq:knowledge") == 1
 
 
 @pytest.mark.parametrize("how", ["kill -9", "SENTINEL FAILOVER", "SIGSTOP past the heartbeat time-out"])
-def test_a_failover_mid_run_loses_nothing_and_fails_nothing(cluster, sentinel_env, start_worker, redis_client, how):
+def test_a_failover_mid_run_loses_nothing_and_fails_nothing(
+    cluster, sentinel_env, start_worker, redis_client, how
+):
     """200 messages queued and running; the master killed, switched over, or frozen for longer than the
     heartbeat time-out (5 s here) and then resumed: every message runs, none is dead-lettered or counted as a
     crash, and nothing logs "failed for good"."""
@@ -56,9 +65,15 @@ def test_a_failover_mid_run_loses_nothing_and_fails_nothing(cluster, sentinel_en
     pipe = master.pipeline()
     for tag in tags:
         redis_id = str(uuid.uuid4())
-        body = {"queue_name": "tests", "actor_name": "sleepy", "args": [], "kwargs": {"tag": tag, "seconds": 0.1},
-                "options": {"redis_message_id": redis_id}, "message_id": str(uuid.uuid4()),
-                "message_timestamp": int(time.time() * 1000)}
+        body = {
+            "queue_name": "tests",
+            "actor_name": "sleepy",
+            "args": [],
+            "kwargs": {"tag": tag, "seconds": 0.1},
+            "options": {"redis_message_id": redis_id},
+            "message_id": str(uuid.uuid4()),
+            "message_timestamp": int(time.time() * 1000),
+        }
         pipe.hset("dramatiq:tests.msgs", redis_id, json.dumps(body, separators=(",", ":")))
         pipe.rpush("dramatiq:tests", redis_id)
     pipe.execute()
@@ -75,8 +90,12 @@ def test_a_failover_mid_run_loses_nothing_and_fails_nothing(cluster, sentinel_en
     if how.startswith("SIGSTOP"):
         time.sleep(max(0.0, 6.0 - (time.monotonic() - killed_at)))  # frozen past the 5 s heartbeat time-out
         cluster.thaw(old)
-    wait_for(lambda: set(redis_client.lrange("wtest:done", 0, -1)) >= {t.encode() for t in tags}, 60, 0.2,
-             "every message done after the failover")
+    wait_for(
+        lambda: set(redis_client.lrange("wtest:done", 0, -1)) >= {t.encode() for t in tags},
+        60,
+        0.2,
+        "every message done after the failover",
+    )
     print(f"\n{how}: {old} -> {new}; all 200 done {time.monotonic() - killed_at:.1f} s after it")
     assert json.loads(run_cli(env, "dlq", "list", "--json").stdout) == []
     lines = worker.logs()
@@ -85,7 +104,8 @@ def test_a_failover_mid_run_loses_nothing_and_fails_nothing(cluster, sentinel_en
 
 
 def test_redis_wait_replicas_makes_writes_wait_for_a_replica_and_says_when_none_has_them(
-        cluster, sentinel_env, start_worker, redis_client):
+    cluster, sentinel_env, start_worker, redis_client
+):
     """REDIS_WAIT_REPLICAS=1: settles, retry copies and enqueues (process_asset sends extract_knowledge) wait for
     the replica; with the replica gone they still go through, after the time-out, with a warning."""
     from worker_contracts import Sender
@@ -102,11 +122,15 @@ def test_redis_wait_replicas_makes_writes_wait_for_a_replica_and_says_when_none_
         return json.loads(out.stdout) if out.returncode == 0 else {}
 
     sender.process_asset("one", "file:one.txt")
-    wait_for(lambda: status("one").get("knowledge_status") == "skipped", 60, 0.3, "asset one through both steps")
+    wait_for(
+        lambda: status("one").get("knowledge_status") == "skipped", 60, 0.3, "asset one through both steps"
+    )
     assert not [line for line in worker.logs() if "REDIS_WAIT_REPLICAS" in line.get("message", "")]
     cluster.kill_replica()
     sender.process_asset("two", "file:two.txt")
-    wait_for(lambda: status("two").get("knowledge_status") == "skipped", 60, 0.3, "asset two without a replica")
+    wait_for(
+        lambda: status("two").get("knowledge_status") == "skipped", 60, 0.3, "asset two without a replica"
+    )
     warned = [line["message"] for line in worker.logs() if "REDIS_WAIT_REPLICAS" in line.get("message", "")]
     assert warned and all("of 1 replica(s) within 300 ms" in message for message in warned)
 
@@ -142,8 +166,9 @@ def test_the_python_sender_waits_for_a_replica_when_asked_and_says_when_none_con
     assert "1 message(s) for knowledge reached 0 of 1 replica(s) within 300 ms" in caplog.text
 
 
-def test_a_settle_lost_in_the_switch_is_redelivered_not_held_forever(cluster, sentinel_env, start_worker,
-                                                                     redis_client):
+def test_a_settle_lost_in_the_switch_is_redelivered_not_held_forever(
+    cluster, sentinel_env, start_worker, redis_client
+):
     """The new master says this live worker holds a message it does not (its settle, or the fetch's undo, did
     not replicate before the switch): after the failover the worker notices the new master and gives it back,
     and it runs.  Injected: the message's id put in the worker's acks set, as a lost settle leaves it."""
@@ -152,22 +177,40 @@ def test_a_settle_lost_in_the_switch_is_redelivered_not_held_forever(cluster, se
 
     start_worker(env=sentinel_env, threads=2)
     master = cluster.node(cluster.master_port())
-    wait_for(lambda: master.zcard("dramatiq:__heartbeats__") >= 1 and master.sismember("dramatiq:__queues__", "tests"),
-             60, 0.2, "the worker heartbeating")
+    wait_for(
+        lambda: (
+            master.zcard("dramatiq:__heartbeats__") >= 1 and master.sismember("dramatiq:__queues__", "tests")
+        ),
+        60,
+        0.2,
+        "the worker heartbeating",
+    )
     broker_id = master.zrange("dramatiq:__heartbeats__", 0, -1)[0].decode()
     redis_id = str(uuid.uuid4())
-    body = {"queue_name": "tests", "actor_name": "noop", "args": [], "kwargs": {"tag": "lost-settle"},
-            "options": {"redis_message_id": redis_id}, "message_id": str(uuid.uuid4()),
-            "message_timestamp": int(time.time() * 1000)}
+    body = {
+        "queue_name": "tests",
+        "actor_name": "noop",
+        "args": [],
+        "kwargs": {"tag": "lost-settle"},
+        "options": {"redis_message_id": redis_id},
+        "message_id": str(uuid.uuid4()),
+        "message_timestamp": int(time.time() * 1000),
+    }
     master.hset("dramatiq:tests.msgs", redis_id, json.dumps(body, separators=(",", ":")))
-    master.sadd(f"dramatiq:__acks__.{broker_id}.tests", redis_id)  # "held" by a live worker that does not hold it
+    master.sadd(
+        f"dramatiq:__acks__.{broker_id}.tests", redis_id
+    )  # "held" by a live worker that does not hold it
     master.wait(1, 5000)
     time.sleep(2)  # a few maintenance rounds on the old master: nothing happens while it stays the master
     assert redis_client.lrange("wtest:done", 0, -1) == []
     old = cluster.planned_failover()
     cluster.wait_for_new_master(old)
-    wait_for(lambda: redis_client.lrange("wtest:done", 0, -1) == [b"lost-settle"], 30, 0.2,
-             "the message given back after the switch, and run")
+    wait_for(
+        lambda: redis_client.lrange("wtest:done", 0, -1) == [b"lost-settle"],
+        30,
+        0.2,
+        "the message given back after the switch, and run",
+    )
 
 
 def _split_brain(cluster: SentinelCluster) -> tuple[int, int]:
@@ -191,15 +234,22 @@ def test_a_send_that_lands_on_a_demoted_master_is_sent_again_to_the_new_one(clus
     old, new = _split_brain(cluster)
     with caplog.at_level("WARNING", logger="worker_contracts.sender"):
         sender.send_many("extract_knowledge", [{"asset_id": f"window-{i}"} for i in range(20)])
-    wait_for(lambda: cluster.node(old).info("replication").get("master_link_status") == "up", 60, 0.2,
-             "the old master demoted and in sync with the new one")
-    queued = {json.loads(body)["kwargs"]["asset_id"] for body in cluster.node(new).hvals("dramatiq:knowledge.msgs")}
+    wait_for(
+        lambda: cluster.node(old).info("replication").get("master_link_status") == "up",
+        60,
+        0.2,
+        "the old master demoted and in sync with the new one",
+    )
+    queued = {
+        json.loads(body)["kwargs"]["asset_id"] for body in cluster.node(new).hvals("dramatiq:knowledge.msgs")
+    }
     assert queued == {"before", *(f"window-{i}" for i in range(20))}
     assert "no longer the master" in caplog.text and f"the sentinels name 127.0.0.1:{new}" in caplog.text
 
 
-def test_a_worker_leaves_a_resumed_old_master_before_the_sentinels_demote_it(cluster, sentinel_env, start_worker,
-                                                                             redis_client):
+def test_a_worker_leaves_a_resumed_old_master_before_the_sentinels_demote_it(
+    cluster, sentinel_env, start_worker, redis_client
+):
     """The worker's consumers block in BLMOVE on the master; it is frozen through a failover and resumes: within
     a few maintenance rounds (0.5 s here) no consumer of the worker waits on it any more, while it still says
     "master"; every asset sent through the sentinels in the window goes through both steps."""
@@ -225,8 +275,12 @@ def test_a_worker_leaves_a_resumed_old_master_before_the_sentinels_demote_it(clu
         out = run_cli(sentinel_env, "asset", asset_id, "--json")
         return json.loads(out.stdout).get("knowledge_status") if out.returncode == 0 else None
 
-    wait_for(lambda: all(status(f"w{i}") == "skipped" for i in range(5)), 60, 0.3,
-             "every asset sent in the window through both steps")
+    wait_for(
+        lambda: all(status(f"w{i}") == "skipped" for i in range(5)),
+        60,
+        0.3,
+        "every asset sent in the window through both steps",
+    )
 
 
 def test_min_replicas_to_write_closes_the_window_and_a_send_is_refused_or_kept(tmp_path):
@@ -264,9 +318,15 @@ def test_min_replicas_to_write_closes_the_window_and_a_send_is_refused_or_kept(t
                 refused += 1
                 time.sleep(0.5)
         assert len(sent) == 10, f"sent {len(sent)}, refused {refused} times"
-        wait_for(lambda: cluster.node(old).info("replication").get("master_link_status") == "up", 60, 0.2,
-                 "the old master demoted and in sync")
-        queued = {json.loads(b)["kwargs"]["asset_id"] for b in cluster.node(new).hvals("dramatiq:knowledge.msgs")}
+        wait_for(
+            lambda: cluster.node(old).info("replication").get("master_link_status") == "up",
+            60,
+            0.2,
+            "the old master demoted and in sync",
+        )
+        queued = {
+            json.loads(b)["kwargs"]["asset_id"] for b in cluster.node(new).hvals("dramatiq:knowledge.msgs")
+        }
         assert queued == {"before", *sent}
     finally:
         cluster.close()

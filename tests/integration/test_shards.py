@@ -30,8 +30,11 @@ def _quick_client(url: str) -> redis.Redis:
     """A client as the broker's (its pool), giving up quickly: the shard tests cut it off."""
     from worker_service.brokers.redis import make_connection_pool
 
-    return redis.Redis(connection_pool=make_connection_pool(url, socket_timeout=2, health_check_interval=0,
-                                                            connect_attempts=1))
+    return redis.Redis(
+        connection_pool=make_connection_pool(
+            url, socket_timeout=2, health_check_interval=0, connect_attempts=1
+        )
+    )
 
 
 def _keys(client: redis.Redis, pattern: str) -> set[str]:
@@ -39,12 +42,17 @@ def _keys(client: redis.Redis, pattern: str) -> set[str]:
 
 
 def test_a_queue_on_its_own_redis_gets_its_messages_there_and_is_recovered_there(
-        worker_env, start_worker, sender, redis_client, shard):
+    worker_env, start_worker, sender, redis_client, shard
+):
     from worker_service.brokers.redis import ReliableRedisBroker
     from worker_service.web.metrics import queue_stats
 
-    env = {**worker_env, "BROKER_SHARDS": f"tests_far={_url(shard)}", "HEARTBEAT_TIMEOUT_MS": "2000",
-           "MAINTENANCE_INTERVAL_MS": "300"}
+    env = {
+        **worker_env,
+        "BROKER_SHARDS": f"tests_far={_url(shard)}",
+        "HEARTBEAT_TIMEOUT_MS": "2000",
+        "MAINTENANCE_INTERVAL_MS": "300",
+    }
     redis_client.set("wtest:hold", 1)
     first = start_worker(env=env, modules=("tests.support.shard_actors",), threads=4)
     tags = [f"s{i}" for i in range(6)]
@@ -69,8 +77,12 @@ def test_a_queue_on_its_own_redis_gets_its_messages_there_and_is_recovered_there
     assert len(back) == 6 and sum(i.endswith("#crashes=1") for i in back) == 4  # the four that were running
     redis_client.delete("wtest:hold")
     start_worker(env=env, modules=("tests.support.shard_actors",), threads=4)
-    wait_for(lambda: {t.decode() for t in redis_client.lrange("wtest:done", 0, -1)} == set(tags), 60, 0.2,
-             "every far message done after the kill")
+    wait_for(
+        lambda: {t.decode() for t in redis_client.lrange("wtest:done", 0, -1)} == set(tags),
+        60,
+        0.2,
+        "every far message done after the kill",
+    )
     wait_for(lambda: shard.hlen("dramatiq:tests_far.msgs") == 0, 10, 0.1, "the shard settled")
     assert not _keys(redis_client, "dramatiq:tests_far*")
 
@@ -88,7 +100,9 @@ def test_worker_send_and_check_reach_the_queue_s_own_redis(worker_env, redis_cli
     shard.shutdown(nosave=True)
     time.sleep(0.2)
     checked = run_cli(env, "check")
-    assert checked.returncode == 1 and "the Redis of queue knowledge (BROKER_SHARDS)" in checked.stdout, checked.stdout
+    assert checked.returncode == 1 and "the Redis of queue knowledge (BROKER_SHARDS)" in checked.stdout, (
+        checked.stdout
+    )
 
 
 def test_a_shard_that_is_down_holds_up_only_its_own_settles(redis_url, redis_client, shard):
@@ -101,8 +115,11 @@ def test_a_shard_that_is_down_holds_up_only_its_own_settles(redis_url, redis_cli
     from worker_service.brokers.redis import ReliableRedisBroker
 
     proxy = TcpProxy("127.0.0.1", shard.connection_pool.connection_kwargs["port"]).start()
-    broker = ReliableRedisBroker(client=_quick_client(redis_url), middleware=[],
-                                 shards={"far": _quick_client(f"redis://127.0.0.1:{proxy.port}/0")})
+    broker = ReliableRedisBroker(
+        client=_quick_client(redis_url),
+        middleware=[],
+        shards={"far": _quick_client(f"redis://127.0.0.1:{proxy.port}/0")},
+    )
     consumers = {}
     for queue in ("hot", "far"):
         broker.declare_queue(queue)
@@ -139,8 +156,12 @@ def test_a_shard_out_of_reach_stops_none_of_the_others_maintenance(redis_url, re
         server.sadd(f"dramatiq:__acks__.dead-1.{queue}", "m")
 
     proxy = TcpProxy("127.0.0.1", shard.connection_pool.connection_kwargs["port"]).start()
-    broker = ReliableRedisBroker(client=_quick_client(redis_url), middleware=[], heartbeat_timeout=1000,
-                                 shards={"far": _quick_client(f"redis://127.0.0.1:{proxy.port}/0")})
+    broker = ReliableRedisBroker(
+        client=_quick_client(redis_url),
+        middleware=[],
+        heartbeat_timeout=1000,
+        shards={"far": _quick_client(f"redis://127.0.0.1:{proxy.port}/0")},
+    )
     for queue in ("hot", "far"):
         broker.declare_queue(queue)
     dead_worker_holding_one(redis_client, "hot")
@@ -150,7 +171,9 @@ def test_a_shard_out_of_reach_stops_none_of_the_others_maintenance(redis_url, re
         broker.heartbeat()
         broker.register_queues()
         assert broker.master_identity().endswith(",out of reach") and broker.reconcile_held() == 0
-        assert broker.recover_dead_workers() == (1, 1) and redis_client.lrange("dramatiq:hot", 0, -1) == [b"m"]
+        assert broker.recover_dead_workers() == (1, 1) and redis_client.lrange("dramatiq:hot", 0, -1) == [
+            b"m"
+        ]
         time.sleep(1.2)  # out of reach longer than the heartbeat timeout
     finally:
         proxy.start()

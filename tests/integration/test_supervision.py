@@ -36,7 +36,9 @@ def test_sigkill_of_worker_run_alone_leaves_no_process_of_its_tree(worker_env, t
         os.kill(worker.process.pid, signal.SIGKILL)  # the supervisor only, as a VM's or an OOM kill would
         killed = time.monotonic()
         wait_for(lambda: not any(alive(pid) for pid in tree), 5, 0.1, "every process of the tree gone")
-        print(f"\nworker run SIGKILLed: its {len(tree)} processes gone {time.monotonic() - killed:.1f} s later")
+        print(
+            f"\nworker run SIGKILLed: its {len(tree)} processes gone {time.monotonic() - killed:.1f} s later"
+        )
     finally:
         worker.stop()
 
@@ -49,7 +51,9 @@ def test_bare_dramatiq_workers_stop_when_their_main_process_is_killed(worker_env
     wait_for(lambda: not any(alive(pid) for pid in tree), 5, 0.1, "the worker processes gone")
 
 
-def test_every_line_worker_run_writes_is_json_from_start_through_work_to_sigterm(worker_env, redis_client, tmp_path):
+def test_every_line_worker_run_writes_is_json_from_start_through_work_to_sigterm(
+    worker_env, redis_client, tmp_path
+):
     from worker_contracts import Sender
 
     from tests.support.helpers import run_cli
@@ -67,7 +71,10 @@ def test_every_line_worker_run_writes_is_json_from_start_through_work_to_sigterm
         redis_client.rpush("dramatiq:assets", "raw")
 
         def finished() -> bool:
-            shown = [json.loads(run_cli(env, "asset", a, "--json").stdout or "{}").get("status") for a in ("j1", "j2")]
+            shown = [
+                json.loads(run_cli(env, "asset", a, "--json").stdout or "{}").get("status")
+                for a in ("j1", "j2")
+            ]
             return shown == ["extracted", "failed"]
 
         wait_for(finished, 30, 0.3, "work done")
@@ -92,8 +99,9 @@ def test_every_line_worker_run_writes_is_json_from_start_through_work_to_sigterm
     assert any("Sending signal" in m for m in messages)
 
 
-def test_healthz_stays_up_through_a_broker_outage_and_readyz_follows_the_broker(worker_env, start_worker, sender,
-                                                                                redis_client):
+def test_healthz_stays_up_through_a_broker_outage_and_readyz_follows_the_broker(
+    worker_env, start_worker, sender, redis_client
+):
     from tests.support.tcpproxy import TcpProxy
 
     long_cut = bool(os.environ.get("CHAOS_FULL"))  # make chaos: the 120 s cut; make test: a 30 s one
@@ -101,8 +109,12 @@ def test_healthz_stays_up_through_a_broker_outage_and_readyz_follows_the_broker(
     redis_at = urlsplit(worker_env["BROKER_URL"])
     proxy = TcpProxy(redis_at.hostname or "127.0.0.1", redis_at.port or 6379).start()
     port = free_port()
-    env = {**worker_env, "BROKER_URL": f"redis://127.0.0.1:{proxy.port}{redis_at.path}",
-           "TEST_RECORD_URL": worker_env["BROKER_URL"], "METRICS_PORT": str(port)}
+    env = {
+        **worker_env,
+        "BROKER_URL": f"redis://127.0.0.1:{proxy.port}{redis_at.path}",
+        "TEST_RECORD_URL": worker_env["BROKER_URL"],
+        "METRICS_PORT": str(port),
+    }
     start_worker(env=env, threads=2)
     base = f"http://127.0.0.1:{port}"
 
@@ -125,12 +137,18 @@ def test_healthz_stays_up_through_a_broker_outage_and_readyz_follows_the_broker(
             ready.append(probe("/readyz"))
             time.sleep(2)
         proxy.start()
-        print(f"\nbroker cut {cut_seconds} s: /healthz {health.count(200)}/{len(health)} x 200, "
-              f"/readyz {ready.count(503)}/{len(ready)} x 503")
+        print(
+            f"\nbroker cut {cut_seconds} s: /healthz {health.count(200)}/{len(health)} x 200, "
+            f"/readyz {ready.count(503)}/{len(ready)} x 503"
+        )
         assert set(health) == {200}
-        assert ready[-10 if long_cut else -5:] == [503] * (10 if long_cut else 5)
-        wait_for(lambda: len(set(redis_client.lrange("wtest:done", 0, -1))) == 8, 90, 0.3,
-                 "every message sent before the cut")
+        assert ready[-10 if long_cut else -5 :] == [503] * (10 if long_cut else 5)
+        wait_for(
+            lambda: len(set(redis_client.lrange("wtest:done", 0, -1))) == 8,
+            90,
+            0.3,
+            "every message sent before the cut",
+        )
         wait_for(lambda: probe("/readyz") == 200, 30, 0.5, "ready again")
     finally:
         proxy.cut()
@@ -168,24 +186,51 @@ def test_make_run_in_a_fresh_network_namespace_processes_an_asset_and_stops_in_o
     if not shutil.which("unshare") or not shutil.which("nsenter") or not shutil.which("redis-server"):
         unavailable("needs unshare, nsenter and redis-server")
     var = tmp_path / "var"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BROKER_", "DATABASE_", "WORKER_", "WEB_",
-                                                                      "METRICS_", "STORAGE_", "TEST_"))}
-    env.update({"VAR_DIR": str(var), "DATABASE_URL": f"sqlite:///{var}/worker.db", "STORAGE_ROOT": str(var / "storage"),
-                "METRICS_DIR": str(var / "metrics"), **SMALL_GROUPS})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BROKER_", "DATABASE_", "WORKER_", "WEB_", "METRICS_", "STORAGE_", "TEST_"))
+    }
+    env.update(
+        {
+            "VAR_DIR": str(var),
+            "DATABASE_URL": f"sqlite:///{var}/worker.db",
+            "STORAGE_ROOT": str(var / "storage"),
+            "METRICS_DIR": str(var / "metrics"),
+            **SMALL_GROUPS,
+        }
+    )
     log = tmp_path / "make-run.log"
     with open(log, "wb") as out:
-        run = subprocess.Popen(["unshare", "-n", "bash", "-c", "ip link set lo up && exec make run"], cwd=ROOT,
-                               env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        run = subprocess.Popen(
+            ["unshare", "-n", "bash", "-c", "ip link set lo up && exec make run"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
+
         def in_netns(*argv: str) -> subprocess.CompletedProcess:
-            return subprocess.run(["nsenter", "-t", str(run.pid), "-n", *argv], cwd=ROOT, env=env,
-                                  capture_output=True, text=True, timeout=60)
+            return subprocess.run(
+                ["nsenter", "-t", str(run.pid), "-n", *argv],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
 
         wait_for(lambda: "Worker process ready" in log.read_text(), 120, 0.5, "make run up")
         (var / "storage").mkdir(parents=True, exist_ok=True)
         (var / "storage" / "hello.txt").write_text("hello from a fresh namespace\n")
-        sent = in_netns(str(BIN / "worker"), "send", "process_asset",
-                        json.dumps({"asset_id": "ns1", "source": "file:hello.txt"}))
+        sent = in_netns(
+            str(BIN / "worker"),
+            "send",
+            "process_asset",
+            json.dumps({"asset_id": "ns1", "source": "file:hello.txt"}),
+        )
         assert sent.returncode == 0, sent.stderr
 
         def extracted() -> bool:
@@ -202,13 +247,20 @@ def test_make_run_in_a_fresh_network_namespace_processes_an_asset_and_stops_in_o
     output = log.read_text()
     assert "CRITICAL" not in output, output[-3000:]
     order = [line for line in output.splitlines() if line.startswith("make run: stopped")]
-    assert order == ["make run: stopped the worker", "make run: stopped the dashboard", "make run: stopped Redis"]
+    assert order == [
+        "make run: stopped the worker",
+        "make run: stopped the dashboard",
+        "make run: stopped Redis",
+    ]
     # issue 41: readable lines, the address and password again once up, and a Ctrl-C that is not an error
     assert not [line for line in output.splitlines() if line.startswith('{"message"')], output[-2000:]
     ready = [line for line in output.splitlines() if line.startswith("make run: ready.")]
     assert len(ready) == 1 and "password" in ready[0] and "http://127.0.0.1:" in ready[0]
     assert "Error 130" not in output and "*** [" not in output, output[-500:]  # make reports no failed recipe
-    assert run.returncode in (0, -signal.SIGINT)  # make, on Ctrl-C, ends by the signal it got, as shells expect
+    assert run.returncode in (
+        0,
+        -signal.SIGINT,
+    )  # make, on Ctrl-C, ends by the signal it got, as shells expect
     leftovers = [p for p in descendants(1) if str(var) in _cmdline(p)]
     assert leftovers == []
 

@@ -26,26 +26,41 @@ INDEX = PACKAGE / "dist" / "index.js"
 def package() -> Path:
     if not shutil.which("node") or not shutil.which("npm"):
         unavailable("node and npm are not installed (Debian: nodejs, npm; .ci/run installs them)")
-    installed = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PACKAGE, capture_output=True,
-                               text=True, timeout=600)  # `prepare` compiles src/ to dist/
+    installed = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund"], cwd=PACKAGE, capture_output=True, text=True, timeout=600
+    )  # `prepare` compiles src/ to dist/
     if installed.returncode != 0 and "ENOTFOUND" in installed.stderr + installed.stdout:
         unavailable(f"the npm registry is unreachable: {installed.stderr[-300:]}")
     assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
-    typecheck = subprocess.run(["npm", "run", "typecheck"], cwd=PACKAGE, capture_output=True, text=True, timeout=300)
+    typecheck = subprocess.run(
+        ["npm", "run", "typecheck"], cwd=PACKAGE, capture_output=True, text=True, timeout=300
+    )
     assert typecheck.returncode == 0, typecheck.stdout[-3000:]
     return PACKAGE
 
 
 def _node(script: str, *args: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(["node", "--input-type=module", "-e", script, *args], cwd=PACKAGE, capture_output=True,
-                          text=True, timeout=120, env=env)
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", script, *args],
+        cwd=PACKAGE,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
 
 def test_the_package_passes_its_own_tests_with_node_test_runner(package, redis_url):
-    done = subprocess.run(["npm", "test"], cwd=package, capture_output=True, text=True, timeout=300,
-                          env={**_path_env(), "WORKER_TEST_REDIS_URL": redis_url})
+    done = subprocess.run(
+        ["npm", "test"],
+        cwd=package,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**_path_env(), "WORKER_TEST_REDIS_URL": redis_url},
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "# fail 0" in done.stdout and "# skipped 0" in done.stdout
     print(next(line for line in done.stdout.splitlines() if "bulk send" in line))
@@ -95,8 +110,9 @@ def test_an_invalid_payload_is_refused_in_node_with_the_reason_python_gives(pack
     assert got == expected
 
 
-def test_every_actor_sent_from_typescript_is_processed_by_a_real_worker(package, crm_env, start_worker, kommo,
-                                                                         redis_client: redis.Redis):
+def test_every_actor_sent_from_typescript_is_processed_by_a_real_worker(
+    package, crm_env, start_worker, kommo, redis_client: redis.Redis
+):
     Path(crm_env["STORAGE_ROOT"], "from-ts.txt").write_text("sent from TypeScript")
     start_worker(env=crm_env, threads=4)
     script = f"""
@@ -139,8 +155,12 @@ def test_every_actor_sent_from_typescript_is_processed_by_a_real_worker(package,
         out = run_cli(crm_env, "crm", "link", kind, key, *extra)
         return json.loads(out.stdout) if out.returncode == 0 else None
 
-    wait_for(lambda: link("contact", "ts-u1") and link("lead", "ts-l1") and link("note", "ts-note-1"), 60, 0.3,
-             "contact, lead and note in Kommo")
+    wait_for(
+        lambda: link("contact", "ts-u1") and link("lead", "ts-l1") and link("note", "ts-note-1"),
+        60,
+        0.3,
+        "contact, lead and note in Kommo",
+    )
     wait_for(lambda: link("lead", "10701093", "--by-kommo-id"), 30, 0.3, "the webhook's lead status")
     assert run_cli(crm_env, "dlq", "list", "--json").stdout.strip() == "[]"
 
@@ -149,11 +169,15 @@ def _skips(env: dict[str, str], asset_id: str) -> int:
     import sqlite3
 
     with sqlite3.connect(env["DATABASE_URL"].removeprefix("sqlite:///"), timeout=30) as conn:
-        return conn.execute("select count(*) from status_change where asset_id=? and track='knowledge' and "
-                            "status='skipped'", (asset_id,)).fetchone()[0]
+        return conn.execute(
+            "select count(*) from status_change where asset_id=? and track='knowledge' and status='skipped'",
+            (asset_id,),
+        ).fetchone()[0]
 
 
-def test_a_newer_minor_contract_version_is_accepted_and_another_major_refused(package, worker_env, start_worker):
+def test_a_newer_minor_contract_version_is_accepted_and_another_major_refused(
+    package, worker_env, start_worker
+):
     storage = Path(worker_env["STORAGE_ROOT"])
     for name in ("minor", "major"):
         (storage / f"{name}.txt").write_text(f"contract {name}")
@@ -166,16 +190,28 @@ def test_a_newer_minor_contract_version_is_accepted_and_another_major_refused(pa
         await sender.close();
     """
     _node(script, worker_env["BROKER_URL"])
-    wait_for(lambda: json.loads(run_cli(worker_env, "asset", "v-minor", "--json").stdout or "{}").get("status")
-             == "extracted", 60, 0.3, "the newer minor processed")
-    rows = wait_for(lambda: json.loads(run_cli(worker_env, "dlq", "list", "--json").stdout or "[]"), 60, 0.3,
-                    "the other major refused")
+    wait_for(
+        lambda: (
+            json.loads(run_cli(worker_env, "asset", "v-minor", "--json").stdout or "{}").get("status")
+            == "extracted"
+        ),
+        60,
+        0.3,
+        "the newer minor processed",
+    )
+    rows = wait_for(
+        lambda: json.loads(run_cli(worker_env, "dlq", "list", "--json").stdout or "[]"),
+        60,
+        0.3,
+        "the other major refused",
+    )
     assert [(r["actor"], r["error_type"]) for r in rows] == [("process_asset", "invalid_payload")]
     assert re.search(r"contract version 2\.0 is not understood", rows[0]["error_message"])
 
 
 def test_an_outcome_event_posted_by_the_worker_verifies_in_typescript_and_a_tampered_one_does_not(
-        package, worker_env, start_worker, redis_client):
+    package, worker_env, start_worker, redis_client
+):
     from worker_contracts import Sender
 
     secret = "ts-events-secret"
@@ -202,30 +238,53 @@ def test_an_outcome_event_posted_by_the_worker_verifies_in_typescript_and_a_tamp
           forgedSignature: verifyEvent(body, "sha256=" + "0".repeat(64), secret),
         }}));
     """
-    out = json.loads(_node(script, base64.b64encode(body).decode(), base64.b64encode(tampered).decode(),
-                           signature, secret))
+    out = json.loads(
+        _node(script, base64.b64encode(body).decode(), base64.b64encode(tampered).decode(), signature, secret)
+    )
     assert out["genuine"] is True and out["event"]["asset_id"] == "ev-1"
     assert out["event"]["event"] == "asset.extracted"
     assert out["tampered"] is False and out["wrongSecret"] is False and out["forgedSignature"] is False
 
 
-def test_the_node_example_sends_with_the_package_and_the_worker_processes_it(package, worker_env, start_worker):
+def test_the_node_example_sends_with_the_package_and_the_worker_processes_it(
+    package, worker_env, start_worker
+):
     example = ROOT / "examples" / "node"
-    installed = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=example, capture_output=True, text=True,
-                               timeout=300)
+    installed = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund"], cwd=example, capture_output=True, text=True, timeout=300
+    )
     assert installed.returncode == 0, installed.stderr[-2000:]
     Path(worker_env["STORAGE_ROOT"], "from-node.txt").write_text("sent from Node.js")
     start_worker()
     payload = json.dumps({"asset_id": "node-1", "source": "file:from-node.txt", "filename": "from-node.txt"})
-    sent = subprocess.run(["node", "send.mjs", "process_asset", payload], cwd=example, capture_output=True, text=True,
-                          env=worker_env, timeout=60)
+    sent = subprocess.run(
+        ["node", "send.mjs", "process_asset", payload],
+        cwd=example,
+        capture_output=True,
+        text=True,
+        env=worker_env,
+        timeout=60,
+    )
     assert sent.returncode == 0, sent.stderr
     assert len(sent.stdout.strip()) == 36  # the message id, and nothing else
-    refused = subprocess.run(["node", "send.mjs", "process_asset", json.dumps({"asset_id": "node-2"})], cwd=example,
-                             capture_output=True, text=True, env=worker_env, timeout=60)
+    refused = subprocess.run(
+        ["node", "send.mjs", "process_asset", json.dumps({"asset_id": "node-2"})],
+        cwd=example,
+        capture_output=True,
+        text=True,
+        env=worker_env,
+        timeout=60,
+    )
     assert refused.returncode == 1 and "source: Field required" in refused.stderr and refused.stdout == ""
-    wait_for(lambda: json.loads(run_cli(worker_env, "asset", "node-1", "--json").stdout or "{}").get("status")
-             == "extracted", 30, 0.3, "the asset")
+    wait_for(
+        lambda: (
+            json.loads(run_cli(worker_env, "asset", "node-1", "--json").stdout or "{}").get("status")
+            == "extracted"
+        ),
+        30,
+        0.3,
+        "the asset",
+    )
 
 
 def test_the_node_sender_reaches_a_sentinel_master_and_waits_for_a_replica_when_asked(package, tmp_path):
@@ -258,10 +317,21 @@ def test_the_node_sender_reaches_a_sentinel_master_and_waits_for_a_replica_when_
             }});
             console.log("ready");
         """
-        node = subprocess.Popen(["node", "--input-type=module", "-e", script, cluster.url,
-                                 str(cluster.processes[replica_port].pid)],
-                                cwd=PACKAGE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                env=_path_env())
+        node = subprocess.Popen(
+            [
+                "node",
+                "--input-type=module",
+                "-e",
+                script,
+                cluster.url,
+                str(cluster.processes[replica_port].pid),
+            ],
+            cwd=PACKAGE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_path_env(),
+        )
         try:
             assert node.stdout is not None and node.stdin is not None
             first = json.loads(node.stdout.readline())
@@ -278,8 +348,10 @@ def test_the_node_sender_reaches_a_sentinel_master_and_waits_for_a_replica_when_
             if node.poll() is None:
                 node.kill()
                 node.wait()
-        assert second == {"replicas": 0, "unreplicated": [
-            {"queue": "knowledge", "messages": 1, "replicas": 0, "wanted": 1}]}
+        assert second == {
+            "replicas": 0,
+            "unreplicated": [{"queue": "knowledge", "messages": 1, "replicas": 0, "wanted": 1}],
+        }
         assert cluster.node(cluster.master_port()).llen("dramatiq:knowledge") == 101
     finally:
         cluster.close()

@@ -35,8 +35,15 @@ def _dead_letter(env: dict[str, str], actor: str = "noop", error: str = "boom", 
 
     init_database(env["DATABASE_URL"])
     migrate()
-    message = Message(queue_name="tests", actor_name=actor, args=(), kwargs=kwargs or {"tag": "web"},
-                      options={"retries": 2}, message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000))
+    message = Message(
+        queue_name="tests",
+        actor_name=actor,
+        args=(),
+        kwargs=kwargs or {"tag": "web"},
+        options={"retries": 2},
+        message_id=str(uuid.uuid4()),
+        message_timestamp=int(time.time() * 1000),
+    )
     DeadLetters().record(message, Dead.of("retries_exhausted", RuntimeError(error)))
     with session():
         return DeadLetter.select().order_by(DeadLetter.id.desc()).get().id
@@ -73,16 +80,23 @@ def test_failed_logins_are_refused_429_at_once_and_another_accounts_logins_do_no
         _login_as(base, "vera", "vera-long-password")  # another account's valid login in between
     assert codes[:5] == [401] * 5 and codes[5:] == [429] * 3
     refused = post_login(base, "admin", PASSWORD)
-    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0  # even the right password now
+    assert (
+        refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    )  # even the right password now
     _login_as(base, "vera", "vera-long-password")  # the other user is not locked out
 
 
 def test_wrong_bearer_tokens_are_throttled_too(web):
     base, _ = web
-    codes = [requests.get(f"{base}/api/dead-letters", headers={"Authorization": f"Bearer wrong-{i}"}).status_code
-             for i in range(22)]
+    codes = [
+        requests.get(f"{base}/api/dead-letters", headers={"Authorization": f"Bearer wrong-{i}"}).status_code
+        for i in range(22)
+    ]
     assert codes[:20] == [401] * 20 and codes[20:] == [429, 429]
-    assert requests.get(f"{base}/api/dead-letters", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 429
+    assert (
+        requests.get(f"{base}/api/dead-letters", headers={"Authorization": f"Bearer {TOKEN}"}).status_code
+        == 429
+    )
 
 
 def test_csrf_is_required_for_every_state_change(web):
@@ -102,8 +116,9 @@ def test_a_csrf_token_belongs_to_its_session_and_the_api_takes_it_as_a_header(we
     session, csrf = _login(base)
     _other, other_csrf = _login(base)
     assert session.post(f"{base}/dead-letters/{ident}/requeue", data={"csrf": other_csrf}).status_code == 403
-    assert session.post(f"{base}/api/dead-letters/{ident}/requeue", headers={"X-CSRF-Token": csrf}).json() == {
-        "requeued": [ident]}
+    assert session.post(
+        f"{base}/api/dead-letters/{ident}/requeue", headers={"X-CSRF-Token": csrf}
+    ).json() == {"requeued": [ident]}
 
 
 def test_the_home_is_the_overview_and_every_answer_carries_the_security_headers(web):
@@ -111,13 +126,25 @@ def test_the_home_is_the_overview_and_every_answer_carries_the_security_headers(
     session, csrf = _login(base)
     home = session.get(f"{base}/")
     assert home.status_code == 200 and 'id="overview"' in home.text
-    answers = [home, session.get(f"{base}/dead-letters"), session.get(f"{base}/queues/"), session.get(f"{base}/nope"),
-               requests.get(f"{base}/api/overview"), session.get(f"{base}/api/assets/nope")]
+    answers = [
+        home,
+        session.get(f"{base}/dead-letters"),
+        session.get(f"{base}/queues/"),
+        session.get(f"{base}/nope"),
+        requests.get(f"{base}/api/overview"),
+        session.get(f"{base}/api/assets/nope"),
+    ]
     assert [a.status_code for a in answers] == [200, 200, 200, 404, 401, 404]
     for answer in answers:
-        assert answer.headers["X-Frame-Options"] == "DENY" and answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert (
+            answer.headers["X-Frame-Options"] == "DENY"
+            and answer.headers["X-Content-Type-Options"] == "nosniff"
+        )
         assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
-        assert answer.headers["Cache-Control"] == "no-store" and answer.headers["Referrer-Policy"] == "same-origin"
+        assert (
+            answer.headers["Cache-Control"] == "no-store"
+            and answer.headers["Referrer-Policy"] == "same-origin"
+        )
     assert answers[-1].json() == {"error": "unknown asset"}
     old_link = session.get(f"{base}/?actor=noop&state=", allow_redirects=False)
     assert old_link.status_code == 303 and old_link.headers["Location"] == "/dead-letters?actor=noop&state="
@@ -140,7 +167,9 @@ def test_an_unexpected_error_answers_500_json_under_api_and_text_on_pages_and_th
     assert page.status_code == 500 and page.headers["Content-Type"].startswith("text/plain")
     assert "Traceback" not in page.text and "audit_entry" not in page.text  # nothing of the internals leaks
     assert page.headers["X-Frame-Options"] == "DENY"
-    assert session.get(f"{base}/dead-letters").status_code == 200  # one bad request did not take the server down
+    assert (
+        session.get(f"{base}/dead-letters").status_code == 200
+    )  # one bad request did not take the server down
 
 
 def json_list(text: str) -> list:
@@ -164,16 +193,24 @@ def test_api_bearer_token_requeue_and_audit_trail(web, redis_client):
     headers = {"Authorization": f"Bearer {TOKEN}"}
     listed = requests.get(f"{base}/api/dead-letters", headers=headers).json()
     assert listed["total"] == 1 and listed["items"][0]["id"] == ident
-    assert requests.post(f"{base}/api/dead-letters/{ident}/requeue", headers=headers).json() == {"requeued": [ident]}
+    assert requests.post(f"{base}/api/dead-letters/{ident}/requeue", headers=headers).json() == {
+        "requeued": [ident]
+    }
     assert requests.post(f"{base}/api/dead-letters/{ident}/requeue", headers=headers).status_code == 409
-    assert requests.get(f"{base}/api/dead-letters", headers=headers).json()["total"] == 0  # dead ones by default
-    every_state = requests.get(f"{base}/api/dead-letters?state=", headers=headers).json()  # "any": was read as dead
+    assert (
+        requests.get(f"{base}/api/dead-letters", headers=headers).json()["total"] == 0
+    )  # dead ones by default
+    every_state = requests.get(
+        f"{base}/api/dead-letters?state=", headers=headers
+    ).json()  # "any": was read as dead
     assert [(d["id"], d["state"]) for d in every_state["items"]] == [(ident, "requeued")]
     assert redis_client.llen("dramatiq:tests") == 1  # the message is back on its queue
     audit = requests.get(f"{base}/api/audit", headers=headers).json()
     assert [(a["action"], a["count"]) for a in audit] == [("requeue", 0), ("requeue", 1)]
     assert all(a["who"] == "token:api@127.0.0.1" for a in audit)
-    assert requests.get(f"{base}/api/dead-letters", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        requests.get(f"{base}/api/dead-letters", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    )
 
 
 def test_the_api_pages_by_cursor_and_the_list_page_by_before(web):
@@ -183,8 +220,11 @@ def test_the_api_pages_by_cursor_and_the_list_page_by_before(web):
     headers = {"Authorization": f"Bearer {TOKEN}"}
     seen, cursor = [], None
     while True:
-        page = requests.get(f"{base}/api/dead-letters", params={"limit": 3, **({"cursor": cursor} if cursor else {})},
-                            headers=headers).json()
+        page = requests.get(
+            f"{base}/api/dead-letters",
+            params={"limit": 3, **({"cursor": cursor} if cursor else {})},
+            headers=headers,
+        ).json()
         seen += [item["id"] for item in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -209,8 +249,13 @@ def test_health_metrics_queues_and_asset_api(web, redis_client):
     session, csrf = _login(base)
     queues_page = session.get(f"{base}/queues/")
     assert queues_page.status_code == 200
-    assert 'href="/dead-letters"' in queues_page.text and "Log out" in queues_page.text  # the same header everywhere
-    assert session.post(f"{base}/queues/assets/requeue", data={"csrf": csrf}).status_code in (404, 405)  # read-only
+    assert (
+        'href="/dead-letters"' in queues_page.text and "Log out" in queues_page.text
+    )  # the same header everywhere
+    assert session.post(f"{base}/queues/assets/requeue", data={"csrf": csrf}).status_code in (
+        404,
+        405,
+    )  # read-only
     headers = {"Authorization": f"Bearer {TOKEN}"}
     assert requests.get(f"{base}/api/assets/nope", headers=headers).status_code == 404
 
@@ -235,8 +280,6 @@ def test_insecure_local_needs_no_login_but_still_the_csrf_token(start_web):
     assert json.loads(run_cli(env, "dlq", "audit", "--json").stdout)[0]["who"] == "local@127.0.0.1"
 
 
-
-
 def test_browser_login_requeue_bulk_delete_and_screenshots(web, chromium_path, start_worker, redis_client):
     base, env = web
     requeue_me = _dead_letter(env, actor="noop", tag="from-browser")
@@ -254,7 +297,9 @@ def test_browser_login_requeue_bulk_delete_and_screenshots(web, chromium_path, s
         page.click("#requeue")
         page.wait_for_selector("#flash")
         assert "Requeued" in page.inner_text("#flash")
-        wait_for(lambda: b"from-browser" in redis_client.lrange("wtest:done", 0, -1), 30, what="the worker ran it")
+        wait_for(
+            lambda: b"from-browser" in redis_client.lrange("wtest:done", 0, -1), 30, what="the worker ran it"
+        )
         page.goto(f"{base}/?actor=permanent")  # a link from before /dead-letters: redirected there
         page.click("#delete-all")
         page.wait_for_selector("#confirm")
@@ -270,8 +315,9 @@ def test_browser_login_requeue_bulk_delete_and_screenshots(web, chromium_path, s
     assert os.path.getsize(ARTIFACTS / "dashboard-list.png") > 10_000
 
 
-def test_a_paused_queue_starts_nothing_loses_nothing_and_resume_picks_everything_up(web, start_worker, sender,
-                                                                                     redis_client):
+def test_a_paused_queue_starts_nothing_loses_nothing_and_resume_picks_everything_up(
+    web, start_worker, sender, redis_client
+):
     base, env = web
     headers = {"Authorization": f"Bearer {TOKEN}"}
     start_worker(threads=2)
@@ -290,7 +336,10 @@ def test_a_paused_queue_starts_nothing_loses_nothing_and_resume_picks_everything
     wait_for(lambda: redis_client.llen("wtest:done") == 11, 30, 0.2, "everything after resume")
     assert sorted(redis_client.lrange("wtest:done", 1, -1)) == sorted(f"p{i}".encode() for i in range(10))
     audit = requests.get(f"{base}/api/audit", headers=headers).json()
-    assert [(a["action"], a["target"]) for a in audit][:2] == [("queue-resume", "tests"), ("queue-pause", "tests")]
+    assert [(a["action"], a["target"]) for a in audit][:2] == [
+        ("queue-resume", "tests"),
+        ("queue-pause", "tests"),
+    ]
     assert requests.post(f"{base}/api/queues/nope/pause", headers=headers).status_code == 404
 
 
@@ -299,14 +348,20 @@ def test_messages_prefetched_before_a_pause_are_put_back_not_started(web, start_
     headers = {"Authorization": f"Bearer {TOKEN}"}
     start_worker(threads=1)
     sender("sleepy", tag="long", seconds=4)
-    wait_for(lambda: redis_client.llen("dramatiq:tests") == 0 and redis_client.hlen("dramatiq:tests.msgs") == 1, 30,
-             0.1, "the long message running")
+    wait_for(
+        lambda: redis_client.llen("dramatiq:tests") == 0 and redis_client.hlen("dramatiq:tests.msgs") == 1,
+        30,
+        0.1,
+        "the long message running",
+    )
     for i in range(3):
         sender("noop", tag=f"q{i}")
     # one thread, a prefetch of two: the consumer takes q0 while the thread is busy, q1 and q2 wait in the queue
     wait_for(lambda: redis_client.llen("dramatiq:tests") == 2, 30, 0.1, "q0 prefetched")
     assert requests.post(f"{base}/api/queues/tests/pause", headers=headers).json()["changed"] is True
-    wait_for(lambda: b"long" in redis_client.lrange("wtest:done", 0, -1), 30, 0.2, "the running message finished")
+    wait_for(
+        lambda: b"long" in redis_client.lrange("wtest:done", 0, -1), 30, 0.2, "the running message finished"
+    )
     time.sleep(4)
     assert redis_client.lrange("wtest:done", 0, -1) == [b"long"]  # the prefetched ones went back, unstarted
     assert redis_client.hlen("dramatiq:tests.msgs") + redis_client.hlen("dramatiq:tests.DQ.msgs") == 3
@@ -332,8 +387,12 @@ def test_the_overview_lists_queues_workers_and_what_they_run(web, start_worker, 
     assert "sleepy" in [c["actor"] for c in shown["current"]]  # (a noop may be caught running beside it)
     body = requests.get(f"{base}/api/overview", headers=headers).json()
     tests_queue = next(q for q in body["queues"] if q["name"] == "tests")
-    assert {"name", "depth", "delayed", "in_flight", "paused"} <= set(tests_queue) and tests_queue["paused"] is False
-    assert {"openrouter", "kommo"} <= set(body["upstreams"]) and "spend_today_usd" in body["upstreams"]["openrouter"]
+    assert {"name", "depth", "delayed", "in_flight", "paused"} <= set(tests_queue) and tests_queue[
+        "paused"
+    ] is False
+    assert {"openrouter", "kommo"} <= set(body["upstreams"]) and "spend_today_usd" in body["upstreams"][
+        "openrouter"
+    ]
     assert all("rate_used_rps" in body["upstreams"][u] for u in ("openrouter", "kommo"))
     assert body["dead_letters_last_hour"] == {} and body["events"]["pending"] == 0
     assert requests.get(f"{base}/api/overview").status_code == 401
@@ -354,28 +413,44 @@ def test_an_assets_history_lists_every_transition_of_its_text_and_knowledge(web,
         response = requests.get(f"{base}/api/assets/{asset_id}/history", headers=headers)
         return response.json() if response.status_code == 200 else []
 
-    wait_for(lambda: any(h["track"] == "knowledge" and h["status"] == "skipped" for h in history("h1")), 60, 0.3,
-             "h1's knowledge skipped")
+    wait_for(
+        lambda: any(h["track"] == "knowledge" and h["status"] == "skipped" for h in history("h1")),
+        60,
+        0.3,
+        "h1's knowledge skipped",
+    )
     assert [(h["track"], h["status"], h["attempt"]) for h in history("h1")] == [
-        ("asset", "processing", 1), ("asset", "extracted", 1), ("knowledge", "processing", 1),
-        ("knowledge", "skipped", 1)]
+        ("asset", "processing", 1),
+        ("asset", "extracted", 1),
+        ("knowledge", "processing", 1),
+        ("knowledge", "skipped", 1),
+    ]
     assert set(history("h1")[0]) == {"at", "track", "status", "attempt", "error_code"}
     wait_for(lambda: history("h2") and history("h2")[-1]["status"] == "failed", 60, 0.3, "h2 failed")
     assert history("h2")[-1]["error_code"] == "fetch_failed"
     assert requests.get(f"{base}/api/assets/nope/history", headers=headers).status_code == 404
 
 
-def test_an_assets_page_shows_its_knowledge_graph_as_tables_and_a_picture(start_web, knowledge_env, start_worker,
-                                                                           redis_client):
+def test_an_assets_page_shows_its_knowledge_graph_as_tables_and_a_picture(
+    start_web, knowledge_env, start_worker, redis_client
+):
     from worker_contracts import Sender
 
     base, _ = start_web()
-    Path(knowledge_env["STORAGE_ROOT"], "kg.txt").write_text("Alice met Bob in Paris to discuss Acme with Carol. " * 5)
+    Path(knowledge_env["STORAGE_ROOT"], "kg.txt").write_text(
+        "Alice met Bob in Paris to discuss Acme with Carol. " * 5
+    )
     start_worker(env=knowledge_env, threads=2)
     Sender(redis_client).process_asset("kg", "file:kg.txt")
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    wait_for(lambda: requests.get(f"{base}/api/assets/kg", headers=headers).json().get("knowledge_status") == "done",
-             60, 0.3, "kg's knowledge done")
+    wait_for(
+        lambda: (
+            requests.get(f"{base}/api/assets/kg", headers=headers).json().get("knowledge_status") == "done"
+        ),
+        60,
+        0.3,
+        "kg's knowledge done",
+    )
     graph = requests.get(f"{base}/api/assets/kg/graph", headers=headers).json()
     names = {e["name"] for e in graph["entities"]}
     assert {"Alice", "Bob", "Paris"} <= names and graph["relations"]
@@ -384,10 +459,14 @@ def test_an_assets_page_shows_its_knowledge_graph_as_tables_and_a_picture(start_
     assert "<svg" in page and all(f'<a href="/entities/{ids[name]}">{name}</a>' in page for name in names)
     assert f"The picture shows {min(12, len(names))} of\n{len(names)} entities" in page
     relation = graph["relations"][0]
-    assert f'<a href="/entities/{relation["source_id"]}">{relation["source"]}</a></td>\n<td>{relation["type"]}</td>' \
+    assert (
+        f'<a href="/entities/{relation["source_id"]}">{relation["source"]}</a></td>\n<td>{relation["type"]}</td>'
         in page
+    )
     download = requests.get(f"{base}/assets/kg/text", headers=headers)
-    assert download.text.startswith("Alice met Bob") and "attachment" in download.headers["Content-Disposition"]
+    assert (
+        download.text.startswith("Alice met Bob") and "attachment" in download.headers["Content-Disposition"]
+    )
 
 
 def _add_user(env: dict[str, str], name: str, role: str, password: str) -> None:
@@ -395,8 +474,15 @@ def _add_user(env: dict[str, str], name: str, role: str, password: str) -> None:
 
     from tests.support.helpers import BIN
 
-    done = subprocess.run([str(BIN / "worker"), "users", "add", name, "--role", role], input=password + "\n",
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(BIN / "worker"), "users", "add", name, "--role", role],
+        input=password + "\n",
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and f" {name} ({role})" in done.stdout, done.stderr  # added or updated
 
 
@@ -422,10 +508,21 @@ def test_a_viewer_reads_everything_and_changes_nothing_and_the_audit_names_the_o
     ident = _dead_letter(env)
 
     viewer, csrf = _login_as(base, "vera", "viewer-password-1")
-    assert "vera" in viewer.get(f"{base}/").text and viewer.get(f"{base}/dead-letters/{ident}").status_code == 200
-    assert viewer.get(f"{base}/api/overview").status_code == 200 and viewer.get(f"{base}/events").status_code == 200
-    for path in (f"/dead-letters/{ident}/requeue", f"/api/dead-letters/{ident}/requeue", "/api/queues/tests/pause",
-                 "/events/1/resend", "/dead-letters/bulk"):
+    assert (
+        "vera" in viewer.get(f"{base}/").text
+        and viewer.get(f"{base}/dead-letters/{ident}").status_code == 200
+    )
+    assert (
+        viewer.get(f"{base}/api/overview").status_code == 200
+        and viewer.get(f"{base}/events").status_code == 200
+    )
+    for path in (
+        f"/dead-letters/{ident}/requeue",
+        f"/api/dead-letters/{ident}/requeue",
+        "/api/queues/tests/pause",
+        "/events/1/resend",
+        "/dead-letters/bulk",
+    ):
         assert viewer.post(f"{base}{path}", data={"csrf": csrf}).status_code == 403, path
     assert viewer.post(f"{base}/logout", data={"csrf": csrf}, allow_redirects=False).status_code == 303
 
@@ -465,8 +562,9 @@ def test_a_trusted_proxys_user_header_logs_in_with_the_users_role_and_no_one_els
     assert forged.status_code == 303 and forged.headers["Location"].startswith("/login")  # not from the proxy
 
 
-def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(web, chromium_path, start_worker, sender,
-                                                                         redis_client):
+def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(
+    web, chromium_path, start_worker, sender, redis_client
+):
     """Chromium as an operator: the overview shows a queue growing while paused, resume drains it; an asset's
     page tells its story; a viewer sees everything and every action is refused."""
     from worker_contracts import Sender
@@ -476,9 +574,15 @@ def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(web, chr
     _add_user(env, "vera", "viewer", "viewer-password-1")
     start_worker(env=env, threads=2)
     Sender(redis_client).process_asset("story", "file:story.txt")
-    wait_for(lambda: run_cli(env, "asset", "story", "--json").returncode == 0 and
-             json.loads(run_cli(env, "asset", "story", "--json").stdout)["knowledge_status"] == "skipped", 60, 0.5,
-             "the asset's story")
+    wait_for(
+        lambda: (
+            run_cli(env, "asset", "story", "--json").returncode == 0
+            and json.loads(run_cli(env, "asset", "story", "--json").stdout)["knowledge_status"] == "skipped"
+        ),
+        60,
+        0.5,
+        "the asset's story",
+    )
     with _browser_page(chromium_path, f"{base}/", "admin", PASSWORD, height=1000) as page:
         page.wait_for_selector("#queues")
         page.click("#pause-tests")
@@ -487,15 +591,21 @@ def test_browser_overview_pause_resume_asset_story_and_a_viewer_refused(web, chr
         for i in range(5):
             sender("noop", tag=f"b{i}")
         # the page refreshes itself: the paused queue's 5 messages show up without a reload
-        page.wait_for_function("() => [...document.querySelectorAll('#queues tr')].some("
-                               "r => r.innerText.startsWith('tests') && r.innerText.includes('paused') && "
-                               "r.cells[1].innerText === '5')", timeout=20_000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#queues tr')].some("
+            "r => r.innerText.startsWith('tests') && r.innerText.includes('paused') && "
+            "r.cells[1].innerText === '5')",
+            timeout=20_000,
+        )
         assert redis_client.llen("wtest:done") == 0
         page.screenshot(path=str(ARTIFACTS / "overview-paused.png"), full_page=True)
         page.click("#resume-tests")
         wait_for(lambda: redis_client.llen("wtest:done") == 5, 30, 0.2, "drained after resume")
-        page.wait_for_function("() => [...document.querySelectorAll('#queues tr')].some("
-                               "r => r.innerText.startsWith('tests') && r.cells[1].innerText === '0')", timeout=20_000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#queues tr')].some("
+            "r => r.innerText.startsWith('tests') && r.cells[1].innerText === '0')",
+            timeout=20_000,
+        )
         assert page.locator("#workers tbody tr").count() >= 1
         page.goto(f"{base}/queues/")
         page.wait_for_selector("header >> text=Overview")
@@ -533,7 +643,10 @@ def test_purging_a_queue_needs_its_count_confirmed_and_ends_the_records_it_drops
     assert done == {"queue": "assets", "purged": 3, "records_failed": 3}
     assert redis_client.llen("dramatiq:assets") == 0 and redis_client.hlen("dramatiq:assets.msgs") == 0
     record = json.loads(run_cli(env, "asset", "gone1", "--json").stdout)
-    assert (record["status"], record["error_code"]) == ("failed", "purged")  # the reconciler will not rebuild it
+    assert (record["status"], record["error_code"]) == (
+        "failed",
+        "purged",
+    )  # the reconciler will not rebuild it
     audit = requests.get(f"{base}/api/audit", headers=headers).json()
     assert (audit[0]["action"], audit[0]["target"], audit[0]["count"]) == ("queue-purge", "assets", 3)
     session, csrf = _login(base)
@@ -541,7 +654,9 @@ def test_purging_a_queue_needs_its_count_confirmed_and_ends_the_records_it_drops
     assert "0 messages will be deleted" in page
 
 
-def test_the_purge_confirmation_names_the_delayed_retries_workers_hold(web, start_worker, sender, redis_client):
+def test_the_purge_confirmation_names_the_delayed_retries_workers_hold(
+    web, start_worker, sender, redis_client
+):
     """Issue 41: two retries due in a minute, held by a worker: the confirmation says they exist, that a purge
     cannot reach them now and what to do, instead of a bare "0 messages will be deleted"."""
     base, env = web
@@ -549,17 +664,31 @@ def test_the_purge_confirmation_names_the_delayed_retries_workers_hold(web, star
     due = int(time.time() * 1000) + 60_000
     for i in range(2):
         sender("noop", queue="tests.DQ", options={"eta": due}, tag=f"later{i}")
-    wait_for(lambda: redis_client.llen("dramatiq:tests.DQ") == 0, 30, 0.1, "the worker holding the delayed two")
+    wait_for(
+        lambda: redis_client.llen("dramatiq:tests.DQ") == 0, 30, 0.1, "the worker holding the delayed two"
+    )
     session, _csrf = _login(base)
     page = session.get(f"{base}/overview/queues/tests/purge").text
     assert "0 messages will be deleted" in page and "2 delayed messages (retries and deferrals)" in page
-    refused = requests.post(f"{base}/api/queues/tests/purge?confirm=2", headers={"Authorization": f"Bearer {TOKEN}"})
+    refused = requests.post(
+        f"{base}/api/queues/tests/purge?confirm=2", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert refused.status_code == 409 and refused.json()["held_delayed"] == 2
 
 
-HOSTILE_NEXT = ["/\t/evil.example", "/%09/evil.example", "/\n/evil.example", "//evil.example", "/\\evil.example",
-                "/%5C/evil.example", "/%2F/evil.example", "https://evil.example/", "javascript:alert(1)",
-                "\\\\evil.example", " //evil.example"]
+HOSTILE_NEXT = [
+    "/\t/evil.example",
+    "/%09/evil.example",
+    "/\n/evil.example",
+    "//evil.example",
+    "/\\evil.example",
+    "/%5C/evil.example",
+    "/%2F/evil.example",
+    "https://evil.example/",
+    "javascript:alert(1)",
+    "\\\\evil.example",
+    " //evil.example",
+]
 
 
 @pytest.mark.parametrize("hostile", HOSTILE_NEXT)
@@ -576,11 +705,18 @@ def test_a_state_change_from_another_sites_origin_is_refused_even_with_the_token
     base, env = web
     ident = _dead_letter(env)
     session, csrf = _login(base)
-    for header in ({"Origin": "http://evil.example"}, {"Referer": "http://evil.example/page"}, {"Origin": "null"}):
-        refused = session.post(f"{base}/api/dead-letters/{ident}/requeue", headers={"X-CSRF-Token": csrf, **header})
+    for header in (
+        {"Origin": "http://evil.example"},
+        {"Referer": "http://evil.example/page"},
+        {"Origin": "null"},
+    ):
+        refused = session.post(
+            f"{base}/api/dead-letters/{ident}/requeue", headers={"X-CSRF-Token": csrf, **header}
+        )
         assert refused.status_code == 403 and "another site" in refused.json()["error"]
-    accepted = session.post(f"{base}/api/dead-letters/{ident}/requeue",
-                            headers={"X-CSRF-Token": csrf, "Origin": base})
+    accepted = session.post(
+        f"{base}/api/dead-letters/{ident}/requeue", headers={"X-CSRF-Token": csrf, "Origin": base}
+    )
     assert accepted.json() == {"requeued": [ident]}
 
 
@@ -600,9 +736,12 @@ def _forged_cookie(key: bytes, payload: dict[str, object]) -> str:
     from flask.json.tag import TaggedJSONSerializer
     from itsdangerous import URLSafeTimedSerializer
 
-    return URLSafeTimedSerializer(key, salt="cookie-session", serializer=TaggedJSONSerializer(),
-                                  signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha1}).dumps(
-        payload)
+    return URLSafeTimedSerializer(
+        key,
+        salt="cookie-session",
+        serializer=TaggedJSONSerializer(),
+        signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha1},
+    ).dumps(payload)
 
 
 def test_a_cookie_signed_with_a_key_derived_from_the_password_is_refused(web):
@@ -612,8 +751,10 @@ def test_a_cookie_signed_with_a_key_derived_from_the_password_is_refused(web):
 
     base, _ = web
     old_key = hashlib.sha256(f"session:{PASSWORD}".encode()).digest()
-    for payload in ({"user": "admin", "named": False, "id": "forged", "_permanent": True},
-                    {"user": "admin", "named": False, "id": "forged", "_permanent": True, "stamp": "0" * 32}):
+    for payload in (
+        {"user": "admin", "named": False, "id": "forged", "_permanent": True},
+        {"user": "admin", "named": False, "id": "forged", "_permanent": True, "stamp": "0" * 32},
+    ):
         forged = requests.Session()
         forged.cookies.set("worker_session", _forged_cookie(old_key, payload))
         assert forged.get(f"{base}/api/overview").status_code == 401
@@ -634,23 +775,40 @@ def test_a_password_change_or_a_key_rotation_ends_the_users_sessions(web):
     second, _ = _login_as(base, "otto", "operator-password-2")
     rotated = run_cli(env, "sessions", "rotate")
     assert rotated.returncode == 0 and "rotated" in rotated.stdout
-    wait_for(lambda: second.get(f"{base}/api/overview").status_code == 401, 15, 0.5, "the rotation read (5 s)")
+    wait_for(
+        lambda: second.get(f"{base}/api/overview").status_code == 401, 15, 0.5, "the rotation read (5 s)"
+    )
     assert admin.get(f"{base}/api/overview").status_code == 401
 
 
 def test_short_passwords_are_refused_at_start_and_at_users_add(worker_env):
     short = run_cli({**worker_env, "WEB_PASSWORD": "short", "WEB_PORT": str(free_port())}, "web", timeout=20)
     assert short.returncode == 2 and "WEB_PASSWORD must have at least 12 characters" in short.stderr
-    weak_secret = run_cli({**worker_env, "WEB_PASSWORD": PASSWORD, "WEB_SESSION_SECRET": "0123456789",
-                           "WEB_PORT": str(free_port())}, "web", timeout=20)
+    weak_secret = run_cli(
+        {
+            **worker_env,
+            "WEB_PASSWORD": PASSWORD,
+            "WEB_SESSION_SECRET": "0123456789",
+            "WEB_PORT": str(free_port()),
+        },
+        "web",
+        timeout=20,
+    )
     assert weak_secret.returncode == 2 and "WEB_SESSION_SECRET must have at least 32" in weak_secret.stderr
     import subprocess
 
     from tests.support.helpers import BIN
 
     assert run_cli(worker_env, "migrate").returncode == 0
-    added = subprocess.run([str(BIN / "worker"), "users", "add", "eve", "--role", "viewer"], input="eleven-char\n",
-                           cwd=ROOT, env=worker_env, capture_output=True, text=True, timeout=60)
+    added = subprocess.run(
+        [str(BIN / "worker"), "users", "add", "eve", "--role", "viewer"],
+        input="eleven-char\n",
+        cwd=ROOT,
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert added.returncode == 1 and "at least 12 characters" in added.stderr
 
 
@@ -673,16 +831,36 @@ def test_a_secret_in_a_queued_message_appears_on_no_page_a_viewer_can_open(web, 
 
     base, env = web
     token, password = "wh-token-3f9a2c71", "hunter2-in-url"
-    ids = [sender("crm_handle_webhook", queue="crm", body="leads%5Bstatus%5D", token=token),
-           sender("process_asset", queue="assets", asset_id="s1",
-                  source=f"https://ops:{password}@files.example/a.pdf")]
+    ids = [
+        sender("crm_handle_webhook", queue="crm", body="leads%5Bstatus%5D", token=token),
+        sender(
+            "process_asset",
+            queue="assets",
+            asset_id="s1",
+            source=f"https://ops:{password}@files.example/a.pdf",
+        ),
+    ]
     redis_ids = {m: json.loads(v)["message_id"] for m, v in redis_client.hgetall("dramatiq:crm.msgs").items()}
-    redis_ids.update({m: json.loads(v)["message_id"] for m, v in redis_client.hgetall("dramatiq:assets.msgs").items()})
+    redis_ids.update(
+        {m: json.loads(v)["message_id"] for m, v in redis_client.hgetall("dramatiq:assets.msgs").items()}
+    )
     assert set(redis_ids.values()) == set(ids)
     _add_user(env, "vera", "viewer", "viewer-password-1")
     viewer, _ = _login_as(base, "vera", "viewer-password-1")
-    pages = ["/", "/api/overview", "/queues/", "/queues/crm", "/queues/assets", "/api/queues/crm",
-             "/api/queues/assets", "/queues/queues/crm", "/dead-letters", "/api/dead-letters", "/events", "/audit"]
+    pages = [
+        "/",
+        "/api/overview",
+        "/queues/",
+        "/queues/crm",
+        "/queues/assets",
+        "/api/queues/crm",
+        "/api/queues/assets",
+        "/queues/queues/crm",
+        "/dead-letters",
+        "/api/dead-letters",
+        "/events",
+        "/audit",
+    ]
     seen = {}
     for path in pages:
         response = viewer.get(f"{base}{path}")

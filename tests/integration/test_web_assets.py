@@ -39,17 +39,28 @@ def _seed(env: dict[str, str]) -> None:
     migrate()
     with session():
         for i, (asset_id, status, knowledge, kind, code) in enumerate(SEEDED):
-            Asset.create(asset_id=asset_id, status=status, knowledge_status=knowledge, detected_type=kind,
-                         error_code=code if status == "failed" else None, filename=f"{asset_id}.bin",
-                         last_error=f"{code}: name or service not known" if status == "retrying" else None,
-                         next_attempt_at=datetime.utcnow() + timedelta(minutes=5) if status == "retrying" else None,
-                         knowledge_error_code="openrouter_not_configured" if knowledge == "skipped" else
-                         ("invalid_llm_output" if knowledge == "failed" else None),
-                         knowledge_error_message="OPENROUTER_API_KEY is not set" if knowledge == "skipped" else None,
-                         size=123_456, created_at=T0 + timedelta(minutes=i), updated_at=T0 + timedelta(minutes=i))
+            Asset.create(
+                asset_id=asset_id,
+                status=status,
+                knowledge_status=knowledge,
+                detected_type=kind,
+                error_code=code if status == "failed" else None,
+                filename=f"{asset_id}.bin",
+                last_error=f"{code}: name or service not known" if status == "retrying" else None,
+                next_attempt_at=datetime.utcnow() + timedelta(minutes=5) if status == "retrying" else None,
+                knowledge_error_code="openrouter_not_configured"
+                if knowledge == "skipped"
+                else ("invalid_llm_output" if knowledge == "failed" else None),
+                knowledge_error_message="OPENROUTER_API_KEY is not set" if knowledge == "skipped" else None,
+                size=123_456,
+                created_at=T0 + timedelta(minutes=i),
+                updated_at=T0 + timedelta(minutes=i),
+            )
 
 
-def _dead_letter(env: dict[str, str], asset_id: str | None, code: str, error_type: str = "permanent_error") -> int:
+def _dead_letter(
+    env: dict[str, str], asset_id: str | None, code: str, error_type: str = "permanent_error"
+) -> int:
     from middleware.deadletters import DeadLetters
     from worker_service.database import DeadLetter, init_database, migrate, session
     from worker_service.errors import PermanentError
@@ -58,10 +69,18 @@ def _dead_letter(env: dict[str, str], asset_id: str | None, code: str, error_typ
     init_database(env["DATABASE_URL"])
     migrate()
     kwargs = {"asset_id": asset_id, "source": "file:x.pdf"} if asset_id else {"tag": "no asset"}
-    message = Message(queue_name="assets", actor_name="process_asset", args=(), kwargs=kwargs, options={},
-                      message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000))
-    DeadLetters().record(message, Dead.of(error_type, PermanentError(f"{code} input", error_code=code),
-                                          error_code=code))
+    message = Message(
+        queue_name="assets",
+        actor_name="process_asset",
+        args=(),
+        kwargs=kwargs,
+        options={},
+        message_id=str(uuid.uuid4()),
+        message_timestamp=int(time.time() * 1000),
+    )
+    DeadLetters().record(
+        message, Dead.of(error_type, PermanentError(f"{code} input", error_code=code), error_code=code)
+    )
     with session():
         return DeadLetter.select().order_by(DeadLetter.id.desc()).get().id
 
@@ -75,7 +94,13 @@ def test_the_assets_api_filters_by_each_state_type_search_and_time_with_counts_a
     _seed(env)
     everything = requests.get(f"{base}/api/assets", headers=API).json()
     assert _ids(everything) == [s[0] for s in reversed(SEEDED)]  # newest first
-    assert everything["counts"] == {"received": 1, "processing": 1, "retrying": 1, "extracted": 3, "failed": 1}
+    assert everything["counts"] == {
+        "received": 1,
+        "processing": 1,
+        "retrying": 1,
+        "extracted": 3,
+        "failed": 1,
+    }
     assert everything["knowledge_counts"]["skipped"] == 1 and everything["next_cursor"] is None
     assert everything["counts_capped"] == {"status": [], "knowledge_status": []}  # exact below 10,000
     for status in ("received", "processing", "retrying", "extracted", "failed"):
@@ -83,26 +108,47 @@ def test_the_assets_api_filters_by_each_state_type_search_and_time_with_counts_a
         assert _ids(answer) == [s[0] for s in reversed(SEEDED) if s[1] == status], status
         assert answer["counts"] == everything["counts"]  # a tab's count does not depend on the open tab
     for knowledge in ("done", "skipped", "failed"):
-        answer = requests.get(f"{base}/api/assets", params={"knowledge_status": knowledge}, headers=API).json()
+        answer = requests.get(
+            f"{base}/api/assets", params={"knowledge_status": knowledge}, headers=API
+        ).json()
         assert _ids(answer) == [s[0] for s in reversed(SEEDED) if s[2] == knowledge], knowledge
-    pdfs = requests.get(f"{base}/api/assets", params={"type": "pdf", "status": "extracted"}, headers=API).json()
+    pdfs = requests.get(
+        f"{base}/api/assets", params={"type": "pdf", "status": "extracted"}, headers=API
+    ).json()
     assert _ids(pdfs) == ["inv-002", "inv-001"] and pdfs["counts"]["failed"] == 1  # counts keep the type
-    assert _ids(requests.get(f"{base}/api/assets", params={"q": "inv-"}, headers=API).json()) == ["inv-002", "inv-001"]
-    assert _ids(requests.get(f"{base}/api/assets", params={"q": "TRACT-7.b"}, headers=API).json()) == ["contract-7"]
-    assert _ids(requests.get(f"{base}/api/assets", params={"q": "%"}, headers=API).json()) == []  # no wildcard
+    assert _ids(requests.get(f"{base}/api/assets", params={"q": "inv-"}, headers=API).json()) == [
+        "inv-002",
+        "inv-001",
+    ]
+    assert _ids(requests.get(f"{base}/api/assets", params={"q": "TRACT-7.b"}, headers=API).json()) == [
+        "contract-7"
+    ]
+    assert (
+        _ids(requests.get(f"{base}/api/assets", params={"q": "%"}, headers=API).json()) == []
+    )  # no wildcard
     since = (T0 + timedelta(minutes=5)).isoformat()
-    assert _ids(requests.get(f"{base}/api/assets", params={"since": since}, headers=API).json()) == ["old-one", "notes"]
+    assert _ids(requests.get(f"{base}/api/assets", params={"since": since}, headers=API).json()) == [
+        "old-one",
+        "notes",
+    ]
     seen, cursor = [], None
     while True:  # two at a time: every record once, in order
-        answer = requests.get(f"{base}/api/assets", params={"limit": 2, **({"cursor": cursor} if cursor else {})},
-                              headers=API).json()
+        answer = requests.get(
+            f"{base}/api/assets", params={"limit": 2, **({"cursor": cursor} if cursor else {})}, headers=API
+        ).json()
         seen += _ids(answer)
         cursor = answer["next_cursor"]
         if cursor is None:
             break
     assert seen == _ids(everything)
-    for bad in ({"status": "lost"}, {"since": "yesterday"}, {"cursor": "not-a-cursor"}, {"limit": "0"},
-                {"limit": "x"}, {"knowledge_status": "maybe"}):
+    for bad in (
+        {"status": "lost"},
+        {"since": "yesterday"},
+        {"cursor": "not-a-cursor"},
+        {"limit": "0"},
+        {"limit": "x"},
+        {"knowledge_status": "maybe"},
+    ):
         refused = requests.get(f"{base}/api/assets", params=bad, headers=API)
         assert refused.status_code == 400 and "error" in refused.json(), bad
 
@@ -114,11 +160,16 @@ def test_a_dead_letter_names_its_asset_and_domain_code_and_filters_by_the_code(w
     _dead_letter(env, None, "invalid_payload", error_type="invalid_payload")
     listed = {d["id"]: d for d in requests.get(f"{base}/api/dead-letters", headers=API).json()["items"]}
     assert (listed[corrupt]["asset_id"], listed[corrupt]["error_code"], listed[corrupt]["error_type"]) == (
-        "broken", "corrupt", "permanent_error")
+        "broken",
+        "corrupt",
+        "permanent_error",
+    )
     assert [d["asset_id"] for d in listed.values()].count(None) == 1  # the message that names none
     by_code = requests.get(f"{base}/api/dead-letters", params={"error_type": "corrupt"}, headers=API).json()
     assert [d["id"] for d in by_code["items"]] == [corrupt] and by_code["total"] == 1
-    by_type = requests.get(f"{base}/api/dead-letters", params={"error_type": "permanent_error"}, headers=API).json()
+    by_type = requests.get(
+        f"{base}/api/dead-letters", params={"error_type": "permanent_error"}, headers=API
+    ).json()
     assert by_type["total"] == 2
     cli = run_cli(env, "dlq", "list", "--error-type", "corrupt", "--json")
     assert [(d["asset_id"], d["error_code"]) for d in json.loads(cli.stdout)] == [("broken", "corrupt")]
@@ -130,7 +181,9 @@ def test_a_dead_letter_names_its_asset_and_domain_code_and_filters_by_the_code(w
     assert "domain code" in help_text and "example" in help_text
 
 
-def test_browser_assets_by_state_reasons_dead_letter_links_permanent_requeue_and_the_404_page(web, chromium_path):
+def test_browser_assets_by_state_reasons_dead_letter_links_permanent_requeue_and_the_404_page(
+    web, chromium_path
+):
     base, env = web
     _seed(env)
     encrypted = _dead_letter(env, "contract-7", "encrypted")
@@ -157,7 +210,9 @@ def test_browser_assets_by_state_reasons_dead_letter_links_permanent_requeue_and
         page.wait_for_selector("#why")
         assert "encrypted" in page.inner_text("#why")
         page.goto(f"{base}/dead-letters/{encrypted}")
-        assert page.inner_text("#error-code") == "encrypted" and page.inner_text("#asset-link") == "contract-7"
+        assert (
+            page.inner_text("#error-code") == "encrypted" and page.inner_text("#asset-link") == "contract-7"
+        )
         assert "permanent" in page.inner_text("#permanent-hint")
         page.click("#requeue")
         page.wait_for_selector("#confirm")
@@ -197,10 +252,18 @@ def test_browser_retry_now_sends_a_retrying_assets_work_again_at_once(web, chrom
     server = serve(Flaky)
     base, env = web
     try:
-        start_worker(env={**env, "FETCH_ALLOW_HTTP": "true", "FETCH_ALLOWLIST": "127.0.0.1",
-                          "RETRY_BACKOFF_BASE_MS": "600000", "RETRY_BACKOFF_MAX_MS": "600000"})
+        start_worker(
+            env={
+                **env,
+                "FETCH_ALLOW_HTTP": "true",
+                "FETCH_ALLOWLIST": "127.0.0.1",
+                "RETRY_BACKOFF_BASE_MS": "600000",
+                "RETRY_BACKOFF_MAX_MS": "600000",
+            }
+        )
         Sender(redis.Redis.from_url(env["BROKER_URL"])).process_asset(
-            "flaky", f"http://127.0.0.1:{server.server_port}/doc.txt", filename="doc.txt")
+            "flaky", f"http://127.0.0.1:{server.server_port}/doc.txt", filename="doc.txt"
+        )
 
         def record() -> dict:
             return requests.get(f"{base}/api/assets/flaky", headers=API).json()
@@ -213,7 +276,9 @@ def test_browser_retry_now_sends_a_retrying_assets_work_again_at_once(web, chrom
             page.click("#retry-now")
             page.wait_for_selector("#flash")
             assert "again now" in page.inner_text("#flash")
-        wait_for(lambda: record().get("status") == "extracted", 30, 0.3, "extracted at once, not in 10 minutes")
+        wait_for(
+            lambda: record().get("status") == "extracted", 30, 0.3, "extracted at once, not in 10 minutes"
+        )
         audit = requests.get(f"{base}/api/audit", headers=API).json()
         assert (audit[0]["action"], audit[0]["target"]) == ("asset-retry-now", "flaky")
         refused = requests.post(f"{base}/api/assets/flaky/retry", headers=API)

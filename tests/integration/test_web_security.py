@@ -23,8 +23,14 @@ K8S_LIMIT_BYTES = 256 * 1024 * 1024
 
 
 def _add_user(env: dict[str, str], name: str, role: str, password: str) -> None:
-    added = subprocess.run([str(Path(sys.executable).parent / "worker"), "users", "add", name, "--role", role],
-                           input=password + "\n", env=env, capture_output=True, text=True, timeout=60)
+    added = subprocess.run(
+        [str(Path(sys.executable).parent / "worker"), "users", "add", name, "--role", role],
+        input=password + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert added.returncode == 0, added.stderr
 
 
@@ -55,7 +61,9 @@ with ThreadPoolExecutor(max_workers=n) as pool:
 
 @pytest.mark.alone  # measures response times: with the machine to itself
 @pytest.mark.parametrize("parallel", [8, 50])
-def test_parallel_wrong_logins_keep_memory_bounded_health_fast_and_another_login_answering(start_web, parallel):
+def test_parallel_wrong_logins_keep_memory_bounded_health_fast_and_another_login_answering(
+    start_web, parallel
+):
     """Regression (second probe): each Argon2 check (64 MiB) ran in one of 8 request threads: 3 parallel wrong
     logins peaked at 268 MiB, over the 256 MiB limit (OOM-killed), 8 reached 595 MiB and stalled /healthz.
     The attack runs in a process of its own, each guess from another address through the trusted proxy (so only
@@ -64,23 +72,32 @@ def test_parallel_wrong_logins_keep_memory_bounded_health_fast_and_another_login
     _add_user(env, "olga", "operator", "olga-long-password")  # a real 64 MiB Argon2id hash to verify against
     _add_user(env, "ivan", "operator", "ivan-long-password")
     pid = start_web.processes[-1].pid
-    attack = subprocess.Popen([sys.executable, "-c", _ATTACK, base, str(parallel)], stdout=subprocess.PIPE, text=True)
+    attack = subprocess.Popen(
+        [sys.executable, "-c", _ATTACK, base, str(parallel)], stdout=subprocess.PIPE, text=True
+    )
     health_s: list[float] = []
     during: list[int] = []
     while attack.poll() is None or len(health_s) < 30:
         started = time.monotonic()
         assert requests.get(f"{base}/healthz", timeout=30).status_code == 200
         health_s.append(time.monotonic() - started)
-        if len(health_s) % 10 == 5:  # another user logs in meanwhile: answered at once, in or busy, never stalled
+        if (
+            len(health_s) % 10 == 5
+        ):  # another user logs in meanwhile: answered at once, in or busy, never stalled
             started = time.monotonic()
-            during.append(post_login(base, "ivan", "ivan-long-password",
-                                     headers={"X-Forwarded-For": "198.51.100.2"}).status_code)
+            during.append(
+                post_login(
+                    base, "ivan", "ivan-long-password", headers={"X-Forwarded-For": "198.51.100.2"}
+                ).status_code
+            )
             assert time.monotonic() - started < 1.0
         time.sleep(0.02)
     codes = json.loads(attack.communicate(timeout=120)[0])
     peak = _peak_rss_bytes(pid)
-    print(f"{parallel} parallel wrong logins: answers {sorted(set(codes))}, dashboard peak RSS {peak / 2**20:.0f} MiB,"
-          f" /healthz p99 {sorted(health_s)[int(len(health_s) * 0.99) - 1] * 1000:.0f} ms, other login {during}")
+    print(
+        f"{parallel} parallel wrong logins: answers {sorted(set(codes))}, dashboard peak RSS {peak / 2**20:.0f} MiB,"
+        f" /healthz p99 {sorted(health_s)[int(len(health_s) * 0.99) - 1] * 1000:.0f} ms, other login {during}"
+    )
     assert len(codes) == parallel and set(codes) <= {401, 503} and 401 in codes
     assert set(during) <= {303, 503}
     assert peak < 0.85 * K8S_LIMIT_BYTES, f"peak RSS {peak / 2**20:.0f} MiB"  # under the limit with margin
@@ -119,8 +136,10 @@ def test_forwarded_headers_are_believed_from_no_one_by_default(web):
     """Regression (second probe): the default WEB_PROXY_ADDRESSES=127.0.0.1 let any local process choose its
     address for the throttle (and a proxy user header would have logged it in as anyone)."""
     base, _ = web
-    codes = [post_login(base, "admin", f"guess-{i}", headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code
-             for i in range(7)]
+    codes = [
+        post_login(base, "admin", f"guess-{i}", headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code
+        for i in range(7)
+    ]
     assert codes[5:] == [429, 429]  # every guess counted against the real peer, whatever the header said
     start = run_cli({**web[1], "WEB_PROXY_USER_HEADER": "X-Forwarded-User", "WEB_PROXY_ADDRESSES": ""}, "web")
     assert start.returncode == 2 and "WEB_PROXY_ADDRESSES" in start.stderr
@@ -134,8 +153,12 @@ def test_a_login_posted_from_another_site_or_without_the_forms_token_is_refused(
     assert bare.get(f"{base}/", allow_redirects=False).status_code == 303  # not logged in
     http = requests.Session()
     token = http.get(f"{base}/login").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-    crossed = http.post(f"{base}/login", data={"user": "admin", "password": PASSWORD, "csrf": token},
-                        headers={"Origin": "https://evil.example"}, allow_redirects=False)
+    crossed = http.post(
+        f"{base}/login",
+        data={"user": "admin", "password": PASSWORD, "csrf": token},
+        headers={"Origin": "https://evil.example"},
+        allow_redirects=False,
+    )
     assert crossed.status_code == 403
     assert post_login(base, "admin", PASSWORD).status_code == 303
 
@@ -144,8 +167,14 @@ def test_behind_a_tls_terminating_proxy_browser_actions_are_accepted_and_other_s
     """Regression (second probe): every browser action behind a TLS proxy was refused ("came from another site"):
     Origin https://dash.example was compared with request.host_url, http://127.0.0.1:PORT."""
     base, _ = start_web(WEB_PROXY_ADDRESSES="127.0.0.1")
-    proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "dash.example", "Origin": "https://dash.example"}
-    jar: dict[str, str] = {}  # the browser's cookies (Secure: requests would not send them to http://127.0.0.1)
+    proxy = {
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "dash.example",
+        "Origin": "https://dash.example",
+    }
+    jar: dict[
+        str, str
+    ] = {}  # the browser's cookies (Secure: requests would not send them to http://127.0.0.1)
 
     def call(method: str, path: str, **kwargs) -> requests.Response:
         answer = requests.request(method, f"{base}{path}", cookies=jar, allow_redirects=False, **kwargs)
@@ -158,8 +187,13 @@ def test_behind_a_tls_terminating_proxy_browser_actions_are_accepted_and_other_s
     csrf = call("GET", "/", headers=proxy).text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
     paused = call("POST", "/api/queues/assets/pause", headers={**proxy, "X-CSRF-Token": csrf})
     assert paused.status_code == 200, paused.text
-    for origin in ("http://dash.example", "https://evil.example"):  # a downgrade or another site: still refused
-        refused = call("POST", "/api/queues/assets/resume", headers={**proxy, "Origin": origin, "X-CSRF-Token": csrf})
+    for origin in (
+        "http://dash.example",
+        "https://evil.example",
+    ):  # a downgrade or another site: still refused
+        refused = call(
+            "POST", "/api/queues/assets/resume", headers={**proxy, "Origin": origin, "X-CSRF-Token": csrf}
+        )
         assert refused.status_code == 403
     # the same headers from a peer that is not a trusted proxy change nothing
     untrusted, _ = start_web()
@@ -215,8 +249,11 @@ def test_a_64_mib_body_is_refused_413_before_2_mib_are_read(web):
     for framing in (b"Content-Length: 67108864\r\n", b"Transfer-Encoding: chunked\r\n"):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
-            s.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                      + framing + b"\r\n")
+            s.sendall(
+                b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                + framing
+                + b"\r\n"
+            )
             sent, piece = 0, b"a" * 65536
             chunked = b"Transfer-Encoding" in framing
             while sent < 64 * 2**20:
@@ -247,10 +284,15 @@ def test_queues_pages_never_echo_a_planted_csrf_cookie_and_no_page_has_inline_sc
     assert planted not in page.text and "onerror=" not in page.text
     assert "__dd_csrf" not in page.headers.get("Set-Cookie", "")
     policy = page.headers["Content-Security-Policy"]
-    assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy.split("script-src", 1)[1].split(";")[0]
+    assert (
+        "script-src 'self'" in policy
+        and "'unsafe-inline'" not in policy.split("script-src", 1)[1].split(";")[0]
+    )
     for path in ("/", "/dead-letters", "/events", "/audit", "/queues/", "/login"):
         body = http.get(f"{base}{path}").text
-        assert "<script>" not in body and " onclick=" not in body, path  # only <script src=...> from this site
+        assert "<script>" not in body and " onclick=" not in body, (
+            path
+        )  # only <script src=...> from this site
     assert http.get(f"{base}/static/dashboard.js").status_code == 200
 
 
@@ -264,7 +306,9 @@ def test_a_flash_message_cannot_be_written_by_a_link(web):
         assert spoof not in http.get(f"{base}{path}", params={"flash": spoof}).text
     csrf = http.get(f"{base}/").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
     done = http.post(f"{base}/overview/queues/assets/pause", data={"csrf": csrf})
-    assert done.status_code == 200 and "Queue assets: paused." in done.text  # the server's own message still shows
+    assert (
+        done.status_code == 200 and "Queue assets: paused." in done.text
+    )  # the server's own message still shows
     assert "Queue assets: paused." not in http.get(f"{base}/").text  # once
 
 
@@ -281,7 +325,12 @@ def test_the_worker_probe_port_binds_its_setting_and_survives_idle_sockets(worke
     idle = _open_idle(port, 60)  # more than it serves at once
     try:
         started = time.monotonic()
-        wait_for(lambda: answers_ok(f"http://127.0.0.1:{port}/metrics"), 15, 0.2, "probe answers despite idle sockets")
+        wait_for(
+            lambda: answers_ok(f"http://127.0.0.1:{port}/metrics"),
+            15,
+            0.2,
+            "probe answers despite idle sockets",
+        )
         assert time.monotonic() - started < 10  # the idle ones were dropped within their time-out
     finally:
         for s in idle:
@@ -296,10 +345,17 @@ def test_other_out_of_range_numbers_answer_4xx_never_500(web):
     assert post_login(base, "admin", PASSWORD, session=http).status_code == 303
     csrf = http.get(f"{base}/").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
     huge = "9" * 30
-    for path in (f"/dead-letters/{huge}", f"/api/dead-letters/{huge}", "/dead-letters/9223372036854775808",
-                 "/dead-letters?until=9999-12-31&since=0001-01-01", "/api/dead-letters?until=9999-12-31"):
+    for path in (
+        f"/dead-letters/{huge}",
+        f"/api/dead-letters/{huge}",
+        "/dead-letters/9223372036854775808",
+        "/dead-letters?until=9999-12-31&since=0001-01-01",
+        "/api/dead-letters?until=9999-12-31",
+    ):
         assert http.get(f"{base}{path}").status_code in (200, 400, 404), path
     for path in (f"/dead-letters/{huge}/requeue", f"/events/{huge}/resend", f"/api/events/{huge}/resend"):
-        assert http.post(f"{base}{path}", data={"csrf": csrf}, headers={"X-CSRF-Token": csrf}).status_code == 404
+        assert (
+            http.post(f"{base}{path}", data={"csrf": csrf}, headers={"X-CSRF-Token": csrf}).status_code == 404
+        )
     bulk = http.post(f"{base}/dead-letters/bulk", data={"csrf": csrf, "action": "delete", "ids": [huge, "²"]})
     assert bulk.status_code == 200 and "Nothing selected." in bulk.text

@@ -7,8 +7,10 @@ import zipfile
 import zlib
 from pathlib import Path
 
-MINIMAL_CONTENT_TYPES = (b'<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/'
-                         b'content-types"><Default Extension="xml" ContentType="application/xml"/></Types>')
+MINIMAL_CONTENT_TYPES = (
+    b'<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/'
+    b'content-types"><Default Extension="xml" ContentType="application/xml"/></Types>'
+)
 
 
 def _pdf(objects: list[bytes], root: int = 1) -> bytes:
@@ -27,9 +29,11 @@ def _pdf(objects: list[bytes], root: int = 1) -> bytes:
 
 def many_pages_pdf(path: Path, pages: int) -> Path:
     kids = b" ".join(b"%d 0 R" % (4 + i) for i in range(pages))
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
-               b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % pages,
-               b"<< /Length 0 >>\nstream\n\nendstream"]
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % pages,
+        b"<< /Length 0 >>\nstream\n\nendstream",
+    ]
     objects += [b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] /Contents 3 0 R >>"] * pages
     path.write_bytes(_pdf(objects))
     return path
@@ -39,10 +43,12 @@ def flate_bomb_pdf(path: Path, megabytes: int) -> Path:
     compressor = zlib.compressobj(9)
     chunk = b" " * (1 << 20)
     data = b"".join(compressor.compress(chunk) for _ in range(megabytes)) + compressor.flush()
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
-               b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
-               b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(data) + data + b"\nendstream",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R >>"]
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(data) + data + b"\nendstream",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R >>",
+    ]
     path.write_bytes(_pdf(objects))
     return path
 
@@ -51,8 +57,10 @@ def docx_bomb(path: Path, megabytes: int) -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
         zf.writestr("[Content_Types].xml", MINIMAL_CONTENT_TYPES)
         with zf.open("word/document.xml", "w", force_zip64=True) as fh:
-            fh.write(b'<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats.org/'
-                     b'wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>')
+            fh.write(
+                b'<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats.org/'
+                b'wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>'
+            )
             block = b"A" * (1 << 20)
             for _ in range(megabytes):
                 fh.write(block)
@@ -65,8 +73,12 @@ def png(path: Path) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     raw = b"\x00\xff\x00\x00"
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 

@@ -19,9 +19,18 @@ def browser_page(chromium_path: str, url: str, user: str, password: str, height:
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1300, "height": height})
             browser_login(page, url, user, password)
@@ -35,5 +44,3 @@ def browser_login(page: Any, url: str, user: str, password: str) -> None:
     page.fill("input[name=user]", user)
     page.fill("input[name=password]", password)
     page.click("#login")
-
-

@@ -27,9 +27,23 @@ def private_redis(directory: Path) -> Iterator[redis.Redis]:
     if not shutil.which("redis-server"):
         unavailable("redis-server is not installed (Debian: redis-server)")
     port = free_port()
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(directory)], stdout=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     client = redis.Redis(port=port, socket_timeout=10)
 
     def answers() -> bool:
@@ -58,8 +72,15 @@ def commands(client: redis.Redis) -> int:
     return sum(int(v["calls"]) for k, v in client.info("commandstats").items() if k != "cmdstat_info")
 
 
-def measure(client: redis.Redis, consumers: int, *, messages: int = 100, rate: float = 100.0,
-            mark: bool = False, bare: bool = False) -> Counts:
+def measure(
+    client: redis.Redis,
+    consumers: int,
+    *,
+    messages: int = 100,
+    rate: float = 100.0,
+    mark: bool = False,
+    bare: bool = False,
+) -> Counts:
     """``consumers`` consumers of one queue, each in a thread of its own as in worker processes, acking what they
     get; ``messages`` sent one by one at ``rate`` per second.  ``mark``: each is marked started before its ack,
     as a worker does before running the actor (the crash accounting).  ``bare``: Dramatiq's own RedisBroker
@@ -70,11 +91,16 @@ def measure(client: redis.Redis, consumers: int, *, messages: int = 100, rate: f
 
     client.flushall()
     port = client.connection_pool.connection_kwargs["port"]
-    pool = make_connection_pool(f"redis://127.0.0.1:{port}/0", socket_timeout=10, health_check_interval=0,
-                                connect_attempts=1)  # the workers' own pool: as many connections as threads
+    pool = make_connection_pool(
+        f"redis://127.0.0.1:{port}/0", socket_timeout=10, health_check_interval=0, connect_attempts=1
+    )  # the workers' own pool: as many connections as threads
     broker_class = RedisBroker if bare else ReliableRedisBroker
-    broker = broker_class(client=redis.Redis(connection_pool=pool), namespace="scale", heartbeat_timeout=60_000,
-                          maintenance_chance=0)
+    broker = broker_class(
+        client=redis.Redis(connection_pool=pool),
+        namespace="scale",
+        heartbeat_timeout=60_000,
+        maintenance_chance=0,
+    )
     broker.declare_queue("scale")
     stop, done = threading.Event(), []
 
@@ -103,9 +129,15 @@ def measure(client: redis.Redis, consumers: int, *, messages: int = 100, rate: f
         cpu, started = time.process_time(), time.monotonic()
         for _ in range(messages):
             redis_id = str(uuid.uuid4())
-            body = {"queue_name": "scale", "actor_name": "noop", "args": [], "kwargs": {},
-                    "options": {"redis_message_id": redis_id}, "message_id": str(uuid.uuid4()),
-                    "message_timestamp": int(time.time() * 1000)}
+            body = {
+                "queue_name": "scale",
+                "actor_name": "noop",
+                "args": [],
+                "kwargs": {},
+                "options": {"redis_message_id": redis_id},
+                "message_id": str(uuid.uuid4()),
+                "message_timestamp": int(time.time() * 1000),
+            }
             pipe = client.pipeline()  # a sender's MULTI, HSET, RPUSH, EXEC: counted too
             pipe.hset("scale:scale.msgs", redis_id, json.dumps(body))
             pipe.rpush("scale:scale", redis_id)

@@ -46,9 +46,19 @@ ENGLISH = [
     "Thank you for your business. Late payments accrue interest of 1.5% per month.",
 ]
 #: the strings OCR must get exactly: amounts, dates, tax numbers
-EXACT = {"ru": ["7707083893", "5024173259", "2 212 200,00", "368 700,00", "30.04.2026", "16.03.2026",
-                "40702810938000012345", "№ 47/2026-П"],
-         "en": ["$26,800.54", "$22,146.00", "04/15/2026", "0048-2231-7765", "$2,042.54", "2026-0415"]}
+EXACT = {
+    "ru": [
+        "7707083893",
+        "5024173259",
+        "2 212 200,00",
+        "368 700,00",
+        "30.04.2026",
+        "16.03.2026",
+        "40702810938000012345",
+        "№ 47/2026-П",
+    ],
+    "en": ["$26,800.54", "$22,146.00", "04/15/2026", "0048-2231-7765", "$2,042.54", "2026-0415"],
+}
 
 
 def reference(language: str) -> str:
@@ -100,7 +110,9 @@ def photocopy(image: Any, *, dpi: int = 200, seed: int = 7) -> Any:
     from PIL import Image, ImageFilter
 
     rng = random.Random(seed)
-    scaled = image.resize((round(image.width * dpi / 300), round(image.height * dpi / 300)), Image.Resampling.LANCZOS)
+    scaled = image.resize(
+        (round(image.width * dpi / 300), round(image.height * dpi / 300)), Image.Resampling.LANCZOS
+    )
     skewed = scaled.rotate(1.0, resample=Image.Resampling.BICUBIC, expand=False, fillcolor=255)
     blurred = skewed.filter(ImageFilter.GaussianBlur(0.6))
     grain = Image.effect_noise(blurred.size, 40)  # gaussian noise around 128
@@ -165,9 +177,11 @@ def append_scan(text_pdf_path: Path, scan: Any, path: Path) -> Path:
 
 
 # --- office files -------------------------------------------------------------------------------
-PRICE_ROWS: list[list[object]] = [["Артикул", "Наименование", "Цена, руб.", "Остаток"],
-              ["ЦНС-38", "Насос центробежный", 184350, 12],
-              ["SK-7", "Комплект уплотнений", 2730.5, 40]]
+PRICE_ROWS: list[list[object]] = [
+    ["Артикул", "Наименование", "Цена, руб.", "Остаток"],
+    ["ЦНС-38", "Насос центробежный", 184350, 12],
+    ["SK-7", "Комплект уплотнений", 2730.5, 40],
+]
 
 
 def docx_file(path: Path) -> Path:
@@ -213,7 +227,8 @@ def with_cached_values(path: Path) -> Path:
     data = {name: zipfile.ZipFile(path).read(name) for name in zipfile.ZipFile(path).namelist()}
     sheet = data["xl/worksheets/sheet1.xml"].decode()
     sheet = sheet.replace("<f>C2*D2</f><v></v>", "<f>C2*D2</f><v>2212200</v>").replace(
-        "<f>C3*D3</f><v></v>", "<f>C3*D3</f><v>109220</v>")
+        "<f>C3*D3</f><v></v>", "<f>C3*D3</f><v>109220</v>"
+    )
     data["xl/worksheets/sheet1.xml"] = sheet.encode()
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
         for name, content in data.items():
@@ -290,27 +305,38 @@ def _odf(path: Path, mimetype: str, content: str) -> Path:
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("mimetype", mimetype, compress_type=zipfile.ZIP_STORED)
         zf.writestr("content.xml", content, compress_type=zipfile.ZIP_DEFLATED)
-        zf.writestr("META-INF/manifest.xml", '<?xml version="1.0"?><manifest:manifest xmlns:manifest='
-                    '"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0"/>')
+        zf.writestr(
+            "META-INF/manifest.xml",
+            '<?xml version="1.0"?><manifest:manifest xmlns:manifest='
+            '"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0"/>',
+        )
     return path
 
 
 def rtf_file(path: Path) -> Path:
     body = "Счёт № 0318 от 16.03.2026 на сумму 2 212 200,00 руб."
     escaped = "".join(f"\\'{b:02x}" if b > 127 else chr(b) for b in body.encode("cp1251"))
-    path.write_bytes(("{\\rtf1\\ansi\\ansicpg1251\\deff0{\\fonttbl{\\f0 Arial;}}\\f0\\fs22 " + escaped
-                      + "\\par Invoice paid.\\par}").encode("ascii"))
+    path.write_bytes(
+        (
+            "{\\rtf1\\ansi\\ansicpg1251\\deff0{\\fonttbl{\\f0 Arial;}}\\f0\\fs22 "
+            + escaped
+            + "\\par Invoice paid.\\par}"
+        ).encode("ascii")
+    )
     return path
 
 
 def html_file(path: Path) -> Path:
-    path.write_text("""<!DOCTYPE html><html><head><meta charset="utf-8"><title>Прайс</title>
+    path.write_text(
+        """<!DOCTYPE html><html><head><meta charset="utf-8"><title>Прайс</title>
 <style>body { color: red }</style><script>var tracking = "do-not-extract";</script></head>
 <body><nav><a href="/">Главная</a> | <a href="/about">О нас</a></nav>
 <main><h1>Прайс-лист</h1><p>Цены действуют до 30.04.2026.</p>
 <ul><li>Доставка по Москве</li><li>Самовывоз<ul><li>Ярославль</li></ul></li></ul>
 <table><tr><th>Товар</th><th>Цена</th></tr><tr><td>ЦНС-38</td><td>184 350</td></tr></table></main>
-<footer>© 2026 Северный ветер</footer></body></html>""", encoding="utf-8")
+<footer>© 2026 Северный ветер</footer></body></html>""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -324,13 +350,15 @@ def write_all(directory: Path) -> dict[str, Path]:
     made: dict[str, Path] = {}
     for language, lines in (("ru", RUSSIAN), ("en", ENGLISH)):
         clean = page(lines)
-        made[f"scan-{language}-300dpi.pdf"] = image_pdf([clean], directory / f"scan-{language}-300dpi.pdf", 300)
-        made[f"photocopy-{language}-200dpi.pdf"] = image_pdf([photocopy(clean)],
-                                                             directory / f"photocopy-{language}-200dpi.pdf", 200)
+        made[f"scan-{language}-300dpi.pdf"] = image_pdf(
+            [clean], directory / f"scan-{language}-300dpi.pdf", 300
+        )
+        made[f"photocopy-{language}-200dpi.pdf"] = image_pdf(
+            [photocopy(clean)], directory / f"photocopy-{language}-200dpi.pdf", 200
+        )
         clean.save(directory / f"photo-{language}.png", dpi=(300, 300))
         made[f"photo-{language}.png"] = directory / f"photo-{language}.png"
     return made
-
 
 
 def odd_pptx_file(path: Path) -> Path:
@@ -345,10 +373,14 @@ def odd_pptx_file(path: Path) -> Path:
     slide.shapes.title.text = "Итоги"
     odd = slide.shapes.add_shape(1, Inches(1), Inches(1), Inches(2), Inches(1))
     odd.text_frame.text = "в фигуре без геометрии"
-    odd._element.spPr.remove(odd._element.spPr.find("{http://schemas.openxmlformats.org/drawingml/2006/main}prstGeom"))
+    odd._element.spPr.remove(
+        odd._element.spPr.find("{http://schemas.openxmlformats.org/drawingml/2006/main}prstGeom")
+    )
     broken = slide.shapes.add_table(1, 1, Inches(1), Inches(3), Inches(2), Inches(1))
     broken._element.graphic.graphicData.remove(broken._element.graphic.graphicData.tbl)
-    slide.shapes.add_textbox(Inches(5), Inches(1), Inches(2), Inches(1)).text_frame.text = "остальное на месте"
+    slide.shapes.add_textbox(
+        Inches(5), Inches(1), Inches(2), Inches(1)
+    ).text_frame.text = "остальное на месте"
     deck.save(str(path))
     return path
 
@@ -372,11 +404,13 @@ def unreadable_scan(lines: list[str]) -> Any:
 
 
 _W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
-_DOCX_NAMESPACES = (f'xmlns:w="{_W_NS}" xmlns:w14="http://schemas.microsoft.com/office/word/2010/wordml" '
-                    'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006" '
-                    'xmlns:wps="http://schemas.microsoft.com/office/word/2010/wordprocessingShape" '
-                    'xmlns:v="urn:schemas-microsoft-com:vml" '
-                    'xmlns:m="http://schemas.openxmlformats.org/officeDocument/2006/math"')
+_DOCX_NAMESPACES = (
+    f'xmlns:w="{_W_NS}" xmlns:w14="http://schemas.microsoft.com/office/word/2010/wordml" '
+    'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006" '
+    'xmlns:wps="http://schemas.microsoft.com/office/word/2010/wordprocessingShape" '
+    'xmlns:v="urn:schemas-microsoft-com:vml" '
+    'xmlns:m="http://schemas.openxmlformats.org/officeDocument/2006/math"'
+)
 
 
 def docx_hidden_content_file(path: Path) -> Path:
@@ -408,7 +442,9 @@ def docx_hidden_content_file(path: Path) -> Path:
     inner = outer.cell(0, 1).add_table(rows=1, cols=2)
     inner.cell(0, 0).text = "Отсрочка"
     inner.cell(0, 1).text = "30 дней"
-    add(f"""<w:p {_DOCX_NAMESPACES}><w:r><w:t xml:space="preserve">Сумма: </w:t></w:r><m:oMath><m:r><m:t>S=2×184350</m:t></m:r></m:oMath></w:p>""")
+    add(
+        f"""<w:p {_DOCX_NAMESPACES}><w:r><w:t xml:space="preserve">Сумма: </w:t></w:r><m:oMath><m:r><m:t>S=2×184350</m:t></m:r></m:oMath></w:p>"""
+    )
     for label, checked, glyph in (("Доставка", "1", "\u2612"), ("Самовывоз", "0", "\u2610")):
         add(f"""<w:p {_DOCX_NAMESPACES}><w:sdt><w:sdtPr><w14:checkbox><w14:checked w14:val="{checked}"/></w14:checkbox>
             </w:sdtPr><w:sdtContent><w:r><w:t>{glyph}</w:t></w:r></w:sdtContent></w:sdt><w:r><w:t xml:space="preserve"> {label}</w:t></w:r></w:p>""")
@@ -417,22 +453,36 @@ def docx_hidden_content_file(path: Path) -> Path:
     document.save(str(path))
     return path
 
+
 def epub_file(path: Path) -> Path:
     """An EPUB 3 book of two chapters whose spine order differs from their file names' order."""
-    chapter = ('<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml"><head><title>{t}</title>'
-               '</head><body><h1>{t}</h1><p>{p}</p></body></html>')
+    chapter = (
+        '<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml"><head><title>{t}</title>'
+        "</head><body><h1>{t}</h1><p>{p}</p></body></html>"
+    )
     with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip")  # first and stored, as the format asks
-        zf.writestr("META-INF/container.xml", '<?xml version="1.0"?><container version="1.0" '
-                    'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles><rootfile '
-                    'full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/></rootfiles></container>')
-        zf.writestr("OEBPS/content.opf", '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" '
-                    'version="3.0"><manifest><item id="b" href="text/b.xhtml" media-type="application/xhtml+xml"/>'
-                    '<item id="a" href="text/a.xhtml" media-type="application/xhtml+xml"/></manifest>'
-                    '<spine><itemref idref="b"/><itemref idref="a"/></spine></package>')
-        zf.writestr("OEBPS/text/b.xhtml", chapter.format(t="Глава первая", p="ООО «Ромашка» поставляет насосы."))
+        zf.writestr(
+            zipfile.ZipInfo("mimetype"), "application/epub+zip"
+        )  # first and stored, as the format asks
+        zf.writestr(
+            "META-INF/container.xml",
+            '<?xml version="1.0"?><container version="1.0" '
+            'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles><rootfile '
+            'full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/></rootfiles></container>',
+        )
+        zf.writestr(
+            "OEBPS/content.opf",
+            '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" '
+            'version="3.0"><manifest><item id="b" href="text/b.xhtml" media-type="application/xhtml+xml"/>'
+            '<item id="a" href="text/a.xhtml" media-type="application/xhtml+xml"/></manifest>'
+            '<spine><itemref idref="b"/><itemref idref="a"/></spine></package>',
+        )
+        zf.writestr(
+            "OEBPS/text/b.xhtml", chapter.format(t="Глава первая", p="ООО «Ромашка» поставляет насосы.")
+        )
         zf.writestr("OEBPS/text/a.xhtml", chapter.format(t="Глава вторая", p="Договор № 15 подписан."))
     return path
+
 
 if __name__ == "__main__":
     for name, path in write_all(Path(sys.argv[1] if len(sys.argv) > 1 else "ocr-testset")).items():

@@ -31,13 +31,23 @@ from urllib.parse import parse_qs, urlsplit
 
 from tests.support.httpserver import QuietHandler, serve, stop
 
-NGINX_403 = (b"<html>\r\n<head><title>403 Forbidden</title></head>\r\n<body>\r\n<center><h1>403 Forbidden</h1>"
-             b"</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+NGINX_403 = (
+    b"<html>\r\n<head><title>403 Forbidden</title></head>\r\n<body>\r\n<center><h1>403 Forbidden</h1>"
+    b"</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
 
 
 class FakeKommo:
-    def __init__(self, *, rate: int = 7, block_after: int | None = None, long_lived_token: str | None = "llt-1",
-                 client_id: str = "cid", client_secret: str = "secret", refresh_token: str = "rt-0") -> None:
+    def __init__(
+        self,
+        *,
+        rate: int = 7,
+        block_after: int | None = None,
+        long_lived_token: str | None = "llt-1",
+        client_id: str = "cid",
+        client_secret: str = "secret",
+        refresh_token: str = "rt-0",
+    ) -> None:
         self.rate = rate
         self.block_after = block_after
         self.tokens = {long_lived_token} if long_lived_token else set()
@@ -65,7 +75,11 @@ class FakeKommo:
                 status, payload, ctype = fake.handle(method, self.path, self.headers, raw)
                 if fake.latency:
                     time.sleep(fake.latency)
-                data = payload if isinstance(payload, bytes) else (b"" if payload is None else json.dumps(payload).encode())
+                data = (
+                    payload
+                    if isinstance(payload, bytes)
+                    else (b"" if payload is None else json.dumps(payload).encode())
+                )
                 self.send_response(status)
                 if data:
                     self.send_header("Content-Type", ctype)
@@ -88,11 +102,16 @@ class FakeKommo:
 
         class HangingHandler(Handler):
             def _handle(self, method: str) -> None:
-                if method == "POST" and re.fullmatch(r"/api/v4/(leads|contacts)", self.path) and \
-                        fake.drop_after_create:
+                if (
+                    method == "POST"
+                    and re.fullmatch(r"/api/v4/(leads|contacts)", self.path)
+                    and fake.drop_after_create
+                ):
                     length = int(self.headers.get("Content-Length") or 0)
                     raw = self.rfile.read(length)
-                    status, _, _ = fake.handle(method, self.path, self.headers, raw)  # accepted and stored ...
+                    status, _, _ = fake.handle(
+                        method, self.path, self.headers, raw
+                    )  # accepted and stored ...
                     if status < 300:
                         with fake.lock:
                             fake.drop_after_create -= 1
@@ -123,11 +142,19 @@ class FakeKommo:
         return status, payload, ctype
 
     def _problem(self, status: int, detail: str, **extra: Any) -> tuple[int, Any]:
-        return status, {"title": {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-                                  404: "Not Found"}.get(status, "Error"),
-                        "type": f"https://httpstatus.es/{status}", "status": status, "detail": detail, **extra}
+        return status, {
+            "title": {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}.get(
+                status, "Error"
+            ),
+            "type": f"https://httpstatus.es/{status}",
+            "status": status,
+            "detail": detail,
+            **extra,
+        }
 
-    def _route(self, method: str, path: str, query: dict, headers: Any, raw: bytes, now: float) -> tuple[int, Any]:
+    def _route(
+        self, method: str, path: str, query: dict, headers: Any, raw: bytes, now: float
+    ) -> tuple[int, Any]:
         if path == "/oauth2/access_token":
             return self._token(json.loads(raw or b"{}"))
         if self.blocked:  # the IP block is nginx's own page, not JSON (amocrm-api-php issue 434)
@@ -166,22 +193,32 @@ class FakeKommo:
         m = re.fullmatch(r"/api/v4/(leads|contacts)/(\d+)/notes", path)
         if m and method == "GET":
             page, limit = int(query.get("page", ["1"])[0]), int(query.get("limit", ["250"])[0])
-            notes = [n for n in self.store["notes"].values()
-                     if n["entity_type"] == m.group(1) and n["entity_id"] == int(m.group(2))]
-            chunk = notes[(page - 1) * limit: page * limit]
+            notes = [
+                n
+                for n in self.store["notes"].values()
+                if n["entity_type"] == m.group(1) and n["entity_id"] == int(m.group(2))
+            ]
+            chunk = notes[(page - 1) * limit : page * limit]
             return (204, None) if not chunk else (200, {"_page": page, "_embedded": {"notes": chunk}})
         if m and method == "POST":
             created = []
             for i, note in enumerate(body or []):
                 nid = next(self.ids)
-                self.store["notes"][nid] = {"id": nid, "entity_id": int(m.group(2)), "entity_type": m.group(1),
-                                            "note_type": note.get("note_type"), "params": note.get("params", {})}
+                self.store["notes"][nid] = {
+                    "id": nid,
+                    "entity_id": int(m.group(2)),
+                    "entity_type": m.group(1),
+                    "note_type": note.get("note_type"),
+                    "params": note.get("params", {}),
+                }
                 created.append({"id": nid, "entity_id": int(m.group(2)), "request_id": str(i)})
             return 200, {"_embedded": {"notes": created}}
         return self._problem(404, "Not found")
 
     def _token(self, body: dict) -> tuple[int, Any]:
-        if (body.get("client_id"), body.get("client_secret")) != self.client or body.get("grant_type") != "refresh_token":
+        if (body.get("client_id"), body.get("client_secret")) != self.client or body.get(
+            "grant_type"
+        ) != "refresh_token":
             return 400, {}
         if body.get("refresh_token") not in self.refresh_tokens:
             return 400, {"hint": "Token has been revoked", "title": "Invalid request", "status": 400}
@@ -191,8 +228,13 @@ class FakeKommo:
         self.refreshes.append(body["refresh_token"])
         self.tokens = {t for t in self.tokens if not t.startswith("at-")} | {access}
         self.refresh_tokens.add(refresh)
-        return 200, {"token_type": "Bearer", "expires_in": 86400, "server_time": int(time.time()),
-                     "access_token": access, "refresh_token": refresh}
+        return 200, {
+            "token_type": "Bearer",
+            "expires_in": 86400,
+            "server_time": int(time.time()),
+            "access_token": access,
+            "refresh_token": refresh,
+        }
 
     @staticmethod
     def _patch(item: dict, body: dict) -> None:
@@ -219,20 +261,36 @@ class FakeKommo:
     @staticmethod
     def _searchable(item: dict) -> str:
         """What ``query`` searches: the entity's filled fields (its name, custom field values), not its tags."""
-        values = " ".join(str(v.get("value")) for f in item.get("custom_fields_values") or [] for v in f["values"])
+        values = " ".join(
+            str(v.get("value")) for f in item.get("custom_fields_values") or [] for v in f["values"]
+        )
         return f"{item.get('name', '')} {values}".lower()
 
     def _list(self, kind: str, query: dict) -> tuple[int, Any]:
         term = query.get("query", [""])[0].lower()
         names = {v for k, vs in query.items() if re.fullmatch(r"filter\[name\](\[\d*\])?", k) for v in vs}
-        items = [i for i in self.store[kind].values()
-                 if (not term or term in self._searchable(i)) and (not names or i.get("name") in names)]
+        items = [
+            i
+            for i in self.store[kind].values()
+            if (not term or term in self._searchable(i)) and (not names or i.get("name") in names)
+        ]
         return (204, None) if not items else (200, {"_page": 1, "_embedded": {kind: items}})
 
     def _create(self, kind: str, body: list[dict]) -> tuple[int, Any]:
-        errors = [{"request_id": str(i), "errors": [{"code": "InvalidType", "path": "price",
-                                                     "detail": "This value should be greater than or equal to 0."}]}
-                  for i, item in enumerate(body) if isinstance(item.get("price"), int) and item["price"] < 0]
+        errors = [
+            {
+                "request_id": str(i),
+                "errors": [
+                    {
+                        "code": "InvalidType",
+                        "path": "price",
+                        "detail": "This value should be greater than or equal to 0.",
+                    }
+                ],
+            }
+            for i, item in enumerate(body)
+            if isinstance(item.get("price"), int) and item["price"] < 0
+        ]
         if errors:
             return self._problem(400, "Request validation failed", **{"validation-errors": errors})
         created = []
@@ -252,7 +310,9 @@ class FakeKommo:
 
 
 #: a lead status change and a contact update as Kommo posts them (form-urlencoded, PHP brackets)
-WEBHOOK = ("account%5Bid%5D=29085955&account%5Bsubdomain%5D=example&leads%5Bstatus%5D%5B0%5D%5Bid%5D=10701093"
-           "&leads%5Bstatus%5D%5B0%5D%5Bstatus_id%5D=142&leads%5Bstatus%5D%5B0%5D%5Bold_status_id%5D=20067736"
-           "&leads%5Bstatus%5D%5B0%5D%5Bpipeline_id%5D=555&leads%5Bstatus%5D%5B0%5D%5Bprice%5D=22500"
-           "&contacts%5Bupdate%5D%5B0%5D%5Bid%5D=77&contacts%5Bupdate%5D%5B0%5D%5Bname%5D=Ann")
+WEBHOOK = (
+    "account%5Bid%5D=29085955&account%5Bsubdomain%5D=example&leads%5Bstatus%5D%5B0%5D%5Bid%5D=10701093"
+    "&leads%5Bstatus%5D%5B0%5D%5Bstatus_id%5D=142&leads%5Bstatus%5D%5B0%5D%5Bold_status_id%5D=20067736"
+    "&leads%5Bstatus%5D%5B0%5D%5Bpipeline_id%5D=555&leads%5Bstatus%5D%5B0%5D%5Bprice%5D=22500"
+    "&contacts%5Bupdate%5D%5B0%5D%5Bid%5D=77&contacts%5Bupdate%5D%5B0%5D%5Bname%5D=Ann"
+)

@@ -45,8 +45,12 @@ class RateCheckingUpstream:
             log = list(self.log)
         ok = [t for t, s in log if s == 200]
         span = (ok[-1] - ok[0]) if len(ok) > 1 else 0.0
-        return {"requests": len(log), "ok": len(ok), "throttled": sum(1 for _, s in log if s == 429),
-                "achieved_rps": (len(ok) - 1) / span if span else 0.0}
+        return {
+            "requests": len(log),
+            "ok": len(ok),
+            "throttled": sum(1 for _, s in log if s == 429),
+            "achieved_rps": (len(ok) - 1) / span if span else 0.0,
+        }
 
     def close(self) -> None:
         stop(self.server)

@@ -33,9 +33,13 @@ def text_and_spans(doc: dict[str, Any]) -> tuple[str, list[tuple[int, int]]]:
 
 
 def extractions(doc: dict[str, Any]) -> list[Extraction]:
-    return [Extraction(entities=[Entity(name=e[0], type=e[1], description="") for e in chunk["entities"]],
-                       relations=[Relation(source=r[0], target=r[1], type=r[2]) for r in chunk["relations"]])
-            for chunk in doc["chunks"]]
+    return [
+        Extraction(
+            entities=[Entity(name=e[0], type=e[1], description="") for e in chunk["entities"]],
+            relations=[Relation(source=r[0], target=r[1], type=r[2]) for r in chunk["relations"]],
+        )
+        for chunk in doc["chunks"]
+    ]
 
 
 def gold_labels() -> dict[tuple[str, str], str]:
@@ -61,11 +65,13 @@ def ingest(asset_id: str, workspace: str, doc: dict[str, Any]) -> None:
     mentions, relations = mentions_of(text, spans, extractions(doc))
     with session(transaction=True):
         Asset.insert(asset_id=asset_id, status="extracted", workspace=workspace).on_conflict(
-            conflict_target=[Asset.asset_id], update={Asset.workspace: workspace}).execute()
+            conflict_target=[Asset.asset_id], update={Asset.workspace: workspace}
+        ).execute()
         entities, relations_ = replace_contribution(asset_id, workspace, mentions, relations)
         # what knowledge.store.store_contribution records with it (the asset page and knowledge.done read them)
         Asset.update(knowledge_entities=entities, knowledge_relations=relations_).where(
-            Asset.asset_id == asset_id).execute()
+            Asset.asset_id == asset_id
+        ).execute()
 
 
 @dataclass
@@ -96,13 +102,20 @@ def score(asset_of_doc: dict[str, str]) -> Score:
     labels = gold_labels()
     doc_of_asset = {a: d for d, a in asset_of_doc.items()}
     with session():
-        rows = list(KgMention.select(KgMention.asset, KgMention.surface, KgMention.page, KgAlias.entity,
-                                     KgEntity.workspace).join(KgAlias).join(KgEntity).tuples())
+        rows = list(
+            KgMention.select(
+                KgMention.asset, KgMention.surface, KgMention.page, KgAlias.entity, KgEntity.workspace
+            )
+            .join(KgAlias)
+            .join(KgEntity)
+            .tuples()
+        )
         workspaces = {w for (w,) in KgEntity.select(KgEntity.workspace).distinct().tuples()}
         system_edges = [e for w in workspaces for e in relations(w)]
         entities = KgEntity.select().count()
-    mentions = [(labels[(doc_of_asset[a], s)], entity, (doc_of_asset[a], s), page)
-                for a, s, page, entity, _w in rows]
+    mentions = [
+        (labels[(doc_of_asset[a], s)], entity, (doc_of_asset[a], s), page) for a, s, page, entity, _w in rows
+    ]
     same_gold = same_system = both = 0
     for (g1, e1, _m1, _p1), (g2, e2, _m2, _p2) in itertools.combinations(mentions, 2):
         same_gold += g1 == g2
@@ -118,23 +131,47 @@ def score(asset_of_doc: dict[str, str]) -> Score:
     for g, e, _m, _p in mentions:
         golds_of.setdefault(e, set()).add(g)
         entities_of.setdefault(g, set()).add(e)
-    over = sorted({tuple(sorted(pair_)) for gs in golds_of.values() if len(gs) > 1
-                   for pair_ in itertools.combinations(sorted(gs), 2)})
+    over = sorted(
+        {
+            tuple(sorted(pair_))
+            for gs in golds_of.values()
+            if len(gs) > 1
+            for pair_ in itertools.combinations(sorted(gs), 2)
+        }
+    )
     negatives = {tuple(sorted(n)) for n in GOLD["hard_negatives"]}
-    label_of_entity = {e: Counter(g for g, e2, _m, _p in mentions if e2 == e).most_common(1)[0][0] for e in by_entity}
-    gold_edges = {(r[3], r[4], r[2]) for doc in asset_of_doc for chunk in DOCUMENTS[doc]["chunks"]
-                  for r in chunk["relations"]}
-    found_edges = {(label_of_entity.get(e["source"]), label_of_entity.get(e["target"]), e["type"]) for e in system_edges}
-    expected_pages = {(doc, e[0]): e[3] for doc in asset_of_doc for chunk in DOCUMENTS[doc]["chunks"]
-                      for e in chunk["entities"] if e[3] is not None}
+    label_of_entity = {
+        e: Counter(g for g, e2, _m, _p in mentions if e2 == e).most_common(1)[0][0] for e in by_entity
+    }
+    gold_edges = {
+        (r[3], r[4], r[2])
+        for doc in asset_of_doc
+        for chunk in DOCUMENTS[doc]["chunks"]
+        for r in chunk["relations"]
+    }
+    found_edges = {
+        (label_of_entity.get(e["source"]), label_of_entity.get(e["target"]), e["type"]) for e in system_edges
+    }
+    expected_pages = {
+        (doc, e[0]): e[3]
+        for doc in asset_of_doc
+        for chunk in DOCUMENTS[doc]["chunks"]
+        for e in chunk["entities"]
+        if e[3] is not None
+    }
     pages_right = [page == expected_pages[m] for _g, _e, m, page in mentions if m in expected_pages]
-    return Score(pairwise_precision=both / same_system if same_system else 1.0,
-                 pairwise_recall=both / same_gold if same_gold else 1.0,
-                 bcubed_precision=b_precision, bcubed_recall=b_recall, over_merges=over,
-                 negatives_merged=[o for o in over if o in negatives],
-                 under_merges=sorted(g for g, es in entities_of.items() if len(es) > 1),
-                 relation_recall=len(gold_edges & found_edges) / len(gold_edges) if gold_edges else 1.0,
-                 page_accuracy=sum(pages_right) / len(pages_right) if pages_right else 1.0, entities=entities)
+    return Score(
+        pairwise_precision=both / same_system if same_system else 1.0,
+        pairwise_recall=both / same_gold if same_gold else 1.0,
+        bcubed_precision=b_precision,
+        bcubed_recall=b_recall,
+        over_merges=over,
+        negatives_merged=[o for o in over if o in negatives],
+        under_merges=sorted(g for g, es in entities_of.items() if len(es) > 1),
+        relation_recall=len(gold_edges & found_edges) / len(gold_edges) if gold_edges else 1.0,
+        page_accuracy=sum(pages_right) / len(pages_right) if pages_right else 1.0,
+        entities=entities,
+    )
 
 
 def snapshot(workspace: str | None = None) -> set[tuple]:
@@ -146,18 +183,35 @@ def snapshot(workspace: str | None = None) -> set[tuple]:
 
     out: set[tuple] = set()
     with session():
-        workspaces = [workspace] if workspace else [w for (w,) in KgEntity.select(KgEntity.workspace).distinct().tuples()]
+        workspaces = (
+            [workspace]
+            if workspace
+            else [w for (w,) in KgEntity.select(KgEntity.workspace).distinct().tuples()]
+        )
     for ws in workspaces:
         graph = workspace_graph(ws)
         describe = {}
         for node in graph["nodes"]:
             mentions = tuple(sorted((m["asset_id"], m["surface"], m["page"] or 0) for m in node["mentions"]))
-            describe[node["id"]] = (ws, node["type"], tuple(node["aliases"]),
-                                    tuple(sorted((k, tuple(v)) for k, v in node["identifiers"].items())), mentions)
+            describe[node["id"]] = (
+                ws,
+                node["type"],
+                tuple(node["aliases"]),
+                tuple(sorted((k, tuple(v)) for k, v in node["identifiers"].items())),
+                mentions,
+            )
             out.add(("entity", *describe[node["id"]]))
         for edge in relations(ws):
-            out.add(("relation", describe[edge["source"]][4], describe[edge["target"]][4], edge["type"],
-                     tuple(edge["assets"]), edge["weight"]))
+            out.add(
+                (
+                    "relation",
+                    describe[edge["source"]][4],
+                    describe[edge["target"]][4],
+                    edge["type"],
+                    tuple(edge["assets"]),
+                    edge["weight"],
+                )
+            )
     return out
 
 
@@ -171,9 +225,16 @@ def store_as_extracted(asset_id: str, workspace: str, doc: dict[str, Any], model
     text, _spans = text_and_spans(doc)
     (extraction,) = extractions(doc)
     with session(transaction=True):
-        Asset.insert(asset_id=asset_id, status="extracted", workspace=workspace, knowledge_status="done").execute()
+        Asset.insert(
+            asset_id=asset_id, status="extracted", workspace=workspace, knowledge_status="done"
+        ).execute()
         AssetText.insert(asset=asset_id, sha256="gold", text=text).execute()
-        LlmChunk.insert(key=chunk_key(model, text.strip()), model=model, prompt_version=PROMPT_VERSION, valid=True,
-                        result=extraction.model_dump_json()).on_conflict_ignore().execute()
+        LlmChunk.insert(
+            key=chunk_key(model, text.strip()),
+            model=model,
+            prompt_version=PROMPT_VERSION,
+            valid=True,
+            result=extraction.model_dump_json(),
+        ).on_conflict_ignore().execute()
         LlmUsage.insert(asset=asset_id, model=model).execute()
     ingest(asset_id, workspace, doc)

@@ -33,7 +33,9 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -47,12 +49,20 @@ def wait_settled(client: Any, *queues: str, timeout: float = 60, namespace: str 
     """Until every message of ``queues`` (waiting, delayed or running) is settled: their payload hashes, which
     hold a message until its ack, are empty.  What a test waits for before asserting that something happened
     only once (instead of sleeping and hoping a duplicate would have shown up by then)."""
-    wait_for(lambda: all(client.hlen(f"{namespace}:{queue}.msgs") == 0 and client.hlen(f"{namespace}:{queue}.DQ.msgs")
-                         == 0 for queue in queues), timeout, 0.1, f"every message of {', '.join(queues)} settled")
+    wait_for(
+        lambda: all(
+            client.hlen(f"{namespace}:{queue}.msgs") == 0 and client.hlen(f"{namespace}:{queue}.DQ.msgs") == 0
+            for queue in queues
+        ),
+        timeout,
+        0.1,
+        f"every message of {', '.join(queues)} settled",
+    )
 
 
-def wait_paused_everywhere(client: Any, queue: str, *, bound_s: float = 2.0, timeout: float = 30,
-                           namespace: str = "dramatiq") -> float:
+def wait_paused_everywhere(
+    client: Any, queue: str, *, bound_s: float = 2.0, timeout: float = 30, namespace: str = "dramatiq"
+) -> float:
     """Until every live worker process reports ``queue`` paused (its report, each maintenance round, says what its
     consumers and its pause check see), then to at least ``bound_s`` after the call (the documented time a pause
     takes to reach everyone): a test sends its messages after this, however loaded the host.  Returns the
@@ -61,7 +71,11 @@ def wait_paused_everywhere(client: Any, queue: str, *, bound_s: float = 2.0, tim
 
     def everywhere() -> bool:
         reports = [json.loads(raw) for raw in client.hvals(f"{namespace}:__workers__")]
-        live = [r for r in reports if time.time() - float(r.get("heartbeat_at", 0)) < 10 and queue in r.get("queues", [])]
+        live = [
+            r
+            for r in reports
+            if time.time() - float(r.get("heartbeat_at", 0)) < 10 and queue in r.get("queues", [])
+        ]
         return bool(live) and all(queue in r.get("paused", []) for r in live)
 
     wait_for(everywhere, timeout, 0.1, f"every worker to report {queue} paused")
@@ -155,16 +169,34 @@ def kill_tree(root: int) -> None:
 class WorkerProcess:
     """A real `dramatiq actors ...` process tree."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *, processes: int = 1, threads: int = 4,
-                 modules: tuple[str, ...] = ("tests.support.worker_actors",), grace_ms: int = 30_000,
-                 command: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        processes: int = 1,
+        threads: int = 4,
+        modules: tuple[str, ...] = ("tests.support.worker_actors",),
+        grace_ms: int = 30_000,
+        command: list[str] | None = None,
+    ) -> None:
         self.log_path = log_path
-        argv = command or [str(BIN / "dramatiq"), "actors", *modules, "--processes", str(processes),
-                           "--threads", str(threads), "--worker-shutdown-timeout", str(grace_ms)]
+        argv = command or [
+            str(BIN / "dramatiq"),
+            "actors",
+            *modules,
+            "--processes",
+            str(processes),
+            "--threads",
+            str(threads),
+            "--worker-shutdown-timeout",
+            str(grace_ms),
+        ]
         self.argv = argv
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def terminate(self) -> None:
         if self.process.poll() is None:
@@ -241,8 +273,9 @@ def pg_schema_url(pg_url: str, schema: str) -> str:
 
 
 def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "worker"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "worker"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def db_query(env: dict[str, str], sql: str) -> list[tuple]:
@@ -263,8 +296,15 @@ def answers_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def post_login(base: str, user: str, password: str, *, session: Any = None, headers: dict[str, str] | None = None,
-               next_path: str | None = None) -> Any:
+def post_login(
+    base: str,
+    user: str,
+    password: str,
+    *,
+    session: Any = None,
+    headers: dict[str, str] | None = None,
+    next_path: str | None = None,
+) -> Any:
     """A dashboard login as a browser makes it: the form first (its CSRF token and cookie), then the post; the
     answer (303 on success) is returned unfollowed."""
     import requests
@@ -275,5 +315,11 @@ def post_login(base: str, user: str, password: str, *, session: Any = None, head
     data = {"user": user, "password": password, "csrf": token, **({"next": next_path} if next_path else {})}
     # the form's cookie sent explicitly: behind a trusted proxy's X-Forwarded-Proto it is Secure, which requests
     # would not send to http://127.0.0.1 (a browser speaks https to that proxy)
-    return http.post(f"{base}/login", data=data, headers=headers, cookies={k: v or "" for k, v in form.cookies.get_dict().items()},
-                     allow_redirects=False, timeout=60)
+    return http.post(
+        f"{base}/login",
+        data=data,
+        headers=headers,
+        cookies={k: v or "" for k, v in form.cookies.get_dict().items()},
+        allow_redirects=False,
+        timeout=60,
+    )

@@ -36,10 +36,16 @@ def check_a_version_3_database_upgrades_keeping_its_rows(url: str) -> None:
     from worker_service.database.models import DeletedAsset
 
     with db_session(transaction=True):  # back to the version-3 schema
-        for table, column in (("asset", "knowledge_chunks"), ("asset", "knowledge_chunks_failed"),
-                              ("llm_usage", "gen_ts"), ("llm_usage", "gen_id"), ("crm_link", "status_changed_at"),
-                              ("asset", "workspace"), ("asset", "knowledge_entities"),
-                              ("asset", "knowledge_relations")):
+        for table, column in (
+            ("asset", "knowledge_chunks"),
+            ("asset", "knowledge_chunks_failed"),
+            ("llm_usage", "gen_ts"),
+            ("llm_usage", "gen_id"),
+            ("crm_link", "status_changed_at"),
+            ("asset", "workspace"),
+            ("asset", "knowledge_entities"),
+            ("asset", "knowledge_relations"),
+        ):
             db.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
         db.drop_tables([*GRAPH_MODELS, DeletedAsset])
         db.create_tables([_KnowledgeEntity, _KnowledgeRelation])
@@ -48,9 +54,11 @@ def check_a_version_3_database_upgrades_keeping_its_rows(url: str) -> None:
         db.execute_sql("DROP TABLE outbox_event")
         db.execute_sql("DROP TABLE status_change")
         db.execute_sql("DELETE FROM schema_version WHERE version > 3")
-        db.execute_sql("INSERT INTO asset (asset_id, gen_ts, gen_id, status, attempts, no_text, knowledge_gen_ts, "
-                       "knowledge_gen_id, knowledge_attempts, created_at, updated_at) VALUES ('old', 0, '', "
-                       "'extracted', 1, false, 0, '', 0, '2026-11-01 00:00:00', '2026-11-01 00:00:00')")
+        db.execute_sql(
+            "INSERT INTO asset (asset_id, gen_ts, gen_id, status, attempts, no_text, knowledge_gen_ts, "
+            "knowledge_gen_id, knowledge_attempts, created_at, updated_at) VALUES ('old', 0, '', "
+            "'extracted', 1, false, 0, '', 0, '2026-11-01 00:00:00', '2026-11-01 00:00:00')"
+        )
     assert current_version() == 3
     assert migrate() == list(range(4, latest_version() + 1)) and current_version() == latest_version()
     with db_session():
@@ -65,9 +73,16 @@ def insert_dead_letters(count: int) -> None:
     ten requeued."""
     from worker_service.database import DeadLetter, session
 
-    rows = [{"message_id": f"m{i}", "queue": ("assets", "crm")[i % 2], "actor": ("a", "b", "c")[i % 3],
-             "error_type": ("crash_loop", "permanent_error")[i % 2], "state": "dead" if i % 10 else "requeued"}
-            for i in range(count)]
+    rows = [
+        {
+            "message_id": f"m{i}",
+            "queue": ("assets", "crm")[i % 2],
+            "actor": ("a", "b", "c")[i % 3],
+            "error_type": ("crash_loop", "permanent_error")[i % 2],
+            "state": "dead" if i % 10 else "requeued",
+        }
+        for i in range(count)
+    ]
     with session(transaction=True):
         DeadLetter.insert_many(rows).execute()
 
@@ -85,7 +100,8 @@ def check_the_dead_letter_tally(url: str) -> None:
     with session(transaction=True):
         DeadLetter.update(state="requeued").where(DeadLetter.actor == "a").execute()
         DeadLetter.update(error_type="timeout").where(
-            DeadLetter.message_id.in_([f"m{i}" for i in range(0, 300, 7)])).execute()
+            DeadLetter.message_id.in_([f"m{i}" for i in range(0, 300, 7)])
+        ).execute()
         DeadLetter.update(state_changed_by="someone").execute()  # no counted column changes
         DeadLetter.delete().where(DeadLetter.queue == "crm", DeadLetter.actor == "b").execute()
         DeadLetter.create(message_id="x", queue="knowledge", actor="d", args=[], error_type="memory")
@@ -113,8 +129,20 @@ def _tally_matches_a_full_count() -> None:
 
     key = (DeadLetter.state, DeadLetter.queue, DeadLetter.actor, DeadLetter.error_type)
     with session():
-        counted = {tuple(r[:4]): r[4] for r in DeadLetter.select(*key, fn.COUNT(DeadLetter.id)).group_by(*key).tuples()}
-        tally = {tuple(r[:4]): r[4] for r in DeadLetterTally.select(
-            DeadLetterTally.state, DeadLetterTally.queue, DeadLetterTally.actor, DeadLetterTally.error_type,
-            DeadLetterTally.n).where(DeadLetterTally.n != 0).tuples()}
+        counted = {
+            tuple(r[:4]): r[4]
+            for r in DeadLetter.select(*key, fn.COUNT(DeadLetter.id)).group_by(*key).tuples()
+        }
+        tally = {
+            tuple(r[:4]): r[4]
+            for r in DeadLetterTally.select(
+                DeadLetterTally.state,
+                DeadLetterTally.queue,
+                DeadLetterTally.actor,
+                DeadLetterTally.error_type,
+                DeadLetterTally.n,
+            )
+            .where(DeadLetterTally.n != 0)
+            .tuples()
+        }
     assert counted == tally, (counted, tally)

@@ -56,8 +56,11 @@ class RabbitCluster:
         cookie = self.home / ".erlang.cookie"
         cookie.write_text(COOKIE)
         cookie.chmod(0o400)
-        self.epmd_was_running = subprocess.run(["epmd", "-names"], capture_output=True).returncode == 0 \
-            if shutil.which("epmd") else True
+        self.epmd_was_running = (
+            subprocess.run(["epmd", "-names"], capture_output=True).returncode == 0
+            if shutil.which("epmd")
+            else True
+        )
         self.consumer_timeout_ms = consumer_timeout_ms
         self.ports: list[int] = []
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
@@ -68,7 +71,9 @@ class RabbitCluster:
                 for command in (["stop_app"], ["join_cluster", self.node_name(self.ports[0])], ["start_app"]):
                     self.rabbitmqctl(port, *command)
             if nodes > 1:
-                wait_for(lambda: self.running_nodes() == len(self.ports), 60, 0.5, "every node in the cluster")
+                wait_for(
+                    lambda: self.running_nodes() == len(self.ports), 60, 0.5, "every node in the cluster"
+                )
         except BaseException:
             self.close()
             raise
@@ -91,28 +96,39 @@ class RabbitCluster:
         base = self.directory / f"node-{port}"
         (base / "mnesia").mkdir(parents=True)
         (base / "log").mkdir()
-        conf = [f"listeners.tcp.default = 127.0.0.1:{port}", "loopback_users = none",
-                "cluster_partition_handling = pause_minority"]
+        conf = [
+            f"listeners.tcp.default = 127.0.0.1:{port}",
+            "loopback_users = none",
+            "cluster_partition_handling = pause_minority",
+        ]
         if self.consumer_timeout_ms is not None:
             conf.append(f"consumer_timeout = {self.consumer_timeout_ms}")
         (base / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
         # consumer time-outs are checked on each channel tick (60 s by default)
         (base / "advanced.config").write_text("[{rabbit, [{channel_tick_interval, 1000}]}].\n")
         (base / "enabled_plugins").write_text("[].\n")
-        env = {**os.environ, **self._env(port), "RABBITMQ_DIST_PORT": str(free_port()),
-               "RABBITMQ_MNESIA_BASE": str(base / "mnesia"), "RABBITMQ_LOG_BASE": str(base / "log"),
-               "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
-               "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),
-               "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
-               "RABBITMQ_PID_FILE": str(base / "pid")}
+        env = {
+            **os.environ,
+            **self._env(port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(base / "log"),
+            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(base / "pid"),
+        }
         log = open(base / "server.out", "wb")  # noqa: SIM115 - closed with the process
-        process = subprocess.Popen([self.server], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True, cwd=base)
+        process = subprocess.Popen(
+            [self.server], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=base
+        )
         self.processes[port] = process
 
         def ready() -> bool:
             if process.poll() is not None:
-                raise RuntimeError(f"rabbitmq-server on {port} exited: {(base / 'server.out').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"rabbitmq-server on {port} exited: {(base / 'server.out').read_text()[-2000:]}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 pika.BlockingConnection(pika.URLParameters(self.url(port))).close()
@@ -124,12 +140,23 @@ class RabbitCluster:
         return port
 
     def _env(self, port: int) -> dict[str, str]:
-        return {"HOME": str(self.home), "RABBITMQ_NODENAME": self.node_name(port), "RABBITMQ_NODE_PORT": str(port)}
+        return {
+            "HOME": str(self.home),
+            "RABBITMQ_NODENAME": self.node_name(port),
+            "RABBITMQ_NODE_PORT": str(port),
+        }
 
     def rabbitmqctl(self, port: int, *args: str) -> str:
-        done = subprocess.run([self.ctl, "-n", self.node_name(port), *args], env={**os.environ, **self._env(port)},
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, f"rabbitmqctl {' '.join(args)}: {done.stdout[-1000:]}{done.stderr[-1000:]}"
+        done = subprocess.run(
+            [self.ctl, "-n", self.node_name(port), *args],
+            env={**os.environ, **self._env(port)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, (
+            f"rabbitmqctl {' '.join(args)}: {done.stdout[-1000:]}{done.stderr[-1000:]}"
+        )
         return done.stdout
 
     def running_nodes(self) -> int:

@@ -30,8 +30,9 @@ class EventReceiver:
                     receiver.raw.append((raw, self.headers.get("X-Worker-Signature", "")))
                     status = receiver.status if signed else 401
                     if status < 300:
-                        receiver.received.append({**json.loads(raw), "_event_id_header":
-                                                  self.headers.get("X-Worker-Event-Id")})
+                        receiver.received.append(
+                            {**json.loads(raw), "_event_id_header": self.headers.get("X-Worker-Event-Id")}
+                        )
                     else:
                         receiver.refused += 1
                 self.send_response(status)

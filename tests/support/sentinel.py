@@ -36,18 +36,28 @@ class SentinelCluster:
         try:
             self._start_redis(self.redis_ports[0], None)
             self._start_redis(self.redis_ports[1], self.redis_ports[0])
-            wait_for(lambda: self.node(self.redis_ports[1]).info("replication").get("master_link_status") == "up",
-                     30, 0.1, "the replica in sync")
+            wait_for(
+                lambda: self.node(self.redis_ports[1]).info("replication").get("master_link_status") == "up",
+                30,
+                0.1,
+                "the replica in sync",
+            )
             for port in self.sentinel_ports:
                 conf = directory / f"sentinel-{port}.conf"
-                conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
-                                f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.redis_ports[0]} 2\n"
-                                f"sentinel down-after-milliseconds {MASTER_NAME} {down_after_ms}\n"
-                                f"sentinel failover-timeout {MASTER_NAME} 10000\n"
-                                f"sentinel parallel-syncs {MASTER_NAME} 1\n")
+                conf.write_text(
+                    f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+                    f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.redis_ports[0]} 2\n"
+                    f"sentinel down-after-milliseconds {MASTER_NAME} {down_after_ms}\n"
+                    f"sentinel failover-timeout {MASTER_NAME} 10000\n"
+                    f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+                )
                 self._spawn(port, ["redis-server", str(conf), "--sentinel"])
-            wait_for(lambda: all(self._sentinel_knows_replica(p) for p in self.sentinel_ports), 30, 0.2,
-                     "every sentinel sees the master and its replica")
+            wait_for(
+                lambda: all(self._sentinel_knows_replica(p) for p in self.sentinel_ports),
+                30,
+                0.2,
+                "every sentinel sees the master and its replica",
+            )
         except BaseException:
             self.close()
             raise
@@ -59,13 +69,31 @@ class SentinelCluster:
 
     def _spawn(self, port: int, argv: list[str]) -> None:
         log = open(self.directory / f"{port}.log", "wb")  # noqa: SIM115 - closed with the process
-        self.processes[port] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[port] = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         wait_for(lambda: self._answers(port), 20, 0.05, f"redis-server on {port}")
 
     def _start_redis(self, port: int, master: int | None) -> None:
-        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.directory), "--dbfilename", f"dump-{port}.rdb",
-                "--min-replicas-to-write", str(self.min_replicas_to_write), "--min-replicas-max-lag", "10"]
+        argv = [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.directory),
+            "--dbfilename",
+            f"dump-{port}.rdb",
+            "--min-replicas-to-write",
+            str(self.min_replicas_to_write),
+            "--min-replicas-max-lag",
+            "10",
+        ]
         if master is not None:
             argv += ["--replicaof", "127.0.0.1", str(master)]
         self._spawn(port, argv)
@@ -130,8 +158,12 @@ class SentinelCluster:
     def wait_for_new_master(self, old: int, timeout: float = 30) -> int:
         started = time.monotonic()
         wait_for(lambda: self.master_port() != old, timeout, 0.1, "the sentinels to promote the replica")
-        wait_for(lambda: self.node(self.master_port()).info("replication")["role"] == "master",
-                 max(1.0, timeout - (time.monotonic() - started)), 0.1, "the new master to take writes")
+        wait_for(
+            lambda: self.node(self.master_port()).info("replication")["role"] == "master",
+            max(1.0, timeout - (time.monotonic() - started)),
+            0.1,
+            "the new master to take writes",
+        )
         return self.master_port()
 
     def close(self) -> None:

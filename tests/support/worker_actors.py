@@ -19,7 +19,9 @@ from worker_service.runtime.hardlimit import run_hard_limited
 
 PREFIX = os.environ.get("TEST_PREFIX", "wtest")
 # Records go straight to Redis (TEST_RECORD_URL), not through a proxy a test may cut.
-_client = redis_client(os.environ.get("TEST_RECORD_URL") or os.environ["BROKER_URL"])  # any form, Sentinel's too
+_client = redis_client(
+    os.environ.get("TEST_RECORD_URL") or os.environ["BROKER_URL"]
+)  # any form, Sentinel's too
 
 
 def record(kind: str, value: str) -> None:
@@ -145,8 +147,17 @@ def limited_call(tag: str) -> None:
 
     dramatiq.get_broker().rate_limiter.slot("kommo")
     options = CurrentMessage.get_current_message().options
-    record("ran", json.dumps({"tag": tag, "at": time.time(), "retries": options.get("retries", 0),
-                              "deferrals": options.get("deferrals", 0)}))
+    record(
+        "ran",
+        json.dumps(
+            {
+                "tag": tag,
+                "at": time.time(),
+                "retries": options.get("retries", 0),
+                "deferrals": options.get("deferrals", 0),
+            }
+        ),
+    )
     record("done", tag)
 
 

@@ -30,7 +30,11 @@ CONTRACTS_DIST = ROOT / "worker-contracts"  # its own distribution: import name 
 
 COMPOSITION_ROOTS = {"actors", "worker_service.runtime.bootstrap"}
 #: what the extraction code in the hard-limited children may use besides worker_service.errors
-EXTRACTION_HELPERS = ("worker_service.assets.markdown", "worker_service.assets.documents", "worker_service.assets.ocr")
+EXTRACTION_HELPERS = (
+    "worker_service.assets.markdown",
+    "worker_service.assets.documents",
+    "worker_service.assets.ocr",
+)
 
 
 def _modules() -> dict[str, Path]:
@@ -98,16 +102,21 @@ def test_actors_modules_declare_actors_and_nothing_else():
 
 def test_only_the_composition_roots_import_middleware():
     """Domain code, the CLI, the dashboard, the data layer and shared modules never reach into middleware/."""
-    offenders = {name: sorted(i for i in _imports(path, top_level_only=False) if i.startswith("middleware"))
-                 for name, path in MODULES.items()
-                 if not name.startswith("middleware") and name not in COMPOSITION_ROOTS}
+    offenders = {
+        name: sorted(i for i in _imports(path, top_level_only=False) if i.startswith("middleware"))
+        for name, path in MODULES.items()
+        if not name.startswith("middleware") and name not in COMPOSITION_ROOTS
+    }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
 def test_the_package_never_imports_the_actors():
     """worker_service is what actors call; the arrow never points back (importing actors boots a worker)."""
-    offenders = {name: sorted(i for i in _imports(path, top_level_only=False) if i.split(".")[0] == "actors")
-                 for name, path in MODULES.items() if name.startswith(("worker_service", "middleware"))}
+    offenders = {
+        name: sorted(i for i in _imports(path, top_level_only=False) if i.split(".")[0] == "actors")
+        for name, path in MODULES.items()
+        if name.startswith(("worker_service", "middleware"))
+    }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
@@ -131,7 +140,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         state[node] = 1
         for target in sorted(graph.get(node, ())):
             if state.get(target) == 1:
-                cycles.append(stack[stack.index(target):] + [target])
+                cycles.append(stack[stack.index(target) :] + [target])
             elif target not in state:
                 visit(target, [*stack, target])
         state[node] = 2
@@ -152,8 +161,12 @@ def _package(module: str) -> str:
 def _runtime_imports(path: Path) -> set[str]:
     """Project modules imported anywhere in ``path`` (inside functions too), except under ``if TYPE_CHECKING``."""
     tree = ast.parse(path.read_text())
-    type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-                 for n in ast.walk(node)}
+    type_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
     names: set[str] = set()
     for node in ast.walk(tree):
         if id(node) in type_only:
@@ -215,12 +228,21 @@ print(json.dumps({"imported": imported, "exits": exits, "connections": connectio
 def test_importing_every_module_of_the_package_has_no_side_effects(tmp_path):
     """Fresh interpreter, no settings, nothing listening where the defaults point: every module imports without
     connecting, migrating (no database file appears), exiting or changing os.environ."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.endswith(("_URL", "_PASSWORD", "_TOKEN", "_KEY", "_DSN")) and not k.startswith("PROMETHEUS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith(("_URL", "_PASSWORD", "_TOKEN", "_KEY", "_DSN")) and not k.startswith("PROMETHEUS")
+    }
     env["BROKER_URL"] = "redis://127.0.0.1:1/0"  # a wrong setting must not matter: nothing is read at import
     env["PYTHONPATH"] = str(ROOT)
-    out = subprocess.run([sys.executable, "-c", _PURITY_PROBE], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", _PURITY_PROBE],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     expected = {m for m in MODULES if m.startswith("worker_service.") and not m.endswith(".__main__")}
@@ -234,14 +256,26 @@ def test_code_run_in_extraction_children_imports_no_service_machinery():
     the broker, the database or the actors package, whose import configures a whole worker (measured: 0.6 s
     and +40 MB per child when it lived in actors/assets/)."""
     # supervision: the hard-limit module the children run in imports it already (dying with their parent)
-    allowed = {"worker_service.errors", "worker_service.assets", "worker_service.runtime.supervision",
-               *EXTRACTION_HELPERS}
+    allowed = {
+        "worker_service.errors",
+        "worker_service.assets",
+        "worker_service.runtime.supervision",
+        *EXTRACTION_HELPERS,
+    }
     for name in ("worker_service.assets.extraction", *EXTRACTION_HELPERS):
         assert _imports(MODULES[name], top_level_only=False) <= allowed, name
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, worker_service.runtime.hardlimit, worker_service.assets.extraction; "
-                               "print(' '.join(sorted(sys.modules)))"],
-        cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+        [
+            sys.executable,
+            "-c",
+            "import sys, worker_service.runtime.hardlimit, worker_service.assets.extraction; "
+            "print(' '.join(sorted(sys.modules)))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     heavy = {"dramatiq", "peewee", "redis", "actors", "middleware", "prometheus_client"}
     heavy_inside = ("worker_service.database", "worker_service.brokers")
     assert sorted(m for m in loaded if m.split(".")[0] in heavy or m.startswith(heavy_inside)) == []

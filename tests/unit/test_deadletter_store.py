@@ -29,7 +29,9 @@ def test_keyset_pages_cover_every_row_once_newest_first(store):
         seen += [row.id for row in page]
         before = page[-1].id
     assert len(seen) == 225 and seen == sorted(seen, reverse=True) and len(set(seen)) == 225
-    assert [r.id for r in store.list(Filter(), limit=40, offset=40)] == seen[40:80]  # the old links still work
+    assert [r.id for r in store.list(Filter(), limit=40, offset=40)] == seen[
+        40:80
+    ]  # the old links still work
 
 
 def test_counts_come_exact_from_the_tally_and_stop_past_the_cap_only_with_a_time_range(store):

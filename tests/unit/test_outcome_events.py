@@ -15,8 +15,16 @@ SECRET = "events-secret"
 
 
 def test_the_signature_is_the_hmac_of_the_raw_body_a_receiver_can_check():
-    body = encode({"event_id": "e-1", "event": "asset.extracted", "asset_id": "a-1", "status": "extracted",
-                   "error_code": None, "occurred_at": "2026-12-01T00:00:00Z"})
+    body = encode(
+        {
+            "event_id": "e-1",
+            "event": "asset.extracted",
+            "asset_id": "a-1",
+            "status": "extracted",
+            "error_code": None,
+            "occurred_at": "2026-12-01T00:00:00Z",
+        }
+    )
     assert sign(body, SECRET) == "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     assert json.loads(body)["error_code"] is None
 
@@ -39,8 +47,16 @@ def test_the_readme_receivers_accept_a_signed_event_and_refuse_a_changed_one(tmp
     import shutil
     import subprocess
 
-    body = encode({"event_id": "e-9", "event": "asset.failed", "asset_id": "a-9", "status": "failed",
-                   "error_code": "corrupt", "occurred_at": "2026-12-01T00:00:00Z"})
+    body = encode(
+        {
+            "event_id": "e-9",
+            "event": "asset.failed",
+            "asset_id": "a-9",
+            "status": "failed",
+            "error_code": "corrupt",
+            "occurred_at": "2026-12-01T00:00:00Z",
+        }
+    )
     signature = sign(body, SECRET)
     namespace: dict = {}
     exec(_readme_block("Python (or ``worker_contracts.parse_event``)::"), namespace)  # noqa: S102 - our README
@@ -68,9 +84,20 @@ def test_the_readme_receivers_accept_a_signed_event_and_refuse_a_changed_one(tmp
         "import { outcomeEvent } from './receiver.mjs';\n"
         "const [body, sig, secret] = process.argv.slice(2);\n"
         "try { console.log(outcomeEvent(Buffer.from(body), sig, secret).asset_id); }"
-        " catch (e) { console.log('refused'); }\n")
-    ok = subprocess.run([node, "check.mjs", body.decode(), signature, SECRET], cwd=tmp_path, capture_output=True,
-                        text=True, check=True)
-    bad = subprocess.run([node, "check.mjs", body.decode().replace("corrupt", "ok"), signature, SECRET],
-                         cwd=tmp_path, capture_output=True, text=True, check=True)
+        " catch (e) { console.log('refused'); }\n"
+    )
+    ok = subprocess.run(
+        [node, "check.mjs", body.decode(), signature, SECRET],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    bad = subprocess.run(
+        [node, "check.mjs", body.decode().replace("corrupt", "ok"), signature, SECRET],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert (ok.stdout.strip(), bad.stdout.strip()) == ("a-9", "refused")

@@ -27,8 +27,10 @@ def test_a_retired_setting_is_refused_with_what_replaced_it(monkeypatch, tmp_pat
         (tmp_path / ".env").write_text("worker_processes=4\n")
     with pytest.raises(SettingsError) as raised:
         load_settings()
-    replaced = {"environment": "WORKER_THREADS was replaced by ASSETS_THREADS, KNOWLEDGE_THREADS and CRM_THREADS",
-                ".env": "WORKER_PROCESSES was replaced by ASSETS_PROCESSES, KNOWLEDGE_PROCESSES and CRM_PROCESSES"}
+    replaced = {
+        "environment": "WORKER_THREADS was replaced by ASSETS_THREADS, KNOWLEDGE_THREADS and CRM_THREADS",
+        ".env": "WORKER_PROCESSES was replaced by ASSETS_PROCESSES, KNOWLEDGE_PROCESSES and CRM_PROCESSES",
+    }
     assert replaced[where] in str(raised.value)
 
 
@@ -38,10 +40,15 @@ def test_bad_broker_scheme_is_refused(monkeypatch):
         load_settings()
 
 
-@pytest.mark.parametrize(("value", "error"), [
-    ("knowledge", "'knowledge' is not QUEUE=URL"), ("knowledge.DQ=redis://r/0", "is not QUEUE=URL"),
-    ("knowledge=http://r/0", "must be a redis://"), ("crm=redis://a/0;crm=redis://b/0", "named twice"),
-])
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("knowledge", "'knowledge' is not QUEUE=URL"),
+        ("knowledge.DQ=redis://r/0", "is not QUEUE=URL"),
+        ("knowledge=http://r/0", "must be a redis://"),
+        ("crm=redis://a/0;crm=redis://b/0", "named twice"),
+    ],
+)
 def test_broker_shards_are_queue_equals_redis_url(monkeypatch, value, error):
     monkeypatch.setenv("BROKER_SHARDS", value)
     with pytest.raises(SettingsError, match="BROKER_SHARDS") as raised:
@@ -100,8 +107,11 @@ def test_readme_and_docs_are_valid_restructuredtext(document):
 
     path = ROOT / document if document == "README.rst" else ROOT / "docs" / document
     errors = io.StringIO()
-    docutils_core.publish_string(path.read_text(), writer="null",
-                                 settings_overrides={"report_level": 2, "halt_level": 5, "warning_stream": errors})
+    docutils_core.publish_string(
+        path.read_text(),
+        writer="null",
+        settings_overrides={"report_level": 2, "halt_level": 5, "warning_stream": errors},
+    )
     assert errors.getvalue() == ""
 
 
@@ -114,13 +124,16 @@ def test_the_front_door_stays_short_and_points_at_docs_that_exist():
         assert (ROOT / path).exists(), path
 
 
-@pytest.mark.parametrize("name, value", [
-    ("BROKER_URL", "mysql://worker:s3cret-pw@10.0.0.5:3306/0"),
-    ("BROKER_URL", "redis+sentinel://:s3cret-pw@sentinel-1/mymaster"),
-    ("DATABASE_URL", "mysql://worker:s3cret-pw@db/worker"),
-    ("BROKER_SHARDS", "knowledge=http://:s3cret-pw@r2:6379/0"),
-    ("BROKER_SHARDS", "knowledge:redis://:s3cret-pw@r2:6379/0"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("BROKER_URL", "mysql://worker:s3cret-pw@10.0.0.5:3306/0"),
+        ("BROKER_URL", "redis+sentinel://:s3cret-pw@sentinel-1/mymaster"),
+        ("DATABASE_URL", "mysql://worker:s3cret-pw@db/worker"),
+        ("BROKER_SHARDS", "knowledge=http://:s3cret-pw@r2:6379/0"),
+        ("BROKER_SHARDS", "knowledge:redis://:s3cret-pw@r2:6379/0"),
+    ],
+)
 def test_a_mistyped_url_setting_is_named_without_its_password(monkeypatch, name, value):
     """Regression (second probe): the error printed the mistyped URL whole, password included."""
     monkeypatch.setenv(name, value)

@@ -23,7 +23,9 @@ def generate() -> ModuleType:
 
 
 def test_the_generated_typescript_contracts_are_current(generate):
-    assert generate.main(["--check"]) == 0, "stale: run worker-contracts/typescript/scripts/generate.py and commit"
+    assert generate.main(["--check"]) == 0, (
+        "stale: run worker-contracts/typescript/scripts/generate.py and commit"
+    )
 
 
 def test_the_check_fails_when_a_model_changes(generate, monkeypatch):

@@ -15,8 +15,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 SIGNATURE_HEADER = "X-Worker-Signature"
-EventName = Literal["asset.extracted", "asset.failed", "asset.deleted", "knowledge.done", "knowledge.failed",
-                   "knowledge.skipped"]
+EventName = Literal[
+    "asset.extracted",
+    "asset.failed",
+    "asset.deleted",
+    "knowledge.done",
+    "knowledge.failed",
+    "knowledge.skipped",
+]
 
 
 class OutcomeEvent(BaseModel):
@@ -29,7 +35,9 @@ class OutcomeEvent(BaseModel):
     status: str
     error_code: str | None = None
     occurred_at: datetime
-    entities: int | None = None  # knowledge.done (1.2): the asset's entities and relations in its workspace graph
+    entities: int | None = (
+        None  # knowledge.done (1.2): the asset's entities and relations in its workspace graph
+    )
     relations: int | None = None
 
 

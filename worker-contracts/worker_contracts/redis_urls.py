@@ -40,14 +40,19 @@ def parse_sentinel_url(url: str) -> SentinelTarget | None:
     path = [p for p in parts.path.split("/") if p]
     if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise ValueError("a Sentinel URL ends /MASTER_NAME or /MASTER_NAME/DB")
-    return SentinelTarget(sentinels=sentinels, master=unquote(path[0]), db=int(path[1]) if len(path) == 2 else 0,
-                          username=unquote(parts.username) if parts.username else None,
-                          password=unquote(parts.password) if parts.password else None,
-                          tls=parts.scheme == "rediss+sentinel")
+    return SentinelTarget(
+        sentinels=sentinels,
+        master=unquote(path[0]),
+        db=int(path[1]) if len(path) == 2 else 0,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        tls=parts.scheme == "rediss+sentinel",
+    )
 
 
-def redis_client(url: str, *, sentinel_password: str | None = None, sentinel_timeout: float = 0.5,
-                 **kwargs: Any) -> Any:
+def redis_client(
+    url: str, *, sentinel_password: str | None = None, sentinel_timeout: float = 0.5, **kwargs: Any
+) -> Any:
     """A ``redis.Redis`` for ``url`` (any form above); ``kwargs`` go to the connections to Redis."""
     import redis
     from redis.sentinel import Sentinel
@@ -55,8 +60,19 @@ def redis_client(url: str, *, sentinel_password: str | None = None, sentinel_tim
     target = parse_sentinel_url(url)
     if target is None:
         return redis.Redis.from_url(url, **kwargs)
-    sentinel = Sentinel(target.sentinels, sentinel_kwargs={"password": sentinel_password,
-                                                           "socket_timeout": sentinel_timeout,
-                                                           "socket_connect_timeout": sentinel_timeout})
-    return sentinel.master_for(target.master, db=target.db, username=target.username, password=target.password,
-                               ssl=target.tls, **kwargs)
+    sentinel = Sentinel(
+        target.sentinels,
+        sentinel_kwargs={
+            "password": sentinel_password,
+            "socket_timeout": sentinel_timeout,
+            "socket_connect_timeout": sentinel_timeout,
+        },
+    )
+    return sentinel.master_for(
+        target.master,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        **kwargs,
+    )

@@ -55,8 +55,9 @@ def parse_version(version: Any) -> tuple[int, int]:
     return int(major), int(minor or 0)
 
 
-def validate_payload(actor: str, payload: Mapping[str, Any] | Payload, *,
-                     sent_version: str | None = None) -> dict[str, Any]:
+def validate_payload(
+    actor: str, payload: Mapping[str, Any] | Payload, *, sent_version: str | None = None
+) -> dict[str, Any]:
     """Return the payload as plain kwargs (unset optionals dropped), or raise InvalidPayload.
 
     ``sent_version``: the sender's contract version (a worker validating a message).  Another major is
@@ -81,8 +82,11 @@ def validate_payload(actor: str, payload: Mapping[str, Any] | Payload, *,
         except ValueError:
             raise InvalidPayload(actor, f"contract_version {sent_version!r} is not MAJOR.MINOR") from None
         if theirs[0] != ours[0]:
-            raise InvalidPayload(actor, f"contract version {sent_version} is not understood by this worker "
-                                        f"(it knows {ours[0]}.0 to {CONTRACT_VERSION})")
+            raise InvalidPayload(
+                actor,
+                f"contract version {sent_version} is not understood by this worker "
+                f"(it knows {ours[0]}.0 to {CONTRACT_VERSION})",
+            )
         if theirs > ours:
             data = {k: v for k, v in data.items() if k in model.model_fields}
     try:
@@ -98,13 +102,18 @@ def uuid4_strings(count: int) -> list[str]:
     for i in range(0, 16 * count, 16):
         raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40
         raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80
-        h = raw[i:i + 16].hex()
+        h = raw[i : i + 16].hex()
         out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
     return out
 
 
-def build_message(actor: str, kwargs: dict[str, Any], options: Mapping[str, Any] | None = None, *,
-                  message_id: str | None = None) -> dict[str, Any]:
+def build_message(
+    actor: str,
+    kwargs: dict[str, Any],
+    options: Mapping[str, Any] | None = None,
+    *,
+    message_id: str | None = None,
+) -> dict[str, Any]:
     """A Dramatiq message dict for an already-validated payload."""
     queue, _model = CONTRACTS[actor]
     return {
@@ -132,10 +141,18 @@ def _send_span(queue: str, actor: str, count: int, options: dict[str, Any]) -> I
         yield
         return
     tracer = trace.get_tracer("worker.contracts")
-    with tracer.start_as_current_span(f"send {queue}", kind=trace.SpanKind.PRODUCER, attributes={
-            "messaging.system": "dramatiq", "messaging.operation.name": "send", "messaging.operation.type": "send",
-            "messaging.destination.name": queue, "messaging.batch.message_count": count,
-            "dramatiq.actor": actor}):
+    with tracer.start_as_current_span(
+        f"send {queue}",
+        kind=trace.SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "dramatiq",
+            "messaging.operation.name": "send",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": queue,
+            "messaging.batch.message_count": count,
+            "dramatiq.actor": actor,
+        },
+    ):
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         if carrier:
@@ -164,8 +181,15 @@ class Sender:
       wait_timeout_ms: how long ``WAIT`` may block (the worker's REDIS_WAIT_TIMEOUT_MS).
     """
 
-    def __init__(self, client: redis.Redis | None = None, *, url: str | None = None,
-                 namespace: str = DEFAULT_NAMESPACE, wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        client: redis.Redis | None = None,
+        *,
+        url: str | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+    ) -> None:
         if wait_replicas < 0 or wait_timeout_ms < 0:
             raise ValueError("wait_replicas and wait_timeout_ms must be >= 0")
         if client is None:
@@ -180,13 +204,25 @@ class Sender:
         self.wait_timeout_ms = wait_timeout_ms
         self.last_replicas: int | None = None
 
-    def send(self, actor: str, payload: Mapping[str, Any] | Payload | None = None, *,
-             options: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
+    def send(
+        self,
+        actor: str,
+        payload: Mapping[str, Any] | Payload | None = None,
+        *,
+        options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> str:
         """Validate and enqueue one message; returns its message_id."""
         return self.send_many(actor, [payload if payload is not None else kwargs], options=options)[0]
 
-    def send_many(self, actor: str, payloads: Iterable[Mapping[str, Any] | Payload], *,
-                  options: Mapping[str, Any] | None = None, chunk_size: int = 1000) -> list[str]:
+    def send_many(
+        self,
+        actor: str,
+        payloads: Iterable[Mapping[str, Any] | Payload],
+        *,
+        options: Mapping[str, Any] | None = None,
+        chunk_size: int = 1000,
+    ) -> list[str]:
         """Validate every payload first, then enqueue them pipelined; all-or-nothing per chunk."""
         if actor not in CONTRACTS:
             raise UnknownActor(f"unknown actor {actor!r}; known: {', '.join(sorted(CONTRACTS))}")
@@ -194,8 +230,10 @@ class Sender:
         base_options = dict(options or {})
         with _send_span(CONTRACTS[actor][0], actor, len(validated), base_options):
             ids = uuid4_strings(len(validated))
-            messages = [build_message(actor, kwargs, base_options, message_id=message_id)
-                        for kwargs, message_id in zip(validated, ids, strict=True)]
+            messages = [
+                build_message(actor, kwargs, base_options, message_id=message_id)
+                for kwargs, message_id in zip(validated, ids, strict=True)
+            ]
             return self._push(messages, chunk_size)
 
     def _push(self, messages: list[dict[str, Any]], chunk_size: int) -> list[str]:
@@ -206,7 +244,7 @@ class Sender:
         """
         ids: list[str] = []
         for start in range(0, len(messages), chunk_size):
-            chunk = messages[start:start + chunk_size]
+            chunk = messages[start : start + chunk_size]
             queue = chunk[0]["queue_name"]
             payloads: dict[Any, Any] = {}
             for message, redis_id in zip(chunk, uuid4_strings(len(chunk)), strict=True):
@@ -237,18 +275,32 @@ class Sender:
             demoted = self._demoted(role)
             if not demoted or resends == DEMOTED_RESENDS:
                 break
-            logger.warning("%d message(s) for %s reached %d of %d replica(s) on a Redis that is no longer the master "
-                           "(%s): it discards them when it resyncs; sending them again to the new master",
-                           len(payloads), queue, acked, self.wait_replicas, demoted)
-        logger.warning("%d message(s) for %s reached %d of %d replica(s) within %d ms: enqueued on the master, "
-                       "at risk if it fails now", len(payloads), queue, self.last_replicas, self.wait_replicas,
-                       self.wait_timeout_ms)
+            logger.warning(
+                "%d message(s) for %s reached %d of %d replica(s) on a Redis that is no longer the master "
+                "(%s): it discards them when it resyncs; sending them again to the new master",
+                len(payloads),
+                queue,
+                acked,
+                self.wait_replicas,
+                demoted,
+            )
+        logger.warning(
+            "%d message(s) for %s reached %d of %d replica(s) within %d ms: enqueued on the master, "
+            "at risk if it fails now",
+            len(payloads),
+            queue,
+            self.last_replicas,
+            self.wait_replicas,
+            self.wait_timeout_ms,
+        )
 
     def _write_and_wait(self, queue: str, payloads: dict[Any, Any]) -> tuple[int, Any]:
         """The chunk in MULTI/EXEC, then WAIT and ROLE on the same connection: (replicas that have it, role)."""
         pipe = self.client.pipeline(transaction=False)
         pipe.execute_command("MULTI")
-        pipe.execute_command("HSET", f"{self.namespace}:{queue}.msgs", *(x for kv in payloads.items() for x in kv))
+        pipe.execute_command(
+            "HSET", f"{self.namespace}:{queue}.msgs", *(x for kv in payloads.items() for x in kv)
+        )
         pipe.execute_command("RPUSH", f"{self.namespace}:{queue}", *payloads)
         pipe.execute_command("EXEC")
         pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
@@ -274,29 +326,57 @@ class Sender:
         return f"the sentinels name {now[0]}:{now[1]}" if before is not None and now != before else ""
 
     # --- typed helpers, one per actor -----------------------------------------
-    def process_asset(self, asset_id: str, source: str, *, filename: str | None = None,
-                      content_type: str | None = None, crm_lead_id: int | None = None,
-                      workspace: str | None = None) -> str:
-        return self.send("process_asset", {"asset_id": asset_id, "source": source, "filename": filename,
-                                           "content_type": content_type, "crm_lead_id": crm_lead_id,
-                                           "workspace": workspace})
+    def process_asset(
+        self,
+        asset_id: str,
+        source: str,
+        *,
+        filename: str | None = None,
+        content_type: str | None = None,
+        crm_lead_id: int | None = None,
+        workspace: str | None = None,
+    ) -> str:
+        return self.send(
+            "process_asset",
+            {
+                "asset_id": asset_id,
+                "source": source,
+                "filename": filename,
+                "content_type": content_type,
+                "crm_lead_id": crm_lead_id,
+                "workspace": workspace,
+            },
+        )
 
     def extract_knowledge(self, asset_id: str) -> str:
         return self.send("extract_knowledge", {"asset_id": asset_id})
 
-    def crm_upsert_contact(self, external_id: str, name: str, *, emails: list[str] | None = None,
-                           phones: list[str] | None = None) -> str:
-        return self.send("crm_upsert_contact", {"external_id": external_id, "name": name,
-                                                "emails": emails, "phones": phones})
+    def crm_upsert_contact(
+        self, external_id: str, name: str, *, emails: list[str] | None = None, phones: list[str] | None = None
+    ) -> str:
+        return self.send(
+            "crm_upsert_contact",
+            {"external_id": external_id, "name": name, "emails": emails, "phones": phones},
+        )
 
-    def crm_create_lead(self, external_id: str, name: str, *, price: int | None = None,
-                        contact_external_id: str | None = None) -> str:
-        return self.send("crm_create_lead", {"external_id": external_id, "name": name, "price": price,
-                                             "contact_external_id": contact_external_id})
+    def crm_create_lead(
+        self, external_id: str, name: str, *, price: int | None = None, contact_external_id: str | None = None
+    ) -> str:
+        return self.send(
+            "crm_create_lead",
+            {
+                "external_id": external_id,
+                "name": name,
+                "price": price,
+                "contact_external_id": contact_external_id,
+            },
+        )
 
     def crm_add_note(self, entity: str, entity_id: int, text: str, idempotency_key: str) -> str:
-        return self.send("crm_add_note", {"entity": entity, "entity_id": entity_id, "text": text,
-                                          "idempotency_key": idempotency_key})
+        return self.send(
+            "crm_add_note",
+            {"entity": entity, "entity_id": entity_id, "text": text, "idempotency_key": idempotency_key},
+        )
 
     def crm_handle_webhook(self, body: str, token: str) -> str:
         return self.send("crm_handle_webhook", {"body": body, "token": token})

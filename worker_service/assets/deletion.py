@@ -46,22 +46,43 @@ def delete_asset(asset_id: str, who: str, settings: Settings) -> bool:
         cached = 0
         if text is not None:  # what the model said about this text is the document's too
             model = usage.model if usage is not None and usage.model else settings.openrouter_model
-            keys = sorted({chunk_key(model, text.text[start:end].strip()) for start, end in
-                           chunk_spans(text.text, settings.knowledge_chunk_chars, settings.knowledge_chunk_overlap)})
+            keys = sorted(
+                {
+                    chunk_key(model, text.text[start:end].strip())
+                    for start, end in chunk_spans(
+                        text.text, settings.knowledge_chunk_chars, settings.knowledge_chunk_overlap
+                    )
+                }
+            )
             for start in range(0, len(keys), 400):
-                cached += LlmChunk.delete().where(LlmChunk.key.in_(keys[start:start + 400])).execute()
+                cached += LlmChunk.delete().where(LlmChunk.key.in_(keys[start : start + 400])).execute()
         remove_contribution(asset_id)
         AssetText.delete().where(AssetText.asset == asset_id).execute()
         LlmUsage.delete().where(LlmUsage.asset == asset_id).execute()
         StatusChange.delete().where(StatusChange.asset_id == asset_id).execute()
         Asset.delete().where(Asset.asset_id == asset_id).execute()
         now_ms = int(time.time() * 1000)
-        (DeletedAsset.insert(asset_id=asset_id, deleted_at_ms=now_ms, deleted_by=who[:200])
-         .on_conflict(conflict_target=[DeletedAsset.asset_id],
-                      update={DeletedAsset.deleted_at_ms: now_ms, DeletedAsset.deleted_by: who[:200]}).execute())
+        (
+            DeletedAsset.insert(asset_id=asset_id, deleted_at_ms=now_ms, deleted_by=who[:200])
+            .on_conflict(
+                conflict_target=[DeletedAsset.asset_id],
+                update={DeletedAsset.deleted_at_ms: now_ms, DeletedAsset.deleted_by: who[:200]},
+            )
+            .execute()
+        )
         outbox.record("asset", asset_id, "deleted", None)
-        AuditEntry.create(who=who, action="asset-delete", target=asset_id, count=1,
-                          detail={"workspace": workspace, "cached_chunks_deleted": cached})
-    logger.info("Asset %s deleted by %s (workspace %s; %d cached chunk result(s) deleted)", asset_id, who, workspace,
-                cached)
+        AuditEntry.create(
+            who=who,
+            action="asset-delete",
+            target=asset_id,
+            count=1,
+            detail={"workspace": workspace, "cached_chunks_deleted": cached},
+        )
+    logger.info(
+        "Asset %s deleted by %s (workspace %s; %d cached chunk result(s) deleted)",
+        asset_id,
+        who,
+        workspace,
+        cached,
+    )
     return True

@@ -35,29 +35,38 @@ def _result(blocks: list[str], pages: int | None = None) -> dict[str, Any]:
     return {"text": text, "pages": pages, "no_text": not re.sub(r"<!--.*?-->|[\s|#\-]", "", text)}
 
 
-def check_package(zf: zipfile.ZipFile, *, max_entries: int, max_uncompressed: int, max_ratio: int,
-                  kind: str) -> None:
+def check_package(
+    zf: zipfile.ZipFile, *, max_entries: int, max_uncompressed: int, max_ratio: int, kind: str
+) -> None:
     """Zip-bomb guard from the declared sizes (zipfile stops reading at the declared size)."""
     infos = zf.infolist()
     if len(infos) > max_entries:
-        raise PermanentError(f"the {kind} has {len(infos)} zip entries; the limit is {max_entries}",
-                             error_code="too_large")
+        raise PermanentError(
+            f"the {kind} has {len(infos)} zip entries; the limit is {max_entries}", error_code="too_large"
+        )
     total = sum(i.file_size for i in infos)
     if total > max_uncompressed:
-        raise PermanentError(f"the {kind} expands to {total // 2**20} MB; the limit is {max_uncompressed // 2**20} MB",
-                             error_code="too_large")
+        raise PermanentError(
+            f"the {kind} expands to {total // 2**20} MB; the limit is {max_uncompressed // 2**20} MB",
+            error_code="too_large",
+        )
     for info in infos:
         if info.file_size > 1_000_000 and info.file_size > max_ratio * max(info.compress_size, 1):
-            raise PermanentError(f"{info.filename} has a compression ratio above {max_ratio}:1",
-                                 error_code="too_large")
+            raise PermanentError(
+                f"{info.filename} has a compression ratio above {max_ratio}:1", error_code="too_large"
+            )
 
 
 def _opened(path: str, kind: str, limits: dict[str, Any]) -> None:
     try:
         with zipfile.ZipFile(path) as zf:
-            check_package(zf, max_entries=limits["docx_max_entries"],
-                          max_uncompressed=limits["docx_max_uncompressed_mb"] * 1024 * 1024,
-                          max_ratio=limits["docx_max_ratio"], kind=kind)
+            check_package(
+                zf,
+                max_entries=limits["docx_max_entries"],
+                max_uncompressed=limits["docx_max_uncompressed_mb"] * 1024 * 1024,
+                max_ratio=limits["docx_max_ratio"],
+                kind=kind,
+            )
     except zipfile.BadZipFile as exc:
         raise PermanentError(f"not a readable {kind}: {exc}", error_code="corrupt") from None
 
@@ -213,11 +222,15 @@ def extract_xlsx(path: str, limits: dict[str, Any]) -> dict[str, Any]:
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # noqa: BLE001 - openpyxl raises many types on damaged files
-        raise PermanentError(f"not a readable XLSX: {type(exc).__name__}: {exc}", error_code="corrupt") from None
+        raise PermanentError(
+            f"not a readable XLSX: {type(exc).__name__}: {exc}", error_code="corrupt"
+        ) from None
     budget = _CellBudget(limits["max_cells"])
     blocks: list[str] = []
     # a formula saved without its value (openpyxl and some generators do that) would come out empty: say so
-    formulas = openpyxl.load_workbook(path, read_only=True, data_only=False) if _uncached_formulas(path) else None
+    formulas = (
+        openpyxl.load_workbook(path, read_only=True, data_only=False) if _uncached_formulas(path) else None
+    )
     try:
         for number, sheet in enumerate(workbook.worksheets, start=1):
             blocks += [md.marker("sheet", number, sheet.title), md.heading(sheet.title, 2)]
@@ -242,18 +255,26 @@ _UNCACHED_FORMULA = re.compile(rb"<f>[^<]*</f>\s*(?:<v\s*/>|<v>\s*</v>)?\s*</c>"
 def _uncached_formulas(path: str) -> bool:
     """Whether a worksheet has a formula cell with no value saved (read from the XML; cheap next to a parse)."""
     with zipfile.ZipFile(path) as zf:
-        return any(_UNCACHED_FORMULA.search(zf.read(name)) for name in zf.namelist()
-                   if name.startswith("xl/worksheets/") and name.endswith(".xml"))
+        return any(
+            _UNCACHED_FORMULA.search(zf.read(name))
+            for name in zf.namelist()
+            if name.startswith("xl/worksheets/") and name.endswith(".xml")
+        )
 
 
-def _marked(cached: Iterator[tuple[Any, ...]], formulas: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+def _marked(
+    cached: Iterator[tuple[Any, ...]], formulas: Iterator[tuple[Any, ...]]
+) -> Iterator[tuple[Any, ...]]:
     """The cached values, a formula with none shown as ``[=C2*D2: no saved value]`` instead of an empty cell."""
     from itertools import zip_longest
 
     for values, sources in zip_longest(cached, formulas, fillvalue=()):
-        yield tuple(f"[{source}: no saved value]" if value is None and isinstance(source, str) and
-                    source.startswith("=") else value
-                    for value, source in zip_longest(values, sources))
+        yield tuple(
+            f"[{source}: no saved value]"
+            if value is None and isinstance(source, str) and source.startswith("=")
+            else value
+            for value, source in zip_longest(values, sources)
+        )
 
 
 class _CellBudget:
@@ -298,7 +319,9 @@ def extract_pptx(path: str, limits: dict[str, Any]) -> dict[str, Any]:
     try:
         presentation = Presentation(path)
     except Exception as exc:  # noqa: BLE001
-        raise PermanentError(f"not a readable PPTX: {type(exc).__name__}: {exc}", error_code="corrupt") from None
+        raise PermanentError(
+            f"not a readable PPTX: {type(exc).__name__}: {exc}", error_code="corrupt"
+        ) from None
     blocks: list[str] = []
     skipped = 0
     slides = list(presentation.slides)
@@ -357,11 +380,13 @@ def _pptx_shape(shape: Any) -> str:
 
 
 # --- OpenDocument --------------------------------------------------------------------------------------
-_NS = {"office": "urn:oasis:names:tc:opendocument:xmlns:office:1.0",
-       "text": "urn:oasis:names:tc:opendocument:xmlns:text:1.0",
-       "table": "urn:oasis:names:tc:opendocument:xmlns:table:1.0",
-       "draw": "urn:oasis:names:tc:opendocument:xmlns:drawing:1.0",
-       "presentation": "urn:oasis:names:tc:opendocument:xmlns:presentation:1.0"}
+_NS = {
+    "office": "urn:oasis:names:tc:opendocument:xmlns:office:1.0",
+    "text": "urn:oasis:names:tc:opendocument:xmlns:text:1.0",
+    "table": "urn:oasis:names:tc:opendocument:xmlns:table:1.0",
+    "draw": "urn:oasis:names:tc:opendocument:xmlns:drawing:1.0",
+    "presentation": "urn:oasis:names:tc:opendocument:xmlns:presentation:1.0",
+}
 
 
 def _q(name: str) -> str:
@@ -375,8 +400,9 @@ def extract_odf(path: str, kind: str, limits: dict[str, Any]) -> dict[str, Any]:
         with zipfile.ZipFile(path) as zf:
             root = ElementTree.fromstring(zf.read("content.xml"))
     except (KeyError, ElementTree.ParseError, zipfile.BadZipFile) as exc:
-        raise PermanentError(f"not a readable {kind.upper()}: {type(exc).__name__}: {exc}",
-                             error_code="corrupt") from None
+        raise PermanentError(
+            f"not a readable {kind.upper()}: {type(exc).__name__}: {exc}", error_code="corrupt"
+        ) from None
     body = root.find(_q("office:body"))
     if body is None:
         raise PermanentError(f"the {kind.upper()} has no body", error_code="corrupt")
@@ -387,8 +413,11 @@ def extract_odf(path: str, kind: str, limits: dict[str, Any]) -> dict[str, Any]:
         sheets = body.findall(f"{_q('office:spreadsheet')}/{_q('table:table')}")
         for number, sheet in enumerate(sheets, start=1):
             name = sheet.get(_q("table:name"))
-            blocks += [md.marker("sheet", number, name), md.heading(name or f"Sheet {number}", 2),
-                       md.table(budget.rows(_odf_rows(sheet)))]
+            blocks += [
+                md.marker("sheet", number, name),
+                md.heading(name or f"Sheet {number}", 2),
+                md.table(budget.rows(_odf_rows(sheet))),
+            ]
             if budget.exhausted:
                 blocks.append(budget.note())
                 break
@@ -432,8 +461,13 @@ def _odf_blocks(container: ElementTree.Element, budget: _CellBudget, level: int 
             blocks.append("\n".join(_odf_list(child, level)))
         elif child.tag == _q("table:table"):
             blocks.append(md.table(budget.rows(_odf_rows(child))))
-        elif child.tag in (_q("draw:frame"), _q("draw:text-box"), _q("draw:custom-shape"), _q("text:section"),
-                           _q("draw:g")):
+        elif child.tag in (
+            _q("draw:frame"),
+            _q("draw:text-box"),
+            _q("draw:custom-shape"),
+            _q("text:section"),
+            _q("draw:g"),
+        ):
             blocks += _odf_blocks(child, budget, level)
     return blocks
 
@@ -480,14 +514,33 @@ def extract_rtf(path: str) -> dict[str, Any]:
     try:
         text = rtf_to_text(raw, encoding=encoding, errors="replace")
     except Exception as exc:  # noqa: BLE001 - a damaged group structure
-        raise PermanentError(f"not a readable RTF: {type(exc).__name__}: {exc}", error_code="corrupt") from None
+        raise PermanentError(
+            f"not a readable RTF: {type(exc).__name__}: {exc}", error_code="corrupt"
+        ) from None
     text = re.sub(r"\n{3,}", "\n\n", text.replace("\r\n", "\n")).strip()
     return _result([text])
 
 
 # --- HTML -----------------------------------------------------------------------------------------
-_CHROME = ("script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form", "svg", "iframe",
-           "button", "select", "object", "embed", "canvas", "menu")
+_CHROME = (
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "nav",
+    "header",
+    "footer",
+    "aside",
+    "form",
+    "svg",
+    "iframe",
+    "button",
+    "select",
+    "object",
+    "embed",
+    "canvas",
+    "menu",
+)
 
 
 def extract_html(path: str, decode: Any) -> dict[str, Any]:
@@ -514,9 +567,13 @@ def extract_html(path: str, decode: Any) -> dict[str, Any]:
 
 def _html_page_blocks(root: Any) -> list[str]:
     """A parsed page's readable content as Markdown blocks: chrome, comments and scripts dropped."""
-    for element in root.xpath("|".join(f"//{tag}" for tag in _CHROME) + "|//*[@role='navigation']|//*[@hidden]"):
+    for element in root.xpath(
+        "|".join(f"//{tag}" for tag in _CHROME) + "|//*[@role='navigation']|//*[@hidden]"
+    ):
         element.drop_tree()
-    for other in root.xpath("//comment()|//processing-instruction()"):  # not text; lxml cannot read their content
+    for other in root.xpath(
+        "//comment()|//processing-instruction()"
+    ):  # not text; lxml cannot read their content
         other.drop_tree()
     for br in root.iter("br"):  # a line break separates words wherever it sits, inside inline elements too
         br.tail = "\n" + (br.tail or "")
@@ -551,8 +608,22 @@ def _html_blocks(element: Any) -> list[str]:
             blocks.append("```\n" + child.text_content().strip("\n") + "\n```")
         elif tag == "br":
             inline.append("\n")
-        elif tag in ("p", "div", "section", "blockquote", "main", "article", "dl", "figure", "li", "dd", "dt",
-                     "address", "details", "center"):
+        elif tag in (
+            "p",
+            "div",
+            "section",
+            "blockquote",
+            "main",
+            "article",
+            "dl",
+            "figure",
+            "li",
+            "dd",
+            "dt",
+            "address",
+            "details",
+            "center",
+        ):
             flush()
             blocks += _html_blocks(child)
         else:
@@ -579,7 +650,9 @@ def _html_table(table: Any) -> list[str]:
             rowspan, colspan = _span(cell.get("rowspan")), _span(cell.get("colspan"))
             for dr in range(rowspan):
                 for dc in range(colspan):
-                    grid[(r + dr, c + dc)] = "" if dr or dc else re.sub(r"\s+", " ", cell.text_content()).strip()
+                    grid[(r + dr, c + dc)] = (
+                        "" if dr or dc else re.sub(r"\s+", " ", cell.text_content()).strip()
+                    )
             c += colspan
     if not grid:
         return nested

@@ -43,8 +43,10 @@ def extract(path: str, detected_type: str, limits: dict[str, Any]) -> dict[str, 
         if _raised_here(exc):
             raise  # a bug of this service's own code, not the document's fault: it must show as one
         library = (type(exc).__module__ or "").split(".")[0] or "builtins"
-        raise PermanentError(f"not a readable {detected_type}: {library}: {type(exc).__name__}: {str(exc)[:500]}",
-                             error_code="corrupt") from None
+        raise PermanentError(
+            f"not a readable {detected_type}: {library}: {type(exc).__name__}: {str(exc)[:500]}",
+            error_code="corrupt",
+        ) from None
 
 
 def _raised_here(exc: BaseException) -> bool:
@@ -62,12 +64,16 @@ def _extract(path: str, detected_type: str, limits: dict[str, Any]) -> dict[str,
     from worker_service.assets import documents
 
     if detected_type == "pdf":
-        return extract_pdf(path, max_pages=limits["max_pdf_pages"], tables=limits.get("pdf_tables", False),
-                           ocr=_Ocr(limits))
+        return extract_pdf(
+            path, max_pages=limits["max_pdf_pages"], tables=limits.get("pdf_tables", False), ocr=_Ocr(limits)
+        )
     if detected_type == "docx":
-        return extract_docx(path, max_entries=limits["docx_max_entries"],
-                            max_uncompressed=limits["docx_max_uncompressed_mb"] * 1024 * 1024,
-                            max_ratio=limits["docx_max_ratio"])
+        return extract_docx(
+            path,
+            max_entries=limits["docx_max_entries"],
+            max_uncompressed=limits["docx_max_uncompressed_mb"] * 1024 * 1024,
+            max_ratio=limits["docx_max_ratio"],
+        )
     if detected_type == "image":
         return extract_image(path, _Ocr(limits), max_pixels=limits["max_image_pixels"])
     if detected_type == "xlsx":
@@ -166,7 +172,9 @@ class _Ocr:
         if not self.available():
             return ""
         try:
-            reading = ocr.recognise(image, languages=self.languages, page_timeout_s=self.page_timeout_s, dpi=dpi)
+            reading = ocr.recognise(
+                image, languages=self.languages, page_timeout_s=self.page_timeout_s, dpi=dpi
+            )
         except ocr.OcrUnavailable as exc:
             self.unavailable = str(exc)
             return ""
@@ -210,9 +218,13 @@ class _Ocr:
         return texts
 
     def facts(self) -> dict[str, Any]:
-        return {"ocr_pages": self.pages, "ocr_languages": self.languages if self.pages else None,
-                "ocr_low_confidence_pages": self.low_confidence, "ocr_rotated_pages": self.rotated,
-                **({"ocr_unavailable": self.unavailable} if self.unavailable else {})}
+        return {
+            "ocr_pages": self.pages,
+            "ocr_languages": self.languages if self.pages else None,
+            "ocr_low_confidence_pages": self.low_confidence,
+            "ocr_rotated_pages": self.rotated,
+            **({"ocr_unavailable": self.unavailable} if self.unavailable else {}),
+        }
 
 
 def report_progress(path: str | None, done: int, total: int) -> None:
@@ -255,8 +267,10 @@ def extract_image(path: str, ocr: _Ocr, *, max_pixels: int) -> dict[str, Any]:
         pages = ocr_module.frames(image)
         dpi = image.info.get("dpi", (None,))[0]
         resolution = float(dpi) if dpi else None
-        read = ocr.many(((n, functools.partial(_same, page), resolution) for n, page in enumerate(pages, start=1)),
-                        of=len(pages))
+        read = ocr.many(
+            ((n, functools.partial(_same, page), resolution) for n, page in enumerate(pages, start=1)),
+            of=len(pages),
+        )
         texts = [read.get(n, "") for n in range(1, len(pages) + 1)]
     finally:
         image.close()
@@ -269,14 +283,18 @@ def extract_image(path: str, ocr: _Ocr, *, max_pixels: int) -> dict[str, Any]:
 
 
 # --- PDF -----------------------------------------------------------------------------------
-def extract_pdf(path: str, *, max_pages: int, tables: bool = False, ocr: _Ocr | None = None) -> dict[str, Any]:
+def extract_pdf(
+    path: str, *, max_pages: int, tables: bool = False, ocr: _Ocr | None = None
+) -> dict[str, Any]:
     import pypdfium2 as pdfium
 
     from worker_service.assets import markdown as md
 
     declared = declared_page_count(path)
     if declared > max_pages:
-        raise PermanentError(f"the PDF declares {declared} pages; the limit is {max_pages}", error_code="too_many_pages")
+        raise PermanentError(
+            f"the PDF declares {declared} pages; the limit is {max_pages}", error_code="too_many_pages"
+        )
     try:
         pdf = pdfium.PdfDocument(path)
     except pdfium.PdfiumError as exc:
@@ -287,7 +305,9 @@ def extract_pdf(path: str, *, max_pages: int, tables: bool = False, ocr: _Ocr | 
     try:
         pages = len(pdf)
         if pages > max_pages:
-            raise PermanentError(f"the PDF has {pages} pages; the limit is {max_pages}", error_code="too_many_pages")
+            raise PermanentError(
+                f"the PDF has {pages} pages; the limit is {max_pages}", error_code="too_many_pages"
+            )
         parts: list[str] = []
         unreadable = 0
         scanned: list[int] = []  # pages without a usable text layer that draw an image: OCR reads them
@@ -302,8 +322,10 @@ def extract_pdf(path: str, *, max_pages: int, tables: bool = False, ocr: _Ocr | 
             parts.append(page_text)
         if ocr is not None and scanned:
             # rendered here, one by one as slots free up (PDFium is not thread-safe; Tesseract runs beside)
-            read = ocr.many(((i + 1, functools.partial(_render, pdf, i), TARGET_RENDER_DPI) for i in scanned),
-                            of=len(scanned))
+            read = ocr.many(
+                ((i + 1, functools.partial(_render, pdf, i), TARGET_RENDER_DPI) for i in scanned),
+                of=len(scanned),
+            )
             for index in scanned:
                 recognised = read.get(index + 1, "")
                 if usable_text_layer(recognised) or not parts[index].strip():
@@ -312,13 +334,21 @@ def extract_pdf(path: str, *, max_pages: int, tables: bool = False, ocr: _Ocr | 
             raise PermanentError("no page of the PDF could be read", error_code="corrupt")
     finally:
         pdf.close()
-    text = md.join(f"{md.marker('page', n)}\n{p.strip()}" for n, p in enumerate(parts, start=1)) \
-        if pages > 1 else (parts[0].strip() if parts else "")
+    text = (
+        md.join(f"{md.marker('page', n)}\n{p.strip()}" for n, p in enumerate(parts, start=1))
+        if pages > 1
+        else (parts[0].strip() if parts else "")
+    )
     if tables:
         text += _pdf_tables(path)
     visible = len(re.sub(r"<!--.*?-->|\s", "", text))
     facts = ocr.facts() if ocr is not None else {}
-    return {"text": text, "pages": pages, "no_text": visible < max(1, pages) * NO_TEXT_CHARS_PER_PAGE, **facts}
+    return {
+        "text": text,
+        "pages": pages,
+        "no_text": visible < max(1, pages) * NO_TEXT_CHARS_PER_PAGE,
+        **facts,
+    }
 
 
 TARGET_RENDER_DPI = 300
@@ -330,7 +360,10 @@ def _has_images(pdf: Any, index: int) -> bool:
 
     page = pdf[index]
     try:
-        return next(iter(page.get_objects(filter=[pdfium_raw.FPDF_PAGEOBJ_IMAGE], max_depth=4)), None) is not None
+        return (
+            next(iter(page.get_objects(filter=[pdfium_raw.FPDF_PAGEOBJ_IMAGE], max_depth=4)), None)
+            is not None
+        )
     finally:
         page.close()
 
@@ -357,7 +390,7 @@ def declared_page_count(path: str) -> int:
     for match in re.finditer(rb"/Type\s*/Pages\b", data):
         start = data.rfind(b"obj", 0, match.start())
         end = data.find(b"endobj", match.end())
-        body = data[start if start >= 0 else 0:end if end >= 0 else len(data)]
+        body = data[start if start >= 0 else 0 : end if end >= 0 else len(data)]
         counts += [int(c) for c in re.findall(rb"/Count\s+(\d{1,9})", body)]
     return max(counts)
 
@@ -382,8 +415,9 @@ def _pdfminer_fallback(path: str, *, max_pages: int, reason: str) -> dict[str, A
         with pdfplumber.open(path) as pdf:
             pages = len(pdf.pages)
             if pages > max_pages:
-                raise PermanentError(f"the PDF has {pages} pages; the limit is {max_pages}",
-                                     error_code="too_many_pages")
+                raise PermanentError(
+                    f"the PDF has {pages} pages; the limit is {max_pages}", error_code="too_many_pages"
+                )
             for page in pdf.pages:
                 try:
                     parts.append(page.extract_text() or "")
@@ -392,8 +426,9 @@ def _pdfminer_fallback(path: str, *, max_pages: int, reason: str) -> dict[str, A
     except PermanentError:
         raise
     except Exception as exc:  # pdfminer raises many types (TypeError included) on damaged files
-        raise PermanentError(f"not a readable PDF: {reason}; pdfminer: {type(exc).__name__}: {exc}",
-                             error_code="corrupt") from None
+        raise PermanentError(
+            f"not a readable PDF: {reason}; pdfminer: {type(exc).__name__}: {exc}", error_code="corrupt"
+        ) from None
     if not pages:
         raise PermanentError(f"not a readable PDF: {reason}", error_code="corrupt")
     text = "\n\f".join(parts)
@@ -421,7 +456,9 @@ def check_docx_zip(zf: zipfile.ZipFile, *, max_entries: int, max_uncompressed: i
     """The zip-bomb guard of every Office package (documents.check_package); returns the main part's name."""
     from worker_service.assets.documents import check_package
 
-    check_package(zf, max_entries=max_entries, max_uncompressed=max_uncompressed, max_ratio=max_ratio, kind="DOCX")
+    check_package(
+        zf, max_entries=max_entries, max_uncompressed=max_uncompressed, max_ratio=max_ratio, kind="DOCX"
+    )
     main = _main_part(zf, {i.filename for i in zf.infolist()})
     if main is None:
         raise PermanentError("the DOCX has no main document part", error_code="corrupt")
@@ -466,8 +503,9 @@ def extract_docx(path: str, *, max_entries: int, max_uncompressed: int, max_rati
 
     try:
         with zipfile.ZipFile(path) as zf:
-            main = check_docx_zip(zf, max_entries=max_entries, max_uncompressed=max_uncompressed,
-                                  max_ratio=max_ratio)
+            main = check_docx_zip(
+                zf, max_entries=max_entries, max_uncompressed=max_uncompressed, max_ratio=max_ratio
+            )
             names = set(zf.namelist())
             notes = []
             folder = str(PurePosixPath(main).parent)
@@ -490,7 +528,9 @@ def extract_docx(path: str, *, max_entries: int, max_uncompressed: int, max_rati
     except PermanentError:
         raise
     except (zipfile.BadZipFile, KeyError, ElementTree.ParseError, EOFError, ValueError) as exc:
-        raise PermanentError(f"not a readable DOCX: {type(exc).__name__}: {exc}", error_code="corrupt") from None
+        raise PermanentError(
+            f"not a readable DOCX: {type(exc).__name__}: {exc}", error_code="corrupt"
+        ) from None
     notes_text = "\n\n".join(n for n in notes if n)
     if notes_text:
         text = f"{text.rstrip()}\n\n{notes_text}"
@@ -500,9 +540,13 @@ def extract_docx(path: str, *, max_entries: int, max_uncompressed: int, max_rati
 # --- plain text ----------------------------------------------------------------------------------
 def decode_text(data: bytes) -> str:
     """UTF-8 (with or without BOM), UTF-16/32 with BOM, else the best 8-bit guess (Cyrillic-aware)."""
-    for bom, encoding in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-                          (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
-                          (codecs.BOM_UTF16_BE, "utf-16")):
+    for bom, encoding in (
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
         if data.startswith(bom):
             return data.decode(encoding, errors="replace")
     try:

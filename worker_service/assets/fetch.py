@@ -63,10 +63,12 @@ class FetchPolicy:
 def fetched(source: str, policy: FetchPolicy) -> Iterator[str]:
     """A local path with the source's bytes (a temporary copy for URLs), size-checked."""
     if source.startswith("file:"):
-        path = resolve_file(source[len("file:"):], policy.storage_root)
+        path = resolve_file(source[len("file:") :], policy.storage_root)
         size = path.stat().st_size
         if size > policy.max_bytes:
-            raise PermanentError(f"the file is {size} bytes; the limit is {policy.max_bytes}", error_code="too_large")
+            raise PermanentError(
+                f"the file is {size} bytes; the limit is {policy.max_bytes}", error_code="too_large"
+            )
         yield str(path)
         return
     tmp_dir = Path(policy.storage_root) / ".tmp"
@@ -124,7 +126,9 @@ def embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipa
 def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     # Python's is_global still counts deprecated site-local IPv6 (fec0::/10, RFC 3879) as global
     site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local or ip.is_loopback or site_local)
+    return ip.is_global and not (
+        ip.is_multicast or ip.is_reserved or ip.is_link_local or ip.is_loopback or site_local
+    )
 
 
 def check_url(url: str, policy: FetchPolicy) -> list[str]:
@@ -137,8 +141,9 @@ def check_url(url: str, policy: FetchPolicy) -> list[str]:
         raise ForbiddenSource("plain http:// sources are refused (FETCH_ALLOW_HTTP=false)")
     host = parts.hostname
     try:
-        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
-                                   type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(
+            host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM
+        )
     except socket.gaierror as exc:
         raise TransientError(f"cannot resolve {host}: {exc}", error_code="fetch_failed") from None
     ordered = list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
@@ -206,19 +211,32 @@ class _Unreachable(Exception):
 
 
 def _past(policy: FetchPolicy) -> PermanentError:
-    return PermanentError(f"the download took longer than FETCH_DEADLINE_SECONDS ({policy.deadline_s:g} s)",
-                          error_code="fetch_failed")
+    return PermanentError(
+        f"the download took longer than FETCH_DEADLINE_SECONDS ({policy.deadline_s:g} s)",
+        error_code="fetch_failed",
+    )
 
 
-def _get(session: requests.Session, target: str, headers: dict[str, str], out, policy: FetchPolicy,  # noqa: ANN001
-         deadline: float) -> str | None:
+def _get(
+    session: requests.Session,
+    target: str,
+    headers: dict[str, str],
+    out,
+    policy: FetchPolicy,  # noqa: ANN001
+    deadline: float,
+) -> str | None:
     """One hop: the bytes written to ``out`` (None returned), or the redirect's Location."""
     left = deadline - time.monotonic()
     if left <= 0:
         raise _past(policy)
     try:
-        response = session.get(target, headers=headers, stream=True, allow_redirects=False,
-                               timeout=(min(policy.connect_timeout, left), min(policy.read_timeout, left)))
+        response = session.get(
+            target,
+            headers=headers,
+            stream=True,
+            allow_redirects=False,
+            timeout=(min(policy.connect_timeout, left), min(policy.read_timeout, left)),
+        )
     except (requests.ConnectionError, requests.Timeout) as exc:
         if time.monotonic() > deadline:
             raise _past(policy) from None
@@ -232,8 +250,9 @@ def _get(session: requests.Session, target: str, headers: dict[str, str], out, p
             raise PermanentError(f"fetch failed: HTTP {response.status_code}", error_code="fetch_failed")
         declared = int(response.headers.get("Content-Length") or 0)
         if declared > policy.max_bytes:
-            raise PermanentError(f"the source is {declared} bytes; the limit is {policy.max_bytes}",
-                                 error_code="too_large")
+            raise PermanentError(
+                f"the source is {declared} bytes; the limit is {policy.max_bytes}", error_code="too_large"
+            )
         received = 0
         try:
             # read1: what has arrived, at most CHUNK (iter_content waits for a whole chunk, which a drip never fills)
@@ -242,7 +261,9 @@ def _get(session: requests.Session, target: str, headers: dict[str, str], out, p
                     raise _past(policy)
                 received += len(chunk)
                 if received > policy.max_bytes:
-                    raise PermanentError(f"the source exceeds {policy.max_bytes} bytes", error_code="too_large")
+                    raise PermanentError(
+                        f"the source exceeds {policy.max_bytes} bytes", error_code="too_large"
+                    )
                 out.write(chunk)
         except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
             if time.monotonic() > deadline:

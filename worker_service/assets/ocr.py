@@ -70,8 +70,10 @@ def unavailable_reason(languages: str) -> str | None:
     installed = {line.strip() for line in listed.splitlines()[1:] if line.strip()}
     missing = [lang for lang in languages.split("+") if lang and lang not in installed]
     if missing:
-        return (f"Tesseract language data missing: {', '.join(missing)} (Debian: apt-get install "
-                f"{' '.join('tesseract-ocr-' + m for m in missing)})")
+        return (
+            f"Tesseract language data missing: {', '.join(missing)} (Debian: apt-get install "
+            f"{' '.join('tesseract-ocr-' + m for m in missing)})"
+        )
     return None
 
 
@@ -87,8 +89,9 @@ def prepare(image: Any, dpi: float | None = None) -> Any:
     elif not dpi and min(gray.size) < SMALL_SIDE_PX:
         scale = SMALL_SIDE_PX / max(min(gray.size), 1)
     if scale > 1.05:
-        gray = gray.resize((round(gray.width * min(scale, 4)), round(gray.height * min(scale, 4))),
-                           Image.Resampling.LANCZOS)
+        gray = gray.resize(
+            (round(gray.width * min(scale, 4)), round(gray.height * min(scale, 4))), Image.Resampling.LANCZOS
+        )
     return gray
 
 
@@ -109,7 +112,9 @@ def recognise(image: Any, *, languages: str, page_timeout_s: float, dpi: float |
     return reading
 
 
-def _tesseract(image: Any, args: list[str], page_timeout_s: float, languages: str) -> tuple[str, dict[str, str]]:
+def _tesseract(
+    image: Any, args: list[str], page_timeout_s: float, languages: str
+) -> tuple[str, dict[str, str]]:
     """Run Tesseract on ``image`` with ``args`` after the input and output base; (stdout, {extension: file
     text}) of what it wrote."""
     with tempfile.TemporaryDirectory(prefix="ocr-") as tmp:
@@ -119,20 +124,26 @@ def _tesseract(image: Any, args: list[str], page_timeout_s: float, languages: st
         child = os.getpid()
         try:
             # SIGKILLed with this child: the hard limit kills the child, and must not leave Tesseract running
-            done = subprocess.run(["tesseract", source, os.path.join(tmp, "out"), *args], capture_output=True,
-                                  env=env, timeout=page_timeout_s,
-                                  preexec_fn=lambda: die_with_parent(signal.SIGKILL, parent_pid=child))
+            done = subprocess.run(
+                ["tesseract", source, os.path.join(tmp, "out"), *args],
+                capture_output=True,
+                env=env,
+                timeout=page_timeout_s,
+                preexec_fn=lambda: die_with_parent(signal.SIGKILL, parent_pid=child),
+            )
         except FileNotFoundError:
             raise OcrUnavailable(unavailable_reason(languages) or "tesseract is not installed") from None
         except subprocess.TimeoutExpired:
-            raise PermanentError(f"OCR of one page took more than {page_timeout_s:g} s",
-                                 error_code="timeout") from None
+            raise PermanentError(
+                f"OCR of one page took more than {page_timeout_s:g} s", error_code="timeout"
+            ) from None
         if done.returncode != 0:
             reason = unavailable_reason(languages)
             if reason:
                 raise OcrUnavailable(reason)
-            raise PermanentError(f"tesseract failed: {done.stderr.decode(errors='replace')[-300:]}",
-                                 error_code="corrupt")
+            raise PermanentError(
+                f"tesseract failed: {done.stderr.decode(errors='replace')[-300:]}", error_code="corrupt"
+            )
         written = {}
         for name in os.listdir(tmp):
             if name.startswith("out."):
@@ -143,8 +154,12 @@ def _tesseract(image: Any, args: list[str], page_timeout_s: float, languages: st
 
 def _read(image: Any, languages: str, page_timeout_s: float) -> Reading:
     """The page's text and mean word confidence, from one Tesseract run writing both (txt and tsv)."""
-    _out, written = _tesseract(image, ["-l", languages, "--psm", "3", "--dpi", str(TARGET_DPI), "txt", "tsv"],
-                               page_timeout_s, languages)
+    _out, written = _tesseract(
+        image,
+        ["-l", languages, "--psm", "3", "--dpi", str(TARGET_DPI), "txt", "tsv"],
+        page_timeout_s,
+        languages,
+    )
     confidences = []
     for row in csv.DictReader(written.get("tsv", "").splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE):
         try:
@@ -181,8 +196,9 @@ def open_image(path: str, max_pixels: int) -> Any:
         raise PermanentError(f"not a readable image: {exc}", error_code="corrupt") from None
     width, height = image.size
     if width * height > max_pixels:
-        raise PermanentError(f"the image has {width}x{height} pixels; the limit is {max_pixels}",
-                             error_code="too_large")
+        raise PermanentError(
+            f"the image has {width}x{height} pixels; the limit is {max_pixels}", error_code="too_large"
+        )
     return image
 
 

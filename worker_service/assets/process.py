@@ -31,23 +31,31 @@ logger = logging.getLogger(__name__)
 
 def fetch_policy(settings: Settings) -> FetchPolicy:
     return FetchPolicy(
-        storage_root=settings.storage_root, max_bytes=settings.max_upload_mb * 1024 * 1024,
-        connect_timeout=settings.fetch_connect_timeout_seconds, read_timeout=settings.fetch_read_timeout_seconds,
-        allow_http=settings.fetch_allow_http, deadline_s=settings.fetch_deadline_seconds,
+        storage_root=settings.storage_root,
+        max_bytes=settings.max_upload_mb * 1024 * 1024,
+        connect_timeout=settings.fetch_connect_timeout_seconds,
+        read_timeout=settings.fetch_read_timeout_seconds,
+        allow_http=settings.fetch_allow_http,
+        deadline_s=settings.fetch_deadline_seconds,
         allowlist=tuple(x.strip() for x in settings.fetch_allowlist.split(",") if x.strip()),
     )
 
 
 def extraction_limits(settings: Settings) -> dict[str, object]:
     """What the extraction child is held to beyond time and memory (passed to it, never read there)."""
-    return {"max_pdf_pages": settings.max_pdf_pages, "pdf_tables": settings.pdf_tables,
-            "docx_max_entries": settings.docx_max_entries,
-            "docx_max_uncompressed_mb": settings.docx_max_uncompressed_mb,
-            "docx_max_ratio": settings.docx_max_ratio, "max_cells": settings.spreadsheet_max_cells,
-            "max_image_pixels": settings.max_image_pixels, "ocr_languages": settings.ocr_languages,
-            "ocr_page_timeout_seconds": settings.ocr_page_timeout_seconds,
-            # the assets group's threads on this host: a multi-page scan reads pages on the idle ones
-            "ocr_slots": settings.assets_processes * (settings.assets_threads or usable_cpus())}
+    return {
+        "max_pdf_pages": settings.max_pdf_pages,
+        "pdf_tables": settings.pdf_tables,
+        "docx_max_entries": settings.docx_max_entries,
+        "docx_max_uncompressed_mb": settings.docx_max_uncompressed_mb,
+        "docx_max_ratio": settings.docx_max_ratio,
+        "max_cells": settings.spreadsheet_max_cells,
+        "max_image_pixels": settings.max_image_pixels,
+        "ocr_languages": settings.ocr_languages,
+        "ocr_page_timeout_seconds": settings.ocr_page_timeout_seconds,
+        # the assets group's threads on this host: a multi-page scan reads pages on the idle ones
+        "ocr_slots": settings.assets_processes * (settings.assets_threads or usable_cpus()),
+    }
 
 
 #: types whose extraction may OCR pages, and so gets OCR_TIMEOUT_SECONDS instead of EXTRACT_TIMEOUT_SECONDS
@@ -69,8 +77,15 @@ def send_extract_knowledge(asset_id: str) -> None:
     dramatiq.get_broker().enqueue(Message(**{**data, "args": ()}))
 
 
-def process_asset_source(asset_id: str, source: str, *, filename: str | None, content_type: str | None,
-                         generation: Generation, settings: Settings) -> None:
+def process_asset_source(
+    asset_id: str,
+    source: str,
+    *,
+    filename: str | None,
+    content_type: str | None,
+    generation: Generation,
+    settings: Settings,
+) -> None:
     """Extract and store the text of ``source`` for ``asset_id`` in ``generation``."""
     with fetched(source, fetch_policy(settings)) as path:
         sha256, size = _sha256(path)
@@ -87,17 +102,32 @@ def process_asset_source(asset_id: str, source: str, *, filename: str | None, co
         progress = progress_dir / f"progress-{uuid.uuid4().hex}"
         with ProgressWatch(asset_id, generation, progress):
             result = run_hard_limited(
-                "worker_service.assets.extraction:extract", path, detected,
+                "worker_service.assets.extraction:extract",
+                path,
+                detected,
                 {**extraction_limits(settings), "progress_path": str(progress)},
-                timeout_s=settings.ocr_timeout_seconds if detected in MAY_OCR else settings.extract_timeout_seconds,
-                memory_mb=settings.extract_memory_mb)
+                timeout_s=settings.ocr_timeout_seconds
+                if detected in MAY_OCR
+                else settings.extract_timeout_seconds,
+                memory_mb=settings.extract_memory_mb,
+            )
         seconds = time.monotonic() - started
-    stored = store_result(asset_id, generation, result=result, sha256=sha256, size=size,
-                          detected_type=detected, seconds=seconds)
+    stored = store_result(
+        asset_id, generation, result=result, sha256=sha256, size=size, detected_type=detected, seconds=seconds
+    )
     if result.get("ocr_unavailable"):
-        logger.warning("Asset %s: pages that needed OCR were left without text: %s", asset_id, result["ocr_unavailable"])
+        logger.warning(
+            "Asset %s: pages that needed OCR were left without text: %s", asset_id, result["ocr_unavailable"]
+        )
     if stored:
-        logger.info("Asset %s extracted: %s, %s pages (%d by OCR), %d chars%s in %.2f s.", asset_id, detected,
-                    result.get("pages"), result.get("ocr_pages") or 0, len(result["text"]),
-                    " (no text)" if result.get("no_text") else "", seconds)
+        logger.info(
+            "Asset %s extracted: %s, %s pages (%d by OCR), %d chars%s in %.2f s.",
+            asset_id,
+            detected,
+            result.get("pages"),
+            result.get("ocr_pages") or 0,
+            len(result["text"]),
+            " (no text)" if result.get("no_text") else "",
+            seconds,
+        )
         send_extract_knowledge(asset_id)

@@ -36,8 +36,9 @@ class ProgressWatch:
         self.thread.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.stop.set()
         self.thread.join(5)
         self._write(None)
@@ -58,7 +59,14 @@ class ProgressWatch:
     def _write(self, line: str | None) -> None:
         try:
             with session():
-                (Asset.update(progress=line).where(Asset.asset_id == self.asset_id, Asset.gen_ts == self.generation[0],
-                                                  Asset.gen_id == self.generation[1]).execute())
+                (
+                    Asset.update(progress=line)
+                    .where(
+                        Asset.asset_id == self.asset_id,
+                        Asset.gen_ts == self.generation[0],
+                        Asset.gen_id == self.generation[1],
+                    )
+                    .execute()
+                )
         except Exception as exc:  # noqa: BLE001 - progress is a courtesy: the extraction goes on without it
             logger.debug("Could not record the progress of %s: %s", self.asset_id, exc)

@@ -26,22 +26,48 @@ def retry_now(asset_id: str, broker: Any, who: str) -> str | None:
         asset = Asset.get_or_none(Asset.asset_id == asset_id)
     if asset is None:
         return None
-    track = "asset" if asset.status == "retrying" else "knowledge" if asset.knowledge_status == "retrying" else None
+    track = (
+        "asset"
+        if asset.status == "retrying"
+        else "knowledge"
+        if asset.knowledge_status == "retrying"
+        else None
+    )
     if track is None:
         return None
-    candidate = Candidate(track=track, asset_id=asset_id, status="retrying", generation=(0, ""),
-                          source=asset.source, filename=asset.filename, content_type=asset.content_type,
-                          crm_lead_id=asset.crm_lead_id, workspace=asset.workspace, asset_status=asset.status)
+    candidate = Candidate(
+        track=track,
+        asset_id=asset_id,
+        status="retrying",
+        generation=(0, ""),
+        source=asset.source,
+        filename=asset.filename,
+        content_type=asset.content_type,
+        crm_lead_id=asset.crm_lead_id,
+        workspace=asset.workspace,
+        asset_status=asset.status,
+    )
     kwargs = rebuild_kwargs(candidate)
     if kwargs is None:
         return None
     actor_name, queue = ACTORS[track]
     now = int(time.time() * 1000)
-    message: Message[Any] = Message(queue_name=queue, actor_name=actor_name, args=(), kwargs=kwargs,
-                                    message_id=str(uuid.uuid4()), message_timestamp=now,
-                                    options={"generation": now, "budget_started_at": now, "retried_now_by": who})
+    message: Message[Any] = Message(
+        queue_name=queue,
+        actor_name=actor_name,
+        args=(),
+        kwargs=kwargs,
+        message_id=str(uuid.uuid4()),
+        message_timestamp=now,
+        options={"generation": now, "budget_started_at": now, "retried_now_by": who},
+    )
     broker.enqueue(message)
     with session(transaction=True):
-        AuditEntry.create(who=who, action="asset-retry-now", target=asset_id, count=1,
-                          detail={"track": track, "message_id": message.message_id})
+        AuditEntry.create(
+            who=who,
+            action="asset-retry-now",
+            target=asset_id,
+            count=1,
+            detail={"track": track, "message_id": message.message_id},
+        )
     return track

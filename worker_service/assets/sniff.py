@@ -22,17 +22,27 @@ OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"BM")
 _TEXT_CONTROL = set(range(0, 32)) - {9, 10, 12, 13, 27}
 _OOXML_MAIN = {
-    "wordprocessingml.document.main": "docx", "wordprocessingml.template.main": "docx",
-    "spreadsheetml.sheet.main": "xlsx", "sheet.macroEnabled.main": "xlsx", "spreadsheetml.template.main": "xlsx",
-    "presentationml.presentation.main": "pptx", "presentationml.slideshow.main": "pptx",
+    "wordprocessingml.document.main": "docx",
+    "wordprocessingml.template.main": "docx",
+    "spreadsheetml.sheet.main": "xlsx",
+    "sheet.macroEnabled.main": "xlsx",
+    "spreadsheetml.template.main": "xlsx",
+    "presentationml.presentation.main": "pptx",
+    "presentationml.slideshow.main": "pptx",
     "presentation.macroEnabled.main": "pptx",
 }
-_ODF = {"application/vnd.oasis.opendocument.text": "odt", "application/vnd.oasis.opendocument.spreadsheet": "ods",
-        "application/vnd.oasis.opendocument.presentation": "odp"}
+_ODF = {
+    "application/vnd.oasis.opendocument.text": "odt",
+    "application/vnd.oasis.opendocument.spreadsheet": "ods",
+    "application/vnd.oasis.opendocument.presentation": "odp",
+}
 _HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)[\s>]", re.I | re.S)
 #: a saved fragment (no <html>/<body>) that opens with an element only HTML has
-_HTML_FRAGMENT = re.compile(rb"^\s*(<!--.*?-->\s*)*<(p|div|table|h[1-6]|section|article|main|ul|ol|span|a|meta|title|"
-                            rb"link|style|script|br|img|form|header|nav|blockquote|pre)[\s>/]", re.I | re.S)
+_HTML_FRAGMENT = re.compile(
+    rb"^\s*(<!--.*?-->\s*)*<(p|div|table|h[1-6]|section|article|main|ul|ol|span|a|meta|title|"
+    rb"link|style|script|br|img|form|header|nav|blockquote|pre)[\s>/]",
+    re.I | re.S,
+)
 
 
 def sniff(path: str, *, filename: str | None, content_type: str | None) -> str:
@@ -47,10 +57,13 @@ def sniff(path: str, *, filename: str | None, content_type: str | None) -> str:
         return _sniff_zip(path)
     if head.startswith(OLE_MAGIC):
         if _encrypted_ooxml(path):
-            raise PermanentError("the document is password-protected (an encrypted Office package)",
-                                 error_code="encrypted")
-        raise PermanentError(f"a legacy binary Office file ({_ole_kind(head, filename)}); save it as DOCX, XLSX or "
-                             "PPTX", error_code="unsupported_type")
+            raise PermanentError(
+                "the document is password-protected (an encrypted Office package)", error_code="encrypted"
+            )
+        raise PermanentError(
+            f"a legacy binary Office file ({_ole_kind(head, filename)}); save it as DOCX, XLSX or PPTX",
+            error_code="unsupported_type",
+        )
     if head.startswith(IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return "image"
     if head.lstrip().startswith(b"{\\rtf"):
@@ -59,16 +72,26 @@ def sniff(path: str, *, filename: str | None, content_type: str | None) -> str:
         name = (filename or "").lower()
         kind = (content_type or "").lower()
         start = head.lstrip(b"\xef\xbb\xbf")
-        if _HTML_START.match(start) or _HTML_FRAGMENT.match(start) or (
-                (name.endswith((".html", ".htm", ".xhtml")) or kind.startswith(("text/html", "application/xhtml")))
-                and start.lstrip().startswith(b"<")):
+        if (
+            _HTML_START.match(start)
+            or _HTML_FRAGMENT.match(start)
+            or (
+                (
+                    name.endswith((".html", ".htm", ".xhtml"))
+                    or kind.startswith(("text/html", "application/xhtml"))
+                )
+                and start.lstrip().startswith(b"<")
+            )
+        ):
             return "html"
         if name.endswith((".md", ".markdown")) or kind.startswith("text/markdown"):
             return "markdown"
         if _looks_like_csv(head, name, kind):
             return "csv"
         return "text"
-    raise PermanentError("unsupported file type (not a document, image or text)", error_code="unsupported_type")
+    raise PermanentError(
+        "unsupported file type (not a document, image or text)", error_code="unsupported_type"
+    )
 
 
 def _sniff_zip(path: str) -> str:
@@ -81,7 +104,9 @@ def _sniff_zip(path: str) -> str:
                     return _ODF[mimetype]
                 if mimetype == "application/epub+zip":
                     return "epub"
-            content_types = zf.read("[Content_Types].xml")[:200_000] if "[Content_Types].xml" in names else b""
+            content_types = (
+                zf.read("[Content_Types].xml")[:200_000] if "[Content_Types].xml" in names else b""
+            )
     except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
         raise PermanentError(f"a damaged ZIP/Office container: {exc}", error_code="corrupt") from None
     text = content_types.decode("utf-8", "replace")
@@ -92,7 +117,9 @@ def _sniff_zip(path: str) -> str:
         return "docx"
     if content_types and "_rels/.rels" in names:
         return "docx"  # renamed main part; extract follows the relationship
-    raise PermanentError("a ZIP archive that is not an Office or OpenDocument file", error_code="unsupported_type")
+    raise PermanentError(
+        "a ZIP archive that is not an Office or OpenDocument file", error_code="unsupported_type"
+    )
 
 
 def _encrypted_ooxml(path: str) -> bool:
@@ -104,8 +131,11 @@ def _encrypted_ooxml(path: str) -> bool:
 
 def _ole_kind(head: bytes, filename: str | None) -> str:
     name = (filename or "").lower()
-    for suffix, kind in ((".doc", "Word 97-2003 .doc"), (".xls", "Excel 97-2003 .xls"),
-                         (".ppt", "PowerPoint 97-2003 .ppt")):
+    for suffix, kind in (
+        (".doc", "Word 97-2003 .doc"),
+        (".xls", "Excel 97-2003 .xls"),
+        (".ppt", "PowerPoint 97-2003 .ppt"),
+    ):
         if name.endswith(suffix):
             return kind
     return "Word/Excel/PowerPoint 97-2003"

@@ -15,21 +15,29 @@ from worker_service.brokers.redis import ReliableRedisBroker, make_connection_po
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["ReliableRabbitmqBroker", "ReliableRedisBroker", "build_broker", "make_redis_client", "make_shard_clients"]
+__all__ = [
+    "ReliableRabbitmqBroker",
+    "ReliableRedisBroker",
+    "build_broker",
+    "make_redis_client",
+    "make_shard_clients",
+]
 
 
 def make_redis_client(settings: Settings, url: str | None = None) -> redis.Redis:
     """A client with the broker's timeouts, health checks and retries (for ``url`` or BROKER_URL)."""
     import redis
 
-    return redis.Redis(connection_pool=make_connection_pool(
-        url or settings.broker_url,
-        socket_timeout=settings.broker_socket_timeout_seconds,
-        health_check_interval=settings.broker_health_check_seconds,
-        connect_attempts=settings.broker_connect_attempts,
-        sentinel_password=settings.redis_sentinel_password,
-        sentinel_timeout=settings.redis_sentinel_timeout_seconds,
-    ))
+    return redis.Redis(
+        connection_pool=make_connection_pool(
+            url or settings.broker_url,
+            socket_timeout=settings.broker_socket_timeout_seconds,
+            health_check_interval=settings.broker_health_check_seconds,
+            connect_attempts=settings.broker_connect_attempts,
+            sentinel_password=settings.redis_sentinel_password,
+            sentinel_timeout=settings.redis_sentinel_timeout_seconds,
+        )
+    )
 
 
 def make_shard_clients(settings: Settings) -> dict[str, redis.Redis]:
@@ -41,11 +49,17 @@ def make_shard_clients(settings: Settings) -> dict[str, redis.Redis]:
 def build_broker(settings: Settings, middleware: Sequence[Middleware]) -> Broker:
     """A broker for ``BROKER_URL`` with exactly ``middleware`` (Dramatiq's defaults are not added)."""
     if settings.broker_kind == "rabbitmq":
-        control = make_redis_client(settings, settings.ratelimit_url)  # pauses; RATELIMIT_REDIS_URL is required
-        broker = ReliableRabbitmqBroker(url=settings.broker_url, middleware=list(middleware),
-                                        queue_type=settings.rabbitmq_queue_type,
-                                        crash_loop_limit=settings.crash_loop_limit,
-                                        consumer_timeout_ms=settings.rabbitmq_consumer_timeout_ms, control=control)
+        control = make_redis_client(
+            settings, settings.ratelimit_url
+        )  # pauses; RATELIMIT_REDIS_URL is required
+        broker = ReliableRabbitmqBroker(
+            url=settings.broker_url,
+            middleware=list(middleware),
+            queue_type=settings.rabbitmq_queue_type,
+            crash_loop_limit=settings.crash_loop_limit,
+            consumer_timeout_ms=settings.rabbitmq_consumer_timeout_ms,
+            control=control,
+        )
         params = broker.parameters[0] if isinstance(broker.parameters, list) else broker.parameters
         params.connection_attempts = settings.broker_connect_attempts
         params.retry_delay = 1.0

@@ -72,8 +72,14 @@ class GroupCommit(Generic[Op, Result]):
         retried (with backoff) instead of dropped.
     """
 
-    def __init__(self, execute: Callable[[list[Op]], Sequence[Result]], *, max_batch: int = 256,
-                 name: str = "group-commit", transient: tuple[type[BaseException], ...] = ()) -> None:
+    def __init__(
+        self,
+        execute: Callable[[list[Op]], Sequence[Result]],
+        *,
+        max_batch: int = 256,
+        name: str = "group-commit",
+        transient: tuple[type[BaseException], ...] = (),
+    ) -> None:
         self.execute = execute
         self.max_batch = max_batch
         self.name = name
@@ -123,8 +129,8 @@ class GroupCommit(Generic[Op, Result]):
             with self.wakeup:
                 while not self.pending:
                     self.wakeup.wait()
-                batch = self.pending[:self.max_batch]
-                del self.pending[:self.max_batch]
+                batch = self.pending[: self.max_batch]
+                del self.pending[: self.max_batch]
                 self.running = len(batch)
             failure: BaseException | None = None
             try:

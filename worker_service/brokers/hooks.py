@@ -18,8 +18,11 @@ from dramatiq.middleware import Middleware, MiddlewareError
 
 def _defines(middleware: Any, hook: str) -> bool:
     base = getattr(Middleware, hook, None)
-    return (base is None or hook in getattr(middleware, "__dict__", {})
-            or getattr(type(middleware), hook, None) is not base)
+    return (
+        base is None
+        or hook in getattr(middleware, "__dict__", {})
+        or getattr(type(middleware), hook, None) is not base
+    )
 
 
 class DefinedHooksDispatch:

@@ -36,8 +36,9 @@ class PausedQueues:
         if now - self._read_at >= PAUSE_READ_S:
             self._read_at = now
             try:
-                self._paused = frozenset(q.decode() if isinstance(q, bytes) else str(q)
-                                         for q in self.client.smembers(self.key))
+                self._paused = frozenset(
+                    q.decode() if isinstance(q, bytes) else str(q) for q in self.client.smembers(self.key)
+                )
             except _REDIS_ERRORS:
                 pass
         return self._paused

@@ -63,7 +63,9 @@ if TYPE_CHECKING:
 
 _AMQP_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError)
 QUEUE_TYPES = ("quorum", "classic")
-QUEUE_START_S = 2.0  # a quorum queue just declared may not serve a basic.get yet (541 noproc): left alone this long
+QUEUE_START_S = (
+    2.0  # a quorum queue just declared may not serve a basic.get yet (541 noproc): left alone this long
+)
 
 
 def pq_name(queue_name: str) -> str:
@@ -86,9 +88,16 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
       namespace(str): key prefix in the control Redis.
     """
 
-    def __init__(self, *, queue_type: str = "quorum", crash_loop_limit: int = 3,
-                 consumer_timeout_ms: int = 1_800_000, control: Any = None, namespace: str = "dramatiq",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        queue_type: str = "quorum",
+        crash_loop_limit: int = 3,
+        consumer_timeout_ms: int = 1_800_000,
+        control: Any = None,
+        namespace: str = "dramatiq",
+        **kwargs: Any,
+    ) -> None:
         if queue_type not in QUEUE_TYPES:
             raise ValueError(f"queue_type must be one of {QUEUE_TYPES}")
         kwargs["confirm_delivery"] = True
@@ -121,22 +130,34 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
 
     # --- queues -----------------------------------------------------------------------
     def _arguments(self, dead_letter_to: str, *, delivery_limit: bool = False) -> dict[str, Any]:
-        arguments: dict[str, Any] = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead_letter_to}
+        arguments: dict[str, Any] = {
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": dead_letter_to,
+        }
         if self.queue_type == "quorum":
             # at-least-once dead-lettering needs reject-publish; quorum queues have no x-max-priority on 3.x
-            arguments.update({"x-queue-type": "quorum", "x-dead-letter-strategy": "at-least-once",
-                              "x-overflow": "reject-publish"})
+            arguments.update(
+                {
+                    "x-queue-type": "quorum",
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                }
+            )
             if delivery_limit:
                 arguments["x-delivery-limit"] = self.crash_loop_limit
         return arguments
 
     def _declare_queue(self, queue_name: str) -> Any:
-        return self.channel.queue_declare(queue=queue_name, durable=True,
-                                          arguments=self._arguments(xq_name(queue_name), delivery_limit=True))
+        return self.channel.queue_declare(
+            queue=queue_name,
+            durable=True,
+            arguments=self._arguments(xq_name(queue_name), delivery_limit=True),
+        )
 
     def _declare_dq_queue(self, queue_name: str) -> Any:
-        return self.channel.queue_declare(queue=dq_name(queue_name), durable=True,
-                                          arguments=self._arguments(xq_name(queue_name)))
+        return self.channel.queue_declare(
+            queue=dq_name(queue_name), durable=True, arguments=self._arguments(xq_name(queue_name))
+        )
 
     def _declare_xq_queue(self, queue_name: str) -> Any:
         arguments: dict[str, Any] = {"x-message-ttl": DEAD_MESSAGE_TTL}
@@ -154,8 +175,12 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
         attempts = 0
         while canonical_queue_name in self.queues_pending:
             try:
-                for declare in (self._declare_queue, self._declare_dq_queue, self._declare_xq_queue,
-                                self._declare_pq_queue):
+                for declare in (
+                    self._declare_queue,
+                    self._declare_dq_queue,
+                    self._declare_xq_queue,
+                    self._declare_pq_queue,
+                ):
                     declare(canonical_queue_name)
                 self.queues_pending.discard(canonical_queue_name)
                 self.declared_at.setdefault(canonical_queue_name, time.monotonic())
@@ -178,8 +203,13 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
         self.declare_queue(queue_name.removesuffix(".PQ"), ensure=True)
         for attempt in range(3):
             try:
-                self.channel.basic_publish(exchange="", routing_key=queue_name, body=body,
-                                           properties=pika.BasicProperties(delivery_mode=2), mandatory=True)
+                self.channel.basic_publish(
+                    exchange="",
+                    routing_key=queue_name,
+                    body=body,
+                    properties=pika.BasicProperties(delivery_mode=2),
+                    mandatory=True,
+                )
                 return
             except _AMQP_ERRORS as exc:
                 del self.connection
@@ -204,8 +234,10 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
     def registered_queues(self) -> set[str]:
         if self.control is None:
             return set()
-        return {q.decode() if isinstance(q, bytes) else str(q)
-                for q in self.control.smembers(f"{self.namespace}:__queues__")}
+        return {
+            q.decode() if isinstance(q, bytes) else str(q)
+            for q in self.control.smembers(f"{self.namespace}:__queues__")
+        }
 
     def recover_dead_workers(self) -> tuple[int, int]:
         return 0, 0
@@ -232,8 +264,11 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
             return 0
         drained = 0
         settled = time.monotonic() - QUEUE_START_S
-        names = sorted(queues) if queues is not None else \
-            sorted(q for q, at in list(self.declared_at.items()) if at <= settled)
+        names = (
+            sorted(queues)
+            if queues is not None
+            else sorted(q for q, at in list(self.declared_at.items()) if at <= settled)
+        )
         for queue_name in names:
             while True:
                 try:
@@ -249,28 +284,43 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
                     self._store_dead_lettered(queue_name, properties, body, sink)
                 except Exception:
                     self.channel.basic_nack(method.delivery_tag, requeue=True)
-                    self.logger.warning("Could not store what RabbitMQ dead-lettered on %s; kept for the next "
-                                        "round.", queue_name, exc_info=True)
+                    self.logger.warning(
+                        "Could not store what RabbitMQ dead-lettered on %s; kept for the next round.",
+                        queue_name,
+                        exc_info=True,
+                    )
                     return drained
                 self.channel.basic_ack(method.delivery_tag)
                 drained += 1
         return drained
 
-    def _store_dead_lettered(self, queue_name: str, properties: Any, body: bytes, sink: DeadLetterSink) -> None:
+    def _store_dead_lettered(
+        self, queue_name: str, properties: Any, body: bytes, sink: DeadLetterSink
+    ) -> None:
         headers = properties.headers or {}
         deaths = headers.get("x-death") or [{}]
         reason = str(deaths[0].get("reason") or headers.get("x-first-death-reason") or "unknown")
         try:
             message = Message.decode(body)
         except DecodeError as exc:
-            sink.record_raw(queue_name, body, "undecodable", f"{type(exc.__cause__).__name__}: {exc.__cause__}")
+            sink.record_raw(
+                queue_name, body, "undecodable", f"{type(exc.__cause__).__name__}: {exc.__cause__}"
+            )
             return
         if reason == "delivery_limit":
-            self.logger.error("Message %s was delivered %d times and never settled (its worker died running it); "
-                              "dead-lettering it as crash_loop.", message.message_id, self.crash_loop_limit + 1)
-            dead = Dead.of("crash_loop", RuntimeError(
-                f"worker process died while running this message: delivered {self.crash_loop_limit + 1} times "
-                f"(RabbitMQ's delivery limit, CRASH_LOOP_LIMIT={self.crash_loop_limit})"))
+            self.logger.error(
+                "Message %s was delivered %d times and never settled (its worker died running it); "
+                "dead-lettering it as crash_loop.",
+                message.message_id,
+                self.crash_loop_limit + 1,
+            )
+            dead = Dead.of(
+                "crash_loop",
+                RuntimeError(
+                    f"worker process died while running this message: delivered {self.crash_loop_limit + 1} times "
+                    f"(RabbitMQ's delivery limit, CRASH_LOOP_LIMIT={self.crash_loop_limit})"
+                ),
+            )
         else:
             dead = Dead.of("permanent_error", RuntimeError(f"dead-lettered by RabbitMQ ({reason})"))
         sink.record(message, dead)
@@ -281,7 +331,9 @@ class ReliableRabbitmqBroker(DefinedHooksDispatch, RabbitmqBroker):
             return False
         from worker_service.brokers.lua import SCRIPTS
 
-        return bool(self.control.eval(SCRIPTS["lease"], 1, f"{self.namespace}:__lease__.{name}", holder, ttl_ms))
+        return bool(
+            self.control.eval(SCRIPTS["lease"], 1, f"{self.namespace}:__lease__.{name}", holder, ttl_ms)
+        )
 
     def backlog(self, queue_name: str) -> int:
         """Messages ready in ``queue_name`` (what its consumers have yet to take).  Delayed and parked messages
@@ -352,8 +404,9 @@ class ReliableRabbitmqConsumer(_RabbitmqConsumer):
         try:
             sink.record(message, dead)
         except Exception:
-            self.logger.warning("Could not store dead letter of %s; it is kept for later.",
-                                message.message_id, exc_info=True)
+            self.logger.warning(
+                "Could not store dead letter of %s; it is kept for later.", message.message_id, exc_info=True
+            )
             state_of(message).successor = sink.pending_successor(message, dead)
         self.ack(message)
 
@@ -382,7 +435,9 @@ class ReliableRabbitmqConsumer(_RabbitmqConsumer):
             try:
                 self._hand_back_buffered()
             except Exception:  # noqa: BLE001 - they return with the channel instead (one delivery counted)
-                self.logger.warning("Could not hand back prefetched messages of %s.", self.queue_name, exc_info=True)
+                self.logger.warning(
+                    "Could not hand back prefetched messages of %s.", self.queue_name, exc_info=True
+                )
         super().close()
 
     def _held_back(self) -> bool:
@@ -395,8 +450,9 @@ class ReliableRabbitmqConsumer(_RabbitmqConsumer):
             self._hand_back_buffered()
             self.channel.cancel()
             self.subscribed = False
-            self.logger.info("Unsubscribed from %s (%s).", self.queue_name,
-                             "shutting down" if self.stopping else "paused")
+            self.logger.info(
+                "Unsubscribed from %s (%s).", self.queue_name, "shutting down" if self.stopping else "paused"
+            )
         elif not held and not self.subscribed:
             self.iterator = self.channel.consume(self.queue_name, inactivity_timeout=self.inactivity_s)
             self.subscribed = True
@@ -424,14 +480,20 @@ class ReliableRabbitmqConsumer(_RabbitmqConsumer):
                 self._nack(method.delivery_tag)
                 return None
             try:
-                sink.record_raw(self.queue_name, body, "undecodable", f"{type(exc.__cause__).__name__}: {exc.__cause__}")
+                sink.record_raw(
+                    self.queue_name, body, "undecodable", f"{type(exc.__cause__).__name__}: {exc.__cause__}"
+                )
                 self.connection.add_callback_threadsafe(lambda: self.channel.basic_ack(method.delivery_tag))
             except Exception:
                 self.logger.warning("Could not store undecodable message; requeueing it.", exc_info=True)
                 self.connection.add_callback_threadsafe(
-                    lambda: self.channel.basic_nack(method.delivery_tag, requeue=True))
+                    lambda: self.channel.basic_nack(method.delivery_tag, requeue=True)
+                )
             return None
-        if self.is_delay_queue and int(message.options.get("eta", 0)) - current_millis() > self.broker.park_after_ms:
+        if (
+            self.is_delay_queue
+            and int(message.options.get("eta", 0)) - current_millis() > self.broker.park_after_ms
+        ):
             # Due later than it may be held unacknowledged (consumer_timeout): parked, back in park_after_ms.
             try:
                 self.broker.publish_raw(pq_name(self.queue_name), body)

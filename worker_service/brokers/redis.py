@@ -155,9 +155,15 @@ class FailoverAwareSentinelSSLConnection(_FailoverIsAnOutage, SentinelManagedSSL
     pass
 
 
-def make_connection_pool(url: str, *, socket_timeout: float, health_check_interval: int,
-                         connect_attempts: int, sentinel_password: str | None = None,
-                         sentinel_timeout: float = 0.5) -> redis.ConnectionPool:
+def make_connection_pool(
+    url: str,
+    *,
+    socket_timeout: float,
+    health_check_interval: int,
+    connect_attempts: int,
+    sentinel_password: str | None = None,
+    sentinel_timeout: float = 0.5,
+) -> redis.ConnectionPool:
     """Pool with socket timeouts, health checks and retries with exponential backoff and jitter, for a
     ``redis://``/``rediss://`` URL or a Sentinel deployment's ``redis+sentinel://`` (worker_contracts.redis_urls):
     the master is asked of the sentinels, and again after a failover."""
@@ -176,14 +182,27 @@ def make_connection_pool(url: str, *, socket_timeout: float, health_check_interv
     if target is None:
         tls = url.startswith("rediss://")
         return redis.ConnectionPool.from_url(
-            url, connection_class=FailoverAwareSSLConnection if tls else FailoverAwareConnection, **options)
-    sentinel = Sentinel(target.sentinels, sentinel_kwargs={
-        "password": sentinel_password, "socket_timeout": sentinel_timeout,
-        "socket_connect_timeout": sentinel_timeout})
+            url, connection_class=FailoverAwareSSLConnection if tls else FailoverAwareConnection, **options
+        )
+    sentinel = Sentinel(
+        target.sentinels,
+        sentinel_kwargs={
+            "password": sentinel_password,
+            "socket_timeout": sentinel_timeout,
+            "socket_connect_timeout": sentinel_timeout,
+        },
+    )
     return SentinelConnectionPool(
-        target.master, sentinel, db=target.db, username=target.username, password=target.password,
-        connection_class=FailoverAwareSentinelSSLConnection if target.tls else FailoverAwareSentinelConnection,
-        **options)
+        target.master,
+        sentinel,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        connection_class=FailoverAwareSentinelSSLConnection
+        if target.tls
+        else FailoverAwareSentinelConnection,
+        **options,
+    )
 
 
 class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
@@ -202,9 +221,16 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
       Everything else as :class:`RedisBroker`; ``maintenance_chance`` is forced to 0.
     """
 
-    def __init__(self, *, crash_loop_limit: int = 3, idle_poll_ms: int = 1000, wait_replicas: int = 0,
-                 wait_timeout_ms: int = 1000, shards: Mapping[str, redis.Redis] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        crash_loop_limit: int = 3,
+        idle_poll_ms: int = 1000,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+        shards: Mapping[str, redis.Redis] | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs["maintenance_chance"] = 0
         super().__init__(**kwargs)
         self.shards = dict(shards or {})
@@ -219,14 +245,23 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         # Ids a closing consumer could not give back (Redis unreachable), by queue; the next consumer retries.
         self.orphans: dict[str, set[str]] = {}
         self.orphans_lock = threading.Lock()
-        self.batches: GroupCommit[_BatchOp, int] = GroupCommit(functools.partial(self._run_batch, self.client),
-                                                               transient=_REDIS_ERRORS)
+        self.batches: GroupCommit[_BatchOp, int] = GroupCommit(
+            functools.partial(self._run_batch, self.client), transient=_REDIS_ERRORS
+        )
         # by id of the client: the shards' clients are not hashable by value
-        self.shard_nodes = {id(client): _Shard(client, GroupCommit(functools.partial(self._run_batch, client),
-                                                                   name=f"group-commit-{i}", transient=_REDIS_ERRORS),
-                                               reached=time.monotonic())
-                            for i, client in enumerate({id(c): c for c in self.shards.values()}.values(), 1)
-                            if client is not self.client}
+        self.shard_nodes = {
+            id(client): _Shard(
+                client,
+                GroupCommit(
+                    functools.partial(self._run_batch, client),
+                    name=f"group-commit-{i}",
+                    transient=_REDIS_ERRORS,
+                ),
+                reached=time.monotonic(),
+            )
+            for i, client in enumerate({id(c): c for c in self.shards.values()}.values(), 1)
+            if client is not self.client
+        }
         self.pauses = PausedQueues(self.client, self.key("__paused_queues__"))
         self.landed_seen: dict[str, set[str]] = {}  # ids on each landing list at the last maintenance round
         self.started_ids: set[str] = set()  # Redis ids marked started (moved to a started set), until settled
@@ -257,8 +292,14 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         self.follow_master()
         self.client.zadd(self.key("__heartbeats__"), {self.broker_id: current_millis()})
         for shard in self.shard_nodes.values():
-            if self._on_shard(shard.client, "heartbeat", lambda c: c.zadd(
-                    self.key("__heartbeats__"), {self.broker_id: current_millis()})) is None:
+            if (
+                self._on_shard(
+                    shard.client,
+                    "heartbeat",
+                    lambda c: c.zadd(self.key("__heartbeats__"), {self.broker_id: current_millis()}),
+                )
+                is None
+            ):
                 continue
             now, timeout_s = time.monotonic(), self.heartbeat_timeout / 1000
             if now - shard.reached > timeout_s:
@@ -282,9 +323,16 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
             return False
         if before is None or now == before:
             return False
-        self.logger.warning("The sentinels name a new master, %s:%s (was %s:%s): leaving the old one",
-                            now[0], now[1], before[0], before[1])
-        pool.disconnect(inuse_connections=True)  # a blocked BLMOVE there ends with an error and is retried here
+        self.logger.warning(
+            "The sentinels name a new master, %s:%s (was %s:%s): leaving the old one",
+            now[0],
+            now[1],
+            before[0],
+            before[1],
+        )
+        pool.disconnect(
+            inuse_connections=True
+        )  # a blocked BLMOVE there ends with an error and is retried here
         return True
 
     def _on_shard(self, client: redis.Redis, what: str, action: Any) -> Any:
@@ -303,8 +351,9 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         self.client.sadd(self.key("__queues__"), *self.queues)
         for queue in self.queues:
             if self.client_for(queue) is not self.client:
-                self._on_shard(self.client_for(queue), "registry",
-                               lambda c, q=queue: c.sadd(self.key("__queues__"), q))
+                self._on_shard(
+                    self.client_for(queue), "registry", lambda c, q=queue: c.sadd(self.key("__queues__"), q)
+                )
 
     def report_worker(self, info: dict[str, Any]) -> None:
         """``<ns>:__workers__`` field ``broker_id``: this process's JSON (readers drop silent entries)."""
@@ -348,7 +397,9 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
     def purge(self, queue_name: str) -> list[dict[str, Any]]:
         """Delete, atomically, what waits in ``queue_name`` and its delay queue (not what workers hold);
         returns the deleted messages, decoded (their records must be ended by the caller)."""
-        bodies = self.reliable_scripts["purge"](args=[self.namespace, queue_name], client=self.client_for(queue_name))
+        bodies = self.reliable_scripts["purge"](
+            args=[self.namespace, queue_name], client=self.client_for(queue_name)
+        )
         encoder = dramatiq.get_encoder()
         out = []
         for body in bodies:
@@ -411,9 +462,11 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
     def recover_dead_workers(self) -> tuple[int, int]:
         """Requeue what dead workers held, and ids left on landing lists; returns (dead workers, messages
         requeued)."""
+
         def recover(client: redis.Redis) -> tuple[int, int]:
             found, moved = self.reliable_scripts["recover"](
-                args=[self.namespace, current_millis(), self.heartbeat_timeout], client=client)
+                args=[self.namespace, current_millis(), self.heartbeat_timeout], client=client
+            )
             return int(found), int(moved)
 
         dead, requeued = recover(self.client)
@@ -444,12 +497,19 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
                         yield data
 
     def take_lease(self, name: str, holder: str, ttl_ms: int) -> bool:
-        return bool(self.reliable_scripts["lease"](keys=[self.key(f"__lease__.{name}")], args=[holder, ttl_ms]))
+        return bool(
+            self.reliable_scripts["lease"](keys=[self.key(f"__lease__.{name}")], args=[holder, ttl_ms])
+        )
 
     def mark_started(self, message: MessageProxy) -> None:
         redis_id = message.options.get("redis_message_id")
-        if redis_id and not message.queue_name.endswith(".DQ") and \
-                self.batches_for(message.queue_name).submit(("mark", message.queue_name, redis_id, "", "", b"")):
+        if (
+            redis_id
+            and not message.queue_name.endswith(".DQ")
+            and self.batches_for(message.queue_name).submit(
+                ("mark", message.queue_name, redis_id, "", "", b"")
+            )
+        ):
             self.started_ids.add(redis_id)
 
     def settle(self, queue_name: str, redis_id: str, successor: Successor | None) -> bool:
@@ -473,17 +533,30 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         if successor is None:
             return (kind, queue_name, redis_id, "", "", b"")
         prepared = self.prepare_enqueue(successor.message, successor.delay_ms)
-        return (kind, queue_name, redis_id, prepared.queue_name, prepared.options["redis_message_id"],
-                prepared.encode())
+        return (
+            kind,
+            queue_name,
+            redis_id,
+            prepared.queue_name,
+            prepared.options["redis_message_id"],
+            prepared.encode(),
+        )
 
     def flush_settles(self, timeout_s: float = 10.0) -> None:
         """Wait for detached settles to reach Redis (shutdown); a message whose settle never does is
         still in this worker's acks set and is redelivered once its heartbeat expires."""
         deadline = time.monotonic() + timeout_s
-        if not all([batches.flush(max(0.0, deadline - time.monotonic()))
-                    for batches in (self.batches, *(shard.batches for shard in self.shard_nodes.values()))]):
-            self.logger.warning("Settles not written within %.0f s (Redis unreachable?); those messages will be "
-                                "redelivered after the heartbeat timeout.", timeout_s)
+        if not all(
+            [
+                batches.flush(max(0.0, deadline - time.monotonic()))
+                for batches in (self.batches, *(shard.batches for shard in self.shard_nodes.values()))
+            ]
+        ):
+            self.logger.warning(
+                "Settles not written within %.0f s (Redis unreachable?); those messages will be "
+                "redelivered after the heartbeat timeout.",
+                timeout_s,
+            )
 
     def close(self) -> None:
         """Dramatiq's worker process calls this after ``Worker.stop``: write the detached settles first."""
@@ -503,11 +576,14 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
                 args.extend(op)
             if not self.wait_replicas:
                 return self.reliable_scripts["batch"](args=args, client=client)
-            return self._replicated(lambda pipe: self.reliable_scripts["batch"](args=args, client=pipe), "settles",
-                                    client)
+            return self._replicated(
+                lambda pipe: self.reliable_scripts["batch"](args=args, client=pipe), "settles", client
+            )
         pipe = client.pipeline(transaction=False)
         for kind, queue_name, redis_id, *_ in ops:
-            acks, started = (self.key(f"__{name}__.{self.broker_id}.{queue_name}") for name in ("acks", "started"))
+            acks, started = (
+                self.key(f"__{name}__.{self.broker_id}.{queue_name}") for name in ("acks", "started")
+            )
             if kind == "mark":
                 pipe.smove(acks, started, redis_id)
             else:
@@ -539,18 +615,36 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
 
     def _check_replicas(self, acked: int, what: str) -> None:
         if acked < self.wait_replicas:
-            self.logger.warning("%s reached %d of %d replica(s) within %d ms (REDIS_WAIT_REPLICAS): written on "
-                                "the master, at risk if it fails now.", what.capitalize(), acked,
-                                self.wait_replicas, self.wait_timeout_ms)
+            self.logger.warning(
+                "%s reached %d of %d replica(s) within %d ms (REDIS_WAIT_REPLICAS): written on "
+                "the master, at risk if it fails now.",
+                what.capitalize(),
+                acked,
+                self.wait_replicas,
+                self.wait_timeout_ms,
+            )
 
     def do_enqueue(self, queue_name: str, redis_id: str, payload: bytes) -> Any:
         """Dramatiq's enqueue script, then WAIT on the same connection when REDIS_WAIT_REPLICAS is set."""
         if not self.wait_replicas:
             return self._dispatch("enqueue")(queue_name, redis_id, payload)
-        args = ["enqueue", current_millis(), queue_name, self.broker_id, self.heartbeat_timeout,
-                self.dead_message_ttl, 0, self._max_unpack_size(), redis_id, payload]  # Dramatiq's layout
-        return self._replicated(lambda pipe: self.scripts["dispatch"](args=args, keys=[self.namespace], client=pipe),
-                                "an enqueue", self.client_for(queue_name))
+        args = [
+            "enqueue",
+            current_millis(),
+            queue_name,
+            self.broker_id,
+            self.heartbeat_timeout,
+            self.dead_message_ttl,
+            0,
+            self._max_unpack_size(),
+            redis_id,
+            payload,
+        ]  # Dramatiq's layout
+        return self._replicated(
+            lambda pipe: self.scripts["dispatch"](args=args, keys=[self.namespace], client=pipe),
+            "an enqueue",
+            self.client_for(queue_name),
+        )
 
     def _dispatch(self, command: str) -> Any:
         """Dramatiq's dispatch script (enqueue, requeue, nack, purge, qsize), run on the Redis of the queue."""
@@ -559,9 +653,21 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         dispatch, keys = self.scripts["dispatch"], [self.namespace]
 
         def do_dispatch(queue_name: str, *args: Any) -> Any:
-            return dispatch(args=[command, current_millis(), queue_name, self.broker_id, self.heartbeat_timeout,
-                                  self.dead_message_ttl, 0, self._max_unpack_size(), *args],
-                            keys=keys, client=self.client_for(queue_name))
+            return dispatch(
+                args=[
+                    command,
+                    current_millis(),
+                    queue_name,
+                    self.broker_id,
+                    self.heartbeat_timeout,
+                    self.dead_message_ttl,
+                    0,
+                    self._max_unpack_size(),
+                    *args,
+                ],
+                keys=keys,
+                client=self.client_for(queue_name),
+            )
 
         return do_dispatch
 
@@ -591,8 +697,12 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         except _REDIS_ERRORS as exc:
             with self.orphans_lock:
                 self.orphans.setdefault(queue_name, set()).update(ids)
-            self.logger.warning("Could not give back %d held messages of %s (%s); retrying on the next fetch.",
-                                len(ids), queue_name, exc)
+            self.logger.warning(
+                "Could not give back %d held messages of %s (%s); retrying on the next fetch.",
+                len(ids),
+                queue_name,
+                exc,
+            )
 
     def fetch(self, queue_name: str, count: int, landed: str = "") -> list[Any]:
         """Up to ``count`` messages: the ``landed`` id a wait moved onto the queue's landing list (if no one put it
@@ -603,7 +713,9 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         except redis.ResponseError as exc:
             if not self.pop_many or "wrong number of arguments" not in str(exc).lower():
                 raise
-            self.pop_many = False  # Redis < 6.2: LPOP takes no count; the script rolled back, nothing was taken
+            self.pop_many = (
+                False  # Redis < 6.2: LPOP takes no count; the script rolled back, nothing was taken
+            )
             self.logger.warning("Redis has no LPOP with a count (%s): fetches pop one id at a time.", exc)
             return self.fetch(queue_name, count, landed)
 
@@ -623,15 +735,22 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         if self.can_block:
             try:
                 moved = self.client_for(queue_name).blmove(
-                    self.key(queue_name), self.landing_key(queue_name), timeout_s,  # type: ignore[arg-type]  # a float
-                    "LEFT", "RIGHT")
+                    self.key(queue_name),
+                    self.landing_key(queue_name),
+                    timeout_s,  # type: ignore[arg-type]  # a float
+                    "LEFT",
+                    "RIGHT",
+                )
                 return moved.decode() if isinstance(moved, bytes) else moved
             except redis.ResponseError as exc:
                 if "unknown command" not in str(exc).lower():
                     raise
                 self.can_block = False
-                self.logger.warning("Redis has no BLMOVE (%s): idle consumers poll every %d ms instead.",
-                                    exc, self.idle_poll_ms)
+                self.logger.warning(
+                    "Redis has no BLMOVE (%s): idle consumers poll every %d ms instead.",
+                    exc,
+                    self.idle_poll_ms,
+                )
         time.sleep(self.idle_poll_ms / 1000)
         return None
 
@@ -640,8 +759,11 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
         ids = list(ids)
         if not ids:
             return 0
-        return int(self.reliable_scripts["unland"](args=[self.namespace, queue_name, *ids],
-                                                   client=self.client_for(queue_name)))
+        return int(
+            self.reliable_scripts["unland"](
+                args=[self.namespace, queue_name, *ids], client=self.client_for(queue_name)
+            )
+        )
 
     def unland_stale(self) -> int:
         """One maintenance round: ids found on the landing list of a queue this process consumes in the previous
@@ -653,12 +775,17 @@ class ReliableRedisBroker(DefinedHooksDispatch, RedisBroker):
             if client is self.client:
                 back += self._unland_stale_of(queue_name)
             else:
-                back += self._on_shard(client, "landing list", lambda _, q=queue_name: self._unland_stale_of(q)) or 0
+                back += (
+                    self._on_shard(client, "landing list", lambda _, q=queue_name: self._unland_stale_of(q))
+                    or 0
+                )
         return back
 
     def _unland_stale_of(self, queue_name: str) -> int:
-        now = {i.decode() if isinstance(i, bytes) else str(i)
-               for i in self.client_for(queue_name).lrange(self.landing_key(queue_name), 0, -1)}
+        now = {
+            i.decode() if isinstance(i, bytes) else str(i)
+            for i in self.client_for(queue_name).lrange(self.landing_key(queue_name), 0, -1)
+        }
         stale = now & self.landed_seen.get(queue_name, set())
         back = self.unland(queue_name, stale)
         self.landed_seen[queue_name] = now - stale
@@ -693,7 +820,9 @@ class ReliableRedisConsumer(_RedisConsumer):
         # acks set should say this consumer holds, checked after a master change).
         self.handed: dict[str, str] = {}
         self.landed = ""  # the id a wait moved onto the landing list, for the next fetch to take
-        self.trickle = False  # that wait blocked first: its message likely came alone, so the fetch takes only it
+        self.trickle = (
+            False  # that wait blocked first: its message likely came alone, so the fetch takes only it
+        )
         self.idle = False  # the last look found nothing: wait before fetching again
         broker.live_consumers.add(self)
 
@@ -730,8 +859,9 @@ class ReliableRedisConsumer(_RedisConsumer):
         try:
             sink.record(message, dead)
         except Exception:
-            self.logger.warning("Could not store dead letter of %s; it is kept for later.",
-                                message.message_id, exc_info=True)
+            self.logger.warning(
+                "Could not store dead letter of %s; it is kept for later.", message.message_id, exc_info=True
+            )
             successor = sink.pending_successor(message, dead)
         self._settle(message, successor)
 
@@ -765,8 +895,9 @@ class ReliableRedisConsumer(_RedisConsumer):
             try:
                 self.broker.unland(self.queue_name, [self.landed])
             except _REDIS_ERRORS as exc:  # a maintenance round puts it back instead
-                self.logger.warning("Could not put back landed message %s of %s: %s", self.landed, self.queue_name,
-                                    exc)
+                self.logger.warning(
+                    "Could not put back landed message %s of %s: %s", self.landed, self.queue_name, exc
+                )
             self.landed = ""
 
     def _reject_raw(self, redis_id: str, body: bytes | None, error: str) -> None:
@@ -775,8 +906,11 @@ class ReliableRedisConsumer(_RedisConsumer):
             try:
                 sink.record_raw(self.queue_name, body, "undecodable", error)
             except Exception:
-                self.logger.warning("Could not store undecodable message %s; it goes back on the queue.",
-                                    redis_id, exc_info=True)
+                self.logger.warning(
+                    "Could not store undecodable message %s; it goes back on the queue.",
+                    redis_id,
+                    exc_info=True,
+                )
                 self.broker.do_requeue(self.queue_name, redis_id)
                 return
         self.broker.settle(self.queue_name, redis_id, None)
@@ -819,8 +953,9 @@ class ReliableRedisConsumer(_RedisConsumer):
                     self.idle = self.trickle or len(fetched) < 2 * want
                     self.landed, self.trickle = "", False
                     if fetched:
-                        self.fetched = [(fetched[i].decode(), fetched[i + 1] or None)
-                                        for i in range(0, len(fetched), 2)]
+                        self.fetched = [
+                            (fetched[i].decode(), fetched[i + 1] or None) for i in range(0, len(fetched), 2)
+                        ]
                         continue
                 # Nothing in hand: wait in Redis (delay queues too), woken only by a message for this consumer.
                 # Returning now and then lets the consumer thread notice a shutdown.
@@ -851,10 +986,18 @@ class ReliableRedisConsumer(_RedisConsumer):
         proxy = MessageProxy(message)
         crashes = crash_count(redis_id)
         if crashes >= self.broker.crash_loop_limit:
-            self.logger.error("Message %s killed its worker %d times; dead-lettering it as crash_loop.",
-                              message.message_id, crashes)
-            self._reject(proxy, Dead.of("crash_loop", RuntimeError(
-                f"worker process died {crashes} times while running this message")))
+            self.logger.error(
+                "Message %s killed its worker %d times; dead-lettering it as crash_loop.",
+                message.message_id,
+                crashes,
+            )
+            self._reject(
+                proxy,
+                Dead.of(
+                    "crash_loop",
+                    RuntimeError(f"worker process died {crashes} times while running this message"),
+                ),
+            )
             return None
         pending = message.options.get(PENDING_DEAD_LETTER)
         if pending and self.broker.dead_letter_sink is not None and not self.is_delay_queue:

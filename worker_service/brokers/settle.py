@@ -31,8 +31,15 @@ from worker_service.outcome import Dead, Successor, outcome_of, state_of, succes
 if TYPE_CHECKING:
     from worker_service.ratelimit import RateLimiter
 
-__all__ = ["DeadLetterSink", "ReliableBroker", "Successor", "dead_letter_of", "get_successor", "reliable",
-           "set_successor"]
+__all__ = [
+    "DeadLetterSink",
+    "ReliableBroker",
+    "Successor",
+    "dead_letter_of",
+    "get_successor",
+    "reliable",
+    "set_successor",
+]
 
 
 def set_successor(proxy: MessageProxy, message: Message, delay_ms: int | None) -> None:

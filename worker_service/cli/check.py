@@ -22,9 +22,13 @@ def _sentinel_report(settings: Settings) -> str | None:
     masters, replicas = set(), 0
     answered = 0
     for host, port in target.sentinels:
-        client = redis.Redis(host=host, port=port, password=settings.redis_sentinel_password,
-                             socket_timeout=settings.redis_sentinel_timeout_seconds,
-                             socket_connect_timeout=settings.redis_sentinel_timeout_seconds)
+        client = redis.Redis(
+            host=host,
+            port=port,
+            password=settings.redis_sentinel_password,
+            socket_timeout=settings.redis_sentinel_timeout_seconds,
+            socket_connect_timeout=settings.redis_sentinel_timeout_seconds,
+        )
         try:
             address: Any = client.sentinel_get_master_addr_by_name(target.master)
             replicas = max(replicas, len(client.sentinel_slaves(target.master)))
@@ -36,27 +40,36 @@ def _sentinel_report(settings: Settings) -> str | None:
             continue
         finally:
             client.close()
-    return (f"sentinel: master {target.master} at {', '.join(sorted(masters)) or 'unknown'}; "
-            f"{answered}/{len(target.sentinels)} sentinels answered; {replicas} replica(s)")
+    return (
+        f"sentinel: master {target.master} at {', '.join(sorted(masters)) or 'unknown'}; "
+        f"{answered}/{len(target.sentinels)} sentinels answered; {replicas} replica(s)"
+    )
 
 
 def _redis_durability(settings: Settings, warnings: list[str]) -> None:
     """Warnings for a Redis that would lose or evict queued work (readiness does not look at these)."""
     client = redis_probe_client(settings, 3)
     try:
-        config = {**client.config_get("appendonly"), **client.config_get("appendfsync"),
-                  **client.config_get("maxmemory-policy")}
+        config = {
+            **client.config_get("appendonly"),
+            **client.config_get("appendfsync"),
+            **client.config_get("maxmemory-policy"),
+        }
     except Exception:  # noqa: BLE001 - managed Redis may forbid CONFIG
         warnings.append("cannot read Redis CONFIG; make sure appendonly=yes and maxmemory-policy=noeviction")
         return
     finally:
         client.close()
     if config.get("appendonly") != "yes":
-        warnings.append("Redis appendonly is off: queued messages are lost if Redis restarts "
-                        "(set appendonly yes, appendfsync everysec)")
+        warnings.append(
+            "Redis appendonly is off: queued messages are lost if Redis restarts "
+            "(set appendonly yes, appendfsync everysec)"
+        )
     if config.get("maxmemory-policy", "noeviction") != "noeviction":
-        warnings.append(f"Redis maxmemory-policy is {config['maxmemory-policy']}: Redis may evict queued "
-                        "messages (set maxmemory-policy noeviction)")
+        warnings.append(
+            f"Redis maxmemory-policy is {config['maxmemory-policy']}: Redis may evict queued "
+            "messages (set maxmemory-policy noeviction)"
+        )
 
 
 def _rabbitmq_queues(settings: Settings, problems: list[str], facts: list[str]) -> None:
@@ -72,7 +85,11 @@ def _rabbitmq_queues(settings: Settings, problems: list[str], facts: list[str]) 
         for queue in sorted({queue for queue, _ in CONTRACTS.values()}):
             broker.declare_queue(queue, ensure=True)
         nodes = len(settings.broker_url.split(";"))
-        limit = f", delivery limit {settings.crash_loop_limit}" if settings.rabbitmq_queue_type == "quorum" else ""
+        limit = (
+            f", delivery limit {settings.crash_loop_limit}"
+            if settings.rabbitmq_queue_type == "quorum"
+            else ""
+        )
         facts.append(f"rabbitmq: {nodes} node(s) in BROKER_URL; {settings.rabbitmq_queue_type} queues{limit}")
     except QueueTypeMismatch as exc:
         problems.append(str(exc))
@@ -104,8 +121,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         _rabbitmq_queues(settings, problems, facts)
     broker_host = urlsplit(settings.broker_url).hostname
     if settings.database_url.startswith("sqlite") and not is_loopback_host(broker_host):
-        warnings.append("SQLite with a non-loopback broker: workers on several hosts need PostgreSQL "
-                        "(DATABASE_URL=postgresql://...)")
+        warnings.append(
+            "SQLite with a non-loopback broker: workers on several hosts need PostgreSQL "
+            "(DATABASE_URL=postgresql://...)"
+        )
     try:
         from worker_service.database import init_database
 
@@ -121,14 +140,20 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     ocr_problem = unavailable_reason(settings.ocr_languages)
     if ocr_problem:
-        warnings.append(f"OCR unavailable: {ocr_problem}; scanned pages and images end extracted with no_text "
-                        "(no_text_reason ocr_unavailable)")
+        warnings.append(
+            f"OCR unavailable: {ocr_problem}; scanned pages and images end extracted with no_text "
+            "(no_text_reason ocr_unavailable)"
+        )
     elif unavailable_reason("osd"):
-        warnings.append("Tesseract's orientation data (osd) is missing: scans fed in sideways or upside down are "
-                        "read as they lie (Debian: apt-get install tesseract-ocr-osd)")
+        warnings.append(
+            "Tesseract's orientation data (osd) is missing: scans fed in sideways or upside down are "
+            "read as they lie (Debian: apt-get install tesseract-ocr-osd)"
+        )
     if not settings.openrouter_api_key:
-        warnings.append("knowledge extraction is off: OPENROUTER_API_KEY is not set, so every asset's knowledge "
-                        "ends skipped and no graph is built")
+        warnings.append(
+            "knowledge extraction is off: OPENROUTER_API_KEY is not set, so every asset's knowledge "
+            "ends skipped and no graph is built"
+        )
     # the verdict first, then what it rests on; the settings only when asked (there are over a hundred)
     verdict = f"{len(problems)} problem(s)" if problems else "OK"
     common.out(verdict + (f", {len(warnings)} warning(s)" if warnings else ""))
@@ -152,18 +177,23 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     common.init(common.settings())
     applied = migrate()
-    common.out(f"schema version {current_version()}" + (f" (applied {applied})" if applied else " (up to date)"))
+    common.out(
+        f"schema version {current_version()}" + (f" (applied {applied})" if applied else " (up to date)")
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    check = sub.add_parser("check", help="check configuration, broker, database and tools; the verdict first",
-                           formatter_class=argparse.RawDescriptionHelpFormatter,
-                           description="Checks the settings, reaches the broker and the database as the workers "
-                                       "would, and names what is missing (OCR, the OpenRouter key).  Exit 1 on a "
-                                       "PROBLEM; WARN lines do not fail it.",
-                           epilog="examples:\n  worker check\n  worker check --verbose   (and every effective "
-                                  "setting, secrets masked)")
+    check = sub.add_parser(
+        "check",
+        help="check configuration, broker, database and tools; the verdict first",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Checks the settings, reaches the broker and the database as the workers "
+        "would, and names what is missing (OCR, the OpenRouter key).  Exit 1 on a "
+        "PROBLEM; WARN lines do not fail it.",
+        epilog="examples:\n  worker check\n  worker check --verbose   (and every effective "
+        "setting, secrets masked)",
+    )
     check.add_argument("-v", "--verbose", action="store_true", help="print the effective settings too")
     check.set_defaults(func=cmd_check)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)

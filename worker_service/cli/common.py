@@ -26,8 +26,12 @@ def init(settings: Settings, *, migrate: bool = True) -> None:
     from worker_service.database import migrate as run_migrations
     from worker_service.observability.logs import configure_logging
 
-    configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values(),
-                      broker_url=mask_url(settings.broker_url))
+    configure_logging(
+        settings.log_level,
+        settings.log_format,
+        secrets=settings.secret_values(),
+        broker_url=mask_url(settings.broker_url),
+    )
     init_database(settings.database_url, statement_timeout_ms=settings.database_statement_timeout_ms)
     if migrate:
         run_migrations()

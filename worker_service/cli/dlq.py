@@ -21,9 +21,15 @@ def _dlq_store():  # -> DeadLetterStore
 def _filter(args: argparse.Namespace, state: str | None = "dead"):  # -> Filter
     from worker_service.deadletters import Filter
 
-    return Filter(actor=args.actor, queue=getattr(args, "queue", None), error_type=args.error_type,
-                  state=getattr(args, "state", None) or state, since=args.since, until=args.until,
-                  asset_id=args.asset)
+    return Filter(
+        actor=args.actor,
+        queue=getattr(args, "queue", None),
+        error_type=args.error_type,
+        state=getattr(args, "state", None) or state,
+        since=args.since,
+        until=args.until,
+        asset_id=args.asset,
+    )
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
@@ -36,13 +42,18 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             common.out(json.dumps(rows, ensure_ascii=False))
         else:
             for r in rows:
-                common.out(f"{r['id']:>6} {r['failed_at']} {r['state']:8} {r['actor']:20} {r['error_code']:18} "
-                           f"{r['asset_id'] or '-':24} {(r['error_message'] or '')[:80]}")
+                common.out(
+                    f"{r['id']:>6} {r['failed_at']} {r['state']:8} {r['actor']:20} {r['error_code']:18} "
+                    f"{r['asset_id'] or '-':24} {(r['error_message'] or '')[:80]}"
+                )
             common.out(f"{len(rows)} shown, {store.count(_filter(args))} matching")
         if not rows and args.offset == 0:
             codes = ", ".join(f"{code} ({n})" for code, n in store.recent_codes().items())
-            common.err(f"no dead letter matches; among the newest dead ones: {codes}" if codes
-                       else "no dead letter matches, and there are no dead ones")
+            common.err(
+                f"no dead letter matches; among the newest dead ones: {codes}"
+                if codes
+                else "no dead letter matches, and there are no dead ones"
+            )
         return 0
     if args.dlq_command == "show":
         row = store.get(args.id)
@@ -56,7 +67,9 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             for key, value in record.items():
                 if key == "traceback":
                     continue
-                common.out(f"{key:18} {json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value}")
+                common.out(
+                    f"{key:18} {json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value}"
+                )
             if record.get("traceback"):
                 common.out("traceback:")
                 common.out(record["traceback"])
@@ -68,7 +81,9 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         who = common.operator()
         if args.dlq_command == "requeue":
             if args.all:  # in batches; the count so far on stderr, for a long one
-                done = store.requeue_matching(_filter(args), who, progress=lambda n: common.err(f"requeued {n}..."))
+                done = store.requeue_matching(
+                    _filter(args), who, progress=lambda n: common.err(f"requeued {n}...")
+                )
             else:
                 done = store.requeue(args.ids, who)
             listed = f": {' '.join(map(str, done))}" if done and len(done) <= 1000 else ""
@@ -102,9 +117,12 @@ def _date(value: str) -> datetime:
 def _add_filters(p: argparse.ArgumentParser, with_state: bool) -> None:
     p.add_argument("--actor", help="the actor's name, e.g. process_asset")
     p.add_argument("--queue", help="the queue's name, e.g. assets")
-    p.add_argument("--error-type", metavar="CODE",
-                   help="a domain code the asset record got (corrupt, encrypted, fetch_failed, ...) or a dead-letter "
-                        "type (permanent_error, retries_exhausted, timeout, crash_loop, ...)")
+    p.add_argument(
+        "--error-type",
+        metavar="CODE",
+        help="a domain code the asset record got (corrupt, encrypted, fetch_failed, ...) or a dead-letter "
+        "type (permanent_error, retries_exhausted, timeout, crash_loop, ...)",
+    )
     p.add_argument("--asset", metavar="ASSET_ID", help="only the dead letters of this asset")
     if with_state:
         p.add_argument("--state", choices=["dead", "requeued", "deleted"], help="default: dead")
@@ -114,32 +132,57 @@ def _add_filters(p: argparse.ArgumentParser, with_state: bool) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     raw = argparse.RawDescriptionHelpFormatter
-    dlq = sub.add_parser("dlq", help="dead letters: messages that failed for good", formatter_class=raw,
-                         description="Dead letters: list, show, requeue, delete, purge; every action is audited.",
-                         epilog="examples:\n  worker dlq list --error-type corrupt\n  worker dlq show 42\n"
-                                "  worker dlq requeue --all --error-type fetch_failed\n  worker dlq audit --limit 20"
-                         ).add_subparsers(dest="dlq_command", required=True, metavar="COMMAND")
-    p = dlq.add_parser("list", help="newest first, filtered", formatter_class=raw,
-                       epilog="example:\n  worker dlq list --error-type encrypted --since 2026-12-01 --json")
+    dlq = sub.add_parser(
+        "dlq",
+        help="dead letters: messages that failed for good",
+        formatter_class=raw,
+        description="Dead letters: list, show, requeue, delete, purge; every action is audited.",
+        epilog="examples:\n  worker dlq list --error-type corrupt\n  worker dlq show 42\n"
+        "  worker dlq requeue --all --error-type fetch_failed\n  worker dlq audit --limit 20",
+    ).add_subparsers(dest="dlq_command", required=True, metavar="COMMAND")
+    p = dlq.add_parser(
+        "list",
+        help="newest first, filtered",
+        formatter_class=raw,
+        epilog="example:\n  worker dlq list --error-type encrypted --since 2026-12-01 --json",
+    )
     _add_filters(p, with_state=True)
     p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     p.add_argument("--offset", type=int, default=0, help="skip this many")
-    p.add_argument("--json", action="store_true", help="one JSON array (asset_id, error_code, error_type, ...)")
-    p = dlq.add_parser("show", help="one dead letter: payload (secrets masked), history, traceback",
-                       formatter_class=raw, epilog="example:\n  worker dlq show 42 --json")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON array (asset_id, error_code, error_type, ...)"
+    )
+    p = dlq.add_parser(
+        "show",
+        help="one dead letter: payload (secrets masked), history, traceback",
+        formatter_class=raw,
+        epilog="example:\n  worker dlq show 42 --json",
+    )
     p.add_argument("id", type=int, help="the dead letter's number")
     p.add_argument("--json", action="store_true", help="as JSON")
     for name, does in (("requeue", "send again, with a fresh retry budget"), ("delete", "mark deleted")):
-        p = dlq.add_parser(name, help=f"{does}: by id, or --all matching the filters", formatter_class=raw,
-                           epilog=f"examples:\n  worker dlq {name} 41 42\n  worker dlq {name} --all --error-type timeout")
+        p = dlq.add_parser(
+            name,
+            help=f"{does}: by id, or --all matching the filters",
+            formatter_class=raw,
+            epilog=f"examples:\n  worker dlq {name} 41 42\n  worker dlq {name} --all --error-type timeout",
+        )
         p.add_argument("ids", nargs="*", type=int, help="dead letter numbers")
         p.add_argument("--all", action="store_true", help="every dead letter matching the filters")
         _add_filters(p, with_state=False)
-    p = dlq.add_parser("purge", help="delete dead letters and audit entries older than DAYS", formatter_class=raw,
-                       epilog="example:\n  worker dlq purge --older-than 30")
+    p = dlq.add_parser(
+        "purge",
+        help="delete dead letters and audit entries older than DAYS",
+        formatter_class=raw,
+        epilog="example:\n  worker dlq purge --older-than 30",
+    )
     p.add_argument("--older-than", type=float, required=True, metavar="DAYS", help="age in days")
-    p = dlq.add_parser("audit", help="the operator audit log, newest first", formatter_class=raw,
-                       epilog="example:\n  worker dlq audit --limit 20 --json")
+    p = dlq.add_parser(
+        "audit",
+        help="the operator audit log, newest first",
+        formatter_class=raw,
+        epilog="example:\n  worker dlq audit --limit 20 --json",
+    )
     p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     p.add_argument("--json", action="store_true", help="as JSON")
     for p in dlq.choices.values():

@@ -16,8 +16,10 @@ COMMAND_GROUPS = (run, check, web, messages, crm, dlq, graph)
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="worker", description="The worker service: run, check, migrate, send, "
-                                                                "asset, graph, crm, users, dlq, web.")
+    parser = argparse.ArgumentParser(
+        prog="worker",
+        description="The worker service: run, check, migrate, send, asset, graph, crm, users, dlq, web.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.register(sub)

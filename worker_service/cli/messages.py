@@ -37,9 +37,11 @@ def cmd_send(args: argparse.Namespace) -> int:
         from worker_service.brokers import make_redis_client
 
         queue = CONTRACTS[args.actor][0]  # its Redis: BROKER_SHARDS' for the queue, else BROKER_URL's
-        sender = Sender(make_redis_client(settings, settings.shard_urls.get(queue)),
-                        wait_replicas=settings.redis_wait_replicas,
-                        wait_timeout_ms=settings.redis_wait_timeout_ms)
+        sender = Sender(
+            make_redis_client(settings, settings.shard_urls.get(queue)),
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+        )
         message_id = sender.send(args.actor, kwargs)
     else:
         from dramatiq.message import Message
@@ -83,12 +85,14 @@ def _send_epilog() -> str:
     from worker_contracts import CONTRACTS
 
     actors = "\n".join(f"  {name:20} (queue {queue})" for name, (queue, _) in sorted(CONTRACTS.items()))
-    return (f"actors:\n{actors}\n\nexamples (file: sources are relative to STORAGE_ROOT, var/storage under "
-            "`make run`):\n"
-            "  worker send process_asset '{\"asset_id\": \"a-1\", \"source\": \"file:report.pdf\"}'\n"
-            "  worker send process_asset '{\"asset_id\": \"a-2\", \"source\": \"https://example.com/x.docx\"}'\n"
-            "  worker send extract_knowledge '{\"asset_id\": \"a-1\"}'\n"
-            "docs/contracts.rst lists every field.")
+    return (
+        f"actors:\n{actors}\n\nexamples (file: sources are relative to STORAGE_ROOT, var/storage under "
+        "`make run`):\n"
+        '  worker send process_asset \'{"asset_id": "a-1", "source": "file:report.pdf"}\'\n'
+        '  worker send process_asset \'{"asset_id": "a-2", "source": "https://example.com/x.docx"}\'\n'
+        '  worker send extract_knowledge \'{"asset_id": "a-1"}\'\n'
+        "docs/contracts.rst lists every field."
+    )
 
 
 def file_source_problem(kwargs: dict[str, Any]) -> str | None:
@@ -100,23 +104,32 @@ def file_source_problem(kwargs: dict[str, Any]) -> str | None:
         return None
     path = PurePosixPath(source.removeprefix("file:"))
     if path.is_absolute() or ".." in path.parts:
-        return (f"source {source!r}: a file: source is a path inside STORAGE_ROOT, without '..' and not absolute; "
-                "copy the file under STORAGE_ROOT and name it from there")
+        return (
+            f"source {source!r}: a file: source is a path inside STORAGE_ROOT, without '..' and not absolute; "
+            "copy the file under STORAGE_ROOT and name it from there"
+        )
     return None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("send", help="validate and send one message; prints its message_id",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_send_epilog(),
-                       description="Validates the payload against the actor's contract, sends it to the broker "
-                                   "of BROKER_URL and prints the message id.")
+    p = sub.add_parser(
+        "send",
+        help="validate and send one message; prints its message_id",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_send_epilog(),
+        description="Validates the payload against the actor's contract, sends it to the broker "
+        "of BROKER_URL and prints the message id.",
+    )
     p.add_argument("actor", help="one of the actors below")
     p.add_argument("payload", help="the kwargs as a JSON object")
     p.set_defaults(func=cmd_send)
-    p = sub.add_parser("asset", help="show an asset record; `worker asset delete ID` deletes one for good",
-                       description="worker asset ID [--json]: the record.  worker asset delete ID: the record, its "
-                                   "text and its whole contribution to the knowledge graph are deleted (audited, "
-                                   "an asset.deleted event is sent).")
+    p = sub.add_parser(
+        "asset",
+        help="show an asset record; `worker asset delete ID` deletes one for good",
+        description="worker asset ID [--json]: the record.  worker asset delete ID: the record, its "
+        "text and its whole contribution to the knowledge graph are deleted (audited, "
+        "an asset.deleted event is sent).",
+    )
     p.add_argument("asset_id", help="the asset's id (or `delete`); e.g. worker asset a-1 --json")
     p.add_argument("target", nargs="?", help="with `delete`: the asset to delete")
     p.add_argument("--json", action="store_true", help="the record as JSON (the API's keys)")

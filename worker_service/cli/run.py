@@ -22,15 +22,26 @@ from worker_service.runtime.worker_groups import (
 
 logger = logging.getLogger("worker.cli")
 
+
 def dramatiq_command(group: WorkerGroup, settings: Settings) -> list[str]:
     """The exact Dramatiq command `worker run` executes for ``group`` (in its own process, see cmd_run).
 
     ``--skip-logging``: Dramatiq's processes keep the JSON (or text) logging this service configured
     instead of adding Dramatiq's own plain-text handler beside it.
     """
-    return ["dramatiq", "actors", "--queues", *group.queues, "--processes", str(group.processes),
-            "--threads", str(group.threads),
-            "--worker-shutdown-timeout", str(settings.shutdown_grace_seconds * 1000), "--skip-logging"]
+    return [
+        "dramatiq",
+        "actors",
+        "--queues",
+        *group.queues,
+        "--processes",
+        str(group.processes),
+        "--threads",
+        str(group.threads),
+        "--worker-shutdown-timeout",
+        str(settings.shutdown_grace_seconds * 1000),
+        "--skip-logging",
+    ]
 
 
 def _worker_script() -> list[str]:
@@ -53,12 +64,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     groups = worker_groups(settings)
     commands = {}
     for group in groups:
-        env = {**os.environ, "WORKER_GROUP": group.name,
-               "METRICS_PORT": str(settings.metrics_port + group.index if settings.metrics_port else 0)}
+        env = {
+            **os.environ,
+            "WORKER_GROUP": group.name,
+            "METRICS_PORT": str(settings.metrics_port + group.index if settings.metrics_port else 0),
+        }
         commands[group.name] = ([*_worker_script(), "run", "--group", group.name], env)
-    logger.info("starting the worker groups: %s", ", ".join(f"{g.name} ({g.processes}x{g.threads})" for g in groups),
-                extra={"groups": {g.name: {"queues": g.queues, "processes": g.processes, "threads": g.threads}
-                                  for g in groups}})
+    logger.info(
+        "starting the worker groups: %s",
+        ", ".join(f"{g.name} ({g.processes}x{g.threads})" for g in groups),
+        extra={
+            "groups": {
+                g.name: {"queues": g.queues, "processes": g.processes, "threads": g.threads} for g in groups
+            }
+        },
+    )
     return supervise(commands)
 
 
@@ -93,6 +113,10 @@ def _run_group(name: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run every worker group (or one: --group), sized by the *_PROCESSES/*_THREADS settings")
-    p.add_argument("--group", choices=list(GROUP_QUEUES), help="run only this group (default: WORKER_GROUP, else all)")
+    p = sub.add_parser(
+        "run", help="run every worker group (or one: --group), sized by the *_PROCESSES/*_THREADS settings"
+    )
+    p.add_argument(
+        "--group", choices=list(GROUP_QUEUES), help="run only this group (default: WORKER_GROUP, else all)"
+    )
     p.set_defaults(func=cmd_run)

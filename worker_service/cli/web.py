@@ -63,20 +63,31 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("web", help="serve the dashboard on WEB_HOST:WEB_PORT")
-    p.add_argument("--insecure-local", action="store_true",
-                   help="allow running without WEB_PASSWORD/WEB_API_TOKEN, on 127.0.0.1 only")
+    p.add_argument(
+        "--insecure-local",
+        action="store_true",
+        help="allow running without WEB_PASSWORD/WEB_API_TOKEN, on 127.0.0.1 only",
+    )
     p.set_defaults(func=cmd_web)
-    users = sub.add_parser("users", help="named dashboard users").add_subparsers(dest="users_command", required=True)
+    users = sub.add_parser("users", help="named dashboard users").add_subparsers(
+        dest="users_command", required=True
+    )
     p = users.add_parser("add", help="add (or update) a user; the password is read from standard input")
     p.add_argument("name", help="the login name, e.g. worker users add alice --role operator")
-    p.add_argument("--role", choices=["viewer", "operator"], required=True,
-                   help="viewers read everything and change nothing; operators act (audited)")
+    p.add_argument(
+        "--role",
+        choices=["viewer", "operator"],
+        required=True,
+        help="viewers read everything and change nothing; operators act (audited)",
+    )
     users.add_parser("list", help="the users and their roles (JSON)")
     p = users.add_parser("remove", help="remove a user: their open sessions end at their next request")
     p.add_argument("name", help="the login name")
     for p in users.choices.values():
         p.set_defaults(func=cmd_users)
-    sessions = sub.add_parser("sessions", help="dashboard sessions").add_subparsers(dest="sessions_command",
-                                                                                    required=True)
+    sessions = sub.add_parser("sessions", help="dashboard sessions").add_subparsers(
+        dest="sessions_command", required=True
+    )
     sessions.add_parser("rotate", help="replace the generated session key: every session ends").set_defaults(
-        func=cmd_sessions)
+        func=cmd_sessions
+    )

@@ -83,10 +83,13 @@ class KommoClient:
         """Exchange the refresh token once for the fleet; returns the access token to use now."""
         if self.oauth is None:
             self._credentials_rejected("Kommo rejected the long-lived token (401)")
-        lock = self.redis_client.lock("worker:kommo:refresh", timeout=REFRESH_LOCK_MS / 1000,
-                                      blocking_timeout=REFRESH_LOCK_MS / 1000)
+        lock = self.redis_client.lock(
+            "worker:kommo:refresh", timeout=REFRESH_LOCK_MS / 1000, blocking_timeout=REFRESH_LOCK_MS / 1000
+        )
         if not lock.acquire():
-            raise TransientError("another worker is refreshing the Kommo token", error_code="kommo_refresh_busy")
+            raise TransientError(
+                "another worker is refreshing the Kommo token", error_code="kommo_refresh_busy"
+            )
         try:
             with session():
                 row = KommoToken.get_or_none(KommoToken.id == 1)
@@ -95,26 +98,49 @@ class KommoClient:
             refresh_token = row.refresh_token if row is not None else self.oauth.bootstrap_refresh_token
             if not refresh_token:
                 self._credentials_rejected("no Kommo refresh token (set KOMMO_REFRESH_TOKEN)")
-            response = self._send("POST", "/oauth2/access_token", {
-                "client_id": self.oauth.client_id, "client_secret": self.oauth.client_secret,
-                "grant_type": "refresh_token", "refresh_token": refresh_token,
-                "redirect_uri": self.oauth.redirect_uri}, token=None)
+            response = self._send(
+                "POST",
+                "/oauth2/access_token",
+                {
+                    "client_id": self.oauth.client_id,
+                    "client_secret": self.oauth.client_secret,
+                    "grant_type": "refresh_token",
+                    "refresh_token": refresh_token,
+                    "redirect_uri": self.oauth.redirect_uri,
+                },
+                token=None,
+            )
             if response.status_code != 200:
                 if response.status_code >= 500 or response.status_code == 429:
-                    raise TransientError(f"Kommo token refresh failed ({response.status_code})",
-                                         error_code="kommo_refresh_failed")
-                self._credentials_rejected(f"Kommo token refresh failed ({response.status_code}): "
-                                           f"{_detail(response)}")
+                    raise TransientError(
+                        f"Kommo token refresh failed ({response.status_code})",
+                        error_code="kommo_refresh_failed",
+                    )
+                self._credentials_rejected(
+                    f"Kommo token refresh failed ({response.status_code}): {_detail(response)}"
+                )
             pair = response.json()
             expires = utcnow() + timedelta(seconds=int(pair.get("expires_in") or 86400))
             with session(transaction=True):
-                (KommoToken.insert(id=1, access_token=pair["access_token"], refresh_token=pair["refresh_token"],
-                                   expires_at=expires, updated_at=utcnow())
-                 .on_conflict(conflict_target=[KommoToken.id],
-                              update={KommoToken.access_token: pair["access_token"],
-                                      KommoToken.refresh_token: pair["refresh_token"],
-                                      KommoToken.expires_at: expires, KommoToken.updated_at: utcnow()})
-                 .execute())
+                (
+                    KommoToken.insert(
+                        id=1,
+                        access_token=pair["access_token"],
+                        refresh_token=pair["refresh_token"],
+                        expires_at=expires,
+                        updated_at=utcnow(),
+                    )
+                    .on_conflict(
+                        conflict_target=[KommoToken.id],
+                        update={
+                            KommoToken.access_token: pair["access_token"],
+                            KommoToken.refresh_token: pair["refresh_token"],
+                            KommoToken.expires_at: expires,
+                            KommoToken.updated_at: utcnow(),
+                        },
+                    )
+                    .execute()
+                )
             logger.info("Kommo access token refreshed; valid until %s", expires.isoformat())
             return pair["access_token"]
         finally:
@@ -126,28 +152,47 @@ class KommoClient:
     def _credentials_rejected(self, detail: str) -> NoReturn:
         """Pause Kommo for the fleet until someone fixes the credentials; the message waits for it."""
         self.limiter.pause(UPSTREAM, self.auth_pause_ms, f"401 credentials rejected: {detail}", quiet=True)
-        if self.redis_client.set("worker:kommo:auth-alerted", "1", nx=True, ex=600):  # once per 10 min, fleet-wide
+        if self.redis_client.set(
+            "worker:kommo:auth-alerted", "1", nx=True, ex=600
+        ):  # once per 10 min, fleet-wide
             self.limiter.count_pause(UPSTREAM, "401 credentials rejected")
-            logger.critical("%s; Kommo paused fleet-wide, retried every %d s until a token works (messages wait).",
-                            detail, self.auth_pause_ms // 1000, extra={"alert": "kommo_credentials_rejected"})
-        raise RateLimited(UPSTREAM, self.auth_pause_ms, paused=True, charges_window=True,
-                          error_code="kommo_credentials_rejected")
+            logger.critical(
+                "%s; Kommo paused fleet-wide, retried every %d s until a token works (messages wait).",
+                detail,
+                self.auth_pause_ms // 1000,
+                extra={"alert": "kommo_credentials_rejected"},
+            )
+        raise RateLimited(
+            UPSTREAM,
+            self.auth_pause_ms,
+            paused=True,
+            charges_window=True,
+            error_code="kommo_credentials_rejected",
+        )
 
     # --- requests ----------------------------------------------------------------------
-    def _send(self, method: str, path: str, body: Any, *, token: str | None,
-              params: dict[str, Any] | None = None) -> requests.Response:
+    def _send(
+        self, method: str, path: str, body: Any, *, token: str | None, params: dict[str, Any] | None = None
+    ) -> requests.Response:
         self.limiter.slot(UPSTREAM)
         headers = {"Content-Type": "application/json", "X-Request-Id": str(uuid.uuid4())}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         try:
-            return self.session.request(method, f"{self.base_url.rstrip('/')}{path}", params=params,
-                                        data=None if body is None else json.dumps(body), headers=headers,
-                                        timeout=(self.connect_timeout_s, self.read_timeout_s))
+            return self.session.request(
+                method,
+                f"{self.base_url.rstrip('/')}{path}",
+                params=params,
+                data=None if body is None else json.dumps(body),
+                headers=headers,
+                timeout=(self.connect_timeout_s, self.read_timeout_s),
+            )
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise TransientError(f"Kommo unreachable: {exc}", error_code="kommo_unreachable") from None
 
-    def request(self, method: str, path: str, body: Any = None, *, params: dict[str, Any] | None = None) -> Any:
+    def request(
+        self, method: str, path: str, body: Any = None, *, params: dict[str, Any] | None = None
+    ) -> Any:
         """One API call; returns the decoded JSON (None for 204)."""
         token = self._current_token()
         response = self._send(method, path, body, token=token, params=params)
@@ -173,8 +218,12 @@ class KommoClient:
             if not _is_block(response):
                 raise PermanentError(f"Kommo 403: {detail}", error_code="kommo_403")
             self.limiter.pause(UPSTREAM, self.block_pause_ms, f"403 block: {detail}")
-            logger.critical("Kommo answered 403 (block after abuse?): %s; paused for %d s", detail,
-                            self.block_pause_ms // 1000, extra={"alert": "kommo_blocked"})
+            logger.critical(
+                "Kommo answered 403 (block after abuse?): %s; paused for %d s",
+                detail,
+                self.block_pause_ms // 1000,
+                extra={"alert": "kommo_blocked"},
+            )
             raise RateLimited(UPSTREAM, self.block_pause_ms, paused=True)
         if status >= 500 or status == 408:
             raise TransientError(f"Kommo {status}: {detail}", error_code=f"kommo_{status}")
@@ -193,8 +242,9 @@ class KommoClient:
         try:
             return int(next(iter(data["_embedded"].values()))[0]["id"])
         except (KeyError, IndexError, TypeError, StopIteration):
-            raise TransientError(f"unexpected Kommo answer to POST {path}: {str(data)[:200]}",
-                                 error_code="kommo_bad_response") from None
+            raise TransientError(
+                f"unexpected Kommo answer to POST {path}: {str(data)[:200]}", error_code="kommo_bad_response"
+            ) from None
 
 
 #: words of a JSON 403 that mean a block for abuse rather than missing rights or a disabled account
@@ -227,5 +277,3 @@ def _detail(response: requests.Response) -> str:
                 parts.append(f"{err.get('path')}: {err.get('detail')} ({err.get('code')})")
         return "; ".join(p for p in parts if p)[:2000]
     return str(data)[:500]
-
-

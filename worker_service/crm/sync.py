@@ -56,15 +56,26 @@ def _client(settings: Settings) -> KommoClient:
         raise PermanentError("KOMMO_BASE_URL is not set", error_code="kommo_not_configured")
     oauth = None
     if settings.kommo_client_id and settings.kommo_client_secret:
-        oauth = OAuthApp(settings.kommo_client_id, settings.kommo_client_secret,
-                         settings.kommo_redirect_uri or "", settings.kommo_refresh_token)
+        oauth = OAuthApp(
+            settings.kommo_client_id,
+            settings.kommo_client_secret,
+            settings.kommo_redirect_uri or "",
+            settings.kommo_refresh_token,
+        )
     if not oauth and not settings.kommo_access_token:
-        raise PermanentError("neither KOMMO_ACCESS_TOKEN nor OAuth settings are set", error_code="kommo_not_configured")
+        raise PermanentError(
+            "neither KOMMO_ACCESS_TOKEN nor OAuth settings are set", error_code="kommo_not_configured"
+        )
     broker = dramatiq.get_broker()
-    return KommoClient(base_url=settings.kommo_base_url, limiter=limiter_of(broker),
-                       redis_client=limiter_of(broker).client, long_lived_token=settings.kommo_access_token,
-                       oauth=oauth, block_pause_ms=settings.kommo_block_pause_seconds * 1000,
-                       auth_pause_ms=settings.kommo_auth_pause_seconds * 1000)
+    return KommoClient(
+        base_url=settings.kommo_base_url,
+        limiter=limiter_of(broker),
+        redis_client=limiter_of(broker).client,
+        long_lived_token=settings.kommo_access_token,
+        oauth=oauth,
+        block_pause_ms=settings.kommo_block_pause_seconds * 1000,
+        auth_pause_ms=settings.kommo_auth_pause_seconds * 1000,
+    )
 
 
 @contextmanager
@@ -72,11 +83,17 @@ def _exclusive(kind: str, key: str) -> Iterator[None]:
     """One worker at a time per CRM key, fleet-wide: two copies of a message never both create."""
     # A lease, not a forever-lock: a worker killed inside the section frees the key after KEY_LEASE_SECONDS.
     lock = limiter_of(dramatiq.get_broker()).client.lock(
-        f"worker:crm:{kind}:{hashlib.sha256(key.encode()).hexdigest()[:32]}", timeout=KEY_LEASE_SECONDS,
-        blocking_timeout=5)
+        f"worker:crm:{kind}:{hashlib.sha256(key.encode()).hexdigest()[:32]}",
+        timeout=KEY_LEASE_SECONDS,
+        blocking_timeout=5,
+    )
     if not lock.acquire():
-        raise TransientError(f"{kind} {key} is being written by another worker", error_code="crm_key_busy",
-                             retry_after_ms=2_000, spends_attempt=False)
+        raise TransientError(
+            f"{kind} {key} is being written by another worker",
+            error_code="crm_key_busy",
+            retry_after_ms=2_000,
+            spends_attempt=False,
+        )
     try:
         yield
     finally:
@@ -93,10 +110,14 @@ def _ledger(kind: str, key: str) -> CrmLink | None:
 
 def _remember(kind: str, key: str, kommo_id: int, **extra: Any) -> None:
     with session(transaction=True):
-        (CrmLink.insert(kind=kind, key=key, kommo_id=kommo_id, **extra)
-         .on_conflict(conflict_target=[CrmLink.kind, CrmLink.key],
-                      update={CrmLink.kommo_id: kommo_id, CrmLink.updated_at: utcnow()})
-         .execute())
+        (
+            CrmLink.insert(kind=kind, key=key, kommo_id=kommo_id, **extra)
+            .on_conflict(
+                conflict_target=[CrmLink.kind, CrmLink.key],
+                update={CrmLink.kommo_id: kommo_id, CrmLink.updated_at: utcnow()},
+            )
+            .execute()
+        )
 
 
 def _tag(external_id: str) -> str:
@@ -123,8 +144,9 @@ def _find_tagged(client: KommoClient, kind: str, name: str, tag: str) -> int | N
     return None
 
 
-def _find_contact(client: KommoClient, external_id: str, name: str, emails: list[str],
-                  phones: list[str]) -> int | None:
+def _find_contact(
+    client: KommoClient, external_id: str, name: str, emails: list[str], phones: list[str]
+) -> int | None:
     found = _find_tagged(client, "contacts", name, _tag(external_id))
     if found is not None:
         return found
@@ -143,22 +165,32 @@ def merged_fields(current: dict[str, Any], emails: list[str], phones: list[str])
     for code, ours in (("EMAIL", emails), ("PHONE", phones)):
         if not ours:
             continue
-        existing = next((f for f in current.get("custom_fields_values") or [] if f.get("field_code") == code), None)
-        values = [{k: v for k, v in value.items() if k in ("value", "enum_code", "enum_id")}
-                  for value in (existing or {}).get("values") or []]
+        existing = next(
+            (f for f in current.get("custom_fields_values") or [] if f.get("field_code") == code), None
+        )
+        values = [
+            {k: v for k, v in value.items() if k in ("value", "enum_code", "enum_id")}
+            for value in (existing or {}).get("values") or []
+        ]
         known = {str(v.get("value", "")).strip().lower() for v in values}
-        values += [{"value": value, "enum_code": "WORK"} for value in ours if value.strip().lower() not in known]
+        values += [
+            {"value": value, "enum_code": "WORK"} for value in ours if value.strip().lower() not in known
+        ]
         out.append({"field_code": code, "values": values})
     return out
 
 
-def upsert_contact(external_id: str, name: str, emails: list[str], phones: list[str], *, settings: Settings) -> None:
+def upsert_contact(
+    external_id: str, name: str, emails: list[str], phones: list[str], *, settings: Settings
+) -> None:
     """Create or update the contact tagged ``ext:<external_id>`` (merging e-mails and phones), then the ledger."""
     with _exclusive("contact", external_id):
         _upsert_contact(external_id, name, emails, phones, settings)
 
 
-def _upsert_contact(external_id: str, name: str, emails: list[str], phones: list[str], settings: Settings) -> None:
+def _upsert_contact(
+    external_id: str, name: str, emails: list[str], phones: list[str], settings: Settings
+) -> None:
     client = _client(settings)
     link = _ledger("contact", external_id)
     kommo_id = link.kommo_id if link else _find_contact(client, external_id, name, emails, phones)
@@ -178,19 +210,25 @@ def _upsert_contact(external_id: str, name: str, emails: list[str], phones: list
         client.request("PATCH", f"/api/v4/contacts/{kommo_id}", update)
         logger.info("Kommo contact %s updated for %s", kommo_id, external_id)
     _remember("contact", external_id, kommo_id)
-    for key in sorted({f"email:{identifiers.email(e)}" for e in emails} | {f"phone:{identifiers.phone(p)}" for p in phones}):
-        _remember(identifiers.CONTACT_IDENTIFIER, key, kommo_id)  # what the knowledge graph links its entities by
+    for key in sorted(
+        {f"email:{identifiers.email(e)}" for e in emails} | {f"phone:{identifiers.phone(p)}" for p in phones}
+    ):
+        _remember(
+            identifiers.CONTACT_IDENTIFIER, key, kommo_id
+        )  # what the knowledge graph links its entities by
 
 
-def create_lead(external_id: str, name: str, price: int | None, contact_external_id: str | None, *,
-                settings: Settings) -> None:
+def create_lead(
+    external_id: str, name: str, price: int | None, contact_external_id: str | None, *, settings: Settings
+) -> None:
     """Create the lead tagged ``ext:<external_id>`` once, linked to its contact."""
     with _exclusive("lead", external_id):
         _create_lead(external_id, name, price, contact_external_id, settings)
 
 
-def _create_lead(external_id: str, name: str, price: int | None, contact_external_id: str | None,
-                 settings: Settings) -> None:
+def _create_lead(
+    external_id: str, name: str, price: int | None, contact_external_id: str | None, settings: Settings
+) -> None:
     client = _client(settings)
     if _ledger("lead", external_id):
         return
@@ -203,7 +241,9 @@ def _create_lead(external_id: str, name: str, price: int | None, contact_externa
     if contact_external_id:
         contact = _ledger("contact", contact_external_id)
         if contact is None or contact.kommo_id is None:
-            raise TransientError(f"contact {contact_external_id} is not in Kommo yet", error_code="contact_pending")
+            raise TransientError(
+                f"contact {contact_external_id} is not in Kommo yet", error_code="contact_pending"
+            )
         embedded["contacts"] = [{"id": contact.kommo_id}]
     body: dict[str, Any] = {"name": name, "_embedded": embedded}
     if price is not None:
@@ -233,12 +273,16 @@ def _add_note(entity: str, entity_id: int, text: str, idempotency_key: str, sett
         for note in notes:
             if marker in str((note.get("params") or {}).get("text", "")):
                 _remember("note", idempotency_key, int(note["id"]), entity=entity, entity_id=entity_id)
-                logger.info("Note for %s already in Kommo (%s); not creating another.", idempotency_key, note["id"])
+                logger.info(
+                    "Note for %s already in Kommo (%s); not creating another.", idempotency_key, note["id"]
+                )
                 return
         if len(notes) < 250:
             break
-    kommo_id = client.create_one(f"/api/v4/{entity}/{entity_id}/notes",
-                                 {"note_type": "common", "params": {"text": f"{text}\n\n{marker}"}})
+    kommo_id = client.create_one(
+        f"/api/v4/{entity}/{entity_id}/notes",
+        {"note_type": "common", "params": {"text": f"{text}\n\n{marker}"}},
+    )
     _remember("note", idempotency_key, kommo_id, entity=entity, entity_id=entity_id)
 
 
@@ -248,5 +292,8 @@ def handle_webhook(body: str, token: str, *, settings: Settings) -> None:
     if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
         raise Forbidden("webhook token does not match KOMMO_WEBHOOK_TOKEN")
     events = store_and_dispatch(body)
-    logger.info("Kommo webhook: %d new event(s): %s", len(events),
-                ", ".join(f"{e.entity}.{e.action}#{e.kommo_id}" for e in events))
+    logger.info(
+        "Kommo webhook: %d new event(s): %s",
+        len(events),
+        ", ".join(f"{e.entity}.{e.action}#{e.kommo_id}" for e in events),
+    )

@@ -23,7 +23,7 @@ def parse_form(body: str) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for key, value in parse_qsl(body, keep_blank_values=True):
         head = key.split("[", 1)[0]
-        parts = [head, *_KEY_PART.findall(key[len(head):])]
+        parts = [head, *_KEY_PART.findall(key[len(head) :])]
         node = tree
         for part in parts[:-1]:
             child = node.get(part)
@@ -116,7 +116,9 @@ def events_of(tree: dict[str, Any]) -> list[tuple[str, str, BaseModel]]:
                 try:
                     out.append((entity, action, model.model_validate(fields)))
                 except ValidationError as exc:
-                    logger.warning("Ignoring malformed %s.%s webhook item: %s", entity, action, exc.errors()[:2])
+                    logger.warning(
+                        "Ignoring malformed %s.%s webhook item: %s", entity, action, exc.errors()[:2]
+                    )
     return out
 
 
@@ -127,21 +129,41 @@ def _on_lead_status(event: LeadStatusChanged) -> None:
     lead = (CrmLink.kind == "lead") & (CrmLink.kommo_id == event.id)
     exists = CrmLink.select().where(lead).exists()
     if not exists:
-        CrmLink.insert(kind="lead", key=f"kommo:{event.id}", kommo_id=event.id, status_id=event.status_id,
-                       pipeline_id=event.pipeline_id, price=event.price, status_changed_at=changed_at,
-                       updated_at=now).on_conflict_ignore().execute()
+        CrmLink.insert(
+            kind="lead",
+            key=f"kommo:{event.id}",
+            kommo_id=event.id,
+            status_id=event.status_id,
+            pipeline_id=event.pipeline_id,
+            price=event.price,
+            status_changed_at=changed_at,
+            updated_at=now,
+        ).on_conflict_ignore().execute()
         return
     # an event without Kommo's time cannot prove it is newer: it applies only where no time is known yet
-    not_newer = (CrmLink.status_changed_at.is_null() if changed_at is None
-                 else CrmLink.status_changed_at.is_null() | (CrmLink.status_changed_at <= changed_at))
-    applied = (CrmLink.update(status_id=event.status_id, pipeline_id=event.pipeline_id,
-                              price=event.price if event.price is not None else CrmLink.price,
-                              status_changed_at=changed_at if changed_at is not None else CrmLink.status_changed_at,
-                              updated_at=now)
-               .where(lead & not_newer).execute())
+    not_newer = (
+        CrmLink.status_changed_at.is_null()
+        if changed_at is None
+        else CrmLink.status_changed_at.is_null() | (CrmLink.status_changed_at <= changed_at)
+    )
+    applied = (
+        CrmLink.update(
+            status_id=event.status_id,
+            pipeline_id=event.pipeline_id,
+            price=event.price if event.price is not None else CrmLink.price,
+            status_changed_at=changed_at if changed_at is not None else CrmLink.status_changed_at,
+            updated_at=now,
+        )
+        .where(lead & not_newer)
+        .execute()
+    )
     if not applied:
-        logger.info("Lead %s: ignoring status %s of %s, older than the one in the ledger.", event.id,
-                    event.status_id, changed_at)
+        logger.info(
+            "Lead %s: ignoring status %s of %s, older than the one in the ledger.",
+            event.id,
+            event.status_id,
+            changed_at,
+        )
 
 
 HANDLERS: dict[tuple[str, str], Callable[[Any], None]] = {("leads", "status"): _on_lead_status}
@@ -155,11 +177,22 @@ def store_and_dispatch(body: str) -> list[CrmEvent]:
     with session(transaction=True):
         for entity, action, event in events_of(tree):
             fields = event.model_dump(mode="json")
-            fingerprint = hashlib.sha256(json.dumps([entity, action, fields], sort_keys=True).encode()).hexdigest()
-            inserted = (CrmEvent.insert(fingerprint=fingerprint, entity=entity, action=action,
-                                        kommo_id=getattr(event, "id", None),
-                                        account_id=_int(account.get("id")), fields=fields, handled_at=utcnow())
-                        .on_conflict_ignore().execute())
+            fingerprint = hashlib.sha256(
+                json.dumps([entity, action, fields], sort_keys=True).encode()
+            ).hexdigest()
+            inserted = (
+                CrmEvent.insert(
+                    fingerprint=fingerprint,
+                    entity=entity,
+                    action=action,
+                    kommo_id=getattr(event, "id", None),
+                    account_id=_int(account.get("id")),
+                    fields=fields,
+                    handled_at=utcnow(),
+                )
+                .on_conflict_ignore()
+                .execute()
+            )
             if not inserted:
                 continue
             handler = HANDLERS.get((entity, action))

@@ -65,7 +65,9 @@ class AssetQuery:
             except ValueError:
                 raise BadQuery("since must be an ISO-8601 date or time (UTC)") from None
         q = (values.get("q") or "").strip()[:200] or None
-        return cls(status=status, knowledge_status=knowledge, type=values.get("type") or None, q=q, since=since)
+        return cls(
+            status=status, knowledge_status=knowledge, type=values.get("type") or None, q=q, since=since
+        )
 
     def where(self) -> peewee.Expression:
         expr: peewee.Expression = Asset.asset_id.is_null(False)
@@ -95,15 +97,21 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise BadQuery("cursor is not one this API gave") from None
 
 
-def page(query: AssetQuery, *, limit: int, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+def page(
+    query: AssetQuery, *, limit: int, cursor: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
     """One page of records (as ``Asset.to_public``), newest first, and the cursor of the next (None at the end)."""
     where = query.where()
     if cursor:
         created, asset_id = decode_cursor(cursor)
         where &= peewee.Tuple(Asset.created_at, Asset.asset_id) < peewee.Tuple(created, asset_id)
     with session():
-        rows = list(Asset.select().where(where).order_by(Asset.created_at.desc(), Asset.asset_id.desc())
-                    .limit(limit + 1))
+        rows = list(
+            Asset.select()
+            .where(where)
+            .order_by(Asset.created_at.desc(), Asset.asset_id.desc())
+            .limit(limit + 1)
+        )
     more = len(rows) > limit
     return [row.to_public() for row in rows[:limit]], encode_cursor(rows[limit - 1]) if more else None
 
@@ -114,13 +122,18 @@ def counts(query: AssetQuery, *, cap: int = COUNT_CAP) -> dict[str, dict[str, in
     index ranges, so the answer costs the same at 10^6 records as at 10^3 (an exact GROUP BY over 10^6 took
     250 ms; `make bench`, dashboard)."""
     parts: list[peewee.SelectQuery] = []
-    for name, column, states in (("status", Asset.status, STATUSES),
-                                 ("knowledge_status", Asset.knowledge_status, KNOWLEDGE_STATUSES)):
+    for name, column, states in (
+        ("status", Asset.status, STATUSES),
+        ("knowledge_status", Asset.knowledge_status, KNOWLEDGE_STATUSES),
+    ):
         others = replace(query, **{name: None}).where()
         for state in states:
             capped = Asset.select(Asset.asset_id).where(others & (column == state)).limit(cap + 1)
-            parts.append(Asset.select(peewee.Value(f"{name} {state}"), peewee.fn.COUNT(peewee.SQL("*")))
-                         .from_(capped.alias("c")))
+            parts.append(
+                Asset.select(peewee.Value(f"{name} {state}"), peewee.fn.COUNT(peewee.SQL("*"))).from_(
+                    capped.alias("c")
+                )
+            )
     union = parts[0]
     for part in parts[1:]:
         union = union.union_all(part)

@@ -59,7 +59,9 @@ def _postgres(url: str, statement_timeout_ms: int | None) -> peewee.PostgresqlDa
     if statement_timeout_ms:
         # A query stuck on a lock or a sick server ends as DatabaseUnavailable (retried, no attempt spent)
         # instead of holding a worker thread forever.
-        options["options"] = f"{options.get('options', '')} -c statement_timeout={int(statement_timeout_ms)}".strip()
+        options["options"] = (
+            f"{options.get('options', '')} -c statement_timeout={int(statement_timeout_ms)}".strip()
+        )
     return peewee.PostgresqlDatabase(
         unquote(parts.path.lstrip("/")) or "postgres",
         user=unquote(parts.username) if parts.username else None,
@@ -75,7 +77,7 @@ def make_database(url: str, *, statement_timeout_ms: int | None = None) -> peewe
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
         # sqlite:///relative/path, sqlite:////absolute/path, sqlite:///:memory:
-        return _sqlite(url[len("sqlite:///"):] or ":memory:")
+        return _sqlite(url[len("sqlite:///") :] or ":memory:")
     if scheme in {"postgres", "postgresql"}:
         return _postgres(url, statement_timeout_ms)
     raise ValueError(f"unsupported DATABASE_URL scheme {scheme!r}")

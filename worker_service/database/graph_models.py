@@ -55,7 +55,9 @@ class KgMention(BaseModel):
     workspace = peewee.CharField(max_length=200)
     chunk = peewee.IntegerField()
     surface = peewee.TextField()
-    folded = peewee.TextField()  # the surface lower-cased, ё as е: what a search compares (SQLite folds ASCII only)
+    folded = (
+        peewee.TextField()
+    )  # the surface lower-cased, ё as е: what a search compares (SQLite folds ASCII only)
     type = peewee.CharField()  # the model's label, canonical (ORGANIZATION for COMPANY); "" when unknown
     description = peewee.TextField(default="")
     page = peewee.IntegerField(null=True)  # 1-based page, sheet or slide; None for unpaged text

@@ -95,8 +95,13 @@ def _add_missing_columns(db: peewee.Database, model: type[peewee.Model], names: 
     schema = None if is_sqlite() else db.execute_sql("SELECT current_schema()").fetchone()[0]
     existing = {column.name for column in db.get_columns(table, schema=schema)}
     migrator = SchemaMigrator.from_database(db)
-    apply(*(migrator.add_column(table, model._meta.fields[name].column_name, model._meta.fields[name])
-            for name in names if model._meta.fields[name].column_name not in existing))
+    apply(
+        *(
+            migrator.add_column(table, model._meta.fields[name].column_name, model._meta.fields[name])
+            for name in names
+            if model._meta.fields[name].column_name not in existing
+        )
+    )
 
 
 def _v4_llm_checkpoints(db: peewee.Database) -> None:
@@ -132,22 +137,36 @@ def _v9_documents(db: peewee.Database) -> None:
 def _create_indexes(db: peewee.Database, table: str, *indexes: tuple[str, ...]) -> None:
     """Each index on ``table`` unless there: named as peewee names those of a fresh database (model Meta)."""
     for columns in indexes:
-        db.execute_sql(f"CREATE INDEX IF NOT EXISTS {table}_{'_'.join(columns)} ON {table} ({', '.join(columns)})")
+        db.execute_sql(
+            f"CREATE INDEX IF NOT EXISTS {table}_{'_'.join(columns)} ON {table} ({', '.join(columns)})"
+        )
 
 
 def _v10_leases(db: peewee.Database) -> None:
     _add_missing_columns(db, Asset, ["lease_at", "knowledge_lease_at"])
     _create_indexes(db, "asset", ("lease_at",), ("knowledge_lease_at",))
     # the records under way get a lease from their last change; finished ones have none
-    db.execute_sql("UPDATE asset SET lease_at = updated_at WHERE status IN ('received', 'processing', 'retrying')")
-    db.execute_sql("UPDATE asset SET lease_at = NULL WHERE status NOT IN ('received', 'processing', 'retrying')")
-    db.execute_sql("UPDATE asset SET knowledge_lease_at = updated_at "
-                   "WHERE knowledge_status IN ('pending', 'processing', 'retrying')")
+    db.execute_sql(
+        "UPDATE asset SET lease_at = updated_at WHERE status IN ('received', 'processing', 'retrying')"
+    )
+    db.execute_sql(
+        "UPDATE asset SET lease_at = NULL WHERE status NOT IN ('received', 'processing', 'retrying')"
+    )
+    db.execute_sql(
+        "UPDATE asset SET knowledge_lease_at = updated_at "
+        "WHERE knowledge_status IN ('pending', 'processing', 'retrying')"
+    )
 
 
 def _v11_dead_letter_pages(db: peewee.Database) -> None:
-    _create_indexes(db, "dead_letter", ("state", "id"), ("state", "error_type", "id"), ("state", "actor", "id"),
-                    ("state", "queue", "id"))
+    _create_indexes(
+        db,
+        "dead_letter",
+        ("state", "id"),
+        ("state", "error_type", "id"),
+        ("state", "actor", "id"),
+        ("state", "queue", "id"),
+    )
 
 
 _TALLY_KEY = "state, queue, actor, error_type"
@@ -210,11 +229,15 @@ def _v12_dead_letter_tally(db: peewee.Database) -> None:
         for statement in _SQLITE_TALLY:
             db.execute_sql(statement)
     else:
-        db.execute_sql("LOCK TABLE dead_letter IN SHARE MODE")  # no dead letter changes between count and triggers
+        db.execute_sql(
+            "LOCK TABLE dead_letter IN SHARE MODE"
+        )  # no dead letter changes between count and triggers
         db.execute_sql(_PG_TALLY)
     db.execute_sql("DELETE FROM dead_letter_tally")
-    db.execute_sql(f"INSERT INTO dead_letter_tally ({_TALLY_KEY}, n) SELECT {_TALLY_KEY}, count(*) FROM dead_letter "
-                   f"GROUP BY {_TALLY_KEY}")
+    db.execute_sql(
+        f"INSERT INTO dead_letter_tally ({_TALLY_KEY}, n) SELECT {_TALLY_KEY}, count(*) FROM dead_letter "
+        f"GROUP BY {_TALLY_KEY}"
+    )
 
 
 def _v13_workspace_graph(db: peewee.Database) -> None:
@@ -227,8 +250,13 @@ def _v13_workspace_graph(db: peewee.Database) -> None:
 
 
 def _v14_operator_pages(db: peewee.Database) -> None:
-    _create_indexes(db, "asset", ("created_at", "asset_id"), ("status", "created_at", "asset_id"),
-                    ("knowledge_status", "created_at", "asset_id"))
+    _create_indexes(
+        db,
+        "asset",
+        ("created_at", "asset_id"),
+        ("status", "created_at", "asset_id"),
+        ("knowledge_status", "created_at", "asset_id"),
+    )
     _add_missing_columns(db, Asset, ["parts_skipped", "ocr_low_confidence_pages", "progress"])
     _add_missing_columns(db, DeadLetter, ["error_code", "asset_id"])
     _create_indexes(db, "dead_letter", ("state", "error_code", "id"), ("asset_id", "id"))
@@ -236,9 +264,12 @@ def _v14_operator_pages(db: peewee.Database) -> None:
     # as its error type)
     last = 0
     while True:
-        rows = list(DeadLetter.select(DeadLetter.id, DeadLetter.kwargs)
-                    .where(DeadLetter.id > last, DeadLetter.kwargs.contains('"asset_id"'))
-                    .order_by(DeadLetter.id).limit(1000))
+        rows = list(
+            DeadLetter.select(DeadLetter.id, DeadLetter.kwargs)
+            .where(DeadLetter.id > last, DeadLetter.kwargs.contains('"asset_id"'))
+            .order_by(DeadLetter.id)
+            .limit(1000)
+        )
         if not rows:
             return
         for row in rows:
@@ -252,24 +283,48 @@ MIGRATIONS: list[tuple[int, str, Callable[[peewee.Database], None]]] = [
     (1, "base: assets, asset texts, dead letters, audit log", _v1_base),
     (2, "knowledge graph entities, relations, LLM usage", _v2_knowledge),
     (3, "CRM: Kommo OAuth token, ledger of links, webhook events", _v3_crm),
-    (4, "LLM chunk checkpoints and cache; chunk counts of a graph; usage per knowledge generation",
-     _v4_llm_checkpoints),
-    (5, "CRM: Kommo's time of the lead status in the ledger; webhook events by age (retention)", _v5_crm_ordering),
+    (
+        4,
+        "LLM chunk checkpoints and cache; chunk counts of a graph; usage per knowledge generation",
+        _v4_llm_checkpoints,
+    ),
+    (
+        5,
+        "CRM: Kommo's time of the lead status in the ledger; webhook events by age (retention)",
+        _v5_crm_ordering,
+    ),
     (6, "outbox of outcome events for other services", _v6_outbox),
     (7, "status history of assets and their knowledge", _v7_history),
     (8, "named dashboard users with roles", _v8_users),
-    (9, "assets: pages read by OCR, its languages, why a document has no text; the pages of graph entities and "
-        "relations", _v9_documents),
+    (
+        9,
+        "assets: pages read by OCR, its languages, why a document has no text; the pages of graph entities and "
+        "relations",
+        _v9_documents,
+    ),
     (10, "leases of the records under way (reconciliation without a queue scan)", _v10_leases),
-    (11, "dead letters: an index per page of the list (state, then the filtered column, then id)",
-     _v11_dead_letter_pages),
-    (12, "dead letters: a tally per state, queue, actor and error type, kept by triggers (exact counts at any size)",
-     _v12_dead_letter_tally),
-    (13, "one knowledge graph per workspace: mentions, aliases, entities, relation mentions, curation decisions; "
-         "assets' workspace; tombstones of deleted assets; the per-asset graph tables dropped", _v13_workspace_graph),
-    (14, "operator pages: assets newest first by state; dead letters' asset and the domain code its record got; "
-         "the parts of a document that could not be read; the pages whose OCR stayed doubtful; progress",
-     _v14_operator_pages),
+    (
+        11,
+        "dead letters: an index per page of the list (state, then the filtered column, then id)",
+        _v11_dead_letter_pages,
+    ),
+    (
+        12,
+        "dead letters: a tally per state, queue, actor and error type, kept by triggers (exact counts at any size)",
+        _v12_dead_letter_tally,
+    ),
+    (
+        13,
+        "one knowledge graph per workspace: mentions, aliases, entities, relation mentions, curation decisions; "
+        "assets' workspace; tombstones of deleted assets; the per-asset graph tables dropped",
+        _v13_workspace_graph,
+    ),
+    (
+        14,
+        "operator pages: assets newest first by state; dead letters' asset and the domain code its record got; "
+        "the parts of a document that could not be read; the pages whose OCR stayed doubtful; progress",
+        _v14_operator_pages,
+    ),
 ]
 
 
@@ -319,7 +374,9 @@ def migrate_when_available(retry_s: float = MIGRATE_RETRY_SECONDS) -> threading.
         migrate()
         return None
     except DatabaseUnavailable as exc:
-        logger.warning("Database unavailable at start (%s); migrating as soon as it is back, messages wait.", exc)
+        logger.warning(
+            "Database unavailable at start (%s); migrating as soon as it is back, messages wait.", exc
+        )
 
     def retry() -> None:
         stop = threading.Event()  # never set: the thread ends once the migrations are in
@@ -336,4 +393,11 @@ def migrate_when_available(retry_s: float = MIGRATE_RETRY_SECONDS) -> threading.
     return thread
 
 
-__all__ = ["MIGRATIONS", "current_version", "database_proxy", "latest_version", "migrate", "migrate_when_available"]
+__all__ = [
+    "MIGRATIONS",
+    "current_version",
+    "database_proxy",
+    "latest_version",
+    "migrate",
+    "migrate_when_available",
+]

@@ -76,7 +76,9 @@ class Asset(BaseModel):
     knowledge_attempts = peewee.IntegerField(default=0)
     knowledge_next_attempt_at = peewee.DateTimeField(null=True)
     knowledge_last_error = peewee.TextField(null=True)
-    knowledge_entities = peewee.IntegerField(null=True)  # the asset's entities and relations in its workspace graph
+    knowledge_entities = peewee.IntegerField(
+        null=True
+    )  # the asset's entities and relations in its workspace graph
     knowledge_relations = peewee.IntegerField(null=True)
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
@@ -85,14 +87,22 @@ class Asset(BaseModel):
     knowledge_started_at = peewee.DateTimeField(null=True)
     knowledge_finished_at = peewee.DateTimeField(null=True)
     knowledge_chunks = peewee.IntegerField(null=True)  # of the last graph built
-    knowledge_chunks_failed = peewee.IntegerField(null=True)  # chunks still invalid after one repair (left out)
+    knowledge_chunks_failed = peewee.IntegerField(
+        null=True
+    )  # chunks still invalid after one repair (left out)
     ocr_pages = peewee.IntegerField(null=True)  # pages (or images) read by OCR in the last extraction
     ocr_languages = peewee.CharField(null=True)  # OCR_LANGUAGES of that extraction, when it OCRed anything
-    no_text_reason = peewee.CharField(null=True)  # why no_text: "ocr_unavailable" when OCR was needed and missing
-    parts_skipped = peewee.IntegerField(null=True)  # parts of the document that could not be read (marked in the text)
+    no_text_reason = peewee.CharField(
+        null=True
+    )  # why no_text: "ocr_unavailable" when OCR was needed and missing
+    parts_skipped = peewee.IntegerField(
+        null=True
+    )  # parts of the document that could not be read (marked in the text)
     # pages whose OCR stayed doubtful (mean word confidence below assets.ocr.LOW_CONFIDENCE), as "3,7"
     ocr_low_confidence_pages = peewee.CharField(null=True)
-    progress = peewee.CharField(null=True)  # while a long extraction runs: "OCR: page 3 of 20" (assets.progress)
+    progress = peewee.CharField(
+        null=True
+    )  # while a long extraction runs: "OCR: page 3 of 20" (assets.progress)
     # Each track's lease (reconciliation): while not terminal, its message is presumed alive until
     # RECONCILE_GRACE_SECONDS past this; renewed at each transition and while it runs, cleared when terminal.
     lease_at = peewee.DateTimeField(null=True, default=utcnow, index=True)
@@ -100,20 +110,56 @@ class Asset(BaseModel):
 
     class Meta:
         # the assets list (database.browse): newest first, alone or within a state, an index range a page
-        indexes = ((("created_at", "asset_id"), False), (("status", "created_at", "asset_id"), False),
-                   (("knowledge_status", "created_at", "asset_id"), False))
+        indexes = (
+            (("created_at", "asset_id"), False),
+            (("status", "created_at", "asset_id"), False),
+            (("knowledge_status", "created_at", "asset_id"), False),
+        )
 
     PUBLIC_FIELDS = (
-        "asset_id", "status", "error_code", "error_message", "attempts", "pages", "chars", "size",
-        "sha256", "detected_type", "no_text", "knowledge_status", "knowledge_error_code",
-        "knowledge_error_message", "created_at", "updated_at", "knowledge_chunks", "knowledge_chunks_failed",
-        "ocr_pages", "ocr_languages", "workspace", "knowledge_entities", "knowledge_relations", "parts_skipped",
-        "ocr_low_confidence_pages", "progress",
+        "asset_id",
+        "status",
+        "error_code",
+        "error_message",
+        "attempts",
+        "pages",
+        "chars",
+        "size",
+        "sha256",
+        "detected_type",
+        "no_text",
+        "knowledge_status",
+        "knowledge_error_code",
+        "knowledge_error_message",
+        "created_at",
+        "updated_at",
+        "knowledge_chunks",
+        "knowledge_chunks_failed",
+        "ocr_pages",
+        "ocr_languages",
+        "workspace",
+        "knowledge_entities",
+        "knowledge_relations",
+        "parts_skipped",
+        "ocr_low_confidence_pages",
+        "progress",
     )
     EXTRA_FIELDS = (
-        "source", "filename", "content_type", "crm_lead_id", "next_attempt_at", "last_error",
-        "extract_seconds", "knowledge_attempts", "knowledge_next_attempt_at", "knowledge_last_error",
-        "started_at", "finished_at", "knowledge_started_at", "knowledge_finished_at", "no_text_reason",
+        "source",
+        "filename",
+        "content_type",
+        "crm_lead_id",
+        "next_attempt_at",
+        "last_error",
+        "extract_seconds",
+        "knowledge_attempts",
+        "knowledge_next_attempt_at",
+        "knowledge_last_error",
+        "started_at",
+        "finished_at",
+        "knowledge_started_at",
+        "knowledge_finished_at",
+        "no_text_reason",
     )
 
     def to_public(self) -> dict[str, Any]:
@@ -156,7 +202,9 @@ class DeadLetter(BaseModel):
     options = JSONField(null=True)
     raw_body = peewee.TextField(null=True)
     error_type = peewee.CharField(index=True)
-    error_code = peewee.CharField(null=True)  # the domain code its record got (``corrupt``); NULL before migration 14
+    error_code = peewee.CharField(
+        null=True
+    )  # the domain code its record got (``corrupt``); NULL before migration 14
     asset_id = peewee.CharField(null=True, max_length=200)  # the asset the message names, if any
     exception_type = peewee.CharField(null=True)
     error_message = peewee.TextField(null=True)
@@ -171,9 +219,14 @@ class DeadLetter(BaseModel):
 
     class Meta:
         # the list pages newest first within a state, alone or filtered by one column: an index range each
-        indexes = ((("state", "id"), False), (("state", "error_type", "id"), False),
-                   (("state", "actor", "id"), False), (("state", "queue", "id"), False),
-                   (("state", "error_code", "id"), False), (("asset_id", "id"), False))
+        indexes = (
+            (("state", "id"), False),
+            (("state", "error_type", "id"), False),
+            (("state", "actor", "id"), False),
+            (("state", "queue", "id"), False),
+            (("state", "error_code", "id"), False),
+            (("asset_id", "id"), False),
+        )
 
 
 class DeadLetterTally(BaseModel):
@@ -298,8 +351,13 @@ class StatusChange(BaseModel):
         indexes = ((("asset_id", "id"), False),)
 
     def to_public(self) -> dict[str, Any]:
-        return {"at": iso(self.at), "track": self.track, "status": self.status, "attempt": self.attempt,
-                "error_code": self.error_code}
+        return {
+            "at": iso(self.at),
+            "track": self.track,
+            "status": self.status,
+            "attempt": self.attempt,
+            "error_code": self.error_code,
+        }
 
 
 class DashboardUser(BaseModel):
@@ -319,7 +377,9 @@ class OutboxEvent(BaseModel):
     """
 
     event_id = peewee.CharField(unique=True)
-    event = peewee.CharField()  # asset.extracted | asset.failed | knowledge.done | knowledge.failed | ...skipped
+    event = (
+        peewee.CharField()
+    )  # asset.extracted | asset.failed | knowledge.done | knowledge.failed | ...skipped
     asset_id = peewee.CharField(max_length=200, index=True)
     status = peewee.CharField()
     error_code = peewee.CharField(null=True)
@@ -329,17 +389,40 @@ class OutboxEvent(BaseModel):
     next_attempt_at = peewee.DateTimeField(null=True)
     delivered_at = peewee.DateTimeField(null=True)
     last_error = peewee.TextField(null=True)
-    details = JSONField(null=True)  # keys a minor contract version added: knowledge.done's entities, relations
+    details = JSONField(
+        null=True
+    )  # keys a minor contract version added: knowledge.done's entities, relations
 
     class Meta:
         indexes = ((("state", "id"), False),)
 
     def body(self) -> dict[str, Any]:
         """The pinned JSON body (DESIGN.md, "Outcome events"), and the keys minor versions added."""
-        return {"event_id": self.event_id, "event": self.event, "asset_id": self.asset_id, "status": self.status,
-                "error_code": self.error_code, "occurred_at": iso(self.occurred_at), **(self.details or {})}
+        return {
+            "event_id": self.event_id,
+            "event": self.event,
+            "asset_id": self.asset_id,
+            "status": self.status,
+            "error_code": self.error_code,
+            "occurred_at": iso(self.occurred_at),
+            **(self.details or {}),
+        }
 
 
-ALL_MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Asset, AssetText, DeadLetter, DeadLetterTally, AuditEntry,
-                                           DeletedAsset, LlmUsage, LlmChunk, KommoToken, CrmLink, CrmEvent,
-                                           OutboxEvent, StatusChange, DashboardUser)
+ALL_MODELS: tuple[type[BaseModel], ...] = (
+    SchemaVersion,
+    Asset,
+    AssetText,
+    DeadLetter,
+    DeadLetterTally,
+    AuditEntry,
+    DeletedAsset,
+    LlmUsage,
+    LlmChunk,
+    KommoToken,
+    CrmLink,
+    CrmEvent,
+    OutboxEvent,
+    StatusChange,
+    DashboardUser,
+)

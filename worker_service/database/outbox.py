@@ -21,8 +21,19 @@ def record(track: str, asset_id: str, status: str, error_code: str | None) -> No
         return
     details = None
     if (track, status) == ("knowledge", "done"):
-        counts = (Asset.select(Asset.knowledge_entities, Asset.knowledge_relations)
-                  .where(Asset.asset_id == asset_id).tuples().first())
+        counts = (
+            Asset.select(Asset.knowledge_entities, Asset.knowledge_relations)
+            .where(Asset.asset_id == asset_id)
+            .tuples()
+            .first()
+        )
         details = {"entities": counts[0] or 0, "relations": counts[1] or 0} if counts else None
-    OutboxEvent.insert(event_id=str(uuid.uuid4()), event=f"{track}.{status}", asset_id=asset_id, status=status,
-                       error_code=error_code, occurred_at=utcnow(), details=details).execute()
+    OutboxEvent.insert(
+        event_id=str(uuid.uuid4()),
+        event=f"{track}.{status}",
+        asset_id=asset_id,
+        status=status,
+        error_code=error_code,
+        occurred_at=utcnow(),
+        details=details,
+    ).execute()

@@ -16,22 +16,34 @@ from worker_service.database.models import CrmEvent, LlmChunk, OutboxEvent, utcn
 def purge_chunks(older_than_days: float) -> int:
     """Forget LLM chunk results older than KNOWLEDGE_CACHE_DAYS; returns how many went."""
     with session(transaction=True):
-        return int(LlmChunk.delete().where(LlmChunk.created_at < utcnow() - timedelta(days=older_than_days))
-                   .execute())
+        return int(
+            LlmChunk.delete()
+            .where(LlmChunk.created_at < utcnow() - timedelta(days=older_than_days))
+            .execute()
+        )
 
 
 def purge_crm_events(older_than_days: float) -> int:
     """Forget Kommo webhook events received more than CRM_EVENTS_RETENTION_DAYS ago; returns how many went."""
     with session(transaction=True):
-        return int(CrmEvent.delete().where(CrmEvent.received_at < utcnow() - timedelta(days=older_than_days))
-                   .execute())
+        return int(
+            CrmEvent.delete()
+            .where(CrmEvent.received_at < utcnow() - timedelta(days=older_than_days))
+            .execute()
+        )
 
 
 def purge_delivered_events(older_than_days: float) -> int:
     """Forget delivered outcome events older than EVENTS_RETENTION_DAYS; returns how many went."""
     with session(transaction=True):
-        return int(OutboxEvent.delete().where(OutboxEvent.state == "delivered", OutboxEvent.occurred_at
-                                              < utcnow() - timedelta(days=older_than_days)).execute())
+        return int(
+            OutboxEvent.delete()
+            .where(
+                OutboxEvent.state == "delivered",
+                OutboxEvent.occurred_at < utcnow() - timedelta(days=older_than_days),
+            )
+            .execute()
+        )
 
 
 @dataclass(frozen=True)

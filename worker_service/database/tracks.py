@@ -76,14 +76,23 @@ TRACKS: dict[str, Track] = {
     # New content resets the knowledge state in store_result's transaction, before extract_knowledge is sent;
     # resetting it here too, after the actor, would clobber a knowledge message that had already started.
     "asset": Track("asset", prefix="", initial="received", success="extracted", creates_record=True),
-    "knowledge": Track("knowledge", prefix="knowledge_", initial="pending", success="done", creates_record=False),
+    "knowledge": Track(
+        "knowledge", prefix="knowledge_", initial="pending", success="done", creates_record=False
+    ),
 }
 
 
-def _history(track: Track, asset_id: str, status: str, attempt: int | None = None,
-             error_code: str | None = None) -> None:
-    StatusChange.insert(asset_id=asset_id, track=track.name, status=status, attempt=attempt,
-                        error_code=error_code, at=utcnow()).execute()
+def _history(
+    track: Track, asset_id: str, status: str, attempt: int | None = None, error_code: str | None = None
+) -> None:
+    StatusChange.insert(
+        asset_id=asset_id,
+        track=track.name,
+        status=status,
+        attempt=attempt,
+        error_code=error_code,
+        at=utcnow(),
+    ).execute()
 
 
 #: the actors whose messages move a track (their ``status_track`` option; tests/test_architecture.py keeps
@@ -115,21 +124,35 @@ def source_fields(kwargs: dict[str, Any]) -> dict[str, Any]:
     """What a ``process_asset`` message carries that the record keeps, so a lost message can be rebuilt."""
     lead = kwargs.get("crm_lead_id")
     workspace = kwargs.get("workspace")
-    return {"source": kwargs.get("source") if isinstance(kwargs.get("source"), str) else None,
-            "workspace": workspace if isinstance(workspace, str) and workspace else DEFAULT_WORKSPACE,
-            "filename": kwargs.get("filename") if isinstance(kwargs.get("filename"), str) else None,
-            "content_type": kwargs.get("content_type") if isinstance(kwargs.get("content_type"), str) else None,
-            "crm_lead_id": lead if isinstance(lead, int) and not isinstance(lead, bool) else None}
+    return {
+        "source": kwargs.get("source") if isinstance(kwargs.get("source"), str) else None,
+        "workspace": workspace if isinstance(workspace, str) and workspace else DEFAULT_WORKSPACE,
+        "filename": kwargs.get("filename") if isinstance(kwargs.get("filename"), str) else None,
+        "content_type": kwargs.get("content_type") if isinstance(kwargs.get("content_type"), str) else None,
+        "crm_lead_id": lead if isinstance(lead, int) and not isinstance(lead, bool) else None,
+    }
 
 
 def _ensure_record(track: Track, asset_id: str, kwargs: dict[str, Any], generation: Generation) -> None:
     """Create the record a message of ``generation`` starts, unless the asset was deleted after that generation
     began (a message running or queued at the deletion writes nothing back; an upload after it starts afresh)."""
-    if track.creates_record and not DeletedAsset.select().where(DeletedAsset.asset_id == asset_id,
-                                                                  DeletedAsset.deleted_at_ms >= generation[0]).exists():
-        (Asset.insert(asset_id=asset_id, gen_ts=generation[0], gen_id=generation[1], status=track.initial,
-                      **source_fields(kwargs))
-         .on_conflict_ignore().execute())
+    if (
+        track.creates_record
+        and not DeletedAsset.select()
+        .where(DeletedAsset.asset_id == asset_id, DeletedAsset.deleted_at_ms >= generation[0])
+        .exists()
+    ):
+        (
+            Asset.insert(
+                asset_id=asset_id,
+                gen_ts=generation[0],
+                gen_id=generation[1],
+                status=track.initial,
+                **source_fields(kwargs),
+            )
+            .on_conflict_ignore()
+            .execute()
+        )
 
 
 def start(track: Track, asset_id: str, kwargs: dict[str, Any], generation: Generation, attempt: int) -> str:
@@ -140,24 +163,43 @@ def start(track: Track, asset_id: str, kwargs: dict[str, Any], generation: Gener
     """
     _ensure_record(track, asset_id, kwargs, generation)
     now = utcnow()
-    values = track.values(status="processing", attempts=attempt, gen_ts=generation[0], gen_id=generation[1],
-                          started_at=now, finished_at=None, error_code=None, error_message=None, next_attempt_at=None,
-                          lease_at=now)
+    values = track.values(
+        status="processing",
+        attempts=attempt,
+        gen_ts=generation[0],
+        gen_id=generation[1],
+        started_at=now,
+        finished_at=None,
+        error_code=None,
+        error_message=None,
+        next_attempt_at=None,
+        lease_at=now,
+    )
     values[Asset.updated_at] = now
     if track.creates_record:
         values.update({getattr(Asset, k): v for k, v in source_fields(kwargs).items()})
-    changed = (Asset.update(values)
-               .where(Asset.asset_id == asset_id,
-                      (track.same(generation) & track.col("status").in_(track.active)) | track.older_than(generation))
-               .execute())
+    changed = (
+        Asset.update(values)
+        .where(
+            Asset.asset_id == asset_id,
+            (track.same(generation) & track.col("status").in_(track.active)) | track.older_than(generation),
+        )
+        .execute()
+    )
     if changed:
         _history(track, asset_id, "processing", attempt)
         return "started"
     return "stale" if Asset.select().where(Asset.asset_id == asset_id).exists() else "missing"
 
 
-def finish(track: Track, asset_id: str, generation: Generation, values: dict[peewee.Field, Any], *,
-           attempt: int | None = None) -> bool:
+def finish(
+    track: Track,
+    asset_id: str,
+    generation: Generation,
+    values: dict[peewee.Field, Any],
+    *,
+    attempt: int | None = None,
+) -> bool:
     """Write the end of this attempt, only while this generation's record is still ``processing``.
 
     A terminal status also records its outcome event (database.outbox), in the same transaction.
@@ -166,11 +208,14 @@ def finish(track: Track, asset_id: str, generation: Generation, values: dict[pee
     status = values.get(track.col("status"))
     if status is not None:
         # a retry's message is due at its next attempt; a finished record has no message to wait for
-        values[track.col("lease_at")] = ((values.get(track.col("next_attempt_at")) or utcnow())
-                                         if status in track.active else None)
-    changed = bool(Asset.update(values)
-                   .where(Asset.asset_id == asset_id, track.same(generation), track.col("status") == "processing")
-                   .execute())
+        values[track.col("lease_at")] = (
+            (values.get(track.col("next_attempt_at")) or utcnow()) if status in track.active else None
+        )
+    changed = bool(
+        Asset.update(values)
+        .where(Asset.asset_id == asset_id, track.same(generation), track.col("status") == "processing")
+        .execute()
+    )
     if changed and status is not None:
         _history(track, asset_id, status, attempt, values.get(track.col("error_code")))
         if status in track.terminal:
@@ -178,8 +223,16 @@ def finish(track: Track, asset_id: str, generation: Generation, values: dict[pee
     return changed
 
 
-def fail(track: Track, asset_id: str, kwargs: dict[str, Any], generation: Generation, error_code: str,
-         error_message: str, *, attempt: int | None = None) -> bool:
+def fail(
+    track: Track,
+    asset_id: str,
+    kwargs: dict[str, Any],
+    generation: Generation,
+    error_code: str,
+    error_message: str,
+    *,
+    attempt: int | None = None,
+) -> bool:
     """End the record ``failed`` for a message of ``generation`` that died (any path).
 
     Changes a record of this generation that is not terminal yet, or of an older generation (the
@@ -188,14 +241,25 @@ def fail(track: Track, asset_id: str, kwargs: dict[str, Any], generation: Genera
     """
     _ensure_record(track, asset_id, kwargs, generation)
     now = utcnow()
-    values = track.values(status="failed", gen_ts=generation[0], gen_id=generation[1], error_code=error_code,
-                          error_message=error_message[:4000], finished_at=now, next_attempt_at=None, lease_at=None)
+    values = track.values(
+        status="failed",
+        gen_ts=generation[0],
+        gen_id=generation[1],
+        error_code=error_code,
+        error_message=error_message[:4000],
+        finished_at=now,
+        next_attempt_at=None,
+        lease_at=None,
+    )
     values[Asset.updated_at] = now
-    changed = bool(Asset.update(values)
-                   .where(Asset.asset_id == asset_id,
-                          (track.same(generation) & track.col("status").in_(track.active))
-                          | track.older_than(generation))
-                   .execute())
+    changed = bool(
+        Asset.update(values)
+        .where(
+            Asset.asset_id == asset_id,
+            (track.same(generation) & track.col("status").in_(track.active)) | track.older_than(generation),
+        )
+        .execute()
+    )
     if changed:
         _history(track, asset_id, "failed", attempt, error_code)
         outbox.record(track.name, asset_id, "failed", error_code)
@@ -208,23 +272,40 @@ def renew_leases(track: Track, asset_ids: list[str], *, status: str | None = "pr
     if not asset_ids:
         return 0
     condition = track.col("status") == status if status else track.col("status").in_(track.active)
-    return int(Asset.update(track.values(lease_at=utcnow())).where(Asset.asset_id.in_(asset_ids), condition).execute())
+    return int(
+        Asset.update(track.values(lease_at=utcnow()))
+        .where(Asset.asset_id.in_(asset_ids), condition)
+        .execute()
+    )
 
 
-def mark_lost(track: Track, asset_id: str, generation: Generation, error_message: str,
-              stale_before: datetime) -> bool:
+def mark_lost(
+    track: Track, asset_id: str, generation: Generation, error_message: str, stale_before: datetime
+) -> bool:
     """End a record whose message is gone and cannot be rebuilt: ``failed`` / ``message_lost``.
 
     Only if it is still this generation, not terminal, and its lease not renewed since ``stale_before``.
     """
     now = utcnow()
-    values = track.values(status="failed", error_code="message_lost", error_message=error_message[:4000],
-                          finished_at=now, next_attempt_at=None, lease_at=None)
+    values = track.values(
+        status="failed",
+        error_code="message_lost",
+        error_message=error_message[:4000],
+        finished_at=now,
+        next_attempt_at=None,
+        lease_at=None,
+    )
     values[Asset.updated_at] = now
-    changed = bool(Asset.update(values)
-                   .where(Asset.asset_id == asset_id, track.same(generation), track.col("status").in_(track.active),
-                          track.col("lease_at") <= stale_before)
-                   .execute())
+    changed = bool(
+        Asset.update(values)
+        .where(
+            Asset.asset_id == asset_id,
+            track.same(generation),
+            track.col("status").in_(track.active),
+            track.col("lease_at") <= stale_before,
+        )
+        .execute()
+    )
     if changed:
         _history(track, asset_id, "failed", None, "message_lost")
         outbox.record(track.name, asset_id, "failed", "message_lost")

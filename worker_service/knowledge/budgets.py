@@ -49,7 +49,9 @@ class AssetBudget:
 
     def check_call(self) -> None:
         if self.spent_usd >= self.max_cost_usd:
-            raise BudgetExceeded(f"spent ${self.spent_usd:.4f} of KNOWLEDGE_MAX_COST_USD=${self.max_cost_usd:g}")
+            raise BudgetExceeded(
+                f"spent ${self.spent_usd:.4f} of KNOWLEDGE_MAX_COST_USD=${self.max_cost_usd:g}"
+            )
 
     def spend(self, usd: float) -> None:
         self.spent_usd += usd
@@ -70,8 +72,15 @@ class DailyBudget:
     Parameters: client (the rate limiter's Redis), limiter, upstream, limit_usd (None: no cap), namespace.
     """
 
-    def __init__(self, client: redis.Redis, limiter: RateLimiter, upstream: str, limit_usd: float | None, *,
-                 namespace: str = "dramatiq") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        limiter: RateLimiter,
+        upstream: str,
+        limit_usd: float | None,
+        *,
+        namespace: str = "dramatiq",
+    ) -> None:
         self.client = client
         self.limiter = limiter
         self.upstream = upstream
@@ -105,9 +114,15 @@ class DailyBudget:
         pause_ms = max(1_000, int((_next_utc_midnight(now) - now).total_seconds() * 1000))
         reason = f"daily_budget: spent ${spent:.4f} of OPENROUTER_DAILY_BUDGET_USD=${self.limit_usd:g} today"
         self.limiter.pause(self.upstream, pause_ms, reason, quiet=True)
-        if self.client.set(f"{self._key(now)}.announced", "1", nx=True, ex=2 * 86_400):  # once per day, fleet-wide
+        if self.client.set(
+            f"{self._key(now)}.announced", "1", nx=True, ex=2 * 86_400
+        ):  # once per day, fleet-wide
             self.limiter.count_pause(self.upstream, reason)
-            logger.critical("%s daily budget reached (%s); paused fleet-wide until %s UTC.", self.upstream, reason,
-                            _next_utc_midnight(now).isoformat(timespec="minutes"),
-                            extra={"alert": f"{self.upstream}_daily_budget", "spent_usd": round(spent, 6)})
+            logger.critical(
+                "%s daily budget reached (%s); paused fleet-wide until %s UTC.",
+                self.upstream,
+                reason,
+                _next_utc_midnight(now).isoformat(timespec="minutes"),
+                extra={"alert": f"{self.upstream}_daily_budget", "spent_usd": round(spent, 6)},
+            )
         raise RateLimited(self.upstream, pause_ms, paused=True)

@@ -16,7 +16,9 @@ class CurationError(ValueError):
 
 
 def _aliases(entity_ids: list[int]) -> list[tuple[int, str]]:
-    return list(KgAlias.select(KgAlias.id, KgAlias.profile_key).where(KgAlias.entity.in_(entity_ids)).tuples())
+    return list(
+        KgAlias.select(KgAlias.id, KgAlias.profile_key).where(KgAlias.entity.in_(entity_ids)).tuples()
+    )
 
 
 def merge(entity_ids: list[int], who: str) -> int:
@@ -33,12 +35,18 @@ def merge(entity_ids: list[int], who: str) -> int:
             raise CurationError("entities of different workspaces never merge")
         workspace = workspaces.pop()
         aliases = _aliases(ids)
-        KgDecision.create(workspace=workspace, kind="merge", keys=sorted(k for _i, k in aliases), others=[],
-                          decided_by=who)
+        KgDecision.create(
+            workspace=workspace, kind="merge", keys=sorted(k for _i, k in aliases), others=[], decided_by=who
+        )
         resolve_block(workspace, {i for i, _k in aliases})
         merged = KgAlias.get(KgAlias.id == aliases[0][0]).entity_id
-        AuditEntry.create(who=who, action="entity-merge", target=str(merged), count=len(ids),
-                          detail={"workspace": workspace, "entities": ids})
+        AuditEntry.create(
+            who=who,
+            action="entity-merge",
+            target=str(merged),
+            count=len(ids),
+            detail={"workspace": workspace, "entities": ids},
+        )
     return int(merged)
 
 
@@ -51,17 +59,32 @@ def split(entity_id: int, surfaces: list[str], who: str) -> list[int]:
         if entity is None:
             raise CurationError(f"unknown entity {entity_id}")
         aliases = dict(_aliases([entity_id]))
-        moving = {alias for (alias,) in KgMention.select(KgMention.alias)
-                  .where(KgMention.alias.in_(sorted(aliases)), KgMention.surface.in_(sorted(wanted))).tuples()}
+        moving = {
+            alias
+            for (alias,) in KgMention.select(KgMention.alias)
+            .where(KgMention.alias.in_(sorted(aliases)), KgMention.surface.in_(sorted(wanted)))
+            .tuples()
+        }
         if not moving or moving == set(aliases):
             raise CurationError("name some, not all, of the entity's aliases")
         keys = sorted(aliases[a] for a in moving)
         others = sorted(aliases[a] for a in aliases.keys() - moving)
         KgDecision.create(workspace=entity.workspace, kind="split", keys=keys, others=others, decided_by=who)
         resolve_block(entity.workspace, set(aliases))
-        entity_of = dict(KgAlias.select(KgAlias.id, KgAlias.entity).where(KgAlias.id.in_(sorted(aliases))).tuples())
-        after = list(dict.fromkeys([entity_of[a] for a in sorted(aliases.keys() - moving)]
-                                   + [entity_of[a] for a in sorted(moving)]))
-        AuditEntry.create(who=who, action="entity-split", target=str(entity_id), count=len(moving),
-                          detail={"workspace": entity.workspace, "aliases": sorted(wanted), "entities": after})
+        entity_of = dict(
+            KgAlias.select(KgAlias.id, KgAlias.entity).where(KgAlias.id.in_(sorted(aliases))).tuples()
+        )
+        after = list(
+            dict.fromkeys(
+                [entity_of[a] for a in sorted(aliases.keys() - moving)]
+                + [entity_of[a] for a in sorted(moving)]
+            )
+        )
+        AuditEntry.create(
+            who=who,
+            action="entity-split",
+            target=str(entity_id),
+            count=len(moving),
+            detail={"workspace": entity.workspace, "aliases": sorted(wanted), "entities": after},
+        )
     return [int(e) for e in after]

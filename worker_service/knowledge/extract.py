@@ -63,16 +63,22 @@ logger = logging.getLogger(__name__)
 
 def _client(settings: Settings) -> OpenRouterClient:
     return OpenRouterClient(
-        base_url=settings.openrouter_base_url, api_key=settings.openrouter_api_key or "",
-        model=settings.openrouter_model, limiter=limiter_of(dramatiq.get_broker()),
-        timeout_s=settings.openrouter_timeout_seconds, app_url=settings.app_url, app_title=settings.app_title,
-        payment_pause_ms=settings.openrouter_payment_pause_seconds * 1000)
+        base_url=settings.openrouter_base_url,
+        api_key=settings.openrouter_api_key or "",
+        model=settings.openrouter_model,
+        limiter=limiter_of(dramatiq.get_broker()),
+        timeout_s=settings.openrouter_timeout_seconds,
+        app_url=settings.app_url,
+        app_title=settings.app_title,
+        payment_pause_ms=settings.openrouter_payment_pause_seconds * 1000,
+    )
 
 
 def _daily_budget(settings: Settings) -> DailyBudget:
     limiter = limiter_of(dramatiq.get_broker())
-    return DailyBudget(limiter.client, limiter, UPSTREAM, settings.openrouter_daily_budget_usd,
-                       namespace=limiter.namespace)
+    return DailyBudget(
+        limiter.client, limiter, UPSTREAM, settings.openrouter_daily_budget_usd, namespace=limiter.namespace
+    )
 
 
 class PaidCalls:
@@ -107,8 +113,9 @@ def summary(mentions: list[NewMention], counts: tuple[int, int], limit: int = 10
     for mention in mentions:
         seen[mention.surface] = seen.get(mention.surface, 0) + 1
     top = sorted(seen, key=lambda s: (-seen[s], s))[:limit]
-    return (f"Knowledge graph: {counts[0]} entities, {counts[1]} relations."
-            + (f" Main entities: {', '.join(top)}." if top else ""))
+    return f"Knowledge graph: {counts[0]} entities, {counts[1]} relations." + (
+        f" Main entities: {', '.join(top)}." if top else ""
+    )
 
 
 _note_lock = threading.Lock()
@@ -116,7 +123,9 @@ _note_lock = threading.Lock()
 
 @functools.cache
 def _log_no_key() -> None:
-    logger.info("OPENROUTER_API_KEY is not set: knowledge extraction is skipped for every asset (status `skipped`).")
+    logger.info(
+        "OPENROUTER_API_KEY is not set: knowledge extraction is skipped for every asset (status `skipped`)."
+    )
 
 
 def _note_no_key() -> None:
@@ -145,8 +154,18 @@ def rebuild_contribution(asset_id: str, settings: Settings) -> bool:
     extractions = [results[key].extraction for key in keys]
     mentions, relations = mentions_of(text.text, spans, extractions)
     generation = (int(asset.knowledge_gen_ts), str(asset.knowledge_gen_id))
-    return store_contribution(asset_id, generation, mentions, relations, model, chunks=len(keys),
-                              failed_chunks=sum(e is None for e in extractions)) is not None
+    return (
+        store_contribution(
+            asset_id,
+            generation,
+            mentions,
+            relations,
+            model,
+            chunks=len(keys),
+            failed_chunks=sum(e is None for e in extractions),
+        )
+        is not None
+    )
 
 
 #: how long the paying lease outlives its holder's last renewal (a killed worker frees the asset after this)
@@ -158,11 +177,16 @@ def paying_alone(asset_id: str) -> Iterator[None]:
     """The fleet-wide lease on ``asset_id``'s paid calls, renewed every third of PAYING_LEASE_S from a thread
     while the calls run (a killed worker stops renewing: the asset is free again within PAYING_LEASE_S); a
     delivery that finds another holding it is deferred without spending an attempt."""
-    lock = limiter_of(dramatiq.get_broker()).client.lock(f"worker:knowledge:paying:{asset_id}",
-                                                          timeout=PAYING_LEASE_S, blocking=False)
+    lock = limiter_of(dramatiq.get_broker()).client.lock(
+        f"worker:knowledge:paying:{asset_id}", timeout=PAYING_LEASE_S, blocking=False
+    )
     if not lock.acquire():
-        raise TransientError(f"another delivery of {asset_id}'s knowledge is paying for its chunks now",
-                             error_code="knowledge_running", retry_after_ms=5_000, spends_attempt=False)
+        raise TransientError(
+            f"another delivery of {asset_id}'s knowledge is paying for its chunks now",
+            error_code="knowledge_running",
+            retry_after_ms=5_000,
+            spends_attempt=False,
+        )
     done = threading.Event()
 
     def renew() -> None:
@@ -170,7 +194,9 @@ def paying_alone(asset_id: str) -> Iterator[None]:
             try:
                 lock.reacquire()
             except (redis.exceptions.RedisError, redis.exceptions.LockError):
-                logger.warning("Could not renew the paying lease of %s; another delivery may pay too.", asset_id)
+                logger.warning(
+                    "Could not renew the paying lease of %s; another delivery may pay too.", asset_id
+                )
                 return
 
     renewer = threading.Thread(target=renew, name=f"lease-{asset_id}"[:60], daemon=True)
@@ -196,8 +222,9 @@ def build_knowledge_graph(asset_id: str, *, generation: Generation, settings: Se
     client = _client(settings)
     spans = chunk_spans(text, settings.knowledge_chunk_chars, settings.knowledge_chunk_overlap)
     chunks = [text[start:end].strip() for start, end in spans]
-    budget = AssetBudget(settings.knowledge_max_chunks, settings.knowledge_max_cost_usd,
-                         spent_usd(asset_id, generation))
+    budget = AssetBudget(
+        settings.knowledge_max_chunks, settings.knowledge_max_cost_usd, spent_usd(asset_id, generation)
+    )
     budget.check_chunks(len(chunks))
     calls = PaidCalls(client, budget, _daily_budget(settings))
     keys = [chunk_key(client.model, chunk) for chunk in chunks]
@@ -211,26 +238,46 @@ def build_knowledge_graph(asset_id: str, *, generation: Generation, settings: Se
                 if key in results:
                     continue
                 if time.monotonic() > yield_at:
-                    raise Continue(f"{number - 1} of {len(chunks)} chunks done; the rest continues behind other work")
+                    raise Continue(
+                        f"{number - 1} of {len(chunks)} chunks done; the rest continues behind other work"
+                    )
                 result = extract_chunk(calls.chat, chunk)
                 store_chunk(asset_id, generation, key, client.model, result, calls.take_usage())
                 results[key] = result
     extractions = [results[key].extraction for key in keys]
     failed = sum(e is None for e in extractions)
     if chunks and failed == len(chunks):
-        raise PermanentError(f"every chunk's output was invalid after one repair attempt: {results[keys[0]].error}",
-                             error_code="invalid_llm_output")
+        raise PermanentError(
+            f"every chunk's output was invalid after one repair attempt: {results[keys[0]].error}",
+            error_code="invalid_llm_output",
+        )
     mentions, relations = mentions_of(text, spans, extractions)
-    counts = store_contribution(asset_id, generation, mentions, relations, client.model, chunks=len(chunks),
-                                failed_chunks=failed)
+    counts = store_contribution(
+        asset_id, generation, mentions, relations, client.model, chunks=len(chunks), failed_chunks=failed
+    )
     if counts is None:
         logger.info("Graph of %s not stored: a newer generation owns it (or it was deleted).", asset_id)
         return
-    logger.info("Knowledge graph of %s: %d chunks (%d already stored, %d invalid), %d mentions of %d entities, "
-                "%d relations, $%.5f paid by this asset.", asset_id, len(chunks), resumed, failed, len(mentions),
-                counts[0], counts[1], budget.spent_usd)
+    logger.info(
+        "Knowledge graph of %s: %d chunks (%d already stored, %d invalid), %d mentions of %d entities, "
+        "%d relations, $%.5f paid by this asset.",
+        asset_id,
+        len(chunks),
+        resumed,
+        failed,
+        len(mentions),
+        counts[0],
+        counts[1],
+        budget.spent_usd,
+    )
     if asset.crm_lead_id:
-        note = build_message("crm_add_note", {"entity": "leads", "entity_id": asset.crm_lead_id,
-                                              "text": f"{asset.filename or asset_id}: {summary(mentions, counts)}",
-                                              "idempotency_key": f"knowledge:{asset_id}:{asset.sha256}"})
+        note = build_message(
+            "crm_add_note",
+            {
+                "entity": "leads",
+                "entity_id": asset.crm_lead_id,
+                "text": f"{asset.filename or asset_id}: {summary(mentions, counts)}",
+                "idempotency_key": f"knowledge:{asset_id}:{asset.sha256}",
+            },
+        )
         dramatiq.get_broker().enqueue(Message(**{**note, "args": ()}))

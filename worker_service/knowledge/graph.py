@@ -44,17 +44,38 @@ class Extraction(BaseModel):
 
 
 SCHEMA: dict[str, Any] = {
-    "type": "object", "additionalProperties": False, "required": ["entities", "relations"],
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["entities", "relations"],
     "properties": {
-        "entities": {"type": "array", "items": {
-            "type": "object", "additionalProperties": False, "required": ["name", "type", "description"],
-            "properties": {"name": {"type": "string"}, "type": {"type": "string"},
-                           "description": {"type": "string"}}}},
-        "relations": {"type": "array", "items": {
-            "type": "object", "additionalProperties": False,
-            "required": ["source", "target", "type", "description", "weight"],
-            "properties": {"source": {"type": "string"}, "target": {"type": "string"}, "type": {"type": "string"},
-                           "description": {"type": "string"}, "weight": {"type": "number"}}}},
+        "entities": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "type", "description"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "type": {"type": "string"},
+                    "description": {"type": "string"},
+                },
+            },
+        },
+        "relations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["source", "target", "type", "description", "weight"],
+                "properties": {
+                    "source": {"type": "string"},
+                    "target": {"type": "string"},
+                    "type": {"type": "string"},
+                    "description": {"type": "string"},
+                    "weight": {"type": "number"},
+                },
+            },
+        },
     },
 }
 
@@ -101,14 +122,18 @@ def parse_extraction(content: str) -> Extraction:
         raise ValueError(f"does not match the schema: {exc.errors()[:3]}") from None
 
 
-REPAIR_PROMPT = "That output is invalid ({error}). Return only the JSON object matching the schema, nothing else."
+REPAIR_PROMPT = (
+    "That output is invalid ({error}). Return only the JSON object matching the schema, nothing else."
+)
+
 
 #: changes whenever what is sent for a chunk changes (prompts, schema): cached results of an older prompt
 #: are then not reused (part of every chunk's key)
 def prompt_version(system_prompt: str, schema: dict[str, Any], repair_prompt: str) -> str:
     """A short digest of everything sent besides the chunk: any change to it makes every chunk new."""
     return hashlib.sha256(
-        "\0".join([system_prompt, json.dumps(schema, sort_keys=True), repair_prompt]).encode()).hexdigest()[:16]
+        "\0".join([system_prompt, json.dumps(schema, sort_keys=True), repair_prompt]).encode()
+    ).hexdigest()[:16]
 
 
 PROMPT_VERSION = prompt_version(SYSTEM_PROMPT, SCHEMA, REPAIR_PROMPT)
@@ -144,14 +169,18 @@ def extract_chunk(chat: Any, chunk: str) -> ChunkResult:
     The prompt holds nothing but the chunk (no position in the document), so that the same text costs
     one extraction wherever it appears.
     """
-    messages = [{"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": f"Extract the knowledge graph of this text:\n<<<\n{chunk}\n>>>"}]
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": f"Extract the knowledge graph of this text:\n<<<\n{chunk}\n>>>"},
+    ]
     content = chat(messages)
     try:
         return ChunkResult(parse_extraction(content))
     except ValueError as first:
-        repair = messages + [{"role": "assistant", "content": content[:20_000]},
-                             {"role": "user", "content": REPAIR_PROMPT.format(error=first)}]
+        repair = messages + [
+            {"role": "assistant", "content": content[:20_000]},
+            {"role": "user", "content": REPAIR_PROMPT.format(error=first)},
+        ]
         try:
             return ChunkResult(parse_extraction(chat(repair)))
         except ValueError as second:

@@ -28,9 +28,17 @@ _PAGE_MARKER = re.compile(r"<!-- (?:page|sheet|slide) (\d+)(?::[^\n]*)? -->")
 _INN = re.compile(r"(?:ИНН|INN|TIN)[^\d\n]{0,15}?(\d{12}|\d{10})(?!\d)", re.I)
 _OGRN = re.compile(r"(?:ОГРНИП|ОГРН|OGRNIP|OGRN|PSRN)[^\d\n]{0,15}?(\d{15}|\d{13})(?!\d)", re.I)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[a-zа-я]{2,}", re.I)
-_PHONE = re.compile(r"(?<![\w+])(?:\+7|8|\+\d{1,3})[\s\-]?\(?\d{3}\)?[\s\-]?\d{3}[\s\-]?\d{2}[\s\-]?\d{2}(?!\d)")
-_SEARCH = str.maketrans({**{ord(q): '"' for q in "«»„“”‟‘’‚‛‹›＂'"}, **{ord(d): "-" for d in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212"},
-                         ord("ё"): "е", ord("Ё"): "е"})
+_PHONE = re.compile(
+    r"(?<![\w+])(?:\+7|8|\+\d{1,3})[\s\-]?\(?\d{3}\)?[\s\-]?\d{3}[\s\-]?\d{2}[\s\-]?\d{2}(?!\d)"
+)
+_SEARCH = str.maketrans(
+    {
+        **{ord(q): '"' for q in "«»„“”‟‘’‚‛‹›＂'"},
+        **{ord(d): "-" for d in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212"},
+        ord("ё"): "е",
+        ord("Ё"): "е",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,9 @@ class NewRelation:
 def identifiers_in(text: str) -> list[tuple[int, str, str]]:
     """(offset, kind, value) of every identifier in ``text``."""
     found = [(m.start(), "inn", m.group(1)) for m in _INN.finditer(text) if identifiers.inn_valid(m.group(1))]
-    found += [(m.start(), "ogrn", m.group(1)) for m in _OGRN.finditer(text) if identifiers.ogrn_valid(m.group(1))]
+    found += [
+        (m.start(), "ogrn", m.group(1)) for m in _OGRN.finditer(text) if identifiers.ogrn_valid(m.group(1))
+    ]
     found += [(m.start(), "email", identifiers.email(m.group(0))) for m in _EMAIL.finditer(text)]
     found += [(m.start(), "phone", identifiers.phone(m.group(0))) for m in _PHONE.finditer(text)]
     return sorted(found)
@@ -82,12 +92,13 @@ def _occurrences(haystack: str, surface: str) -> list[int]:
     words = sorted(re.findall(r"[^\W\d_]{4,}", needle), key=len, reverse=True)
     if not words:
         return []
-    stem = words[0][:max(4, len(words[0]) - 2)]
+    stem = words[0][: max(4, len(words[0]) - 2)]
     return [m.start() for m in re.finditer(r"(?<!\w)" + re.escape(stem), haystack)]
 
 
-def mentions_of(text: str, spans: list[tuple[int, int]],
-                extractions: list[Extraction | None]) -> tuple[list[NewMention], list[NewRelation]]:
+def mentions_of(
+    text: str, spans: list[tuple[int, int]], extractions: list[Extraction | None]
+) -> tuple[list[NewMention], list[NewRelation]]:
     """The mentions and relations of an asset (see the module docstring); ``extractions[i]`` is chunk ``i``'s
     (None: its output stayed invalid)."""
     markers = [(m.start(), int(m.group(1))) for m in _PAGE_MARKER.finditer(text)]
@@ -103,14 +114,18 @@ def mentions_of(text: str, spans: list[tuple[int, int]],
         for entity in extraction.entities:
             surface = entity.name.strip()
             label = canonical_type(entity.type)
-            listed.setdefault((surface.casefold(), label), (surface, entity.description.strip(),
-                                                            _occurrences(haystack, surface)))
+            listed.setdefault(
+                (surface.casefold(), label),
+                (surface, entity.description.strip(), _occurrences(haystack, surface)),
+            )
         owners = _identifier_owners(haystack, listed)
         first = len(mentions)
         for (folded, label), (surface, description, at) in listed.items():
             page = _page_at(markers, start + at[0]) if markers and at else fallback
             ids = tuple(sorted(owners.get((folded, label), ())))
-            mentions.append(NewMention(chunk, surface, label, description, page, profile(surface, label, ids)))
+            mentions.append(
+                NewMention(chunk, surface, label, description, page, profile(surface, label, ids))
+            )
         for relation in extraction.relations:
             ends = []
             for name in (relation.source, relation.target):
@@ -121,16 +136,30 @@ def mentions_of(text: str, spans: list[tuple[int, int]],
                     mentions.append(NewMention(chunk, name.strip(), "", "", page, profile(name.strip())))
                     index = len(mentions) - 1
                 ends.append(index)
-            relations.append(NewRelation(chunk, ends[0], ends[1], canonical_type(relation.type) or "RELATED_TO",
-                                         relation.description.strip(), relation.weight, mentions[ends[0]].page))
+            relations.append(
+                NewRelation(
+                    chunk,
+                    ends[0],
+                    ends[1],
+                    canonical_type(relation.type) or "RELATED_TO",
+                    relation.description.strip(),
+                    relation.weight,
+                    mentions[ends[0]].page,
+                )
+            )
     return mentions, relations
 
 
-def _identifier_owners(haystack: str, listed: dict[tuple[str, str], tuple[str, str, list[int]]]
-                       ) -> dict[tuple[str, str], set[tuple[str, str]]]:
+def _identifier_owners(
+    haystack: str, listed: dict[tuple[str, str], tuple[str, str, list[int]]]
+) -> dict[tuple[str, str], set[tuple[str, str]]]:
     """Each identifier of the chunk, given to the nearest person or organisation written before it."""
-    spots = sorted((offset, key) for key, (_s, _d, at) in listed.items()
-                   if key[1] in ("PERSON", "ORGANIZATION", "") for offset in at)
+    spots = sorted(
+        (offset, key)
+        for key, (_s, _d, at) in listed.items()
+        if key[1] in ("PERSON", "ORGANIZATION", "")
+        for offset in at
+    )
     owners: dict[tuple[str, str], set[tuple[str, str]]] = {}
     for offset, kind, value in identifiers_in(haystack):
         before = [(at, key) for at, key in spots if at <= offset and offset - at <= IDENTIFIER_REACH]

@@ -32,14 +32,69 @@ from typing import Any
 KINDS = ("PERSON", "ORGANIZATION", "PLACE", "DOCUMENT")
 #: the model's type labels, upper-cased, that name one of KINDS; any other label is kept as it is (kind OTHER)
 TYPE_SYNONYMS = {
-    **dict.fromkeys(("PERSON", "PEOPLE", "INDIVIDUAL", "HUMAN", "PER", "ЧЕЛОВЕК", "ПЕРСОНА", "ЛИЦО", "PERSONA",
-                     "EMPLOYEE", "SIGNATORY", "DIRECTOR", "CONTACT_PERSON"), "PERSON"),
-    **dict.fromkeys(("ORGANIZATION", "ORGANISATION", "ORG", "COMPANY", "CORPORATION", "FIRM", "BUSINESS",
-                     "ENTERPRISE", "INSTITUTION", "BANK", "AGENCY", "COUNTERPARTY", "VENDOR", "SUPPLIER",
-                     "LEGAL_ENTITY", "ОРГАНИЗАЦИЯ", "КОМПАНИЯ", "ЮРЛИЦО", "КОНТРАГЕНТ"), "ORGANIZATION"),
-    **dict.fromkeys(("PLACE", "LOCATION", "LOC", "CITY", "TOWN", "COUNTRY", "REGION", "GPE", "GEO", "ГОРОД",
-                     "СТРАНА", "МЕСТО", "РЕГИОН"), "PLACE"),
-    **dict.fromkeys(("DOCUMENT", "CONTRACT", "AGREEMENT", "INVOICE", "ДОКУМЕНТ", "ДОГОВОР", "СЧЕТ"), "DOCUMENT"),
+    **dict.fromkeys(
+        (
+            "PERSON",
+            "PEOPLE",
+            "INDIVIDUAL",
+            "HUMAN",
+            "PER",
+            "ЧЕЛОВЕК",
+            "ПЕРСОНА",
+            "ЛИЦО",
+            "PERSONA",
+            "EMPLOYEE",
+            "SIGNATORY",
+            "DIRECTOR",
+            "CONTACT_PERSON",
+        ),
+        "PERSON",
+    ),
+    **dict.fromkeys(
+        (
+            "ORGANIZATION",
+            "ORGANISATION",
+            "ORG",
+            "COMPANY",
+            "CORPORATION",
+            "FIRM",
+            "BUSINESS",
+            "ENTERPRISE",
+            "INSTITUTION",
+            "BANK",
+            "AGENCY",
+            "COUNTERPARTY",
+            "VENDOR",
+            "SUPPLIER",
+            "LEGAL_ENTITY",
+            "ОРГАНИЗАЦИЯ",
+            "КОМПАНИЯ",
+            "ЮРЛИЦО",
+            "КОНТРАГЕНТ",
+        ),
+        "ORGANIZATION",
+    ),
+    **dict.fromkeys(
+        (
+            "PLACE",
+            "LOCATION",
+            "LOC",
+            "CITY",
+            "TOWN",
+            "COUNTRY",
+            "REGION",
+            "GPE",
+            "GEO",
+            "ГОРОД",
+            "СТРАНА",
+            "МЕСТО",
+            "РЕГИОН",
+        ),
+        "PLACE",
+    ),
+    **dict.fromkeys(
+        ("DOCUMENT", "CONTRACT", "AGREEMENT", "INVOICE", "ДОКУМЕНТ", "ДОГОВОР", "СЧЕТ"), "DOCUMENT"
+    ),
 }
 
 _QUOTES = "\"'`«»„“”‟‘’‚‛‹›〝〞＂"
@@ -48,32 +103,75 @@ _TOKEN = re.compile(r"[^\W_]+(?:-[^\W_]+)*\.?", re.UNICODE)
 _INITIALS = re.compile(r"^([A-Za-zА-Яа-яЁё])\.$|^([A-ZА-ЯЁ])$")
 
 #: legal forms: token sequences (dictionary forms) and the class they belong to
-_LEGAL_PHRASES: list[tuple[tuple[str, ...], str]] = sorted([
-    (("общество", "с", "ограниченный", "ответственность"), "llc"),
-    (("публичный", "акционерный", "общество"), "jsc"), (("закрытый", "акционерный", "общество"), "jsc"),
-    (("открытый", "акционерный", "общество"), "jsc"), (("непубличный", "акционерный", "общество"), "jsc"),
-    (("акционерный", "общество"), "jsc"), (("индивидуальный", "предприниматель"), "ip"),
-    (("limited", "liability", "company"), "llc"), (("public", "joint", "stock", "company"), "jsc"),
-    (("joint", "stock", "company"), "jsc"), (("joint-stock", "company"), "jsc"),
-    *[((word,), "llc") for word in ("ооо", "llc", "ltd", "limited", "l.l.c", "ooo")],
-    *[((word,), "jsc") for word in ("ао", "пао", "зао", "оао", "jsc", "pjsc", "cjsc", "ojsc", "ao", "pao", "zao",
-                                     "oao")],
-    ((("ип",), "ip")),
-    (("gmbh",), "gmbh"), (("ag",), "ag"), (("plc",), "plc"),
-    *[((word,), "inc") for word in ("inc", "incorporated", "corp", "corporation")],
-], key=lambda item: -len(item[0]))
+_LEGAL_PHRASES: list[tuple[tuple[str, ...], str]] = sorted(
+    [
+        (("общество", "с", "ограниченный", "ответственность"), "llc"),
+        (("публичный", "акционерный", "общество"), "jsc"),
+        (("закрытый", "акционерный", "общество"), "jsc"),
+        (("открытый", "акционерный", "общество"), "jsc"),
+        (("непубличный", "акционерный", "общество"), "jsc"),
+        (("акционерный", "общество"), "jsc"),
+        (("индивидуальный", "предприниматель"), "ip"),
+        (("limited", "liability", "company"), "llc"),
+        (("public", "joint", "stock", "company"), "jsc"),
+        (("joint", "stock", "company"), "jsc"),
+        (("joint-stock", "company"), "jsc"),
+        *[((word,), "llc") for word in ("ооо", "llc", "ltd", "limited", "l.l.c", "ooo")],
+        *[
+            ((word,), "jsc")
+            for word in ("ао", "пао", "зао", "оао", "jsc", "pjsc", "cjsc", "ojsc", "ao", "pao", "zao", "oao")
+        ],
+        ((("ип",), "ip")),
+        (("gmbh",), "gmbh"),
+        (("ag",), "ag"),
+        (("plc",), "plc"),
+        *[((word,), "inc") for word in ("inc", "incorporated", "corp", "corporation")],
+    ],
+    key=lambda item: -len(item[0]),
+)
 #: words that say what kind of place, not which: dropped from place names
 _PLACE_WORDS = {"г", "г.", "город", "city", "гор", "гор."}
 
 #: forms of address: the gender they say ("" for either)
-_HONORIFICS = {"mr": "m", "mister": "m", "sir": "m", "г-н": "m", "господин": "m", "ms": "f", "mrs": "f", "miss": "f",
-               "madam": "f", "г-жа": "f", "госпожа": "f", "dr": "", "prof": ""}
+_HONORIFICS = {
+    "mr": "m",
+    "mister": "m",
+    "sir": "m",
+    "г-н": "m",
+    "господин": "m",
+    "ms": "f",
+    "mrs": "f",
+    "miss": "f",
+    "madam": "f",
+    "г-жа": "f",
+    "госпожа": "f",
+    "dr": "",
+    "prof": "",
+}
 #: places with exonyms and abbreviations: every spelling -> one canonical key (compared by translit key)
 _PLACES = {
     "moskva": ("москва", "moscow", "moskau", "мск", "msk"),
-    "sankt-peterburg": ("санкт-петербург", "спб", "питер", "петербург", "saint petersburg", "st petersburg",
-                        "st. petersburg", "saint-petersburg", "st.petersburg", "spb", "sankt-peterburg"),
-    "rossia": ("россия", "рф", "российский федерация", "russia", "russian federation", "the russian federation"),
+    "sankt-peterburg": (
+        "санкт-петербург",
+        "спб",
+        "питер",
+        "петербург",
+        "saint petersburg",
+        "st petersburg",
+        "st. petersburg",
+        "saint-petersburg",
+        "st.petersburg",
+        "spb",
+        "sankt-peterburg",
+    ),
+    "rossia": (
+        "россия",
+        "рф",
+        "российский федерация",
+        "russia",
+        "russian federation",
+        "the russian federation",
+    ),
     "kiev": ("киев", "kyiv", "kiev"),
     "ekaterinburg": ("екатеринбург", "yekaterinburg", "ekaterinburg"),
     "nizhni novgorod": ("нижний новгород", "nizhny novgorod", "nizhniy novgorod"),
@@ -82,18 +180,73 @@ _PLACES = {
     "ssha": ("сша", "usa", "united states", "united states of america", "соединенный штат америка"),
 }
 
-_TRANSLIT = str.maketrans({
-    "а": "a", "б": "b", "в": "v", "г": "g", "д": "d", "е": "e", "ё": "e", "ж": "zh", "з": "z", "и": "i",
-    "й": "i", "к": "k", "л": "l", "м": "m", "н": "n", "о": "o", "п": "p", "р": "r", "с": "s", "т": "t",
-    "у": "u", "ф": "f", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "shch", "ъ": "", "ы": "y", "ь": "",
-    "э": "e", "ю": "yu", "я": "ya",
-})
+_TRANSLIT = str.maketrans(
+    {
+        "а": "a",
+        "б": "b",
+        "в": "v",
+        "г": "g",
+        "д": "d",
+        "е": "e",
+        "ё": "e",
+        "ж": "zh",
+        "з": "z",
+        "и": "i",
+        "й": "i",
+        "к": "k",
+        "л": "l",
+        "м": "m",
+        "н": "n",
+        "о": "o",
+        "п": "p",
+        "р": "r",
+        "с": "s",
+        "т": "t",
+        "у": "u",
+        "ф": "f",
+        "х": "kh",
+        "ц": "ts",
+        "ч": "ch",
+        "ш": "sh",
+        "щ": "shch",
+        "ъ": "",
+        "ы": "y",
+        "ь": "",
+        "э": "e",
+        "ю": "yu",
+        "я": "ya",
+    }
+)
 #: spellings that differ between transliteration schemes, squashed to one (order matters)
-_SQUASH = [("shch", "sh"), ("sch", "sh"), ("tch", "ch"), ("kh", "h"), ("ks", "x"), ("ts", "c"), ("tz", "c"),
-           ("ph", "f"), ("w", "v"), ("ck", "k"), ("q", "k"), ("zh", "z"), ("yu", "iu"), ("ya", "ia"), ("yo", "io"),
-           ("ye", "e"), ("y", "i"), ("j", "i"), ("ii", "i")]
-_FEMININE_LATIN = [("skaya", "skii"), ("tskaya", "tskii"), ("ova", "ov"), ("eva", "ev"), ("ina", "in"),
-                   ("aya", "ii")]
+_SQUASH = [
+    ("shch", "sh"),
+    ("sch", "sh"),
+    ("tch", "ch"),
+    ("kh", "h"),
+    ("ks", "x"),
+    ("ts", "c"),
+    ("tz", "c"),
+    ("ph", "f"),
+    ("w", "v"),
+    ("ck", "k"),
+    ("q", "k"),
+    ("zh", "z"),
+    ("yu", "iu"),
+    ("ya", "ia"),
+    ("yo", "io"),
+    ("ye", "e"),
+    ("y", "i"),
+    ("j", "i"),
+    ("ii", "i"),
+]
+_FEMININE_LATIN = [
+    ("skaya", "skii"),
+    ("tskaya", "tskii"),
+    ("ova", "ov"),
+    ("eva", "ev"),
+    ("ina", "in"),
+    ("aya", "ii"),
+]
 
 
 def translit(text: str) -> str:
@@ -115,7 +268,9 @@ def _morph() -> Any:
 @functools.lru_cache(maxsize=100_000)
 def _parses(word: str) -> tuple[tuple[str, frozenset[str]], ...]:
     """The dictionary forms and grammemes pymorphy3 gives a Cyrillic word, best first."""
-    return tuple((p.normal_form.replace("ё", "е"), frozenset(p.tag.grammemes)) for p in _morph().parse(word)[:4])
+    return tuple(
+        (p.normal_form.replace("ё", "е"), frozenset(p.tag.grammemes)) for p in _morph().parse(word)[:4]
+    )
 
 
 def _cyrillic(word: str) -> bool:
@@ -185,8 +340,11 @@ class Profile:
         """Most specific first (identifiers, a person written out in full, a longer name): the order in which a
         block's profiles are clustered, so that vague ones join what is already certain."""
         person = self.person
-        full = 0 if person is None else (bool(person.first) + bool(person.patronymic_initial)
-                                        + bool(person.gender))
+        full = (
+            0
+            if person is None
+            else (bool(person.first) + bool(person.patronymic_initial) + bool(person.gender))
+        )
         return (len(self.identifiers), full, len(self.name_key))
 
     def to_json(self) -> str:
@@ -198,8 +356,14 @@ class Profile:
         data = json.loads(raw)
         person = PersonName(**data.pop("person")) if data.get("person") else None
         data.pop("person", None)
-        return cls(**{**data, "numbers": tuple(data["numbers"]),
-                      "identifiers": tuple(tuple(i) for i in data["identifiers"])}, person=person)
+        return cls(
+            **{
+                **data,
+                "numbers": tuple(data["numbers"]),
+                "identifiers": tuple(tuple(i) for i in data["identifiers"]),
+            },
+            person=person,
+        )
 
 
 def canonical_type(label: str | None) -> str:
@@ -221,7 +385,7 @@ def _legal(lemmas: list[str]) -> tuple[list[str], str]:
     i = 0
     while i < len(lemmas):
         for phrase, cls in _LEGAL_PHRASES:
-            if tuple(lemmas[i:i + len(phrase)]) == phrase:
+            if tuple(lemmas[i : i + len(phrase)]) == phrase:
                 found = found or cls
                 i += len(phrase)
                 break
@@ -255,7 +419,10 @@ def _person(tokens: list[str], kind: str) -> PersonName | None:
             gender = gender or honorific
             continue
         letters = [p for p in token.replace(".", ". ").split() if p]
-        if all(_INITIALS.match(p) or (len(p.rstrip(".")) == 1 and p.endswith(".")) for p in letters) and letters:
+        if (
+            all(_INITIALS.match(p) or (len(p.rstrip(".")) == 1 and p.endswith(".")) for p in letters)
+            and letters
+        ):
             initials.extend(translit(fold(p.rstrip(".")))[:1] for p in letters)
         elif token.rstrip(".").isalpha() or "-" in token:
             words.append(token.rstrip("."))
@@ -269,7 +436,9 @@ def _person(tokens: list[str], kind: str) -> PersonName | None:
 
     def form(index: int, grammeme: str) -> tuple[str, frozenset[str]]:
         found = [(n, g) for n, g in parsed[index] if grammeme in g]
-        return found[0] if found else (parsed[index][0] if parsed[index] else (fold(words[index]), frozenset()))
+        return (
+            found[0] if found else (parsed[index][0] if parsed[index] else (fold(words[index]), frozenset()))
+        )
 
     # Russian order is "Surname First Patronymic" or "First Patronymic Surname": the patronymic, when there
     # is one, says which word is which; else a word whose best reading is a first name is the first name
@@ -282,8 +451,9 @@ def _person(tokens: list[str], kind: str) -> PersonName | None:
     elif latin and len(words) >= 2 and not initials:
         first_at, surname_at = 0, len(words) - 1  # "Ivan Ivanov"
     elif len(words) >= 2:
-        names = [i for i in range(len(words)) if parsed[i] and "Name" in parsed[i][0][1]] or \
-            [i for i in range(len(words)) if has(i, "Name") and not has(i, "Surn")]
+        names = [i for i in range(len(words)) if parsed[i] and "Name" in parsed[i][0][1]] or [
+            i for i in range(len(words)) if has(i, "Name") and not has(i, "Surn")
+        ]
         first_at = names[0] if names else -1
         others = [i for i in range(len(words)) if i != first_at]
         surname_at = others[0] if others else -1
@@ -298,8 +468,17 @@ def _person(tokens: list[str], kind: str) -> PersonName | None:
     first, first_grams = form(first_at, "Name") if first_at >= 0 else ("", frozenset())
     patronymic, patronymic_grams = form(patronymic_at, "Patr") if patronymic_at >= 0 else ("", frozenset())
     if not gender:
-        gender = ("f" if "femn" in patronymic_grams else "m") if patronymic else \
-            ("f" if "femn" in first_grams and "masc" not in first_grams else "m" if "masc" in first_grams else "")
+        gender = (
+            ("f" if "femn" in patronymic_grams else "m")
+            if patronymic
+            else (
+                "f"
+                if "femn" in first_grams and "masc" not in first_grams
+                else "m"
+                if "masc" in first_grams
+                else ""
+            )
+        )
     if latin:
         for ending, masculine in _FEMININE_LATIN:
             if surname.endswith(ending) and len(surname) > len(ending) + 2:
@@ -307,7 +486,9 @@ def _person(tokens: list[str], kind: str) -> PersonName | None:
                 break
     first_key = translit(fold(first)) if first else ""
     first_initial = first_key[:1] or (initials[0] if initials else "")
-    patronymic_initial = translit(fold(patronymic))[:1] if patronymic else (initials[1] if len(initials) > 1 else "")
+    patronymic_initial = (
+        translit(fold(patronymic))[:1] if patronymic else (initials[1] if len(initials) > 1 else "")
+    )
     return PersonName(translit(fold(surname)), first_key, first_initial, patronymic_initial, gender)
 
 
@@ -325,16 +506,37 @@ def profile(surface: str, label: str | None = None, identifiers: tuple[tuple[str
     name_key = " ".join(words) or folded
     key = translit(name_key)
     place = _place_index().get(key, "") if kind in ("PLACE", "OTHER", "") else ""
-    raw_tokens = [t for t in re.findall(r"[^\s,]+", unicodedata.normalize("NFKC", surface).translate(
-        {ord(q): " " for q in _QUOTES}))]
-    person = _person([t for t in raw_tokens if fold(t.rstrip(".")) not in {p[0] for p, _ in _LEGAL_PHRASES
-                                                                          if len(p) == 1}], kind) \
-        if not legal and not numbers else None
+    raw_tokens = [
+        t
+        for t in re.findall(
+            r"[^\s,]+", unicodedata.normalize("NFKC", surface).translate({ord(q): " " for q in _QUOTES})
+        )
+    ]
+    person = (
+        _person(
+            [
+                t
+                for t in raw_tokens
+                if fold(t.rstrip(".")) not in {p[0] for p, _ in _LEGAL_PHRASES if len(p) == 1}
+            ],
+            kind,
+        )
+        if not legal and not numbers
+        else None
+    )
     if person is not None and kind in ("", "OTHER") and not (person.first or person.first_initial):
         person = None  # a lone word of unknown kind is a name, not a person
-    return Profile(name_key=name_key, translit=key, kind="PERSON" if person is not None and not kind else kind,
-                   place=place, legal=legal, numbers=numbers, identifiers=tuple(sorted(set(identifiers))),
-                   person=person, label=canonical or ("PERSON" if person is not None and not kind else ""))
+    return Profile(
+        name_key=name_key,
+        translit=key,
+        kind="PERSON" if person is not None and not kind else kind,
+        place=place,
+        legal=legal,
+        numbers=numbers,
+        identifiers=tuple(sorted(set(identifiers))),
+        person=person,
+        label=canonical or ("PERSON" if person is not None and not kind else ""),
+    )
 
 
 def _persons_agree(a: PersonName, b: PersonName) -> bool:
@@ -346,7 +548,9 @@ def _persons_agree(a: PersonName, b: PersonName) -> bool:
         return False
     if a.first_initial and b.first_initial and a.first_initial != b.first_initial:
         return False
-    return not (a.patronymic_initial and b.patronymic_initial and a.patronymic_initial != b.patronymic_initial)
+    return not (
+        a.patronymic_initial and b.patronymic_initial and a.patronymic_initial != b.patronymic_initial
+    )
 
 
 def compatible(a: Profile, b: Profile) -> bool:
@@ -375,7 +579,8 @@ def linked(a: Profile, b: Profile) -> bool:
         # the same surname alone is not enough once both name someone more precisely and say nothing alike
         return _persons_agree(a.person, b.person) and (
             not (a.person.first_initial and b.person.first_initial)
-            or a.person.first_initial == b.person.first_initial)
+            or a.person.first_initial == b.person.first_initial
+        )
     if a.place and a.place == b.place:
         return True
     return a.name_key == b.name_key or (len(a.translit) >= 3 and a.translit == b.translit)

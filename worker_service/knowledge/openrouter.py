@@ -43,7 +43,10 @@ class Usage:
     def add(self, usage: dict[str, Any] | None) -> None:
         self.requests += 1
         if usage:
-            prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            prompt, completion = (
+                int(usage.get("prompt_tokens") or 0),
+                int(usage.get("completion_tokens") or 0),
+            )
             cost = float(usage.get("cost") or 0.0)
             self.prompt_tokens += prompt
             self.completion_tokens += completion
@@ -79,15 +82,26 @@ class OpenRouterClient:
     def chat(self, messages: list[dict[str, str]], *, schema: dict[str, Any], usage: Usage) -> str:
         """One completion constrained by a JSON schema; returns the message content (not yet validated)."""
         body: dict[str, Any] = {
-            "model": self.model, "messages": messages, "temperature": 0,
-            "response_format": {"type": "json_schema",
-                                "json_schema": {"name": "knowledge_graph", "strict": True, "schema": schema}}}
+            "model": self.model,
+            "messages": messages,
+            "temperature": 0,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "knowledge_graph", "strict": True, "schema": schema},
+            },
+        }
         self.limiter.slot(UPSTREAM)
         try:
-            response = self.session.post(f"{self.base_url.rstrip('/')}/chat/completions", json=body,
-                                         headers=self._headers(), timeout=(self.connect_timeout_s, self.timeout_s))
+            response = self.session.post(
+                f"{self.base_url.rstrip('/')}/chat/completions",
+                json=body,
+                headers=self._headers(),
+                timeout=(self.connect_timeout_s, self.timeout_s),
+            )
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransientError(f"OpenRouter unreachable: {exc}", error_code="openrouter_unreachable") from None
+            raise TransientError(
+                f"OpenRouter unreachable: {exc}", error_code="openrouter_unreachable"
+            ) from None
         payload = _json(response)
         REQUESTS.labels(UPSTREAM, str(response.status_code)).inc()
         if response.status_code != 200:
@@ -97,7 +111,9 @@ class OpenRouterClient:
         try:
             choice = payload["choices"][0]
         except (KeyError, IndexError, TypeError):
-            raise TransientError("OpenRouter answered 200 without choices", error_code="openrouter_bad_response") from None
+            raise TransientError(
+                "OpenRouter answered 200 without choices", error_code="openrouter_bad_response"
+            ) from None
         usage.add(payload.get("usage"))
         if choice.get("error") or choice.get("finish_reason") == "error":
             error = choice.get("error") or {"code": 502, "message": "generation failed"}
@@ -108,29 +124,54 @@ class OpenRouterClient:
         message = _error_message(payload) or response.reason or "error"
         if status == 402:
             self.limiter.pause(UPSTREAM, self.payment_pause_ms, f"402 payment required: {message}")
-            logger.critical("OpenRouter credits exhausted (402): %s; upstream paused for %d s", message,
-                            self.payment_pause_ms // 1000, extra={"alert": "openrouter_credits_exhausted"})
+            logger.critical(
+                "OpenRouter credits exhausted (402): %s; upstream paused for %d s",
+                message,
+                self.payment_pause_ms // 1000,
+                extra={"alert": "openrouter_credits_exhausted"},
+            )
             raise RateLimited(UPSTREAM, self.payment_pause_ms, paused=True)
         if status == 429:
             pause = retry_after_ms(response) or DEFAULT_429_PAUSE_MS
             self.limiter.pause(UPSTREAM, pause, f"429: {message}")
             raise RateLimited(UPSTREAM, pause, paused=True)
         if status in (408,) or status >= 500:
-            raise TransientError(f"OpenRouter {status}: {message}", error_code=f"openrouter_{status}",
-                                 retry_after_ms=retry_after_ms(response))
+            raise TransientError(
+                f"OpenRouter {status}: {message}",
+                error_code=f"openrouter_{status}",
+                retry_after_ms=retry_after_ms(response),
+            )
         raise PermanentError(f"OpenRouter {status}: {message}", error_code=f"openrouter_{status}")
 
 
 #: OpenRouter's typed errors (``error.metadata.error_type``, or a ``code`` that is a name rather than a number)
 #: -> the HTTP status they are documented with (reference/apis.md, "Typed errors")
 ERROR_TYPE_STATUS = {
-    "context_length_exceeded": 400, "max_tokens_exceeded": 400, "token_limit_exceeded": 400,
-    "string_too_long": 400, "invalid_request": 400, "invalid_prompt": 400, "content_policy_violation": 400,
-    "refusal": 400, "model_not_found": 400, "authentication": 401, "payment_required": 402,
-    "permission_denied": 403, "not_found": 404, "no_endpoints": 404, "free_variant_ended": 404,
-    "timeout": 408, "payload_too_large": 413, "unprocessable": 422, "rate_limit_exceeded": 429,
-    "capacity_exhausted": 429, "server": 500, "unmapped": 500, "provider_unavailable": 502,
-    "provider_overloaded": 503, "temporarily_unavailable": 503,
+    "context_length_exceeded": 400,
+    "max_tokens_exceeded": 400,
+    "token_limit_exceeded": 400,
+    "string_too_long": 400,
+    "invalid_request": 400,
+    "invalid_prompt": 400,
+    "content_policy_violation": 400,
+    "refusal": 400,
+    "model_not_found": 400,
+    "authentication": 401,
+    "payment_required": 402,
+    "permission_denied": 403,
+    "not_found": 404,
+    "no_endpoints": 404,
+    "free_variant_ended": 404,
+    "timeout": 408,
+    "payload_too_large": 413,
+    "unprocessable": 422,
+    "rate_limit_exceeded": 429,
+    "capacity_exhausted": 429,
+    "server": 500,
+    "unmapped": 500,
+    "provider_unavailable": 502,
+    "provider_overloaded": 503,
+    "temporarily_unavailable": 503,
 }
 
 

@@ -62,12 +62,20 @@ def cluster(profiles: Mapping[str, Profile], decisions: Decisions = Decisions())
 
     clusters: list[list[str]] = []
     for key in order:
-        candidates = [c for c in clusters
-                      if any(linked(profiles[key], profiles[m]) for m in c) and all(fits(key, m) for m in c)]
+        candidates = [
+            c
+            for c in clusters
+            if any(linked(profiles[key], profiles[m]) for m in c) and all(fits(key, m) for m in c)
+        ]
         if len(candidates) == 1:
             candidates[0].append(key)
-        elif candidates and all(fits(a, b) for i, first in enumerate(candidates) for second in candidates[i + 1:]
-                                for a in first for b in second):
+        elif candidates and all(
+            fits(a, b)
+            for i, first in enumerate(candidates)
+            for second in candidates[i + 1 :]
+            for a in first
+            for b in second
+        ):
             joined = [m for c in candidates for m in c] + [key]
             clusters = [c for c in clusters if not any(c is d for d in candidates)] + [joined]
         else:

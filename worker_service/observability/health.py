@@ -18,10 +18,16 @@ def redis_probe_client(settings: Settings, timeout_s: float, url: str | None = N
 
     from worker_service.brokers.redis import make_connection_pool
 
-    return redis.Redis(connection_pool=make_connection_pool(
-        url or settings.broker_url, socket_timeout=timeout_s, health_check_interval=0, connect_attempts=1,
-        sentinel_password=settings.redis_sentinel_password,
-        sentinel_timeout=min(settings.redis_sentinel_timeout_seconds, timeout_s)))
+    return redis.Redis(
+        connection_pool=make_connection_pool(
+            url or settings.broker_url,
+            socket_timeout=timeout_s,
+            health_check_interval=0,
+            connect_attempts=1,
+            sentinel_password=settings.redis_sentinel_password,
+            sentinel_timeout=min(settings.redis_sentinel_timeout_seconds, timeout_s),
+        )
+    )
 
 
 class HealthChecks:
@@ -45,7 +51,10 @@ class HealthChecks:
                     except Exception as exc:  # noqa: BLE001 - any failure means not ready
                         if not queue:
                             raise
-                        return False, f"the Redis of queue {queue} (BROKER_SHARDS): {type(exc).__name__}: {exc}"[:300]
+                        return (
+                            False,
+                            f"the Redis of queue {queue} (BROKER_SHARDS): {type(exc).__name__}: {exc}"[:300],
+                        )
                     finally:
                         client.close()
             else:
@@ -73,7 +82,10 @@ class HealthChecks:
         except Exception as exc:  # noqa: BLE001
             return False, f"{type(exc).__name__}: {exc}"[:300]
         if version < latest_version():
-            return not schema_must_be_current, f"schema version {version}, latest {latest_version()}: run worker migrate"
+            return (
+                not schema_must_be_current,
+                f"schema version {version}, latest {latest_version()}: run worker migrate",
+            )
         return True, "ok"
 
     def ready(self) -> dict[str, Any]:

@@ -40,8 +40,9 @@ MAX_MESSAGE_CHARS = 4_000
 #: the attributes every LogRecord has: anything else on a record is an ``extra`` field, masked like the message
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-_message_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("message_context",
-                                                                                       default=_EMPTY)
+_message_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "message_context", default=_EMPTY
+)
 
 
 def set_message_context(**fields: Any) -> contextvars.Token:
@@ -70,7 +71,9 @@ class ExpectedOutcomes(logging.Filter):
     retries, dead-letter and status middleware already logged it once, with its code and no traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name != "dramatiq.worker.WorkerThread" or not str(record.msg).startswith("Failed to process"):
+        if record.name != "dramatiq.worker.WorkerThread" or not str(record.msg).startswith(
+            "Failed to process"
+        ):
             return True
         if "with expected exception" in str(record.msg):  # an actor's ``throws``: SkipWork and the like
             return False
@@ -109,9 +112,14 @@ class BrokerOutage(logging.Filter):
             failed, self.failed_since, self.said_at = self.failed_since, 0, now
         reason = record.getMessage().removeprefix("Consumer encountered a connection error: ")[:300]
         record.levelno, record.levelname = logging.WARNING, "WARNING"
-        record.msg, record.args = (f"Cannot reach the broker at {self.broker_url}: {reason}; the consumers retry "
-                                   f"every few seconds ({failed} attempt(s) failed since this was last said; said "
-                                   f"at most every {self.every_s:.0f} s).  `worker check` says more."), None
+        record.msg, record.args = (
+            (
+                f"Cannot reach the broker at {self.broker_url}: {reason}; the consumers retry "
+                f"every few seconds ({failed} attempt(s) failed since this was last said; said "
+                f"at most every {self.every_s:.0f} s).  `worker check` says more."
+            ),
+            None,
+        )
         return True
 
 
@@ -127,7 +135,7 @@ class MaskingFilter(logging.Filter):
 
     def _clean(self, text: str) -> str:
         if len(text) > self.max_chars:
-            text = f"{text[:self.max_chars]}... ({len(text) - self.max_chars} more characters not logged)"
+            text = f"{text[: self.max_chars]}... ({len(text) - self.max_chars} more characters not logged)"
         return mask_text(text, secrets=self.secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -160,8 +168,13 @@ class _Text(logging.Formatter):
         return f"{base} [{extras}]" if extras else base
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None,
-                      secrets: tuple[str, ...] = (), broker_url: str = "") -> None:
+def configure_logging(
+    level: str = "INFO",
+    fmt: str = "json",
+    stream: Any = None,
+    secrets: tuple[str, ...] = (),
+    broker_url: str = "",
+) -> None:
     """Install the single root handler (replacing Dramatiq's basicConfig one); ``secrets``: values no line may
     show (``Settings.secret_values()``); ``broker_url``: the broker an outage line names (masked)."""
     handler = logging.StreamHandler(stream or sys.stderr)

@@ -35,25 +35,45 @@ from prometheus_client import Counter, Gauge, Histogram
 logger = logging.getLogger(__name__)
 
 MESSAGES = Counter("worker_messages_total", "Messages by outcome", ["actor", "queue", "outcome"])
-FAILURES = Counter("worker_failures_total", "Messages that failed for good, by the domain code their record got",
-                   ["actor", "error_code"])
-DURATION = Histogram("worker_message_duration_seconds", "Processing time", ["actor", "queue"],
-                     buckets=(0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900))
-IN_PROGRESS = Gauge("worker_messages_in_progress", "Messages being processed", ["actor", "queue"],
-                    multiprocess_mode="livesum")
+FAILURES = Counter(
+    "worker_failures_total",
+    "Messages that failed for good, by the domain code their record got",
+    ["actor", "error_code"],
+)
+DURATION = Histogram(
+    "worker_message_duration_seconds",
+    "Processing time",
+    ["actor", "queue"],
+    buckets=(0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+)
+IN_PROGRESS = Gauge(
+    "worker_messages_in_progress", "Messages being processed", ["actor", "queue"], multiprocess_mode="livesum"
+)
 KILLS = Counter("worker_hard_limit_kills_total", "Hard-limited children killed", ["reason"])
-WAITS = Counter("worker_ratelimit_wait_seconds_total", "Seconds spent waiting for a rate-limit slot", ["upstream"])
+WAITS = Counter(
+    "worker_ratelimit_wait_seconds_total", "Seconds spent waiting for a rate-limit slot", ["upstream"]
+)
 PAUSES = Counter("worker_upstream_pauses_total", "Fleet-wide upstream pauses started", ["upstream", "reason"])
 REQUESTS = Counter("worker_upstream_requests_total", "Upstream HTTP answers", ["upstream", "status"])
 TOKENS = Counter("worker_llm_tokens_total", "LLM tokens", ["kind"])
 COST = Counter("worker_llm_cost_usd_total", "LLM cost in USD")
-RSS = Gauge("worker_process_rss_bytes", "Resident memory of a worker process", ["pid"], multiprocess_mode="liveall")
-RSS_LIMIT = Gauge("worker_process_rss_limit_bytes", "WORKER_MAX_RSS_MB of a worker process", ["pid"],
-                  multiprocess_mode="liveall")
+RSS = Gauge(
+    "worker_process_rss_bytes", "Resident memory of a worker process", ["pid"], multiprocess_mode="liveall"
+)
+RSS_LIMIT = Gauge(
+    "worker_process_rss_limit_bytes",
+    "WORKER_MAX_RSS_MB of a worker process",
+    ["pid"],
+    multiprocess_mode="liveall",
+)
 RECONCILED = Counter("worker_reconciled_total", "Records repaired by the reconciler", ["track", "action"])
 EVENTS = Counter("worker_events_total", "Outcome event deliveries to EVENTS_WEBHOOK_URL", ["outcome"])
-HEARTBEAT = Gauge("worker_heartbeat_timestamp_seconds", "Last maintenance round of a worker process", ["pid"],
-                  multiprocess_mode="liveall")
+HEARTBEAT = Gauge(
+    "worker_heartbeat_timestamp_seconds",
+    "Last maintenance round of a worker process",
+    ["pid"],
+    multiprocess_mode="liveall",
+)
 
 
 def rss_bytes() -> int:

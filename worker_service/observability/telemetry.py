@@ -33,12 +33,17 @@ def configure_telemetry(settings: Settings, service_name: str = "worker") -> Non
 
 def tracing_enabled() -> bool:
     """Whether the OTEL_* variables ask for traces (the tracing middleware is only installed then)."""
-    return bool(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-                or os.environ.get("OTEL_TRACES_EXPORTER") == "console")
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_TRACES_EXPORTER") == "console"
+    )
 
 
 def _configure_tracing(service_name: str) -> None:
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
     console = os.environ.get("OTEL_TRACES_EXPORTER") == "console"
     if not tracing_enabled():
         return
@@ -48,7 +53,8 @@ def _configure_tracing(service_name: str) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}).merge(
-        OTELResourceDetector().detect())
+        OTELResourceDetector().detect()
+    )
     provider = TracerProvider(resource=resource)
     if console:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
@@ -70,12 +76,20 @@ def _configure_sentry(settings: Settings) -> None:
     import sentry_sdk
     from sentry_sdk.integrations.dramatiq import DramatiqIntegration
 
-    secrets = tuple(str(getattr(settings, name)) for name in SECRET_FIELDS
-                    if getattr(settings, name, None) and len(str(getattr(settings, name))) >= 4)
+    secrets = tuple(
+        str(getattr(settings, name))
+        for name in SECRET_FIELDS
+        if getattr(settings, name, None) and len(str(getattr(settings, name))) >= 4
+    )
 
     def before_send(event: Any, hint: dict[str, Any]) -> Any:
         return mask(event, secrets=secrets, replacement="[Filtered]")
 
-    sentry_sdk.init(dsn=settings.sentry_dsn, integrations=[DramatiqIntegration()], send_default_pii=False,
-                    before_send=before_send, traces_sample_rate=0.0)
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn,
+        integrations=[DramatiqIntegration()],
+        send_default_pii=False,
+        before_send=before_send,
+        traces_sample_rate=0.0,
+    )
     logger.info("Sentry on")

@@ -33,7 +33,11 @@ def shadowed_modules() -> list[str]:
     found = []
     for name in PINNED_TOP_LEVEL:
         module = sys.modules.get(name)
-        origin = getattr(module, "__file__", None) if module else getattr(importlib.util.find_spec(name), "origin", None)
+        origin = (
+            getattr(module, "__file__", None)
+            if module
+            else getattr(importlib.util.find_spec(name), "origin", None)
+        )
         if origin is None:
             continue
         path = Path(origin).resolve()
@@ -47,8 +51,10 @@ def bootstrap_worker() -> dramatiq.Broker:
     """Configure this process as a worker and return the broker it installed."""
     shadowed = shadowed_modules()
     if shadowed:
-        sys.stderr.write(f"worker: refusing to start: {', '.join(shadowed)} shadows the worker's own module; "
-                         "start the worker from another directory\n")
+        sys.stderr.write(
+            f"worker: refusing to start: {', '.join(shadowed)} shadows the worker's own module; "
+            "start the worker from another directory\n"
+        )
         raise SystemExit(2)
     from settings import SettingsError, get_settings, mask_url
 
@@ -73,8 +79,12 @@ def bootstrap_worker() -> dramatiq.Broker:
     from worker_service.observability.logs import configure_logging
     from worker_service.observability.telemetry import configure_telemetry
 
-    configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values(),
-                      broker_url=mask_url(settings.broker_url))
+    configure_logging(
+        settings.log_level,
+        settings.log_format,
+        secrets=settings.secret_values(),
+        broker_url=mask_url(settings.broker_url),
+    )
     configure_telemetry(settings)
     init_database(settings.database_url, statement_timeout_ms=settings.database_statement_timeout_ms)
     migrate_when_available()

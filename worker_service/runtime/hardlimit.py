@@ -54,7 +54,8 @@ POLL_SLICE_S = 0.25
 CHILD_ENVIRONMENT = re.compile(
     r"(PATH|HOME|USER|LOGNAME|SHELL|LANG|LANGUAGE|LC_\w+|TZ|TMPDIR|TEMP|TMP|PYTHON\w*|VIRTUAL_ENV|LD_LIBRARY_PATH"
     r"|TESSDATA_PREFIX|OMP_\w+|OPENBLAS_\w+|MKL_\w+|MALLOC_\w+|PROMETHEUS_MULTIPROC_DIR|SSL_CERT_FILE|SSL_CERT_DIR"
-    r"|REQUESTS_CA_BUNDLE|COVERAGE_\w+)")
+    r"|REQUESTS_CA_BUNDLE|COVERAGE_\w+)"
+)
 _environment_lock = threading.Lock()
 
 
@@ -100,8 +101,17 @@ def _child_main(conn: Connection, memory_mb: int, parent_pid: int) -> None:
             reply = ("memory", "MemoryError", _peak_rss_mb())
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
             attrs = {k: v for k, v in vars(exc).items() if isinstance(v, str | int | float | type(None))}
-            reply = ("error", (type(exc).__module__, type(exc).__qualname__, str(exc), attrs,
-                               traceback.format_exc()[-8000:]), _peak_rss_mb())
+            reply = (
+                "error",
+                (
+                    type(exc).__module__,
+                    type(exc).__qualname__,
+                    str(exc),
+                    attrs,
+                    traceback.format_exc()[-8000:],
+                ),
+                _peak_rss_mb(),
+            )
         try:
             conn.send(reply)
         except MemoryError:
@@ -145,8 +155,7 @@ class HardLimitPool:
 
     def __init__(self) -> None:
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload([m for m in PRELOAD if importlib.util.find_spec(m)]
-                                         + [__name__])
+        self._ctx.set_forkserver_preload([m for m in PRELOAD if importlib.util.find_spec(m)] + [__name__])
         self._idle: queue.LifoQueue[_Child] = queue.LifoQueue()
         self.peak_child_rss_mb = 0.0
 
@@ -171,7 +180,9 @@ class HardLimitPool:
         else:
             self._idle.put(child)
 
-    def run(self, func: Callable[..., Any] | str, *args: Any, timeout_s: float, memory_mb: int, **kwargs: Any) -> Any:
+    def run(
+        self, func: Callable[..., Any] | str, *args: Any, timeout_s: float, memory_mb: int, **kwargs: Any
+    ) -> Any:
         target = func if isinstance(func, str) else f"{func.__module__}:{func.__qualname__}"
         child = self._take(memory_mb)
         started = time.monotonic()
@@ -188,7 +199,8 @@ class HardLimitPool:
                 child.kill()
                 _count_kill("memory")
                 raise MemoryLimitExceeded(
-                    f"{target} died (exit {code}) under its {memory_mb} MB memory cap") from None
+                    f"{target} died (exit {code}) under its {memory_mb} MB memory cap"
+                ) from None
         except (BrokenPipeError, ConnectionResetError):
             child.kill()
             raise MemoryLimitExceeded(f"{target}: child process died") from None
@@ -234,7 +246,9 @@ def _count_kill(reason: str) -> None:
     KILLS.labels(reason).inc()
 
 
-def _rebuild(module: str, qualname: str, message: str, attrs: dict[str, Any], remote_tb: str) -> BaseException:
+def _rebuild(
+    module: str, qualname: str, message: str, attrs: dict[str, Any], remote_tb: str
+) -> BaseException:
     exc: BaseException
     try:
         cls = getattr(importlib.import_module(module), qualname)
@@ -265,8 +279,8 @@ def get_pool() -> HardLimitPool:
         return _pool
 
 
-def run_hard_limited(func: Callable[..., Any] | str, *args: Any, timeout_s: float, memory_mb: int,
-                     **kwargs: Any) -> Any:
+def run_hard_limited(
+    func: Callable[..., Any] | str, *args: Any, timeout_s: float, memory_mb: int, **kwargs: Any
+) -> Any:
     """Run ``func(*args, **kwargs)`` in a warm child under a hard deadline and a memory cap."""
     return get_pool().run(func, *args, timeout_s=timeout_s, memory_mb=memory_mb, **kwargs)
-

@@ -130,8 +130,12 @@ def serve() -> int:
         server = BoundedServer((settings.metrics_host, settings.metrics_port), Handler)
     except OSError as exc:
         # Exiting would make Dramatiq's master stop every worker process; keep the workers, lose the port.
-        logger.critical("cannot serve metrics/health on %s:%d (%s); probes will fail", settings.metrics_host,
-                        settings.metrics_port, exc)
+        logger.critical(
+            "cannot serve metrics/health on %s:%d (%s); probes will fail",
+            settings.metrics_host,
+            settings.metrics_port,
+            exc,
+        )
         while True:
             time.sleep(3600)
     logger.info("worker metrics and health on %s:%d", settings.metrics_host, settings.metrics_port)

@@ -87,10 +87,15 @@ def supervise(commands: Mapping[str, tuple[list[str], dict[str, str]]], *, poll_
         for name, (argv, env) in commands.items():
             if stopping:
                 break
-            children[name] = subprocess.Popen(argv, env=env, process_group=0,
-                                              preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent))
-            logger.info("Started %s (pid %d).", name, children[name].pid, extra={"group": name,
-                                                                                 "pid": children[name].pid})
+            children[name] = subprocess.Popen(
+                argv, env=env, process_group=0, preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent)
+            )
+            logger.info(
+                "Started %s (pid %d).",
+                name,
+                children[name].pid,
+                extra={"group": name, "pid": children[name].pid},
+            )
         running = dict(children)
         while running:
             for name, child in list(running.items()):
@@ -99,8 +104,12 @@ def supervise(commands: Mapping[str, tuple[list[str], dict[str, str]]], *, poll_
                     continue
                 del running[name]
                 if not stopping:
-                    logger.critical("%s exited by itself (code %s); stopping the others.", name, code,
-                                    extra={"group": name, "exit_code": code})
+                    logger.critical(
+                        "%s exited by itself (code %s); stopping the others.",
+                        name,
+                        code,
+                        extra={"group": name, "exit_code": code},
+                    )
                     stopping = True
                     retcode = code or 1
                     forward(signal.SIGTERM)

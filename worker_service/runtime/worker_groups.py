@@ -58,7 +58,10 @@ def worker_groups(settings: Settings) -> list[WorkerGroup]:
         "knowledge": (settings.knowledge_processes, settings.knowledge_threads),
         "crm": (settings.crm_processes, settings.crm_threads),
     }
-    return [WorkerGroup(name, index, queues, *sizes[name]) for index, (name, queues) in enumerate(GROUP_QUEUES.items())]
+    return [
+        WorkerGroup(name, index, queues, *sizes[name])
+        for index, (name, queues) in enumerate(GROUP_QUEUES.items())
+    ]
 
 
 def group_named(settings: Settings, name: str) -> WorkerGroup:

@@ -50,10 +50,12 @@ from worker_service.web.views import (
 logger = logging.getLogger(__name__)
 PUBLIC = {"live", "ready", "metrics", "login", "static"}  # endpoints that need no login
 SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-                               "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
 }
 
 
@@ -63,12 +65,16 @@ def create_app(services: Services) -> Flask:
     auth = services.auth
     app.config.update(
         SECRET_KEY=secrets.token_bytes(32),  # replaced on each request by the sessions' key (web.sessions)
-        SESSION_COOKIE_NAME=COOKIE, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_NAME=COOKIE,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=auth.session_seconds if auth else 8 * 3600),
         SESSION_REFRESH_EACH_REQUEST=False,  # a session ends its lifetime after the login, not after the last click
         MAX_CONTENT_LENGTH=1_000_000,
         # checked by authorize() for cookie sessions only: a bearer call has no cookie to ride on
-        WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_FIELD_NAME="csrf", WTF_CSRF_TIME_LIMIT=None,
+        WTF_CSRF_CHECK_DEFAULT=False,
+        WTF_CSRF_FIELD_NAME="csrf",
+        WTF_CSRF_TIME_LIMIT=None,
     )
     app.extensions["worker"] = services
     app.url_map.converters["id"] = IdConverter
@@ -77,8 +83,14 @@ def create_app(services: Services) -> Flask:
     if auth is not None:
         app.session_interface = DashboardSessions(session_secret, auth)
     csrf = CSRFProtect(app)
-    for blueprint in (fleet.blueprint, failed.blueprint, assets.blueprint, outcome_events.blueprint, graph.blueprint,
-                      queues.blueprint):
+    for blueprint in (
+        fleet.blueprint,
+        failed.blueprint,
+        assets.blueprint,
+        outcome_events.blueprint,
+        graph.blueprint,
+        queues.blueprint,
+    ):
         app.register_blueprint(blueprint)
 
     def identify() -> Principal | Refusal | None:
@@ -99,7 +111,11 @@ def create_app(services: Services) -> Flask:
         if proxied is not None:
             return proxied
         user, session_id = session.get("user"), session.get("id")
-        if not isinstance(user, str) or not isinstance(session_id, str) or services.session_revoked(session_id):
+        if (
+            not isinstance(user, str)
+            or not isinstance(session_id, str)
+            or services.session_revoked(session_id)
+        ):
             return None
         # a named user is read again on every request (one read): a removal, a demotion or a password change
         # since this session's login applies at once
@@ -141,8 +157,13 @@ def create_app(services: Services) -> Flask:
         """The cookie rides along on a request another site makes: where the browser says it came from, that
         must be here (Django's rule; a missing header leaves the decision to the token).  Behind a proxy that
         terminates TLS, "here" is the https origin the proxy serves."""
-        ours = auth.public_origin(request.remote_addr or "-", request.headers, request.host_url, request.is_secure) \
-            if auth else request.host_url
+        ours = (
+            auth.public_origin(
+                request.remote_addr or "-", request.headers, request.host_url, request.is_secure
+            )
+            if auth
+            else request.host_url
+        )
         return same_origin(request.headers.get("Origin") or request.headers.get("Referer"), ours)
 
     def too_many(api: bool, refusal: Refusal) -> Response:
@@ -198,8 +219,13 @@ def create_app(services: Services) -> Flask:
         target = local_path(request.values.get("next"))  # never off this site, however a browser reads it
 
         def page(error: str | None, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-            body = render_template("login.html", error=error, user=request.form.get("user", ""), next=target,
-                                   csrf=generate_csrf())
+            body = render_template(
+                "login.html",
+                error=error,
+                user=request.form.get("user", ""),
+                next=target,
+                csrf=generate_csrf(),
+            )
             return Response(body, status, headers)
 
         if request.method == "GET" or auth is None:
@@ -212,16 +238,26 @@ def create_app(services: Services) -> Flask:
             return page("The form came from another site.", 403)
         user, password = request.form.get("user", ""), request.form.get("password", "")
         address = auth.client_address(request.remote_addr or "-", request.headers)
-        if not auth.hash_gate.enter(address):  # answered at once and not counted: the server is busy, not wrong
+        if not auth.hash_gate.enter(
+            address
+        ):  # answered at once and not counted: the server is busy, not wrong
             logger.warning("dashboard login for %r from %s refused: password checks busy", user[:50], address)
-            return page("The server is busy checking other logins: try again in a second.", 503,
-                        {"Retry-After": "1"})
+            return page(
+                "The server is busy checking other logins: try again in a second.", 503, {"Retry-After": "1"}
+            )
         try:
             refusal = services.throttle.attempt("login", user, address)
-            if refusal is not None:  # answered at once: a sleeping request thread would stall every other user
-                logger.warning("dashboard login for %r from %s refused: %s", user[:50], address, refusal.reason)
-                return page(f"Too many failed logins: try again in {refusal.retry_after_s} s.", 429,
-                            {"Retry-After": str(refusal.retry_after_s)})
+            if (
+                refusal is not None
+            ):  # answered at once: a sleeping request thread would stall every other user
+                logger.warning(
+                    "dashboard login for %r from %s refused: %s", user[:50], address, refusal.reason
+                )
+                return page(
+                    f"Too many failed logins: try again in {refusal.retry_after_s} s.",
+                    429,
+                    {"Retry-After": str(refusal.retry_after_s)},
+                )
             role = auth.check_password(user, password)
         finally:
             auth.hash_gate.leave(address)
@@ -232,8 +268,12 @@ def create_app(services: Services) -> Flask:
         session.clear()  # a new session (and CSRF token) for each login: nothing fixed before it survives
         session.permanent = True
         account = account_of(user)
-        session.update(user=user, named=account is not None, id=secrets.token_urlsafe(16),
-                       stamp=auth.stamp(user, session_secret.current(), account.password_hash if account else None))
+        session.update(
+            user=user,
+            named=account is not None,
+            id=secrets.token_urlsafe(16),
+            stamp=auth.stamp(user, session_secret.current(), account.password_hash if account else None),
+        )
         logger.info("dashboard login by %s (%s) from %s", user, role, request.remote_addr)
         return see_other(target)
 

@@ -50,9 +50,18 @@ class Authenticator:
     session_hours, login_slots (password checks at once, web.throttle.HashGate), proxy_header (None: off) and
     proxy_addresses (the peers whose proxy_header and X-Forwarded-* headers are believed)."""
 
-    def __init__(self, *, user: str, password: str | None, api_token: str | None, secret: str | None,
-                 session_hours: float, login_slots: int, proxy_header: str | None = None,
-                 proxy_addresses: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        *,
+        user: str,
+        password: str | None,
+        api_token: str | None,
+        secret: str | None,
+        session_hours: float,
+        login_slots: int,
+        proxy_header: str | None = None,
+        proxy_addresses: frozenset[str] = frozenset(),
+    ) -> None:
         self.user = user
         self.password = password
         self.api_token = api_token
@@ -123,8 +132,9 @@ class Authenticator:
         from worker_service.web.users import verify
 
         role: str | None = verify(user, password)
-        bootstrap = bool(self.password) and hmac.compare_digest(user.encode(), self.user.encode()) & \
-            hmac.compare_digest(password.encode(), (self.password or "").encode())
+        bootstrap = bool(self.password) and hmac.compare_digest(
+            user.encode(), self.user.encode()
+        ) & hmac.compare_digest(password.encode(), (self.password or "").encode())
         if role is None and bootstrap:
             role = "operator"
         return role

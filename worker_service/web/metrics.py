@@ -56,7 +56,7 @@ def queue_stats(client: Any, ns: str, shards: Mapping[str, Any] | None = None) -
             pipe.hlen(f"{ns}:{q}.DQ.msgs")
             pipe.lindex(f"{ns}:{q}", 0)
         results = pipe.execute()
-        counts.update({q: results[4 * i: 4 * i + 4] for i, q in enumerate(names)})
+        counts.update({q: results[4 * i : 4 * i + 4] for i, q in enumerate(names)})
     now = time.time()
     rows = []
     for q in queues:
@@ -68,8 +68,16 @@ def queue_stats(client: Any, ns: str, shards: Mapping[str, Any] | None = None) -
                 age = max(0.0, now - json.loads(body)["message_timestamp"] / 1000) if body else 0.0
             except (ValueError, KeyError, TypeError):
                 age = 0.0
-        rows.append({"name": q, "depth": waiting, "delayed": in_delay, "in_flight": max(0, stored - waiting),
-                     "paused": q in paused, "oldest_age_seconds": round(age, 1)})
+        rows.append(
+            {
+                "name": q,
+                "depth": waiting,
+                "delayed": in_delay,
+                "in_flight": max(0, stored - waiting),
+                "paused": q in paused,
+                "oldest_age_seconds": round(age, 1),
+            }
+        )
     return rows
 
 
@@ -77,8 +85,15 @@ class BrokerCollector(Collector):
     """Parameters: redis client of the broker (None on RabbitMQ: queue gauges then come from RabbitMQ's own
     exporter), namespace, BROKER_SHARDS' clients by queue."""
 
-    def __init__(self, client: Any | None, namespace: str = "dramatiq", *, spend_client: Any | None = None,
-                 daily_budget_usd: float | None = None, shards: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        client: Any | None,
+        namespace: str = "dramatiq",
+        *,
+        spend_client: Any | None = None,
+        daily_budget_usd: float | None = None,
+        shards: Mapping[str, Any] | None = None,
+    ) -> None:
         self.client = client
         self.shards = dict(shards or {})
         self.ns = namespace
@@ -90,10 +105,12 @@ class BrokerCollector(Collector):
 
         from worker_service.knowledge.budgets import spend_key
 
-        spend = GaugeMetricFamily("worker_llm_spend_today_usd", "Fleet-wide LLM spend since 00:00 UTC",
-                                  labels=["upstream"])
-        budget = GaugeMetricFamily("worker_llm_daily_budget_usd", "Daily LLM budget of the fleet (when set)",
-                                   labels=["upstream"])
+        spend = GaugeMetricFamily(
+            "worker_llm_spend_today_usd", "Fleet-wide LLM spend since 00:00 UTC", labels=["upstream"]
+        )
+        budget = GaugeMetricFamily(
+            "worker_llm_daily_budget_usd", "Daily LLM budget of the fleet (when set)", labels=["upstream"]
+        )
         if self.spend_client is not None:
             try:
                 value = self.spend_client.get(spend_key(self.ns, "openrouter", datetime.now(UTC)))
@@ -107,13 +124,18 @@ class BrokerCollector(Collector):
     def collect(self) -> Iterable[GaugeMetricFamily]:
         depth = GaugeMetricFamily("worker_queue_depth", "Messages waiting in the queue", labels=["queue"])
         delayed = GaugeMetricFamily("worker_queue_delayed", "Messages in the delay queue", labels=["queue"])
-        inflight = GaugeMetricFamily("worker_queue_inflight", "Messages fetched and not yet settled", labels=["queue"])
-        oldest = GaugeMetricFamily("worker_queue_oldest_age_seconds", "Age of the oldest waiting message",
-                                   labels=["queue"])
-        paused = GaugeMetricFamily("worker_upstream_paused", "1 while the upstream is paused fleet-wide",
-                                   labels=["upstream"])
-        queue_paused = GaugeMetricFamily("worker_queue_paused", "1 while an operator has paused the queue",
-                                         labels=["queue"])
+        inflight = GaugeMetricFamily(
+            "worker_queue_inflight", "Messages fetched and not yet settled", labels=["queue"]
+        )
+        oldest = GaugeMetricFamily(
+            "worker_queue_oldest_age_seconds", "Age of the oldest waiting message", labels=["queue"]
+        )
+        paused = GaugeMetricFamily(
+            "worker_upstream_paused", "1 while the upstream is paused fleet-wide", labels=["upstream"]
+        )
+        queue_paused = GaugeMetricFamily(
+            "worker_queue_paused", "1 while an operator has paused the queue", labels=["queue"]
+        )
         if self.client is not None:
             for row in queue_stats(self.client, self.ns, self.shards):
                 queue_paused.add_metric([row["name"]], int(row["paused"]))
@@ -121,8 +143,11 @@ class BrokerCollector(Collector):
                 delayed.add_metric([row["name"]], row["delayed"])
                 inflight.add_metric([row["name"]], row["in_flight"])
                 oldest.add_metric([row["name"]], row["oldest_age_seconds"])
-        auth = GaugeMetricFamily("worker_upstream_auth_failed", "1 while the upstream is paused because it rejected "
-                                 "the credentials", labels=["upstream"])
+        auth = GaugeMetricFamily(
+            "worker_upstream_auth_failed",
+            "1 while the upstream is paused because it rejected the credentials",
+            labels=["upstream"],
+        )
         pauses = self.spend_client if self.spend_client is not None else self.client
         if pauses is not None:
             from worker_service.ratelimit import RateLimiter
@@ -137,11 +162,17 @@ class BrokerCollector(Collector):
                 pass
         yield from (depth, delayed, inflight, oldest, queue_paused, paused, auth)
         yield from self._spend()
-        dead = GaugeMetricFamily("worker_dead_letters", "Dead letters waiting for an operator", labels=["actor"])
+        dead = GaugeMetricFamily(
+            "worker_dead_letters", "Dead letters waiting for an operator", labels=["actor"]
+        )
         try:
             with session():
-                rows = (DeadLetterTally.select(DeadLetterTally.actor, peewee.fn.SUM(DeadLetterTally.n))
-                        .where(DeadLetterTally.state == "dead").group_by(DeadLetterTally.actor).tuples())
+                rows = (
+                    DeadLetterTally.select(DeadLetterTally.actor, peewee.fn.SUM(DeadLetterTally.n))
+                    .where(DeadLetterTally.state == "dead")
+                    .group_by(DeadLetterTally.actor)
+                    .tuples()
+                )
                 for actor, count in rows:
                     if count:
                         dead.add_metric([actor or "(undecodable)"], count)
@@ -149,7 +180,9 @@ class BrokerCollector(Collector):
             pass
         yield dead
         pending = GaugeMetricFamily("worker_events_pending", "Outcome events not delivered yet")
-        lagging = GaugeMetricFamily("worker_events_oldest_pending_seconds", "Age of the oldest undelivered event")
+        lagging = GaugeMetricFamily(
+            "worker_events_oldest_pending_seconds", "Age of the oldest undelivered event"
+        )
         try:
             from worker_service.outcome_events import lag
 

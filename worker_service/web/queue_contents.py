@@ -21,12 +21,16 @@ SHOWN = 50
 
 def _iso(ms: Any) -> str | None:
     try:
-        return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        return (
+            datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        )
     except (TypeError, ValueError, OverflowError, OSError):
         return None
 
 
-def describe(redis_id: str, body: bytes | None, worker: str | None = None, *, running: bool = False) -> dict[str, Any]:
+def describe(
+    redis_id: str, body: bytes | None, worker: str | None = None, *, running: bool = False
+) -> dict[str, Any]:
     """One message as the page shows it (masked; ``undecodable`` when its body cannot be read)."""
     try:
         data = json.loads(body) if body else None
@@ -41,13 +45,22 @@ def _described(redis_id: str, data: dict[str, Any], worker: str | None, running:
     raw_kwargs, raw_options = data.get("kwargs"), data.get("options")
     kwargs: dict[str, Any] = raw_kwargs if isinstance(raw_kwargs, dict) else {}
     options: dict[str, Any] = raw_options if isinstance(raw_options, dict) else {}
-    shown = json.dumps(mask({"args": data.get("args") or [], "kwargs": kwargs}), ensure_ascii=False, default=str)
+    shown = json.dumps(
+        mask({"args": data.get("args") or [], "kwargs": kwargs}), ensure_ascii=False, default=str
+    )
     asset_id = kwargs.get("asset_id")
-    return {"redis_id": redis_id, "message_id": data.get("message_id"), "actor": data.get("actor_name"),
-            "asset_id": asset_id if isinstance(asset_id, str) else None,
-            "arguments": shown if len(shown) <= 400 else shown[:400] + "…",
-            "sent_at": _iso(data.get("message_timestamp")), "eta": _iso(options.get("eta")),
-            "retries": options.get("retries", 0), "worker": worker, "running": running}
+    return {
+        "redis_id": redis_id,
+        "message_id": data.get("message_id"),
+        "actor": data.get("actor_name"),
+        "asset_id": asset_id if isinstance(asset_id, str) else None,
+        "arguments": shown if len(shown) <= 400 else shown[:400] + "…",
+        "sent_at": _iso(data.get("message_timestamp")),
+        "eta": _iso(options.get("eta")),
+        "retries": options.get("retries", 0),
+        "worker": worker,
+        "running": running,
+    }
 
 
 def _worker_names(client: Any, ns: str) -> dict[str, str]:
@@ -75,8 +88,10 @@ def contents(client: Any, ns: str, queue: str, *, shown: int = SHOWN) -> dict[st
     bodies = client.hmget(f"{key}.msgs", waiting_ids) if waiting_ids else []
     waiting = [describe(i, b) for i, b in zip(waiting_ids, bodies, strict=True)]
     _cursor, delayed_raw = client.hscan(f"{key}.DQ.msgs", 0, count=shown)
-    delayed = sorted((describe(i.decode(), b) for i, b in list(delayed_raw.items())[:shown]),
-                     key=lambda m: m.get("eta") or "")
+    delayed = sorted(
+        (describe(i.decode(), b) for i, b in list(delayed_raw.items())[:shown]),
+        key=lambda m: m.get("eta") or "",
+    )
     names = _worker_names(client, ns)
     fetched: list[dict[str, Any]] = []
     fetched_total = 0
@@ -88,7 +103,12 @@ def contents(client: Any, ns: str, queue: str, *, shown: int = SHOWN) -> dict[st
             if ids and room > 0:
                 bodies = client.hmget(f"{key}.msgs", ids[:room])
                 worker = names.get(broker_id, broker_id[:8])
-                fetched += [describe(i, b, worker, running=running) for i, b in zip(ids[:room], bodies, strict=True)]
-    return {"queue": queue, "waiting": {"total": int(waiting_total), "messages": waiting},
-            "delayed": {"total": int(delayed_total), "messages": delayed},
-            "fetched": {"total": fetched_total, "messages": fetched}}
+                fetched += [
+                    describe(i, b, worker, running=running) for i, b in zip(ids[:room], bodies, strict=True)
+                ]
+    return {
+        "queue": queue,
+        "waiting": {"total": int(waiting_total), "messages": waiting},
+        "delayed": {"total": int(delayed_total), "messages": delayed},
+        "fetched": {"total": fetched_total, "messages": fetched},
+    }

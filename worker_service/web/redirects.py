@@ -32,7 +32,9 @@ def local_path(target: str | None) -> str:
     decoded = normalised
     for _ in range(3):  # nested escapes (%252F) decode one layer per round
         decoded = _as_a_browser_reads(unquote(decoded))
-    if not (_is_local(normalised) and _is_local(decoded)) or any(ord(c) < 0x20 or c == "\x7f" for c in decoded):
+    if not (_is_local(normalised) and _is_local(decoded)) or any(
+        ord(c) < 0x20 or c == "\x7f" for c in decoded
+    ):
         return "/"
     return normalised
 

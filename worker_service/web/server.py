@@ -40,15 +40,22 @@ def create_server(app: Flask, settings: Settings) -> Any:
 
     _raise_open_files_limit(settings.web_connection_limit + 256)
     server = waitress.create_server(
-        app, host=settings.web_host, port=settings.web_port, threads=settings.web_threads, ident="worker-dashboard",
+        app,
+        host=settings.web_host,
+        port=settings.web_port,
+        threads=settings.web_threads,
+        ident="worker-dashboard",
         # X-Forwarded-For / -Proto / -Host reach the app untouched: it believes them only from WEB_PROXY_ADDRESSES
         # (the client's address for the login throttle, https for the cookie and the origin check), which can be
         # several addresses where waitress's own trusted_proxy takes one
         clear_untrusted_proxy_headers=False,
-        connection_limit=settings.web_connection_limit, asyncore_use_poll=True,
+        connection_limit=settings.web_connection_limit,
+        asyncore_use_poll=True,
         channel_timeout=settings.web_channel_timeout_seconds,
         cleanup_interval=max(1, min(30, settings.web_request_timeout_seconds // 4)),
-        max_request_body_size=MAX_BODY_BYTES + 1024, max_request_header_size=MAX_HEADER_BYTES)
+        max_request_body_size=MAX_BODY_BYTES + 1024,
+        max_request_header_size=MAX_HEADER_BYTES,
+    )
     reap_slow_requests(server, settings.web_request_timeout_seconds)
     return server
 
@@ -68,8 +75,11 @@ def reap_slow_requests(server: Any, timeout_s: float) -> None:
             elif seen is None or seen[0] is not partial:
                 channel.worker_request_seen = (partial, now)
             elif now - seen[1] > timeout_s:
-                logger.info("dashboard: closing a connection from %s whose request took over %g s to arrive",
-                            channel.addr[0] if channel.addr else "-", timeout_s)
+                logger.info(
+                    "dashboard: closing a connection from %s whose request took over %g s to arrive",
+                    channel.addr[0] if channel.addr else "-",
+                    timeout_s,
+                )
                 channel.will_close = True
 
     server.maintenance = maintenance
@@ -81,4 +91,6 @@ def _raise_open_files_limit(wanted: int) -> None:
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     if target < wanted:
-        logger.warning("dashboard: open files limited to %d; WEB_CONNECTION_LIMIT needs about %d", target, wanted)
+        logger.warning(
+            "dashboard: open files limited to %d; WEB_CONNECTION_LIMIT needs about %d", target, wanted
+        )

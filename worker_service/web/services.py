@@ -19,14 +19,21 @@ REVOKED_SESSIONS = "dramatiq:__web_revoked__"  # session id -> when its cookie w
 
 class Services:
     """Parameters:
-      broker: where requeued messages go (and what /queues/ shows).
-      auth: an Authenticator, or None for --insecure-local (127.0.0.1 only; every action is by ``local``).
-      health: the /healthz and /readyz checks; metrics_app: a WSGI app for /metrics.
-      limiter_client: the rate limiter's Redis (sessions revoked, login throttle, pauses); None: made on use.
+    broker: where requeued messages go (and what /queues/ shows).
+    auth: an Authenticator, or None for --insecure-local (127.0.0.1 only; every action is by ``local``).
+    health: the /healthz and /readyz checks; metrics_app: a WSGI app for /metrics.
+    limiter_client: the rate limiter's Redis (sessions revoked, login throttle, pauses); None: made on use.
     """
 
-    def __init__(self, *, broker: dramatiq.Broker, auth: Authenticator | None, health: HealthChecks,
-                 metrics_app: WSGIApp | None = None, limiter_client: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        broker: dramatiq.Broker,
+        auth: Authenticator | None,
+        health: HealthChecks,
+        metrics_app: WSGIApp | None = None,
+        limiter_client: Any = None,
+    ) -> None:
         self.broker = broker
         self.store = DeadLetterStore(broker)
         self.auth = auth
@@ -85,5 +92,7 @@ class Services:
         if not isinstance(broker, ReliableRedisBroker):
             return None
         registered = broker.client.smembers(broker.key("__queues__"))  # every queue a worker consumes
-        known = {q for q, _ in CONTRACTS.values()} | {q.decode() if isinstance(q, bytes) else str(q) for q in registered}
+        known = {q for q, _ in CONTRACTS.values()} | {
+            q.decode() if isinstance(q, bytes) else str(q) for q in registered
+        }
         return broker if queue in known else None

@@ -60,7 +60,9 @@ class SessionSecret:
         except Exception as exc:  # noqa: BLE001 - Redis down: keep the key we had, or sign with a local one
             if self._key is not None:
                 return self._key
-            logger.warning("session key unreadable from Redis (%s): sessions of this replica only, until it is", exc)
+            logger.warning(
+                "session key unreadable from Redis (%s): sessions of this replica only, until it is", exc
+            )
             return secrets.token_bytes(32)
 
 

@@ -47,10 +47,17 @@ class Throttle:
         return f"{PREFIX}:{kind}:{hashlib.sha256(value.encode()).hexdigest()[:32]}"
 
     def _keys(self, kind: str, user: str | None, address: str) -> list[tuple[str, int, str]]:
-        keys = [(self._key(f"{kind}-address", address), self.per_address, f"too many failures from {address}")]
+        keys = [
+            (self._key(f"{kind}-address", address), self.per_address, f"too many failures from {address}")
+        ]
         if user is not None:
-            keys.append((self._user_key(kind, user, address), self.per_user,
-                         f"too many failures for this user from {address}"))
+            keys.append(
+                (
+                    self._user_key(kind, user, address),
+                    self.per_user,
+                    f"too many failures for this user from {address}",
+                )
+            )
         return keys
 
     def _user_key(self, kind: str, user: str, address: str) -> str:

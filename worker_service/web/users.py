@@ -22,7 +22,9 @@ MIN_PASSWORD_LENGTH = 12
 _HASHER = PasswordHasher()
 # verified against when the user does not exist, so an unknown name costs the same time (and memory) as a wrong
 # password; a literal with the hasher's parameters, so importing this module hashes nothing (64 MiB at start-up)
-_DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$IPnDKyHg3rhjmcQp+wCNmQ$yOL+0moWJbFHngxLtQI3KlkVIIMvJ8DpD3N2tnGuits"
+_DUMMY_HASH = (
+    "$argon2id$v=19$m=65536,t=3,p=4$IPnDKyHg3rhjmcQp+wCNmQ$yOL+0moWJbFHngxLtQI3KlkVIIMvJ8DpD3N2tnGuits"
+)
 
 
 def add_user(name: str, password: str, role: Role) -> bool:
@@ -36,12 +38,19 @@ def add_user(name: str, password: str, role: Role) -> bool:
     with session(transaction=True):
         existing = DashboardUser.get_or_none(DashboardUser.name == name)
         # the same password again keeps its hash: only a real password change ends the user's open sessions
-        password_hash = existing.password_hash if existing and _matches(existing.password_hash, password) \
+        password_hash = (
+            existing.password_hash
+            if existing and _matches(existing.password_hash, password)
             else _HASHER.hash(password)
-        (DashboardUser.insert(name=name, password_hash=password_hash, role=role)
-         .on_conflict(conflict_target=[DashboardUser.name],
-                      update={DashboardUser.password_hash: password_hash, DashboardUser.role: role})
-         .execute())
+        )
+        (
+            DashboardUser.insert(name=name, password_hash=password_hash, role=role)
+            .on_conflict(
+                conflict_target=[DashboardUser.name],
+                update={DashboardUser.password_hash: password_hash, DashboardUser.role: role},
+            )
+            .execute()
+        )
     return existing is None
 
 
@@ -61,8 +70,10 @@ def list_users() -> list[dict[str, str]]:
     from worker_service.database.models import iso
 
     with session():
-        return [{"name": u.name, "role": u.role, "created_at": iso(u.created_at) or ""}
-                for u in DashboardUser.select().order_by(DashboardUser.name)]
+        return [
+            {"name": u.name, "role": u.role, "created_at": iso(u.created_at) or ""}
+            for u in DashboardUser.select().order_by(DashboardUser.name)
+        ]
 
 
 def role_of(name: str) -> Role | None:

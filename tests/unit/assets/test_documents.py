@@ -11,9 +11,17 @@ import pytest
 from tests.support import documents as docs
 from worker_service.assets.extraction import extract
 
-LIMITS: dict[str, Any] = {"max_pdf_pages": 2000, "pdf_tables": False, "docx_max_entries": 1000,
-                          "docx_max_uncompressed_mb": 100, "docx_max_ratio": 100, "max_cells": 10_000,
-                          "max_image_pixels": 100_000_000, "ocr_languages": "rus+eng", "ocr_page_timeout_seconds": 60}
+LIMITS: dict[str, Any] = {
+    "max_pdf_pages": 2000,
+    "pdf_tables": False,
+    "docx_max_entries": 1000,
+    "docx_max_uncompressed_mb": 100,
+    "docx_max_ratio": 100,
+    "max_cells": 10_000,
+    "max_image_pixels": 100_000_000,
+    "ocr_languages": "rus+eng",
+    "ocr_page_timeout_seconds": 60,
+}
 
 
 def _text(path: Path, kind: str, **limits: Any) -> dict[str, Any]:
@@ -31,7 +39,9 @@ def test_docx_headings_lists_and_tables(tmp_path):
 def test_xlsx_every_sheet_with_the_cached_values_of_formulas(tmp_path):
     result = _text(docs.with_cached_values(docs.xlsx_file(tmp_path / "p.xlsx")), "xlsx")
     text = result["text"]
-    assert result["pages"] == 2 and text.index("<!-- sheet 1: Прайс -->") < text.index("<!-- sheet 2: Контакты -->")
+    assert result["pages"] == 2 and text.index("<!-- sheet 1: Прайс -->") < text.index(
+        "<!-- sheet 2: Контакты -->"
+    )
     assert "| ЦНС-38 | Насос центробежный | 184350 | 12 | 2212200 |" in text  # =C2*D2, its cached value
     assert "| SK-7 | Комплект уплотнений | 2730.5 | 40 | 109220 |" in text
     assert "| Ёлкин П. С. | +7 (4852) 58-11-09 |" in text
@@ -51,8 +61,9 @@ def test_an_ods_declaring_a_million_repeated_rows_is_bounded(tmp_path):
 def test_pptx_slides_in_order_with_titles_bullets_tables_and_notes(tmp_path):
     result = _text(docs.pptx_file(tmp_path / "d.pptx"), "pptx")
     text = result["text"]
-    assert result["pages"] == 2 and text.index("<!-- slide 1 -->") < text.index("## Итоги квартала") \
-        < text.index("<!-- slide 2 -->") < text.index("## Цены")
+    assert result["pages"] == 2 and text.index("<!-- slide 1 -->") < text.index(
+        "## Итоги квартала"
+    ) < text.index("<!-- slide 2 -->") < text.index("## Цены")
     assert "  - Москва: 40 млн руб." in text and "Notes: Сказать про новый склад в Ярославле" in text
     assert "| ЦНС-38 | 184 350 |" in text
 
@@ -81,8 +92,12 @@ def test_html_readable_content_only(tmp_path):
 
 def test_csv_delimiter_and_encoding_detected(tmp_path):
     text = _text(docs.csv_file(tmp_path / "c.csv"), "csv")["text"]
-    assert text.splitlines()[:4] == ["| Товар | Цена | Остаток |", "|---|---|---|", "| ЦНС-38 | 184 350 | 12 |",
-                                     "| SK-7 | 2 730,50 | 40 |"]
+    assert text.splitlines()[:4] == [
+        "| Товар | Цена | Остаток |",
+        "|---|---|---|",
+        "| ЦНС-38 | 184 350 | 12 |",
+        "| SK-7 | 2 730,50 | 40 |",
+    ]
 
 
 def test_a_pipe_or_a_line_break_inside_a_cell_never_breaks_its_row():
@@ -111,7 +126,10 @@ def test_a_pptx_with_shapes_its_library_cannot_read_keeps_the_rest_and_counts_wh
     result = _text(docs.odd_pptx_file(tmp_path / "odd.pptx"), "pptx")
     text = result["text"]
     assert "## Итоги" in text and "в фигуре без геометрии" in text and "остальное на месте" in text
-    assert result["parts_skipped"] == 1 and "<!-- skipped: a shape that could not be read (AttributeError" in text
+    assert (
+        result["parts_skipped"] == 1
+        and "<!-- skipped: a shape that could not be read (AttributeError" in text
+    )
 
 
 def test_a_parser_librarys_own_exception_is_a_permanent_corrupt_with_its_reason(tmp_path, monkeypatch):
@@ -144,7 +162,9 @@ def test_an_html_fragment_without_html_or_body_is_read_as_html(tmp_path):
     from worker_service.assets.sniff import sniff
 
     path = tmp_path / "fragment.txt"
-    path.write_text("<p>Привет, <b>мир</b></p>\n<table><tr><td>a</td><td>b</td></tr></table>", encoding="utf-8")
+    path.write_text(
+        "<p>Привет, <b>мир</b></p>\n<table><tr><td>a</td><td>b</td></tr></table>", encoding="utf-8"
+    )
     assert sniff(str(path), filename="fragment.txt", content_type=None) == "html"
     text = _text(path, "html")["text"]
     assert "Привет, мир" in text and "| a | b |" in text and "<b>" not in text
@@ -170,8 +190,9 @@ def test_an_epub_reads_its_chapters_in_spine_order(tmp_path):
     assert sniff(str(path), filename="book.epub", content_type=None) == "epub"
     result = _text(path, "epub")
     text = result["text"]
-    assert result["pages"] == 2 and text.index("<!-- chapter 1 -->") < text.index("# Глава первая") \
-        < text.index("<!-- chapter 2 -->") < text.index("# Глава вторая")
+    assert result["pages"] == 2 and text.index("<!-- chapter 1 -->") < text.index(
+        "# Глава первая"
+    ) < text.index("<!-- chapter 2 -->") < text.index("# Глава вторая")
     assert "ООО «Ромашка» поставляет насосы." in text and "Договор № 15 подписан." in text
 
 

@@ -26,16 +26,33 @@ def test_path_traversal_and_symlink_escape_are_refused(tmp_path):
 
 
 def _policy(root: str, **overrides) -> FetchPolicy:
-    values = {"storage_root": root, "max_bytes": 1000, "connect_timeout": 2, "read_timeout": 2, "allow_http": False,
-              "allowlist": ()}
+    values = {
+        "storage_root": root,
+        "max_bytes": 1000,
+        "connect_timeout": 2,
+        "read_timeout": 2,
+        "allow_http": False,
+        "allowlist": (),
+    }
     values.update(overrides)
     return FetchPolicy(**values)
 
 
-@pytest.mark.parametrize("url", ["https://127.0.0.1/x", "https://localhost/x", "https://169.254.169.254/latest/",
-                                 "https://10.1.2.3/x", "https://192.168.1.1/x", "https://[::1]/x",
-                                 "https://[::ffff:127.0.0.1]/x", "https://0.0.0.0/x",
-                                 "https://[fec0::1]/x", "https://[feff:ffff::1]/x"])  # site-local (second probe)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/x",
+        "https://localhost/x",
+        "https://169.254.169.254/latest/",
+        "https://10.1.2.3/x",
+        "https://192.168.1.1/x",
+        "https://[::1]/x",
+        "https://[::ffff:127.0.0.1]/x",
+        "https://0.0.0.0/x",
+        "https://[fec0::1]/x",
+        "https://[feff:ffff::1]/x",
+    ],
+)  # site-local (second probe)
 def test_ssrf_guard_refuses_internal_addresses(url, tmp_path):
     with pytest.raises(ForbiddenSource):
         check_url(url, _policy(str(tmp_path)))
@@ -106,13 +123,20 @@ def test_fetch_checks_every_redirect_hop_and_caps_bytes(local_http, tmp_path):
     assert list((tmp_path / ".tmp").iterdir()) == []  # temporary copies are removed
 
 
-@pytest.mark.parametrize("address", [
-    "::ffff:127.0.0.1", "::ffff:169.254.169.254",  # IPv4-mapped
-    "2002:7f00:1::1", "2002:a9fe:a9fe::1",  # 6to4 of 127.0.0.1 and 169.254.169.254
-    "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b:1::a9fe:a9fe",  # NAT64 (well-known and local-use prefixes)
-    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo whose client is 127.0.0.1 (obfuscated 0x80fffffe)
-    "2001:0:a9fe:a9fe:8000:63bf:3fff:fdd2",  # Teredo whose server is 169.254.169.254
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254",  # IPv4-mapped
+        "2002:7f00:1::1",
+        "2002:a9fe:a9fe::1",  # 6to4 of 127.0.0.1 and 169.254.169.254
+        "64:ff9b::7f00:1",
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b:1::a9fe:a9fe",  # NAT64 (well-known and local-use prefixes)
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo whose client is 127.0.0.1 (obfuscated 0x80fffffe)
+        "2001:0:a9fe:a9fe:8000:63bf:3fff:fdd2",  # Teredo whose server is 169.254.169.254
+    ],
+)
 def test_ipv6_forms_of_forbidden_ipv4_addresses_are_refused(address, tmp_path):
     """Regression (the attacker's probe): [2002:a9fe:a9fe::1], the 6to4 form of 169.254.169.254, passed."""
     with pytest.raises(ForbiddenSource):
@@ -133,7 +157,9 @@ class _Rebinding:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
 
 
-def test_a_resolver_that_rebinds_to_loopback_gets_nothing_fetched_from_loopback(local_http, tmp_path, monkeypatch):
+def test_a_resolver_that_rebinds_to_loopback_gets_nothing_fetched_from_loopback(
+    local_http, tmp_path, monkeypatch
+):
     """The host is resolved once and the connection goes to the address that was checked: the loopback
     server behind the second answer is never asked (and no packet leaves the machine: the connection to the
     public address is intercepted before it is made)."""
@@ -165,8 +191,10 @@ def test_a_resolver_that_rebinds_to_loopback_gets_nothing_fetched_from_loopback(
     real_create_connection = urllib3.util.connection.create_connection
     monkeypatch.setattr(urllib3.util.connection, "create_connection", create_connection)
     try:
-        with pytest.raises(TransientError), fetched(f"http://rebind.example:{port}/file",
-                                                    _policy(str(tmp_path), allow_http=True)):
+        with (
+            pytest.raises(TransientError),
+            fetched(f"http://rebind.example:{port}/file", _policy(str(tmp_path), allow_http=True)),
+        ):
             pass
     finally:
         stop(server)
@@ -190,7 +218,10 @@ def test_a_source_that_drips_one_byte_at_a_time_fails_for_good_at_the_total_dead
     whole time limit (300 s) and was then retried.  400 bytes at 20/s would take 20 s; the deadline is 1 s."""
     policy = _policy(str(tmp_path), allow_http=True, allowlist=("localhost",), read_timeout=5, deadline_s=1.0)
     started = time.monotonic()
-    with pytest.raises(PermanentError, match="FETCH_DEADLINE_SECONDS") as info, fetched(f"{local_http}/drip", policy):
+    with (
+        pytest.raises(PermanentError, match="FETCH_DEADLINE_SECONDS") as info,
+        fetched(f"{local_http}/drip", policy),
+    ):
         pass
     assert info.value.error_code == "fetch_failed"
     assert time.monotonic() - started < 5

@@ -43,4 +43,3 @@ def test_a_newer_generation_is_not_written_by_an_older_extraction(tmp_path, proc
         time.sleep(0.3)
     with session():
         assert Asset.get_by_id("scan").progress is None
-

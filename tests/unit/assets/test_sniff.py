@@ -26,13 +26,25 @@ def _image(path: Path, fmt: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("make", "expected"), [
-    (docs.docx_file, "docx"), (docs.xlsx_file, "xlsx"), (docs.pptx_file, "pptx"), (docs.odt_file, "odt"),
-    (docs.ods_file, "ods"), (docs.odp_file, "odp"), (docs.rtf_file, "rtf"), (docs.html_file, "html"),
-    (docs.csv_file, "csv"), (_png, "image"),
-    (lambda p: _image(p, "JPEG"), "image"), (lambda p: _image(p, "TIFF"), "image"),
-    (lambda p: _image(p, "WEBP"), "image"), (lambda p: _image(p, "BMP"), "image"),
-])
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (docs.docx_file, "docx"),
+        (docs.xlsx_file, "xlsx"),
+        (docs.pptx_file, "pptx"),
+        (docs.odt_file, "odt"),
+        (docs.ods_file, "ods"),
+        (docs.odp_file, "odp"),
+        (docs.rtf_file, "rtf"),
+        (docs.html_file, "html"),
+        (docs.csv_file, "csv"),
+        (_png, "image"),
+        (lambda p: _image(p, "JPEG"), "image"),
+        (lambda p: _image(p, "TIFF"), "image"),
+        (lambda p: _image(p, "WEBP"), "image"),
+        (lambda p: _image(p, "BMP"), "image"),
+    ],
+)
 def test_each_format_is_told_by_its_content_under_a_misleading_name(tmp_path, make, expected):
     path = make(tmp_path / "upload.bin")
     assert sniff(str(path), filename="report.pdf", content_type="application/octet-stream") == expected
@@ -55,7 +67,9 @@ def test_a_password_protected_office_file_is_encrypted_and_a_legacy_one_says_its
         sniff(str(tmp_path / "locked.xlsx"), filename="locked.xlsx", content_type=None)
     assert refused.value.error_code == "encrypted"
     # an OLE file without an encrypted package: the name rewritten wherever it appears
-    legacy = encrypted.getvalue().replace("EncryptedPackage".encode("utf-16-le"), "WordDocumentXXXX".encode("utf-16-le"))
+    legacy = encrypted.getvalue().replace(
+        "EncryptedPackage".encode("utf-16-le"), "WordDocumentXXXX".encode("utf-16-le")
+    )
     (tmp_path / "old.doc").write_bytes(legacy)
     with pytest.raises(PermanentError) as refused:
         sniff(str(tmp_path / "old.doc"), filename="old.doc", content_type=None)

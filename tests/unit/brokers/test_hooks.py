@@ -20,8 +20,14 @@ class _Recorder(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         self.calls.append(f"before:{self.name}")
 
-    def after_process_message(self, broker: dramatiq.Broker, message: Any, *, result: Any = None,
-                              exception: BaseException | None = None) -> None:
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
         self.calls.append(f"after:{self.name}")
 
 
@@ -44,8 +50,9 @@ def test_hook_dispatch_skips_inherited_noops_keeps_order_and_dramatiq_error_hand
     patched = Middleware()
     patched.before_process_message = lambda broker, message: calls.append("before:patched")  # type: ignore[method-assign]
     plain = Middleware()
-    broker = _DispatchBroker(middleware=[_Recorder("a", calls), plain, _Broken(), patched,
-                                         _Recorder("b", calls)])
+    broker = _DispatchBroker(
+        middleware=[_Recorder("a", calls), plain, _Broken(), patched, _Recorder("b", calls)]
+    )
     broker.emit_before("process_message", None)
     broker.emit_after("process_message", None, result=None)
     assert calls == ["before:a", "before:patched", "before:b", "after:b", "after:a"]

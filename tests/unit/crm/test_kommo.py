@@ -5,13 +5,22 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.mark.parametrize(("body", "blocked"), [
-    (b"<html><head><title>403 Forbidden</title></head><body><center>nginx</center></body></html>", True),
-    (b'{"title":"Forbidden","type":"https://httpstatus.es/403","status":403,"detail":"Too many requests, IP '
-     b'blocked"}', True),
-    (b'{"title":"Forbidden","type":"https://httpstatus.es/403","status":403,"detail":"User does not have rights '
-     b'to edit leads"}', False),
-])
+@pytest.mark.parametrize(
+    ("body", "blocked"),
+    [
+        (b"<html><head><title>403 Forbidden</title></head><body><center>nginx</center></body></html>", True),
+        (
+            b'{"title":"Forbidden","type":"https://httpstatus.es/403","status":403,"detail":"Too many requests, IP '
+            b'blocked"}',
+            True,
+        ),
+        (
+            b'{"title":"Forbidden","type":"https://httpstatus.es/403","status":403,"detail":"User does not have rights '
+            b'to edit leads"}',
+            False,
+        ),
+    ],
+)
 def test_a_403_is_a_block_only_when_kommo_says_so(body, blocked, monkeypatch):
     import requests
 
@@ -33,4 +42,8 @@ def test_a_403_is_a_block_only_when_kommo_says_so(body, blocked, monkeypatch):
     if blocked:
         assert pauses and pauses[0].startswith("403 block")
     else:
-        assert pauses == [] and raised.value.error_code == "kommo_403" and "does not have rights" in str(raised.value)
+        assert (
+            pauses == []
+            and raised.value.error_code == "kommo_403"
+            and "does not have rights" in str(raised.value)
+        )

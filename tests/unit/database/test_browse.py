@@ -12,15 +12,23 @@ def assets(tmp_path):
     start = datetime(2026, 12, 1)
     with session():
         for i in range(25):
-            Asset.create(asset_id=f"a{i:02}", status=("failed", "extracted")[i % 2],
-                         knowledge_status="done" if i % 2 else None, created_at=start + timedelta(seconds=i // 2))
+            Asset.create(
+                asset_id=f"a{i:02}",
+                status=("failed", "extracted")[i % 2],
+                knowledge_status="done" if i % 2 else None,
+                created_at=start + timedelta(seconds=i // 2),
+            )
 
 
 def test_counts_stop_past_the_cap_and_are_exact_below_it(assets):
     counts = browse.counts(browse.AssetQuery(), cap=10)
     assert counts["status"] == {"received": 0, "processing": 0, "retrying": 0, "extracted": 11, "failed": 11}
     exact = browse.counts(browse.AssetQuery())
-    assert (exact["status"]["extracted"], exact["status"]["failed"], exact["knowledge_status"]["done"]) == (12, 13, 12)
+    assert (exact["status"]["extracted"], exact["status"]["failed"], exact["knowledge_status"]["done"]) == (
+        12,
+        13,
+        12,
+    )
 
 
 def test_pages_walk_every_record_once_even_when_creation_times_tie(assets):

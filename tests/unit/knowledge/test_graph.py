@@ -26,12 +26,15 @@ def test_changing_the_prompt_changes_every_key():
     assert PROMPT_VERSION == prompt_version(graph.SYSTEM_PROMPT, graph.SCHEMA, graph.REPAIR_PROMPT)
     schema = copy.deepcopy(graph.SCHEMA)
     schema["properties"]["entities"]["description"] = "changed"
-    changed = {prompt_version(graph.SYSTEM_PROMPT + ".", graph.SCHEMA, graph.REPAIR_PROMPT),
-               prompt_version(graph.SYSTEM_PROMPT, schema, graph.REPAIR_PROMPT),
-               prompt_version(graph.SYSTEM_PROMPT, graph.SCHEMA, graph.REPAIR_PROMPT + ".")}
+    changed = {
+        prompt_version(graph.SYSTEM_PROMPT + ".", graph.SCHEMA, graph.REPAIR_PROMPT),
+        prompt_version(graph.SYSTEM_PROMPT, schema, graph.REPAIR_PROMPT),
+        prompt_version(graph.SYSTEM_PROMPT, graph.SCHEMA, graph.REPAIR_PROMPT + "."),
+    }
     assert len(changed) == 3 and PROMPT_VERSION not in changed
-    assert {chunk_key("m1", "Alice met Bob.", version) for version in changed} \
-        .isdisjoint({chunk_key("m1", "Alice met Bob.")})
+    assert {chunk_key("m1", "Alice met Bob.", version) for version in changed}.isdisjoint(
+        {chunk_key("m1", "Alice met Bob.")}
+    )
 
 
 def test_long_text_is_cut_into_overlapping_chunks():
@@ -42,9 +45,20 @@ def test_chunks_never_split_a_table_row():
     from worker_service.assets import markdown as md
     from worker_service.knowledge.graph import chunk_spans
 
-    rows = [["Артикул", "Наименование", "Цена"]] + [[f"ЦНС-{i}", f"Насос номер {i}", f"{1000 + i}"] for i in range(60)]
-    text = md.join([md.marker("page", 1), "# Прайс", md.table(rows[:30]), md.marker("page", 2),
-                    md.table(rows[30:]), md.marker("page", 3), "Итого: 60 позиций."])
+    rows = [["Артикул", "Наименование", "Цена"]] + [
+        [f"ЦНС-{i}", f"Насос номер {i}", f"{1000 + i}"] for i in range(60)
+    ]
+    text = md.join(
+        [
+            md.marker("page", 1),
+            "# Прайс",
+            md.table(rows[:30]),
+            md.marker("page", 2),
+            md.table(rows[30:]),
+            md.marker("page", 3),
+            "Итого: 60 позиций.",
+        ]
+    )
     spans = chunk_spans(text, 400, 80)
     chunks = [text[s:e] for s, e in spans]
     table_rows = [line for line in text.splitlines() if line.startswith("| ЦНС-")]

@@ -9,7 +9,7 @@ from worker_service.knowledge.names import canonical_type, compatible, fold, lin
 #: one thing however the documents spell it: (name, type, name, type)
 SAME = [
     ("ООО «Ромашка»", "ORGANIZATION", "Ромашка", "COMPANY"),
-    ("ООО \"Ромашка\"", "ORGANIZATION", "ООО «Ромашка»", "ORGANIZATION"),
+    ('ООО "Ромашка"', "ORGANIZATION", "ООО «Ромашка»", "ORGANIZATION"),
     ("Ромашки", "ORGANIZATION", "Romashka LLC", "ORGANIZATION"),
     ("Общество с ограниченной ответственностью «Ромашка»", "ORGANIZATION", "ООО Ромашка", "COMPANY"),
     ("АО «Василёк»", "ORGANIZATION", "АО «Василек»", "ORGANIZATION"),

@@ -30,10 +30,12 @@ def _all(order: list[str] | None = None) -> dict[str, str]:
 
 def test_the_gold_set_resolves_above_the_bars(db):
     result = score(_all())
-    print(f"\npairwise P {result.pairwise_precision:.3f} R {result.pairwise_recall:.3f} F1 {result.pairwise_f1:.3f}; "
-          f"B-cubed P {result.bcubed_precision:.3f} R {result.bcubed_recall:.3f}; over-merges {result.over_merges}; "
-          f"under-merges {result.under_merges}; relation recall {result.relation_recall:.3f}; "
-          f"page accuracy {result.page_accuracy:.3f}; {result.entities} entities")
+    print(
+        f"\npairwise P {result.pairwise_precision:.3f} R {result.pairwise_recall:.3f} F1 {result.pairwise_f1:.3f}; "
+        f"B-cubed P {result.bcubed_precision:.3f} R {result.bcubed_recall:.3f}; over-merges {result.over_merges}; "
+        f"under-merges {result.under_merges}; relation recall {result.relation_recall:.3f}; "
+        f"page accuracy {result.page_accuracy:.3f}; {result.entities} entities"
+    )
     assert result.negatives_merged == []
     assert result.over_merges == []
     assert result.pairwise_f1 >= 0.95
@@ -90,17 +92,32 @@ def test_two_organisations_with_different_inn_stay_two(db):
 
 
 def _one_chunk(text: str, entities: list[tuple[str, str]], relations: list[tuple[str, str, str]]) -> dict:
-    return {"id": "x", "workspace": "default", "chunks": [{
-        "text": text, "entities": [[n, t, "", None] for n, t in entities],
-        "relations": [[s, t, k, "", ""] for s, t, k in relations]}]}
+    return {
+        "id": "x",
+        "workspace": "default",
+        "chunks": [
+            {
+                "text": text,
+                "entities": [[n, t, "", None] for n, t in entities],
+                "relations": [[s, t, k, "", ""] for s, t, k in relations],
+            }
+        ],
+    }
 
 
 def _entities() -> dict[str, tuple[str, list[str]]]:
     with session():
         out = {}
         for entity in KgEntity.select():
-            surfaces = sorted({s for (s,) in KgMention.select(KgMention.surface).join(KgAlias)
-                               .where(KgAlias.entity == entity.id).tuples()})
+            surfaces = sorted(
+                {
+                    s
+                    for (s,) in KgMention.select(KgMention.surface)
+                    .join(KgAlias)
+                    .where(KgAlias.entity == entity.id)
+                    .tuples()
+                }
+            )
             out[entity.name] = (entity.type, surfaces)
         return out
 
@@ -111,10 +128,14 @@ def test_regression_a_relation_to_an_unlisted_entity_joins_the_real_one_when_it_
     from worker_service.knowledge.graphstore import replace_contribution
     from worker_service.knowledge.mentions import mentions_of
 
-    first = Extraction(entities=[Entity(name="Ann", type="PERSON")],
-                       relations=[Relation(source="Ann", target="Acme", type="WORKS_FOR")])
-    second = Extraction(entities=[Entity(name="Acme", type="ORGANIZATION")],
-                        relations=[Relation(source="Bob", target="Acme", type="WORKS_FOR")])
+    first = Extraction(
+        entities=[Entity(name="Ann", type="PERSON")],
+        relations=[Relation(source="Ann", target="Acme", type="WORKS_FOR")],
+    )
+    second = Extraction(
+        entities=[Entity(name="Acme", type="ORGANIZATION")],
+        relations=[Relation(source="Bob", target="Acme", type="WORKS_FOR")],
+    )
     text = "Ann works for Acme.\n\nAcme hired Bob."
     mentions, relations = mentions_of(text, [(0, 18), (20, 35)], [first, second])
     with session(transaction=True):
@@ -134,11 +155,22 @@ def test_regression_the_same_name_under_two_type_labels_is_one_node(db):
 
 
 def test_regression_every_quote_form_and_spelling_is_one_node_and_every_surface_an_alias(db):
-    ingest("a1", "default", _one_chunk("ООО «Ромашка», ООО \"Ромашка\", Ромашка и Romashka LLC.",
-                                       [("ООО «Ромашка»", "ORGANIZATION"), ("ООО \"Ромашка\"", "ORGANIZATION"),
-                                        ("Ромашка", "COMPANY"), ("Romashka LLC", "ORGANIZATION")], []))
+    ingest(
+        "a1",
+        "default",
+        _one_chunk(
+            'ООО «Ромашка», ООО "Ромашка", Ромашка и Romashka LLC.',
+            [
+                ("ООО «Ромашка»", "ORGANIZATION"),
+                ('ООО "Ромашка"', "ORGANIZATION"),
+                ("Ромашка", "COMPANY"),
+                ("Romashka LLC", "ORGANIZATION"),
+            ],
+            [],
+        ),
+    )
     (only,) = _entities().values()
-    assert only[1] == sorted(["ООО «Ромашка»", "ООО \"Ромашка\"", "Ромашка", "Romashka LLC"])
+    assert only[1] == sorted(["ООО «Ромашка»", 'ООО "Ромашка"', "Ромашка", "Romashka LLC"])
 
 
 def test_regression_two_nodes_with_one_display_name_keep_their_own_relations(db):
@@ -146,10 +178,24 @@ def test_regression_two_nodes_with_one_display_name_keep_their_own_relations(db)
     apart. Two people shown as "Bob" (different e-mail addresses: two people) each keep their own relation."""
     from worker_service.knowledge.graphread import relations as edges
 
-    ingest("a1", "default", _one_chunk("Bob, bob@acme.example, works for Acme.",
-                                       [("Bob", "PERSON"), ("Acme", "ORGANIZATION")], [("Bob", "Acme", "WORKS_FOR")]))
-    ingest("a2", "default", _one_chunk("Bob, bob@globex.example, works for Globex.",
-                                       [("Bob", "PERSON"), ("Globex", "ORGANIZATION")], [("Bob", "Globex", "WORKS_FOR")]))
+    ingest(
+        "a1",
+        "default",
+        _one_chunk(
+            "Bob, bob@acme.example, works for Acme.",
+            [("Bob", "PERSON"), ("Acme", "ORGANIZATION")],
+            [("Bob", "Acme", "WORKS_FOR")],
+        ),
+    )
+    ingest(
+        "a2",
+        "default",
+        _one_chunk(
+            "Bob, bob@globex.example, works for Globex.",
+            [("Bob", "PERSON"), ("Globex", "ORGANIZATION")],
+            [("Bob", "Globex", "WORKS_FOR")],
+        ),
+    )
     with session():
         bobs = [e.id for e in KgEntity.select().where(KgEntity.name == "Bob")]
         employer = {e.name: e.id for e in KgEntity.select().where(KgEntity.name != "Bob")}
@@ -177,7 +223,13 @@ def test_an_operators_merge_and_split_survive_deletions_rebuilds_and_later_uploa
 
     def entity_of(surface: str) -> int:
         with session():
-            return KgAlias.select(KgAlias.entity).join(KgMention).where(KgMention.surface == surface).get().entity_id
+            return (
+                KgAlias.select(KgAlias.entity)
+                .join(KgMention)
+                .where(KgMention.surface == surface)
+                .get()
+                .entity_id
+            )
 
     merged = merge([entity_of("ООО «Лютик»"), entity_of("Чай мятный")], "op")
     remaining, moved = split(entity_of("Romashka LLC"), ["Romashka LLC"], "op")
@@ -206,8 +258,10 @@ def test_an_entity_whose_email_the_crm_ledger_knows_names_that_kommo_contact_and
     _all(["invoice-117", "contract-15"])
     found = {e["name"]: e for e in list_entities("default", limit=100)["entities"]}
     ivanov = next(e for e in found.values() if "Ivan Ivanov" in e["aliases"])
-    assert ivanov["kommo_id"] == 77 and ivanov["identifiers"] == {"email": ["i.ivanov@romashka.ru"],
-                                                                 "phone": ["+74951234567"]}
+    assert ivanov["kommo_id"] == 77 and ivanov["identifiers"] == {
+        "email": ["i.ivanov@romashka.ru"],
+        "phone": ["+74951234567"],
+    }
     assert "Иванова Ивана Ивановича" in ivanov["aliases"]  # one person across the two documents
     assert all(e["kommo_id"] is None for e in found.values() if e is not ivanov)
     with session():

@@ -25,7 +25,11 @@ def test_log_lines_inside_a_message_carry_its_context_and_lines_after_it_do_not(
     finally:
         configure_logging("INFO", "json")
     inside, after = (json.loads(line) for line in stream.getvalue().splitlines())
-    assert (inside["message_id"], inside["actor"], inside["queue"], inside["asset_id"]) == \
-        (message.message_id, "process_asset", "assets", "a-1")
+    assert (inside["message_id"], inside["actor"], inside["queue"], inside["asset_id"]) == (
+        message.message_id,
+        "process_asset",
+        "assets",
+        "a-1",
+    )
     assert {"time", "level", "logger", "message"} <= inside.keys()
     assert "message_id" not in after

@@ -18,16 +18,25 @@ def sink(tmp_path):
 
 
 def test_the_row_keeps_the_final_error_the_payload_and_the_attempts(sink):
-    message = proxy("noop", kwargs={"tag": "t", "api_key": "s3cret"}, retries=2,
-                    attempt_history=[{"attempt": 2, "error": "TransientError: 503"}])
+    message = proxy(
+        "noop",
+        kwargs={"tag": "t", "api_key": "s3cret"},
+        retries=2,
+        attempt_history=[{"attempt": 2, "error": "TransientError: 503"}],
+    )
     try:
         raise RuntimeError("third time")
     except RuntimeError as exc:
         sink.record(message, Dead.of("retries_exhausted", exc))
     with session():
         row = DeadLetter.get()
-    assert (row.message_id, row.error_type, row.exception_type, row.error_message, row.attempts) == \
-        (message.message_id, "retries_exhausted", "RuntimeError", "third time", 3)
+    assert (row.message_id, row.error_type, row.exception_type, row.error_message, row.attempts) == (
+        message.message_id,
+        "retries_exhausted",
+        "RuntimeError",
+        "third time",
+        3,
+    )
     assert "third time" in row.traceback and row.kwargs["api_key"] == "s3cret"  # kept whole for requeue
     assert row.history == [{"attempt": 2, "error": "TransientError: 503"}]
 
@@ -52,9 +61,14 @@ def test_a_forbidden_message_is_kept_cut_and_a_list_reads_no_payload(sink):
     from worker_service.errors import Forbidden
 
     body = "leads%5Bstatus%5D%5B0%5D%5Bid%5D=1&" + "x" * 5_000_000
-    sink.record(proxy("crm_handle_webhook", kwargs={"body": body, "token": "wrong"}),
-                Dead.of("forbidden", Forbidden("webhook token does not match KOMMO_WEBHOOK_TOKEN")))
-    sink.record(proxy("noop", kwargs={"blob": "y" * 100_000}), Dead.of("retries_exhausted", RuntimeError("z" * 50_000)))
+    sink.record(
+        proxy("crm_handle_webhook", kwargs={"body": body, "token": "wrong"}),
+        Dead.of("forbidden", Forbidden("webhook token does not match KOMMO_WEBHOOK_TOKEN")),
+    )
+    sink.record(
+        proxy("noop", kwargs={"blob": "y" * 100_000}),
+        Dead.of("retries_exhausted", RuntimeError("z" * 50_000)),
+    )
     with session():
         forbidden, kept = DeadLetter.select().order_by(DeadLetter.id)
     assert len(forbidden.kwargs["body"]) < 3_000 and "5000035 characters, sha256" in forbidden.kwargs["body"]

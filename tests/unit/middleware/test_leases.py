@@ -37,9 +37,17 @@ def database(tmp_path):
 
 
 def _message(asset_id: str) -> MessageProxy:
-    return MessageProxy(Message(queue_name="assets", actor_name="process_asset", args=(),
-                                kwargs={"asset_id": asset_id, "source": "file:x"}, options={},
-                                message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000)))
+    return MessageProxy(
+        Message(
+            queue_name="assets",
+            actor_name="process_asset",
+            args=(),
+            kwargs={"asset_id": asset_id, "source": "file:x"},
+            options={},
+            message_id=str(uuid.uuid4()),
+            message_timestamp=int(time.time() * 1000),
+        )
+    )
 
 
 def _lease(asset_id: str):
@@ -49,7 +57,9 @@ def _lease(asset_id: str):
 
 def _age(asset_id: str, seconds: float) -> None:
     with session(transaction=True):
-        Asset.update(lease_at=utcnow() - timedelta(seconds=seconds)).where(Asset.asset_id == asset_id).execute()
+        Asset.update(lease_at=utcnow() - timedelta(seconds=seconds)).where(
+            Asset.asset_id == asset_id
+        ).execute()
 
 
 def test_each_transition_sets_the_lease_and_a_terminal_one_clears_it():

@@ -12,15 +12,26 @@ from worker_service.outcome import Dead, Deferred, Outcome, Retrying, Skipped, S
 
 
 def _count(outcome: str) -> float:
-    return REGISTRY.get_sample_value("worker_messages_total", {"actor": "metered", "queue": "tests",
-                                                               "outcome": outcome}) or 0.0
+    return (
+        REGISTRY.get_sample_value(
+            "worker_messages_total", {"actor": "metered", "queue": "tests", "outcome": outcome}
+        )
+        or 0.0
+    )
 
 
 def test_every_outcome_is_counted_under_its_label():
     broker, metrics = stub_broker(), Metrics(port=0)
-    cases = [(Succeeded(), "done"), (Retrying(0, "x"), "retried"), (Dead.of("crash_loop", None), "dead"),
-             (Skipped("no key"), "skipped"), (Deferred(0, "paused"), "deferred")]
-    assert {type(outcome) for outcome, _ in cases} == set(get_args(Outcome))  # every kind of outcome, none left out
+    cases = [
+        (Succeeded(), "done"),
+        (Retrying(0, "x"), "retried"),
+        (Dead.of("crash_loop", None), "dead"),
+        (Skipped("no key"), "skipped"),
+        (Deferred(0, "paused"), "deferred"),
+    ]
+    assert {type(outcome) for outcome, _ in cases} == set(
+        get_args(Outcome)
+    )  # every kind of outcome, none left out
     before = {label: _count(label) for _, label in cases}
     for outcome, _label in cases:
         message = proxy("metered")
@@ -28,7 +39,9 @@ def test_every_outcome_is_counted_under_its_label():
         conclude(message, outcome)
         metrics.after_process_message(broker, message)
     assert {label: _count(label) - before[label] for _, label in cases} == {label: 1.0 for _, label in cases}
-    in_progress = REGISTRY.get_sample_value("worker_messages_in_progress", {"actor": "metered", "queue": "tests"})
+    in_progress = REGISTRY.get_sample_value(
+        "worker_messages_in_progress", {"actor": "metered", "queue": "tests"}
+    )
     assert in_progress == 0.0
 
 

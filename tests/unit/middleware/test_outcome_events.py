@@ -24,7 +24,9 @@ class FakeDispatcher:
 
 
 def _run(grant: bool, dispatcher: FakeDispatcher) -> list[tuple[list[str], list[object]]]:
-    middleware = EventDelivery(client=None, url="http://127.0.0.1:1/", secret="s", interval_s=0.01, lease_s=3.0)
+    middleware = EventDelivery(
+        client=None, url="http://127.0.0.1:1/", secret="s", interval_s=0.01, lease_s=3.0
+    )
     middleware.holder = "host:1:abc"
     asked: list[tuple[list[str], list[object]]] = []
     asked_three = threading.Event()

@@ -29,7 +29,9 @@ def test_a_message_of_a_paused_queue_is_put_back_unstarted_and_free():
     copy = successor_of(message)
     assert copy is not None and copy.delay_ms == PUT_BACK_MS
     assert copy.message.options["retries"] == 2  # no attempt spent
-    assert copy.message.options["budget_started_at"] == started_budget + PUT_BACK_MS  # the wait is not charged
+    assert (
+        copy.message.options["budget_started_at"] == started_budget + PUT_BACK_MS
+    )  # the wait is not charged
 
 
 def test_messages_of_other_queues_run():

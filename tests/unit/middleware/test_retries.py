@@ -17,8 +17,17 @@ BASE, MAX = 1_000, 60_000
 
 
 def _retries(**kwargs) -> Retries:
-    return Retries(**{"max_attempts": 3, "retry_hours": 1.0, "backoff_base_ms": BASE, "backoff_max_ms": MAX,
-                      "hard_timeout_retries": 1, "max_age_ms": 3_600_000, **kwargs})
+    return Retries(
+        **{
+            "max_attempts": 3,
+            "retry_hours": 1.0,
+            "backoff_base_ms": BASE,
+            "backoff_max_ms": MAX,
+            "hard_timeout_retries": 1,
+            "max_age_ms": 3_600_000,
+            **kwargs,
+        }
+    )
 
 
 @pytest.fixture()
@@ -62,7 +71,9 @@ def test_last_attempt_dies_with_the_final_error_and_its_traceback(broker):
 
 def test_permanent_error_dies_at_once_with_its_domain_code(broker):
     message = proxy()
-    _retries().after_process_message(broker, message, exception=PermanentError("bad xref", error_code="corrupt"))
+    _retries().after_process_message(
+        broker, message, exception=PermanentError("bad xref", error_code="corrupt")
+    )
     dead = outcome_of(message)
     assert message.failed and (dead.error_type, dead.error_code) == ("permanent_error", "corrupt")
 
@@ -126,7 +137,9 @@ def test_an_upstream_pause_is_not_counted_in_the_time_budget(broker):
     started = int(time.time() * 1000) - 30 * 60_000  # half of the 1 h budget is gone
     message = proxy(timestamp=started)
     pause_ms = 20 * 3_600_000
-    _retries().after_process_message(broker, message, exception=RateLimited("openrouter", pause_ms, paused=True))
+    _retries().after_process_message(
+        broker, message, exception=RateLimited("openrouter", pause_ms, paused=True)
+    )
     assert not message.failed and isinstance(outcome_of(message), Retrying)
     successor = successor_of(message)
     assert successor.delay_ms == pause_ms

@@ -30,11 +30,20 @@ def tracker(tmp_path):
     return StatusTracking()
 
 
-def _message(asset_id: str, *, ts: int | None = None, message_id: str | None = None, **options) -> MessageProxy:
-    return MessageProxy(Message(queue_name="assets", actor_name="process_asset", args=(),
-                                kwargs={"asset_id": asset_id, "source": "file:x"}, options=options,
-                                message_id=message_id or str(uuid.uuid4()),
-                                message_timestamp=ts or int(time.time() * 1000)))
+def _message(
+    asset_id: str, *, ts: int | None = None, message_id: str | None = None, **options
+) -> MessageProxy:
+    return MessageProxy(
+        Message(
+            queue_name="assets",
+            actor_name="process_asset",
+            args=(),
+            kwargs={"asset_id": asset_id, "source": "file:x"},
+            options=options,
+            message_id=message_id or str(uuid.uuid4()),
+            message_timestamp=ts or int(time.time() * 1000),
+        )
+    )
 
 
 def _status(asset_id: str) -> tuple:
@@ -140,7 +149,9 @@ def test_database_down_defers_instead_of_processing(tracker, tmp_path):
 
 class _TrackBroker:
     def get_actor(self, name: str):
-        return SimpleNamespace(options={"status_track": "knowledge" if name == "extract_knowledge" else "asset"})
+        return SimpleNamespace(
+            options={"status_track": "knowledge" if name == "extract_knowledge" else "asset"}
+        )
 
 
 def test_knowledge_that_starts_before_the_asset_message_finishes_still_ends_done(tracker):
@@ -151,12 +162,27 @@ def test_knowledge_that_starts_before_the_asset_message_finishes_still_ends_done
     broker = _TrackBroker()
     asset = _message("race")
     tracker.before_process_message(broker, asset)
-    store_result("race", (asset.message_timestamp, asset.message_id), result={"text": "hello", "pages": 1},
-                 sha256="0" * 64, size=5, detected_type="text", seconds=0.01)
+    store_result(
+        "race",
+        (asset.message_timestamp, asset.message_id),
+        result={"text": "hello", "pages": 1},
+        sha256="0" * 64,
+        size=5,
+        detected_type="text",
+        seconds=0.01,
+    )
     # extract_knowledge was sent by the actor and is picked up before the asset's after-hooks run.
-    knowledge = MessageProxy(Message(queue_name="knowledge", actor_name="extract_knowledge", args=(),
-                                     kwargs={"asset_id": "race"}, options={}, message_id=str(uuid.uuid4()),
-                                     message_timestamp=int(time.time() * 1000) + 1))
+    knowledge = MessageProxy(
+        Message(
+            queue_name="knowledge",
+            actor_name="extract_knowledge",
+            args=(),
+            kwargs={"asset_id": "race"},
+            options={},
+            message_id=str(uuid.uuid4()),
+            message_timestamp=int(time.time() * 1000) + 1,
+        )
+    )
     tracker.before_process_message(broker, knowledge)
     tracker.after_process_message(broker, asset)
     tracker.after_process_message(broker, knowledge)

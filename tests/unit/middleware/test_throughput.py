@@ -31,7 +31,9 @@ def _finish(middleware: Throughput, queue: str, *, failed: bool = False, retried
     message = proxy(queue=queue)
     if failed:
         message.fail()
-    middleware.after_process_message(None, message, exception=RuntimeError("x") if failed or retried else None)
+    middleware.after_process_message(
+        None, message, exception=RuntimeError("x") if failed or retried else None
+    )
 
 
 def test_done_and_failed_are_counted_per_queue_and_a_retry_is_not():
@@ -43,8 +45,11 @@ def test_done_and_failed_are_counted_per_queue_and_a_retry_is_not():
     _finish(middleware, "crm", failed=True)
     _finish(middleware, "crm", retried=True)
     middleware.flush()
-    increments = {(field, n) for op, key, field, n in (c for c in client.calls if c[0] == "hincrby")
-                  if key.startswith("ns:__stats__.")}
+    increments = {
+        (field, n)
+        for op, key, field, n in (c for c in client.calls if c[0] == "hincrby")
+        if key.startswith("ns:__stats__.")
+    }
     assert increments == {("assets:done", 4), ("crm:failed", 1)}
     keys = {c[1] for c in client.calls if c[1].startswith("ns:__stats__.")}
     assert len(keys) == 1
@@ -61,10 +66,15 @@ def test_each_actor_gets_its_done_failed_and_retried_attempts_and_their_run_time
         middleware.before_process_message(None, message)
         if outcome == "failed":
             message.fail()
-        middleware.after_process_message(None, message, exception=None if outcome == "done" else RuntimeError("x"))
+        middleware.after_process_message(
+            None, message, exception=None if outcome == "done" else RuntimeError("x")
+        )
     middleware.flush()
-    per_actor = {field: n for op, key, field, n in (c for c in client.calls if c[0] == "hincrby")
-                 if key.startswith("ns:__actors__.")}
+    per_actor = {
+        field: n
+        for op, key, field, n in (c for c in client.calls if c[0] == "hincrby")
+        if key.startswith("ns:__actors__.")
+    }
     fast = bucket_of(0.001)  # these ran in well under 5 ms
     assert per_actor == {"extract:done": 2, "extract:failed": 1, "extract:retried": 1, f"extract:le{fast}": 4}
     assert middleware.started == {}  # nothing left behind

@@ -36,7 +36,9 @@ def test_process_span_continues_the_senders_trace_and_records_the_outcome(spans)
     tracing.after_process_message(broker, delivered, exception=RuntimeError("503"))
     send, process = sorted(spans.get_finished_spans(), key=lambda s: s.name != "send assets")
     assert (send.name, process.name) == ("send assets", "process assets")
-    assert process.context.trace_id == send.context.trace_id and process.parent.span_id == send.context.span_id
+    assert (
+        process.context.trace_id == send.context.trace_id and process.parent.span_id == send.context.span_id
+    )
     assert process.attributes["worker.outcome"] == "retrying"
     assert process.attributes["messaging.message.id"] == sent.message_id
     assert not process.status.is_ok

@@ -16,12 +16,15 @@ def test_a_valid_payload_passes_untouched():
     assert outcome_of(message) is None and not message.failed
 
 
-@pytest.mark.parametrize(("kwargs", "args", "reason"), [
-    ({"asset_id": "a"}, (), "source"),
-    ({"asset_id": "a", "source": "ftp://x"}, (), "source"),
-    ({"asset_id": "a", "source": "file:a", "colour": "red"}, (), "colour"),
-    ({}, ("a", "file:a"), "positional"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "args", "reason"),
+    [
+        ({"asset_id": "a"}, (), "source"),
+        ({"asset_id": "a", "source": "ftp://x"}, (), "source"),
+        ({"asset_id": "a", "source": "file:a", "colour": "red"}, (), "colour"),
+        ({}, ("a", "file:a"), "positional"),
+    ],
+)
 def test_an_invalid_payload_dies_as_invalid_payload(kwargs, args, reason):
     message = proxy("process_asset", queue="assets", kwargs=kwargs)
     message._message = message._message.copy(args=args)
@@ -48,16 +51,24 @@ def test_a_message_of_a_sender_older_than_the_versioning_is_taken_as_1_0():
 
 def test_an_optional_field_of_a_newer_minor_version_is_left_out_for_this_worker():
     """Old worker, new sender (a rolling deploy): contract 1.9 added ``priority``; this worker runs the rest."""
-    message = proxy("process_asset", queue="assets", contract_version="1.9",
-                    kwargs={"asset_id": "a", "source": "file:a.pdf", "priority": "high"})
+    message = proxy(
+        "process_asset",
+        queue="assets",
+        contract_version="1.9",
+        kwargs={"asset_id": "a", "source": "file:a.pdf", "priority": "high"},
+    )
     Validation().before_process_message(stub_broker(), message)
     assert outcome_of(message) is None and not message.failed
     assert message.kwargs == {"asset_id": "a", "source": "file:a.pdf"}  # what the actor gets
 
 
 def test_an_unknown_field_of_this_version_is_still_a_typo():
-    message = proxy("process_asset", queue="assets", contract_version="1.1",
-                    kwargs={"asset_id": "a", "source": "file:a.pdf", "priority": "high"})
+    message = proxy(
+        "process_asset",
+        queue="assets",
+        contract_version="1.1",
+        kwargs={"asset_id": "a", "source": "file:a.pdf", "priority": "high"},
+    )
     with pytest.raises(SkipMessage):
         Validation().before_process_message(stub_broker(), message)
     assert "priority" in outcome_of(message).error_message
@@ -65,8 +76,12 @@ def test_an_unknown_field_of_this_version_is_still_a_typo():
 
 @pytest.mark.parametrize("version", ["2.0", "0.9", "one"])
 def test_another_major_version_is_refused_with_a_clear_reason(version):
-    message = proxy("process_asset", queue="assets", contract_version=version,
-                    kwargs={"asset_id": "a", "source": "file:a.pdf"})
+    message = proxy(
+        "process_asset",
+        queue="assets",
+        contract_version=version,
+        kwargs={"asset_id": "a", "source": "file:a.pdf"},
+    )
     with pytest.raises(SkipMessage):
         Validation().before_process_message(stub_broker(), message)
     dead = outcome_of(message)
@@ -77,4 +92,7 @@ def test_another_major_version_is_refused_with_a_clear_reason(version):
 def test_the_sender_says_which_contract_version_it_speaks():
     from worker_contracts import CONTRACT_VERSION, build_message
 
-    assert build_message("extract_knowledge", {"asset_id": "a"})["options"]["contract_version"] == CONTRACT_VERSION
+    assert (
+        build_message("extract_knowledge", {"asset_id": "a"})["options"]["contract_version"]
+        == CONTRACT_VERSION
+    )

@@ -48,9 +48,14 @@ def test_soft_time_limit_during_a_hard_limited_call_kills_the_child_at_once(monk
     assert run_hard_limited("os:getpid", timeout_s=30, memory_mb=256) != os.getpid()
 
 
-_SECRETS = {"KOMMO_ACCESS_TOKEN": "kommo-secret-1", "WEB_API_TOKEN": "api-secret-2",
-            "OPENROUTER_API_KEY": "sk-or-secret-3", "BROKER_URL": "redis://:broker-secret-4@127.0.0.1:6379/5",
-            "DATABASE_URL": "postgresql://u:db-secret-5@127.0.0.1/test", "EVENTS_WEBHOOK_SECRET": "events-secret-6"}
+_SECRETS = {
+    "KOMMO_ACCESS_TOKEN": "kommo-secret-1",
+    "WEB_API_TOKEN": "api-secret-2",
+    "OPENROUTER_API_KEY": "sk-or-secret-3",
+    "BROKER_URL": "redis://:broker-secret-4@127.0.0.1:6379/5",
+    "DATABASE_URL": "postgresql://u:db-secret-5@127.0.0.1/test",
+    "EVENTS_WEBHOOK_SECRET": "events-secret-6",
+}
 
 
 def test_an_extraction_child_is_started_without_any_secret_of_the_workers_environment():
@@ -64,12 +69,21 @@ def test_an_extraction_child_is_started_without_any_secret_of_the_workers_enviro
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[3]
-    script = ("import json, os\nfrom worker_service.runtime.hardlimit import run_hard_limited\n"
-              "seen = run_hard_limited('tests.support.hogs:environment', timeout_s=60, memory_mb=512)\n"
-              "seen['worker_after'] = os.environ.get('KOMMO_ACCESS_TOKEN')\nprint(json.dumps(seen))\n")
+    script = (
+        "import json, os\nfrom worker_service.runtime.hardlimit import run_hard_limited\n"
+        "seen = run_hard_limited('tests.support.hogs:environment', timeout_s=60, memory_mb=512)\n"
+        "seen['worker_after'] = os.environ.get('KOMMO_ACCESS_TOKEN')\nprint(json.dumps(seen))\n"
+    )
     env = {**os.environ, **_SECRETS, "PYTHONPATH": str(root)}
-    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     for where in ("initial", "current"):
         assert "PATH=" in seen[where]  # what the child needs is there

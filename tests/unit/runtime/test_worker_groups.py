@@ -20,11 +20,18 @@ def _actor_queues() -> set[str]:
     queues = set()
     for path in (ROOT / "actors").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.keyword) and node.arg == "queue_name" and isinstance(node.value, ast.Constant):
+            if (
+                isinstance(node, ast.keyword)
+                and node.arg == "queue_name"
+                and isinstance(node.value, ast.Constant)
+            ):
                 queues.add(node.value.value)  # actor(queue_name="assets", ...)
             elif isinstance(node, ast.Dict):  # _OPTIONS = {"queue_name": "crm", ...}
-                queues.update(v.value for k, v in zip(node.keys, node.values, strict=True)
-                              if isinstance(k, ast.Constant) and k.value == "queue_name" and isinstance(v, ast.Constant))
+                queues.update(
+                    v.value
+                    for k, v in zip(node.keys, node.values, strict=True)
+                    if isinstance(k, ast.Constant) and k.value == "queue_name" and isinstance(v, ast.Constant)
+                )
     return queues
 
 
@@ -37,8 +44,11 @@ def test_every_actor_queue_is_consumed_by_exactly_one_group():
 def test_group_sizes_come_from_settings_and_assets_default_to_one_thread_per_usable_core():
     settings = Settings(knowledge_threads=40, crm_processes=3)
     sizes = {g.name: (g.queues, g.processes, g.threads, g.index) for g in worker_groups(settings)}
-    assert sizes == {"assets": (("assets",), 1, usable_cpus(), 0), "knowledge": (("knowledge",), 1, 40, 1),
-                     "crm": (("crm",), 3, 16, 2)}
+    assert sizes == {
+        "assets": (("assets",), 1, usable_cpus(), 0),
+        "knowledge": (("knowledge",), 1, 40, 1),
+        "crm": (("crm",), 3, 16, 2),
+    }
     assert group_named(Settings(assets_threads=3), "assets").threads == 3
 
 

@@ -20,5 +20,9 @@ def test_an_unknown_user_costs_what_a_real_password_check_costs():
     """The dummy hash is a literal (importing hashes nothing) with the parameters real hashes get."""
     ours = extract_parameters(_DUMMY_HASH)
     real = extract_parameters(_HASHER.hash("a real password of some length"))
-    assert (ours.type, ours.memory_cost, ours.time_cost, ours.parallelism) == \
-        (real.type, real.memory_cost, real.time_cost, real.parallelism)
+    assert (ours.type, ours.memory_cost, ours.time_cost, ours.parallelism) == (
+        real.type,
+        real.memory_cost,
+        real.time_cost,
+        real.parallelism,
+    )

@@ -7,12 +7,32 @@ import pytest
 from worker_service.web.redirects import local_path, same_origin
 
 HOSTILE = [
-    "/\t/evil.example", "/%09/evil.example", "\t//evil.example", "/\n/evil.example", "/\r/evil.example",
-    "//evil.example", "///evil.example", "/\\evil.example", "\\\\evil.example", "\\/evil.example",
-    "/%2F/evil.example", "/%2f%2fevil.example", "%2F%2Fevil.example", "/%252F/evil.example", "/%5C/evil.example",
-    "https://evil.example", "http:evil.example", "javascript:alert(1)", "JavaScript:alert(1)",
-    " //evil.example", "\x00//evil.example", "/\x00/evil.example", "data:text/html,x", "evil.example",
-    "", None,
+    "/\t/evil.example",
+    "/%09/evil.example",
+    "\t//evil.example",
+    "/\n/evil.example",
+    "/\r/evil.example",
+    "//evil.example",
+    "///evil.example",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "\\/evil.example",
+    "/%2F/evil.example",
+    "/%2f%2fevil.example",
+    "%2F%2Fevil.example",
+    "/%252F/evil.example",
+    "/%5C/evil.example",
+    "https://evil.example",
+    "http:evil.example",
+    "javascript:alert(1)",
+    "JavaScript:alert(1)",
+    " //evil.example",
+    "\x00//evil.example",
+    "/\x00/evil.example",
+    "data:text/html,x",
+    "evil.example",
+    "",
+    None,
 ]
 
 
@@ -21,7 +41,9 @@ def test_a_hostile_next_goes_home(target):
     assert local_path(target) == "/"
 
 
-@pytest.mark.parametrize("target", ["/", "/dead-letters?actor=process_asset&page=2", "/assets/a%20b", "/queues/"])
+@pytest.mark.parametrize(
+    "target", ["/", "/dead-letters?actor=process_asset&page=2", "/assets/a%20b", "/queues/"]
+)
 def test_a_local_path_is_kept(target):
     assert local_path(target) == target
 

@@ -56,12 +56,24 @@ def list_page() -> Response | str:
     query = _query()
     rows, next_cursor = _page(query, PAGE_SIZE)
     values = {k: request.args[k] for k in FILTER_KEYS if request.args.get(k)}
-    return render_template("assets.html", nav="assets", rows=rows, next_cursor=next_cursor, query=query,
-                           counts={name: {state: f"{browse.COUNT_CAP:,}+" if n > browse.COUNT_CAP else f"{n:,}"
-                                          for state, n in group.items()}
-                                   for name, group in browse.counts(query).items()},
-                           values=values, statuses=browse.STATUSES,
-                           knowledge_statuses=browse.KNOWLEDGE_STATUSES, first_page=not request.args.get("cursor"))
+    return render_template(
+        "assets.html",
+        nav="assets",
+        rows=rows,
+        next_cursor=next_cursor,
+        query=query,
+        counts={
+            name: {
+                state: f"{browse.COUNT_CAP:,}+" if n > browse.COUNT_CAP else f"{n:,}"
+                for state, n in group.items()
+            }
+            for name, group in browse.counts(query).items()
+        },
+        values=values,
+        statuses=browse.STATUSES,
+        knowledge_statuses=browse.KNOWLEDGE_STATUSES,
+        first_page=not request.args.get("cursor"),
+    )
 
 
 @blueprint.get("/api/assets")
@@ -72,9 +84,18 @@ def api_list() -> Response:
     query = _query()
     rows, next_cursor = _page(query, _limit(100))
     counts = browse.counts(query)
-    capped = {name: [state for state, n in group.items() if n > browse.COUNT_CAP] for name, group in counts.items()}
-    return json_response({"assets": rows, "next_cursor": next_cursor, "counts": counts["status"],
-                          "knowledge_counts": counts["knowledge_status"], "counts_capped": capped})
+    capped = {
+        name: [state for state, n in group.items() if n > browse.COUNT_CAP] for name, group in counts.items()
+    }
+    return json_response(
+        {
+            "assets": rows,
+            "next_cursor": next_cursor,
+            "counts": counts["status"],
+            "knowledge_counts": counts["knowledge_status"],
+            "counts_capped": capped,
+        }
+    )
 
 
 @blueprint.get("/assets/<asset_id>")
@@ -85,11 +106,24 @@ def page(asset_id: str) -> Response | str:
     if record is None:
         return Response(render_template("asset_missing.html", nav="assets", asset_id=asset_id), 404)
     graph = asset_graph(asset_id)
-    picture = graph_picture([e["name"] for e in graph["entities"]],
-                            [(r["source"], r["target"]) for r in graph["relations"]]) if graph else ""
-    return render_template("asset.html", nav="assets", a=record, history=asset_history(asset_id) or [],
-                           dead=asset_dead_letters(asset_id), text=asset_text(asset_id), graph=graph,
-                           picture=picture, lead=lead_link(record.get("crm_lead_id")))
+    picture = (
+        graph_picture(
+            [e["name"] for e in graph["entities"]], [(r["source"], r["target"]) for r in graph["relations"]]
+        )
+        if graph
+        else ""
+    )
+    return render_template(
+        "asset.html",
+        nav="assets",
+        a=record,
+        history=asset_history(asset_id) or [],
+        dead=asset_dead_letters(asset_id),
+        text=asset_text(asset_id),
+        graph=graph,
+        picture=picture,
+        lead=lead_link(record.get("crm_lead_id")),
+    )
 
 
 @blueprint.get("/assets/<asset_id>/text")
@@ -148,8 +182,11 @@ def retry_page(asset_id: str) -> Response:
     from flask import flash
 
     track = _retry_now(asset_id)
-    flash(f"Sent the asset's {'extraction' if track == 'asset' else 'knowledge'} again now." if track
-          else "Nothing of this asset is waiting for a retry.")
+    flash(
+        f"Sent the asset's {'extraction' if track == 'asset' else 'knowledge'} again now."
+        if track
+        else "Nothing of this asset is waiting for a retry."
+    )
     return see_other(f"/assets/{quote(asset_id, safe='')}")
 
 
@@ -157,8 +194,11 @@ def retry_page(asset_id: str) -> Response:
 def api_retry(asset_id: str) -> Response:
     """``{"retried": "asset"|"knowledge"}``, or 409 when nothing of the asset is retrying."""
     track = _retry_now(asset_id)
-    return json_response({"retried": track}) if track else json_response(
-        {"error": "nothing of this asset is waiting for a retry"}, 409)
+    return (
+        json_response({"retried": track})
+        if track
+        else json_response({"error": "nothing of this asset is waiting for a retry"}, 409)
+    )
 
 
 @blueprint.get("/api/assets/<asset_id>/history")

@@ -20,6 +20,7 @@ FILTER_KEYS = ("actor", "queue", "error_type", "state", "since", "until", "asset
 
 def make_filter(values: Mapping[str, str]) -> Filter:
     """The dead letters a page or API call asks for; ``state`` is ``dead`` unless given ('' = any)."""
+
     def day(name: str, plus: int = 0) -> datetime | None:
         raw = values.get(name) or ""
         try:
@@ -28,9 +29,15 @@ def make_filter(values: Mapping[str, str]) -> Filter:
             return None
 
     state = values.get("state", "dead")
-    return Filter(actor=values.get("actor") or None, queue=values.get("queue") or None,
-                  error_type=values.get("error_type") or None, state=state or None, since=day("since"),
-                  until=day("until", plus=1), asset_id=values.get("asset_id") or None)
+    return Filter(
+        actor=values.get("actor") or None,
+        queue=values.get("queue") or None,
+        error_type=values.get("error_type") or None,
+        state=state or None,
+        since=day("since"),
+        until=day("until", plus=1),
+        asset_id=values.get("asset_id") or None,
+    )
 
 
 def filter_values(values: Mapping[str, str]) -> dict[str, str]:
@@ -66,15 +73,24 @@ def list_page() -> str:
     values = filter_values(request.args)
     total = store.count(flt, cap=COUNT_CAP)
     return render_template(
-        "dead_letters.html", nav="dlq", flt=flt, rows=[to_public(r) for r in rows[:PAGE_SIZE]],
-        more=len(rows) > PAGE_SIZE, first_page=not before and page == 1,
+        "dead_letters.html",
+        nav="dlq",
+        flt=flt,
+        rows=[to_public(r) for r in rows[:PAGE_SIZE]],
+        more=len(rows) > PAGE_SIZE,
+        first_page=not before and page == 1,
         older=rows[PAGE_SIZE - 1].id if len(rows) > PAGE_SIZE else None,
-        total=_shown(total, flt), by_type={k: _shown(n, flt)
-                                           for k, n in store.counts_by("error_type", flt, cap=COUNT_CAP).items()},
-        actors=store.distinct("actor"), queues=store.distinct("queue"), error_types=ERROR_TYPES,
+        total=_shown(total, flt),
+        by_type={k: _shown(n, flt) for k, n in store.counts_by("error_type", flt, cap=COUNT_CAP).items()},
+        actors=store.distinct("actor"),
+        queues=store.distinct("queue"),
+        error_types=ERROR_TYPES,
         codes=store.recent_codes(),
-        since=request.args.get("since", ""), until=request.args.get("until", ""),
-        qs=urlencode(values), query_items=sorted(values.items()))
+        since=request.args.get("since", ""),
+        until=request.args.get("until", ""),
+        qs=urlencode(values),
+        query_items=sorted(values.items()),
+    )
 
 
 def _shown(count: int, flt: Filter) -> str:
@@ -91,8 +107,12 @@ def detail_page(ident: int) -> Response | str:
     payload = {"args": record["args"], "kwargs": record["kwargs"], "options": record["options"]}
     for item in record.get("history") or []:
         item["at_iso"] = datetime.fromtimestamp(item.get("at", 0) / 1000, UTC).isoformat(timespec="seconds")
-    return render_template("dead_letter.html", nav="dlq", r=record,
-                           payload=json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+    return render_template(
+        "dead_letter.html",
+        nav="dlq",
+        r=record,
+        payload=json.dumps(payload, indent=2, ensure_ascii=False, default=str),
+    )
 
 
 @blueprint.post("/dead-letters/<id:ident>/<any(requeue, delete):action>")
@@ -116,10 +136,14 @@ def act_one(ident: int, action: str) -> Response | str:
 def act_bulk() -> Response | str:
     store, who = services().store, principal().audit_name
     action = request.form.get("action", "")
-    values = {k[2:]: v for k, v in request.form.items() if k.startswith("f_")}  # the list's filter, carried along
+    values = {
+        k[2:]: v for k, v in request.form.items() if k.startswith("f_")
+    }  # the list's filter, carried along
     back = "/dead-letters?" + urlencode(filter_values(values))
     if action in ("requeue", "delete"):
-        ids = [int(i) for i in request.form.getlist("ids") if i.isascii() and i.isdigit() and int(i) <= MAX_ID]
+        ids = [
+            int(i) for i in request.form.getlist("ids") if i.isascii() and i.isdigit() and int(i) <= MAX_ID
+        ]
         if not ids:
             flash("Nothing selected.")
             return see_other(back)
@@ -130,10 +154,16 @@ def act_bulk() -> Response | str:
         flt = make_filter({**values, "state": "dead"})
         verb = action.split("-")[0]
         if request.form.get("confirm") != "yes":
-            return render_template("confirm.html", nav="dlq", verb=verb, action=action, count=store.count(flt),
-                                   query_items=sorted(filter_values(values).items()),
-                                   qs=urlencode(filter_values(values)),
-                                   description=json.dumps({k: v for k, v in values.items() if v}))
+            return render_template(
+                "confirm.html",
+                nav="dlq",
+                verb=verb,
+                action=action,
+                count=store.count(flt),
+                query_items=sorted(filter_values(values).items()),
+                qs=urlencode(filter_values(values)),
+                description=json.dumps({k: v for k, v in values.items() if v}),
+            )
         n = len(store.requeue_matching(flt, who)) if verb == "requeue" else store.delete_matching(flt, who)
         flash(f"{verb.capitalize()}d {n} matching dead letters.")
         return see_other(back)
@@ -159,8 +189,13 @@ def api_list() -> Response:
     found = store.list(flt, limit=limit + 1, offset=0 if cursor else number("offset", 0), before=cursor)
     rows = [to_public(r) for r in found[:limit]]
     # next_cursor: pass it as ``cursor`` for the next (older) page; null on the last one
-    return json_response({"total": store.count(flt), "items": rows,
-                          "next_cursor": found[limit - 1].id if len(found) > limit else None})
+    return json_response(
+        {
+            "total": store.count(flt),
+            "items": rows,
+            "next_cursor": found[limit - 1].id if len(found) > limit else None,
+        }
+    )
 
 
 @blueprint.get("/api/dead-letters/<id:ident>")
@@ -176,8 +211,9 @@ def api_requeue(ident: int) -> Response:
     if done:
         return json_response({"requeued": done})
     exists = store.get(ident) is not None
-    return json_response({"error": "not dead (already requeued or deleted)" if exists else "not found"},
-                         409 if exists else 404)
+    return json_response(
+        {"error": "not dead (already requeued or deleted)" if exists else "not found"}, 409 if exists else 404
+    )
 
 
 @blueprint.get("/api/audit")

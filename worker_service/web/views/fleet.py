@@ -43,11 +43,20 @@ def overview_page() -> Response | str:
         return see_other("/dead-letters?" + urlencode(list(request.args.items(multi=True))))  # links of old
     data = overview_data()
     hour, day = data["throughput"]["last_hour"], data["throughput"]["last_day"]
-    context = {"o": data, "can_change": principal().can_change,
-               "chart_hour": line_chart(hour["labels"], {"done": hour["done"], "failed": hour["failed"]},
-                                        title="messages per minute, last hour"),
-               "chart_day": line_chart(day["labels"], {"done": day["done"], "failed": day["failed"]},
-                                       title="messages per 30 minutes, last day")}
+    context = {
+        "o": data,
+        "can_change": principal().can_change,
+        "chart_hour": line_chart(
+            hour["labels"],
+            {"done": hour["done"], "failed": hour["failed"]},
+            title="messages per minute, last hour",
+        ),
+        "chart_day": line_chart(
+            day["labels"],
+            {"done": day["done"], "failed": day["failed"]},
+            title="messages per 30 minutes, last day",
+        ),
+    }
     if request.args.get("partial"):  # the page's own refresh: the body only
         return render_template("overview_body.html", **context)
     return render_template("overview.html", nav="overview", **context)
@@ -57,7 +66,10 @@ def actors_data() -> dict[str, Any]:
     from worker_service.web.overview import actor_stats
 
     client = services().limiter_client  # middleware.throughput writes to the rate limiter's Redis
-    return {"last_hour": actor_stats(client, "dramatiq", 60), "last_day": actor_stats(client, "dramatiq", 1440)}
+    return {
+        "last_hour": actor_stats(client, "dramatiq", 60),
+        "last_day": actor_stats(client, "dramatiq", 1440),
+    }
 
 
 @blueprint.get("/actors")
@@ -107,8 +119,13 @@ def purge_confirm(queue: str) -> Response | str:
     broker = services().redis_broker(queue)
     if broker is None:
         return text(f"No queue {queue} to purge (or not a Redis broker).", 404)
-    return render_template("purge.html", nav="overview", queue=queue, count=broker.waiting_count(queue),
-                           held=broker.held_delayed_count(queue))
+    return render_template(
+        "purge.html",
+        nav="overview",
+        queue=queue,
+        count=broker.waiting_count(queue),
+        held=broker.held_delayed_count(queue),
+    )
 
 
 @blueprint.post("/overview/queues/<queue>/purge")
@@ -133,7 +150,9 @@ def set_paused(queue: str, action: str) -> tuple[int, dict[str, Any]]:
         return 404, {"error": f"unknown queue {queue} (or no Redis to keep the pause in)"}
     changed = broker.set_paused(queue, action == "pause")
     with session(transaction=True):
-        AuditEntry.create(who=principal().audit_name, action=f"queue-{action}", target=queue, count=int(changed))
+        AuditEntry.create(
+            who=principal().audit_name, action=f"queue-{action}", target=queue, count=int(changed)
+        )
     return 200, {"queue": queue, "paused": action == "pause", "changed": changed}
 
 
@@ -148,8 +167,11 @@ def purge(queue: str, confirm: str | None) -> tuple[int, dict[str, Any]]:
         return 404, {"error": f"no queue {queue} to purge (or not a Redis broker)"}
     count = broker.waiting_count(queue)
     if confirm != str(count):
-        return 409, {"error": f"confirm with the number of messages that go: {count}", "waiting": count,
-                     "held_delayed": broker.held_delayed_count(queue)}
+        return 409, {
+            "error": f"confirm with the number of messages that go: {count}",
+            "waiting": count,
+            "held_delayed": broker.held_delayed_count(queue),
+        }
     purged = broker.purge(queue)
     who = principal().audit_name
     ended = 0
@@ -159,10 +181,20 @@ def purge(queue: str, confirm: str | None) -> tuple[int, dict[str, Any]]:
             kwargs = data.get("kwargs") if isinstance(data.get("kwargs"), dict) else {}
             if track is None or not isinstance(kwargs.get("asset_id"), str):
                 continue
-            message = SimpleNamespace(options=data.get("options") or {}, message_id=data.get("message_id"),
-                                      message_timestamp=data.get("message_timestamp") or 0)
-            ended += tr.fail(track, kwargs["asset_id"], kwargs, tr.generation_of(message), "purged",
-                             f"purged from queue {queue} by {who}")
-        AuditEntry.create(who=who, action="queue-purge", target=queue, count=len(purged),
-                          detail={"records_failed": ended})
+            message = SimpleNamespace(
+                options=data.get("options") or {},
+                message_id=data.get("message_id"),
+                message_timestamp=data.get("message_timestamp") or 0,
+            )
+            ended += tr.fail(
+                track,
+                kwargs["asset_id"],
+                kwargs,
+                tr.generation_of(message),
+                "purged",
+                f"purged from queue {queue} by {who}",
+            )
+        AuditEntry.create(
+            who=who, action="queue-purge", target=queue, count=len(purged), detail={"records_failed": ended}
+        )
     return 200, {"queue": queue, "purged": len(purged), "records_failed": ended}

@@ -34,9 +34,15 @@ def api_entities() -> Response:
     limit, cursor = _number("limit", 50, graphread.MAX_LIMIT), _number("cursor", 0, MAX_ID)
     if limit is None or cursor is None:
         return json_response({"error": f"limit is 1-{graphread.MAX_LIMIT}, cursor an entity id"}, 400)
-    return json_response(graphread.list_entities(_workspace(), q=request.args.get("q", "")[:200],
-                                                 type_=request.args.get("type", "")[:100], limit=limit or 1,
-                                                 cursor=cursor))
+    return json_response(
+        graphread.list_entities(
+            _workspace(),
+            q=request.args.get("q", "")[:200],
+            type_=request.args.get("type", "")[:100],
+            limit=limit or 1,
+            cursor=cursor,
+        )
+    )
 
 
 @blueprint.get("/api/entities/<id:ident>")
@@ -88,8 +94,16 @@ def page_entities() -> Response | str:
     cursor = _number("cursor", 0, MAX_ID)
     found_ = graphread.list_entities(workspace, q=q, type_=type_, limit=50, cursor=cursor or 0)
     more = urlencode({"workspace": workspace, "q": q, "type": type_, "cursor": found_["next_cursor"] or ""})
-    return render_template("entities.html", nav="entities", workspace=workspace, q=q, type_=type_,
-                           entities=found_["entities"], next_cursor=found_["next_cursor"], more=more)
+    return render_template(
+        "entities.html",
+        nav="entities",
+        workspace=workspace,
+        q=q,
+        type_=type_,
+        entities=found_["entities"],
+        next_cursor=found_["next_cursor"],
+        more=more,
+    )
 
 
 @blueprint.get("/entities/<id:ident>")

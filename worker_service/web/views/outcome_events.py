@@ -20,8 +20,14 @@ def page() -> str:
     from settings import get_settings
 
     pending, age = lag()
-    return render_template("events.html", nav="events", rows=recent(state_asked()), pending=pending, lag=round(age),
-                           configured=bool(get_settings().events_webhook_url))
+    return render_template(
+        "events.html",
+        nav="events",
+        rows=recent(state_asked()),
+        pending=pending,
+        lag=round(age),
+        configured=bool(get_settings().events_webhook_url),
+    )
 
 
 @blueprint.post("/events/<id:event_id>/resend")
@@ -34,7 +40,9 @@ def resend_page(event_id: int) -> Response:
 @blueprint.get("/api/events")
 def api_list() -> Response:
     pending, age = lag()
-    return json_response({"pending": pending, "oldest_pending_seconds": round(age, 1), "items": recent(state_asked())})
+    return json_response(
+        {"pending": pending, "oldest_pending_seconds": round(age, 1), "items": recent(state_asked())}
+    )
 
 
 @blueprint.post("/api/events/<id:event_id>/resend")
