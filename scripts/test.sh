@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== ruff" >&2
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 echo "== mypy" >&2
 .venv/bin/mypy
 echo "== pytest" >&2
