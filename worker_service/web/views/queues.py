@@ -18,9 +18,15 @@ def _failed_by_queue() -> dict[str, int]:
 
 @blueprint.get("/queues/")
 def list_page() -> Response | str:
-    from worker_service.web.views.fleet import overview_data
+    from worker_service.brokers.redis import ReliableRedisBroker
+    from worker_service.web.metrics import queue_stats
 
-    queues = overview_data()["queues"]
+    broker = services().broker  # the queue counts only, not the whole overview (charts, workers, upstreams)
+    queues = (
+        queue_stats(broker.client, broker.namespace, broker.shards)
+        if isinstance(broker, ReliableRedisBroker)
+        else []
+    )
     failed = _failed_by_queue()
     for queue in queues:
         queue["failed"] = failed.get(queue["name"], 0)
