@@ -47,21 +47,11 @@ ERROR_TYPES = (
     "crash_loop",
     "forbidden",
 )
-#: domain codes that a requeue cannot cure: the same input fails the same way (the operator fixes the source first)
-PERMANENT_CODES = frozenset(
-    {
-        "corrupt",
-        "encrypted",
-        "unsupported_type",
-        "too_large",
-        "too_many_pages",
-        "empty",
-        "forbidden_source",
-        "invalid_payload",
-        "undecodable",
-        "unknown_actor",
-        "forbidden",
-    }
+#: the dead-letter types of a message the service judged hopeless as it was (a PermanentError, a payload or body it
+#: could not take, an actor it does not have, a forbidden webhook): a requeue meets the same verdict unless the
+#: source changed first.  Read from the type the failure got, never from a second list of domain codes.
+PERMANENT_TYPES = frozenset(
+    {"permanent_error", "invalid_payload", "undecodable", "unknown_actor", "forbidden"}
 )
 #: options that belong to one delivery or one generation and must not survive a requeue
 _RESET_OPTIONS = (
@@ -119,7 +109,7 @@ def to_public(row: DeadLetter, *, full: bool = False) -> dict[str, Any]:
         "error_type": row.error_type,
         # older rows (before migration 14) have no domain code: their type stands in
         "error_code": row.error_code or row.error_type,
-        "permanent": (row.error_code or row.error_type) in PERMANENT_CODES,
+        "permanent": row.error_type in PERMANENT_TYPES,
         "exception_type": row.exception_type,
         "error_message": mask(row.error_message),
         "attempts": row.attempts,

@@ -71,3 +71,26 @@ def test_requeue_matching_goes_in_batches_requeues_each_once_and_reports_progres
     assert store.requeue_matching(Filter(error_type="crash_loop"), "tester") == []  # each at most once
     assert store.count(Filter(error_type="crash_loop")) == 0
     assert store.count(Filter(state="requeued")) == 125
+
+
+def test_a_requeue_asks_for_confirmation_only_when_the_service_judged_the_failure_permanent():
+    """Whether a dead letter is hopeless as it stands comes from the type its failure got, not from a list of
+    domain codes: fetch_failed after the retries ran out may work now; a corrupt file will not."""
+    from worker_service.database.models import DeadLetter
+    from worker_service.deadletters import to_public
+
+    def permanent(error_type: str, code: str) -> bool:
+        return to_public(
+            DeadLetter(
+                id=1,
+                message_id="m",
+                queue="assets",
+                actor="process_asset",
+                error_type=error_type,
+                error_code=code,
+                state="dead",
+            )
+        )["permanent"]
+
+    assert permanent("permanent_error", "corrupt") and permanent("undecodable", "undecodable")
+    assert not permanent("retries_exhausted", "fetch_failed") and not permanent("timeout", "timeout")
