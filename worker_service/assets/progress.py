@@ -47,14 +47,18 @@ class ProgressWatch:
 
     def _loop(self) -> None:
         while not self.stop.wait(self.every_s):
-            try:
-                done, total = self.path.read_text().split()
-                line = f"OCR: page {int(done)} of {int(total)}"
-            except (OSError, ValueError):
-                continue
-            if line != self.last:
-                self.last = line
-                self._write(line)
+            self.copy_once()
+
+    def copy_once(self) -> None:
+        """Read the child's file and, when it moved on, write the line to the record (one round of the thread)."""
+        try:
+            done, total = self.path.read_text().split()
+            line = f"OCR: page {int(done)} of {int(total)}"
+        except (OSError, ValueError):
+            return
+        if line != self.last:
+            self.last = line
+            self._write(line)
 
     def _write(self, line: str | None) -> None:
         try:
