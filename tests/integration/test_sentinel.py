@@ -4,6 +4,7 @@ outage like any other: nothing lost, nothing dead-lettered, no "failed for good"
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -262,7 +263,9 @@ def test_a_worker_leaves_a_resumed_old_master_before_the_sentinels_demote_it(
     master = cluster.master_port()
     wait_for(lambda: blocked_on(master) >= 1, 60, 0.2, "the worker's consumers waiting on the master")
     old, new = _split_brain(cluster)
+    resumed = time.monotonic()
     wait_for(lambda: blocked_on(old) == 0, 10, 0.1, "the worker's consumers off the old master")
+    print(f"\nconsumers off the resumed old master {time.monotonic() - resumed:.1f} s after it resumed")
     assert cluster.node(old).role()[0] == b"master"  # left inside the window, not because it was demoted
     wait_for(lambda: blocked_on(new) >= 1, 30, 0.1, "the worker's consumers waiting on the new master")
     storage = Path(sentinel_env["STORAGE_ROOT"])
