@@ -146,18 +146,18 @@ def test_browser_queue_pages_count_failures_as_the_failed_page_does_and_link_mes
         assert page.locator("a.asset-link[href='/assets/bad-1']").count() == 1  # the same one failure
     start_worker(env=env, threads=1)
     sender("sleepy", tag="held", seconds=5)
-    wait_for(
-        lambda: (
-            requests.get(f"{base}/api/queues/tests", headers=API).status_code == 200
-            and requests.get(f"{base}/api/queues/tests", headers=API).json()["fetched"]["total"] == 1
-        ),
-        30,
-        0.2,
-        "the worker holding the sleepy message",
-    )
-    held = requests.get(f"{base}/api/queues/tests", headers=API).json()["fetched"]["messages"][0]
+
+    def running() -> list[dict]:
+        # fetched first (prefetched), then marked started by the worker's group commit a moment later
+        answer = requests.get(f"{base}/api/queues/tests", headers=API)
+        return (
+            [m for m in answer.json()["fetched"]["messages"] if m["running"]]
+            if answer.status_code == 200
+            else []
+        )
+
+    held = wait_for(running, 30, 0.2, "the worker running the sleepy message")[0]
     holder = held["worker"]
-    assert held["running"] is True
     live = [w for w in _workers(base) if w["state"] == "live"]
     assert holder in {f"{w['host']} pid {w['pid']}" for w in live}  # the overview's name for it
     assert (
